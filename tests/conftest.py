@@ -1,0 +1,137 @@
+"""Shared fixtures: a real, migrated ledger per test on SQLite, or on PostgreSQL when asked.
+
+Set ``PLIXO_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/test``) to run
+the same tests against PostgreSQL: a throwaway database is created per test process and dropped
+after, and tables are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("PLIXO_MODEL", "offline")
+
+from memory import migrate  # noqa: E402
+from memory.config import get_settings  # noqa: E402
+from memory.db import make_engine, session_factory  # noqa: E402
+from memory.models import Base, Organisation  # noqa: E402
+
+try:  # pydantic-ai's guard: no test may call a real model.
+    from pydantic_ai import models as _ai_models
+
+    _ai_models.ALLOW_MODEL_REQUESTS = False
+except ImportError:  # pragma: no cover
+    pass
+
+POSTGRES_URL = os.environ.get("PLIXO_TEST_POSTGRES_URL")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"plixo ledger backend: {'postgresql' if POSTGRES_URL else 'sqlite'}"
+
+
+@pytest.fixture(scope="session")
+def _template_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    if POSTGRES_URL:
+        return None
+    path = tmp_path_factory.mktemp("ledger-template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_db() -> Iterator[str | None]:
+    if not POSTGRES_URL:
+        yield None
+        return
+    base = make_url(POSTGRES_URL)
+    if base.drivername == "postgresql":
+        base = base.set(drivername="postgresql+psycopg")
+    name = f"plixo_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db_url(
+    tmp_path: Path, _template_sqlite: Path | None, _postgres_db: str | None
+) -> Iterator[str]:
+    """A migrated, empty ledger for this test."""
+    if _postgres_db:
+        engine = make_engine(_postgres_db)
+        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        yield _postgres_db
+        return
+    assert _template_sqlite is not None
+    path = tmp_path / "plixo.db"
+    shutil.copyfile(_template_sqlite, path)
+    yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point the settings at a private data directory and this test's ledger."""
+    d = tmp_path / "data"
+    d.mkdir()
+    monkeypatch.setenv("PLIXO_DATA_DIR", str(d))
+    monkeypatch.setenv("PLIXO_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    yield d
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def session(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    s = sessions()
+    yield s
+    s.rollback()
+    s.close()
+
+
+@pytest.fixture
+def org(session: Session) -> Organisation:
+    """An empty organisation, committed."""
+    o = Organisation(name="Acme Test Ltd", slug=f"acme-{uuid.uuid4().hex[:6]}")
+    session.add(o)
+    session.commit()
+    return o
