@@ -1,0 +1,63 @@
+"""The ``plixo`` command line (typer + rich). Each area adds its sub-app here."""
+
+from __future__ import annotations
+
+import typer
+
+from api.cli_autopilot import autopilot_app
+from api.cli_common import console, fail, open_ledger
+from api.cli_eval import eval_app
+from api.cli_policy import policy_app
+from api.cli_risk import risk_app
+from memory import migrate
+from memory.config import get_settings
+from memory.db import redact_url
+
+app = typer.Typer(
+    name="plixo",
+    help="plixo: the accounts-receivable co-pilot. Drafts by the agent, decisions by the guardrails.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(policy_app, name="policy")
+app.add_typer(autopilot_app, name="autopilot")
+app.add_typer(eval_app, name="eval")
+app.add_typer(risk_app, name="risk")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the ledger migrations (safe to run again)."""
+    engine, _ = open_ledger(upgrade=True)
+    console.print(
+        f"Ledger at {redact_url(engine.url.render_as_string(False))} "
+        f"is at revision [bold]{migrate.current_revision(engine)}[/]."
+    )
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Start the API, the review panel and the mini-portal."""
+    import uvicorn
+
+    from api.app import create_app
+
+    engine, _ = open_ledger(upgrade=True)
+    console.print(f"plixo on http://{host}:{port}  (model: {get_settings().model})")
+    try:
+        uvicorn.run(create_app(engine=engine), host=host, port=port, log_level="info")
+    except OSError as exc:
+        fail(f"Cannot listen on {host}:{port}: {exc}. Pick another --port.")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

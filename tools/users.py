@@ -1,0 +1,55 @@
+"""Users and their credentials: password hashes (scrypt) and API bearer tokens (stored hashed)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memory.models import User
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        return False
+    _, salt_hex, digest_hex = stored.split("$", 2)
+    digest = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt_hex), dklen=32, **_SCRYPT)
+    return hmac.compare_digest(digest.hex(), digest_hex)
+
+
+def token_hash(token: str) -> str:
+    """Bearer tokens are high-entropy, so a plain SHA-256 is enough to store them safely."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_api_token(session: Session, user: User) -> str:
+    """A new bearer token for scripts; only its hash is kept, the old one stops working."""
+    token = "plx_" + secrets.token_urlsafe(32)
+    user.api_token_hash = token_hash(token)
+    session.flush()
+    return token
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The active user with this e-mail and password, across organisations (e-mails are unique)."""
+    users = session.scalars(select(User).where(User.email == email.strip().lower())).all()
+    for user in users:
+        if user.active and verify_password(password, user.password_hash):
+            return user
+    return None
+
+
+def user_for_token(session: Session, token: str) -> User | None:
+    user = session.scalars(select(User).where(User.api_token_hash == token_hash(token))).first()
+    return user if user is not None and user.active else None
