@@ -7,6 +7,7 @@ import typer
 from api.cli_autopilot import autopilot_app
 from api.cli_common import console, fail, open_ledger
 from api.cli_eval import eval_app
+from api.cli_import import import_app
 from api.cli_policy import policy_app
 from api.cli_risk import risk_app
 from memory import migrate
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(import_app, name="import")
 app.add_typer(policy_app, name="policy")
 app.add_typer(autopilot_app, name="autopilot")
 app.add_typer(eval_app, name="eval")
@@ -56,7 +58,19 @@ def serve(
 
 
 def main() -> None:
-    app()
+    """Entry point: a bug shows one line and how to get the traceback, never a wall of text."""
+    import os
+    import sys
+
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for operators
+        if os.environ.get("PLIXO_DEBUG"):
+            raise
+        err = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
+        print(f"error: plixo hit an unexpected problem ({err}). Nothing further was changed. "
+              "Re-run with PLIXO_DEBUG=1 for the traceback and report it.", file=sys.stderr)
+        sys.exit(70)
 
 
 if __name__ == "__main__":

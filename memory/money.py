@@ -1,0 +1,53 @@
+"""Money as integer minor units plus an ISO 4217 code; never a float.
+
+Babel knows each currency's number of decimals (JPY 0, USD 2, KWD 3) and how to print amounts,
+so drafts, imports and grounding all agree on one rendering.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from babel.numbers import format_currency, get_currency_precision, list_currencies
+
+_KNOWN = frozenset(list_currencies())
+
+
+class MoneyError(ValueError):
+    """An amount or currency that cannot be stored exactly."""
+
+
+def check_currency(code: str) -> str:
+    code = code.strip().upper()
+    if code not in _KNOWN:
+        raise MoneyError(f"unknown currency code {code!r}; use an ISO 4217 code such as USD or EUR")
+    return code
+
+
+def exponent(currency: str) -> int:
+    return int(get_currency_precision(check_currency(currency)))
+
+
+def parse_amount(text: str, currency: str) -> int:
+    """A plain decimal string (e.g. ``"1234.56"``) to minor units, exactly, or a clear error."""
+    raw = text.strip()
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise MoneyError(f"{raw!r} is not a number; write a plain amount like 1234.56") from None
+    if not value.is_finite():
+        raise MoneyError(f"{raw!r} is not a finite amount")
+    places = exponent(currency)
+    scaled = value.scaleb(places)
+    if scaled != scaled.to_integral_value():
+        raise MoneyError(f"{raw!r} has more than {places} decimals for {currency}")
+    return int(scaled)
+
+
+def to_decimal(minor: int, currency: str) -> Decimal:
+    return Decimal(minor).scaleb(-exponent(currency))
+
+
+def format_money(minor: int, currency: str, locale: str = "en_US") -> str:
+    """How plixo writes an amount for people, e.g. ``$1,234.56`` or ``€1.234,56`` (de_DE)."""
+    return str(format_currency(to_decimal(minor, currency), currency, locale=locale))
