@@ -19,3 +19,29 @@ def get_or_create_org(session: Session, slug: str, name: str | None = None) -> O
         session.add(org)
         session.flush()
     return org
+
+
+def delete_org(session: Session, org_id: int) -> None:
+    """Remove an organisation and every row that belongs to it (children first).
+
+    Tables without ``org_id`` are reached through their foreign key to a table that has one.
+    """
+    from sqlalchemy import delete
+
+    from memory.models import Base
+
+    tables = list(reversed(Base.metadata.sorted_tables))
+    owned = {t.name for t in tables if "org_id" in t.c}
+    for table in tables:
+        if table.name == "organisation":
+            continue
+        if "org_id" in table.c:
+            session.execute(delete(table).where(table.c.org_id == org_id))
+            continue
+        for fk in table.foreign_keys:
+            parent = fk.column.table
+            if parent.name in owned:
+                ids = select(parent.c.id).where(parent.c.org_id == org_id)
+                session.execute(delete(table).where(fk.parent.in_(ids)))
+                break
+    session.execute(delete(Organisation).where(Organisation.id == org_id))

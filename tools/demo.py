@@ -1,0 +1,542 @@
+"""A deterministic demo organisation: what a real A/R book looks like on a given day.
+
+Everything comes from one seeded RNG and is laid out relative to ``today``, so the same seed and
+day give the same ledger: a few hundred customers with contacts in several languages and time
+zones, a year of paid history (for the risk score), open invoices in every aging bucket, promises
+kept, missed and open, payment plans, open disputes, notes with @mentions, segments with cadences,
+and one user per persona.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from memory.models import (
+    Activity,
+    ActivityKind,
+    Cadence,
+    CadenceStep,
+    Channel,
+    Contact,
+    Customer,
+    Dispute,
+    DisputeStatus,
+    InstallmentStatus,
+    Invoice,
+    InvoiceStatus,
+    Note,
+    Organisation,
+    Payment,
+    PaymentPlan,
+    Persona,
+    PlanInstallment,
+    PlanStatus,
+    PromiseStatus,
+    PromiseToPay,
+    Segment,
+    User,
+)
+from tools.users import hash_password
+
+DEMO_SLUG = "demo"
+DEMO_PASSWORD = "plixo-demo"
+DEMO_DOMAIN = "demo.plixo.example"
+
+# (login, name, persona, approval limit in USD minor units or None)
+USERS: Sequence[tuple[str, str, Persona, int | None]] = (
+    ("admin", "Alex Admin", Persona.ADMIN, None),
+    ("controller", "Morgan Reyes", Persona.CONTROLLER, 25_000_000),
+    ("manager", "Priya Natarajan", Persona.COLLECTIONS_MANAGER, 2_500_000),
+    ("collector", "Sam Okafor", Persona.COLLECTOR, 500_000),
+    ("collector2", "Lena Fischer", Persona.COLLECTOR, 500_000),
+    ("billing", "Chris Lam", Persona.BILLING_ADMIN, None),
+    ("sales", "Jordan Blake", Persona.SALES, None),
+    ("csm", "Taylor Kim", Persona.CSM, None),
+    ("legal", "Robin Adeyemi", Persona.LEGAL, None),
+    ("viewer", "Casey Viewer", Persona.VIEWER, None),
+)
+
+# Cadences: (day offset from due date, channel, template, tone)
+CADENCES: dict[str, Sequence[tuple[int, Channel, str, str]]] = {
+    "Enterprise touch": (
+        (-5, Channel.EMAIL, "pre_due_courtesy", "warm"),
+        (7, Channel.EMAIL, "friendly_reminder", "warm"),
+        (21, Channel.EMAIL, "second_reminder", "professional"),
+        (45, Channel.CALL, "account_review_call", "professional"),
+        (75, Channel.EMAIL, "final_notice", "firm"),
+    ),
+    "Standard": (
+        (-3, Channel.EMAIL, "pre_due_courtesy", "friendly"),
+        (3, Channel.EMAIL, "friendly_reminder", "friendly"),
+        (14, Channel.EMAIL, "second_reminder", "professional"),
+        (30, Channel.EMAIL, "firm_reminder", "firm"),
+        (60, Channel.EMAIL, "final_notice", "firm"),
+    ),
+}
+SEGMENTS: Sequence[tuple[str, str, int, tuple[int, int], int]] = (
+    # name, cadence, customers, invoice amount range (USD), payment terms (days)
+    ("Enterprise", "Enterprise touch", 40, (8_000, 95_000), 45),
+    ("Mid-Market", "Standard", 100, (1_500, 22_000), 30),
+    ("SMB", "Standard", 140, (150, 3_500), 30),
+)
+REGIONS: Sequence[tuple[str, str, str, str, float]] = (
+    # country, time zone, language, currency, weight
+    ("US", "America/New_York", "en", "USD", 0.30),
+    ("US", "America/Chicago", "en", "USD", 0.15),
+    ("US", "America/Los_Angeles", "en", "USD", 0.20),
+    ("GB", "Europe/London", "en", "GBP", 0.08),
+    ("DE", "Europe/Berlin", "de", "EUR", 0.10),
+    ("FR", "Europe/Paris", "fr", "EUR", 0.07),
+    ("ES", "Europe/Madrid", "es", "EUR", 0.05),
+    ("SG", "Asia/Singapore", "en", "USD", 0.05),
+)
+_WORDS_A = (
+    "Blue", "Harbor", "Summit", "Cedar", "Northwind", "Granite", "Silver", "Maple", "Orbit",
+    "Beacon", "Copper", "Lumen", "Atlas", "Pioneer", "Vertex", "Willow", "Crescent", "Evergreen",
+    "Falcon", "Juniper", "Keystone", "Meridian", "Nimbus", "Quarry", "Redwood", "Sable", "Tidal",
+)
+_WORDS_B = (
+    "Logistics", "Analytics", "Foods", "Health", "Robotics", "Textiles", "Energy", "Labs",
+    "Systems", "Retail", "Media", "Builders", "Pharma", "Freight", "Studios", "Software",
+    "Outfitters", "Networks", "Dental", "Hospitality",
+)
+_SUFFIX = {"US": "Inc.", "GB": "Ltd", "DE": "GmbH", "FR": "SAS", "ES": "S.L.", "SG": "Pte. Ltd."}
+_FIRST = {
+    "en": ("Avery", "Jamie", "Riley", "Morgan", "Drew", "Hannah", "Marcus", "Olivia", "Ethan", "Maya"),
+    "de": ("Jana", "Lukas", "Katrin", "Felix", "Anja", "Jonas"),
+    "fr": ("Camille", "Julien", "Chloé", "Antoine", "Élodie"),
+    "es": ("Lucía", "Javier", "Carmen", "Diego", "Marta"),
+}
+_LAST = {
+    "en": ("Parker", "Nguyen", "Brooks", "Hughes", "Patel", "Foster", "Reid", "Coleman"),
+    "de": ("Roth", "Becker", "Wagner", "Hoffmann", "Schulz"),
+    "fr": ("Martin", "Dubois", "Lefèvre", "Moreau"),
+    "es": ("García", "Fernández", "López", "Ruiz"),
+}
+_NOTES = (
+    "Spoke with {contact} in AP: invoice {invoice} is approved for the next payment run. @{owner}",
+    "{contact} asked for a copy of the PO before paying {invoice}.",
+    "Customer is migrating ERP this quarter; expect delays. @{owner} please keep an eye on it.",
+    "Renewal conversation going well; keep collections tone friendly. @{owner}",
+    "{contact} confirmed the remittance address change.",
+    "Payment runs are on Thursdays for this account.",
+)
+_DISPUTE_REASONS = ("pricing", "quantity", "service_not_received", "duplicate_billing", "quality")
+
+
+@dataclass
+class DemoResult:
+    org: Organisation
+    users: dict[str, User]
+    counts: dict[str, int]
+
+
+def _minor(rng: random.Random, low: int, high: int) -> int:
+    # Invoice totals end in realistic cents; money stays integer throughout.
+    return rng.randint(low * 100, high * 100)
+
+
+def _pick_region(rng: random.Random) -> tuple[str, str, str, str, float]:
+    return rng.choices(REGIONS, weights=[r[4] for r in REGIONS])[0]
+
+
+def build_demo(session: Session, *, seed: int = 7, today: date | None = None) -> DemoResult:
+    """Create the demo organisation in ``session`` (the caller commits)."""
+    rng = random.Random(seed)
+    today = today or date.today()
+    now = datetime.combine(today, time(9, 0), tzinfo=UTC)
+
+    org = Organisation(
+        name="Northwind Analytics (demo)",
+        slug=DEMO_SLUG,
+        default_currency="USD",
+        timezone="America/New_York",
+        shadow_mode=True,
+        sending_domain=DEMO_DOMAIN,
+        sending_domain_verified=True,
+        last_import_at=now - timedelta(hours=2),
+        created_at=now - timedelta(days=400),
+    )
+    session.add(org)
+    session.flush()
+
+    password = hash_password(DEMO_PASSWORD)
+    users: dict[str, User] = {}
+    for login, name, role, limit in USERS:
+        u = User(
+            org_id=org.id,
+            email=f"{login}@{DEMO_DOMAIN}",
+            name=name,
+            role=role,
+            approval_limit_minor=limit,
+            password_hash=password,
+        )
+        session.add(u)
+        users[login] = u
+    session.flush()
+
+    cadences: dict[str, Cadence] = {}
+    for cname, steps in CADENCES.items():
+        cad = Cadence(org_id=org.id, name=cname)
+        cad.steps = [
+            CadenceStep(position=i + 1, day_offset=off, channel=ch, template=tpl, tone=tone)
+            for i, (off, ch, tpl, tone) in enumerate(steps)
+        ]
+        session.add(cad)
+        cadences[cname] = cad
+    session.flush()
+
+    collectors = [users["collector"], users["collector2"]]
+    customers: list[tuple[Customer, str, tuple[int, int], int, float]] = []
+    contacts_by_customer: dict[int, list[Contact]] = {}
+    used_names: set[str] = set()
+    ref = 0
+    for sname, cname, n_customers, amount_range, terms in SEGMENTS:
+        seg = Segment(
+            org_id=org.id,
+            name=sname,
+            cadence_id=cadences[cname].id,
+            shadow_mode=True,
+            autopilot_enabled=sname != "Enterprise",
+        )
+        session.add(seg)
+        session.flush()
+        for _ in range(n_customers):
+            ref += 1
+            country, tz, lang, currency, _w = _pick_region(rng)
+            while True:
+                base = f"{rng.choice(_WORDS_A)} {rng.choice(_WORDS_B)}"
+                if base not in used_names:
+                    used_names.add(base)
+                    break
+            renewal = (
+                today + timedelta(days=rng.randint(-30, 330)) if sname != "SMB" or rng.random() < 0.4 else None
+            )
+            cust = Customer(
+                org_id=org.id,
+                external_ref=f"C{ref:05d}",
+                name=f"{base} {_SUFFIX[country]}",
+                segment_id=seg.id,
+                csm_user_id=users["csm"].id if sname != "SMB" else None,
+                sales_user_id=users["sales"].id,
+                collector_user_id=collectors[ref % 2].id,
+                timezone=tz,
+                country_code=country,
+                language=lang,
+                renewal_date=renewal,
+                created_at=now - timedelta(days=400),
+            )
+            session.add(cust)
+            # payer behaviour: the typical days late of this customer's payments
+            lateness = rng.choices([0.0, 6.0, 18.0, 40.0], weights=[0.45, 0.3, 0.17, 0.08])[0]
+            customers.append((cust, currency, amount_range, terms, lateness))
+    session.flush()
+
+    for cust, _cur, _rng_amt, _terms, _late in customers:
+        lang = cust.language
+        domain = cust.name.split()[0].lower() + cust.name.split()[1].lower() + ".example"
+        n = 1 if rng.random() < 0.6 else 2
+        people = []
+        taken: set[tuple[str, str]] = set()
+        for i in range(n):
+            first, last = rng.choice(_FIRST[lang]), rng.choice(_LAST[lang])
+            while (first, last) in taken:
+                first, last = rng.choice(_FIRST[lang]), rng.choice(_LAST[lang])
+            taken.add((first, last))
+            c = Contact(
+                org_id=org.id,
+                customer_id=cust.id,
+                name=f"{first} {last}",
+                email=f"{_ascii(first).lower()}.{_ascii(last).lower()}@{domain}",
+                phone=f"+1-555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}",
+                timezone=cust.timezone,
+                language=lang,
+                is_primary=i == 0,
+                opted_out_email=rng.random() < 0.03,
+                bounced=rng.random() < 0.02,
+            )
+            people.append(c)
+            session.add(c)
+        contacts_by_customer[cust.id] = people
+    session.flush()
+
+    # --- invoices: a year of paid history, then the open book --------------------------------
+    inv_rows: list[dict[str, Any]] = []
+    pay_rows: list[dict[str, Any]] = []
+    seq = 0
+    open_by_customer: dict[int, list[dict[str, Any]]] = {}
+    for cust, currency, (lo, hi), terms, lateness in customers:
+        monthly = 1 if lo > 5000 else rng.choice((1, 1, 2))
+        for month in range(12, 0, -1):
+            for _ in range(monthly):
+                seq += 1
+                issue = today - timedelta(days=30 * month + rng.randint(0, 20))
+                due = issue + timedelta(days=terms)
+                amount = _minor(rng, lo, hi)
+                late = max(0, int(rng.gauss(lateness, lateness / 2 + 1)))
+                settled = min(due + timedelta(days=late - rng.randint(0, 8) if late == 0 else late), today - timedelta(days=1))
+                settled = max(settled, issue + timedelta(days=1))
+                if settled >= today - timedelta(days=1) and due + timedelta(days=late) >= today:
+                    continue  # would still be open: leave it to the open book below
+                inv_rows.append(
+                    _inv(org.id, cust.id, seq, currency, amount, 0, issue, due, InvoiceStatus.PAID, settled, now)
+                )
+                pay_rows.append(
+                    {
+                        "org_id": org.id, "customer_id": cust.id, "invoice_number": _number(seq),
+                        "amount_minor": amount, "applied_minor": amount, "unapplied_minor": 0,
+                        "currency": currency, "received_on": settled, "method": "bank_transfer",
+                        "external_ref": f"demo-pay-{seq}", "created_at": now,
+                    }
+                )
+        # the open book: 1-4 open invoices spread over every aging bucket
+        for _ in range(rng.choices((1, 2, 3, 4), weights=(0.35, 0.35, 0.2, 0.1))[0]):
+            seq += 1
+            days_past_due = rng.choices(
+                (rng.randint(-25, 0), rng.randint(1, 30), rng.randint(31, 60), rng.randint(61, 90), rng.randint(91, 160)),
+                weights=(0.34, 0.28, 0.17, 0.11, 0.10),
+            )[0]
+            due = today - timedelta(days=days_past_due)
+            issue = due - timedelta(days=terms)
+            amount = _minor(rng, lo, hi)
+            paid = amount // rng.choice((2, 3, 4)) if rng.random() < 0.08 else 0
+            row = _inv(org.id, cust.id, seq, currency, amount, amount - paid, issue, due, InvoiceStatus.OPEN, None, now)
+            inv_rows.append(row)
+            open_by_customer.setdefault(cust.id, []).append(row)
+            if paid:
+                pay_rows.append(
+                    {
+                        "org_id": org.id, "customer_id": cust.id, "invoice_number": row["number"],
+                        "amount_minor": paid, "applied_minor": paid, "unapplied_minor": 0,
+                        "currency": currency, "received_on": today - timedelta(days=rng.randint(1, 10)),
+                        "method": "bank_transfer", "external_ref": f"demo-pay-{seq}", "created_at": now,
+                    }
+                )
+    session.execute(insert(Invoice), inv_rows)
+    ids = {
+        number: iid
+        for iid, number in session.execute(
+            Invoice.__table__.select().with_only_columns(Invoice.id, Invoice.number).where(Invoice.org_id == org.id)
+        )
+    }
+    for p in pay_rows:
+        p["invoice_id"] = ids[p.pop("invoice_number")]
+    session.execute(insert(Payment), pay_rows)
+    invoices = {
+        inv.id: inv for inv in session.query(Invoice).filter(Invoice.org_id == org.id, Invoice.status == InvoiceStatus.OPEN)
+    }
+    by_customer: dict[int, list[Invoice]] = {}
+    for inv in invoices.values():
+        by_customer.setdefault(inv.customer_id, []).append(inv)
+
+    overdue = [inv for inv in invoices.values() if inv.due_date < today]
+    overdue.sort(key=lambda i: (i.due_date, i.number))
+    rng.shuffle(overdue)
+
+    # --- commitments ---------------------------------------------------------------------------
+    counts = {"promises": 0, "plans": 0, "disputes": 0, "notes": 0, "activities": 0}
+    used: set[int] = set()
+
+    def take(pred: Any = None) -> Invoice:
+        for inv in overdue:
+            if inv.id not in used and (pred is None or pred(inv)):
+                used.add(inv.id)
+                return inv
+        raise RuntimeError("demo ledger ran out of overdue invoices")
+
+    promise_specs = (
+        [(PromiseStatus.OPEN, d) for d in (0, 0, 0, 2, 5, 9, 14, 21)]
+        + [(PromiseStatus.OPEN, d) for d in (-1, -2)]  # past date, within grace: still open
+        + [(PromiseStatus.MISSED, d) for d in (-6, -9, -12, -20, -27, -35)]
+        + [(PromiseStatus.KEPT, d) for d in (-4, -8, -15, -22, -30, -41, -50, -61)]
+    )
+    for status, offset in promise_specs:
+        inv = take()
+        contact = contacts_by_customer[inv.customer_id][0]
+        promise = PromiseToPay(
+            org_id=org.id,
+            customer_id=inv.customer_id,
+            contact_id=contact.id,
+            amount_minor=inv.balance_minor,
+            currency=inv.currency,
+            promised_date=today + timedelta(days=offset),
+            grace_days=3,
+            status=status,
+            source="collector",
+            created_by_user_id=collectors[0].id,
+            created_at=now - timedelta(days=max(3, 10 - offset)),
+            resolved_at=now + timedelta(days=offset + 3) if status is not PromiseStatus.OPEN else None,
+        )
+        promise.invoices = [inv]
+        session.add(promise)
+        if status is PromiseStatus.KEPT:
+            # a kept promise was paid: the invoice is settled on the promised date
+            paid_on = today + timedelta(days=offset)
+            session.add(
+                Payment(
+                    org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
+                    amount_minor=inv.balance_minor, applied_minor=inv.balance_minor,
+                    currency=inv.currency, received_on=paid_on, method="bank_transfer",
+                    external_ref=f"demo-promise-{inv.number}",
+                )
+            )
+            inv.balance_minor, inv.status, inv.settled_date = 0, InvoiceStatus.PAID, paid_on
+        counts["promises"] += 1
+
+    plan_specs: Sequence[tuple[PlanStatus, bool, int]] = (
+        # status, non-standard terms, installments
+        (PlanStatus.ACTIVE, False, 3),
+        (PlanStatus.ACTIVE, False, 4),
+        (PlanStatus.ACTIVE, False, 6),
+        (PlanStatus.ACTIVE, False, 3),
+        (PlanStatus.ACTIVE, False, 2),
+        (PlanStatus.DEFAULTED, False, 4),
+        (PlanStatus.COMPLETED, False, 3),
+        (PlanStatus.PENDING_APPROVAL, False, 6),
+        (PlanStatus.PENDING_APPROVAL, True, 12),
+        (PlanStatus.PROPOSED, False, 3),
+    )
+    for i, (status, nonstandard, n) in enumerate(plan_specs):
+        big = i == 7  # one large plan above the $50,000 Controller threshold
+        inv = take((lambda x: x.balance_minor > 5_000_000) if big else None)
+        total = inv.balance_minor
+        plan = PaymentPlan(
+            org_id=org.id, customer_id=inv.customer_id, total_minor=total, currency=inv.currency,
+            status=status, non_standard_terms=nonstandard,
+            terms_note="Customer asks to waive late fees and extend to 12 months" if nonstandard else None,
+            proposed_by_user_id=collectors[i % 2].id,
+            approved_by_user_id=users["manager"].id if status in (PlanStatus.ACTIVE, PlanStatus.DEFAULTED, PlanStatus.COMPLETED) else None,
+            source="collector" if i % 3 else "portal",
+            created_at=now - timedelta(days=40),
+        )
+        plan.invoices = [inv]
+        start = today - timedelta(days=30 * (n // 2)) if status is not PlanStatus.PENDING_APPROVAL else today + timedelta(days=14)
+        base, rest = divmod(total, n)
+        for k in range(n):
+            amt = base + (1 if k < rest else 0)
+            due = start + timedelta(days=30 * k)
+            st = InstallmentStatus.DUE
+            paid = 0
+            if status is PlanStatus.COMPLETED or (status is PlanStatus.ACTIVE and due < today):
+                st, paid = InstallmentStatus.PAID, amt
+            elif status is PlanStatus.DEFAULTED and due < today:
+                st = InstallmentStatus.MISSED if k == n // 2 - 1 or k >= n // 2 else InstallmentStatus.PAID
+                paid = amt if st is InstallmentStatus.PAID else 0
+            plan.installments.append(PlanInstallment(seq=k + 1, due_date=due, amount_minor=amt, paid_minor=paid, status=st))
+        session.add(plan)
+        paid_total = sum(x.paid_minor for x in plan.installments)
+        if paid_total:
+            session.add(
+                Payment(
+                    org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
+                    amount_minor=paid_total, applied_minor=paid_total, currency=inv.currency,
+                    received_on=today - timedelta(days=3), method="plan",
+                    external_ref=f"demo-plan-{inv.number}",
+                )
+            )
+            inv.balance_minor -= paid_total
+            if inv.balance_minor == 0:
+                inv.status, inv.settled_date = InvoiceStatus.PAID, today - timedelta(days=3)
+        counts["plans"] += 1
+
+    sla_hours = {
+        DisputeStatus.OPEN: 48,
+        DisputeStatus.INVESTIGATING: 120,
+        DisputeStatus.AWAITING_CUSTOMER: 168,
+        DisputeStatus.ESCALATED_LEGAL: 240,
+    }
+    dispute_statuses = (
+        [DisputeStatus.OPEN] * 6
+        + [DisputeStatus.INVESTIGATING] * 6
+        + [DisputeStatus.AWAITING_CUSTOMER] * 4
+        + [DisputeStatus.ESCALATED_LEGAL] * 2
+        + [DisputeStatus.RESOLVED_CREDIT, DisputeStatus.REJECTED]
+    )
+    for j, dstatus in enumerate(dispute_statuses):
+        inv = take()
+        age_h = rng.randint(2, 300)
+        changed = now - timedelta(hours=min(age_h, rng.randint(1, 200)))
+        resolved = dstatus in (DisputeStatus.RESOLVED_CREDIT, DisputeStatus.REJECTED)
+        session.add(
+            Dispute(
+                org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
+                reason=_DISPUTE_REASONS[j % len(_DISPUTE_REASONS)],
+                description="Customer says the delivered quantity does not match the invoice."
+                if j % len(_DISPUTE_REASONS) == 1 else "Customer questions the invoiced price.",
+                status=dstatus, source="collector" if j % 2 else "portal",
+                opened_at=now - timedelta(hours=age_h), status_changed_at=changed,
+                sla_due_at=None if resolved else changed + timedelta(hours=sla_hours[dstatus]),
+                resolved_at=now - timedelta(hours=1) if resolved else None,
+                credit_minor=inv.balance_minor // 10 if dstatus is DisputeStatus.RESOLVED_CREDIT else 0,
+            )
+        )
+        inv.disputed = not resolved
+        counts["disputes"] += 1
+
+    # --- notes and past touches ---------------------------------------------------------------
+    owners = {u.id: u.name.split()[0] for u in users.values()}
+    for cust, *_ in customers:
+        if rng.random() < 0.5:
+            continue
+        for _ in range(rng.randint(1, 2)):
+            contact = contacts_by_customer[cust.id][0]
+            inv_list = by_customer.get(cust.id) or []
+            tmpl = rng.choice(_NOTES)
+            owner = owners[cust.collector_user_id or collectors[0].id]
+            session.add(
+                Note(
+                    org_id=org.id, customer_id=cust.id,
+                    invoice_id=inv_list[0].id if inv_list and "{invoice}" in tmpl else None,
+                    author_user_id=cust.collector_user_id, source="internal",
+                    body=tmpl.format(contact=contact.name, invoice=inv_list[0].number if inv_list else "the open invoice", owner=owner),
+                    mentions=[owner] if "@" in tmpl else [],
+                    created_at=now - timedelta(days=rng.randint(1, 40)),
+                )
+            )
+            counts["notes"] += 1
+    for inv in sorted(invoices.values(), key=lambda i: i.number):
+        if inv.due_date < today - timedelta(days=5) and rng.random() < 0.6:
+            contact = contacts_by_customer[inv.customer_id][0]
+            session.add(
+                Activity(
+                    org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
+                    contact_id=contact.id, kind=ActivityKind.EMAIL, direction="out",
+                    summary=f"Reminder about {inv.number}",
+                    occurred_at=now - timedelta(days=rng.randint(3, 25)),
+                )
+            )
+            counts["activities"] += 1
+    session.flush()
+    counts["customers"] = len(customers)
+    counts["invoices"] = len(inv_rows)
+    counts["users"] = len(users)
+    return DemoResult(org=org, users=users, counts=counts)
+
+
+def _number(seq: int) -> str:
+    return f"INV-{seq:06d}"
+
+
+def _inv(
+    org_id: int, customer_id: int, seq: int, currency: str, amount: int, balance: int,
+    issue: date, due: date, status: InvoiceStatus, settled: date | None, now: datetime,
+) -> dict[str, Any]:
+    return {
+        "org_id": org_id, "customer_id": customer_id, "number": _number(seq), "currency": currency,
+        "amount_minor": amount, "balance_minor": balance, "issue_date": issue, "due_date": due,
+        "status": status, "disputed": False, "paperless": True, "settled_date": settled,
+        "source": "demo", "created_at": now, "updated_at": now,
+    }
+
+
+def _ascii(name: str) -> str:
+    import unicodedata
+
+    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
