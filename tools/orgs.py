@@ -45,3 +45,5 @@ def delete_org(session: Session, org_id: int) -> None:
                 session.execute(delete(table).where(fk.parent.in_(ids)))
                 break
     session.execute(delete(Organisation).where(Organisation.id == org_id))
+    # Bulk deletes bypass the identity map: drop loaded objects so none outlives its row.
+    session.expunge_all()
