@@ -17,7 +17,7 @@ from memory.db import redact_url
 
 app = typer.Typer(
     name="plixo",
-    help="plixo: the accounts-receivable co-pilot. Drafts by the agent, decisions by the guardrails.",
+    help="plixo, the accounts-receivable co-pilot: the agent drafts, the guardrails decide.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -70,8 +70,11 @@ def main() -> None:
         if os.environ.get("PLIXO_DEBUG"):
             raise
         err = f"{exc.__class__.__name__}: {exc}".splitlines()[0][:300]
-        print(f"error: plixo hit an unexpected problem ({err}). Nothing further was changed. "
-              "Re-run with PLIXO_DEBUG=1 for the traceback and report it.", file=sys.stderr)
+        print(
+            f"error: plixo hit an unexpected problem ({err}). Nothing further was changed. "
+            "Re-run with PLIXO_DEBUG=1 for the traceback and report it.",
+            file=sys.stderr,
+        )
         sys.exit(70)
 
 

@@ -61,8 +61,12 @@ def demo(
     from agent.autopilot import run_autopilot
 
     with Progress(
-        TextColumn("Autopilot (Shadow Mode)"), BarColumn(), MofNCompleteColumn(),
-        console=err_console, transient=True, disable=as_json,
+        TextColumn("Autopilot (Shadow Mode)"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json,
     ) as bar:
         task = bar.add_task("drafting", total=None)
 
@@ -113,20 +117,21 @@ def summarise(session: Session, org_id: int, as_of: date) -> dict[str, Any]:
     ).all()
     for plan in plans_waiting:
         queues[str((plan.decision or {}).get("approver_role") or "Controller")] += 1
-    queues["Legal"] += session.scalar(
-        select(func.count()).where(
-            Dispute.org_id == org_id, Dispute.status == DisputeStatus.ESCALATED_LEGAL
+    queues["Legal"] += (
+        session.scalar(
+            select(func.count()).where(
+                Dispute.org_id == org_id, Dispute.status == DisputeStatus.ESCALATED_LEGAL
+            )
         )
-    ) or 0
+        or 0
+    )
     readiness = data_ready(session, org_id, datetime.now(UTC))
     return {
         "organisation": DEMO_SLUG,
         "as_of": as_of.isoformat(),
         "model": get_settings().model,
         "data_ready": readiness.to_dict(),
-        "customers": session.scalar(
-            select(func.count()).where(Customer.org_id == org_id)
-        ),
+        "customers": session.scalar(select(func.count()).where(Customer.org_id == org_id)),
         "invoices": {
             "total": session.scalar(select(func.count()).where(Invoice.org_id == org_id)),
             "open": len(open_inv),
@@ -156,7 +161,8 @@ def _print(s: dict[str, Any]) -> None:
         + (" (offline, deterministic: no network, no API key)" if s["model"] == "offline" else "")
     )
     console.print(
-        f"{'Built' if s['built'] else 'Re-used'} the demo organisation: {s['customers']} customers, "
+        f"{'Built' if s['built'] else 'Re-used'} the demo organisation: "
+        f"{s['customers']} customers, "
         f"{s['invoices']['total']} invoices ({s['invoices']['open']} open). "
         f"Data-Ready {s['data_ready']['score']}/100."
     )
@@ -169,12 +175,15 @@ def _print(s: dict[str, Any]) -> None:
         commits.add_row(label, ", ".join(f"{k} {v}" for k, v in s[label].items()))
     console.print(commits)
 
-    outcome = Table("Decision", "Drafts", title="Autopilot pass in Shadow Mode: what the guardrails decided")
+    outcome = Table(
+        "Decision", "Drafts", title="Autopilot pass in Shadow Mode: what the guardrails decided"
+    )
     for k, v in ap.get("by_outcome", {}).items():
         outcome.add_row(k, str(v))
     console.print(
         f"Drafted {ap.get('drafted', 0)} new drafts for {ap.get('due', 0)} due cadence steps "
-        f"({ap.get('skipped_existing', 0)} already drafted earlier, {ap.get('held', 0)} held for a human, "
+        f"({ap.get('skipped_existing', 0)} already drafted earlier, "
+        f"{ap.get('held', 0)} held for a human, "
         f"{ap.get('grounding_mismatches', 0)} grounding mismatches)."
     )
     console.print(outcome)

@@ -17,7 +17,9 @@ from tools import importer
 from tools.orgs import get_or_create_org
 from tools.readiness import data_ready
 
-import_app = typer.Typer(help="Import invoices, customers and contacts from CSV.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Import invoices, customers and contacts from CSV.", no_args_is_help=True
+)
 
 FileArg = typer.Argument(..., help="The CSV file.", show_default=False)
 OrgOpt = typer.Option("main", "--org", help="Organisation slug (created on first import).")
@@ -31,7 +33,9 @@ JsonOpt = typer.Option(False, "--json", help="Print the report as JSON.")
 PROGRESS_MIN_ROWS = 3000
 
 
-def _run(kind: str, file: Path, org_slug: str, partial: bool, profile: str | None, as_json: bool) -> None:
+def _run(
+    kind: str, file: Path, org_slug: str, partial: bool, profile: str | None, as_json: bool
+) -> None:
     _, sessions = open_ledger()
     started = datetime.now(UTC)
     with sessions() as session:
@@ -39,8 +43,12 @@ def _run(kind: str, file: Path, org_slug: str, partial: bool, profile: str | Non
             org = get_or_create_org(session, org_slug)
             if kind == "invoices":
                 with Progress(
-                    TextColumn("importing"), BarColumn(), TaskProgressColumn(),
-                    console=err_console, transient=True, disable=as_json,
+                    TextColumn("importing"),
+                    BarColumn(),
+                    TaskProgressColumn(),
+                    console=err_console,
+                    transient=True,
+                    disable=as_json,
                 ) as bar:
                     task = bar.add_task("rows", total=None)
 
@@ -52,9 +60,13 @@ def _run(kind: str, file: Path, org_slug: str, partial: bool, profile: str | Non
                         session, org, file, partial=partial, profile=profile, progress=tick
                     )
             elif kind == "customers":
-                report = importer.import_customers(session, org, file, partial=partial, profile=profile)
+                report = importer.import_customers(
+                    session, org, file, partial=partial, profile=profile
+                )
             else:
-                report = importer.import_contacts(session, org, file, partial=partial, profile=profile)
+                report = importer.import_contacts(
+                    session, org, file, partial=partial, profile=profile
+                )
             if report.committed:
                 session.commit()
             else:
@@ -64,8 +76,10 @@ def _run(kind: str, file: Path, org_slug: str, partial: bool, profile: str | Non
             fail(f"nothing was imported: {exc}")
         except SQLAlchemyError as exc:
             session.rollback()
-            fail(f"nothing was imported: the ledger refused the write ({exc.__class__.__name__}: "
-                 f"{str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}).")
+            fail(
+                f"nothing was imported: the ledger refused the write ({exc.__class__.__name__}: "
+                f"{str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]})."
+            )
         readiness = data_ready(session, org.id, datetime.now(UTC)) if report.committed else None
 
     out_dir = get_settings().data_dir / "imports"
@@ -91,11 +105,11 @@ def _run(kind: str, file: Path, org_slug: str, partial: bool, profile: str | Non
         raise typer.Exit(code=1)
 
 
-def _print_report(
-    report: importer.ImportReport, readiness: object, report_path: Path
-) -> None:
+def _print_report(report: importer.ImportReport, readiness: object, report_path: Path) -> None:
     verdict = "[green]committed[/]" if report.committed else "[red]nothing committed[/]"
-    console.print(f"[bold]{report.kind}[/] from {report.file} (mapping {report.profile}): {verdict}")
+    console.print(
+        f"[bold]{report.kind}[/] from {report.file} (mapping {report.profile}): {verdict}"
+    )
     table = Table(show_header=False, box=None)
     for label, value in (
         ("rows read", report.rows),
@@ -133,8 +147,11 @@ def _print_report(
 
 @import_app.command("invoices")
 def import_invoices_cmd(
-    file: Path = FileArg, org: str = OrgOpt, partial: bool = PartialOpt,
-    profile: str | None = ProfileOpt, as_json: bool = JsonOpt,
+    file: Path = FileArg,
+    org: str = OrgOpt,
+    partial: bool = PartialOpt,
+    profile: str | None = ProfileOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Import invoices (and their customers and settlement payments)."""
     _run("invoices", file, org, partial, profile, as_json)
@@ -142,8 +159,11 @@ def import_invoices_cmd(
 
 @import_app.command("customers")
 def import_customers_cmd(
-    file: Path = FileArg, org: str = OrgOpt, partial: bool = PartialOpt,
-    profile: str | None = ProfileOpt, as_json: bool = JsonOpt,
+    file: Path = FileArg,
+    org: str = OrgOpt,
+    partial: bool = PartialOpt,
+    profile: str | None = ProfileOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Import customers (segment, owners, time zone, renewal date)."""
     _run("customers", file, org, partial, profile, as_json)
@@ -151,8 +171,11 @@ def import_customers_cmd(
 
 @import_app.command("contacts")
 def import_contacts_cmd(
-    file: Path = FileArg, org: str = OrgOpt, partial: bool = PartialOpt,
-    profile: str | None = ProfileOpt, as_json: bool = JsonOpt,
+    file: Path = FileArg,
+    org: str = OrgOpt,
+    partial: bool = PartialOpt,
+    profile: str | None = ProfileOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Import payer contacts (e-mail, phone, time zone, opt-outs)."""
     _run("contacts", file, org, partial, profile, as_json)

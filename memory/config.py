@@ -31,13 +31,16 @@ class Settings(BaseSettings):
         description="offline | openai:<name> | litellm:<name> | openai-compatible:<name>",
     )
     model_base_url: str | None = Field(
-        default=None, description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama)."
+        default=None,
+        description="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama).",
     )
     model_api_key: SecretStr | None = None
     model_timeout_s: float = 30.0
     model_retries: int = 2
     model_concurrency: int = 8
-    judge_model: str | None = Field(default=None, description="Model for LLMJudge evals; unset skips it.")
+    judge_model: str | None = Field(
+        default=None, description="Model for LLMJudge evals; unset skips it."
+    )
 
     public_base_url: str = Field(
         default="http://127.0.0.1:8000",

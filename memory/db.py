@@ -38,7 +38,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """An engine for ``url`` (default: the configured ledger), creating the SQLite folder if needed."""
+    """An engine for ``url`` (default: the configured ledger); creates the SQLite folder."""
     url = url or get_settings().resolved_database_url
     try:
         parsed = make_url(url)

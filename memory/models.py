@@ -764,7 +764,7 @@ class StripeEvent(Base):
 
 
 class PaymentIntentLink(Base):
-    """A Stripe PaymentIntent created in the organisation's own account for an invoice/installment."""
+    """A Stripe PaymentIntent in the organisation's own account, for an invoice or installment."""
 
     __tablename__ = "payment_intent_link"
     __table_args__ = (UniqueConstraint("intent_id"),)
@@ -782,7 +782,7 @@ class PaymentIntentLink(Base):
 
 
 class RiskModelVersion(Base):
-    """A trained payment-risk model: version, training date, metrics and the serialized estimator."""
+    """A trained payment-risk model: version, training date, metrics and its parameters."""
 
     __tablename__ = "risk_model_version"
     __table_args__ = (UniqueConstraint("org_id", "version"),)

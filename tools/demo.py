@@ -98,18 +98,70 @@ REGIONS: Sequence[tuple[str, str, str, str, float]] = (
     ("SG", "Asia/Singapore", "en", "USD", 0.05),
 )
 _WORDS_A = (
-    "Blue", "Harbor", "Summit", "Cedar", "Northwind", "Granite", "Silver", "Maple", "Orbit",
-    "Beacon", "Copper", "Lumen", "Atlas", "Pioneer", "Vertex", "Willow", "Crescent", "Evergreen",
-    "Falcon", "Juniper", "Keystone", "Meridian", "Nimbus", "Quarry", "Redwood", "Sable", "Tidal",
+    "Blue",
+    "Harbor",
+    "Summit",
+    "Cedar",
+    "Northwind",
+    "Granite",
+    "Silver",
+    "Maple",
+    "Orbit",
+    "Beacon",
+    "Copper",
+    "Lumen",
+    "Atlas",
+    "Pioneer",
+    "Vertex",
+    "Willow",
+    "Crescent",
+    "Evergreen",
+    "Falcon",
+    "Juniper",
+    "Keystone",
+    "Meridian",
+    "Nimbus",
+    "Quarry",
+    "Redwood",
+    "Sable",
+    "Tidal",
 )
 _WORDS_B = (
-    "Logistics", "Analytics", "Foods", "Health", "Robotics", "Textiles", "Energy", "Labs",
-    "Systems", "Retail", "Media", "Builders", "Pharma", "Freight", "Studios", "Software",
-    "Outfitters", "Networks", "Dental", "Hospitality",
+    "Logistics",
+    "Analytics",
+    "Foods",
+    "Health",
+    "Robotics",
+    "Textiles",
+    "Energy",
+    "Labs",
+    "Systems",
+    "Retail",
+    "Media",
+    "Builders",
+    "Pharma",
+    "Freight",
+    "Studios",
+    "Software",
+    "Outfitters",
+    "Networks",
+    "Dental",
+    "Hospitality",
 )
 _SUFFIX = {"US": "Inc.", "GB": "Ltd", "DE": "GmbH", "FR": "SAS", "ES": "S.L.", "SG": "Pte. Ltd."}
 _FIRST = {
-    "en": ("Avery", "Jamie", "Riley", "Morgan", "Drew", "Hannah", "Marcus", "Olivia", "Ethan", "Maya"),
+    "en": (
+        "Avery",
+        "Jamie",
+        "Riley",
+        "Morgan",
+        "Drew",
+        "Hannah",
+        "Marcus",
+        "Olivia",
+        "Ethan",
+        "Maya",
+    ),
     "de": ("Jana", "Lukas", "Katrin", "Felix", "Anja", "Jonas"),
     "fr": ("Camille", "Julien", "Chloé", "Antoine", "Élodie"),
     "es": ("Lucía", "Javier", "Carmen", "Diego", "Marta"),
@@ -217,7 +269,9 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
                     used_names.add(base)
                     break
             renewal = (
-                today + timedelta(days=rng.randint(-30, 330)) if sname != "SMB" or rng.random() < 0.4 else None
+                today + timedelta(days=rng.randint(-30, 330))
+                if sname != "SMB" or rng.random() < 0.4
+                else None
             )
             cust = Customer(
                 org_id=org.id,
@@ -281,56 +335,108 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
                 due = issue + timedelta(days=terms)
                 amount = _minor(rng, lo, hi)
                 late = max(0, int(rng.gauss(lateness, lateness / 2 + 1)))
-                settled = min(due + timedelta(days=late - rng.randint(0, 8) if late == 0 else late), today - timedelta(days=1))
+                settled = min(
+                    due + timedelta(days=late - rng.randint(0, 8) if late == 0 else late),
+                    today - timedelta(days=1),
+                )
                 settled = max(settled, issue + timedelta(days=1))
                 if settled >= today - timedelta(days=1) and due + timedelta(days=late) >= today:
                     continue  # would still be open: leave it to the open book below
                 inv_rows.append(
-                    _inv(org.id, cust.id, seq, currency, amount, 0, issue, due, InvoiceStatus.PAID, settled, now)
+                    _inv(
+                        org.id,
+                        cust.id,
+                        seq,
+                        currency,
+                        amount,
+                        0,
+                        issue,
+                        due,
+                        InvoiceStatus.PAID,
+                        settled,
+                        now,
+                    )
                 )
                 pay_rows.append(
                     {
-                        "org_id": org.id, "customer_id": cust.id, "invoice_number": _number(seq),
-                        "amount_minor": amount, "applied_minor": amount, "unapplied_minor": 0,
-                        "currency": currency, "received_on": settled, "method": "bank_transfer",
-                        "external_ref": f"demo-pay-{seq}", "created_at": now,
+                        "org_id": org.id,
+                        "customer_id": cust.id,
+                        "invoice_number": _number(seq),
+                        "amount_minor": amount,
+                        "applied_minor": amount,
+                        "unapplied_minor": 0,
+                        "currency": currency,
+                        "received_on": settled,
+                        "method": "bank_transfer",
+                        "external_ref": f"demo-pay-{seq}",
+                        "created_at": now,
                     }
                 )
         # the open book: 1-4 open invoices spread over every aging bucket
         for _ in range(rng.choices((1, 2, 3, 4), weights=(0.35, 0.35, 0.2, 0.1))[0]):
             seq += 1
             days_past_due = rng.choices(
-                (rng.randint(-25, 0), rng.randint(1, 30), rng.randint(31, 60), rng.randint(61, 90), rng.randint(91, 160)),
+                (
+                    rng.randint(-25, 0),
+                    rng.randint(1, 30),
+                    rng.randint(31, 60),
+                    rng.randint(61, 90),
+                    rng.randint(91, 160),
+                ),
                 weights=(0.34, 0.28, 0.17, 0.11, 0.10),
             )[0]
             due = today - timedelta(days=days_past_due)
             issue = due - timedelta(days=terms)
             amount = _minor(rng, lo, hi)
             paid = amount // rng.choice((2, 3, 4)) if rng.random() < 0.08 else 0
-            row = _inv(org.id, cust.id, seq, currency, amount, amount - paid, issue, due, InvoiceStatus.OPEN, None, now)
+            row = _inv(
+                org.id,
+                cust.id,
+                seq,
+                currency,
+                amount,
+                amount - paid,
+                issue,
+                due,
+                InvoiceStatus.OPEN,
+                None,
+                now,
+            )
             inv_rows.append(row)
             open_by_customer.setdefault(cust.id, []).append(row)
             if paid:
                 pay_rows.append(
                     {
-                        "org_id": org.id, "customer_id": cust.id, "invoice_number": row["number"],
-                        "amount_minor": paid, "applied_minor": paid, "unapplied_minor": 0,
-                        "currency": currency, "received_on": today - timedelta(days=rng.randint(1, 10)),
-                        "method": "bank_transfer", "external_ref": f"demo-pay-{seq}", "created_at": now,
+                        "org_id": org.id,
+                        "customer_id": cust.id,
+                        "invoice_number": row["number"],
+                        "amount_minor": paid,
+                        "applied_minor": paid,
+                        "unapplied_minor": 0,
+                        "currency": currency,
+                        "received_on": today - timedelta(days=rng.randint(1, 10)),
+                        "method": "bank_transfer",
+                        "external_ref": f"demo-pay-{seq}",
+                        "created_at": now,
                     }
                 )
     session.execute(insert(Invoice), inv_rows)
     ids = {
         number: iid
         for iid, number in session.execute(
-            Invoice.__table__.select().with_only_columns(Invoice.id, Invoice.number).where(Invoice.org_id == org.id)
+            Invoice.__table__.select()
+            .with_only_columns(Invoice.id, Invoice.number)
+            .where(Invoice.org_id == org.id)
         )
     }
     for p in pay_rows:
         p["invoice_id"] = ids[p.pop("invoice_number")]
     session.execute(insert(Payment), pay_rows)
     invoices = {
-        inv.id: inv for inv in session.query(Invoice).filter(Invoice.org_id == org.id, Invoice.status == InvoiceStatus.OPEN)
+        inv.id: inv
+        for inv in session.query(Invoice).filter(
+            Invoice.org_id == org.id, Invoice.status == InvoiceStatus.OPEN
+        )
     }
     by_customer: dict[int, list[Invoice]] = {}
     for inv in invoices.values():
@@ -372,7 +478,9 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
             source="collector",
             created_by_user_id=collectors[0].id,
             created_at=now - timedelta(days=max(3, 10 - offset)),
-            resolved_at=now + timedelta(days=offset + 3) if status is not PromiseStatus.OPEN else None,
+            resolved_at=now + timedelta(days=offset + 3)
+            if status is not PromiseStatus.OPEN
+            else None,
         )
         promise.invoices = [inv]
         session.add(promise)
@@ -381,9 +489,14 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
             paid_on = today + timedelta(days=offset)
             session.add(
                 Payment(
-                    org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
-                    amount_minor=inv.balance_minor, applied_minor=inv.balance_minor,
-                    currency=inv.currency, received_on=paid_on, method="bank_transfer",
+                    org_id=org.id,
+                    customer_id=inv.customer_id,
+                    invoice_id=inv.id,
+                    amount_minor=inv.balance_minor,
+                    applied_minor=inv.balance_minor,
+                    currency=inv.currency,
+                    received_on=paid_on,
+                    method="bank_transfer",
                     external_ref=f"demo-promise-{inv.number}",
                 )
             )
@@ -403,41 +516,68 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
         (PlanStatus.PENDING_APPROVAL, True, 12),
         (PlanStatus.PROPOSED, False, 3),
     )
-    for i, (status, nonstandard, n) in enumerate(plan_specs):
+    for i, (plan_status, nonstandard, n) in enumerate(plan_specs):
         big = i == 7  # one large plan above the $50,000 Controller threshold
         inv = take((lambda x: x.balance_minor > 5_000_000) if big else None)
         total = inv.balance_minor
         plan = PaymentPlan(
-            org_id=org.id, customer_id=inv.customer_id, total_minor=total, currency=inv.currency,
-            status=status, non_standard_terms=nonstandard,
-            terms_note="Customer asks to waive late fees and extend to 12 months" if nonstandard else None,
+            org_id=org.id,
+            customer_id=inv.customer_id,
+            total_minor=total,
+            currency=inv.currency,
+            status=plan_status,
+            non_standard_terms=nonstandard,
+            terms_note="Customer asks to waive late fees and extend to 12 months"
+            if nonstandard
+            else None,
             proposed_by_user_id=collectors[i % 2].id,
-            approved_by_user_id=users["manager"].id if status in (PlanStatus.ACTIVE, PlanStatus.DEFAULTED, PlanStatus.COMPLETED) else None,
+            approved_by_user_id=users["manager"].id
+            if plan_status in (PlanStatus.ACTIVE, PlanStatus.DEFAULTED, PlanStatus.COMPLETED)
+            else None,
             source="collector" if i % 3 else "portal",
             created_at=now - timedelta(days=40),
         )
         plan.invoices = [inv]
-        start = today - timedelta(days=30 * (n // 2)) if status is not PlanStatus.PENDING_APPROVAL else today + timedelta(days=14)
-        base, rest = divmod(total, n)
+        start = (
+            today - timedelta(days=30 * (n // 2))
+            if plan_status is not PlanStatus.PENDING_APPROVAL
+            else today + timedelta(days=14)
+        )
+        share, rest = divmod(total, n)
         for k in range(n):
-            amt = base + (1 if k < rest else 0)
+            amt = share + (1 if k < rest else 0)
             due = start + timedelta(days=30 * k)
             st = InstallmentStatus.DUE
             paid = 0
-            if status is PlanStatus.COMPLETED or (status is PlanStatus.ACTIVE and due < today):
+            if plan_status is PlanStatus.COMPLETED or (
+                plan_status is PlanStatus.ACTIVE and due < today
+            ):
                 st, paid = InstallmentStatus.PAID, amt
-            elif status is PlanStatus.DEFAULTED and due < today:
-                st = InstallmentStatus.MISSED if k == n // 2 - 1 or k >= n // 2 else InstallmentStatus.PAID
+            elif plan_status is PlanStatus.DEFAULTED and due < today:
+                st = (
+                    InstallmentStatus.MISSED
+                    if k == n // 2 - 1 or k >= n // 2
+                    else InstallmentStatus.PAID
+                )
                 paid = amt if st is InstallmentStatus.PAID else 0
-            plan.installments.append(PlanInstallment(seq=k + 1, due_date=due, amount_minor=amt, paid_minor=paid, status=st))
+            plan.installments.append(
+                PlanInstallment(
+                    seq=k + 1, due_date=due, amount_minor=amt, paid_minor=paid, status=st
+                )
+            )
         session.add(plan)
         paid_total = sum(x.paid_minor for x in plan.installments)
         if paid_total:
             session.add(
                 Payment(
-                    org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
-                    amount_minor=paid_total, applied_minor=paid_total, currency=inv.currency,
-                    received_on=today - timedelta(days=3), method="plan",
+                    org_id=org.id,
+                    customer_id=inv.customer_id,
+                    invoice_id=inv.id,
+                    amount_minor=paid_total,
+                    applied_minor=paid_total,
+                    currency=inv.currency,
+                    received_on=today - timedelta(days=3),
+                    method="plan",
                     external_ref=f"demo-plan-{inv.number}",
                 )
             )
@@ -466,15 +606,22 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
         resolved = dstatus in (DisputeStatus.RESOLVED_CREDIT, DisputeStatus.REJECTED)
         session.add(
             Dispute(
-                org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
+                org_id=org.id,
+                customer_id=inv.customer_id,
+                invoice_id=inv.id,
                 reason=_DISPUTE_REASONS[j % len(_DISPUTE_REASONS)],
                 description="Customer says the delivered quantity does not match the invoice."
-                if j % len(_DISPUTE_REASONS) == 1 else "Customer questions the invoiced price.",
-                status=dstatus, source="collector" if j % 2 else "portal",
-                opened_at=now - timedelta(hours=age_h), status_changed_at=changed,
+                if j % len(_DISPUTE_REASONS) == 1
+                else "Customer questions the invoiced price.",
+                status=dstatus,
+                source="collector" if j % 2 else "portal",
+                opened_at=now - timedelta(hours=age_h),
+                status_changed_at=changed,
                 sla_due_at=None if resolved else changed + timedelta(hours=sla_hours[dstatus]),
                 resolved_at=now - timedelta(hours=1) if resolved else None,
-                credit_minor=inv.balance_minor // 10 if dstatus is DisputeStatus.RESOLVED_CREDIT else 0,
+                credit_minor=inv.balance_minor // 10
+                if dstatus is DisputeStatus.RESOLVED_CREDIT
+                else 0,
             )
         )
         inv.disputed = not resolved
@@ -492,10 +639,16 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
             owner = owners[cust.collector_user_id or collectors[0].id]
             session.add(
                 Note(
-                    org_id=org.id, customer_id=cust.id,
+                    org_id=org.id,
+                    customer_id=cust.id,
                     invoice_id=inv_list[0].id if inv_list and "{invoice}" in tmpl else None,
-                    author_user_id=cust.collector_user_id, source="internal",
-                    body=tmpl.format(contact=contact.name, invoice=inv_list[0].number if inv_list else "the open invoice", owner=owner),
+                    author_user_id=cust.collector_user_id,
+                    source="internal",
+                    body=tmpl.format(
+                        contact=contact.name,
+                        invoice=inv_list[0].number if inv_list else "the open invoice",
+                        owner=owner,
+                    ),
                     mentions=[owner] if "@" in tmpl else [],
                     created_at=now - timedelta(days=rng.randint(1, 40)),
                 )
@@ -506,8 +659,12 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
             contact = contacts_by_customer[inv.customer_id][0]
             session.add(
                 Activity(
-                    org_id=org.id, customer_id=inv.customer_id, invoice_id=inv.id,
-                    contact_id=contact.id, kind=ActivityKind.EMAIL, direction="out",
+                    org_id=org.id,
+                    customer_id=inv.customer_id,
+                    invoice_id=inv.id,
+                    contact_id=contact.id,
+                    kind=ActivityKind.EMAIL,
+                    direction="out",
                     summary=f"Reminder about {inv.number}",
                     occurred_at=now - timedelta(days=rng.randint(3, 25)),
                 )
@@ -525,14 +682,34 @@ def _number(seq: int) -> str:
 
 
 def _inv(
-    org_id: int, customer_id: int, seq: int, currency: str, amount: int, balance: int,
-    issue: date, due: date, status: InvoiceStatus, settled: date | None, now: datetime,
+    org_id: int,
+    customer_id: int,
+    seq: int,
+    currency: str,
+    amount: int,
+    balance: int,
+    issue: date,
+    due: date,
+    status: InvoiceStatus,
+    settled: date | None,
+    now: datetime,
 ) -> dict[str, Any]:
     return {
-        "org_id": org_id, "customer_id": customer_id, "number": _number(seq), "currency": currency,
-        "amount_minor": amount, "balance_minor": balance, "issue_date": issue, "due_date": due,
-        "status": status, "disputed": False, "paperless": True, "settled_date": settled,
-        "source": "demo", "created_at": now, "updated_at": now,
+        "org_id": org_id,
+        "customer_id": customer_id,
+        "number": _number(seq),
+        "currency": currency,
+        "amount_minor": amount,
+        "balance_minor": balance,
+        "issue_date": issue,
+        "due_date": due,
+        "status": status,
+        "disputed": False,
+        "paperless": True,
+        "settled_date": settled,
+        "source": "demo",
+        "created_at": now,
+        "updated_at": now,
     }
 
 

@@ -108,12 +108,11 @@ def choose_profile(header: list[str], kind: str, named: str | Path | None = None
             candidates.append(profile)
     if len(candidates) == 1:
         return candidates[0]
-    known = "; ".join(
-        f"{p.name}: {', '.join(p.columns)}" for p in load_profiles(kind).values()
-    )
+    known = "; ".join(f"{p.name}: {', '.join(p.columns)}" for p in load_profiles(kind).values())
     raise ImportFileError(
         f"the columns {', '.join(header)} match no declared {kind} mapping. Rename the columns "
-        f"to one of these layouts, or pass --profile FILE.yaml with your own mapping. Known: {known}"
+        f"to one of these layouts, or pass --profile FILE.yaml with your own mapping. "
+        f"Known: {known}"
     )
 
 
@@ -189,11 +188,15 @@ def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]], s
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) != len(header):
-                records.append((line, {"__shape__": f"{len(values)} fields, header has {len(header)}"}))
+                records.append(
+                    (line, {"__shape__": f"{len(values)} fields, header has {len(header)}"})
+                )
                 continue
             records.append((line, dict(zip(header, values, strict=True))))
     except csv.Error as exc:
-        raise ImportFileError(f"{path} is not valid CSV near line {reader.line_num}: {exc}") from None
+        raise ImportFileError(
+            f"{path} is not valid CSV near line {reader.line_num}: {exc}"
+        ) from None
     if not records:
         raise ImportFileError(f"{path} has a header but no rows")
     return header, records, hashlib.sha256(raw).hexdigest()
@@ -336,7 +339,9 @@ def parse_invoice_csv(
         issue = r.date("issue_date")
         due = r.date("due_date")
         amount = r.amount("amount", currency)
-        paid = r.amount("amount_paid", currency, required=False) if "amount_paid" in r.values else None
+        paid = (
+            r.amount("amount_paid", currency, required=False) if "amount_paid" in r.values else None
+        )
         settled = r.date("settled_date", required=False) if "settled_date" in r.values else None
         since = r.date("paperless_since", required=False) if "paperless_since" in r.values else None
         disputed = r.boolean("disputed") if "disputed" in r.values else False
@@ -366,10 +371,8 @@ def parse_invoice_csv(
             errors.extend(r.errors)
             continue
         assert number and customer_ref and issue and due and amount is not None and currency
-        if settled is not None:
-            paid_minor = amount if paid is None else paid
-        else:
-            paid_minor = paid or 0
+        # A settled row without an explicit amount paid was paid in full.
+        paid_minor = (amount if paid is None else paid) if settled is not None else (paid or 0)
         if settled is not None and (
             (check_settle is not None and check_settle != (settled - issue).days)
             or (check_late is not None and check_late != max(0, (settled - due).days))
@@ -479,9 +482,9 @@ def _upsert_invoices(
     progress: Progress | None,
 ) -> None:
     customers = dict(
-        session.execute(
-            select(Customer.external_ref, Customer.id).where(Customer.org_id == org.id)
-        ).tuples().all()
+        session.execute(select(Customer.external_ref, Customer.id).where(Customer.org_id == org.id))
+        .tuples()
+        .all()
     )
     new_customers: dict[str, dict[str, Any]] = {}
     for r in rows:
@@ -502,7 +505,9 @@ def _upsert_invoices(
         customers = dict(
             session.execute(
                 select(Customer.external_ref, Customer.id).where(Customer.org_id == org.id)
-            ).tuples().all()
+            )
+            .tuples()
+            .all()
         )
     report.customers_total = len({r.customer_ref for r in rows})
 
@@ -578,9 +583,9 @@ def _upsert_invoices(
             )
         )
         ids = dict(
-            session.execute(
-                select(Invoice.number, Invoice.id).where(Invoice.org_id == org.id)
-            ).tuples().all()
+            session.execute(select(Invoice.number, Invoice.id).where(Invoice.org_id == org.id))
+            .tuples()
+            .all()
         )
         payments = [
             {
@@ -620,7 +625,11 @@ def write_rejects(report: ImportReport, path: Path) -> None:
 
 
 def import_customers(
-    session: Session, org: Organisation, path: Path | str, *, partial: bool = False,
+    session: Session,
+    org: Organisation,
+    path: Path | str,
+    *,
+    partial: bool = False,
     profile: str | Path | None = None,
 ) -> ImportReport:
     """Upsert customers by reference; owners are matched to users by e-mail, segments by name."""
@@ -668,10 +677,14 @@ def import_customers(
         seen.add(ref)
         staged.append(
             {
-                "ref": ref, "name": name, "renewal_date": renewal, "timezone": tz,
+                "ref": ref,
+                "name": name,
+                "renewal_date": renewal,
+                "timezone": tz,
                 "country_code": r.text("country_code", required=False, max_len=8),
                 "language": r.text("language", required=False, max_len=8),
-                "csm_user_id": owners["csm_email"], "sales_user_id": owners["sales_email"],
+                "csm_user_id": owners["csm_email"],
+                "sales_user_id": owners["sales_email"],
                 "segment_id": segments[segment].id if segment else None,
             }
         )
@@ -699,7 +712,11 @@ def import_customers(
 
 
 def import_contacts(
-    session: Session, org: Organisation, path: Path | str, *, partial: bool = False,
+    session: Session,
+    org: Organisation,
+    path: Path | str,
+    *,
+    partial: bool = False,
     profile: str | Path | None = None,
 ) -> ImportReport:
     """Upsert contacts by customer + e-mail."""
@@ -707,9 +724,9 @@ def import_contacts(
     mapping = choose_profile(header, "contacts", profile)
     report = ImportReport(str(path), mapping.name, "contacts", False, len(records), 0)
     customers = dict(
-        session.execute(
-            select(Customer.external_ref, Customer.id).where(Customer.org_id == org.id)
-        ).tuples().all()
+        session.execute(select(Customer.external_ref, Customer.id).where(Customer.org_id == org.id))
+        .tuples()
+        .all()
     )
     existing = {
         (c.customer_id, (c.email or "").lower()): c
@@ -723,7 +740,9 @@ def import_contacts(
         r = _Row(line, record, mapping)
         ref, name, email = r.text("customer_ref"), r.text("name"), r.text("email", max_len=254)
         if ref and ref not in customers:
-            r._err("customer_ref", ref, "is not a known customer; import customers or invoices first")
+            r._err(
+                "customer_ref", ref, "is not a known customer; import customers or invoices first"
+            )
         if email and ("@" not in email or " " in email):
             r._err("email", email, "is not an e-mail address")
         flags = {k: r.boolean(k) for k in ("is_primary", "opted_out_email", "consent_email")}
@@ -750,7 +769,9 @@ def import_contacts(
     for customer_id, email, values in staged:
         contact = existing.get((customer_id, email))
         if contact is None:
-            contact = Contact(org_id=org.id, customer_id=customer_id, email=email, name=values["name"])
+            contact = Contact(
+                org_id=org.id, customer_id=customer_id, email=email, name=values["name"]
+            )
             session.add(contact)
             existing[(customer_id, email)] = contact
             report.created += 1

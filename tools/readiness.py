@@ -51,7 +51,9 @@ def data_ready(session: Session, org_id: int, now: datetime) -> DataReadiness:
         span = STALE_DAYS - FRESH_DAYS
         freshness = round(100 * min(1.0, max(0.0, (STALE_DAYS - age_days) / span)))
         if age_days > FRESH_DAYS:
-            issues.append(f"Last import was {age_days:.0f} days ago: re-import to refresh balances.")
+            issues.append(
+                f"Last import was {age_days:.0f} days ago: re-import to refresh balances."
+            )
 
     open_inv = and_(Invoice.org_id == org_id, Invoice.status == InvoiceStatus.OPEN)
     # Coverage is measured over customers with open invoices; with none open, over all customers.

@@ -23,9 +23,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'empty.db'}")
         cfg = alembic_config(engine)
-        command.revision(
-            cfg, message="initial ledger", autogenerate=True, rev_id="0001_initial"
-        )
+        command.revision(cfg, message="initial ledger", autogenerate=True, rev_id="0001_initial")
         engine.dispose()
     print("wrote", next(versions.glob("0001_initial*.py")))
 

@@ -1,4 +1,4 @@
-"""`plixo import` as a user runs it: JSON report, exit codes, no tracebacks, nothing half-written."""
+"""`plixo import` as a user runs it: JSON report, exit codes, no traceback, nothing half-done."""
 
 from __future__ import annotations
 

@@ -52,7 +52,11 @@ def run(path: Path, url: str) -> dict[str, float | int]:
         elapsed = time.perf_counter() - t0
     engine.dispose()
     assert report.committed and report.rejected == 0, report.errors[:3]
-    return {"rows": report.rows, "seconds": round(elapsed, 3), "rows_per_s": round(report.rows / elapsed)}
+    return {
+        "rows": report.rows,
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(report.rows / elapsed),
+    }
 
 
 def main() -> None:
@@ -61,6 +65,7 @@ def main() -> None:
     ap.add_argument("--database-url", default=None, help="default: a fresh SQLite file per run")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+
         def url(name: str) -> str:
             return args.database_url or f"sqlite:///{Path(tmp) / name}.db"
 

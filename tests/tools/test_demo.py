@@ -29,7 +29,9 @@ TODAY = date(2026, 11, 21)
 def _fingerprint(session: Session, org_id: int) -> list[tuple[str, int, str]]:
     return [
         (i.number, i.balance_minor, i.due_date.isoformat())
-        for i in session.scalars(select(Invoice).where(Invoice.org_id == org_id).order_by(Invoice.number))
+        for i in session.scalars(
+            select(Invoice).where(Invoice.org_id == org_id).order_by(Invoice.number)
+        )
     ]
 
 
@@ -47,9 +49,13 @@ def test_demo_covers_every_bucket_persona_and_commitment(session: Session) -> No
     assert session.scalar(select(func.count()).select_from(PaymentPlan)) >= 5
     assert session.scalar(select(func.max(PaymentPlan.total_minor))) > 5_000_000  # > $50,000
     assert session.scalar(select(func.count()).select_from(Dispute)) >= 10
-    assert all(i.disputed for i in open_inv if any(
-        d.invoice_id == i.id and d.resolved_at is None for d in session.scalars(select(Dispute))
-    ))
+    assert all(
+        i.disputed
+        for i in open_inv
+        if any(
+            d.invoice_id == i.id and d.resolved_at is None for d in session.scalars(select(Dispute))
+        )
+    )
     assert 200 <= result.counts["customers"] <= 400 and result.counts["invoices"] > 2000
     readiness = data_ready(session, org_id, datetime.now(UTC))
     assert readiness.components["contact_coverage"] >= 90

@@ -50,7 +50,12 @@ def test_ibm_file_imports_as_it_is_and_again_without_duplicates(
 
     again = importer.import_invoices(session, org, IBM)
     session.commit()
-    assert (again.created, again.updated, again.unchanged, again.payments_created) == (0, 0, 2466, 0)
+    assert (again.created, again.updated, again.unchanged, again.payments_created) == (
+        0,
+        0,
+        2466,
+        0,
+    )
     assert count(session, Invoice) == 2466 and count(session, Payment) == 2466
 
 
@@ -151,7 +156,11 @@ def test_plixo_layout_with_open_balance_and_currency(
     assert report.profile == "plixo-invoices" and report.created == 2
     inv1 = session.scalars(select(Invoice).where(Invoice.number == "INV-1")).one()
     inv2 = session.scalars(select(Invoice).where(Invoice.number == "INV-2")).one()
-    assert (inv1.amount_minor, inv1.balance_minor, inv1.status) == (120050, 100000, InvoiceStatus.OPEN)
+    assert (inv1.amount_minor, inv1.balance_minor, inv1.status) == (
+        120050,
+        100000,
+        InvoiceStatus.OPEN,
+    )
     assert (inv2.amount_minor, inv2.currency) == (5000, "JPY")
     # A changed balance on re-import is an update, not a duplicate.
     p.write_text(p.read_text().replace("EUR,200.50", "EUR,1200.50"))
@@ -181,7 +190,11 @@ def test_customers_and_contacts_import(tmp_path: Path, session: Session, org: Or
         "k.csv",
     )
     rep2 = importer.import_contacts(session, org, contacts)
-    assert not rep2.committed and rep2.errors[0].row == 3 and "not a known customer" in rep2.errors[0].reason
+    assert (
+        not rep2.committed
+        and rep2.errors[0].row == 3
+        and "not a known customer" in rep2.errors[0].reason
+    )
     rep3 = importer.import_contacts(session, org, contacts, partial=True)
     session.commit()
     assert rep3.created == 1

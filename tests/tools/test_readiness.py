@@ -20,8 +20,13 @@ def _book(session: Session, org: Organisation, n: int) -> list[Customer]:
         session.flush()
         session.add(
             Invoice(
-                org_id=org.id, customer_id=c.id, number=f"I{i}", currency="USD",
-                amount_minor=1000, balance_minor=1000, issue_date=date(2026, 10, 1),
+                org_id=org.id,
+                customer_id=c.id,
+                number=f"I{i}",
+                currency="USD",
+                amount_minor=1000,
+                balance_minor=1000,
+                issue_date=date(2026, 10, 1),
                 due_date=date(2026, 10, 31),
             )
         )
@@ -39,9 +44,13 @@ def test_score_moves_with_freshness_and_contacts(session: Session, org: Organisa
     customers = _book(session, org, 4)
     org.last_import_at = NOW - timedelta(hours=3)
     for c in customers[:3]:
-        session.add(Contact(org_id=org.id, customer_id=c.id, name="AP", email=f"ap@{c.name}.example"))
+        session.add(
+            Contact(org_id=org.id, customer_id=c.id, name="AP", email=f"ap@{c.name}.example")
+        )
     session.add(
-        Contact(org_id=org.id, customer_id=customers[3].id, name="X", email="x@y.example", bounced=True)
+        Contact(
+            org_id=org.id, customer_id=customers[3].id, name="X", email="x@y.example", bounced=True
+        )
     )
     session.commit()
     r = data_ready(session, org.id, NOW)
