@@ -67,6 +67,10 @@ class Settings(BaseSettings):
 
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
+    stripe_publishable_key: str | None = Field(
+        default=None,
+        description="Publishable key (pk_...) for Stripe.js on the mini-portal's pay page.",
+    )
     stripe_api_base: str | None = Field(
         default=None, description="Override of Stripe's API base (localstripe in tests)."
     )

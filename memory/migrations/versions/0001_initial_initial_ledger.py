@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-11-21 19:27:22.343161
+Create Date: 2026-11-21 19:44:14.343663
 """
 
 from collections.abc import Sequence
@@ -271,6 +271,35 @@ def upgrade() -> None:
     with op.batch_alter_table('contact', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contact_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_contact_org_id'), ['org_id'], unique=False)
+
+    op.create_table('customer_risk_snapshot',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('as_of', sa.Date(), nullable=False),
+    sa.Column('model_version', sa.Integer(), nullable=True),
+    sa.Column('ledger_mark', sa.String(length=120), nullable=False),
+    sa.Column('computed_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('n_earlier', sa.BigInteger(), nullable=False),
+    sa.Column('sum_amount', sa.BigInteger(), nullable=False),
+    sa.Column('n_settled', sa.BigInteger(), nullable=False),
+    sa.Column('n_late_settled', sa.BigInteger(), nullable=False),
+    sa.Column('dl_settled', sa.BigInteger(), nullable=False),
+    sa.Column('n_disp', sa.BigInteger(), nullable=False),
+    sa.Column('n_open_pd', sa.BigInteger(), nullable=False),
+    sa.Column('dl_open', sa.BigInteger(), nullable=False),
+    sa.Column('open_currencies', sa.String(length=120), nullable=False),
+    sa.Column('base_a', sa.Double(), nullable=False),
+    sa.Column('base_b', sa.Double(), nullable=False),
+    sa.Column('slope_b', sa.Double(), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('org_id', 'customer_id')
+    )
+    with op.batch_alter_table('customer_risk_snapshot', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_customer_risk_snapshot_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customer_risk_snapshot_org_id'), ['org_id'], unique=False)
 
     op.create_table('invoice',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -744,6 +773,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_invoice_customer_id'))
 
     op.drop_table('invoice')
+    with op.batch_alter_table('customer_risk_snapshot', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customer_risk_snapshot_org_id'))
+        batch_op.drop_index(batch_op.f('ix_customer_risk_snapshot_customer_id'))
+
+    op.drop_table('customer_risk_snapshot')
     with op.batch_alter_table('contact', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_contact_org_id'))
         batch_op.drop_index(batch_op.f('ix_contact_customer_id'))
