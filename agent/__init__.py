@@ -1,0 +1,8 @@
+"""The co-pilot: pydantic-ai agents that write and read, never decide.
+
+- ``agent.drafter.draft_outreach``: a grounded outreach draft, decided by the guardrails, stored.
+- ``agent.service``: what the API calls (revise a draft, the inspector's recommendation, reply
+  triage).
+- ``agent.autopilot.run_autopilot``: drafts for every due cadence step, idempotently.
+- ``agent.models.build_model``: ``PLIXO_MODEL`` to a pydantic-ai model (``offline`` by default).
+"""

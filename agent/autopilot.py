@@ -1,0 +1,615 @@
+"""Autopilot runs: draft every due cadence step and follow-up, let the guardrails decide, store.
+
+``run_autopilot`` selects the due items (``tools.autopilot_select``), drafts them with bounded
+concurrency through one ``Drafter`` (one model, one policy engine), stores each draft with its
+decision, and records an ``AutopilotRun`` with the summary.
+
+Idempotent: every item has a ``run_key`` (``{invoice_id}:{step}:{step date}``) that is unique per
+organisation in the ledger. Items already drafted are skipped before drafting, drafts are committed
+in batches, and a run stopped half-way (Ctrl-C, a crash) keeps the batches it committed; running
+again drafts only the rest. Two runs racing on the same items cannot both store a draft: the
+unique key refuses the second, which is counted as skipped.
+
+A model failure never stops the run: that item is held for a human with the reason and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from pydantic import BaseModel, Field
+from pydantic_ai.models import Model
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.casefile import DraftTask, TaskError, build_task
+from agent.deps import AgentDeps
+from agent.drafter import Composed, Drafter, Prepared, run_sync
+from agent.models import model_label
+from agent.schemas import DraftResult
+from memory.config import Settings
+from memory.models import (
+    AutopilotRun,
+    Contact,
+    Customer,
+    DraftPersona,
+    Invoice,
+    Organisation,
+    Segment,
+)
+from policies.engine import engine_for as policy_engine_for
+from tools import account360 as a360
+from tools.autopilot_select import DueItem, existing_run_keys, select_due
+from tools.grounding import (
+    UNSEGMENTED,
+    OrgSwitches,
+    OutreachContext,
+    contact_facts,
+    disputed_invoice_ids,
+    ledger_truths,
+    policy_set_for,
+    promise_facts_by_customer,
+    touches_by_contact,
+)
+from tools.grounding import InvoiceFacts as PolicyInvoice
+
+Progress = Callable[[int, int], None]
+BATCH = 200
+ACTOR = "Autopilot"
+
+
+class AutopilotSummary(BaseModel):
+    """What one Autopilot run did; ``model_dump()`` is what the CLI prints with ``--json``."""
+
+    run_id: int | None = None
+    org_id: int
+    as_of: date
+    segment: str | None = None
+    shadow: bool = Field(description="Shadow Mode forced for this run (--shadow).")
+    model_name: str
+    offline_model: bool
+    prompt_version: str = ""
+    due: int = Field(default=0, description="Due items, including those drafted by an earlier run.")
+    drafted: int = 0
+    skipped_existing: int = 0
+    excluded: dict[str, int] = Field(
+        default_factory=dict, description="Due steps not chased, by reason (disputed, ...)."
+    )
+    by_outcome: dict[str, int] = Field(default_factory=dict)
+    by_reason: dict[str, int] = Field(default_factory=dict)
+    held: int = 0
+    held_reasons: dict[str, int] = Field(default_factory=dict)
+    grounding_mismatches: int = Field(
+        default=0, description="Drafts still mismatching the ledger after the retry (blocked)."
+    )
+    grounding_retries: int = Field(default=0, description="Drafts sent back once and fixed.")
+    errors: int = 0
+    error_samples: list[str] = Field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    elapsed_s: float = 0.0
+    drafts_per_s: float = 0.0
+    interrupted: bool = False
+
+
+@dataclass
+class _Batch:
+    tasks: list[tuple[DueItem, DraftTask]]
+    prepared: dict[str, Prepared]
+
+
+def _prepare(
+    session: Session,
+    org_id: int,
+    settings: Settings,
+    items: list[DueItem],
+    *,
+    as_of: date,
+    now: datetime,
+    switches: OrgSwitches,
+    summary: AutopilotSummary,
+) -> _Batch:
+    """Build the tasks of a batch and preload their ledger facts in a few bulk queries."""
+    # Load the batch's rows once: build_task's lookups then hit the session's identity map.
+    inv_ids = sorted({i for item in items for i in item.invoice_ids})
+    cust_ids = sorted({item.customer_id for item in items})
+    list(session.scalars(select(Invoice).where(Invoice.org_id == org_id, Invoice.id.in_(inv_ids))))
+    list(
+        session.scalars(
+            select(Customer).where(Customer.org_id == org_id, Customer.id.in_(cust_ids))
+        )
+    )
+    list(
+        session.scalars(
+            select(Contact).where(
+                Contact.org_id == org_id, Contact.id.in_(sorted({i.contact_id for i in items}))
+            )
+        )
+    )
+    tasks: list[tuple[DueItem, DraftTask]] = []
+    for item in items:
+        try:
+            task = build_task(
+                session,
+                org_id,
+                settings,
+                as_of=as_of,
+                invoice_ids=item.invoice_ids,
+                contact_id=item.contact_id,
+                persona=DraftPersona.AUTOPILOT,
+                kind=item.kind,
+                template=item.template,
+                tone=item.tone,
+                channel=item.channel,
+                step_id=item.step_id,
+                step_date=item.step_date,
+                run_key=item.run_key,
+                promise_id=item.promise_id,
+                installment_id=item.installment_id,
+            )
+        except (TaskError, a360.NotInOrganisation) as exc:
+            _error(summary, f"{item.run_key}: {exc}")
+            continue
+        tasks.append((item, task))
+    if not tasks:
+        return _Batch([], {})
+    customers = sorted({t.customer_id for _, t in tasks})
+    links: dict[int, list[str]] = {}
+    for _, t in tasks:
+        links.setdefault(t.customer_id, []).extend(t.pay_links)
+    truths = ledger_truths(
+        session,
+        org_id,
+        customers,
+        as_of=as_of,
+        links=links,
+        locales={t.customer_id: t.case.locale for _, t in tasks},
+    )
+    contact_ids = sorted({t.contact_id for _, t in tasks if t.contact_id is not None})
+    contacts = {
+        c.id: c
+        for c in session.scalars(
+            select(Contact).where(Contact.org_id == org_id, Contact.id.in_(contact_ids))
+        )
+    }
+    all_invoices = sorted({i for _, t in tasks for i in t.invoice_ids})
+    numbers = dict(
+        session.execute(
+            select(Invoice.id, Invoice.number).where(
+                Invoice.org_id == org_id, Invoice.id.in_(all_invoices)
+            )
+        ).all()
+    )
+    disputed = disputed_invoice_ids(session, org_id, all_invoices)
+    promises = promise_facts_by_customer(session, org_id, customers)
+    touches = touches_by_contact(session, org_id, contact_ids, now)
+    cust_rows = {
+        c.id: c
+        for c in session.scalars(
+            select(Customer).where(Customer.org_id == org_id, Customer.id.in_(customers))
+        )
+    }
+    segments = {s.id: s for s in session.scalars(select(Segment).where(Segment.org_id == org_id))}
+    prepared: dict[str, Prepared] = {}
+    for item, task in tasks:
+        customer = cust_rows[task.customer_id]
+        seg = segments.get(customer.segment_id) if customer.segment_id else None
+        contact = contacts.get(task.contact_id) if task.contact_id else None
+        ctx = OutreachContext(
+            switches=switches,
+            segment_name=seg.name if seg else UNSEGMENTED,
+            segment_shadow_mode=seg.shadow_mode if seg else switches.shadow_mode,
+            autopilot_enabled=seg.autopilot_enabled if seg else False,
+            channel=task.case.channel.value,
+            contact=contact_facts(
+                contact,
+                task.case.channel.value,
+                fallback_timezone=customer.timezone or switches.timezone,
+            ),
+            invoices=tuple(
+                PolicyInvoice(number=numbers[i], disputed=i in disputed) for i in task.invoice_ids
+            ),
+            promises=tuple(promises.get(task.customer_id, [])),
+            touches=tuple(touches.get(task.contact_id, []) if task.contact_id else []),
+        )
+        prepared[item.run_key] = Prepared(truth=truths[task.customer_id], context=ctx)
+    return _Batch(tasks, prepared)
+
+
+def _error(summary: AutopilotSummary, message: str) -> None:
+    summary.errors += 1
+    if len(summary.error_samples) < 10:
+        summary.error_samples.append(message[:300])
+
+
+def _count(summary: AutopilotSummary, result: DraftResult) -> None:
+    summary.drafted += 1
+    summary.input_tokens += result.usage.input_tokens
+    summary.output_tokens += result.usage.output_tokens
+    if result.status.value == "held":
+        summary.held += 1
+        key = (result.hold_reason or "held").split(":")[0][:80]
+        summary.held_reasons[key] = summary.held_reasons.get(key, 0) + 1
+        summary.by_outcome["held"] = summary.by_outcome.get("held", 0) + 1
+        return
+    outcome = result.decision_outcome or "unknown"
+    summary.by_outcome[outcome] = summary.by_outcome.get(outcome, 0) + 1
+    for reason in result.decision.get("reasons", []):
+        rid = str(reason.get("rule_id"))
+        summary.by_reason[rid] = summary.by_reason.get(rid, 0) + 1
+    if not result.grounding.get("ok", True):
+        summary.grounding_mismatches += 1
+    elif result.first_attempt_mismatches:
+        summary.grounding_retries += 1
+
+
+def _merge(into: AutopilotSummary, part: dict[str, object]) -> None:
+    """Add a worker's counters to the run's summary."""
+    for key in ("drafted", "skipped_existing", "held", "grounding_mismatches",
+                "grounding_retries", "errors", "input_tokens", "output_tokens"):  # fmt: skip
+        setattr(into, key, getattr(into, key) + int(part.get(key, 0)))  # type: ignore[call-overload]
+    for key in ("by_outcome", "by_reason", "held_reasons"):
+        target: dict[str, int] = getattr(into, key)
+        for k, v in dict(part.get(key, {})).items():  # type: ignore[call-overload]
+            target[k] = target.get(k, 0) + int(v)
+    for sample in list(part.get("error_samples", [])):  # type: ignore[call-overload]
+        if len(into.error_samples) < 10:
+            into.error_samples.append(str(sample))
+
+
+async def _draft_items(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    items: list[DueItem],
+    *,
+    as_of: date,
+    now: datetime,
+    settings: Settings,
+    drafter: Drafter,
+    summary: AutopilotSummary,
+    concurrency: int,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Draft ``items`` through a pipeline: up to ``concurrency`` compositions in flight (reads
+    only), and every ``batch_size`` finished drafts stored and committed in one short write.
+
+    The pipeline never waits for a whole batch before starting the next items, so a slow model
+    keeps all ``concurrency`` slots busy. Counts go into ``summary`` only for committed drafts, so
+    an interrupted run's summary matches the ledger.
+    """
+    sem = asyncio.Semaphore(max(1, concurrency))
+    with sessions() as session:
+        switches = OrgSwitches.load(session, org_id, now)
+        engine = policy_engine_for(policy_set_for(session, org_id))
+        deps = AgentDeps(session=session, org_id=org_id, settings=settings, as_of=as_of, now=now)
+        finished: list[Composed | str] = []
+
+        async def one(item: DueItem, task: DraftTask, prep: Prepared) -> None:
+            try:
+                finished.append(
+                    await drafter.compose(
+                        deps,
+                        task,
+                        persona=DraftPersona.AUTOPILOT,
+                        kind=item.kind,
+                        prepared=prep,
+                        switches=switches,
+                        engine=engine,
+                    )
+                )
+            except Exception as exc:  # a bug or a ledger problem on one item: keep going
+                finished.append(f"{item.run_key}: {type(exc).__name__}: {exc}")
+            finally:
+                sem.release()
+                if progress:
+                    progress(1)
+
+        def store(outcomes: list[Composed | str]) -> None:
+            """Write finished drafts (synchronous: no other task runs meanwhile) and commit."""
+            composed = [o for o in outcomes if not isinstance(o, str)]
+            taken = existing_run_keys(
+                session, org_id, [c.task.run_key for c in composed if c.task.run_key]
+            )
+            results: list[DraftResult] = []
+            skipped = 0
+            for outcome in composed:
+                if outcome.task.run_key in taken:
+                    skipped += 1
+                    continue
+                try:
+                    with session.begin_nested():
+                        results.append(drafter.store(session, outcome))
+                except IntegrityError:  # another run stored this run key a moment ago
+                    skipped += 1
+            session.commit()
+            summary.skipped_existing += skipped
+            for message in (o for o in outcomes if isinstance(o, str)):
+                _error(summary, message)
+            for result in results:
+                _count(summary, result)
+
+        def flush_finished(force: bool = False) -> None:
+            while len(finished) >= batch_size or (force and finished):
+                chunk = finished[:batch_size]
+                del finished[:batch_size]
+                store(chunk)
+
+        running: set[asyncio.Task[None]] = set()
+
+        def check(done: set[asyncio.Task[None]]) -> None:
+            for t in done:
+                exc = t.exception() if not t.cancelled() else None
+                if exc is not None:  # only BaseExceptions reach here (Ctrl-C, cancellation)
+                    raise exc
+
+        try:
+            for start in range(0, len(items), batch_size):
+                batch = _prepare(
+                    session, org_id, settings, items[start : start + batch_size], as_of=as_of,
+                    now=now, switches=switches, summary=summary,
+                )  # fmt: skip
+                for item, task in batch.tasks:
+                    await sem.acquire()
+                    flush_finished()
+                    t = asyncio.create_task(one(item, task, batch.prepared[item.run_key]))
+                    running.add(t)
+                    t.add_done_callback(running.discard)
+                    done = {x for x in list(running) if x.done()}
+                    check(done)
+            while running:
+                done, _ = await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+                check(done)
+                flush_finished()
+            flush_finished(force=True)
+        finally:
+            for t in running:
+                t.cancel()
+
+
+def _worker(payload: dict[str, object], queue: object | None) -> dict[str, object]:
+    """One worker process: its own engine and event loop over its share of the items."""
+    from memory.db import make_engine, session_factory
+
+    settings = payload["settings"]
+    assert isinstance(settings, Settings)
+    engine = make_engine(str(payload["db_url"]))
+    sessions = session_factory(engine)
+    items = [DueItem.from_dict(d) for d in payload["items"]]  # type: ignore[attr-defined]
+    shadow = bool(payload["shadow"])
+    drafter = Drafter(settings, shadow=True if shadow else None, actor=ACTOR)
+    part = AutopilotSummary(
+        org_id=int(payload["org_id"]),  # type: ignore[call-overload]
+        as_of=date.fromisoformat(str(payload["as_of"])),
+        shadow=shadow,
+        model_name=drafter.model_name,
+        offline_model=drafter.offline,
+    )
+
+    def tick(n: int) -> None:
+        if queue is not None:
+            queue.put(n)  # type: ignore[attr-defined]
+
+    try:
+        run_sync(
+            _draft_items(
+                sessions,
+                part.org_id,
+                items,
+                as_of=part.as_of,
+                now=datetime.fromisoformat(str(payload["now"])),
+                settings=settings,
+                drafter=drafter,
+                summary=part,
+                concurrency=int(payload["concurrency"]),  # type: ignore[call-overload]
+                batch_size=int(payload["batch_size"]),  # type: ignore[call-overload]
+                progress=tick,
+            )
+        )
+    finally:
+        engine.dispose()
+    return part.model_dump(mode="json")
+
+
+def _in_workers(
+    sessions: sessionmaker[Session],
+    items: list[DueItem],
+    workers: int,
+    payload: dict[str, object],
+    summary: AutopilotSummary,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Share the items among worker processes by customer (one customer, one process)."""
+    import multiprocessing
+    import queue as queue_mod
+    from concurrent.futures import ProcessPoolExecutor, wait
+
+    bind = sessions.kw.get("bind")
+    url = bind.url.render_as_string(hide_password=False) if bind is not None else None
+    shares: list[list[DueItem]] = [[] for _ in range(workers)]
+    for item in items:
+        shares[item.customer_id % workers].append(item)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        q = manager.Queue()
+        futures = [
+            pool.submit(
+                _worker, {**payload, "db_url": url, "items": [i.to_dict() for i in share]}, q
+            )
+            for share in shares
+            if share
+        ]
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.2)
+            while True:
+                try:
+                    n = q.get_nowait()
+                except queue_mod.Empty:
+                    break
+                if progress:
+                    progress(int(n))
+        for fut in futures:
+            _merge(summary, fut.result())
+
+
+async def arun_autopilot(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    *,
+    as_of: date,
+    segment: str | None = None,
+    shadow: bool | None = None,
+    settings: Settings,
+    progress: Progress | None = None,
+    limit: int | None = None,
+    model: Model | None = None,
+    concurrency: int | None = None,
+    now: datetime | None = None,
+    batch_size: int = BATCH,
+    workers: int = 1,
+) -> AutopilotSummary:
+    """Async ``run_autopilot``."""
+    started = time.perf_counter()
+    if now is None:
+        # The guardrails decide "as if now" on the run's date: a run for another date (a demo, a
+        # catch-up) keeps today's time of day, shifted by whole days.
+        real = datetime.now(UTC)
+        with sessions() as session:
+            shift = as_of - a360.org_today(session, org_id, real)
+        now = real + timedelta(days=shift.days)
+    drafter = Drafter(settings, model=model, shadow=True if shadow else None, actor=ACTOR)
+    summary = AutopilotSummary(
+        org_id=org_id,
+        as_of=as_of,
+        segment=segment,
+        shadow=bool(shadow),
+        model_name=drafter.model_name if model is not None else model_label(settings),
+        offline_model=drafter.offline,
+        prompt_version=drafter.prompt.version_id,
+    )
+    with sessions() as session:
+        if session.get(Organisation, org_id) is None:
+            raise a360.NotInOrganisation(f"organisation {org_id} does not exist")
+        selection = select_due(session, org_id, as_of, segment=segment, limit=limit)
+        run = AutopilotRun(
+            org_id=org_id,
+            as_of=as_of,
+            segment=segment,
+            shadow=bool(shadow),
+            model_name=summary.model_name,
+            started_at=datetime.now(UTC),
+            summary={},
+        )
+        session.add(run)
+        session.commit()
+        run_id = run.id
+    summary.run_id = run_id
+    summary.skipped_existing = selection.existing
+    summary.excluded = dict(selection.excluded)
+    summary.due = len(selection.items) + selection.existing
+    items = selection.items
+    total = len(items)
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(min(done, total), total)
+
+    if progress:
+        progress(0, total)
+    workers = max(1, int(workers))
+    bind = sessions.kw.get("bind")
+    in_memory = bind is None or ":memory:" in str(bind.url)
+    concurrency_n = max(1, int(concurrency or settings.model_concurrency))
+    try:
+        if workers > 1 and model is None and not in_memory and total >= 2 * batch_size:
+            payload: dict[str, object] = {
+                "settings": settings,  # pickled whole: a JSON dump would mask the API key
+                "org_id": org_id,
+                "as_of": as_of.isoformat(),
+                "now": now.isoformat(),
+                "shadow": bool(shadow),
+                "concurrency": concurrency_n,
+                "batch_size": batch_size,
+            }
+            await asyncio.to_thread(_in_workers, sessions, items, workers, payload, summary, tick)
+        else:
+            await _draft_items(
+                sessions, org_id, items, as_of=as_of, now=now, settings=settings,
+                drafter=drafter, summary=summary, concurrency=concurrency_n,
+                batch_size=batch_size, progress=tick,
+            )  # fmt: skip
+    except BaseException:
+        summary.interrupted = True
+        _finish(sessions, run_id, summary, started)
+        raise
+    _finish(sessions, run_id, summary, started)
+    return summary
+
+
+def _finish(
+    sessions: sessionmaker[Session], run_id: int, summary: AutopilotSummary, started: float
+) -> None:
+    summary.elapsed_s = round(time.perf_counter() - started, 3)
+    elapsed = summary.elapsed_s
+    summary.drafts_per_s = round(summary.drafted / elapsed, 1) if elapsed else 0.0
+    with sessions() as session:
+        run = session.get(AutopilotRun, run_id)
+        if run is not None:
+            run.summary = summary.model_dump(mode="json")
+            run.finished_at = datetime.now(UTC)
+            session.commit()
+
+
+def run_autopilot(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    *,
+    as_of: date,
+    segment: str | None = None,
+    shadow: bool | None = None,
+    settings: Settings,
+    progress: Progress | None = None,
+    limit: int | None = None,
+    model: Model | None = None,
+    concurrency: int | None = None,
+    now: datetime | None = None,
+    workers: int = 1,
+    batch_size: int = BATCH,
+) -> AutopilotSummary:
+    """One Autopilot pass for ``org_id`` on ``as_of`` (the organisation's date).
+
+    ``segment``: only that segment (``UnknownSegment`` if it does not exist); ``shadow=True``:
+    force Shadow Mode (every draft needs a human), None: the ledger's switches; ``limit``: draft at
+    most N items; ``progress(done, total)`` is called as items finish; ``model`` and
+    ``concurrency`` override the settings (tests, benchmarks); ``now`` is the moment the guardrails
+    decide at (default: the current time of day on ``as_of``); ``workers > 1`` shares large runs
+    among that many processes (CPU-bound offline drafting on several cores); drafts are committed
+    every ``batch_size`` items. Safe to stop and run again: committed batches stay, the rest is
+    drafted next time.
+    """
+    return run_sync(
+        arun_autopilot(
+            sessions,
+            org_id,
+            as_of=as_of,
+            segment=segment,
+            shadow=shadow,
+            settings=settings,
+            progress=progress,
+            limit=limit,
+            model=model,
+            concurrency=concurrency,
+            now=now,
+            workers=workers,
+            batch_size=batch_size,
+        )
+    )

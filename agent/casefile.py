@@ -1,0 +1,607 @@
+"""The case file: what a drafting task is about, read from the ledger; and rendering a message.
+
+A ``CaseFile`` is what the model sees (as JSON between ``<case_file>`` tags): the customer, the
+contact, the invoices with every figure already formatted for the contact's locale, the pay link,
+the step, the persona's sender and the language. Formatting the figures here, once, is what lets a
+real model copy them exactly and lets grounding read them back.
+
+``render`` fills the versioned templates (``prompts/drafter/v1.<lang>.yaml``): the offline model
+writes with it, and a real model receives its output as the skeleton to adapt.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memory.config import Settings
+from memory.models import (
+    Channel,
+    Contact,
+    Customer,
+    DraftKind,
+    DraftPersona,
+    Invoice,
+    InvoiceStatus,
+    Organisation,
+    PaymentPlan,
+    PlanInstallment,
+    PromiseToPay,
+    User,
+    plan_invoice,
+    promise_invoice,
+)
+from prompts.registry import PromptError, TemplateBook, fill, template_languages, templates
+from tools import account360 as a360
+from tools.grounding import format_amount, format_day, locale_for
+
+MAX_CASE_INVOICES = 15
+CASE_OPEN = "<case_file>"
+CASE_CLOSE = "</case_file>"
+
+
+class CaseInvoice(BaseModel):
+    number: str
+    currency: str
+    amount_minor: int
+    balance_minor: int
+    amount_text: str
+    balance_text: str
+    paid_minor: int = 0
+    paid_text: str | None = None
+    issue_date: date
+    due_date: date
+    due_date_text: str
+    days_past_due: int
+    pay_link: str
+
+
+class CaseCommitment(BaseModel):
+    """A promise or an installment: an amount on a date, formatted."""
+
+    id: int
+    amount_minor: int
+    currency: str
+    amount_text: str
+    date: date
+    date_text: str
+    status: str
+    invoice_numbers: list[str] = Field(default_factory=list)
+
+
+class CaseFile(BaseModel):
+    """Everything a drafting (or revising) model needs to know about one task."""
+
+    as_of: date
+    org_name: str
+    customer_id: int
+    customer_name: str
+    contact_id: int | None
+    contact_name: str
+    first_name: str
+    recipient: str | None
+    channel: Channel
+    language: str
+    locale: str
+    persona: DraftPersona
+    sender_name: str
+    kind: DraftKind
+    template: str
+    tone: str
+    step_date: date | None = None
+    invoices: list[CaseInvoice]
+    pay_link: str
+    promise: CaseCommitment | None = None
+    installment: CaseCommitment | None = None
+    promises: list[CaseCommitment] = Field(default_factory=list)
+    revision_instructions: list[str] = Field(
+        default_factory=list, description="Earlier operator instructions, oldest first."
+    )
+
+    def to_prompt(self) -> str:
+        return f"{CASE_OPEN}\n{self.model_dump_json(indent=1)}\n{CASE_CLOSE}"
+
+
+def parse_case(text: str) -> CaseFile | None:
+    """The case file embedded in a prompt (the offline model reads it back), or None."""
+    start = text.find(CASE_OPEN)
+    end = text.find(CASE_CLOSE, start + 1)
+    if start < 0 or end < 0:
+        return None
+    try:
+        return CaseFile.model_validate(json.loads(text[start + len(CASE_OPEN) : end]))
+    except ValueError:
+        return None
+
+
+@dataclass
+class DraftTask:
+    """A drafting task: the case file plus the ids plixo stores with the draft."""
+
+    case: CaseFile
+    org_id: int
+    customer_id: int
+    invoice_ids: list[int]
+    contact_id: int | None
+    segment_id: int | None
+    step_id: int | None = None
+    run_key: str | None = None
+    promise_id: int | None = None
+    installment_id: int | None = None
+    pay_links: list[str] = field(default_factory=list)
+
+    @property
+    def primary_invoice_id(self) -> int | None:
+        return self.invoice_ids[0] if self.invoice_ids else None
+
+
+class TaskError(ValueError):
+    """The task cannot be drafted (nothing open to chase, no contact); the message says why."""
+
+
+# --- building a case from the ledger -----------------------------------------------------------
+
+
+def _first_name(name: str) -> str:
+    parts = name.strip().split()
+    return parts[0] if parts else name
+
+
+def _sender(session: Session, org: Organisation, customer: Customer, persona: DraftPersona) -> str:
+    user_id = {
+        DraftPersona.COLLECTOR: customer.collector_user_id,
+        DraftPersona.SALES_NUDGE: customer.sales_user_id,
+        DraftPersona.CSM_NUDGE: customer.csm_user_id,
+    }.get(persona)
+    if user_id is not None:
+        user = session.get(User, user_id)
+        if user is not None and user.org_id == org.id:
+            return user.name
+    return f"{org.name} Accounts Receivable"
+
+
+def _commitment(
+    cid: int, minor: int, currency: str, day: date, status: str, nums: list[str], locale: str
+) -> CaseCommitment:
+    return CaseCommitment(
+        id=cid,
+        amount_minor=minor,
+        currency=currency,
+        amount_text=format_amount(minor, currency, locale),
+        date=day,
+        date_text=format_day(day, locale),
+        status=status,
+        invoice_numbers=nums,
+    )
+
+
+def case_invoice(inv: Invoice, *, locale: str, as_of: date, link: str) -> CaseInvoice:
+    paid = max(0, inv.amount_minor - inv.balance_minor)
+    return CaseInvoice(
+        number=inv.number,
+        currency=inv.currency,
+        amount_minor=inv.amount_minor,
+        balance_minor=inv.balance_minor,
+        amount_text=format_amount(inv.amount_minor, inv.currency, locale),
+        balance_text=format_amount(inv.balance_minor, inv.currency, locale),
+        paid_minor=paid,
+        paid_text=format_amount(paid, inv.currency, locale) if paid else None,
+        issue_date=inv.issue_date,
+        due_date=inv.due_date,
+        due_date_text=format_day(inv.due_date, locale),
+        days_past_due=inv.days_past_due(as_of),
+        pay_link=link,
+    )
+
+
+def writing_language(customer: Customer, contact: Contact | None) -> str:
+    """The contact's language, else the customer's; the drafter writes in it."""
+    lang = (contact.language if contact and contact.language else customer.language) or "en"
+    return lang.split("-")[0].split("_")[0].lower()[:2] or "en"
+
+
+def build_task(
+    session: Session,
+    org_id: int,
+    settings: Settings,
+    *,
+    as_of: date,
+    customer_id: int | None = None,
+    invoice_ids: Sequence[int] = (),
+    contact_id: int | None = None,
+    persona: DraftPersona = DraftPersona.AUTOPILOT,
+    kind: DraftKind = DraftKind.MANUAL,
+    template: str = "generic_reminder",
+    tone: str = "friendly",
+    channel: Channel = Channel.EMAIL,
+    step_id: int | None = None,
+    step_date: date | None = None,
+    run_key: str | None = None,
+    promise_id: int | None = None,
+    installment_id: int | None = None,
+    pay_links: dict[str, str] | None = None,
+    include_promises: bool = False,
+) -> DraftTask:
+    """Read one drafting task from the ledger, scoped to ``org_id``.
+
+    With ``invoice_ids`` the message is about those invoices (the first is the primary one);
+    with only ``customer_id`` it covers the customer's open, undisputed invoices (a statement).
+    """
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise a360.NotInOrganisation(f"organisation {org_id} does not exist")
+    invoices: list[Invoice] = [a360.get_invoice(session, org_id, i) for i in invoice_ids]
+    if invoices:
+        cust_ids = {i.customer_id for i in invoices}
+        if len(cust_ids) != 1 or (customer_id is not None and customer_id not in cust_ids):
+            raise TaskError("the invoices of one draft must all belong to its one customer")
+        customer_id = invoices[0].customer_id
+    if customer_id is None:
+        raise TaskError("a draft needs an invoice_id or a customer_id")
+    customer = a360.get_customer(session, org_id, customer_id)
+    if not invoices:
+        invoices = list(
+            session.scalars(
+                select(Invoice)
+                .where(
+                    Invoice.org_id == org_id,
+                    Invoice.customer_id == customer_id,
+                    Invoice.status == InvoiceStatus.OPEN,
+                    Invoice.balance_minor > 0,
+                    Invoice.disputed.is_(False),
+                )
+                .order_by(Invoice.due_date, Invoice.id)
+                .limit(MAX_CASE_INVOICES)
+            )
+        )
+        if not invoices:
+            raise TaskError(f"customer {customer.name} has no open, undisputed invoice to chase")
+        if template == "generic_reminder" and len(invoices) > 1:
+            template = "account_statement"
+    contact = _contact(session, org_id, customer_id, contact_id)
+    language = writing_language(customer, contact)
+    locale = locale_for(language, customer.country_code)
+    links = pay_links or {}
+    slug = org.slug
+    case_invoices = [
+        case_invoice(
+            inv,
+            locale=locale,
+            as_of=as_of,
+            link=a360.pay_link(settings, slug, inv.number, issued_url=links.get(inv.number)),
+        )
+        for inv in invoices
+    ]
+    promise = None
+    if promise_id is not None:
+        promise = _promise(session, org_id, promise_id, customer_id, locale)
+    installment = None
+    if installment_id is not None:
+        installment = _installment(session, org_id, installment_id, customer_id, locale)
+    promises: list[CaseCommitment] = []
+    if include_promises:
+        promises = [
+            _commitment(
+                p.id, p.amount_minor, p.currency, p.promised_date, p.status.value,
+                p.invoice_numbers, locale,
+            )
+            for p in a360.promise_history(session, org_id, customer_id, as_of=as_of, limit=10)
+        ]  # fmt: skip
+    recipient = None
+    if contact is not None:
+        recipient = contact.phone if channel in (Channel.CALL, Channel.SMS) else contact.email
+        recipient = recipient or contact.email or contact.phone
+    case = CaseFile(
+        as_of=as_of,
+        org_name=org.name,
+        customer_id=customer.id,
+        customer_name=customer.name,
+        contact_id=contact.id if contact else None,
+        contact_name=contact.name if contact else customer.name,
+        first_name=_first_name(contact.name) if contact else customer.name,
+        recipient=recipient,
+        channel=channel,
+        language=language,
+        locale=locale,
+        persona=persona,
+        sender_name=_sender(session, org, customer, persona),
+        kind=kind,
+        template=template,
+        tone=tone,
+        step_date=step_date,
+        invoices=case_invoices,
+        pay_link=case_invoices[0].pay_link,
+        promise=promise,
+        installment=installment,
+        promises=promises,
+    )
+    return DraftTask(
+        case=case,
+        org_id=org_id,
+        customer_id=customer.id,
+        invoice_ids=[i.id for i in invoices],
+        contact_id=contact.id if contact else None,
+        segment_id=customer.segment_id,
+        step_id=step_id,
+        run_key=run_key,
+        promise_id=promise_id,
+        installment_id=installment_id,
+        pay_links=[c.pay_link for c in case_invoices],
+    )
+
+
+def _contact(
+    session: Session, org_id: int, customer_id: int, contact_id: int | None
+) -> Contact | None:
+    if contact_id is not None:
+        contact = session.get(Contact, contact_id)
+        if contact is None or contact.org_id != org_id or contact.customer_id != customer_id:
+            raise a360.NotInOrganisation(f"contact {contact_id} is not this customer's")
+        return contact
+    contacts = session.scalars(
+        select(Contact)
+        .where(Contact.org_id == org_id, Contact.customer_id == customer_id)
+        .order_by(Contact.is_primary.desc(), Contact.id)
+    ).all()
+    reachable = [
+        c
+        for c in contacts
+        if c.email and c.consent_email and not c.opted_out_email and not c.bounced
+    ]
+    ranked = reachable or [c for c in contacts if c.email] or list(contacts)
+    return ranked[0] if ranked else None
+
+
+def _promise(
+    session: Session, org_id: int, promise_id: int, customer_id: int, locale: str
+) -> CaseCommitment:
+    p = session.get(PromiseToPay, promise_id)
+    if p is None or p.org_id != org_id or p.customer_id != customer_id:
+        raise a360.NotInOrganisation(f"promise {promise_id} is not this customer's")
+    nums = list(
+        session.scalars(
+            select(Invoice.number)
+            .join(promise_invoice, promise_invoice.c.invoice_id == Invoice.id)
+            .where(promise_invoice.c.promise_id == p.id)
+            .order_by(Invoice.number)
+        )
+    )
+    return _commitment(
+        p.id, p.amount_minor, p.currency, p.promised_date, p.status.value, nums, locale
+    )
+
+
+def _installment(
+    session: Session, org_id: int, installment_id: int, customer_id: int, locale: str
+) -> CaseCommitment:
+    inst = session.get(PlanInstallment, installment_id)
+    plan = session.get(PaymentPlan, inst.plan_id) if inst is not None else None
+    if inst is None or plan is None or plan.org_id != org_id or plan.customer_id != customer_id:
+        raise a360.NotInOrganisation(f"installment {installment_id} is not this customer's")
+    nums = list(
+        session.scalars(
+            select(Invoice.number)
+            .join(plan_invoice, plan_invoice.c.invoice_id == Invoice.id)
+            .where(plan_invoice.c.plan_id == plan.id)
+            .order_by(Invoice.number)
+        )
+    )
+    owed = inst.amount_minor - inst.paid_minor
+    return _commitment(inst.id, owed, plan.currency, inst.due_date, inst.status.value, nums, locale)
+
+
+def relocalize(case: CaseFile, language: str) -> CaseFile:
+    """The case rewritten for another language: every figure re-formatted for its locale."""
+    country = case.locale.split("_")[1] if "_" in case.locale else None
+    locale = locale_for(language, country if language == case.language else None)
+
+    def commit(c: CaseCommitment | None) -> CaseCommitment | None:
+        if c is None:
+            return None
+        return c.model_copy(
+            update={
+                "amount_text": format_amount(c.amount_minor, c.currency, locale),
+                "date_text": format_day(c.date, locale),
+            }
+        )
+
+    invoices = [
+        i.model_copy(
+            update={
+                "amount_text": format_amount(i.amount_minor, i.currency, locale),
+                "balance_text": format_amount(i.balance_minor, i.currency, locale),
+                "paid_text": format_amount(i.paid_minor, i.currency, locale)
+                if i.paid_minor
+                else None,
+                "due_date_text": format_day(i.due_date, locale),
+            }
+        )
+        for i in case.invoices
+    ]
+    return case.model_copy(
+        update={
+            "language": language,
+            "locale": locale,
+            "invoices": invoices,
+            "promise": commit(case.promise),
+            "installment": commit(case.installment),
+            "promises": [p for p in (commit(x) for x in case.promises) if p is not None],
+        }
+    )
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+Length = Literal["normal", "short"]
+
+_FALLBACKS: tuple[tuple[str, str], ...] = (
+    ("statement", "account_statement"),
+    ("final", "final_notice"),
+    ("firm", "firm_reminder"),
+    ("second", "second_reminder"),
+    ("courtesy", "pre_due_courtesy"),
+    ("pre_due", "pre_due_courtesy"),
+    ("today", "due_today"),
+    ("call", "account_review_call"),
+    ("promise", "promise_broken"),
+    ("install", "installment_missed"),
+    ("csm", "csm_nudge"),
+    ("sales", "sales_nudge"),
+    ("nudge", "sales_nudge"),
+    ("friendly", "friendly_reminder"),
+    ("remind", "friendly_reminder"),
+)
+
+
+def resolve_template(name: str, book: TemplateBook) -> str:
+    """The template to use for a step's template name (an organisation may invent its own)."""
+    if name in book.templates:
+        return name
+    low = name.lower()
+    for needle, target in _FALLBACKS:
+        if needle in low and target in book.templates:
+            return target
+    return "generic_reminder"
+
+
+@dataclass
+class Style:
+    """How to write: the step's tone, and what an operator asked for in a revision."""
+
+    tone: str = "friendly"
+    length: Length = "normal"
+    formal: bool = False
+    mention_promise: CaseCommitment | None = None
+    mention_plan: bool = False
+
+
+def book_for(language: str) -> TemplateBook:
+    """The templates in ``language``; English when there are none (the language check will hold
+    such a draft for a human rather than send English to a German contact)."""
+    if language in template_languages():
+        return templates(language)
+    return templates("en")
+
+
+def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, TemplateBook]:
+    """Subject and body for the case, filled from the versioned templates."""
+    style = style or Style(tone=case.tone)
+    book = book_for(case.language)
+    name = resolve_template(case.template, book)
+    if name == "promise_broken" and case.promise is None:
+        name = "generic_reminder"
+    if name == "installment_missed" and case.installment is None:
+        name = "generic_reminder"
+    tmpl = book.template(name)
+    primary = case.invoices[0]
+    label_inv = book.labels.get("invoice", "Invoice")
+    label_due = book.labels.get("due", "due")
+    lines = "\n".join(
+        f"- {label_inv} {i.number}: {i.balance_text}, {label_due} {i.due_date_text}"
+        for i in case.invoices
+    )
+    values: dict[str, Any] = {
+        "first_name": case.first_name,
+        "full_name": case.contact_name,
+        "customer_name": case.customer_name,
+        "org_name": case.org_name,
+        "sender_name": case.sender_name,
+        "invoice_number": primary.number,
+        "amount": primary.amount_text,
+        "balance": primary.balance_text,
+        "due_date": primary.due_date_text,
+        "days_overdue": primary.days_past_due,
+        "pay_link": case.pay_link,
+        "invoice_lines": lines,
+        "paid_amount": primary.paid_text or "",
+    }
+    if case.promise is not None:
+        values.update(promise_amount=case.promise.amount_text, promise_date=case.promise.date_text)
+    if case.installment is not None:
+        values.update(
+            installment_amount=case.installment.amount_text,
+            installment_date=case.installment.date_text,
+        )
+    body_key = "short" if style.length == "short" and "short" in tmpl else "body"
+    try:
+        subject = fill(str(tmpl["subject"]), values)
+        text = fill(str(tmpl[body_key]), values)
+    except PromptError as exc:
+        raise PromptError(f"template {name} ({book.language}): {exc}") from exc
+    extras: list[str] = []
+    single = name not in ("account_statement", "promise_broken", "installment_missed")
+    if single and style.length == "normal" and primary.paid_text and len(case.invoices) == 1:
+        extras.append(fill(book.mentions["partial"], values))
+    if style.mention_promise is not None:
+        p = style.mention_promise
+        mention = {  # formatted here: an earlier revision may have changed the language
+            "promise_amount": format_amount(p.amount_minor, p.currency, case.locale),
+            "promise_date": format_day(p.date, case.locale),
+        }
+        past = p.date < case.as_of or p.status == "missed"
+        extras.append(fill(book.mentions["promise_past" if past else "promise"], mention))
+    if style.mention_plan and case.installment is not None:
+        extras.append(fill(book.mentions["plan"], values))
+    if extras:
+        text = text + "\n\n" + " ".join(extras)
+    if case.customer_name.endswith("."):  # "Falcon S.L." at the end of a sentence
+        text = text.replace(f"{case.customer_name}.", case.customer_name)
+        subject = subject.replace(f"{case.customer_name}.", case.customer_name)
+    if tmpl.get("script"):
+        return subject, text, book
+    formal = style.formal or book.tone_greeting.get(style.tone, "informal") == "formal"
+    greeting = fill(book.greetings["formal" if formal else "informal"], values)
+    team = case.persona in (DraftPersona.AUTOPILOT,) or case.sender_name.endswith(
+        "Accounts Receivable"
+    )
+    signoff_key = ("formal_team" if team else "formal") if style.formal else case.persona.value
+    signoff = fill(book.signoffs.get(signoff_key, book.signoffs["autopilot"]), values)
+    return subject, f"{greeting}\n\n{text}\n\n{signoff}", book
+
+
+def stated_facts(case: CaseFile, style: Style | None = None) -> dict[str, Any]:
+    """The facts a rendered message states, as the typed output declares them."""
+    name = resolve_template(case.template, book_for(case.language))
+    amounts: list[tuple[int, str]] = []
+    dates: list[date] = []
+    if name in ("account_statement", "promise_broken", "installment_missed"):
+        invoices = case.invoices
+    else:
+        invoices = case.invoices[:1]
+    numbers = [i.number for i in invoices]
+    for inv in invoices:
+        amounts.append((inv.balance_minor, inv.currency))
+        dates.append(inv.due_date)
+    short = style is not None and style.length == "short"
+    if name == "promise_broken" and case.promise is not None:
+        amounts.append((case.promise.amount_minor, case.promise.currency))
+        dates.append(case.promise.date)
+    if name == "installment_missed" and case.installment is not None:
+        amounts.append((case.installment.amount_minor, case.installment.currency))
+        dates.append(case.installment.date)
+    if short and name in ("promise_broken", "installment_missed"):
+        numbers, amounts, dates = numbers[:1], amounts[-1:], dates[-1:]
+    primary = case.invoices[0]
+    if (
+        not short
+        and name not in ("account_statement", "promise_broken", "installment_missed")
+        and primary.paid_text
+        and len(case.invoices) == 1
+    ):
+        amounts.append((primary.paid_minor, primary.currency))
+    if style is not None and style.mention_promise is not None:
+        amounts.append((style.mention_promise.amount_minor, style.mention_promise.currency))
+        dates.append(style.mention_promise.date)
+    return {
+        "invoice_numbers": list(dict.fromkeys(numbers)),
+        "amounts": [{"amount_minor": m, "currency": c} for m, c in dict.fromkeys(amounts)],
+        "dates": list(dict.fromkeys(dates)),
+        "pay_link": case.pay_link,
+    }

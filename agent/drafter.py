@@ -1,0 +1,737 @@
+"""The drafter: one grounded, policy-checked outreach draft for an invoice or a customer.
+
+The flow (``Drafter.draft``):
+
+1. the task is read from the ledger into a case file (``agent.casefile.build_task``);
+2. the model writes, calling read-only tools, and submits a typed ``DraftOutput``;
+3. grounding reads every amount, date, invoice number and link back out of the text and compares
+   them with the ledger; the language, recipient and channel are checked too. Any problem sends the
+   draft back to the model **once** with the list of problems;
+4. a second grounding mismatch blocks the draft with the reasons; a second wrong language,
+   recipient or channel holds it for a human (``held``); so does any model failure (timeout,
+   invalid output, unknown tool, a tool refusing an out-of-scope request);
+5. the guardrails decide on ``send_draft`` with facts from the ledger and from grounding (Shadow
+   Mode, quiet hours, caps, disputes, promises, content);
+6. the draft is stored with its decision, model, prompt version, tokens and latency through
+   ``tools.drafts.store_new_draft`` (held drafts with the hold reason), in the caller's transaction.
+
+Nothing here sends anything: at best a draft is ``approved`` by the rules, and delivery is the
+outbox's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, TypeVar
+
+from pydantic_ai import Agent, ToolOutput
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import Model
+from pydantic_ai.usage import RunUsage, UsageLimits
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.casefile import DraftTask, TaskError, book_for, build_task, render, resolve_template
+from agent.deps import AgentDeps
+from agent.models import build_model, model_name_of
+from agent.offline import DRAFT_TOOL, OFFLINE_MODEL_NAME
+from agent.schemas import DraftOutput, DraftResult, MoneyOut, Usage
+from agent.tools import read_toolset
+from memory.models import (
+    Cadence,
+    CadenceStep,
+    Channel,
+    Draft,
+    DraftKind,
+    DraftPersona,
+    DraftStatus,
+    User,
+)
+from policies.engine import PolicyEngine
+from policies.engine import engine_for as policy_engine_for
+from policies.types import ActionType
+from prompts.registry import Prompt, load
+from tools import audit
+from tools.drafts import store_new_draft
+from tools.grounding import (
+    DeclaredFacts,
+    GroundingReport,
+    LedgerTruth,
+    OrgSwitches,
+    OutreachContext,
+    detect_language,
+    ground_text,
+    ledger_truth,
+    outreach_context,
+    policy_set_for,
+    send_draft_facts,
+)
+
+T = TypeVar("T")
+MAX_HOLD_CHARS = 1_000
+USAGE_LIMITS = UsageLimits(request_limit=8, tool_calls_limit=40)
+RETRY_INTRO = (
+    "The checks found these problems in your draft. Fix exactly these, keep everything else, and "
+    "call submit_draft again:"
+)
+
+
+class DraftingError(ValueError):
+    """The task cannot be drafted at all (bad ids, nothing to chase); nothing was stored."""
+
+
+def _draft_output(
+    tool: str = DRAFT_TOOL, out: type[DraftOutput] = DraftOutput
+) -> ToolOutput[DraftOutput]:
+    return ToolOutput(
+        out,
+        name=tool,
+        description="Submit the message and the facts it states (checked against the ledger).",
+    )
+
+
+_AGENT: Agent[AgentDeps, DraftOutput] | None = None
+
+
+def drafter_agent() -> Agent[AgentDeps, DraftOutput]:
+    """The drafter agent (no model bound: the model is chosen per run, lazily)."""
+    global _AGENT
+    if _AGENT is None:
+        _AGENT = Agent(
+            None,
+            deps_type=AgentDeps,
+            output_type=_draft_output(),
+            toolsets=[read_toolset()],
+            retries=2,
+            name="plixo-drafter",
+        )
+    return _AGENT
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Checked:
+    """What the checks found in one submitted draft."""
+
+    report: GroundingReport
+    hold_problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok and not self.hold_problems
+
+    def feedback(self) -> str:
+        lines = [f"- {m.message}" for m in self.report.mismatches] + [
+            f"- {p}" for p in self.hold_problems
+        ]
+        return RETRY_INTRO + "\n" + "\n".join(lines)
+
+
+def check_output(
+    out: DraftOutput,
+    task: DraftTask,
+    truth: LedgerTruth,
+    *,
+    as_of: date,
+) -> Checked:
+    """Ground a submitted draft and check its language, recipient and channel."""
+    case = task.case
+    declared = DeclaredFacts(
+        invoice_numbers=list(out.invoice_numbers),
+        amounts=[(m.amount_minor, m.currency) for m in out.amounts],
+        dates=list(out.dates),
+        pay_link=out.pay_link,
+    )
+    report = ground_text(
+        f"{out.subject}\n\n{out.body}",
+        truth,
+        language=case.language,
+        as_of=as_of,
+        declared=declared,
+    )
+    problems: list[str] = []
+    if out.language != case.language:
+        problems.append(
+            f"the draft must be written in {case.language!r}, not {out.language!r}"
+            + (
+                ""
+                if book_for(case.language).language == case.language
+                else f" (no {case.language!r} templates: a person must write this one)"
+            )
+        )
+    else:
+        seen = detect_language(out.body)
+        if seen is not None and seen != case.language:
+            problems.append(f"the text reads as {seen!r} but must be in {case.language!r}")
+    if case.recipient and out.recipient.strip().lower() != case.recipient.strip().lower():
+        problems.append(f"the recipient must be {case.recipient}, not {out.recipient}")
+    if out.channel != case.channel:
+        problems.append(f"the channel must be {case.channel.value}, not {out.channel.value}")
+    return Checked(report=report, hold_problems=problems)
+
+
+# --- the drafter ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Composed:
+    """A draft written, checked and decided, not yet stored (``Drafter.store`` does that)."""
+
+    draft: Draft
+    task: DraftTask
+    out: DraftOutput | None
+    usage: RunUsage
+    attempts: int
+    first_mismatches: int
+    decision: dict[str, Any] = field(default_factory=dict)
+    grounding_blocked: bool = False
+    hold: str | None = None
+
+
+@dataclass
+class Prepared:
+    """Ledger facts around a task that Autopilot can preload in bulk (else read one by one)."""
+
+    truth: LedgerTruth | None = None
+    context: OutreachContext | None = None
+
+
+class Drafter:
+    """Drafts with one model and one policy engine; reusable across many tasks (Autopilot)."""
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        model: Model | None = None,
+        shadow: bool | None = None,
+        actor: User | str = "co-pilot",
+        prompt: Prompt | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model if model is not None else build_model(settings)
+        self.model_name = model_name_of(self.model)
+        self.offline = self.model_name == OFFLINE_MODEL_NAME
+        self.shadow = shadow
+        self.actor = actor
+        self.prompt = prompt or load("drafter")
+        self.agent = drafter_agent()
+        retries = max(0, int(getattr(settings, "model_retries", 2)))
+        per_call = float(getattr(settings, "model_timeout_s", 30.0))
+        self.timeout_s = timeout_s or per_call * (retries + 1) * 2 + 5
+
+    # -- prompting --
+
+    def instructions(self, task: DraftTask) -> str:
+        case = task.case
+        book = book_for(case.language)
+        name = resolve_template(case.template, book)
+        if self.offline:  # the offline model fills the templates itself; skip the work here
+            tmpl = book.template(name)
+            subject, body = str(tmpl["subject"]), str(tmpl["body"])
+        else:
+            subject, body, _ = render(case)
+        return self.prompt.render(
+            template=name, language=case.language, skeleton_subject=subject, skeleton_body=body
+        )
+
+    @staticmethod
+    def user_prompt(task: DraftTask) -> str:
+        return (
+            task.case.to_prompt()
+            + "\n\nWrite this message in the case file's language and submit it with "
+            + "submit_draft."
+        )
+
+    async def _run(
+        self,
+        deps: AgentDeps,
+        prompt: str,
+        instructions: str,
+        history: list[ModelMessage] | None,
+    ) -> tuple[DraftOutput, list[ModelMessage], RunUsage]:
+        result = await self.agent.run(
+            prompt,
+            deps=deps,
+            model=self.model,
+            instructions=instructions,
+            message_history=history,
+            usage_limits=USAGE_LIMITS,
+            timeout=self.timeout_s,
+        )
+        return result.output, result.all_messages(), result.usage
+
+    # -- the whole flow --
+
+    async def draft(
+        self,
+        deps: AgentDeps,
+        task: DraftTask,
+        *,
+        persona: DraftPersona,
+        kind: DraftKind,
+        prepared: Prepared | None = None,
+        switches: OrgSwitches | None = None,
+        engine: PolicyEngine | None = None,
+    ) -> DraftResult:
+        """Write, check, decide and store one draft (flushed, not committed)."""
+        composed = await self.compose(
+            deps, task, persona=persona, kind=kind, prepared=prepared, switches=switches,
+            engine=engine,
+        )  # fmt: skip
+        return self.store(deps.session, composed)
+
+    async def compose(
+        self,
+        deps: AgentDeps,
+        task: DraftTask,
+        *,
+        persona: DraftPersona,
+        kind: DraftKind,
+        prepared: Prepared | None = None,
+        switches: OrgSwitches | None = None,
+        engine: PolicyEngine | None = None,
+    ) -> Composed:
+        """Write, check and decide one draft, reading the ledger only (nothing is written).
+
+        Autopilot composes a whole batch concurrently and then stores it in one short write
+        transaction, so several worker processes never hold the database's write lock while a
+        model thinks.
+        """
+        session = deps.session
+        case = task.case
+        scoped = AgentDeps(
+            session=session,
+            org_id=deps.org_id,
+            settings=deps.settings,
+            as_of=deps.as_of,
+            recall=deps.recall,
+            now=deps.now,
+            customer_id=task.customer_id,
+            pay_links=deps.pay_links,
+        )
+        started = time.perf_counter()
+        usage = RunUsage()
+        attempts = 0
+        first_mismatches = 0
+        hold: str | None = None
+        out: DraftOutput | None = None
+        checked: Checked | None = None
+        truth = (prepared.truth if prepared else None) or ledger_truth(
+            session,
+            deps.org_id,
+            task.customer_id,
+            as_of=deps.as_of,
+            links=task.pay_links,
+            locale=case.locale,
+        )
+        instructions = self.instructions(task)
+        prompt = self.user_prompt(task)
+        history: list[ModelMessage] | None = None
+        try:
+            for attempt in (1, 2):
+                attempts = attempt
+                out, history, run_usage = await self._run(scoped, prompt, instructions, history)
+                usage = usage + run_usage
+                checked = check_output(out, task, truth, as_of=deps.as_of)
+                if attempt == 1:
+                    first_mismatches = len(checked.report.mismatches)
+                if checked.ok:
+                    break
+                prompt = checked.feedback()
+        except Exception as exc:  # any model or tool failure: held for a human, run continues
+            hold = hold_reason_for(exc)
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        if hold is None and checked is not None and checked.hold_problems:
+            hold = "The draft failed its checks twice: " + "; ".join(checked.hold_problems)
+        if hold is not None or out is None or checked is None:
+            draft = self._draft_row(task, persona, kind, None, None, usage, latency_ms, attempts)
+            draft.grounding = {"attempts": attempts, "first_attempt_mismatches": first_mismatches}
+            return Composed(
+                draft, task, None, usage, attempts, first_mismatches,
+                hold=hold or "the model returned nothing",
+            )  # fmt: skip
+        report = checked.report
+        now = deps.moment()
+        context = (prepared.context if prepared else None) or outreach_context(
+            session,
+            deps.org_id,
+            customer_id=task.customer_id,
+            contact_id=task.contact_id,
+            invoice_ids=task.invoice_ids,
+            channel=case.channel.value,
+            now=now,
+            switches=switches,
+        )
+        text = f"{out.subject}\n\n{out.body}"
+        facts = send_draft_facts(
+            context,
+            body=text,
+            report=report,
+            truth=truth,
+            pay_link=case.pay_link,
+            now=now,
+            shadow=self.shadow,
+        )
+        engine = engine or policy_engine_for(policy_set_for(session, deps.org_id))
+        decision = engine.decide(ActionType.SEND_DRAFT, facts).as_dict()
+        draft = self._draft_row(task, persona, kind, out, report, usage, latency_ms, attempts)
+        draft.grounding = {
+            **report.as_dict(),
+            "attempts": attempts,
+            "first_attempt_mismatches": first_mismatches,
+        }
+        return Composed(
+            draft, task, out, usage, attempts, first_mismatches,
+            decision=decision, grounding_blocked=not report.ok,
+        )  # fmt: skip
+
+    def store(self, session: Session, composed: Composed) -> DraftResult:
+        """Persist a composed draft (``store_new_draft``, or held) and audit it; flushed."""
+        if composed.hold is not None:
+            store_held_draft(session, composed.draft, reason=composed.hold, actor=self.actor)
+        else:
+            store_new_draft(
+                session,
+                composed.draft,
+                decision=composed.decision,
+                actor=self.actor,
+                grounding_blocked=composed.grounding_blocked,
+            )
+        return _result(
+            composed.draft,
+            composed.task,
+            composed.out,
+            composed.usage,
+            composed.attempts,
+            composed.first_mismatches,
+            self.prompt,
+        )
+
+    def _draft_row(
+        self,
+        task: DraftTask,
+        persona: DraftPersona,
+        kind: DraftKind,
+        out: DraftOutput | None,
+        report: GroundingReport | None,
+        usage: RunUsage,
+        latency_ms: int,
+        attempts: int,
+    ) -> Draft:
+        case = task.case
+        stated: dict[str, Any] = {
+            "invoice_numbers": report.stated.invoice_numbers if report else [],
+            "amounts": [
+                {"amount_minor": m.amount_minor, "currency": m.currency}
+                for m in (out.amounts if out else [])
+            ],
+            "dates": [d.isoformat() for d in report.stated.dates] if report else [],
+            "links": report.stated.links if report else [],
+            "pay_link": case.pay_link,
+            "template": case.template,
+            "step_date": case.step_date.isoformat() if case.step_date else None,
+            "instructions": [],
+        }
+        return Draft(
+            org_id=task.org_id,
+            customer_id=task.customer_id,
+            invoice_id=task.primary_invoice_id,
+            contact_id=task.contact_id,
+            cadence_step_id=task.step_id,
+            segment_id=task.segment_id,
+            run_key=task.run_key,
+            kind=kind,
+            persona=persona,
+            channel=case.channel,
+            recipient=case.recipient,
+            subject=(out.subject if out else "")[:300],
+            body=out.body if out else "",
+            language=out.language if out else case.language,
+            tone=(out.tone if out else case.tone)[:32],
+            stated_facts=stated,
+            model_name=self.model_name,
+            prompt_version=self.prompt.version_id,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            latency_ms=latency_ms,
+        )
+
+
+def store_held_draft(session: Session, draft: Draft, *, reason: str, actor: User | str) -> Draft:
+    """Persist a draft the co-pilot could not write, ``held`` for a human, and audit it.
+
+    Held drafts carry no policy decision (there is no text to decide on); a person writes or
+    edits the text, and the edit is re-checked like any other.
+    """
+    draft.status = DraftStatus.HELD
+    draft.hold_reason = reason[:MAX_HOLD_CHARS]
+    draft.decision = {}
+    draft.decision_outcome = None
+    session.add(draft)
+    session.flush()
+    audit.record(
+        session,
+        draft.org_id,
+        actor=actor,
+        action="draft.created",
+        subject_type="draft",
+        subject_id=draft.id,
+        from_state=DraftStatus.DRAFTED.value,
+        to_state=DraftStatus.HELD.value,
+        detail={"hold_reason": draft.hold_reason, "run_key": draft.run_key},
+    )
+    return draft
+
+
+def hold_reason_for(exc: BaseException) -> str:
+    """A one-line reason a person can act on, from whatever the model or a tool raised."""
+    name = type(exc).__name__
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        text = f"{text} ({type(cause).__name__}: {str(cause).strip().splitlines()[0]})"
+    if isinstance(exc, TimeoutError) or "Timed" in name or "Timeout" in name:
+        lead = "The model timed out"
+    elif "UsageLimit" in name:
+        lead = "The model needed too many steps"
+    elif "UnexpectedModelBehavior" in name or "ToolRetry" in name:
+        lead = "The model's answer was unusable"
+    elif "OutOfScope" in name or "NotInOrganisation" in name:
+        lead = "A tool refused an out-of-scope request"
+    else:
+        lead = "The model failed"
+    return f"{lead}: {name}: {text}"[:MAX_HOLD_CHARS]
+
+
+def _result(
+    draft: Draft,
+    task: DraftTask,
+    out: DraftOutput | None,
+    usage: RunUsage,
+    attempts: int,
+    first_mismatches: int,
+    prompt: Prompt,
+) -> DraftResult:
+    return DraftResult(
+        draft_id=draft.id,
+        run_key=draft.run_key,
+        status=draft.status,
+        decision_outcome=draft.decision_outcome,
+        hold_reason=draft.hold_reason,
+        channel=draft.channel,
+        recipient=draft.recipient,
+        subject=draft.subject,
+        body=draft.body,
+        invoice_numbers=list(out.invoice_numbers) if out else [],
+        amounts=[MoneyOut(amount_minor=m.amount_minor, currency=m.currency) for m in out.amounts]
+        if out
+        else [],
+        dates=list(out.dates) if out else [],
+        pay_link=out.pay_link if out else None,
+        language=draft.language,
+        tone=draft.tone,
+        persona=draft.persona,
+        template=task.case.template,
+        grounding=dict(draft.grounding or {}),
+        decision=dict(draft.decision or {}),
+        grounding_attempts=attempts,
+        first_attempt_mismatches=first_mismatches,
+        model_name=draft.model_name or "",
+        prompt_version=prompt.version_id,
+        usage=Usage(
+            requests=usage.requests,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+        ),
+        latency_ms=draft.latency_ms,
+    )
+
+
+# --- the public entry points ---------------------------------------------------------------------
+
+
+def _load_step(session: Session, org_id: int, step: CadenceStep | int) -> CadenceStep:
+    if isinstance(step, CadenceStep):
+        obj: CadenceStep | None = step
+    else:
+        obj = session.get(CadenceStep, step)
+    if obj is None:
+        raise DraftingError(f"cadence step {step} does not exist")
+    cadence = session.get(Cadence, obj.cadence_id)
+    if cadence is None or cadence.org_id != org_id:
+        raise DraftingError(f"cadence step {obj.id} does not exist in this organisation")
+    return obj
+
+
+async def adraft_outreach(
+    deps: AgentDeps,
+    *,
+    invoice_id: int | None = None,
+    customer_id: int | None = None,
+    step: CadenceStep | int | None = None,
+    nudge: str | None = None,
+    persona: DraftPersona | str = DraftPersona.AUTOPILOT,
+    run_key: str | None = None,
+    contact_id: int | None = None,
+    kind: DraftKind | None = None,
+    model: Model | None = None,
+    shadow: bool | None = None,
+    actor: User | str = "co-pilot",
+    drafter: Drafter | None = None,
+) -> DraftResult:
+    """Async ``draft_outreach`` (for callers already in an event loop)."""
+    session = deps.session
+    persona = DraftPersona(persona)
+    if run_key:
+        existing = session.scalars(
+            select(Draft).where(Draft.org_id == deps.org_id, Draft.run_key == run_key)
+        ).first()
+        if existing is not None:
+            return existing_result(existing)
+    step_obj = _load_step(session, deps.org_id, step) if step is not None else None
+    if nudge is not None and persona is DraftPersona.AUTOPILOT:
+        persona = DraftPersona.CSM_NUDGE if "csm" in nudge.lower() else DraftPersona.SALES_NUDGE
+    template = (
+        step_obj.template
+        if step_obj is not None
+        else nudge
+        if nudge is not None
+        else "generic_reminder"
+    )
+    if kind is None:
+        kind = (
+            DraftKind.CADENCE
+            if step_obj is not None
+            else DraftKind.NUDGE
+            if nudge is not None
+            else DraftKind.MANUAL
+        )
+    try:
+        task = build_task(
+            session,
+            deps.org_id,
+            deps.settings,
+            as_of=deps.as_of,
+            customer_id=customer_id,
+            invoice_ids=[invoice_id] if invoice_id is not None else [],
+            contact_id=contact_id,
+            persona=persona,
+            kind=kind,
+            template=template,
+            tone=step_obj.tone if step_obj is not None else ("warm" if nudge else "friendly"),
+            channel=step_obj.channel if step_obj is not None else Channel.EMAIL,
+            step_id=step_obj.id if step_obj is not None else None,
+            run_key=run_key,
+            pay_links=deps.pay_links,
+        )
+    except TaskError as exc:
+        raise DraftingError(str(exc)) from exc
+    drafter = drafter or Drafter(deps.settings, model=model, shadow=shadow, actor=actor)
+    return await drafter.draft(deps, task, persona=persona, kind=kind)
+
+
+def draft_outreach(
+    deps: AgentDeps,
+    *,
+    invoice_id: int | None = None,
+    customer_id: int | None = None,
+    step: CadenceStep | int | None = None,
+    nudge: str | None = None,
+    persona: DraftPersona | str = DraftPersona.AUTOPILOT,
+    run_key: str | None = None,
+    contact_id: int | None = None,
+    kind: DraftKind | None = None,
+    model: Model | None = None,
+    shadow: bool | None = None,
+    actor: User | str = "co-pilot",
+) -> DraftResult:
+    """Draft one outreach for an invoice (or a customer's open invoices), ground it, let the
+    guardrails decide, and store it in ``deps.session`` (flushed; the caller commits).
+
+    ``step``: a cadence step (object or id) gives template, tone and channel; ``nudge``: a nudge
+    template name (``sales_nudge``, ``csm_nudge``) for a Sales/CSM voice; neither: a manual
+    reminder. ``persona`` changes the voice and the sender. A ``run_key`` that already has a draft
+    returns that draft (no duplicate). Raises ``DraftingError`` (nothing stored) when there is
+    nothing to draft, ``NotInOrganisation`` for an id of another organisation; a model failure is
+    not raised but stored as a ``held`` draft with the reason.
+    """
+    return run_sync(
+        adraft_outreach(
+            deps,
+            invoice_id=invoice_id,
+            customer_id=customer_id,
+            step=step,
+            nudge=nudge,
+            persona=persona,
+            run_key=run_key,
+            contact_id=contact_id,
+            kind=kind,
+            model=model,
+            shadow=shadow,
+            actor=actor,
+        )
+    )
+
+
+def existing_result(draft: Draft) -> DraftResult:
+    """A ``DraftResult`` for a draft that is already stored (idempotent re-runs)."""
+    facts = draft.stated_facts or {}
+    return DraftResult(
+        draft_id=draft.id,
+        run_key=draft.run_key,
+        status=draft.status,
+        decision_outcome=draft.decision_outcome,
+        hold_reason=draft.hold_reason,
+        channel=draft.channel,
+        recipient=draft.recipient,
+        subject=draft.subject,
+        body=draft.body,
+        invoice_numbers=[str(n) for n in facts.get("invoice_numbers", [])],
+        amounts=[MoneyOut.model_validate(a) for a in facts.get("amounts", [])],
+        dates=[date.fromisoformat(str(d)) for d in facts.get("dates", [])],
+        pay_link=facts.get("pay_link"),
+        language=draft.language,
+        tone=draft.tone,
+        persona=draft.persona,
+        template=str(facts.get("template", "")),
+        grounding=dict(draft.grounding or {}),
+        decision=dict(draft.decision or {}),
+        model_name=draft.model_name or "",
+        prompt_version=draft.prompt_version or "",
+        usage=Usage(input_tokens=draft.input_tokens, output_tokens=draft.output_tokens),
+        latency_ms=draft.latency_ms,
+    )
+
+
+def run_sync(coro: Coroutine[Any, Any, T] | Awaitable[T]) -> T:
+    """Run a coroutine from sync code, also when the caller already runs an event loop
+    (e.g. a sync FastAPI route): then in a worker thread, with the caller blocked meanwhile."""
+
+    async def _wrap() -> T:
+        return await coro
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return _new_loop_run(_wrap())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: _new_loop_run(_wrap())).result()
+
+
+def _new_loop_run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on uvloop when it is installed (it comes with uvicorn): cheaper loops."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)

@@ -1,0 +1,658 @@
+"""The offline model, ``plixo-offline-v1``: deterministic, no network, no weights.
+
+It is a pydantic-ai ``FunctionModel`` that plays each agent's part the way a careful model would,
+through the same interface: it reads the case file from the prompt, calls the same read-only tools
+(``invoice_detail``, ``promise_history``, ``account_360``), fills the same versioned templates, and
+submits the same typed output. Its drafts are correct and plain; it is what a fresh install, the
+tests, the benchmarks and the eval gate run with, and the CLI says so.
+
+Which part it plays is read from the output tool the agent offers (``submit_draft``,
+``submit_revision``, ``submit_recommendation``, ``submit_triage``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
+
+from agent.casefile import (
+    CaseCommitment,
+    CaseFile,
+    CaseInvoice,
+    Style,
+    parse_case,
+    relocalize,
+    render,
+    stated_facts,
+)
+from agent.safety import injection_signals, unfence
+from agent.schemas import InspectCase, TriageCase
+from memory.money import exponent
+from tools.grounding import (
+    detect_language,
+    extract_facts,
+    format_amount,
+    format_day,
+    invoice_shapes,
+)
+
+OFFLINE_MODEL_NAME = "plixo-offline-v1"
+
+DRAFT_TOOL = "submit_draft"
+REVISION_TOOL = "submit_revision"
+INSPECTOR_TOOL = "submit_recommendation"
+TRIAGE_TOOL = "submit_triage"
+
+
+# --- reading the conversation --------------------------------------------------------------------
+
+
+def _user_texts(messages: Sequence[ModelMessage]) -> list[str]:
+    out: list[str] = []
+    for msg in messages:
+        if isinstance(msg, ModelRequest):
+            for part in msg.parts:
+                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                    out.append(part.content)
+    return out
+
+
+def _returns(messages: Sequence[ModelMessage], tool: str) -> list[Any]:
+    out: list[Any] = []
+    for msg in messages:
+        if isinstance(msg, ModelRequest):
+            for part in msg.parts:
+                if isinstance(part, ToolReturnPart) and part.tool_name == tool:
+                    out.append(part.content)
+    return out
+
+
+def _section(text: str, tag: str) -> str | None:
+    m = re.search(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.DOTALL)
+    return m.group(1) if m else None
+
+
+def _usage(messages: Sequence[ModelMessage], out_chars: int) -> RequestUsage:
+    """A cheap, honest estimate (characters / 4), so pydantic-ai need not tokenize history."""
+    chars = 0
+    for msg in messages:
+        for part in msg.parts:
+            content = getattr(part, "content", None)
+            if isinstance(content, str):
+                chars += len(content)
+            elif content is not None:
+                chars += 200
+    return RequestUsage(input_tokens=max(1, chars // 4), output_tokens=max(1, out_chars // 4))
+
+
+def _respond(messages: Sequence[ModelMessage], parts: list[Any], out_chars: int) -> ModelResponse:
+    return ModelResponse(parts=parts, usage=_usage(messages, out_chars))
+
+
+def _fail(messages: Sequence[ModelMessage], why: str) -> ModelResponse:
+    return _respond(messages, [TextPart(f"plixo-offline-v1 cannot do this: {why}")], len(why))
+
+
+# --- the drafter ---------------------------------------------------------------------------------
+
+
+def _refresh_case(case: CaseFile, details: list[Any]) -> CaseFile:
+    """The case with each invoice's figures as the ``invoice_detail`` tool returned them."""
+    by_number: dict[str, dict[str, Any]] = {}
+    for d in details:
+        if isinstance(d, dict) and isinstance(d.get("invoice"), dict):
+            by_number[d["invoice"]["number"]] = d
+    invoices: list[CaseInvoice] = []
+    for inv in case.invoices:
+        d = by_number.get(inv.number)
+        if d is None:
+            invoices.append(inv)
+            continue
+        line = d["invoice"]
+        amount, balance = int(line["amount_minor"]), int(line["balance_minor"])
+        due = date.fromisoformat(line["due_date"])
+        paid = max(0, amount - balance)
+        cur = line["currency"]
+        invoices.append(
+            inv.model_copy(
+                update={
+                    "amount_minor": amount,
+                    "balance_minor": balance,
+                    "currency": cur,
+                    "amount_text": format_amount(amount, cur, case.locale),
+                    "balance_text": format_amount(balance, cur, case.locale),
+                    "paid_minor": paid,
+                    "paid_text": format_amount(paid, cur, case.locale) if paid else None,
+                    "due_date": due,
+                    "due_date_text": format_day(due, case.locale),
+                    "days_past_due": int(line["days_past_due"]),
+                    "pay_link": str(d.get("pay_link") or inv.pay_link),
+                }
+            )
+        )
+    return case.model_copy(update={"invoices": invoices, "pay_link": invoices[0].pay_link})
+
+
+def _detail_calls(case: CaseFile) -> list[ToolCallPart]:
+    return [
+        ToolCallPart("invoice_detail", {"invoice_number": inv.number}, tool_call_id=f"inv{i}")
+        for i, inv in enumerate(case.invoices)
+    ]
+
+
+def _draft_args(case: CaseFile, style: Style) -> dict[str, Any]:
+    subject, body, book = render(case, style)
+    facts = stated_facts(case, style)
+    return {
+        "channel": case.channel.value,
+        "recipient": case.recipient or "",
+        "subject": subject[:200],
+        "body": body,
+        "invoice_numbers": facts["invoice_numbers"],
+        "amounts": facts["amounts"],
+        "dates": [d.isoformat() for d in facts["dates"]],
+        "pay_link": facts["pay_link"],
+        "language": book.language,
+        "tone": "formal" if style.formal else style.tone,
+    }
+
+
+def _drafter(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    case = next((c for t in _user_texts(messages) if (c := parse_case(t)) is not None), None)
+    if case is None:
+        return _fail(messages, "no case file in the prompt")
+    details = _returns(messages, "invoice_detail")
+    if not details:
+        return _respond(messages, list(_detail_calls(case)), 80)
+    case = _refresh_case(case, details)
+    args = _draft_args(case, Style(tone=case.tone))
+    return _respond(messages, [ToolCallPart(DRAFT_TOOL, args)], len(args["body"]))
+
+
+# --- the reviser ---------------------------------------------------------------------------------
+
+_LANG_WORDS: tuple[tuple[str, str], ...] = (
+    (r"\b(in english|auf englisch|en anglais|en ingl[eé]s)\b", "en"),
+    (r"\b(in german|auf deutsch|en allemand|en alem[aá]n|deutsch)\b", "de"),
+    (r"\b(in french|auf franz[oö]sisch|en fran[cç]ais)\b", "fr"),
+    (r"\b(in spanish|auf spanisch|en espagnol|en espa[nñ]ol)\b", "es"),
+)
+_SHORT = r"\b(short(er)?|brief(er)?|concise|trim|k[uü]rzer|plus court|m[aá]s corto|shorten)\b"
+_LONG = r"\b(longer|more detail(ed)?|ausf[uü]hrlicher|plus long|m[aá]s largo)\b"
+_FORMAL = r"\b(more formal|formal(er)?|f[oö]rmlicher|formeller|plus formel|m[aá]s formal|polite)\b"
+_FRIENDLY = (
+    r"\b(friendl(y|ier)|warm(er)?|less formal|casual|informal|freundlicher|plus amical"
+    r"|m[aá]s amable|softer)\b"
+)
+_FIRM = r"\b(firm(er)?|more direct|stronger|strenger|plus ferme|m[aá]s firme)\b"
+_PROMISE = r"\b(promise|promised|zusage|zahlungszusage|promesse|promesa)\b"
+_PLAN = r"\b(plan|installment|instalment|rate|ratenplan|[eé]ch[eé]ancier|cuota)\b"
+
+
+def requested_language(instruction: str) -> str | None:
+    """The language an operator asks a revision to be written in ("in German"), if any."""
+    low = instruction.lower()
+    for rx, lang in _LANG_WORDS:
+        if re.search(rx, low):
+            return lang
+    return None
+
+
+def _find_promise(case: CaseFile, instruction: str) -> CaseCommitment | None:
+    """The promise an instruction points at: by its date when one is given, else the latest."""
+    if not case.promises:
+        return None
+    stated = extract_facts(instruction, language="en", as_of=case.as_of).dates
+    stated += extract_facts(instruction, language=case.language, as_of=case.as_of).dates
+    if stated:
+        for p in case.promises:
+            if p.date in stated:
+                return p
+        return None
+    open_ones = [p for p in case.promises if p.status == "open"]
+    return (open_ones or case.promises)[0]
+
+
+def apply_instruction(
+    case: CaseFile, style: Style, instruction: str
+) -> tuple[CaseFile, Style, list[str], list[str]]:
+    """Apply one operator instruction: (case, style, what was done, what could not be done)."""
+    low = instruction.lower()
+    done: list[str] = []
+    missed: list[str] = []
+    for rx, lang in _LANG_WORDS:
+        if re.search(rx, low):
+            if lang == case.language:
+                done.append(f"already in {lang}")
+            else:
+                case = relocalize(case, lang)
+                done.append(f"rewritten in {lang}")
+            break
+    if re.search(_SHORT, low):
+        style.length = "short"
+        done.append("shorter")
+    elif re.search(_LONG, low):
+        style.length = "normal"
+        done.append("full length")
+    if re.search(_FORMAL, low):
+        style.formal = True
+        done.append("more formal")
+    elif re.search(_FRIENDLY, low):
+        style.formal = False
+        style.tone = "friendly"
+        done.append("friendlier")
+    elif re.search(_FIRM, low):
+        style.tone = "firm"
+        done.append("firmer")
+    if re.search(_PROMISE, low):
+        promise = _find_promise(case, instruction)
+        if promise is None:
+            missed.append("no promise-to-pay on that date in the ledger, so none is mentioned")
+        else:
+            style.mention_promise = promise
+            done.append(f"mentions the promise of {promise.amount_text} for {promise.date_text}")
+    elif re.search(_PLAN, low):
+        if case.installment is None:
+            missed.append("no payment plan installment on this draft to mention")
+        else:
+            style.mention_plan = True
+            done.append("mentions the payment plan")
+    if not done and not missed:
+        missed.append(
+            "instruction not understood by the offline model (it understands: shorter, more "
+            "formal, friendlier, firmer, mention the promise [from DATE], mention the plan, "
+            "in English/German/French/Spanish)"
+        )
+    return case, style, done, missed
+
+
+def _reviser(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    texts = _user_texts(messages)
+    case = next((c for t in texts if (c := parse_case(t)) is not None), None)
+    if case is None:
+        return _fail(messages, "no case file in the prompt")
+    instruction = next(
+        (s for t in texts if (s := _section(t, "operator_instruction")) is not None), ""
+    )
+    details = _returns(messages, "invoice_detail")
+    if not details:
+        calls = list(_detail_calls(case))
+        if re.search(_PROMISE, instruction.lower()):
+            calls.append(
+                ToolCallPart("promise_history", {"customer_id": case.customer_id}, tool_call_id="p")
+            )
+        return _respond(messages, calls, 80)
+    case = _refresh_case(case, details)
+    history = _returns(messages, "promise_history")
+    if history and isinstance(history[-1], list):
+        case = case.model_copy(
+            update={
+                "promises": [
+                    CaseCommitment(
+                        id=int(p["id"]),
+                        amount_minor=int(p["amount_minor"]),
+                        currency=p["currency"],
+                        amount_text=format_amount(
+                            int(p["amount_minor"]), p["currency"], case.locale
+                        ),
+                        date=date.fromisoformat(p["promised_date"]),
+                        date_text=format_day(date.fromisoformat(p["promised_date"]), case.locale),
+                        status=str(p["status"]),
+                        invoice_numbers=list(p.get("invoice_numbers", [])),
+                    )
+                    for p in history[-1]
+                ]
+            }
+        )
+    style = Style(tone=case.tone)
+    done: list[str] = []
+    missed: list[str] = []
+    for earlier in case.revision_instructions:
+        case, style, _, _ = apply_instruction(case, style, earlier)
+    case, style, done, missed = apply_instruction(case, style, instruction)
+    args = _draft_args(case, style)
+    note = "; ".join(done + [f"not done: {m}" for m in missed])
+    args["note"] = note[:300]
+    return _respond(messages, [ToolCallPart(REVISION_TOOL, args)], len(args["body"]))
+
+
+# --- the inspector -------------------------------------------------------------------------------
+
+
+def _money(minor: int, currency: str) -> str:
+    return format_amount(minor, currency, "en_US")
+
+
+def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
+    """The next best action from an Account 360 (the offline inspector's rules, in order)."""
+    numbers = set(case.invoice_numbers)
+    invoices = [i for i in acct.get("open_invoices", []) if not numbers or i["number"] in numbers]
+    disputes = [
+        d for d in acct.get("open_disputes", []) if not numbers or d["invoice_number"] in numbers
+    ]
+    promises = acct.get("promises", [])
+    plans = acct.get("plans", [])
+    max_days = max((int(i["days_past_due"]) for i in invoices), default=0)
+    exposure: dict[str, int] = {}
+    for i in invoices:
+        exposure[i["currency"]] = exposure.get(i["currency"], 0) + int(i["balance_minor"])
+    cur, amount = max(exposure.items(), key=lambda kv: kv[1], default=("USD", 0))
+    nums = sorted(i["number"] for i in invoices)[:20]
+
+    def out(action: str, why: str, priority: str, confidence: float) -> dict[str, Any]:
+        return {
+            "action": action,
+            "rationale": why[:600],
+            "priority": priority,
+            "confidence": confidence,
+            "invoice_numbers": nums,
+        }
+
+    breached = [d for d in disputes if d.get("sla_breached")]
+    if breached or any(d["status"] == "escalated_legal" for d in disputes):
+        d = (breached or disputes)[0]
+        return out(
+            "escalate_dispute",
+            f"The {d['reason']} dispute on invoice {d['invoice_number']} is "
+            f"{'past its SLA' if breached else 'with Legal'} (status {d['status']}); Legal "
+            "should take it over. No dunning while it is open.",
+            "urgent" if breached else "high",
+            0.85,
+        )
+    if disputes:
+        d = disputes[0]
+        return out(
+            "hold",
+            f"Invoice {d['invoice_number']} is disputed ({d['reason']}, {d['status']}): it must "
+            "not be chased until the dispute is resolved.",
+            "normal",
+            0.9,
+        )
+    if case.decision_outcome == "block" or case.grounding_ok is False:
+        rules = ", ".join(case.decision_rule_ids[:4]) or "grounding"
+        return out(
+            "hold",
+            f"The guardrails block this draft ({rules}); fix or reject it rather than send it.",
+            "normal",
+            0.8,
+        )
+    lapsed = [p for p in promises if p.get("lapsed") or p.get("status") == "missed"]
+    open_p = [p for p in promises if p.get("status") == "open" and not p.get("lapsed")]
+    covered = {n for p in open_p for n in p.get("invoice_numbers", [])}
+    if open_p and (not nums or set(nums) <= covered):
+        p = open_p[0]
+        return out(
+            "hold",
+            f"An open promise to pay {_money(int(p['amount_minor']), p['currency'])} by "
+            f"{p['promised_date']} (grace to {p['deadline']}) covers these invoices; chasing is "
+            "paused until then.",
+            "low",
+            0.85,
+        )
+    if lapsed:
+        p = lapsed[0]
+        return out(
+            "call",
+            f"The promise to pay {_money(int(p['amount_minor']), p['currency'])} by "
+            f"{p['promised_date']} was not kept; a call gets a new commitment faster than "
+            "another e-mail.",
+            "high",
+            0.8,
+        )
+    missed_plans = [p for p in plans if int(p.get("missed_installments", 0)) > 0]
+    if missed_plans:
+        p = missed_plans[0]
+        return out(
+            "call",
+            f"Payment plan {p['id']} has {p['missed_installments']} missed installment(s); "
+            "call before it defaults.",
+            "high",
+            0.8,
+        )
+    if not invoices:
+        return out("hold", "Nothing open to chase on this item.", "low", 0.9)
+    big = amount >= 1_000_000  # 10,000.00 in the currency's minor units
+    if max_days > 60 and big and not plans:
+        return out(
+            "propose_plan",
+            f"{_money(amount, cur)} is open and up to {max_days} days past due; a payment plan "
+            "is likelier to recover it than more reminders.",
+            "high",
+            0.7,
+        )
+    if max_days > 45:
+        return out(
+            "call",
+            f"Invoices up to {max_days} days past due ({_money(amount, cur)} open) after the "
+            "e-mail reminders; a call is the next step.",
+            "high" if big else "normal",
+            0.7,
+        )
+    return out(
+        "send_reminder",
+        f"{len(invoices)} open invoice(s), {_money(amount, cur)}, up to {max_days} days past due, "
+        "no dispute or promise in the way: the cadence reminder can go out.",
+        "normal" if max_days > 0 else "low",
+        0.75,
+    )
+
+
+def _inspector(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    raw = next((s for t in _user_texts(messages) if (s := _section(t, "case_file"))), None)
+    if raw is None:
+        return _fail(messages, "no case file in the prompt")
+    try:
+        case = InspectCase.model_validate_json(raw)
+    except ValueError:
+        return _fail(messages, "the case file is not an inspector case")
+    acct = _returns(messages, "account_360")
+    if not acct:
+        call = ToolCallPart("account_360", {"customer_id": case.customer_id}, tool_call_id="a")
+        return _respond(messages, [call], 40)
+    args = inspect_account(case, acct[-1] if isinstance(acct[-1], dict) else {})
+    return _respond(messages, [ToolCallPart(INSPECTOR_TOOL, args)], len(args["rationale"]))
+
+
+# --- reply triage --------------------------------------------------------------------------------
+
+_OOO = (
+    r"out of (the )?office|\booo\b|automatic reply|auto-?reply|on (annual )?leave|on vacation"
+    r"|abwesenheit|abwesend|au[sß]er haus|absent du bureau|en cong[eé]|fuera de la oficina"
+    r"|de vacaciones"
+)
+_PAID = (
+    r"already paid|have paid|has been paid|we paid|i paid|payment (was|has been) (sent|made)"
+    r"|remitted|transfer(red)? (was|has been) (sent|made)|bereits (be)?zahlt|schon bezahlt"
+    r"|d[eé]j[aà] pay[eé]|ya (lo )?(hemos )?pagado|ya pagamos"
+)
+_DISPUTE = {
+    "pricing": r"overcharg|wrong price|price (is )?(wrong|incorrect)|pricing|falscher preis|prix",
+    "quantity": r"quantity|quantities|menge|quantit[eé]|cantidad",
+    "service_not_received": r"never received|not received|not delivered|nicht erhalten"
+    r"|nicht geliefert|pas re[cç]u|no (lo )?hemos recibido|no recibid",
+    "duplicate_billing": r"duplicate|twice|billed two|doppelt|en double|duplicad",
+    "quality": r"damaged|defect|broken|faulty|quality|besch[aä]digt|d[eé]fectu|defectuos",
+    "other": r"\bdispute\b|incorrect|\bwrong\b|reklamation|einspruch|contest|litige|disputa"
+    r"|reclamaci[oó]n",
+}
+_PROMISE_WORDS = (
+    r"will pay|we'?ll pay|going to pay|can pay|payment will (be made|go out)|will be paid"
+    r"|scheduled (for|on)|pay (it )?(by|on)|will (transfer|remit|send (the )?payment)"
+    r"|werden? .{0,60}(zahlen|überweisen|bezahlen)|zahlen wir|überweisen wir"
+    r"|nous (allons )?pa(ierons|yer)|paiement (sera|est pr[eé]vu)"
+    r"|pagaremos|vamos a pagar|el pago se (har[aá]|realizar[aá])"
+)
+_QUESTION = (
+    r"\?|could you send|can you send|please send|copy of|bank details|remittance|purchase order"
+    r"|\bpo\b|k[oö]nnen sie|pourriez-vous|podr[ií]a"
+)
+
+
+def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
+    """The offline triage rules: classify a reply and propose (never apply) ledger changes."""
+    low = text.lower()
+    known = [i.number for i in case.invoices]
+    # The reply may not be in the customer's usual language: read it in the language it is in.
+    language = detect_language(text) or case.language
+    facts = extract_facts(
+        text,
+        language=language,
+        as_of=case.as_of,
+        known_invoice_numbers=known,
+        shapes=invoice_shapes(known),
+    )
+    others = {case.language} if detect_language(text) else {case.language, "en", "de", "fr", "es"}
+    for other in sorted(others - {language}):  # short replies: any supported language's months
+        facts.dates += [
+            d
+            for d in extract_facts(text, language=other, as_of=case.as_of).dates
+            if d not in facts.dates
+        ]
+    ours = [n for n in facts.invoice_numbers if n in known]
+    foreign = [n for n in facts.invoice_numbers if n not in known]
+    signals = injection_signals(text)
+    future = sorted(d for d in facts.dates if d >= case.as_of)
+    currencies = case.currencies or sorted({i.currency for i in case.invoices}) or ["USD"]
+    amount: dict[str, Any] | None = None
+    for a in facts.amounts:
+        for cur in a.currencies or currencies:
+            if cur in currencies:
+                minor = int(Decimal(a.value).scaleb(exponent(cur)).to_integral_value())
+                amount = {"amount_minor": minor, "currency": cur}
+                break
+        if amount:
+            break
+    targets = ours or ([known[0]] if len(known) == 1 else [])
+    result: dict[str, Any] = {
+        "classification": "other",
+        "summary": "",
+        "invoice_numbers": ours,
+        "promise_amount": None,
+        "promise_date": None,
+        "dispute_reason": None,
+        "return_date": None,
+        "injection_suspected": bool(signals),
+        "proposed_changes": [],
+    }
+    changes: list[dict[str, Any]] = []
+    if re.search(_OOO, low):
+        result["classification"] = "out_of_office"
+        result["return_date"] = future[0].isoformat() if future else None
+        result["summary"] = "Automatic out-of-office reply" + (
+            f"; back on {future[0].isoformat()}." if future else "."
+        )
+        if future:
+            changes.append(
+                {"kind": "pause_outreach", "on_date": future[0].isoformat(),
+                 "detail": "Contact is away; hold outreach until they are back."}
+            )  # fmt: skip
+    elif re.search(_PAID, low):
+        result["classification"] = "paid_claim"
+        result["summary"] = "The payer says the invoice(s) are already paid; check the payments."
+        changes.append(
+            {"kind": "verify_payment", "invoice_numbers": targets, "amount": amount,
+             "on_date": facts.dates[0].isoformat() if facts.dates else None,
+             "detail": "Match the claimed payment against received payments before any change."}
+        )  # fmt: skip
+    elif any(re.search(rx, low) for rx in _DISPUTE.values()) and not re.search(_PROMISE_WORDS, low):
+        reason = next(k for k, rx in _DISPUTE.items() if re.search(rx, low))
+        result["classification"] = "dispute"
+        result["dispute_reason"] = reason
+        result["summary"] = f"The payer contests the invoice(s): {reason.replace('_', ' ')}."
+        changes.append(
+            {"kind": "open_dispute", "invoice_numbers": targets, "reason": reason,
+             "detail": "Open a dispute so the invoice is not chased while it is checked."}
+        )  # fmt: skip
+    elif re.search(_PROMISE_WORDS, low) and future:
+        result["classification"] = "promise"
+        result["promise_date"] = future[0].isoformat()
+        if amount is None and targets:
+            inv = next(i for i in case.invoices if i.number == targets[0])
+            if len(targets) == 1:
+                amount = {"amount_minor": inv.balance_minor, "currency": inv.currency}
+        result["promise_amount"] = amount
+        shown = (
+            format_amount(amount["amount_minor"], amount["currency"], "en_US") if amount else "?"
+        )
+        result["summary"] = f"Promise to pay {shown} on {future[0].isoformat()}."
+        changes.append(
+            {"kind": "log_promise", "invoice_numbers": targets, "amount": amount,
+             "on_date": future[0].isoformat(),
+             "detail": "Log this promise-to-pay; chasing pauses until its date plus grace."}
+        )  # fmt: skip
+    elif re.search(_QUESTION, low):
+        result["classification"] = "question"
+        result["summary"] = "The payer asks a question; a collector should answer it."
+        changes.append(
+            {"kind": "answer_question", "invoice_numbers": targets,
+             "detail": "Reply to the payer's question."}
+        )  # fmt: skip
+    else:
+        result["summary"] = "Nothing to record; a collector may read it."
+    if signals:
+        result["summary"] = (
+            "Suspected prompt injection (" + ", ".join(signals) + "): nothing is proposed; a "
+            "person should read it. " + result["summary"]
+        )[:400]
+        changes = []
+    if foreign:
+        result["summary"] = (
+            result["summary"]
+            + f" Ignored numbers that are not this customer's: {', '.join(foreign)}."
+        )[:400]
+    result["proposed_changes"] = changes
+    result["summary"] = result["summary"] or "Reply read."
+    return result
+
+
+def _triage(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    texts = _user_texts(messages)
+    raw = next((s for t in texts if (s := _section(t, "case_file"))), None)
+    reply = next((s for t in texts if (s := unfence(t)) is not None), None)
+    if raw is None or reply is None:
+        return _fail(messages, "no case file or no payer text in the prompt")
+    try:
+        case = TriageCase.model_validate_json(raw)
+    except ValueError:
+        return _fail(messages, "the case file is not a triage case")
+    args = triage_text(case, reply)
+    return _respond(messages, [ToolCallPart(TRIAGE_TOOL, args)], len(args["summary"]))
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+_HANDLERS: dict[str, Callable[[list[ModelMessage], AgentInfo], ModelResponse]] = {
+    DRAFT_TOOL: _drafter,
+    REVISION_TOOL: _reviser,
+    INSPECTOR_TOOL: _inspector,
+    TRIAGE_TOOL: _triage,
+}
+
+
+async def offline_function(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Dispatch on the output tool the agent offers (async: no worker thread per request)."""
+    for tool in info.output_tools:
+        handler = _HANDLERS.get(tool.name)
+        if handler is not None:
+            return handler(messages, info)
+    return _fail(messages, "this agent has no offline behaviour")
+
+
+def offline_model() -> FunctionModel:
+    """The deterministic offline model (``PLIXO_MODEL=offline``, the default)."""
+    return FunctionModel(offline_function, model_name=OFFLINE_MODEL_NAME)

@@ -1,0 +1,615 @@
+"""What the API calls: revise a draft, the inspector's recommendation, reply triage.
+
+Each function takes the caller's session and organisation, reads through the same read-only tools
+as the drafter, and writes nothing but what it says: ``revise_draft`` adds two review-chat turns and
+updates the draft (flushed; the caller commits), ``recommend`` and ``triage_reply`` write nothing.
+A model failure never raises out of these functions: the revision is recorded as not applied, the
+recommendation falls back to "hold" and the triage to "other", each marked ``held`` with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic_ai import Agent, ToolOutput
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models import Model
+from pydantic_ai.usage import RunUsage
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agent.casefile import DraftTask, TaskError, build_task, relocalize
+from agent.deps import AgentDeps
+from agent.drafter import USAGE_LIMITS, Checked, check_output, hold_reason_for, run_sync
+from agent.models import build_model, model_name_of
+from agent.offline import INSPECTOR_TOOL, REVISION_TOOL, TRIAGE_TOOL, requested_language
+from agent.safety import clean, fence, injection_signals
+from agent.schemas import (
+    InspectCase,
+    InspectorOutput,
+    MoneyOut,
+    Recommendation,
+    RevisionOutput,
+    TriageCase,
+    TriageInvoice,
+    TriageOutput,
+    TriageResult,
+)
+from agent.tools import read_toolset
+from memory.config import Settings
+from memory.models import (
+    Draft,
+    DraftRevision,
+    DraftStatus,
+    Invoice,
+    InvoiceStatus,
+    User,
+)
+from memory.recall import Recall
+from policies.engine import engine_for as policy_engine_for
+from policies.types import ActionType
+from prompts.registry import load
+from tools import account360 as a360
+from tools import audit
+from tools.drafts import EDITABLE, InvalidDraftInput, InvalidTransition, get_draft
+from tools.grounding import (
+    ledger_truth,
+    outreach_context,
+    policy_set_for,
+    send_draft_facts,
+)
+
+MAX_INSTRUCTION_CHARS = 1_000
+MAX_REPLY_CHARS = 20_000
+
+_REVISER: Agent[AgentDeps, RevisionOutput] | None = None
+_INSPECTOR: Agent[AgentDeps, InspectorOutput] | None = None
+_TRIAGE: Agent[AgentDeps, TriageOutput] | None = None
+
+
+def _reviser() -> Agent[AgentDeps, RevisionOutput]:
+    global _REVISER
+    if _REVISER is None:
+        _REVISER = Agent(
+            None,
+            deps_type=AgentDeps,
+            output_type=ToolOutput(
+                RevisionOutput, name=REVISION_TOOL, description="Submit the revised draft."
+            ),
+            toolsets=[read_toolset()],
+            retries=2,
+            name="plixo-reviser",
+        )
+    return _REVISER
+
+
+def _inspector() -> Agent[AgentDeps, InspectorOutput]:
+    global _INSPECTOR
+    if _INSPECTOR is None:
+        _INSPECTOR = Agent(
+            None,
+            deps_type=AgentDeps,
+            output_type=ToolOutput(
+                InspectorOutput, name=INSPECTOR_TOOL, description="Submit the next best action."
+            ),
+            toolsets=[read_toolset()],
+            retries=2,
+            name="plixo-inspector",
+        )
+    return _INSPECTOR
+
+
+def _triage() -> Agent[AgentDeps, TriageOutput]:
+    global _TRIAGE
+    if _TRIAGE is None:
+        _TRIAGE = Agent(
+            None,
+            deps_type=AgentDeps,
+            output_type=ToolOutput(
+                TriageOutput, name=TRIAGE_TOOL, description="Submit the classification."
+            ),
+            retries=2,
+            name="plixo-triage",
+        )
+    return _TRIAGE
+
+
+def _timeout(settings: Settings) -> float:
+    return float(settings.model_timeout_s) * (max(0, int(settings.model_retries)) + 1) * 2 + 5
+
+
+# --- revise -------------------------------------------------------------------------------------
+
+
+def _task_for(session: Session, draft: Draft, settings: Settings, as_of: Any) -> DraftTask:
+    """The drafting task a stored draft was written for, read again from the ledger."""
+    facts = draft.stated_facts or {}
+    numbers = [str(n) for n in facts.get("invoice_numbers", [])]
+    ids = [draft.invoice_id] if draft.invoice_id else []
+    if numbers:
+        ids += [
+            i
+            for i in session.scalars(
+                select(Invoice.id)
+                .where(
+                    Invoice.org_id == draft.org_id,
+                    Invoice.customer_id == draft.customer_id,
+                    Invoice.number.in_(numbers),
+                )
+                .order_by(Invoice.due_date, Invoice.id)
+            )
+            if i not in ids
+        ]
+    task = build_task(
+        session,
+        draft.org_id,
+        settings,
+        as_of=as_of,
+        customer_id=draft.customer_id,
+        invoice_ids=ids,
+        contact_id=draft.contact_id,
+        persona=draft.persona,
+        kind=draft.kind,
+        template=str(facts.get("template") or "generic_reminder"),
+        tone=draft.tone,
+        channel=draft.channel,
+        step_id=draft.cadence_step_id,
+        run_key=draft.run_key,
+        include_promises=True,
+    )
+    case = task.case
+    if draft.language and draft.language != case.language:
+        case = relocalize(case, draft.language)
+    case = case.model_copy(
+        update={"revision_instructions": [str(i) for i in facts.get("instructions", [])][-10:]}
+    )
+    task.case = case
+    return task
+
+
+def _next_seq(session: Session, draft_id: int) -> int:
+    current = session.scalar(
+        select(func.max(DraftRevision.seq)).where(DraftRevision.draft_id == draft_id)
+    )
+    return int(current or 0) + 1
+
+
+def revise_draft(
+    session: Session,
+    org_id: int,
+    draft_id: int,
+    instruction: str,
+    user: User,
+    settings: Settings,
+    *,
+    model: Model | None = None,
+    now: datetime | None = None,
+    recall: Recall | None = None,
+) -> Draft:
+    """Ask the co-pilot to revise a draft ("shorter", "more formal", "mention the promise from
+    3 October", "in German"). Adds an operator turn and a co-pilot turn (``DraftRevision``); a
+    rewrite that passes grounding replaces the draft's text and is decided again (blocked, or
+    back to pending review: a person still approves it). A rewrite that fails grounding twice, or
+    a model failure, is recorded on the co-pilot turn and leaves the draft's text unchanged.
+    Flushed, not committed. Raises ``DraftNotFound`` / ``InvalidTransition`` /
+    ``InvalidDraftInput`` (tools.drafts) for a foreign draft, a closed draft or an empty
+    instruction.
+    """
+    text = (instruction or "").strip()
+    if not text:
+        raise InvalidDraftInput("Say how to revise the draft, e.g. 'shorter' or 'more formal'.")
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise InvalidDraftInput(f"Keep the instruction under {MAX_INSTRUCTION_CHARS} characters.")
+    draft = get_draft(session, org_id, draft_id)
+    if draft.status not in EDITABLE:
+        raise InvalidTransition(
+            f"Draft {draft.id} is {draft.status.value}; it can no longer be revised."
+        )
+    now = now or datetime.now(UTC)
+    as_of = a360.org_today(session, org_id, now)
+    try:
+        task = _task_for(session, draft, settings, as_of)
+    except TaskError as exc:
+        raise InvalidTransition(f"Draft {draft.id} cannot be revised: {exc}") from exc
+    seq = _next_seq(session, draft.id)
+    session.add(
+        DraftRevision(
+            draft_id=draft.id,
+            seq=seq,
+            author="operator",
+            user_id=user.id,
+            instruction=text,
+            created_at=now,
+        )  # fmt: skip
+    )
+    model = model or build_model(settings)
+    prompt_v = load("reviser")
+    deps = AgentDeps(
+        session=session,
+        org_id=org_id,
+        settings=settings,
+        as_of=as_of,
+        now=now,
+        customer_id=task.customer_id,
+        recall=recall,
+    )
+    truth = ledger_truth(
+        session, org_id, task.customer_id, as_of=as_of, links=task.pay_links,
+        locale=task.case.locale,
+    )  # fmt: skip
+    user_prompt = (
+        task.case.to_prompt()
+        + f"\n\n<current_draft>\nSubject: {clean(draft.subject)}\n\n{clean(draft.body)}\n"
+        + "</current_draft>\n\n<operator_instruction>\n"
+        + clean(text, MAX_INSTRUCTION_CHARS)
+        + "\n</operator_instruction>\n\nRevise the draft and submit it with submit_revision."
+    )
+    out: RevisionOutput | None = None
+    checked: Checked | None = None
+    history: list[ModelMessage] | None = None
+    usage = RunUsage()
+    failure: str | None = None
+    started = time.perf_counter()
+    try:
+        for _ in (1, 2):
+            result = run_sync(
+                _reviser().run(
+                    user_prompt,
+                    deps=deps,
+                    model=model,
+                    instructions=prompt_v.text,
+                    message_history=history,
+                    usage_limits=USAGE_LIMITS,
+                    timeout=_timeout(settings),
+                )
+            )
+            out, history, usage = result.output, result.all_messages(), usage + result.usage
+            wanted = requested_language(text)
+            if wanted and out.language == wanted and task.case.language != wanted:
+                task.case = relocalize(task.case, wanted)  # the operator asked for it
+            checked = check_output(out, task, truth, as_of=as_of)
+            if checked.ok:
+                break
+            user_prompt = checked.feedback().replace("submit_draft", "submit_revision")
+    except Exception as exc:  # the model failed: record it, keep the draft as it is
+        failure = hold_reason_for(exc)
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    turn = DraftRevision(
+        draft_id=draft.id, seq=seq + 1, author="copilot", user_id=None, created_at=now
+    )
+    session.add(turn)
+    draft.input_tokens = (draft.input_tokens or 0) + usage.input_tokens
+    draft.output_tokens = (draft.output_tokens or 0) + usage.output_tokens
+    if failure is not None or out is None or checked is None:
+        turn.grounding = {"applied": False, "copilot_note": failure or "no answer from the model"}
+        session.flush()
+        return draft
+    report = checked.report
+    turn.subject = out.subject[:300]
+    turn.body = out.body
+    if not checked.ok:
+        problems = [m.message for m in report.mismatches] + checked.hold_problems
+        turn.grounding = {
+            **report.as_dict(),
+            "applied": False,
+            "copilot_note": "The rewrite was not applied: " + "; ".join(problems)[:900],
+        }
+        session.flush()
+        return draft
+    context = outreach_context(
+        session,
+        org_id,
+        customer_id=task.customer_id,
+        contact_id=task.contact_id,
+        invoice_ids=task.invoice_ids,
+        channel=draft.channel.value,
+        now=now,
+    )
+    body = f"{out.subject}\n\n{out.body}"
+    facts = send_draft_facts(
+        context, body=body, report=report, truth=truth, pay_link=task.case.pay_link, now=now
+    )
+    decision = (
+        policy_engine_for(policy_set_for(session, org_id))
+        .decide(ActionType.SEND_DRAFT, facts)
+        .as_dict()
+    )
+    grounding = {**report.as_dict(), "applied": True, "copilot_note": out.note}
+    turn.grounding = grounding
+    turn.decision = decision
+    stated = dict(draft.stated_facts or {})
+    stated.update(
+        invoice_numbers=report.stated.invoice_numbers,
+        amounts=[{"amount_minor": m.amount_minor, "currency": m.currency} for m in out.amounts],
+        dates=[d.isoformat() for d in report.stated.dates],
+        links=report.stated.links,
+        pay_link=task.case.pay_link,
+        instructions=[*stated.get("instructions", []), text][-10:],
+    )
+    from_state = draft.status
+    draft.subject = out.subject[:300]
+    draft.body = out.body
+    draft.language = out.language
+    draft.tone = out.tone[:32]
+    draft.stated_facts = stated
+    draft.grounding = grounding
+    draft.decision = decision
+    draft.decision_outcome = str(decision.get("outcome"))
+    draft.hold_reason = None
+    draft.latency_ms = latency_ms
+    draft.model_name = model_name_of(model)
+    base_version = draft.prompt_version or "drafter/v1"
+    if prompt_v.version_id not in base_version.split("+"):
+        base_version = f"{base_version}+{prompt_v.version_id}"
+    draft.prompt_version = base_version[:64]
+    draft.status = (
+        DraftStatus.BLOCKED if draft.decision_outcome == "block" else DraftStatus.PENDING_REVIEW
+    )
+    audit.record(
+        session,
+        org_id,
+        actor=user,
+        action="draft.copilot_revision",
+        subject_type="draft",
+        subject_id=draft.id,
+        from_state=from_state.value,
+        to_state=draft.status.value,
+        detail={"instruction": text[:500], "outcome": draft.decision_outcome},
+    )
+    session.flush()
+    return draft
+
+
+# --- the inspector ------------------------------------------------------------------------------
+
+
+def recommend(
+    session: Session,
+    org_id: int,
+    *,
+    draft_id: int | None = None,
+    invoice_id: int | None = None,
+    settings: Settings,
+    model: Model | None = None,
+    now: datetime | None = None,
+    recall: Recall | None = None,
+) -> Recommendation:
+    """The inspector's next best action for a queue item (a draft, or an invoice): send a
+    reminder, call, log a promise, propose a plan, escalate a dispute to Legal, or hold, with a
+    rationale, a priority and a confidence. Writes nothing. A foreign id raises (``DraftNotFound``
+    or ``NotInOrganisation``); a model failure returns a "hold" marked ``held``.
+    """
+    if draft_id is None and invoice_id is None:
+        raise ValueError("recommend needs a draft_id or an invoice_id")
+    now = now or datetime.now(UTC)
+    as_of = a360.org_today(session, org_id, now)
+    draft: Draft | None = None
+    if draft_id is not None:
+        draft = get_draft(session, org_id, draft_id)
+        customer_id = draft.customer_id
+        numbers = [str(n) for n in (draft.stated_facts or {}).get("invoice_numbers", [])]
+        if draft.invoice_id is not None:
+            inv = a360.get_invoice(session, org_id, draft.invoice_id)
+            numbers = list(dict.fromkeys([inv.number, *numbers]))
+        invoice_id = draft.invoice_id
+    else:
+        assert invoice_id is not None
+        inv = a360.get_invoice(session, org_id, invoice_id)
+        customer_id = inv.customer_id
+        numbers = [inv.number]
+    decision = (draft.decision or {}) if draft is not None else {}
+    case = InspectCase(
+        as_of=as_of,
+        customer_id=customer_id,
+        invoice_numbers=numbers[:20],
+        draft_id=draft.id if draft else None,
+        draft_status=draft.status.value if draft else None,
+        decision_outcome=draft.decision_outcome if draft else None,
+        decision_rule_ids=[str(r.get("rule_id")) for r in decision.get("reasons", [])][:40],
+        grounding_ok=(draft.grounding or {}).get("ok") if draft else None,
+    )
+    model = model or build_model(settings)
+    prompt_v = load("inspector")
+    deps = AgentDeps(
+        session=session, org_id=org_id, settings=settings, as_of=as_of, now=now,
+        customer_id=customer_id, recall=recall,
+    )  # fmt: skip
+    prompt = (
+        f"<case_file>\n{case.model_dump_json()}\n</case_file>\n\n"
+        "Recommend the next best action and submit it with submit_recommendation."
+    )
+    try:
+        result = run_sync(
+            _inspector().run(
+                prompt,
+                deps=deps,
+                model=model,
+                instructions=prompt_v.text,
+                usage_limits=USAGE_LIMITS,
+                timeout=_timeout(settings),
+            )
+        )
+    except Exception as exc:
+        why = hold_reason_for(exc)[:400]
+        return Recommendation(
+            action="hold",
+            rationale=f"The inspector is unavailable ({why}); decide by hand.",
+            priority="normal",
+            confidence=0.0,
+            invoice_numbers=numbers[:20],
+            draft_id=draft.id if draft else None,
+            invoice_id=invoice_id,
+            customer_id=customer_id,
+            model_name=model_name_of(model),
+            prompt_version=prompt_v.version_id,
+            held=True,
+        )
+    out = result.output
+    known = set(
+        session.scalars(
+            select(Invoice.number).where(
+                Invoice.org_id == org_id, Invoice.customer_id == customer_id
+            )
+        )
+    )
+    return Recommendation(
+        action=out.action,
+        rationale=out.rationale,
+        priority=out.priority,
+        confidence=round(float(out.confidence), 3),
+        invoice_numbers=[n for n in out.invoice_numbers if n in known],
+        draft_id=draft.id if draft else None,
+        invoice_id=invoice_id,
+        customer_id=customer_id,
+        model_name=model_name_of(model),
+        prompt_version=prompt_v.version_id,
+    )
+
+
+# --- reply triage -------------------------------------------------------------------------------
+
+
+def triage_reply(
+    session: Session,
+    org_id: int,
+    customer_id: int,
+    text: str,
+    settings: Settings,
+    *,
+    model: Model | None = None,
+    now: datetime | None = None,
+    recall: Recall | None = None,
+) -> TriageResult:
+    """Classify a payer's reply (promise with amount and date, dispute with reason, question,
+    paid claim, out-of-office, other) and propose ledger changes for a human or a rule to accept.
+
+    Never writes, never sends. The reply reaches the model only fenced as data; numbers of other
+    customers are dropped; a reply that looks like an injection attempt is flagged and proposes
+    nothing. A foreign customer raises ``NotInOrganisation``; a model failure returns "other",
+    ``held``.
+    """
+    reply = (text or "").strip()
+    if not reply:
+        raise ValueError("The reply is empty; paste the payer's text.")
+    reply = reply[:MAX_REPLY_CHARS]
+    customer = a360.get_customer(session, org_id, customer_id)
+    now = now or datetime.now(UTC)
+    as_of = a360.org_today(session, org_id, now)
+    invoices = session.scalars(
+        select(Invoice)
+        .where(
+            Invoice.org_id == org_id,
+            Invoice.customer_id == customer_id,
+            Invoice.status == InvoiceStatus.OPEN,
+        )
+        .order_by(Invoice.due_date, Invoice.id)
+        .limit(50)
+    ).all()
+    all_numbers = set(
+        session.scalars(
+            select(Invoice.number).where(
+                Invoice.org_id == org_id, Invoice.customer_id == customer_id
+            )
+        )
+    )
+    currencies = sorted({i.currency for i in invoices}) or ["USD"]
+    case = TriageCase(
+        as_of=as_of,
+        customer_id=customer_id,
+        language=(customer.language or "en")[:2],
+        currencies=currencies,
+        invoices=[
+            TriageInvoice(
+                number=i.number,
+                currency=i.currency,
+                balance_minor=i.balance_minor,
+                due_date=i.due_date,
+            )
+            for i in invoices
+        ],  # fmt: skip
+    )
+    model = model or build_model(settings)
+    prompt_v = load("triage")
+    deps = AgentDeps(
+        session=session, org_id=org_id, settings=settings, as_of=as_of, now=now,
+        customer_id=customer_id, recall=recall,
+    )  # fmt: skip
+    prompt = (
+        f"<case_file>\n{case.model_dump_json()}\n</case_file>\n\n"
+        f"{fence(reply, source='reply')}\n\nClassify this reply and submit it with submit_triage."
+    )
+    signals = injection_signals(reply)
+    base: dict[str, Any] = {
+        "customer_id": customer_id,
+        "model_name": model_name_of(model),
+        "prompt_version": prompt_v.version_id,
+    }
+    try:
+        result = run_sync(
+            _triage().run(
+                prompt,
+                deps=deps,
+                model=model,
+                instructions=prompt_v.text,
+                usage_limits=USAGE_LIMITS,
+                timeout=_timeout(settings),
+            )
+        )
+    except Exception as exc:
+        return TriageResult(
+            classification="other",
+            summary="The reply could not be classified automatically; a person should read it.",
+            injection_suspected=bool(signals),
+            held=True,
+            hold_reason=hold_reason_for(exc),
+            **base,
+        )
+    out = result.output
+    return _vetted(out, base, all_numbers, currencies, signals, as_of)
+
+
+def _vetted(
+    out: TriageOutput,
+    base: dict[str, Any],
+    known: set[str],
+    currencies: list[str],
+    signals: list[str],
+    as_of: Any,
+) -> TriageResult:
+    """The model's triage checked by rules: only this customer's invoices, only its currencies,
+    no promise in the past, and nothing proposed when the reply looks like an injection."""
+    ignored = sorted({n for n in out.invoice_numbers if n not in known})
+
+    def money(m: MoneyOut | None) -> MoneyOut | None:
+        return m if m is not None and m.currency in currencies and m.amount_minor > 0 else None
+
+    changes = []
+    for change in out.proposed_changes:
+        numbers = [n for n in change.invoice_numbers if n in known]
+        ignored += [n for n in change.invoice_numbers if n not in known and n not in ignored]
+        if change.kind == "log_promise" and (change.on_date is None or change.on_date < as_of):
+            continue
+        update = {"invoice_numbers": numbers, "amount": money(change.amount)}
+        changes.append(change.model_copy(update=update))
+    suspected = out.injection_suspected or bool(signals)
+    if suspected:
+        changes = []
+    promise_date = out.promise_date if out.promise_date and out.promise_date >= as_of else None
+    summary = out.summary
+    if suspected and not summary.lower().startswith("suspected"):
+        summary = ("Suspected prompt injection: nothing is proposed. " + summary)[:400]
+    return TriageResult(
+        classification=out.classification,
+        summary=summary,
+        invoice_numbers=[n for n in out.invoice_numbers if n in known],
+        promise_amount=money(out.promise_amount),
+        promise_date=promise_date,
+        dispute_reason=out.dispute_reason,
+        return_date=out.return_date,
+        injection_suspected=suspected,
+        ignored_invoice_numbers=sorted(set(ignored)),
+        proposed_changes=changes,
+        **base,
+    )

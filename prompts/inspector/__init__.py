@@ -1,0 +1,1 @@
+"""Versioned prompt files of the inspector (v1.md, ...); loaded by prompts.registry."""

@@ -1,0 +1,249 @@
+"""Autopilot throughput: N due invoices drafted, grounded, decided and stored.
+
+Prints ONE JSON object. Two passes on fresh ledgers:
+
+- ``offline``: the offline model (``plixo-offline-v1``): drafts/s and CPU time per draft,
+  including the agent run, tool calls, grounding, policy decisions and database writes;
+- ``slow_model``: the same agent, tools and templates behind a model that answers every request
+  after ``--delay-ms`` (300 ms): drafts/s with ``--concurrency`` drafts in flight.
+
+Usage: ``python tests/benchmarks/bench_autopilot.py [--n 10000] [--workers 2] [--slow-n 2000]
+[--delay-ms 300] [--concurrency 64] [--db-url URL] [--skip-slow]``. Quick check:
+``--n 500 --slow-n 200``. ``cpu_ms_per_draft`` includes the worker processes' CPU; on a shared
+machine compare it, not only drafts/s: ``cores * 1000 / cpu_ms_per_draft`` is the ceiling.
+Targets (issue 4): offline >= 200 drafts/s on 2 cores; slow model >= 50 drafts/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from pydantic_ai.messages import ModelMessage, ModelResponse  # noqa: E402
+from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
+
+from agent.autopilot import run_autopilot  # noqa: E402
+from agent.offline import offline_function  # noqa: E402
+from memory import migrate  # noqa: E402
+from memory.config import Settings  # noqa: E402
+from memory.db import make_engine, session_factory  # noqa: E402
+from memory.models import (  # noqa: E402
+    Cadence,
+    CadenceStep,
+    Channel,
+    Contact,
+    Customer,
+    Draft,
+    Invoice,
+    Organisation,
+    Segment,
+)
+
+AS_OF = date(2025, 10, 21)
+NOW = datetime(2025, 10, 21, 15, 0, tzinfo=UTC)
+OFFSETS = (-3, 3, 14, 30, 60)
+STEPS = (
+    (-3, "pre_due_courtesy", "friendly"),
+    (3, "friendly_reminder", "friendly"),
+    (14, "second_reminder", "professional"),
+    (30, "firm_reminder", "firm"),
+    (60, "final_notice", "firm"),
+)
+
+
+def build_ledger(url: str, n: int) -> tuple[int, object]:
+    """An organisation with ``n`` open invoices, each with a cadence step due on AS_OF."""
+    engine = make_engine(url)
+    migrate.upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as s:
+        org = Organisation(
+            name="Bench Co",
+            slug=f"bench-{uuid.uuid4().hex[:8]}",
+            shadow_mode=True,
+            timezone="America/New_York",
+            sending_domain_verified=True,
+            last_import_at=NOW - timedelta(hours=1),
+        )
+        s.add(org)
+        s.flush()
+        cadence = Cadence(org_id=org.id, name="Standard")
+        cadence.steps = [
+            CadenceStep(position=i + 1, day_offset=o, channel=Channel.EMAIL, template=t, tone=tone)
+            for i, (o, t, tone) in enumerate(STEPS)
+        ]
+        s.add(cadence)
+        s.flush()
+        seg = Segment(org_id=org.id, name="SMB", cadence_id=cadence.id, shadow_mode=True)
+        s.add(seg)
+        s.flush()
+        customers = max(1, n // 2)
+        langs = ("en", "en", "en", "de", "fr", "es")
+        s.execute(
+            insert(Customer),
+            [
+                {
+                    "org_id": org.id,
+                    "external_ref": f"C{i:06d}",
+                    "name": f"Customer {i} Inc.",
+                    "segment_id": seg.id,
+                    "language": langs[i % len(langs)],
+                    "country_code": "US",
+                    "timezone": "America/New_York",
+                    "created_at": NOW,
+                }
+                for i in range(customers)
+            ],
+        )
+        cust_ids = list(s.scalars(select(Customer.id).where(Customer.org_id == org.id)))
+        s.execute(
+            insert(Contact),
+            [
+                {
+                    "org_id": org.id,
+                    "customer_id": cid,
+                    "name": f"Pat Payer{cid}",
+                    "email": f"ap{cid}@payer.example",
+                    "is_primary": True,
+                    "timezone": "America/New_York",
+                    "opted_out_email": False,
+                    "opted_out_sms": False,
+                    "consent_email": True,
+                    "consent_sms": False,
+                    "bounced": False,
+                }
+                for cid in cust_ids
+            ],
+        )
+        rows = []
+        for k in range(n):
+            due = AS_OF - timedelta(days=OFFSETS[k % len(OFFSETS)])
+            amount = 10_000 + (k * 7919) % 5_000_000
+            rows.append(
+                {
+                    "org_id": org.id,
+                    "customer_id": cust_ids[k % len(cust_ids)],
+                    "number": f"INV-{100000 + k}",
+                    "currency": "USD",
+                    "amount_minor": amount,
+                    "balance_minor": amount if k % 7 else amount // 2,
+                    "issue_date": due - timedelta(days=30),
+                    "due_date": due,
+                    "status": "open",
+                    "disputed": False,
+                    "source": "bench",
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                }
+            )
+        s.execute(insert(Invoice), rows)
+        s.commit()
+        return org.id, sessions
+
+
+def slow_model(delay_s: float) -> FunctionModel:
+    """The offline model's answers, each after ``delay_s``: a stand-in for a remote model."""
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(delay_s)
+        return await offline_function(messages, info)
+
+    return FunctionModel(answer, model_name="slow-offline")
+
+
+def run_pass(
+    label: str, n: int, url: str, settings: Settings, **kwargs: object
+) -> dict[str, object]:
+    org_id, sessions = build_ledger(url, n)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary = run_autopilot(
+        sessions,  # type: ignore[arg-type]
+        org_id,
+        as_of=AS_OF,
+        shadow=True,
+        settings=settings,
+        now=NOW,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # worker processes (--workers > 1) are counted once they have exited
+    cpu += (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
+    with sessions() as s:  # type: ignore[operator]
+        stored = len(s.scalars(select(Draft.id).where(Draft.org_id == org_id)).all())
+    return {
+        "label": label,
+        "invoices_due": n,
+        "drafts_stored": stored,
+        "wall_s": round(wall, 2),
+        "drafts_per_s": round(summary.drafted / wall, 1) if wall else None,
+        "cpu_bound_ceiling_per_core": round(1000 / (cpu * 1000 / max(1, summary.drafted)), 1)
+        if cpu
+        else None,
+        "cpu_ms_per_draft": round(cpu * 1000 / max(1, summary.drafted), 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "by_outcome": summary.by_outcome,
+        "held": summary.held,
+        "grounding_mismatches": summary.grounding_mismatches,
+        "errors": summary.errors,
+        "model": summary.model_name,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--n", type=int, default=10_000, help="due invoices for the offline pass")
+    ap.add_argument("--slow-n", type=int, default=2_000, help="due invoices for the slow pass")
+    ap.add_argument("--delay-ms", type=float, default=300.0)
+    ap.add_argument("--concurrency", type=int, default=64, help="drafts in flight (slow pass)")
+    ap.add_argument("--db-url", default=None, help="ledger URL (default: a fresh SQLite file)")
+    ap.add_argument("--workers", type=int, default=2, help="processes for the offline pass")
+    ap.add_argument("--skip-slow", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="plixo-bench-"))
+    settings = Settings(model="offline", data_dir=tmp, public_base_url="https://ar.bench.example")
+    out: dict[str, object] = {
+        "benchmark": "autopilot",
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "backend": "postgresql" if args.db_url and "postgres" in args.db_url else "sqlite",
+    }
+    url1 = args.db_url or f"sqlite:///{tmp / 'offline.db'}"
+    out["offline"] = run_pass(
+        "offline", args.n, url1, settings, concurrency=8, workers=args.workers
+    )
+    out["offline"]["workers"] = args.workers  # type: ignore[index]
+    out["offline"]["target_drafts_per_s"] = 200  # type: ignore[index]
+    if not args.skip_slow:
+        url2 = args.db_url or f"sqlite:///{tmp / 'slow.db'}"
+        out["slow_model"] = run_pass(
+            f"model answering after {args.delay_ms:.0f} ms",
+            args.slow_n,
+            url2,
+            settings,
+            model=slow_model(args.delay_ms / 1000),
+            concurrency=args.concurrency,
+        )
+        out["slow_model"]["concurrency"] = args.concurrency  # type: ignore[index]
+        out["slow_model"]["requests_per_draft"] = 2  # type: ignore[index]
+        out["slow_model"]["target_drafts_per_s"] = 50  # type: ignore[index]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
