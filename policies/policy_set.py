@@ -1,0 +1,364 @@
+"""Loading, validating and merging guardrail policy sets (``default.yaml`` + per-org overrides).
+
+A policy set is data: the engine compiles it into rules. Validation is strict because a typo in a
+threshold must never loosen a guardrail silently: unknown keys, wrong types, unknown roles or
+permissions and impossible quiet hours are refused with the file, line and key to fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from datetime import date, time
+from enum import StrEnum
+from functools import cached_property, lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from policies.access import AccessMatrix, access_matrix
+from policies.types import ActionType, PolicyError
+from policies.yamlfile import LineMap, line_for, read_yaml, read_yaml_file
+
+NonNegInt = Annotated[StrictInt, Field(ge=0)]
+PosInt = Annotated[StrictInt, Field(ge=1)]
+Bps = Annotated[StrictInt, Field(ge=0, le=10_000)]
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class Weekday(StrEnum):
+    MONDAY = "monday"
+    TUESDAY = "tuesday"
+    WEDNESDAY = "wednesday"
+    THURSDAY = "thursday"
+    FRIDAY = "friday"
+    SATURDAY = "saturday"
+    SUNDAY = "sunday"
+
+    @property
+    def number(self) -> int:
+        """Python's ``date.weekday()`` number (Monday = 0)."""
+        return list(Weekday).index(self)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ShadowModePolicy(_Section):
+    reviewer_min_role: StrictStr = "Collector"
+
+
+class AutopilotPolicy(_Section):
+    data_ready_threshold: Annotated[StrictInt, Field(ge=0, le=100)] = 80
+
+
+class SendingPolicy(_Section):
+    pause_recheck_minutes: PosInt = 15
+
+
+class QuietHoursPolicy(_Section):
+    start: StrictStr = "20:00"
+    end: StrictStr = "08:00"
+    weekend_days: list[Weekday] = Field(default_factory=lambda: [Weekday.SATURDAY, Weekday.SUNDAY])
+    holidays: list[date] = Field(default_factory=list)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _hhmm(cls, value: object) -> object:
+        if isinstance(value, int):
+            raise ValueError(
+                "must be a quoted 'HH:MM' string (unquoted 20:00 is read as a number in YAML)"
+            )
+        if isinstance(value, str) and not _HHMM.match(value):
+            raise ValueError(f"{value!r} is not a 24-hour 'HH:MM' time")
+        return value
+
+    @field_validator("weekend_days")
+    @classmethod
+    def _weekend(cls, value: list[Weekday]) -> list[Weekday]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a weekday twice")
+        if len(value) >= 7:
+            raise ValueError("every day is a weekend day: outreach could never be sent")
+        return value
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _holidays(cls, value: object) -> object:
+        if isinstance(value, list):
+            for item in value:
+                if isinstance(item, str):
+                    try:
+                        date.fromisoformat(item)
+                    except ValueError as exc:
+                        raise ValueError(f"{item!r} is not an ISO date (YYYY-MM-DD)") from exc
+                elif not isinstance(item, date):
+                    raise ValueError(f"{item!r} is not an ISO date (YYYY-MM-DD)")
+        return value
+
+    @property
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
+
+    @property
+    def start_minute(self) -> int:
+        return self.start_time.hour * 60 + self.start_time.minute
+
+    @property
+    def end_minute(self) -> int:
+        return self.end_time.hour * 60 + self.end_time.minute
+
+    @property
+    def weekend_indexes(self) -> frozenset[int]:
+        return frozenset(d.number for d in self.weekend_days)
+
+
+class CadencePolicy(_Section):
+    max_touches: PosInt = 3
+    window_days: PosInt = 7
+    min_gap_hours: NonNegInt = 48
+
+
+class NudgePolicy(_Section):
+    min_gap_to_autopilot_hours: NonNegInt = 24
+    notify: list[StrictStr] = Field(default_factory=lambda: ["ar_team"])
+
+
+class PromisePolicy(_Section):
+    default_grace_days: NonNegInt = 3
+
+
+class PlanPolicy(_Section):
+    controller_above_minor: NonNegInt = 5_000_000
+    max_installments: PosInt = 12
+    max_months: PosInt = 12
+    max_discount_bps: Bps = 1000
+    escalation_role: StrictStr = "Controller"
+    legal_role: StrictStr = "Legal"
+    portal_approver_role: StrictStr = "Collector"
+
+
+class CreditPolicy(_Section):
+    max_discount_bps: Bps = 1500
+    escalation_role: StrictStr = "Controller"
+
+
+class ContentPolicy(_Section):
+    legal_role: StrictStr = "Legal"
+    legal_threat_phrases: list[StrictStr] = Field(default_factory=list)
+
+    @field_validator("legal_threat_phrases")
+    @classmethod
+    def _phrases(cls, value: list[str]) -> list[str]:
+        for phrase in value:
+            if not phrase.strip():
+                raise ValueError("contains an empty phrase")
+        return value
+
+
+class PolicySet(_Section):
+    """One organisation's guardrails: see :func:`load_default`, :func:`load` and :func:`merge`."""
+
+    name: StrictStr = "plixo guardrails"
+    currency: StrictStr = "USD"
+    shadow_mode: ShadowModePolicy = ShadowModePolicy()
+    autopilot: AutopilotPolicy = AutopilotPolicy()
+    sending: SendingPolicy = SendingPolicy()
+    quiet_hours: QuietHoursPolicy = QuietHoursPolicy()
+    cadence: CadencePolicy = CadencePolicy()
+    nudges: NudgePolicy = NudgePolicy()
+    promises: PromisePolicy = PromisePolicy()
+    plans: PlanPolicy = PlanPolicy()
+    credits: CreditPolicy = CreditPolicy()
+    content: ContentPolicy = ContentPolicy()
+    approval_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    credit_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    action_permissions: dict[ActionType, StrictStr] = Field(default_factory=dict)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Z]{3}", value):
+            raise ValueError(f"{value!r} is not an ISO 4217 code such as USD")
+        return value
+
+    @model_validator(mode="after")
+    def _known_roles_and_permissions(self) -> PolicySet:
+        matrix = access_matrix()
+        role_fields = {
+            "shadow_mode.reviewer_min_role": self.shadow_mode.reviewer_min_role,
+            "plans.escalation_role": self.plans.escalation_role,
+            "plans.legal_role": self.plans.legal_role,
+            "plans.portal_approver_role": self.plans.portal_approver_role,
+            "credits.escalation_role": self.credits.escalation_role,
+            "content.legal_role": self.content.legal_role,
+        }
+        for where, role in role_fields.items():
+            if role not in matrix.roles:
+                raise ValueError(f"{where}: unknown role {role!r}; use one of {list(matrix.roles)}")
+        for table in ("approval_limits", "credit_limits"):
+            for role in getattr(self, table):
+                if role not in matrix.roles:
+                    raise ValueError(
+                        f"{table}: unknown role {role!r}; use one of {list(matrix.roles)}"
+                    )
+        for action, perm in self.action_permissions.items():
+            if perm not in matrix.permissions:
+                raise ValueError(
+                    f"action_permissions.{action.value}: unknown permission {perm!r} "
+                    "(see policies/access.yaml)"
+                )
+        for action in ACTOR_ACTIONS:
+            if action not in self.action_permissions:
+                raise ValueError(
+                    f"action_permissions: {action.value} has no permission; every action a person "
+                    "takes must name the access-matrix permission it needs"
+                )
+        return self
+
+    @property
+    def access(self) -> AccessMatrix:
+        return access_matrix()
+
+    def approval_limit(self, role: str) -> int:
+        return self.approval_limits.get(role, 0)
+
+    def credit_limit(self, role: str) -> int:
+        return self.credit_limits.get(role, 0)
+
+    @cached_property
+    def digest(self) -> str:
+        """A short content hash: stored with each decision so it can be traced to its policy."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Actions a person (or the payer) takes: each needs an access-matrix permission.
+ACTOR_ACTIONS = tuple(a for a in ActionType if a is not ActionType.SEND_DRAFT)
+
+
+def _validate(data: Any, lines: LineMap | None, source: str, root_line: bool = True) -> PolicySet:
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: a policy set must be a mapping of sections, got {data!r}.")
+    try:
+        return PolicySet.model_validate(data)
+    except ValidationError as exc:
+        messages = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            line = line_for(lines, loc) if lines else None
+            if (
+                line is not None
+                and not root_line
+                and lines
+                and not any(tuple(loc[:n]) in lines for n in range(1, len(loc) + 1))
+            ):
+                line = None  # the key is not in the override file: no line to point at
+            where = f"line {line}: " if line else ""
+            key = ".".join(loc) or "policy set"
+            msg = err["msg"].removeprefix("Value error, ")
+            messages.append(f"{source}: {where}{key}: {msg}")
+        raise PolicyError("; ".join(messages)) from exc
+
+
+def parse(text: str, source: str = "<policy>") -> PolicySet:
+    """Validate YAML text into a policy set (a full set, not an override)."""
+    data, lines = read_yaml(text, source)
+    return _validate(data, lines, source)
+
+
+def load(path: str | Path) -> PolicySet:
+    """Load a complete policy set from a YAML file."""
+    p = Path(path)
+    data, lines = read_yaml_file(p)
+    return _validate(data, lines, str(p))
+
+
+@lru_cache(maxsize=1)
+def load_default() -> PolicySet:
+    """The packaged seed policy set (``policies/default.yaml``)."""
+    text = resources.files("policies").joinpath("default.yaml").read_text(encoding="utf-8")
+    return parse(text, "policies/default.yaml")
+
+
+def _deep_merge(
+    base: dict[str, Any],
+    override: dict[str, Any],
+    path: str,
+    source: str = "override",
+    lines: LineMap | None = None,
+) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        where = f"{path}.{key}" if path else key
+        if key not in out and path not in _OPEN_MAPPINGS:
+            line = (lines or {}).get(tuple(where.split(".")))
+            at = f"line {line}: " if line else ""
+            raise PolicyError(f"{source}: {at}unknown key {where!r}; check the spelling")
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value, where, source, lines)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+# Mappings whose keys are data (role or action names), so an override may add new keys to them.
+_OPEN_MAPPINGS = {"approval_limits", "credit_limits", "action_permissions"}
+
+
+def merge(
+    base: PolicySet,
+    override: dict[str, Any],
+    source: str = "override",
+    lines: LineMap | None = None,
+) -> PolicySet:
+    """``base`` with ``override`` applied (nested mappings merged, lists and values replaced).
+
+    The result is validated as a whole, so an override can never produce an invalid set. Pass the
+    override file's ``lines`` (from :func:`load_override`) for errors that name the line.
+    """
+    if not isinstance(override, dict):
+        raise PolicyError(f"{source}: an override must be a mapping, got {type(override).__name__}")
+    merged = _deep_merge(base.model_dump(mode="json"), override, "", source, lines)
+    return _validate(merged, lines, source, root_line=False)
+
+
+def load_override(path: str | Path, base: PolicySet | None = None) -> PolicySet:
+    """``base`` (default: the packaged set) with the override file at ``path`` merged in."""
+    p = Path(path)
+    data, lines = read_yaml_file(p)
+    return merge(base or load_default(), data if data is not None else {}, str(p), lines)
+
+
+def diff(before: PolicySet, after: PolicySet) -> dict[str, dict[str, Any]]:
+    """Changed leaf values as ``{"plans.max_installments": {"from": 12, "to": 6}}``."""
+    changes: dict[str, dict[str, Any]] = {}
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            changes[path] = {"from": a, "to": b}
+
+    walk(before.model_dump(mode="json"), after.model_dump(mode="json"), "")
+    return changes

@@ -1,0 +1,1203 @@
+"""The seed guardrails: each a rule compiled from the policy set into durable_rules conditions.
+
+A rule has a public id (shown in reasons), an outcome, a durable_rules condition over a small flat
+*payload*, a sentence for ``plixo policy explain`` and a message built from the action's facts when
+it fires. The payload is derived from the typed facts here too (:func:`derive`): local clock
+readings in the contact's time zone, counts of touches in the window, integer percentages. The
+derivation computes facts; the thresholds, limits, roles and calendars live in the compiled
+conditions, so the rules (and only the rules) decide.
+
+Some rules *grant*: an action is allowed only if at least one granting rule fired (a human review,
+Autopilot's gate, the actor's permission). Anything else falls to ``default.deny``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from policies import conditions as c
+from policies.facts import (
+    ApprovePlanFacts,
+    ChangeFacts,
+    EnableAutopilotFacts,
+    EscalateDisputeFacts,
+    GrantCreditFacts,
+    OfferPlanFacts,
+    SendDraftFacts,
+    SendNudgeFacts,
+    SetSendingModeFacts,
+    _Facts,
+)
+from policies.money import format_bps, format_money
+from policies.policy_set import PolicySet
+from policies.timewin import QuietCalendar, clear_of, describe_local, start_of_local_day, zone
+from policies.types import ActionType, Outcome
+
+Payload = dict[str, Any]
+
+
+class Ctx:
+    """What a firing rule needs to phrase its message and compute its ``not_before``."""
+
+    __slots__ = ("f", "ps", "d", "_memo")
+
+    def __init__(self, facts: Any, ps: PolicySet, **derived: Any) -> None:
+        self.f = facts
+        self.ps = ps
+        self.d = derived
+        self._memo: dict[str, Any] = {}
+
+    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` at most once per decision (several rules share e.g. the next open time)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One guardrail. ``name`` is unique in its ruleset; ``rule_id`` is what reasons show."""
+
+    name: str
+    rule_id: str
+    outcome: Outcome
+    cond: c.Cond
+    explain: str
+    message: Callable[[Ctx], str]
+    approver: str | None = None
+    notify: tuple[str, ...] = ()
+    grants: bool = False
+    not_before: Callable[[Ctx], datetime] | None = None
+
+    def definition(self) -> dict[str, Any]:
+        return {"all": [{"m": self.cond}]}
+
+
+@dataclass
+class RuleBook:
+    """All rules of one policy set, by action type, plus what aggregation needs."""
+
+    ps: PolicySet
+    by_action: dict[ActionType, list[Rule]] = field(default_factory=dict)
+
+    @cached_property
+    def calendar(self) -> QuietCalendar:
+        return QuietCalendar(self.ps.quiet_hours)
+
+
+# --- small helpers ----------------------------------------------------------------------------
+
+
+def ceil_bps(part: int, whole: int) -> int:
+    """``part / whole`` in basis points, rounded up: 15.001 % is 1501, so a 1500 cap blocks it."""
+    return -((-part * 10_000) // whole)
+
+
+# Roles that are one function in an organisation read with "the"; Legal reads as a department.
+_DEFINITE = {"Controller"}
+_BARE = {"Legal"}
+_SPECIAL = {"Sales": "a Sales user"}
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+NOTIFY_LABELS = {"ar_team": "the A/R team", "legal": "Legal"}
+ACTION_PHRASES = {
+    ActionType.SEND_DRAFT: "send drafts",
+    ActionType.SEND_NUDGE: "send nudges",
+    ActionType.OFFER_PLAN: "offer payment plans",
+    ActionType.APPROVE_PLAN: "approve payment plans",
+    ActionType.GRANT_CREDIT: "grant credits and discounts",
+    ActionType.ESCALATE_DISPUTE: "escalate disputes",
+    ActionType.CHANGE_CADENCE: "change cadences",
+    ActionType.CHANGE_SEGMENT: "change segments",
+    ActionType.CHANGE_POLICY: "change the guardrail policy",
+    ActionType.ENABLE_AUTOPILOT: "enable Autopilot",
+    ActionType.SET_SENDING_MODE: "switch sending modes",
+}
+
+
+def _role_phrase(role: str) -> str:
+    """'the Controller', 'Legal', 'an Admin', 'a Collector'."""
+    if role in _SPECIAL:
+        return _SPECIAL[role]
+    if role in _DEFINITE:
+        return f"the {role}"
+    if role in _BARE:
+        return role
+    return f"{'an' if role[:1] in 'AEIOU' else 'a'} {role}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _or_above(role: str) -> str:
+    return f"{_role_phrase(role)} or above"
+
+
+def _labels(names: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(NOTIFY_LABELS.get(n, n) for n in names)
+
+
+def _money(ps: PolicySet, minor: int) -> str:
+    return format_money(minor, ps.currency)
+
+
+def _hours(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _ago(delta: timedelta) -> str:
+    secs = int(delta.total_seconds())
+    if secs < 0:
+        return "in the future (clock skew)"
+    if secs < 3600:
+        return f"{secs // 60} min ago"
+    return f"{secs / 3600:.1f} h ago"
+
+
+class ThreatScanner:
+    """Finds legal-threat phrases as whole words in the case-folded text.
+
+    A plain substring test screens first; the word-boundary regex runs only when some phrase's
+    first word occurs at all (most drafts contain none, and the regex costs ten times more).
+    """
+
+    def __init__(self, phrases: list[str]) -> None:
+        words = [" ".join(p.casefold().split()) for p in phrases]
+        self.firsts = sorted({w.split()[0] for w in words})
+        parts = sorted((r"\s+".join(map(re.escape, w.split())) for w in words), key=len)
+        self.regex = re.compile(r"\b(?:" + "|".join(reversed(parts)) + r")\b") if parts else None
+
+    def search(self, text: str) -> str | None:
+        """The first phrase found (as written in the case-folded text), or None."""
+        if self.regex is None:
+            return None
+        folded = text.casefold()
+        if not any(first in folded for first in self.firsts):
+            return None
+        match = self.regex.search(folded)
+        return match.group(0) if match else None
+
+
+# --- derivation: typed facts -> durable_rules payload ------------------------------------------
+
+
+def _derive_outreach(
+    f: SendDraftFacts | SendNudgeFacts, ps: PolicySet, p: Payload, d: dict[str, Any]
+) -> None:
+    tz = zone(f.contact.timezone)
+    now = f.now.astimezone(UTC)
+    loc = now.astimezone(tz)
+    today = loc.date()
+    d.update(tz=tz, now=now, loc=loc)
+    p["maint"] = f.maintenance
+    p["cron"] = f.cron_paused
+    p["opted_out"] = f.contact.opted_out
+    p["bounced"] = f.contact.bounced
+    p["consent"] = f.contact.consent
+    disputed = [i.number for i in f.invoices if i.disputed]
+    d["disputed"] = disputed
+    p["disputed"] = len(disputed)
+    # The contact's clock.
+    p["lmin"] = loc.hour * 60 + loc.minute
+    p["lwd"] = loc.weekday()
+    p["ldate"] = today.isoformat()
+    p["lday"] = today.toordinal()
+    # Cadence: touches inside the rolling window, and seconds since the latest touch.
+    window = timedelta(days=ps.cadence.window_days)
+    touches = sorted(t.astimezone(UTC) for t in f.touches)
+    in_window = [t for t in touches if t > now - window]
+    d["in_window"] = in_window
+    p["tiw"] = len(in_window)
+    if touches:
+        d["last"] = touches[-1]
+        p["sls"] = math.floor((now - touches[-1]).total_seconds())
+    # Promises on the invoices of this action: open ones pause until date + grace (inclusive, on
+    # the contact's calendar); missed ones, or open ones past their grace, resume the cadence.
+    numbers = {i.number for i in f.invoices}
+    open_ends: list[tuple[int, Any]] = []
+    missed: list[Any] = []
+    for pr in f.promises:
+        if not numbers.intersection(pr.invoice_numbers):
+            continue
+        grace = pr.grace_days if pr.grace_days is not None else ps.promises.default_grace_days
+        end = pr.promised_date + timedelta(days=grace)
+        if pr.status == "open":
+            open_ends.append((end.toordinal(), pr))
+        elif pr.status == "missed":
+            missed.append(pr)
+    if open_ends:
+        p["pend"] = max(e for e, _ in open_ends)
+        p["pend_min"] = min(e for e, _ in open_ends)
+    p["pmissed"] = bool(missed)
+    d["open_promises"] = open_ends
+    d["missed_promises"] = missed
+
+
+def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner) -> Ctx:
+    p: Payload = {"k": 1}
+    d: dict[str, Any] = {"payload": p}
+    _derive_outreach(f, ps, p, d)
+    p["org_shadow"] = f.org_shadow_mode
+    p["seg_shadow"] = f.segment_shadow_mode
+    p["ap_enabled"] = f.autopilot_enabled
+    if f.data_ready_score is not None:
+        p["score"] = f.data_ready_score
+    if f.sending_domain_verified is not None:
+        p["domain"] = f.sending_domain_verified
+    # Who approved this version: the most senior rank (the rule compares it with the reviewer
+    # minimum; unknown roles rank -1) and whether Legal is among them.
+    ranks = ps.access.roles
+    p["rev_rank"] = max((ranks.get(r, -1) for r in f.approved_by_roles), default=-1)
+    p["legal_ok"] = ps.content.legal_role in f.approved_by_roles
+    # Content against the ledger.
+    s, ledger = f.content, f.ledger
+    threat = scanner.search(s.body)
+    d["threat"] = threat
+    p["threat"] = threat is not None
+    p["stated_inv"] = len(s.invoice_numbers)
+    known_inv = set(ledger.invoice_numbers)
+    bad_inv = [n for n in s.invoice_numbers if n not in known_inv]
+    known_amt = {(m.amount_minor, m.currency) for m in ledger.amounts}
+    bad_amt = [m for m in s.amounts if (m.amount_minor, m.currency) not in known_amt]
+    known_dates = set(ledger.dates)
+    bad_dates = [x for x in s.dates if x not in known_dates]
+    d.update(bad_inv=bad_inv, bad_amt=bad_amt, bad_dates=bad_dates)
+    p["bad_inv"] = len(bad_inv)
+    p["bad_amt"] = len(bad_amt)
+    p["bad_date"] = len(bad_dates)
+    link = (s.pay_link or "").strip()
+    p["has_link"] = bool(link)
+    p["link_ok"] = bool(link) and link == (ledger.pay_link or "").strip()
+    return Ctx(f, ps, **d)
+
+
+def _derive_send_nudge(f: SendNudgeFacts, ps: PolicySet) -> Ctx:
+    p: Payload = {"k": 1, "role": f.actor_role, "tmpl": f.template_approved}
+    d: dict[str, Any] = {"payload": p}
+    _derive_outreach(f, ps, p, d)
+    now = d["now"]
+    scheduled = sorted(t.astimezone(UTC) for t in f.scheduled_autopilot_touches)
+    d["scheduled"] = scheduled
+    if scheduled:
+        nearest = min(scheduled, key=lambda s: abs(s - now))
+        d["nearest"] = nearest
+        p["sap"] = math.floor(abs((nearest - now).total_seconds()))
+    return Ctx(f, ps, **d)
+
+
+def _derive_plan(f: OfferPlanFacts | ApprovePlanFacts, ps: PolicySet) -> Ctx:
+    via = f.proposed_via if isinstance(f, OfferPlanFacts) else "staff"
+    role = f.actor_role or ""
+    p: Payload = {
+        "k": 1,
+        "via": via,
+        "role": role,
+        "total": f.total_minor,
+        "cur": f.currency,
+        "inst": f.installments,
+        "months": f.months,
+        "dbps": ceil_bps(f.discount_minor, f.total_minor),
+        "nst": f.non_standard_terms,
+        "legal_ok": f.legal_approved or role == ps.plans.legal_role,
+    }
+    if f.actor_limit_minor is not None:
+        p["ulim"] = f.actor_limit_minor
+    return Ctx(f, ps, payload=p)
+
+
+def _derive_credit(f: GrantCreditFacts, ps: PolicySet) -> Ctx:
+    p: Payload = {
+        "k": 1,
+        "role": f.actor_role,
+        "kind": f.kind,
+        "amt": f.amount_minor,
+        "cur": f.currency,
+        "bal": f.invoice_balance_minor,
+        "dbps": ceil_bps(f.amount_minor, f.invoice_amount_minor),
+    }
+    if f.actor_limit_minor is not None:
+        p["ulim"] = f.actor_limit_minor
+    return Ctx(f, ps, payload=p)
+
+
+def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
+    p: Payload = {"k": 1, "role": f.actor_role}
+    if isinstance(f, EscalateDisputeFacts):
+        p["status"] = f.dispute_status
+    elif isinstance(f, EnableAutopilotFacts):
+        p["score"] = f.data_ready_score
+        p["domain"] = f.sending_domain_verified
+    return Ctx(f, ps, payload=p)
+
+
+def derive(action: ActionType, facts: _Facts, ps: PolicySet, scanner: ThreatScanner) -> Ctx:
+    """The durable_rules payload (``ctx.d['payload']``) and message context for one action."""
+    if isinstance(facts, SendDraftFacts):
+        return _derive_send_draft(facts, ps, scanner)
+    if isinstance(facts, SendNudgeFacts):
+        return _derive_send_nudge(facts, ps)
+    if isinstance(facts, OfferPlanFacts | ApprovePlanFacts):
+        return _derive_plan(facts, ps)
+    if isinstance(facts, GrantCreditFacts):
+        return _derive_credit(facts, ps)
+    if isinstance(facts, ChangeFacts | EscalateDisputeFacts | EnableAutopilotFacts):
+        return _derive_actor(facts, ps)
+    if isinstance(facts, SetSendingModeFacts):
+        return _derive_actor(facts, ps)
+    raise TypeError(f"no derivation for {type(facts).__name__} ({action})")
+
+
+# --- the rules ----------------------------------------------------------------------------------
+
+
+def _access_rules(ps: PolicySet, action: ActionType, scope: c.Cond = c.ALWAYS) -> list[Rule]:
+    perm = ps.action_permissions[action]
+    matrix = ps.access
+    holders = matrix.roles_with(perm)
+    sentence = matrix.permissions[perm].rstrip(".").lower()
+    who = ", ".join(holders) if holders else "no role"
+    rules = [
+        Rule(
+            name="access.denied",
+            rule_id="access.denied",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(scope, c.none_of("role", holders)),
+            explain=f"Only roles with {perm} ({who}) may {ACTION_PHRASES[action]}.",
+            message=lambda x: (
+                f"{x.f.actor_role or 'This actor'} may not {ACTION_PHRASES[action]}: "
+                f"needs the {perm} permission ({sentence})"
+            ),
+        )
+    ]
+    if holders:
+        rules.append(
+            Rule(
+                name="access.granted",
+                rule_id="access.granted",
+                outcome=Outcome.ALLOW,
+                cond=c.all_of(scope, c.one_of("role", holders)),
+                explain=f"Roles with {perm} may {ACTION_PHRASES[action]}.",
+                message=lambda x: f"{x.f.actor_role} holds the {perm} permission",
+                grants=True,
+            )
+        )
+    return rules
+
+
+def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
+    qh = ps.quiet_hours
+    cad = ps.cadence
+    gap_secs = cad.min_gap_hours * 3600
+    window = timedelta(days=cad.window_days)
+    recheck = timedelta(minutes=ps.sending.pause_recheck_minutes)
+
+    def quiet_nb(x: Ctx) -> datetime:
+        opened: datetime = x.once("next_open", lambda: cal.next_open(x.d["now"], x.d["tz"]))
+        return opened
+
+    def quiet_msg(prefix: Callable[[Ctx], str]) -> Callable[[Ctx], str]:
+        return lambda x: (
+            f"{prefix(x)}: deferred to "
+            + x.once("next_open_text", lambda: describe_local(quiet_nb(x), x.d["tz"]))
+        )
+
+    def window_nb(x: Ctx) -> datetime:
+        in_window: list[datetime] = x.d["in_window"]
+        return in_window[len(in_window) - cad.max_touches] + window
+
+    def resume_nb(x: Ctx) -> datetime:
+        end = date.fromordinal(x.d["payload"]["pend"])
+        return start_of_local_day(end + timedelta(days=1), x.d["tz"])
+
+    def open_promise_msg(x: Ctx) -> str:
+        end = date.fromordinal(x.d["payload"]["pend"])
+        prs = [pr for e, pr in x.d["open_promises"] if e >= x.d["payload"]["lday"]]
+        dates = ", ".join(sorted({pr.promised_date.isoformat() for pr in prs}))
+        invs = ", ".join(sorted({n for pr in prs for n in pr.invoice_numbers}))
+        return (
+            f"Open promise-to-pay (due {dates}) covers {invs}: chasing paused through {end} "
+            f"(date plus grace), resumes {describe_local(resume_nb(x), x.d['tz'])}"
+        )
+
+    def missed_msg(x: Ctx) -> str:
+        lday = x.d["payload"]["lday"]
+        prs = list(x.d["missed_promises"]) + [pr for e, pr in x.d["open_promises"] if e < lday]
+        dates = ", ".join(sorted({pr.promised_date.isoformat() for pr in prs}))
+        return f"Promise-to-pay due {dates} was missed: the cadence resumes"
+
+    window_cond = None
+    if cal.has_window:
+        if cal.start > cal.end:
+            window_cond = c.any_of(c.gte("lmin", cal.start), c.lt("lmin", cal.end))
+        else:
+            window_cond = c.all_of(c.gte("lmin", cal.start), c.lt("lmin", cal.end))
+
+    rules = [
+        Rule(
+            name="contact.opted_out",
+            rule_id="contact.opted_out",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("opted_out", True),
+            explain="Contacts who opted out of a channel are never contacted on it.",
+            message=lambda x: f"Contact opted out of {x.f.channel}: not contacted",
+        ),
+        Rule(
+            name="contact.bounced",
+            rule_id="contact.bounced",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("bounced", True),
+            explain="Contacts whose address bounced are not contacted on that channel.",
+            message=lambda x: f"Contact's {x.f.channel} address bounced: not contacted",
+        ),
+        Rule(
+            name="contact.no_consent",
+            rule_id="contact.no_consent",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("consent", False),
+            explain="Contacts without consent for a channel are not contacted on it.",
+            message=lambda x: f"No consent to contact by {x.f.channel}: not contacted",
+        ),
+        Rule(
+            name="dispute.no_dunning",
+            rule_id="dispute.no_dunning",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("disputed", 0),
+            explain="Disputed invoices are never dunned: outreach goes to the dispute workflow.",
+            message=lambda x: (
+                f"Invoice {', '.join(x.d['disputed'])} is disputed: outreach blocked, route it "
+                "to the dispute workflow"
+            ),
+        ),
+        Rule(
+            name="sending.maintenance",
+            rule_id="sending.maintenance",
+            outcome=Outcome.DEFER,
+            cond=c.eq("maint", True),
+            explain=(
+                "While the maintenance toggle is on nothing leaves; the action is re-checked "
+                f"after {ps.sending.pause_recheck_minutes} minutes."
+            ),
+            message=lambda x: "Maintenance toggle is on: nothing leaves, re-checked later",
+            not_before=lambda x: x.d["now"] + recheck,
+        ),
+        Rule(
+            name="sending.cron_paused",
+            rule_id="sending.cron_paused",
+            outcome=Outcome.DEFER,
+            cond=c.eq("cron", True),
+            explain=(
+                "While the cron pause is on nothing leaves; the action is re-checked after "
+                f"{ps.sending.pause_recheck_minutes} minutes."
+            ),
+            message=lambda x: "Cron pause is on: nothing leaves, re-checked later",
+            not_before=lambda x: x.d["now"] + recheck,
+        ),
+        Rule(
+            name="cadence.max_touches",
+            rule_id="cadence.max_touches",
+            outcome=Outcome.DEFER,
+            cond=c.gte("tiw", cad.max_touches),
+            explain=(
+                f"At most {cad.max_touches} touches per contact in any rolling "
+                f"{cad.window_days} days."
+            ),
+            message=lambda x: (
+                f"{len(x.d['in_window'])} touches in the last {cad.window_days} days "
+                f"(at most {cad.max_touches}): not before "
+                f"{describe_local(window_nb(x), x.d['tz'])}"
+            ),
+            not_before=window_nb,
+        ),
+        Rule(
+            name="cadence.min_gap",
+            rule_id="cadence.min_gap",
+            outcome=Outcome.DEFER,
+            cond=c.all_of(c.present("sls"), c.lt("sls", gap_secs)),
+            explain=f"At least {cad.min_gap_hours} hours between two touches to a contact.",
+            message=lambda x: (
+                f"Last touch {_ago(x.d['now'] - x.d['last'])} (minimum gap "
+                f"{_hours(gap_secs)}): not before "
+                f"{describe_local(x.d['last'] + timedelta(seconds=gap_secs), x.d['tz'])}"
+            ),
+            not_before=lambda x: x.d["last"] + timedelta(seconds=gap_secs),
+        ),
+        Rule(
+            name="promise.open",
+            rule_id="promise.open",
+            outcome=Outcome.DEFER,
+            cond=c.all_of(c.present("pend"), c.lte("lday", c.ref("pend"))),
+            explain=(
+                "An open promise-to-pay pauses chasing of its invoices until its date plus "
+                f"the grace period ({ps.promises.default_grace_days} days unless the promise "
+                "says otherwise)."
+            ),
+            message=open_promise_msg,
+            not_before=resume_nb,
+        ),
+        Rule(
+            name="promise.missed",
+            rule_id="promise.missed",
+            outcome=Outcome.ALLOW,
+            cond=c.any_of(
+                c.eq("pmissed", True),
+                c.all_of(c.present("pend_min"), c.gt("lday", c.ref("pend_min"))),
+            ),
+            explain="A missed promise (or one past its grace) resumes the cadence.",
+            message=missed_msg,
+        ),
+    ]
+    if window_cond is not None:
+        rules.append(
+            Rule(
+                name="quiet_hours.window",
+                rule_id="quiet_hours.window",
+                outcome=Outcome.DEFER,
+                cond=window_cond,
+                explain=(
+                    f"No outreach between {qh.start} and {qh.end} on the contact's own clock; "
+                    "deferred to the next allowed moment."
+                ),
+                message=quiet_msg(
+                    lambda x: (
+                        f"Quiet hours {qh.start}-{qh.end} for the contact "
+                        f"({x.d['loc'].hour:02d}:{x.d['loc'].minute:02d} {x.d['tz'].key})"
+                    )
+                ),
+                not_before=quiet_nb,
+            )
+        )
+    if qh.weekend_days:
+        names = ", ".join(d.value.capitalize() for d in qh.weekend_days)
+        rules.append(
+            Rule(
+                name="quiet_hours.weekend",
+                rule_id="quiet_hours.weekend",
+                outcome=Outcome.DEFER,
+                cond=c.one_of("lwd", sorted(qh.weekend_indexes)),
+                explain=f"No outreach on weekend days ({names}) in the contact's time zone.",
+                message=quiet_msg(
+                    lambda x: (
+                        f"{DAY_NAMES[x.d['loc'].weekday()]} for the contact ({x.d['tz'].key}) "
+                        "is a weekend day"
+                    )
+                ),
+                not_before=quiet_nb,
+            )
+        )
+    if qh.holidays:
+        rules.append(
+            Rule(
+                name="quiet_hours.holiday",
+                rule_id="quiet_hours.holiday",
+                outcome=Outcome.DEFER,
+                cond=c.one_of("ldate", sorted({h.isoformat() for h in qh.holidays})),
+                explain=(
+                    f"No outreach on the {len(qh.holidays)} listed holidays in the contact's "
+                    "time zone."
+                ),
+                message=quiet_msg(
+                    lambda x: f"{x.d['loc'].date().isoformat()} is a holiday for the contact"
+                ),
+                not_before=quiet_nb,
+            )
+        )
+    return rules
+
+
+def _send_draft_rules(ps: PolicySet) -> list[Rule]:
+    matrix = ps.access
+    min_role = ps.shadow_mode.reviewer_min_role
+    min_rank = matrix.rank(min_role)
+    legal = ps.content.legal_role
+    threshold = ps.autopilot.data_ready_threshold
+    unreviewed = c.lt("rev_rank", min_rank)
+    reviewed = c.gte("rev_rank", min_rank)
+    no_shadow = c.all_of(c.eq("org_shadow", False), c.eq("seg_shadow", False))
+    autopilot_path = c.all_of(unreviewed, no_shadow)
+    review = f"{_or_above(min_role)} must review this draft"
+
+    def shadow_msg(x: Ctx) -> str:
+        f: SendDraftFacts = x.f
+        where = []
+        if f.org_shadow_mode:
+            where.append("the organisation")
+        if f.segment_shadow_mode:
+            where.append(f"segment {f.segment!r}")
+        return f"Shadow Mode is on for {' and '.join(where)}: {review}"
+
+    rules = [
+        Rule(
+            name="shadow.review_required",
+            rule_id="shadow.review_required",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(unreviewed, c.any_of(c.eq("org_shadow", True), c.eq("seg_shadow", True))),
+            explain=(
+                "While the organisation or the segment is in Shadow Mode every outbound draft "
+                f"needs human review by {_or_above(min_role)}, whatever else allows it."
+            ),
+            message=shadow_msg,
+            approver=min_role,
+        ),
+        Rule(
+            name="review.approved",
+            rule_id="review.approved",
+            outcome=Outcome.ALLOW,
+            cond=reviewed,
+            explain=f"A draft approved by {_or_above(min_role)} may be sent.",
+            message=lambda x: (
+                "Approved in human review by "
+                + ", ".join(r for r in x.f.approved_by_roles if matrix.at_least(r, min_role))
+            ),
+            grants=True,
+        ),
+        Rule(
+            name="autopilot.not_enabled",
+            rule_id="autopilot.not_enabled",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(autopilot_path, c.eq("ap_enabled", False)),
+            explain="Autopilot sends only for segments where it is enabled; else a human reviews.",
+            message=lambda x: f"Autopilot is not enabled for segment {x.f.segment!r}: {review}",
+            approver=min_role,
+        ),
+        Rule(
+            name="autopilot.not_data_ready",
+            rule_id="autopilot.not_data_ready",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(autopilot_path, c.present("score"), c.lt("score", threshold)),
+            explain=f"Autopilot sends only while the organisation is Data-Ready (>= {threshold}).",
+            message=lambda x: (
+                f"Data-Ready score {x.f.data_ready_score} is below {threshold}: Autopilot may not "
+                f"send; {review}"
+            ),
+            approver=min_role,
+        ),
+        Rule(
+            name="autopilot.domain_unverified",
+            rule_id="autopilot.domain_unverified",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(autopilot_path, c.eq("domain", False)),
+            explain="Autopilot sends only from a verified sending domain.",
+            message=lambda x: f"Sending domain is not verified: Autopilot may not send; {review}",
+            approver=min_role,
+        ),
+        Rule(
+            name="autopilot.score_missing",
+            rule_id="facts.missing",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(autopilot_path, c.absent("score")),
+            explain="Autopilot without a Data-Ready score is blocked (fail closed).",
+            message=lambda x: (
+                "Missing fact data_ready_score, needed by autopilot.not_data_ready: blocked "
+                "(fail closed)"
+            ),
+        ),
+        Rule(
+            name="autopilot.domain_missing",
+            rule_id="facts.missing",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(autopilot_path, c.absent("domain")),
+            explain="Autopilot without the sending-domain status is blocked (fail closed).",
+            message=lambda x: (
+                "Missing fact sending_domain_verified, needed by autopilot.domain_unverified: "
+                "blocked (fail closed)"
+            ),
+        ),
+        Rule(
+            name="autopilot.allowed",
+            rule_id="autopilot.allowed",
+            outcome=Outcome.ALLOW,
+            cond=c.all_of(
+                autopilot_path,
+                c.eq("ap_enabled", True),
+                c.gte("score", threshold),
+                c.eq("domain", True),
+            ),
+            explain=(
+                "Autopilot may send when it is enabled for the segment, the organisation is "
+                f"Data-Ready (>= {threshold}), the sending domain is verified and neither Shadow "
+                "Mode, the maintenance toggle nor the cron pause is on."
+            ),
+            message=lambda x: (
+                f"Autopilot may send: segment {x.f.segment!r} enabled, Data-Ready "
+                f"{x.f.data_ready_score} >= {threshold}, sending domain verified"
+            ),
+            grants=True,
+        ),
+        Rule(
+            name="content.legal_threat",
+            rule_id="content.legal_threat",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(c.eq("threat", True), c.eq("legal_ok", False)),
+            explain=(
+                f"A draft with legal-threat language ({len(ps.content.legal_threat_phrases)} "
+                f"listed phrases) needs {legal} approval."
+            ),
+            message=lambda x: (
+                f"Draft contains legal-threat language ({x.d['threat']!r}): "
+                f"{legal} approval required"
+            ),
+            approver=legal,
+        ),
+        Rule(
+            name="content.missing_invoice_reference",
+            rule_id="content.missing_invoice_reference",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("stated_inv", 0),
+            explain="A draft without an invoice reference is blocked.",
+            message=lambda x: "Draft does not reference an invoice number: blocked",
+        ),
+        Rule(
+            name="content.missing_pay_link",
+            rule_id="content.missing_pay_link",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("has_link", False),
+            explain="A draft without a pay link is blocked.",
+            message=lambda x: "Draft has no pay link: blocked",
+        ),
+        Rule(
+            name="content.invoice_mismatch",
+            rule_id="content.invoice_mismatch",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("bad_inv", 0),
+            explain="A draft stating an invoice number the ledger does not have is blocked.",
+            message=lambda x: (
+                f"Draft states invoice {', '.join(x.d['bad_inv'])}, not in the ledger: blocked"
+            ),
+        ),
+        Rule(
+            name="content.amount_mismatch",
+            rule_id="content.amount_mismatch",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("bad_amt", 0),
+            explain="A draft stating an amount that differs from the ledger is blocked.",
+            message=lambda x: (
+                "Draft states "
+                + ", ".join(format_money(m.amount_minor, m.currency) for m in x.d["bad_amt"])
+                + ", which the ledger does not show: blocked"
+            ),
+        ),
+        Rule(
+            name="content.date_mismatch",
+            rule_id="content.date_mismatch",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("bad_date", 0),
+            explain="A draft stating a date that differs from the ledger is blocked.",
+            message=lambda x: (
+                "Draft states "
+                + ", ".join(dt.isoformat() for dt in x.d["bad_dates"])
+                + ", which the ledger does not show: blocked"
+            ),
+        ),
+        Rule(
+            name="content.pay_link_mismatch",
+            rule_id="content.pay_link_mismatch",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(c.eq("has_link", True), c.eq("link_ok", False)),
+            explain="A draft whose pay link differs from the ledger's is blocked.",
+            message=lambda x: "Draft's pay link differs from the ledger's: blocked",
+        ),
+    ]
+    return rules
+
+
+def _send_nudge_rules(ps: PolicySet) -> list[Rule]:
+    gap = timedelta(hours=ps.nudges.min_gap_to_autopilot_hours)
+    gap_secs = int(gap.total_seconds())
+    notify = tuple(ps.nudges.notify)
+    rules = _access_rules(ps, ActionType.SEND_NUDGE)
+    rules += [
+        Rule(
+            name="nudge.template_not_approved",
+            rule_id="nudge.template_not_approved",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("tmpl", False),
+            explain="Nudges use pre-approved templates only.",
+            message=lambda x: "Nudge template is not pre-approved: blocked",
+        ),
+        Rule(
+            name="nudge.autopilot_too_close",
+            rule_id="nudge.autopilot_too_close",
+            outcome=Outcome.DEFER,
+            cond=c.all_of(c.present("sap"), c.lt("sap", gap_secs)),
+            explain=(
+                "A nudge never overrides Autopilot sequencing: within "
+                f"{ps.nudges.min_gap_to_autopilot_hours} hours of a scheduled Autopilot touch it "
+                "is deferred until that long after it."
+            ),
+            message=lambda x: (
+                f"Autopilot touch scheduled {describe_local(x.d['nearest'], x.d['tz'])}, within "
+                f"{_hours(gap_secs)}: nudge deferred to "
+                f"{describe_local(clear_of(x.d['now'], x.d['scheduled'], gap), x.d['tz'])}"
+            ),
+            not_before=lambda x: clear_of(x.d["now"], x.d["scheduled"], gap),
+        ),
+    ]
+    if notify:
+        rules.append(
+            Rule(
+                name="nudge.notify",
+                rule_id="nudge.notify",
+                outcome=Outcome.ALLOW,
+                cond=c.ALWAYS,
+                explain=f"Every nudge, whatever its outcome, is reported to {_labels(notify)}.",
+                message=lambda x: f"Notified of this nudge: {_labels(notify)}",
+                notify=notify,
+            )
+        )
+    return rules
+
+
+def _over_limit_message(
+    ps: PolicySet, noun: str, role: str, limit: int, amount: Callable[[Ctx], int], escalation: str
+) -> Callable[[Ctx], str]:
+    def message(x: Ctx) -> str:
+        return (
+            f"{_cap(noun)} of {_money(ps, amount(x))} exceeds the {role} limit of "
+            f"{_money(ps, limit)}: {escalation} approval required"
+        )
+
+    return message
+
+
+def _within_limit_message(
+    ps: PolicySet, noun: str, role: str, limit: int, amount: Callable[[Ctx], int]
+) -> Callable[[Ctx], str]:
+    def message(x: Ctx) -> str:
+        within = f"is within the {role} limit of {_money(ps, limit)}"
+        return f"{_cap(noun)} of {_money(ps, amount(x))} {within}"
+
+    return message
+
+
+def _limit_rules(
+    ps: PolicySet,
+    prefix: str,
+    noun: str,
+    plural: str,
+    verb: str,
+    limits: dict[str, int],
+    amount_field: str,
+    escalation: str,
+    scope: c.Cond,
+) -> list[Rule]:
+    """Per-role limit rules compiled from the limits table (absent roles have a limit of 0)."""
+    matrix = ps.access
+    rules: list[Rule] = []
+    boss = _role_phrase(escalation)
+
+    def amount(x: Ctx) -> int:
+        return int(x.d["payload"][amount_field])
+
+    for role in matrix.roles:
+        limit = limits.get(role, 0)
+        is_role = c.all_of(scope, c.eq("role", role))
+        if limit:
+            above = f"another {escalation}" if role == escalation else boss
+            sentence = (
+                f"{_cap(_role_phrase(role))} may {verb} {plural} up to {_money(ps, limit)} alone; "
+                f"above that {above} must approve."
+            )
+        else:
+            sentence = f"Every {noun} {_role_phrase(role)} {verb}s needs {boss}'s approval."
+        rules.append(
+            Rule(
+                name=f"{prefix}.above_role_limit[{role}]",
+                rule_id=f"{prefix}.above_role_limit",
+                outcome=Outcome.NEEDS_APPROVAL,
+                cond=c.all_of(is_role, c.gt(amount_field, limit)),
+                explain=sentence,
+                message=_over_limit_message(ps, noun, role, limit, amount, escalation),
+                approver=escalation,
+            )
+        )
+        rules.append(
+            Rule(
+                name=f"{prefix}.within_limit[{role}]",
+                rule_id=f"{prefix}.within_limit",
+                outcome=Outcome.ALLOW,
+                cond=c.all_of(
+                    is_role,
+                    c.lte(amount_field, limit),
+                    c.any_of(c.absent("ulim"), c.lte(amount_field, c.ref("ulim"))),
+                ),
+                explain=sentence,
+                message=_within_limit_message(ps, noun, role, limit, amount),
+            )
+        )
+    rules.append(
+        Rule(
+            name=f"{prefix}.above_role_limit[unknown]",
+            rule_id=f"{prefix}.above_role_limit",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(scope, c.none_of("role", list(matrix.roles))),
+            explain=f"Every {noun} by a role the access matrix does not know needs {boss}.",
+            message=lambda x: (
+                f"Unknown role {x.d['payload']['role']!r} has no {noun} limit: {escalation} "
+                "approval required"
+            ),
+            approver=escalation,
+        )
+    )
+    rules.append(
+        Rule(
+            name=f"{prefix}.above_user_limit",
+            rule_id=f"{prefix}.above_user_limit",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(scope, c.present("ulim"), c.gt(amount_field, c.ref("ulim"))),
+            explain=f"A user's own limit, when lower than their role's, also applies to {plural}.",
+            message=lambda x: (
+                f"{_cap(noun)} of {_money(ps, amount(x))} exceeds this user's limit of "
+                f"{_money(ps, x.d['payload']['ulim'])}: {escalation} approval required"
+            ),
+            approver=escalation,
+        )
+    )
+    return rules
+
+
+def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
+    pl = ps.plans
+    staff = c.eq("via", "staff")
+    rules = _access_rules(ps, action, scope=staff)
+    verb = "offer" if action is ActionType.OFFER_PLAN else "approve"
+    rules += _limit_rules(
+        ps,
+        "plan",
+        "plan",
+        "payment plans",
+        verb,
+        ps.approval_limits,
+        "total",
+        pl.escalation_role,
+        scope=staff,
+    )
+    threshold = _money(ps, pl.controller_above_minor)
+    rules += [
+        Rule(
+            name="plan.currency",
+            rule_id="plan.currency",
+            outcome=Outcome.BLOCK,
+            cond=c.ne("cur", ps.currency),
+            explain=f"Plans must be in {ps.currency}, the currency the limits are set in.",
+            message=lambda x: (
+                f"Plan currency {x.f.currency} is not {ps.currency}, the currency of the limits: "
+                "blocked"
+            ),
+        ),
+        Rule(
+            name="plan.max_installments",
+            rule_id="plan.max_installments",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("inst", pl.max_installments),
+            explain=f"Plans of more than {pl.max_installments} installments are blocked.",
+            message=lambda x: (
+                f"Plan has {x.f.installments} installments (at most {pl.max_installments}): blocked"
+            ),
+        ),
+        Rule(
+            name="plan.max_months",
+            rule_id="plan.max_months",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("months", pl.max_months),
+            explain=f"Plans longer than {pl.max_months} months are blocked.",
+            message=lambda x: f"Plan runs {x.f.months} months (at most {pl.max_months}): blocked",
+        ),
+        Rule(
+            name="plan.max_discount",
+            rule_id="plan.max_discount",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("dbps", pl.max_discount_bps),
+            explain=f"Plans discounting more than {format_bps(pl.max_discount_bps)} are blocked.",
+            message=lambda x: (
+                f"Plan discount of {format_bps(x.d['payload']['dbps'])} exceeds "
+                f"{format_bps(pl.max_discount_bps)}: blocked"
+            ),
+        ),
+        Rule(
+            name="plan.above_controller_threshold",
+            rule_id="plan.above_controller_threshold",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(
+                c.gt("total", pl.controller_above_minor), c.ne("role", pl.escalation_role)
+            ),
+            explain=f"Plans above {threshold} always need {_role_phrase(pl.escalation_role)}.",
+            message=lambda x: f"Plan exceeds {threshold}: {pl.escalation_role} approval required",
+            approver=pl.escalation_role,
+        ),
+        Rule(
+            name="plan.non_standard_terms",
+            rule_id="plan.non_standard_terms",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(c.eq("nst", True), c.eq("legal_ok", False)),
+            explain=f"Plans with non-standard legal terms need {pl.legal_role} approval.",
+            message=lambda x: (
+                f"Plan has non-standard legal terms: {pl.legal_role} approval required"
+            ),
+            approver=pl.legal_role,
+        ),
+    ]
+    if action is ActionType.OFFER_PLAN:
+        rules.append(
+            Rule(
+                name="plan.portal_proposal",
+                rule_id="plan.portal_proposal",
+                outcome=Outcome.NEEDS_APPROVAL,
+                cond=c.eq("via", "portal"),
+                explain=(
+                    "A plan the payer proposes in the mini-portal needs "
+                    f"{_or_above(pl.portal_approver_role)} before the customer sees it as agreed."
+                ),
+                message=lambda x: (
+                    "Plan proposed by the payer in the mini-portal: "
+                    f"{pl.portal_approver_role} approval required"
+                ),
+                approver=pl.portal_approver_role,
+            )
+        )
+    return rules
+
+
+def _credit_rules(ps: PolicySet) -> list[Rule]:
+    cr = ps.credits
+    rules = _access_rules(ps, ActionType.GRANT_CREDIT)
+    rules += _limit_rules(
+        ps,
+        "credit",
+        "credit",
+        "credits and discounts",
+        "grant",
+        ps.credit_limits,
+        "amt",
+        cr.escalation_role,
+        scope=c.ALWAYS,
+    )
+    rules += [
+        Rule(
+            name="credit.currency",
+            rule_id="credit.currency",
+            outcome=Outcome.BLOCK,
+            cond=c.ne("cur", ps.currency),
+            explain=f"Credits and discounts must be in {ps.currency}, the currency of the limits.",
+            message=lambda x: f"Credit currency {x.f.currency} is not {ps.currency}: blocked",
+        ),
+        Rule(
+            name="credit.exceeds_balance",
+            rule_id="credit.exceeds_balance",
+            outcome=Outcome.BLOCK,
+            cond=c.gt("amt", c.ref("bal")),
+            explain="A credit or discount larger than the invoice's open balance is blocked.",
+            message=lambda x: (
+                f"{x.f.kind.capitalize()} of {format_money(x.f.amount_minor, x.f.currency)} "
+                "exceeds the open balance of "
+                f"{format_money(x.f.invoice_balance_minor, x.f.currency)}: blocked"
+            ),
+        ),
+        Rule(
+            name="credit.max_discount",
+            rule_id="credit.max_discount",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(c.eq("kind", "discount"), c.gt("dbps", cr.max_discount_bps)),
+            explain=f"Discounts above {format_bps(cr.max_discount_bps)} of an invoice are blocked.",
+            message=lambda x: (
+                f"Discount of {format_bps(x.d['payload']['dbps'])} of the invoice exceeds "
+                f"{format_bps(cr.max_discount_bps)}: blocked"
+            ),
+        ),
+    ]
+    return rules
+
+
+def _dispute_rules(ps: PolicySet) -> list[Rule]:
+    rules = _access_rules(ps, ActionType.ESCALATE_DISPUTE)
+    rules += [
+        Rule(
+            name="dispute.closed",
+            rule_id="dispute.closed",
+            outcome=Outcome.BLOCK,
+            cond=c.one_of("status", ["resolved_credit", "rejected"]),
+            explain="A resolved or rejected dispute cannot be escalated.",
+            message=lambda x: (
+                f"Dispute is {x.f.dispute_status.replace('_', ' ')}: nothing to escalate"
+            ),
+        ),
+        Rule(
+            name="dispute.already_escalated",
+            rule_id="dispute.already_escalated",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("status", "escalated_legal"),
+            explain="A dispute already with Legal is not escalated twice.",
+            message=lambda x: "Dispute is already escalated to Legal",
+        ),
+        Rule(
+            name="dispute.escalation_notice",
+            rule_id="dispute.escalation_notice",
+            outcome=Outcome.ALLOW,
+            cond=c.one_of("status", ["open", "investigating", "awaiting_customer"]),
+            explain="Legal is notified of every dispute escalation it can take.",
+            message=lambda x: "Legal is notified of the escalation",
+            notify=("legal",),
+        ),
+    ]
+    return rules
+
+
+def _enable_autopilot_rules(ps: PolicySet) -> list[Rule]:
+    threshold = ps.autopilot.data_ready_threshold
+    rules = _access_rules(ps, ActionType.ENABLE_AUTOPILOT)
+    rules += [
+        Rule(
+            name="autopilot.enable_not_data_ready",
+            rule_id="autopilot.enable_not_data_ready",
+            outcome=Outcome.BLOCK,
+            cond=c.lt("score", threshold),
+            explain=f"Autopilot can be enabled only while Data-Ready (score >= {threshold}).",
+            message=lambda x: (
+                f"Data-Ready score {x.f.data_ready_score} is below {threshold}: Autopilot cannot "
+                f"be enabled for {x.f.segment!r}"
+            ),
+        ),
+        Rule(
+            name="autopilot.enable_domain_unverified",
+            rule_id="autopilot.enable_domain_unverified",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("domain", False),
+            explain="Autopilot can be enabled only with a verified sending domain.",
+            message=lambda x: (
+                f"Sending domain is not verified: Autopilot cannot be enabled for {x.f.segment!r}"
+            ),
+        ),
+    ]
+    return rules
+
+
+def build(ps: PolicySet) -> RuleBook:
+    """Compile every rule of ``ps``, grouped by the action type it guards."""
+    book = RuleBook(ps)
+    outreach = _outreach_rules(ps, book.calendar)
+    book.by_action = {
+        ActionType.SEND_DRAFT: outreach + _send_draft_rules(ps),
+        ActionType.SEND_NUDGE: outreach + _send_nudge_rules(ps),
+        ActionType.OFFER_PLAN: _plan_rules(ps, ActionType.OFFER_PLAN),
+        ActionType.APPROVE_PLAN: _plan_rules(ps, ActionType.APPROVE_PLAN),
+        ActionType.GRANT_CREDIT: _credit_rules(ps),
+        ActionType.ESCALATE_DISPUTE: _dispute_rules(ps),
+        ActionType.CHANGE_CADENCE: _access_rules(ps, ActionType.CHANGE_CADENCE),
+        ActionType.CHANGE_SEGMENT: _access_rules(ps, ActionType.CHANGE_SEGMENT),
+        ActionType.CHANGE_POLICY: _access_rules(ps, ActionType.CHANGE_POLICY),
+        ActionType.ENABLE_AUTOPILOT: _enable_autopilot_rules(ps),
+        ActionType.SET_SENDING_MODE: _access_rules(ps, ActionType.SET_SENDING_MODE),
+    }
+    for action, rules in book.by_action.items():
+        names = [r.name for r in rules]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise AssertionError(f"duplicate rule names {dupes} for {action}")
+    return book

@@ -1,0 +1,488 @@
+"""An independent, plain-Python reading of the guardrails, for the differential test.
+
+Written from the rule descriptions (README), not from the engine: it works on the raw JSON facts
+(no fact models, no payload derivation, no durable_rules), reads the access matrix straight from
+``access.yaml``, and finds the next allowed moment by a different algorithm (enumerate every instant
+at which the calendar can open - local midnights, quiet-hour boundaries in both folds, DST
+transitions found by scanning offsets - and take the first feasible one) rather than the engine's
+forward jumps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from policies.policy_set import PolicySet
+
+WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+PRECEDENCE = {"allow": 0, "defer": 1, "needs_approval": 2, "block": 3}
+
+
+def _access() -> dict[str, Any]:
+    text = resources.files("policies").joinpath("access.yaml").read_text(encoding="utf-8")
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
+ACCESS = _access()
+RANKS: dict[str, int] = ACCESS["roles"]
+GRANTS: dict[str, list[str]] = ACCESS["grants"]
+
+
+@dataclass
+class Expected:
+    outcome: str
+    rule_ids: list[str]
+    not_before: datetime | None = None
+    approver_roles: list[str] = field(default_factory=list)
+    notify: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _R:
+    rule_id: str
+    outcome: str
+    not_before: datetime | None = None
+    approver: str | None = None
+    grants: bool = False
+    notify: tuple[str, ...] = ()
+
+
+def _dt(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _d(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+# --- the calendar ---------------------------------------------------------------------------------
+
+
+def _hm(text: str) -> tuple[int, int]:
+    h, m = text.split(":")
+    return int(h), int(m)
+
+
+def _closed_reasons(t: datetime, tz: ZoneInfo, ps: PolicySet) -> set[str]:
+    """Which quiet-hour rules hold at instant ``t`` on the contact's clock."""
+    qh = ps.quiet_hours
+    loc = t.astimezone(tz)
+    out = set()
+    if WEEKDAYS[loc.weekday()] in [w.value for w in qh.weekend_days]:
+        out.add("quiet_hours.weekend")
+    if loc.date() in set(qh.holidays):
+        out.add("quiet_hours.holiday")
+    sh, sm = _hm(qh.start)
+    eh, em = _hm(qh.end)
+    now_hm = (loc.hour, loc.minute)
+    if (sh, sm) != (eh, em):
+        if (sh, sm) > (eh, em):
+            inside = now_hm >= (sh, sm) or now_hm < (eh, em)
+        else:
+            inside = (sh, sm) <= now_hm < (eh, em)
+        if inside:
+            out.add("quiet_hours.window")
+    return out
+
+
+_SPAN = (datetime(2024, 6, 1, tzinfo=UTC), datetime(2028, 12, 31, tzinfo=UTC))
+
+
+def _transitions(tz: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """Instants in [start, end] where the zone's UTC offset changes."""
+    assert _SPAN[0] <= start and end <= _SPAN[1], "reference calendar span exceeded"
+    return [t for t in _zone_transitions(tz.key) if start <= t <= end]
+
+
+@lru_cache(maxsize=64)
+def _zone_transitions(key: str) -> list[datetime]:
+    """Every offset change of zone ``key`` in the span (hourly scan, then bisect to the second)."""
+    tz = ZoneInfo(key)
+    start, end = _SPAN
+    found = []
+    t = start
+    prev = t.astimezone(tz).utcoffset()
+    while t < end:
+        nxt = t + timedelta(hours=1)
+        off = nxt.astimezone(tz).utcoffset()
+        if off != prev:
+            lo, hi = t, nxt
+            while hi - lo > timedelta(seconds=1):
+                mid = (lo + (hi - lo) / 2).replace(microsecond=0)
+                if mid.astimezone(tz).utcoffset() == prev:
+                    lo = mid
+                else:
+                    hi = mid
+            found.append(hi)
+        prev, t = off, nxt
+    return found
+
+
+def _earliest_allowed(
+    lower: datetime,
+    tz: ZoneInfo,
+    ps: PolicySet,
+    scheduled: list[datetime],
+    gap: timedelta,
+    horizon_days: int = 60,
+) -> datetime:
+    qh = ps.quiet_hours
+    candidates = {lower}
+    first = lower.astimezone(tz).date()
+    walls = {time(0, 0), time(*_hm(qh.start)), time(*_hm(qh.end))}
+    for k in range(-1, horizon_days):
+        day = first + timedelta(days=k)
+        for wall in walls:
+            for fold in (0, 1):
+                candidates.add(
+                    datetime.combine(day, wall, tzinfo=tz).replace(fold=fold).astimezone(UTC)
+                )
+    candidates.update(
+        _transitions(tz, lower - timedelta(days=1), lower + timedelta(days=horizon_days))
+    )
+    candidates.update(s + gap for s in scheduled)
+    for cand in sorted(x for x in candidates if x >= lower):
+        if _closed_reasons(cand, tz, ps):
+            continue
+        if gap > timedelta(0) and any(abs(cand - s) < gap for s in scheduled):
+            continue
+        return cand
+    raise AssertionError("reference found no allowed moment within the horizon")
+
+
+def _clear_of(t: datetime, scheduled: list[datetime], gap: timedelta) -> datetime:
+    """Earliest instant >= t at least ``gap`` from every scheduled touch (candidate search)."""
+    if gap <= timedelta(0):
+        return t
+    for cand in sorted({t, *(s + gap for s in scheduled)}):
+        if cand >= t and all(abs(cand - s) >= gap for s in scheduled):
+            return cand
+    raise AssertionError("unreachable")
+
+
+def _start_of_day(d: date, tz: ZoneInfo) -> datetime:
+    """First instant whose local date is ``d``: search the midnights and the day's transitions."""
+    cands = [
+        datetime.combine(d, time(0, 0), tzinfo=tz).replace(fold=f).astimezone(UTC) for f in (0, 1)
+    ]
+    base = min(cands)
+    cands += _transitions(tz, base - timedelta(hours=3), base + timedelta(hours=3))
+    good = [c for c in cands if c.astimezone(tz).date() == d]
+    # Also the instant right after a transition into the day is covered by the transition list.
+    return min(good)
+
+
+# --- rules ----------------------------------------------------------------------------------------
+
+
+def _has_perm(role: str | None, perm: str) -> bool:
+    return role is not None and perm in GRANTS.get(role, [])
+
+
+def _access_rules(ps: PolicySet, action: str, role: str | None) -> list[_R]:
+    perm = ps.action_permissions[action]  # type: ignore[index]
+    if _has_perm(role, perm):
+        return [_R("access.granted", "allow", grants=True)]
+    return [_R("access.denied", "block")]
+
+
+def _word_char(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def _contains_phrase(text: str, phrase: str) -> bool:
+    hay = text.casefold()
+    words = phrase.casefold().split()
+    # Walk every occurrence of the first word, then match the rest across whitespace runs.
+    start = 0
+    while True:
+        i = hay.find(words[0], start)
+        if i < 0:
+            return False
+        start = i + 1
+        if i > 0 and _word_char(hay[i - 1]):
+            continue
+        j = i + len(words[0])
+        ok = True
+        for w in words[1:]:
+            k = j
+            while k < len(hay) and hay[k].isspace():
+                k += 1
+            if k == j or not hay.startswith(w, k):
+                ok = False
+                break
+            j = k + len(w)
+        if ok and (j == len(hay) or not _word_char(hay[j])):
+            return True
+
+
+def _outreach(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
+    tz = ZoneInfo(f["contact"]["timezone"])
+    now = _dt(f["now"])
+    out: list[_R] = []
+    if f["contact"]["opted_out"]:
+        out.append(_R("contact.opted_out", "block"))
+    if f["contact"]["bounced"]:
+        out.append(_R("contact.bounced", "block"))
+    if not f["contact"]["consent"]:
+        out.append(_R("contact.no_consent", "block"))
+    if any(i["disputed"] for i in f["invoices"]):
+        out.append(_R("dispute.no_dunning", "block"))
+    recheck = now + timedelta(minutes=ps.sending.pause_recheck_minutes)
+    if f["maintenance"]:
+        out.append(_R("sending.maintenance", "defer", recheck))
+    if f["cron_paused"]:
+        out.append(_R("sending.cron_paused", "defer", recheck))
+    closed = _closed_reasons(now, tz, ps)
+    if closed:
+        opens = _earliest_allowed(now, tz, ps, [], timedelta(0))
+        for rid in sorted(closed):
+            out.append(_R(rid, "defer", opens))
+    touches = sorted(_dt(t) for t in f["touches"])
+    window = timedelta(days=ps.cadence.window_days)
+    recent = [t for t in touches if now - t < window]
+    n = ps.cadence.max_touches
+    if len(recent) >= n:
+        out.append(_R("cadence.max_touches", "defer", recent[len(recent) - n] + window))
+    gap = timedelta(hours=ps.cadence.min_gap_hours)
+    if touches and now - touches[-1] < gap:
+        out.append(_R("cadence.min_gap", "defer", touches[-1] + gap))
+    today = now.astimezone(tz).date()
+    mine = {i["number"] for i in f["invoices"]}
+    paused_until: date | None = None
+    missed = False
+    for p in f["promises"]:
+        if not mine & set(p["invoice_numbers"]):
+            continue
+        grace = p.get("grace_days")
+        grace = ps.promises.default_grace_days if grace is None else grace
+        last_day = _d(p["promised_date"]) + timedelta(days=grace)
+        if p["status"] == "missed" or (p["status"] == "open" and today > last_day):
+            missed = True
+        if p["status"] == "open" and today <= last_day:
+            paused_until = last_day if paused_until is None else max(paused_until, last_day)
+    if paused_until is not None:
+        out.append(_R("promise.open", "defer", _start_of_day(paused_until + timedelta(days=1), tz)))
+    if missed:
+        out.append(_R("promise.missed", "allow"))
+    return out, {"tz": tz, "now": now}
+
+
+def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
+    out, env = _outreach(ps, f)
+    approvers = f.get("approved_by_roles", [])
+    need = RANKS[ps.shadow_mode.reviewer_min_role]
+    reviewed = any(r in RANKS and RANKS[r] >= need for r in approvers)
+    shadow = f["org_shadow_mode"] or f["segment_shadow_mode"]
+    who = ps.shadow_mode.reviewer_min_role
+    if reviewed:
+        out.append(_R("review.approved", "allow", grants=True))
+    elif shadow:
+        out.append(_R("shadow.review_required", "needs_approval", approver=who))
+    else:
+        score = f.get("data_ready_score")
+        domain = f.get("sending_domain_verified")
+        if not f["autopilot_enabled"]:
+            out.append(_R("autopilot.not_enabled", "needs_approval", approver=who))
+        if score is None:
+            out.append(_R("facts.missing", "block"))
+        elif score < ps.autopilot.data_ready_threshold:
+            out.append(_R("autopilot.not_data_ready", "needs_approval", approver=who))
+        if domain is None:
+            out.append(_R("facts.missing", "block"))
+        elif domain is False:
+            out.append(_R("autopilot.domain_unverified", "needs_approval", approver=who))
+        if (
+            f["autopilot_enabled"]
+            and score is not None
+            and score >= ps.autopilot.data_ready_threshold
+            and domain is True
+        ):
+            out.append(_R("autopilot.allowed", "allow", grants=True))
+    content, ledger = f["content"], f["ledger"]
+    legal = ps.content.legal_role
+    if legal not in approvers and any(
+        _contains_phrase(content["body"], ph) for ph in ps.content.legal_threat_phrases
+    ):
+        out.append(_R("content.legal_threat", "needs_approval", approver=legal))
+    if not content["invoice_numbers"]:
+        out.append(_R("content.missing_invoice_reference", "block"))
+    link = (content.get("pay_link") or "").strip()
+    if not link:
+        out.append(_R("content.missing_pay_link", "block"))
+    elif link != (ledger.get("pay_link") or "").strip():
+        out.append(_R("content.pay_link_mismatch", "block"))
+    if any(n not in ledger["invoice_numbers"] for n in content["invoice_numbers"]):
+        out.append(_R("content.invoice_mismatch", "block"))
+    ledger_amounts = [(a["amount_minor"], a["currency"]) for a in ledger["amounts"]]
+    if any((a["amount_minor"], a["currency"]) not in ledger_amounts for a in content["amounts"]):
+        out.append(_R("content.amount_mismatch", "block"))
+    ledger_dates = [_d(x) for x in ledger["dates"]]
+    if any(_d(x) not in ledger_dates for x in content["dates"]):
+        out.append(_R("content.date_mismatch", "block"))
+    env["scheduled"], env["gap"] = [], timedelta(0)
+    return out, env
+
+
+def _send_nudge(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
+    out, env = _outreach(ps, f)
+    out += _access_rules(ps, "send_nudge", f["actor_role"])
+    if not f["template_approved"]:
+        out.append(_R("nudge.template_not_approved", "block"))
+    scheduled = [_dt(s) for s in f["scheduled_autopilot_touches"]]
+    gap = timedelta(hours=ps.nudges.min_gap_to_autopilot_hours)
+    now = env["now"]
+    if any(abs(now - s) < gap for s in scheduled):
+        out.append(_R("nudge.autopilot_too_close", "defer", _clear_of(now, scheduled, gap)))
+    if ps.nudges.notify:
+        out.append(_R("nudge.notify", "allow", notify=tuple(ps.nudges.notify)))
+    env["scheduled"], env["gap"] = scheduled, gap
+    return out, env
+
+
+def _limits(
+    prefix: str, role: str, amount: int, limits: dict[str, int], user: int | None, esc: str
+) -> list[_R]:
+    out = []
+    if role not in RANKS:
+        out.append(_R(f"{prefix}.above_role_limit", "needs_approval", approver=esc))
+    else:
+        limit = limits.get(role, 0)
+        if amount > limit:
+            out.append(_R(f"{prefix}.above_role_limit", "needs_approval", approver=esc))
+        elif user is None or amount <= user:
+            out.append(_R(f"{prefix}.within_limit", "allow"))
+    if user is not None and amount > user:
+        out.append(_R(f"{prefix}.above_user_limit", "needs_approval", approver=esc))
+    return out
+
+
+def _bps_over(part: int, whole: int, cap: int) -> bool:
+    # part/whole > cap/10000, in exact integer arithmetic.
+    return part * 10_000 > cap * whole
+
+
+def _plan(ps: PolicySet, f: dict[str, Any], action: str) -> tuple[list[_R], dict[str, Any]]:
+    pl = ps.plans
+    via = f.get("proposed_via", "staff") if action == "offer_plan" else "staff"
+    role = f.get("actor_role") or ""
+    out: list[_R] = []
+    if via == "staff":
+        out += _access_rules(ps, action, role)
+        out += _limits(
+            "plan",
+            role,
+            f["total_minor"],
+            ps.approval_limits,
+            f.get("actor_limit_minor"),
+            pl.escalation_role,
+        )
+    else:
+        out.append(_R("plan.portal_proposal", "needs_approval", approver=pl.portal_approver_role))
+    if f["currency"] != ps.currency:
+        out.append(_R("plan.currency", "block"))
+    if f["installments"] > pl.max_installments:
+        out.append(_R("plan.max_installments", "block"))
+    if f["months"] > pl.max_months:
+        out.append(_R("plan.max_months", "block"))
+    if _bps_over(f.get("discount_minor", 0), f["total_minor"], pl.max_discount_bps):
+        out.append(_R("plan.max_discount", "block"))
+    if f["total_minor"] > pl.controller_above_minor and role != pl.escalation_role:
+        out.append(
+            _R("plan.above_controller_threshold", "needs_approval", approver=pl.escalation_role)
+        )
+    legal_ok = f.get("legal_approved", False) or role == pl.legal_role
+    if f["non_standard_terms"] and not legal_ok:
+        out.append(_R("plan.non_standard_terms", "needs_approval", approver=pl.legal_role))
+    return out, {}
+
+
+def _credit(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
+    cr = ps.credits
+    out = _access_rules(ps, "grant_credit", f["actor_role"])
+    out += _limits(
+        "credit",
+        f["actor_role"],
+        f["amount_minor"],
+        ps.credit_limits,
+        f.get("actor_limit_minor"),
+        cr.escalation_role,
+    )
+    if f["currency"] != ps.currency:
+        out.append(_R("credit.currency", "block"))
+    if f["amount_minor"] > f["invoice_balance_minor"]:
+        out.append(_R("credit.exceeds_balance", "block"))
+    if f["kind"] == "discount" and _bps_over(
+        f["amount_minor"], f["invoice_amount_minor"], cr.max_discount_bps
+    ):
+        out.append(_R("credit.max_discount", "block"))
+    return out, {}
+
+
+def _dispute(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
+    out = _access_rules(ps, "escalate_dispute", f["actor_role"])
+    status = f["dispute_status"]
+    if status in ("resolved_credit", "rejected"):
+        out.append(_R("dispute.closed", "block"))
+    elif status == "escalated_legal":
+        out.append(_R("dispute.already_escalated", "block"))
+    else:
+        out.append(_R("dispute.escalation_notice", "allow", notify=("legal",)))
+    return out, {}
+
+
+def _enable(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
+    out = _access_rules(ps, "enable_autopilot", f["actor_role"])
+    if f["data_ready_score"] < ps.autopilot.data_ready_threshold:
+        out.append(_R("autopilot.enable_not_data_ready", "block"))
+    if not f["sending_domain_verified"]:
+        out.append(_R("autopilot.enable_domain_unverified", "block"))
+    return out, {}
+
+
+def reference_decide(action: str, facts: dict[str, Any], ps: PolicySet) -> Expected:
+    """What the guardrails must answer for valid ``facts`` (or an unknown ``action``)."""
+    if action == "send_draft":
+        fired, env = _send_draft(ps, facts)
+    elif action == "send_nudge":
+        fired, env = _send_nudge(ps, facts)
+    elif action in ("offer_plan", "approve_plan"):
+        fired, env = _plan(ps, facts, action)
+    elif action == "grant_credit":
+        fired, env = _credit(ps, facts)
+    elif action == "escalate_dispute":
+        fired, env = _dispute(ps, facts)
+    elif action == "enable_autopilot":
+        fired, env = _enable(ps, facts)
+    elif action in ("change_cadence", "change_segment", "change_policy", "set_sending_mode"):
+        fired, env = _access_rules(ps, action, facts["actor_role"]), {}
+    else:
+        return Expected("block", ["action.unknown"])
+
+    outcome = max((r.outcome for r in fired), key=PRECEDENCE.__getitem__, default="allow")
+    if outcome == "allow" and not any(r.grants for r in fired):
+        fired.append(_R("default.deny", "block"))
+        outcome = "block"
+    expected = Expected(outcome, sorted(r.rule_id for r in fired))
+    expected.notify = sorted({n for r in fired for n in r.notify})
+    if outcome == "defer":
+        lower = max(
+            [env["now"], *(r.not_before for r in fired if r.outcome == "defer" and r.not_before)]
+        )
+        expected.not_before = _earliest_allowed(
+            lower, env["tz"], ps, env.get("scheduled", []), env.get("gap", timedelta(0))
+        )
+    if outcome == "needs_approval":
+        roles = {r.approver for r in fired if r.outcome == "needs_approval" and r.approver}
+        expected.approver_roles = sorted(roles, key=lambda x: (-RANKS[x], x))
+    return expected

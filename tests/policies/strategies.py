@@ -1,0 +1,489 @@
+"""Hypothesis strategies for guardrail actions, biased towards the boundaries that matter.
+
+Facts are generated as JSON-like dicts (ISO strings for dates and times), exactly what
+``plixo policy check`` reads, and cover every action type. Times cluster on quiet-hour edges, DST
+transitions and cadence windows; amounts on role limits, the $50,000 line and the discount caps.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from functools import cache, lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hypothesis import strategies as st
+
+from policies.policy_set import PolicySet, load_default, merge
+
+ROLES = [
+    "Admin",
+    "Controller",
+    "Collections Manager",
+    "Collector",
+    "Billing Admin",
+    "Sales",
+    "CSM",
+    "Legal",
+    "Viewer",
+]
+ROLES_PLUS = [*ROLES, "Payer", "collector"]  # unknown roles must fail closed
+ZONES = [
+    "UTC",
+    "America/New_York",
+    "America/Los_Angeles",
+    "America/St_Johns",
+    "America/Havana",  # DST at midnight
+    "America/Santiago",  # DST at midnight, southern hemisphere
+    "Europe/London",
+    "Europe/Berlin",
+    "Africa/Casablanca",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Asia/Tokyo",
+    "Australia/Lord_Howe",  # 30-minute DST
+    "Pacific/Kiritimati",  # UTC+14
+    "Pacific/Pago_Pago",  # UTC-11
+]
+START = datetime(2025, 1, 1, tzinfo=UTC)
+END = datetime(2026, 12, 31, tzinfo=UTC)
+
+
+def _variants() -> list[PolicySet]:
+    base = load_default()
+    return [
+        base,
+        merge(
+            base,
+            {
+                "currency": "EUR",
+                "quiet_hours": {
+                    "start": "12:00",
+                    "end": "13:30",
+                    "weekend_days": ["friday", "saturday"],
+                    "holidays": ["2025-03-09", "2025-11-02", "2026-03-29", "2025-12-31"],
+                },
+                "cadence": {"max_touches": 2, "window_days": 3, "min_gap_hours": 12},
+                "nudges": {"min_gap_to_autopilot_hours": 6, "notify": ["ar_team", "csm_lead"]},
+                "autopilot": {"data_ready_threshold": 50},
+                "promises": {"default_grace_days": 0},
+                "plans": {
+                    "controller_above_minor": 1_000_000,
+                    "max_installments": 6,
+                    "max_months": 6,
+                    "max_discount_bps": 500,
+                },
+                "approval_limits": {"Collector": 250_000, "Sales": 10_000},
+                "credits": {"max_discount_bps": 1000},
+                "credit_limits": {"Collector": 0},
+                "content": {"legal_threat_phrases": ["sue", "legal action", "bailiff"]},
+            },
+        ),
+        merge(
+            base,
+            {
+                "quiet_hours": {
+                    "start": "22:00",
+                    "end": "02:30",
+                    "weekend_days": [],
+                    "holidays": [],
+                },
+                "cadence": {"max_touches": 5, "window_days": 14, "min_gap_hours": 0},
+                "nudges": {"min_gap_to_autopilot_hours": 0},
+                "sending": {"pause_recheck_minutes": 60},
+            },
+        ),
+        merge(
+            base,
+            {
+                "quiet_hours": {
+                    "start": "00:00",
+                    "end": "00:00",
+                    "weekend_days": ["sunday"],
+                    "holidays": ["2025-12-25", "2025-12-26", "2026-01-01"],
+                },
+                "cadence": {"max_touches": 1, "window_days": 1, "min_gap_hours": 1},
+                "nudges": {"notify": []},
+                "shadow_mode": {"reviewer_min_role": "Collections Manager"},
+                "content": {"legal_threat_phrases": []},
+            },
+        ),
+    ]
+
+
+@lru_cache(maxsize=1)
+def variants() -> tuple[PolicySet, ...]:
+    return tuple(_variants())
+
+
+@lru_cache(maxsize=64)
+def _transitions(zone: str) -> list[datetime]:
+    tz = ZoneInfo(zone)
+    out = []
+    t = START - timedelta(days=2)
+    prev = t.astimezone(tz).utcoffset()
+    while t < END:
+        t += timedelta(hours=1)
+        off = t.astimezone(tz).utcoffset()
+        if off != prev:
+            out.append(t)
+        prev = off
+    return out
+
+
+# --- cheap draws: constant strategies only (building strategies inside a draw costs ~20x) -------
+
+
+@cache
+def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+BOOL = st.booleans()
+UNIT = st.floats(0, 1, allow_nan=False)
+
+
+def pick(draw: st.DrawFn, seq: list[Any] | tuple[Any, ...]) -> Any:
+    return seq[draw(_ints(0, len(seq) - 1))]
+
+
+def some(draw: st.DrawFn, seq: list[Any], most: int, unique: bool = False) -> list[Any]:
+    n = draw(_ints(0, most))
+    if unique:
+        pool = list(seq)
+        out = []
+        for _ in range(min(n, len(pool))):
+            out.append(pool.pop(draw(_ints(0, len(pool) - 1))))
+        return out
+    return [pick(draw, seq) for _ in range(n)]
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+@st.composite
+def moments(draw: st.DrawFn, ps: PolicySet, zone: str) -> datetime:
+    """A UTC instant: anywhere, on a quiet-hour edge in ``zone``, or near a DST transition."""
+    tz = ZoneInfo(zone)
+    mode = pick(draw, ["any", "edge", "edge", "dst", "dst_near"])
+    transitions = _transitions(zone)
+    if mode == "any":
+        span = int((END - START).total_seconds())
+        return START + timedelta(seconds=draw(_ints(0, span)), microseconds=draw(_ints(0, 999_999)))
+    if mode.startswith("dst") and transitions:
+        base = pick(draw, transitions)
+        lo, hi = (-26 * 60, 26 * 60) if mode == "dst" else (-6 * 60, 90)
+        return base + timedelta(minutes=draw(_ints(lo, hi)), seconds=draw(_ints(0, 59)))
+    day = START.date() + timedelta(days=draw(_ints(0, (END - START).days - 1)))
+    walls = sorted({ps.quiet_hours.start_time, ps.quiet_hours.end_time, time(0, 0), time(2, 30)})
+    wall = pick(draw, walls)
+    shift = pick(draw, [-60, -1, 0, 0, 0, 1])
+    second = pick(draw, [0, 0, 30, 59])
+    local = datetime.combine(day, wall, tzinfo=tz).replace(fold=draw(_ints(0, 1)))
+    return (local + timedelta(minutes=shift, seconds=second)).astimezone(UTC)
+
+
+def _offset(draw: st.DrawFn, ps: PolicySet) -> timedelta:
+    """How long before ``now`` an earlier touch happened (on the cadence boundaries, often)."""
+    gap = ps.cadence.min_gap_hours * 3600
+    win = ps.cadence.window_days * 86400
+    mode = draw(_ints(0, 2))
+    if mode == 0:
+        return timedelta(
+            seconds=pick(draw, [1, gap - 1, gap, gap + 1, win - 1, win, win + 1, -3600])
+        )
+    if mode == 1:
+        return timedelta(seconds=draw(_ints(0, 20 * 86400)))
+    return timedelta(seconds=draw(UNIT) * 3 * 86400)
+
+
+INVOICES = ["INV-1", "INV-2", "INV-3"]
+LINKS = ["https://pay.example.com/t/abc", "https://pay.example.com/t/xyz"]
+BODY_PARTS = [
+    "Hello, a friendly reminder about invoice INV-1.",
+    "Please pay here.",
+    "We may take LEGAL\n action.",
+    "we will sue",
+    "pursue",
+    "lawsuits are costly",
+    "our Collection Agency partner",
+    "a bailiff may visit",
+    "Sué",
+    "Thanks!",
+]
+STATUSES = ["open", "open", "kept", "missed", "cancelled"]
+
+
+def _money(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
+    return {
+        "amount_minor": pick(draw, [100, 1_240_000, 5_000_000, 999]),
+        "currency": pick(draw, [ps.currency, "USD", "GBP"]),
+    }
+
+
+@st.composite
+def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
+    zone = pick(draw, ZONES)
+    tz = ZoneInfo(zone)
+    now = draw(moments(ps, zone))
+    # Half of the actions are "clean" (no blocking fact), so defers and approvals get exercised too.
+    risky = draw(BOOL)
+
+    def ok(good: bool) -> bool:
+        """``good`` for clean actions; for risky ones, the opposite one time in four."""
+        return (draw(_ints(0, 3)) != 0) == good if risky else good
+
+    invoices = some(draw, INVOICES, 3, unique=True) or ["INV-1"]
+    local_today = now.astimezone(tz).date()
+    promises = []
+    for _ in range(draw(_ints(0, 3))):
+        promise: dict[str, Any] = {
+            "promised_date": (local_today + timedelta(days=draw(_ints(-8, 8)))).isoformat(),
+            "status": pick(draw, STATUSES),
+            "invoice_numbers": some(draw, [*INVOICES, "INV-7"], 2, unique=True) or ["INV-7"],
+        }
+        grace = draw(_ints(-2, 4))
+        if grace >= -1:
+            promise["grace_days"] = None if grace == -1 else grace
+        promises.append(promise)
+    touches = [iso(now - _offset(draw, ps)) for _ in range(draw(_ints(0, 6)))]
+    facts: dict[str, Any] = {
+        "now": iso(now) if draw(BOOL) else now.astimezone(tz).isoformat(),
+        "channel": pick(draw, ["email", "sms", "call"]),
+        "maintenance": draw(_ints(0, 3)) == 0,
+        "cron_paused": draw(_ints(0, 5)) == 0,
+        "contact": {
+            "timezone": zone,
+            "opted_out": ok(False),
+            "bounced": ok(False),
+            "consent": ok(True),
+        },
+        "invoices": [{"number": n, "disputed": ok(False)} for n in invoices],
+        "promises": promises,
+        "touches": touches,
+    }
+    if kind == "send_draft":
+        ledger_numbers = some(draw, INVOICES, 3, unique=True)
+        ledger_amounts = [_money(draw, ps) for _ in range(draw(_ints(0, 3)))]
+        ledger_dates = [
+            (local_today - timedelta(days=draw(_ints(0, 40)))).isoformat()
+            for _ in range(draw(_ints(0, 3)))
+        ]
+        ledger_link = pick(draw, [*LINKS, None])
+        body = " ".join(some(draw, BODY_PARTS, 4))
+        if risky:
+            content = {
+                "body": body,
+                "invoice_numbers": some(draw, [*INVOICES, "INV-9"], 2),
+                "amounts": ledger_amounts[:1]
+                if draw(BOOL)
+                else [_money(draw, ps) for _ in range(draw(_ints(0, 2)))],
+                "dates": ledger_dates[:1]
+                if draw(BOOL)
+                else [
+                    (local_today - timedelta(days=draw(_ints(0, 40)))).isoformat()
+                    for _ in range(draw(_ints(0, 2)))
+                ],
+                "pay_link": pick(draw, [ledger_link, ledger_link, *LINKS, None, "", "  "]),
+            }
+            ledger = {
+                "invoice_numbers": ledger_numbers,
+                "amounts": ledger_amounts,
+                "dates": ledger_dates,
+                "pay_link": ledger_link,
+            }
+        else:
+            content = {
+                "body": body,
+                "invoice_numbers": ledger_numbers[:1] or ["INV-1"],
+                "amounts": ledger_amounts[:2],
+                "dates": ledger_dates[:1],
+                "pay_link": ledger_link or LINKS[0],
+            }
+            ledger = {
+                "invoice_numbers": ledger_numbers or ["INV-1"],
+                "amounts": ledger_amounts,
+                "dates": ledger_dates,
+                "pay_link": ledger_link or LINKS[0],
+            }
+        facts.update(
+            {
+                "segment": pick(draw, ["SMB", "Enterprise"]),
+                "org_shadow_mode": draw(BOOL),
+                "segment_shadow_mode": draw(BOOL),
+                "autopilot_enabled": draw(BOOL),
+                "approved_by_roles": some(draw, ROLES_PLUS, 3),
+                "content": content,
+                "ledger": ledger,
+            }
+        )
+        t = ps.autopilot.data_ready_threshold
+        score = pick(draw, [None, t - 1, t, 100, 0])
+        if score is not None:
+            facts["data_ready_score"] = score
+        domain = pick(draw, [True, True, False, None])
+        if domain is not None:
+            facts["sending_domain_verified"] = domain
+    else:
+        gap = ps.nudges.min_gap_to_autopilot_hours * 3600
+        scheduled = []
+        for _ in range(draw(_ints(0, 3))):
+            if draw(BOOL):
+                secs = pick(draw, [gap - 1, gap, gap + 1, -gap + 1, -gap, 0, 3600])
+            else:
+                secs = draw(_ints(-3 * 86400, 5 * 86400))
+            scheduled.append(iso(now + timedelta(seconds=secs)))
+        facts.update(
+            {
+                "actor_role": pick(draw, ROLES_PLUS),
+                "template_approved": ok(True),
+                "scheduled_autopilot_touches": scheduled,
+            }
+        )
+    return facts
+
+
+def _amount(draw: st.DrawFn, limits: list[int]) -> int:
+    if draw(BOOL):
+        return max(1, pick(draw, limits) + draw(_ints(-1, 1)))
+    return int(draw(_ints(1, 200_000_000)))
+
+
+@st.composite
+def plan_facts(draw: st.DrawFn, ps: PolicySet, action: str) -> dict[str, Any]:
+    pl = ps.plans
+    total = _amount(draw, [*ps.approval_limits.values(), pl.controller_above_minor])
+    cap = pl.max_discount_bps
+    edge_discount = max(0, min(total, total * cap // 10_000 + draw(_ints(-1, 1))))
+    if draw(BOOL):  # clean terms: only limits and approvals decide
+        facts: dict[str, Any] = {
+            "total_minor": total,
+            "currency": ps.currency,
+            "installments": pick(draw, [1, 3, pl.max_installments]),
+            "months": pick(draw, [1, pl.max_months]),
+            "discount_minor": pick(draw, [0, max(0, total * cap // 10_000)]),
+            "non_standard_terms": draw(BOOL),
+        }
+    else:
+        facts = {
+            "total_minor": total,
+            "currency": pick(draw, [ps.currency, ps.currency, "GBP"]),
+            "installments": pick(draw, [1, pl.max_installments, pl.max_installments + 1, 3]),
+            "months": pick(draw, [1, pl.max_months, pl.max_months + 1, 6]),
+            "discount_minor": pick(draw, [0, edge_discount, min(total, 1)]),
+            "non_standard_terms": draw(BOOL),
+        }
+    if draw(BOOL):
+        facts["legal_approved"] = draw(BOOL)
+    if draw(BOOL):
+        facts["actor_limit_minor"] = pick(draw, [0, total - 1, total, 10_000_000])
+    if action == "offer_plan" and draw(_ints(0, 4)) == 0:
+        facts["proposed_via"] = "portal"
+        facts.pop("actor_limit_minor", None)
+        if draw(BOOL):
+            facts["actor_role"] = pick(draw, ROLES)
+    else:
+        facts["actor_role"] = pick(draw, ROLES_PLUS)
+    return facts
+
+
+@st.composite
+def credit_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
+    invoice = pick(draw, [1_000_000, 1_240_000, 333, 10_000_000])
+    cap = ps.credits.max_discount_bps
+    edge = max(1, invoice * cap // 10_000 + draw(_ints(-1, 1)))
+    amount = edge if draw(BOOL) else _amount(draw, list(ps.credit_limits.values()))
+    facts: dict[str, Any] = {
+        "actor_role": pick(draw, ROLES_PLUS),
+        "kind": pick(draw, ["discount", "credit"]),
+        "amount_minor": amount,
+        "currency": pick(draw, [ps.currency, ps.currency, "JPY"]),
+        "invoice_amount_minor": invoice,
+        "invoice_balance_minor": pick(draw, [invoice, amount, amount - 1, 0]),
+    }
+    if draw(BOOL):
+        facts["actor_limit_minor"] = pick(draw, [0, amount, amount - 1])
+    return facts
+
+
+DISPUTE_STATUSES = [
+    "open",
+    "investigating",
+    "awaiting_customer",
+    "escalated_legal",
+    "resolved_credit",
+    "rejected",
+]
+
+
+@st.composite
+def actor_facts(draw: st.DrawFn, ps: PolicySet, action: str) -> dict[str, Any]:
+    role = pick(draw, ROLES_PLUS)
+    if action == "escalate_dispute":
+        return {"actor_role": role, "dispute_status": pick(draw, DISPUTE_STATUSES)}
+    if action == "enable_autopilot":
+        t = ps.autopilot.data_ready_threshold
+        return {
+            "actor_role": role,
+            "segment": "SMB",
+            "data_ready_score": pick(draw, [t - 1, t, 100, 0]),
+            "sending_domain_verified": draw(BOOL),
+        }
+    if action == "set_sending_mode":
+        scope = pick(draw, ["org", "segment"])
+        out = {
+            "actor_role": role,
+            "switch": pick(draw, ["shadow_mode", "maintenance", "cron_pause"]),
+            "value": draw(BOOL),
+            "scope": scope,
+        }
+        if scope == "segment":
+            out["segment"] = "SMB"
+        return out
+    facts: dict[str, Any] = {"actor_role": role}
+    if draw(BOOL):
+        facts["target"] = "thing"
+    return facts
+
+
+ACTIONS = [
+    "send_draft",
+    "send_nudge",
+    "offer_plan",
+    "approve_plan",
+    "grant_credit",
+    "escalate_dispute",
+    "change_cadence",
+    "change_segment",
+    "change_policy",
+    "enable_autopilot",
+    "set_sending_mode",
+]
+# Outreach carries most of the logic, so it gets most of the examples.
+WEIGHTED = ["send_draft"] * 5 + ["send_nudge"] * 3 + ["offer_plan", "approve_plan"] * 2 + ACTIONS
+
+
+def facts_for(ps: PolicySet, action: str) -> st.SearchStrategy[dict[str, Any]]:
+    if action in ("send_draft", "send_nudge"):
+        return outreach_facts(ps, action)
+    if action in ("offer_plan", "approve_plan"):
+        return plan_facts(ps, action)
+    if action == "grant_credit":
+        return credit_facts(ps)
+    return actor_facts(ps, action)
+
+
+@st.composite
+def actions(draw: st.DrawFn) -> tuple[int, str, dict[str, Any]]:
+    """(policy variant index, action type, facts) across every action type and variant."""
+    index = draw(_ints(0, len(variants()) - 1))
+    action = pick(draw, WEIGHTED)
+    return index, action, draw(facts_for(variants()[index], action))
+
+
+@st.composite
+def drafts(draw: st.DrawFn) -> tuple[int, dict[str, Any]]:
+    """(policy variant index, send_draft facts)."""
+    index = draw(_ints(0, len(variants()) - 1))
+    return index, draw(outreach_facts(variants()[index], "send_draft"))
