@@ -28,6 +28,8 @@ from memory.models import (
     PromiseToPay,
 )
 from memory.money import format_money
+from memory.recall import index_ledger, open_recall
+from tools import risk
 from tools.demo import DEMO_DOMAIN, DEMO_PASSWORD, DEMO_SLUG, USERS, build_demo
 from tools.orgs import delete_org, get_org
 from tools.readiness import data_ready
@@ -56,6 +58,9 @@ def demo(
         if org is None:
             org = build_demo(session, seed=seed, today=as_of).org
             session.commit()
+            # Learn the payment-risk score from the demo's paid history, as `plixo risk train` does.
+            risk.train(session, org.id, as_of)
+            session.commit()
         org_id = org.id
 
     from agent.autopilot import run_autopilot
@@ -77,6 +82,8 @@ def demo(
             sessions, org_id, as_of=as_of, shadow=True, settings=settings, progress=progress
         )
     with sessions() as session:
+        # Notes, replies and outreach become searchable for the inspector and the reviser.
+        index_ledger(session, org_id, open_recall(settings))
         summary = summarise(session, org_id, as_of)
     summary["built"] = built
     summary["autopilot"] = run.model_dump(mode="json")
@@ -144,7 +151,10 @@ def summarise(session: Session, org_id: int, as_of: date) -> dict[str, Any]:
         "queues": dict(sorted(queues.items())),
         "logins": {
             "password": DEMO_PASSWORD,
-            "users": {role.value: f"{login}@{DEMO_DOMAIN}" for login, _, role, _ in USERS},
+            # the first user of each persona (the demo has two Collectors)
+            "users": {
+                role.value: f"{login}@{DEMO_DOMAIN}" for login, _, role, _ in reversed(USERS)
+            },
         },
     }
 
@@ -186,6 +196,12 @@ def _print(s: dict[str, Any]) -> None:
         f"{ap.get('held', 0)} held for a human, "
         f"{ap.get('grounding_mismatches', 0)} grounding mismatches)."
     )
+    if ap.get("excluded"):
+        console.print(
+            "Not chased: "
+            + ", ".join(f"{n} {reason}" for reason, n in sorted(ap["excluded"].items()))
+            + " (the guardrails keep these out of the cadence)."
+        )
     console.print(outcome)
     reasons = Table("Rule", "Fired", title="Reasons")
     for k, v in sorted(ap.get("by_reason", {}).items(), key=lambda kv: -kv[1]):

@@ -43,6 +43,7 @@ from memory.models import (
     Segment,
     User,
 )
+from tools.plans import InstallmentSpec, add_months, propose_plan
 from tools.users import hash_password
 
 DEMO_SLUG = "demo"
@@ -518,8 +519,38 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
     )
     for i, (plan_status, nonstandard, n) in enumerate(plan_specs):
         big = i == 7  # one large plan above the $50,000 Controller threshold
-        inv = take((lambda x: x.balance_minor > 5_000_000) if big else None)
+        # Plan limits are set in the organisation's currency, so plans are offered in it.
+        inv = take(
+            lambda x, big=big: (
+                x.currency == org.default_currency
+                and (x.balance_minor > 5_000_000 if big else True)
+            )
+        )
         total = inv.balance_minor
+        if plan_status is PlanStatus.PENDING_APPROVAL:
+            # Waiting plans go through the guardrails like any proposal, so the demo's approval
+            # queues (Controller above $50,000, Legal for non-standard terms) are the engine's own.
+            first_due = today + timedelta(days=14)
+            share, rest = divmod(total, n)
+            propose_plan(
+                session,
+                org.id,
+                customer_id=inv.customer_id,
+                invoice_ids=[inv.id],
+                installments=[
+                    InstallmentSpec(add_months(first_due, k), share + (1 if k < rest else 0))
+                    for k in range(n)
+                ],
+                proposer=collectors[i % 2],
+                non_standard_terms=nonstandard,
+                terms_note="Customer asks to waive late fees and extend to 12 months"
+                if nonstandard
+                else None,
+                source="collector",
+                now=now,
+            )
+            counts["plans"] += 1
+            continue
         plan = PaymentPlan(
             org_id=org.id,
             customer_id=inv.customer_id,
