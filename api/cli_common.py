@@ -14,8 +14,8 @@ from memory import migrate
 from memory.config import get_settings
 from memory.db import LedgerUnavailable, check_connection, make_engine, session_factory
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # never break a path or a sentence mid-word
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

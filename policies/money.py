@@ -1,54 +1,30 @@
-"""Money in sentences: integer minor units rendered for people ("$50,000", "€1,250.50").
+"""Money in guardrail sentences ("Plan exceeds $50,000: Controller approval required").
 
-Only used for messages; every comparison in the engine is on integer minor units.
+Rendering comes from the ledger's one money module (Babel); only the sentence style is decided
+here: whole amounts drop their cents. Every comparison in the engine is on integer minor units.
 """
 
 from __future__ import annotations
 
-# ISO 4217 currencies without a minor unit (amounts are already whole units).
-_ZERO_DECIMAL = frozenset(
-    {
-        "BIF",
-        "CLP",
-        "DJF",
-        "GNF",
-        "ISK",
-        "JPY",
-        "KMF",
-        "KRW",
-        "PYG",
-        "RWF",
-        "UGX",
-        "VND",
-        "VUV",
-        "XAF",
-        "XOF",
-        "XPF",
-    }
-)
-# Three-decimal currencies.
-_THREE_DECIMAL = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
-_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "INR": "₹", "CAD": "CA$", "AUD": "A$"}
+from babel.numbers import format_currency
 
-
-def exponent(currency: str) -> int:
-    if currency in _ZERO_DECIMAL:
-        return 0
-    if currency in _THREE_DECIMAL:
-        return 3
-    return 2
+from memory.money import exponent, to_decimal
+from memory.money import format_money as _format_exact
 
 
 def format_money(amount_minor: int, currency: str) -> str:
     """``format_money(5000000, "USD") == "$50,000"``; cents are shown only when there are some."""
-    exp = exponent(currency)
-    sign = "-" if amount_minor < 0 else ""
-    units, frac = divmod(abs(amount_minor), 10**exp) if exp else (abs(amount_minor), 0)
-    number = f"{units:,}"
-    if frac:
-        number += "." + str(frac).rjust(exp, "0")
-    symbol = _SYMBOLS.get(currency)
-    return f"{sign}{symbol}{number}" if symbol else f"{sign}{number} {currency}"
+    if amount_minor % (10 ** exponent(currency)):
+        return _format_exact(amount_minor, currency)
+    return str(
+        format_currency(
+            to_decimal(amount_minor, currency),
+            currency,
+            locale="en_US",
+            format="¤#,##0",
+            currency_digits=False,
+        )
+    )
 
 
 def format_bps(bps: int) -> str:
