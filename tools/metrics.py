@@ -4,7 +4,7 @@ Every figure is scoped to one organisation and, optionally, one segment, one own
 (:class:`Scope`). Money is never mixed across currencies: totals are per currency, and a ratio
 (DSO, CEI, average days delinquent) over a scope holding several currencies says "not enough data"
 until a currency is chosen. A ratio whose denominator is zero says "not enough data" too, with the
-reason, instead of dividing by zero. The same definitions are in ``docs/metrics.md``.
+reason, instead of dividing by zero. The README repeats them (Metrics and scores).
 
 Definitions (a period is a closed range of days ``start..end``; ``days`` is its length):
 

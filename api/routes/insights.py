@@ -745,7 +745,7 @@ def metrics_api(
     owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     currency: Annotated[str | None, Query(max_length=3)] = None,
 ) -> dict[str, Any]:
-    """Every receivables metric for one period (definitions in docs/metrics.md)."""
+    """Every receivables metric for one period (defined in the README, Metrics and scores)."""
     first, last = _day(start, "start"), _day(end, "end")
     assert first is not None and last is not None
     try:
