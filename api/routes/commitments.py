@@ -46,7 +46,7 @@ DisputeManager = Annotated[User, Depends(require("manage_disputes"))]
 CreditGranter = Annotated[User, Depends(require("grant_credit"))]
 LinkManager = Annotated[User, Depends(require("manage_portal_tokens"))]
 # Posting money by hand (bank transfer, cheque) is recording a commitment kept.
-PaymentPoster = Annotated[User, Depends(require("manage_promises"))]
+PaymentPoster = Annotated[User, Depends(require("post_payment"))]
 
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 BodyId = Annotated[int, Field(ge=1, le=2**31 - 1)]

@@ -291,7 +291,7 @@ def test_payment_api_partial_over_and_duplicate(
 ) -> None:
     c = cf.customer()
     inv = cf.invoice(c, 10_000)
-    h = bearer(session, cf.user(Persona.COLLECTOR))
+    h = bearer(session, cf.user(Persona.BILLING_ADMIN))
     body = {
         "amount_minor": 4_000,
         "currency": "USD",
@@ -299,6 +299,9 @@ def test_payment_api_partial_over_and_duplicate(
         "invoice_id": inv.id,
         "reference": "BANK-1",
     }
+    # Posting cash is Billing's, not a Collector's (segregation of duties).
+    collector = bearer(session, cf.user(Persona.COLLECTOR))
+    assert api.post("/api/payments", headers=collector, json=body).status_code == 403
     first = api.post("/api/payments", headers=h, json=body).json()
     assert (first["applied_minor"], first["unapplied_minor"]) == (4_000, 0)
     assert first["allocations"][0]["balance_after_minor"] == 6_000
