@@ -747,7 +747,11 @@ def metrics_api(
 ) -> dict[str, Any]:
     """Every receivables metric for one period (defined in the README, Metrics and scores)."""
     first, last = _day(start, "start"), _day(end, "end")
-    assert first is not None and last is not None
+    if first is None or last is None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "start and end are required: send YYYY-MM-DD, e.g. start=2013-06-01&end=2013-06-30.",
+        )
     try:
         period = metrics.Period(first, last)
     except ValueError as exc:

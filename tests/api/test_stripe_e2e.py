@@ -308,8 +308,8 @@ def test_overpayment_through_stripe_is_kept_as_credit(
     session.commit()
     link = stripe_pay.create_intent(session, cf.org.id, settings=settings, invoice_id=invoice.id)
     session.commit()
-    # Meanwhile the payer also paid half by bank transfer.
-    h = bearer(session, cf.user(Persona.COLLECTOR))
+    # Meanwhile the payer also paid half by bank transfer (posted by Billing).
+    h = bearer(session, cf.user(Persona.BILLING_ADMIN))
     api.post(
         "/api/payments",
         headers=h,
