@@ -1,62 +1,139 @@
 """FastAPI dependencies: the ledger session, the caller, and the access matrix on every route.
 
 Pages authenticate with a signed session cookie; scripts with ``Authorization: Bearer <token>``.
-Every query below a route is scoped to ``user.org_id``.
+Every query below a route is scoped to ``user.org_id``. Each guarded route carries its permission on
+the dependency (``require(...).permission``), so the access-matrix test can read it from the app.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+import asyncio
+import hmac
+import secrets
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Form, HTTPException, Request, status
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import QueuePool
 
+from memory.config import Settings
 from memory.models import User
-from policies.access import allowed
+from policies.access import access_matrix, allowed
 from tools.users import user_for_token
 
+SESSION_COOKIE = "plixo_session"
 
-def get_db(request: Request) -> Iterator[Session]:
-    """One session per request; the route commits what it changes, the rest is rolled back."""
-    session: Session = request.app.state.sessions()
-    try:
-        yield session
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
+
+def pool_capacity(engine: Engine) -> int:
+    """How many connections the engine's pool can hand out at once."""
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        overflow = pool._max_overflow  # noqa: SLF001 - no public accessor
+        return pool.size() + overflow if overflow >= 0 else 64
+    return 16
+
+
+def _db_slots(request: Request) -> asyncio.Semaphore:
+    """One semaphore per event loop (asyncio primitives belong to the loop that first uses them)."""
+    state = request.app.state
+    loop = asyncio.get_running_loop()
+    slots: asyncio.Semaphore | None = getattr(state, "db_slots", None)
+    if slots is None or getattr(state, "db_slots_loop", None) is not loop:
+        slots = asyncio.Semaphore(pool_capacity(state.engine))
+        state.db_slots, state.db_slots_loop = slots, loop
+    return slots
+
+
+async def get_db(request: Request) -> AsyncGenerator[Session, None]:
+    """One session per request; the route commits what it changes, the rest is rolled back.
+
+    A request first takes one of as many slots as the pool has connections, waiting on the event
+    loop if none is free. So a request that reaches a worker thread always finds a connection: no
+    thread ever blocks on the pool while the requests that hold connections wait for threads (a
+    deadlock until the pool times out). The clean-up runs on the event loop for the same reason.
+    """
+    async with _db_slots(request):
+        session: Session = request.app.state.sessions()
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
 
 
 DbSession = Annotated[Session, Depends(get_db)]
 
 
+async def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+AppSettings = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+async def get_clock(request: Request) -> Callable[[], datetime]:
+    """The app's clock (``app.state.clock``): guardrails such as quiet hours depend on "now", so
+    tests pin it; production uses the system clock."""
+    clock: Callable[[], datetime] = getattr(request.app.state, "clock", system_clock)
+    return clock
+
+
+Clock = Annotated[Callable[[], datetime], Depends(get_clock)]
+
+
 class NotAuthenticated(HTTPException):
+    """401 for the API; the app turns it into a redirect to the log-in page for page requests."""
+
     def __init__(self, detail: str = "Log in first (session cookie or Bearer token).") -> None:
         super().__init__(status.HTTP_401_UNAUTHORIZED, detail, {"WWW-Authenticate": "Bearer"})
 
 
 def optional_user(request: Request, db: DbSession) -> User | None:
+    """The caller from the bearer token or the session cookie, or None."""
     auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        user = user_for_token(db, auth[7:].strip())
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthenticated("Use 'Authorization: Bearer <token>' (POST /api/auth/token).")
+        user = user_for_token(db, token.strip())
         if user is None:
-            raise NotAuthenticated("The bearer token is unknown or revoked.")
+            raise NotAuthenticated("The bearer token is unknown or revoked; ask for a new one.")
         return user
-    user_id = request.session.get("user_id") if "session" in request.scope else None
+    session = request.session if "session" in request.scope else {}
+    user_id = session.get("user_id")
     if user_id is None:
+        if SESSION_COOKIE in request.cookies:
+            # The cookie is there but its signature is expired or invalid: say so on 401.
+            request.state.auth_problem = "Your session has expired; log in again."
         return None
-    user = db.get(User, int(user_id))
-    if user is None or not user.active or user.org_id != request.session.get("org_id"):
-        request.session.clear()
+    try:
+        user = db.get(User, int(user_id))
+    except (TypeError, ValueError):
+        user = None
+    if user is None or not user.active or user.org_id != session.get("org_id"):
+        session.clear()
+        request.state.auth_problem = "Your session is no longer valid; log in again."
         return None
     return user
 
 
-def current_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+async def current_user(
+    request: Request, user: Annotated[User | None, Depends(optional_user)]
+) -> User:
     if user is None:
-        raise NotAuthenticated()
+        problem = getattr(request.state, "auth_problem", None)
+        raise NotAuthenticated(problem) if problem else NotAuthenticated()
     return user
 
 
@@ -64,16 +141,90 @@ CurrentUser = Annotated[User, Depends(current_user)]
 MaybeUser = Annotated[User | None, Depends(optional_user)]
 
 
-def require(permission: str) -> Callable[[User], User]:
-    """A dependency that lets the caller through only if the access matrix grants ``permission``."""
+class Forbidden(HTTPException):
+    def __init__(self, detail: str) -> None:
+        super().__init__(status.HTTP_403_FORBIDDEN, detail)
 
-    def check(user: CurrentUser) -> User:
+
+def forbidden_message(user: User, permission: str) -> str:
+    """'Sales may not approve a draft in Shadow Mode review.' (the matrix's own sentence)."""
+    sentence = access_matrix().permissions.get(permission, permission.replace("_", " "))
+    sentence = sentence.rstrip(".")
+    return f"{user.role.value} may not {sentence[:1].lower()}{sentence[1:]}."
+
+
+def require(permission: str) -> Callable[[User], Awaitable[User]]:
+    """A dependency that lets the caller through only if the access matrix grants ``permission``."""
+    allowed("Admin", permission)  # an unknown permission fails at import time, not per request
+
+    async def check(user: CurrentUser) -> User:
         if not allowed(user.role.value, permission):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN,
-                f"{user.role.value} may not {permission.replace('_', ' ')}.",
-            )
+            raise Forbidden(forbidden_message(user, permission))
         return user
 
     check.__name__ = f"require_{permission}"
+    check.permission = permission  # type: ignore[attr-defined]
     return check
+
+
+def can(user: User | None, permission: str) -> bool:
+    """For templates: show a button only to those the matrix lets press it."""
+    return user is not None and allowed(user.role.value, permission)
+
+
+# --- CSRF for form posts ------------------------------------------------------------------------
+# Pages post forms with the session cookie; SameSite=Lax already keeps cross-site POSTs out, and a
+# per-session token makes that independent of browser behaviour. Bearer-token calls need neither.
+
+
+def csrf_token(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = secrets.token_urlsafe(24)
+        request.session["csrf"] = token
+    return token
+
+
+async def check_csrf(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> None:
+    if request.headers.get("authorization"):
+        return  # a bearer token is never sent by a browser on its own: no cross-site forgery
+    expected = request.session.get("csrf") if "session" in request.scope else None
+    if not expected or not hmac.compare_digest(str(expected), csrf):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "The form is out of date (missing or wrong CSRF token); reload the page and retry.",
+        )
+
+
+CsrfChecked = Annotated[None, Depends(check_csrf)]
+
+
+def login_session(request: Request, user: User) -> None:
+    """Start a fresh session for ``user`` (a new CSRF token too: no fixation)."""
+    request.session.clear()
+    request.session.update(
+        {
+            "user_id": user.id,
+            "org_id": user.org_id,
+            "csrf": secrets.token_urlsafe(24),
+            "at": int(time.time()),
+        }
+    )
+
+
+def wants_html(request: Request) -> bool:
+    """Page requests get pages (and log-in redirects); API requests get JSON."""
+    path = request.url.path
+    return not (path.startswith("/api/") or path in {"/openapi.json", "/docs", "/redoc"})
+
+
+def template_context(request: Request, user: User | None, **extra: Any) -> dict[str, Any]:
+    """What every page template gets: the user, a CSRF token, and the permission helper."""
+    ctx: dict[str, Any] = {
+        "request": request,
+        "user": user,
+        "csrf": csrf_token(request) if "session" in request.scope else "",
+        "can": lambda permission: can(user, permission),
+    }
+    ctx.update(extra)
+    return ctx

@@ -1,0 +1,125 @@
+"""SMTP delivery: one e-mail per call, with the outbox's Message-ID so a resend can be recognised.
+
+Host, port, TLS mode and credentials come from ``Settings``. Errors are sorted into *permanent*
+(the relay refused the recipient, sender or content: retrying will not help) and *transient*
+(connection trouble, 4xx replies: the outbox retries later), because the outbox's retry policy
+depends on that difference and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+from memory.config import Settings
+
+_MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
+_HEADER_BREAK = re.compile(r"[\r\n]")
+
+
+class DeliveryError(Exception):
+    """A message could not be handed to the relay; ``permanent`` says whether a retry can help."""
+
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def _check_address(value: str, what: str) -> str:
+    if _HEADER_BREAK.search(value):
+        raise DeliveryError(
+            f"{what} contains a line break; refusing to build headers.", permanent=True
+        )
+    _, addr = parseaddr(value)
+    if not addr or "@" not in addr or addr.startswith("@") or addr.endswith("@"):
+        raise DeliveryError(f"{what} {value!r} is not an e-mail address.", permanent=True)
+    return addr
+
+
+def build_message(
+    settings: Settings, *, to: str, subject: str, body: str, message_id: str
+) -> EmailMessage:
+    """The MIME message exactly as it will be sent (split out so it can be inspected in tests)."""
+    _check_address(to, "Recipient")
+    _check_address(settings.smtp_from, "PLIXO_SMTP_FROM")
+    if not _MESSAGE_ID.match(message_id):
+        raise DeliveryError(
+            f"Message-ID {message_id!r} must look like <unique@domain>.", permanent=True
+        )
+    if _HEADER_BREAK.search(subject):
+        raise DeliveryError(
+            "Subject contains a line break; refusing to build headers.", permanent=True
+        )
+    msg = EmailMessage()
+    msg["From"] = settings.smtp_from
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = message_id
+    msg.set_content(body)
+    return msg
+
+
+def _connect(settings: Settings, timeout: float) -> smtplib.SMTP:
+    context = ssl.create_default_context()
+    if settings.smtp_ssl:
+        return smtplib.SMTP_SSL(
+            settings.smtp_host, settings.smtp_port, timeout=timeout, context=context
+        )
+    smtp = smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=timeout)
+    if settings.smtp_starttls:
+        smtp.starttls(context=context)
+    return smtp
+
+
+def send_email(
+    settings: Settings,
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    timeout: float = 30.0,
+) -> str:
+    """Hand one message to the SMTP relay and return its Message-ID.
+
+    Raises ``DeliveryError``; never returns unless the relay accepted the message for ``to``.
+    """
+    msg = build_message(settings, to=to, subject=subject, body=body, message_id=message_id)
+    where = f"{settings.smtp_host}:{settings.smtp_port}"
+    try:
+        with _connect(settings, timeout) as smtp:
+            if settings.smtp_username:
+                password = (
+                    settings.smtp_password.get_secret_value() if settings.smtp_password else ""
+                )
+                smtp.login(settings.smtp_username, password)
+            refused = smtp.send_message(msg)
+    except smtplib.SMTPAuthenticationError as exc:
+        raise DeliveryError(
+            f"SMTP relay {where} refused the credentials (check PLIXO_SMTP_USERNAME and "
+            f"PLIXO_SMTP_PASSWORD): {exc.smtp_code}",
+            permanent=False,
+        ) from exc
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryError(
+            f"SMTP relay {where} refused the recipient {to}.", permanent=True
+        ) from exc
+    except smtplib.SMTPSenderRefused as exc:
+        raise DeliveryError(
+            f"SMTP relay {where} refused the sender {settings.smtp_from} ({exc.smtp_code}).",
+            permanent=exc.smtp_code >= 500,
+        ) from exc
+    except smtplib.SMTPResponseException as exc:
+        raise DeliveryError(
+            f"SMTP relay {where} answered {exc.smtp_code}: {exc.smtp_error!r}",
+            permanent=exc.smtp_code >= 500,
+        ) from exc
+    except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"Cannot deliver through {where}: {exc}", permanent=False) from exc
+    if refused:
+        raise DeliveryError(f"SMTP relay {where} refused {sorted(refused)}.", permanent=True)
+    return message_id
