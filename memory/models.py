@@ -555,6 +555,8 @@ class Draft(Base):
     __table_args__ = (
         UniqueConstraint("org_id", "run_key"),
         Index("ix_draft_org_status", "org_id", "status"),
+        # the review queue lists one status newest-first; this serves it without a sort
+        Index("ix_draft_org_status_created", "org_id", "status", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -53,10 +53,10 @@ DEMO_DOMAIN = "demo.plixo.example"
 # (login, name, persona, approval limit in USD minor units or None)
 USERS: Sequence[tuple[str, str, Persona, int | None]] = (
     ("admin", "Alex Admin", Persona.ADMIN, None),
-    ("controller", "Morgan Reyes", Persona.CONTROLLER, 25_000_000),
-    ("manager", "Priya Natarajan", Persona.COLLECTIONS_MANAGER, 2_500_000),
-    ("collector", "Sam Okafor", Persona.COLLECTOR, 500_000),
-    ("collector2", "Lena Fischer", Persona.COLLECTOR, 500_000),
+    ("controller", "Morgan Reyes", Persona.CONTROLLER, 50_000_000),
+    ("manager", "Priya Natarajan", Persona.COLLECTIONS_MANAGER, 10_000_000),
+    ("collector", "Sam Okafor", Persona.COLLECTOR, 2_500_000),
+    ("collector2", "Lena Fischer", Persona.COLLECTOR, 2_500_000),
     ("billing", "Chris Lam", Persona.BILLING_ADMIN, None),
     ("sales", "Jordan Blake", Persona.SALES, None),
     ("csm", "Taylor Kim", Persona.CSM, None),

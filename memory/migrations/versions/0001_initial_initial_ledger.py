@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-11-21 19:44:14.343663
+Create Date: 2026-11-21 20:58:48.691842
 """
 
 from collections.abc import Sequence
@@ -423,6 +423,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_draft_invoice_id'), ['invoice_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_draft_org_id'), ['org_id'], unique=False)
         batch_op.create_index('ix_draft_org_status', ['org_id', 'status'], unique=False)
+        batch_op.create_index('ix_draft_org_status_created', ['org_id', 'status', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_draft_status'), ['status'], unique=False)
 
     op.create_table('note',
@@ -749,6 +750,7 @@ def downgrade() -> None:
     op.drop_table('note')
     with op.batch_alter_table('draft', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_draft_status'))
+        batch_op.drop_index('ix_draft_org_status_created')
         batch_op.drop_index('ix_draft_org_status')
         batch_op.drop_index(batch_op.f('ix_draft_org_id'))
         batch_op.drop_index(batch_op.f('ix_draft_invoice_id'))
