@@ -5,16 +5,19 @@ contact, the invoices with every figure already formatted for the contact's loca
 the step, the persona's sender and the language. Formatting the figures here, once, is what lets a
 real model copy them exactly and lets grounding read them back.
 
-``render`` fills the versioned templates (``prompts/drafter/v1.<lang>.yaml``): the offline model
-writes with it, and a real model receives its output as the skeleton to adapt.
+``render`` fills the versioned templates (``prompts/drafter/v<N>.<lang>.yaml``, the version the
+case file names): the offline model writes with it, and a real model receives its output as the
+skeleton to adapt.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -38,11 +41,20 @@ from memory.models import (
     plan_invoice,
     promise_invoice,
 )
-from prompts.registry import PromptError, TemplateBook, fill, template_languages, templates
+from prompts.registry import (
+    PromptError,
+    TemplateBook,
+    fill,
+    latest,
+    template_languages,
+    templates,
+)
 from tools import account360 as a360
-from tools.grounding import format_amount, format_day, locale_for
+from tools.grounding import extract_facts, format_amount, format_day, invoice_shapes, locale_for
 
 MAX_CASE_INVOICES = 15
+#: An SMS is at most two concatenated segments; longer texts are split or cut by carriers.
+SMS_MAX_CHARS = 320
 CASE_OPEN = "<case_file>"
 CASE_CLOSE = "</case_file>"
 
@@ -104,21 +116,45 @@ class CaseFile(BaseModel):
     revision_instructions: list[str] = Field(
         default_factory=list, description="Earlier operator instructions, oldest first."
     )
+    po_reference: str | None = Field(
+        default=None,
+        description="The purchase order the payer's AP matches payments to (an internal note).",
+    )
+    template_version: str = Field(
+        default_factory=lambda: latest("drafter"), description="The drafter templates to fill."
+    )
 
     def to_prompt(self) -> str:
         return f"{CASE_OPEN}\n{self.model_dump_json(indent=1)}\n{CASE_CLOSE}"
 
 
+_PARSED: dict[str, CaseFile | None] = {}
+
+
 def parse_case(text: str) -> CaseFile | None:
-    """The case file embedded in a prompt (the offline model reads it back), or None."""
+    """The case file embedded in a prompt (the offline model reads it back), or None.
+
+    The same prompt is read at every step of a run (the tool call, then the draft): parsed once,
+    remembered for a while (case files are immutable; a revision copies them).
+    """
+    cached = _PARSED.get(text, _MISSING)
+    if cached is not _MISSING:
+        return cached  # type: ignore[return-value]
     start = text.find(CASE_OPEN)
     end = text.find(CASE_CLOSE, start + 1)
-    if start < 0 or end < 0:
-        return None
-    try:
-        return CaseFile.model_validate(json.loads(text[start + len(CASE_OPEN) : end]))
-    except ValueError:
-        return None
+    case: CaseFile | None = None
+    if start >= 0 and end >= 0:
+        try:
+            case = CaseFile.model_validate(json.loads(text[start + len(CASE_OPEN) : end]))
+        except ValueError:
+            case = None
+    if len(_PARSED) >= 512:
+        _PARSED.clear()
+    _PARSED[text] = case
+    return case
+
+
+_MISSING = object()
 
 
 @dataclass
@@ -228,11 +264,16 @@ def build_task(
     installment_id: int | None = None,
     pay_links: dict[str, str] | None = None,
     include_promises: bool = False,
+    template_version: str | None = None,
+    note_bodies: Sequence[str] | None = None,
 ) -> DraftTask:
     """Read one drafting task from the ledger, scoped to ``org_id``.
 
     With ``invoice_ids`` the message is about those invoices (the first is the primary one);
     with only ``customer_id`` it covers the customer's open, undisputed invoices (a statement).
+    ``note_bodies``: the customer's recent internal notes, newest first, when the caller has
+    preloaded them (Autopilot, per batch); else they are read here. ``template_version``: the
+    drafter templates to write with (default: the newest).
     """
     org = session.get(Organisation, org_id)
     if org is None:
@@ -294,6 +335,8 @@ def build_task(
             )
             for p in a360.promise_history(session, org_id, customer_id, as_of=as_of, limit=10)
         ]  # fmt: skip
+    if note_bodies is None:
+        note_bodies = a360.internal_note_bodies(session, org_id, [customer.id]).get(customer.id, [])
     recipient = None
     if contact is not None:
         recipient = contact.phone if channel in (Channel.CALL, Channel.SMS) else contact.email
@@ -321,6 +364,8 @@ def build_task(
         promise=promise,
         installment=installment,
         promises=promises,
+        po_reference=payment_reference(note_bodies, [i.number for i in invoices]),
+        template_version=template_version or latest("drafter"),
     )
     return DraftTask(
         case=case,
@@ -335,6 +380,38 @@ def build_task(
         installment_id=installment_id,
         pay_links=[c.pay_link for c in case_invoices],
     )
+
+
+_PO_REFERENCE = re.compile(
+    r"(?i:\bpurchase[ -]order(?:\s+(?:no\.?|number|#))?|\bbestell(?:nummer|-?nr\.?)"
+    r"|\bbon de commande(?:\s+n°)?|\bnum[ée]ro de commande|\borden de compra(?:\s+n[º°.]?)?)"
+    r"[\s:#]*(?P<ref>(?:[A-Z]{1,4}[ -]?)?\d[\w/-]{0,19})"
+    r"|\bP\.?O\.?(?:\s*(?:[Nn]o\.?|#|:))?[\s:#-]*(?P<po>\d[\w/-]{0,19})"
+)
+
+
+def payment_reference(note_bodies: Sequence[str], invoice_numbers: Sequence[str]) -> str | None:
+    """The purchase-order reference the payer's accounts-payable team matches payments to, from
+    the newest internal note that names one ("AP matches payments to PO 7781").
+
+    Why only this: internal notes say many things a payer must not read (risk, renewals,
+    negotiations); a reference the payer itself needs on the payment is the one note fact that is
+    both personal and safe to repeat. A reference that grounding would read as an amount, a date,
+    an invoice number or a link is dropped: it would state a figure the ledger does not back.
+    """
+    shapes = invoice_shapes(invoice_numbers)
+    for body in note_bodies:
+        m = _PO_REFERENCE.search(body or "")
+        if m is None:
+            continue
+        ref = (m.group("ref") or m.group("po") or "").rstrip(".,;:-/")
+        if len(re.sub(r"\D", "", ref)) < 3:
+            continue
+        facts = extract_facts(ref, known_invoice_numbers=invoice_numbers, shapes=shapes)
+        if facts.amounts or facts.dates or facts.invoice_numbers or facts.links or facts.ambiguous:
+            continue
+        return ref
+    return None
 
 
 def _contact(
@@ -440,8 +517,15 @@ def relocalize(case: CaseFile, language: str) -> CaseFile:
 # --- rendering ---------------------------------------------------------------------------------
 
 Length = Literal["normal", "short"]
+#: Templates about a promise (its amount and date are stated); a case without one gets the generic.
+PROMISE_TEMPLATES = frozenset({"promise_broken", "promise_reminder"})
+#: Templates that list every invoice of the case (the others are about the first invoice only).
+LISTING_TEMPLATES = frozenset(
+    {"account_statement", "promise_broken", "promise_reminder", "installment_missed"}
+)
 
 _FALLBACKS: tuple[tuple[str, str], ...] = (
+    ("promise_remind", "generic_reminder"),  # never "promise_broken" for a promise still open
     ("statement", "account_statement"),
     ("final", "final_notice"),
     ("firm", "firm_reminder"),
@@ -482,20 +566,32 @@ class Style:
     mention_plan: bool = False
 
 
-def book_for(language: str) -> TemplateBook:
-    """The templates in ``language``; English when there are none (the language check will hold
-    such a draft for a human rather than send English to a German contact)."""
-    if language in template_languages():
-        return templates(language)
-    return templates("en")
+@lru_cache(maxsize=64)
+def book_for(language: str, version: str = "v1") -> TemplateBook:
+    """The templates of ``version`` in ``language``; English when there are none (the language
+    check will hold such a draft for a human rather than send English to a German contact)."""
+    if language in template_languages(version):
+        return templates(language, version)
+    return templates("en", version)
+
+
+def case_book(case: CaseFile) -> TemplateBook:
+    """The template book a case is written from (its language, its template version)."""
+    return book_for(case.language, case.template_version)
+
+
+def is_sms(case: CaseFile) -> bool:
+    return case.channel is Channel.SMS
 
 
 def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, TemplateBook]:
     """Subject and body for the case, filled from the versioned templates."""
     style = style or Style(tone=case.tone)
-    book = book_for(case.language)
+    book = case_book(case)
     name = resolve_template(case.template, book)
-    if name == "promise_broken" and case.promise is None:
+    sms = is_sms(case)
+    short = style.length == "short" or sms
+    if name in PROMISE_TEMPLATES and case.promise is None:
         name = "generic_reminder"
     if name == "installment_missed" and case.installment is None:
         name = "generic_reminder"
@@ -529,15 +625,15 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
             installment_amount=case.installment.amount_text,
             installment_date=case.installment.date_text,
         )
-    body_key = "short" if style.length == "short" and "short" in tmpl else "body"
+    body_key = "short" if short and "short" in tmpl else "body"
     try:
         subject = fill(str(tmpl["subject"]), values)
         text = fill(str(tmpl[body_key]), values)
     except PromptError as exc:
         raise PromptError(f"template {name} ({book.language}): {exc}") from exc
     extras: list[str] = []
-    single = name not in ("account_statement", "promise_broken", "installment_missed")
-    if single and style.length == "normal" and primary.paid_text and len(case.invoices) == 1:
+    single = name not in LISTING_TEMPLATES
+    if single and not short and primary.paid_text and len(case.invoices) == 1:
         extras.append(fill(book.mentions["partial"], values))
     if style.mention_promise is not None:
         p = style.mention_promise
@@ -549,6 +645,8 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
         extras.append(fill(book.mentions["promise_past" if past else "promise"], mention))
     if style.mention_plan and case.installment is not None:
         extras.append(fill(book.mentions["plan"], values))
+    if case.po_reference and not short and not tmpl.get("script") and "reference" in book.mentions:
+        extras.append(fill(book.mentions["reference"], {"po_reference": case.po_reference}))
     if extras:
         text = text + "\n\n" + " ".join(extras)
     if case.customer_name.endswith("."):  # "Falcon S.L." at the end of a sentence
@@ -557,6 +655,8 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
     if tmpl.get("script"):
         return subject, text, book
     formal = style.formal or book.tone_greeting.get(style.tone, "informal") == "formal"
+    if sms:
+        return subject, sms_text(book, values, text), book
     greeting = fill(book.greetings["formal" if formal else "informal"], values)
     team = case.persona in (DraftPersona.AUTOPILOT,) or case.sender_name.endswith(
         "Accounts Receivable"
@@ -566,32 +666,46 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
     return subject, f"{greeting}\n\n{text}\n\n{signoff}", book
 
 
+def sms_text(book: TemplateBook, values: Mapping[str, Any], text: str) -> str:
+    """An SMS: the short text with the contact's first name and the sender, within
+    ``SMS_MAX_CHARS``; the greeting and then the sender go first when it would not fit (the
+    invoice, the amount and the pay link never do)."""
+    greeting = fill(book.greetings["informal"], values)
+    signoff = fill(book.mentions["sms_signoff"], values) if "sms_signoff" in book.mentions else ""
+    for parts in ((greeting, text, signoff), (text, signoff), (text,)):
+        candidate = "\n".join(p for p in parts if p)
+        if len(candidate) <= SMS_MAX_CHARS:
+            return candidate
+    return text
+
+
 def stated_facts(case: CaseFile, style: Style | None = None) -> dict[str, Any]:
     """The facts a rendered message states, as the typed output declares them."""
-    name = resolve_template(case.template, book_for(case.language))
+    name = resolve_template(case.template, case_book(case))
+    if name in PROMISE_TEMPLATES and case.promise is None:
+        name = "generic_reminder"
+    if name == "installment_missed" and case.installment is None:
+        name = "generic_reminder"
     amounts: list[tuple[int, str]] = []
     dates: list[date] = []
-    if name in ("account_statement", "promise_broken", "installment_missed"):
-        invoices = case.invoices
-    else:
-        invoices = case.invoices[:1]
+    invoices = case.invoices if name in LISTING_TEMPLATES else case.invoices[:1]
     numbers = [i.number for i in invoices]
     for inv in invoices:
         amounts.append((inv.balance_minor, inv.currency))
         dates.append(inv.due_date)
-    short = style is not None and style.length == "short"
-    if name == "promise_broken" and case.promise is not None:
+    short = (style is not None and style.length == "short") or is_sms(case)
+    if name in PROMISE_TEMPLATES and case.promise is not None:
         amounts.append((case.promise.amount_minor, case.promise.currency))
         dates.append(case.promise.date)
     if name == "installment_missed" and case.installment is not None:
         amounts.append((case.installment.amount_minor, case.installment.currency))
         dates.append(case.installment.date)
-    if short and name in ("promise_broken", "installment_missed"):
+    if short and name in LISTING_TEMPLATES - {"account_statement"}:
         numbers, amounts, dates = numbers[:1], amounts[-1:], dates[-1:]
     primary = case.invoices[0]
     if (
         not short
-        and name not in ("account_statement", "promise_broken", "installment_missed")
+        and name not in LISTING_TEMPLATES
         and primary.paid_text
         and len(case.invoices) == 1
     ):

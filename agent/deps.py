@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
 from memory.config import Settings
-from memory.recall import Recall
+
+if TYPE_CHECKING:  # chromadb is heavy to import; recall is optional for most runs
+    from memory.recall import Recall
 
 
 class OutOfScope(PermissionError):
@@ -33,7 +36,9 @@ class AgentDeps:
     ``recall``: notes and replies search (optional; the recall tool says so when absent);
     ``now``: the moment the guardrails decide at (default: the real time, UTC);
     ``customer_id``: when set, tools refuse every other customer;
-    ``pay_links``: already-issued mini-portal links by invoice number (else the stable link).
+    ``pay_links``: already-issued mini-portal links by invoice number (else the stable link);
+    ``prefetched``: ``invoice_detail`` answers read in bulk for this task's invoices (Autopilot
+    reads a whole batch in a few queries; the tool still checks the customer scope).
     """
 
     session: Session
@@ -44,6 +49,7 @@ class AgentDeps:
     now: datetime | None = None
     customer_id: int | None = None
     pay_links: dict[str, str] = field(default_factory=dict)
+    prefetched: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def moment(self) -> datetime:
         return self.now or datetime.now(UTC)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Awaitable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from pydantic_ai import Agent, ToolOutput
@@ -36,7 +37,17 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.casefile import DraftTask, TaskError, book_for, build_task, render, resolve_template
+from agent.casefile import (
+    SMS_MAX_CHARS,
+    CaseFile,
+    DraftTask,
+    TaskError,
+    book_for,
+    build_task,
+    case_book,
+    render,
+    resolve_template,
+)
 from agent.deps import AgentDeps
 from agent.models import build_model, model_name_of
 from agent.offline import DRAFT_TOOL, OFFLINE_MODEL_NAME
@@ -54,10 +65,11 @@ from memory.models import (
 )
 from policies.engine import PolicyEngine
 from policies.engine import engine_for as policy_engine_for
+from policies.facts import PromiseFacts
 from policies.types import ActionType
 from prompts.registry import Prompt, load
 from tools import audit
-from tools.drafts import store_new_draft
+from tools.drafts import status_for_decision, store_new_draft
 from tools.grounding import (
     DeclaredFacts,
     GroundingReport,
@@ -162,7 +174,7 @@ def check_output(
             f"the draft must be written in {case.language!r}, not {out.language!r}"
             + (
                 ""
-                if book_for(case.language).language == case.language
+                if book_for(case.language, case.template_version).language == case.language
                 else f" (no {case.language!r} templates: a person must write this one)"
             )
         )
@@ -174,7 +186,28 @@ def check_output(
         problems.append(f"the recipient must be {case.recipient}, not {out.recipient}")
     if out.channel != case.channel:
         problems.append(f"the channel must be {case.channel.value}, not {out.channel.value}")
+    if out.channel is Channel.SMS and len(out.body) > SMS_MAX_CHARS:
+        problems.append(
+            f"an SMS must be at most {SMS_MAX_CHARS} characters, this one has {len(out.body)}: "
+            "keep the invoice number, the amount and the pay link, drop the rest"
+        )
     return Checked(report=report, hold_problems=problems)
+
+
+def reminded_promise(case: CaseFile) -> PromiseFacts | None:
+    """The open promise a promise reminder is about (the guardrails' ``about_promise``)."""
+    promise = case.promise
+    if case.template != "promise_reminder" or promise is None or promise.status != "open":
+        return None
+    if not promise.invoice_numbers:
+        return None
+    return PromiseFacts.model_validate(
+        {
+            "promised_date": promise.date,
+            "status": "open",
+            "invoice_numbers": promise.invoice_numbers,
+        }
+    )
 
 
 # --- the drafter ---------------------------------------------------------------------------------
@@ -201,6 +234,7 @@ class Prepared:
 
     truth: LedgerTruth | None = None
     context: OutreachContext | None = None
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Drafter:
@@ -232,13 +266,11 @@ class Drafter:
 
     def instructions(self, task: DraftTask) -> str:
         case = task.case
-        book = book_for(case.language)
+        book = case_book(case)
         name = resolve_template(case.template, book)
-        if self.offline:  # the offline model fills the templates itself; skip the work here
-            tmpl = book.template(name)
-            subject, body = str(tmpl["subject"]), str(tmpl["body"])
-        else:
-            subject, body, _ = render(case)
+        if self.offline:  # the offline model fills the templates itself: the bare skeleton
+            return _skeleton_instructions(self.prompt, case.template_version, name, case.language)
+        subject, body, _ = render(case)
         return self.prompt.render(
             template=name, language=case.language, skeleton_subject=subject, skeleton_body=body
         )
@@ -307,6 +339,10 @@ class Drafter:
         model thinks.
         """
         session = deps.session
+        if task.case.template_version != self.prompt.version:  # e.g. the evals' offline@v1
+            task = replace(
+                task, case=task.case.model_copy(update={"template_version": self.prompt.version})
+            )
         case = task.case
         scoped = AgentDeps(
             session=session,
@@ -317,6 +353,7 @@ class Drafter:
             now=deps.now,
             customer_id=task.customer_id,
             pay_links=deps.pay_links,
+            prefetched=prepared.details if prepared else {},
         )
         started = time.perf_counter()
         usage = RunUsage()
@@ -380,6 +417,7 @@ class Drafter:
             pay_link=case.pay_link,
             now=now,
             shadow=self.shadow,
+            about_promise=reminded_promise(case),
         )
         engine = engine or policy_engine_for(policy_set_for(session, deps.org_id))
         decision = engine.decide(ActionType.SEND_DRAFT, facts).as_dict()
@@ -415,6 +453,53 @@ class Drafter:
             composed.first_mismatches,
             self.prompt,
         )
+
+    def store_many(self, session: Session, batch: Sequence[Composed]) -> list[DraftResult]:
+        """Persist a batch of composed drafts in two round trips (the drafts, then their audit
+        events) instead of a flush per draft; flushed, not committed.
+
+        Same rows as ``store`` one by one (``tools.drafts.store_new_draft`` for decided drafts,
+        ``store_held_draft`` for held ones): the first state from the decision
+        (``status_for_decision``), and one ``draft.created`` event each.
+        """
+        for c in batch:
+            d = c.draft
+            if c.hold is not None:
+                d.status = DraftStatus.HELD
+                d.hold_reason = c.hold[:MAX_HOLD_CHARS]
+                d.decision = {}
+                d.decision_outcome = None
+            else:
+                d.decision = c.decision
+                d.decision_outcome = str(c.decision.get("outcome"))
+                d.status = status_for_decision(
+                    d.decision_outcome, grounding_blocked=c.grounding_blocked
+                )
+        session.add_all([c.draft for c in batch])
+        session.flush()
+        for c in batch:
+            d = c.draft
+            detail: dict[str, Any] = (
+                {"hold_reason": d.hold_reason, "run_key": d.run_key}
+                if c.hold is not None
+                else {"outcome": d.decision_outcome, "run_key": d.run_key}
+            )
+            audit.record(
+                session,
+                d.org_id,
+                actor=self.actor,
+                action="draft.created",
+                subject_type="draft",
+                subject_id=d.id,
+                from_state=DraftStatus.DRAFTED.value,
+                to_state=d.status.value,
+                detail=detail,
+            )
+        session.flush()
+        return [
+            _result(c.draft, c.task, c.out, c.usage, c.attempts, c.first_mismatches, self.prompt)
+            for c in batch
+        ]
 
     def _draft_row(
         self,
@@ -464,6 +549,18 @@ class Drafter:
             output_tokens=usage.output_tokens,
             latency_ms=latency_ms,
         )
+
+
+@lru_cache(maxsize=256)
+def _skeleton_instructions(prompt: Prompt, version: str, name: str, language: str) -> str:
+    """The instructions with a step's unfilled template (the same for every draft of the step)."""
+    tmpl = book_for(language, version).template(name)
+    return prompt.render(
+        template=name,
+        language=language,
+        skeleton_subject=str(tmpl["subject"]),
+        skeleton_body=str(tmpl["body"]),
+    )
 
 
 def store_held_draft(session: Session, draft: Draft, *, reason: str, actor: User | str) -> Draft:

@@ -13,6 +13,7 @@ Which part it plays is read from the output tool the agent offers (``submit_draf
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import date
 from decimal import Decimal
@@ -40,7 +41,7 @@ from agent.casefile import (
     render,
     stated_facts,
 )
-from agent.safety import injection_signals, unfence
+from agent.safety import before_injection, injection_signals, unfence
 from agent.schemas import InspectCase, TriageCase
 from memory.money import exponent
 from tools.grounding import (
@@ -469,63 +470,198 @@ def _inspector(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
 
 
 # --- reply triage --------------------------------------------------------------------------------
+#
+# Keyword sets per language (en, de, fr, es, and the commonest nl/it/pt phrases), matched on the
+# reply folded to lower case without accents ("Büro" -> "buro", "reçu" -> "recu", "ß" -> "ss").
+# They are phrase patterns a person would recognise, not the eval's sentences.
 
-_OOO = (
-    r"out of (the )?office|\booo\b|automatic reply|auto-?reply|on (annual )?leave|on vacation"
-    r"|abwesenheit|abwesend|au[sß]er haus|absent du bureau|en cong[eé]|fuera de la oficina"
-    r"|de vacaciones"
+_OOO = re.compile(
+    r"out of (the )?office|\booo\b|automatic reply|auto-?reply|away from (the |my )?(office|desk)"
+    r"|on (annual |parental |maternity |paternity |sick |medical )?leave|on (vacation|holiday)"
+    r"|limited access to (my )?e-?mails?|i (will be|am) back (in the office )?on"
+    r"|abwesen|ausser haus|nicht im buro|nicht erreichbar|im urlaub|in urlaub|eingeschrankt\w* "
+    r"zugriff|automatische antwort|abwesenheitsnotiz"
+    r"|absente? du bureau|absente? jusqu|en conges?\b|en vacances|reponse automatique"
+    r"|acces limite|je serai de retour|de retour le"
+    r"|fuera de la oficina|de vacaciones|respuesta automatica|acceso limitado|estare de vuelta"
+    r"|regresare el|volvere el"
+    r"|afwezig|niet op kantoor|met vakantie|fuori ufficio|in ferie|fora do escritorio|de ferias"
 )
-_PAID = (
-    r"already paid|have paid|has been paid|we paid|i paid|payment (was|has been) (sent|made)"
-    r"|remitted|transfer(red)? (was|has been) (sent|made)|bereits (be)?zahlt|schon bezahlt"
-    r"|d[eé]j[aà] pay[eé]|ya (lo )?(hemos )?pagado|ya pagamos"
+_PAID = re.compile(
+    r"already (been )?(paid|settled|sent|wired|transferred|remitted)"
+    r"|(has|have|was|were) (already )?been (paid|settled|remitted|transferred|wired|sent)"
+    r"|\b(we|i) (have |had )?(already )?(paid|settled|wired|remitted|transferred|sent the payment"
+    r"|made the payment)\b"
+    r"|payment (was|has been|went|is|has gone) (already )?(sent|made|out|issued|initiated"
+    r"|processed|on its way)"
+    r"|\b(check|cheque|wire|transfer|ach payment|remittance)\b.{0,40}\b(was|were|has been|have"
+    r" been|went)\b.{0,20}\b(mailed|sent|posted|issued|made|initiated|out)\b"
+    r"|\b(mailed|sent|posted) (you )?(a |the |our )?(check|cheque)\b"
+    r"|\b(we|i) (have |had |just )?(already )?(sent|mailed|posted|wired|made|initiated|released"
+    r"|issued) (you )?(the |a |our |your )?(payment|wire|transfer|check|cheque|remittance|ach)\b"
+    r"|\b(was|were|has been|have been) (remitted|wired|transferred)\b"
+    # de
+    r"|\b(bereits|schon)\b.{0,30}\b(bezahlt|uberwiesen|beglichen|angewiesen)"
+    r"|\b(wurde|wurden|ist|sind|haben|habe)\b.{0,40}\b(bezahlt|uberwiesen|beglichen|angewiesen)\b"
+    r"|\bzahlung (ist|wurde)\b.{0,20}\b(erfolgt|veranlasst|ausgefuhrt|angewiesen)"
+    # fr
+    r"|\bdeja (ete )?(paye|regle|vire|verse)e?s?\b"
+    r"|\b(avons|ai|a ete|ont ete)\b.{0,30}\b(paye|regle|vire|verse)e?s?\b"
+    r"|\b(paiement|virement|cheque|reglement)\b.{0,30}\b(a ete|est parti|ete)\b.{0,15}"
+    r"\b(effectue|envoye|emis|fait|expedie|poste)e?\b"
+    # es
+    r"|\bya (lo |la |los |las )?(hemos |he |habiamos )?(pagado|abonado|transferido|liquidado)\b"
+    r"|\bya pagamos\b|\b(hemos|he) (pagado|abonado|transferido|liquidado)\b"
+    r"|\b(pago|transferencia|cheque)\b.{0,30}\b(fue|ha sido|se ha)\b.{0,15}"
+    r"\b(realizad|enviad|efectuad|emitid|hech)[oa]\b"
 )
-_DISPUTE = {
-    "pricing": r"overcharg|wrong price|price (is )?(wrong|incorrect)|pricing|falscher preis|prix",
-    "quantity": r"quantity|quantities|menge|quantit[eé]|cantidad",
-    "service_not_received": r"never received|not received|not delivered|nicht erhalten"
-    r"|nicht geliefert|pas re[cç]u|no (lo )?hemos recibido|no recibid",
-    "duplicate_billing": r"duplicate|twice|billed two|doppelt|en double|duplicad",
-    "quality": r"damaged|defect|broken|faulty|quality|besch[aä]digt|d[eé]fectu|defectuos",
-    "other": r"\bdispute\b|incorrect|\bwrong\b|reklamation|einspruch|contest|litige|disputa"
-    r"|reclamaci[oó]n",
+#: A negation in the same clause turns a claim around ("it has not been paid yet").
+_NEGATION = re.compile(
+    r"(\bnot\b|n't\b|\bnever\b|\bnicht\b|\bkein\w*|\bpas\b|\bjamais\b|\bno\b|\bnunca\b"
+    r"|\btodavia\b|\baun\b)[^.!?,;\n]{0,30}$"
+)
+_DISPUTE: dict[str, re.Pattern[str]] = {
+    reason: re.compile(rx)
+    for reason, rx in {
+        "pricing": r"overcharg|wrong (unit )?(price|rate)|(price|rate) (is |was )?(wrong|incorrect"
+        r"|higher|too high)|(agreed|contract(ed)?|quoted) (price|rate)|falsche[rn]? preis"
+        r"|preis (ist |war )?(falsch|zu hoch)|vereinbarte[nr]? preis"
+        r"|(prix|tarif) (est |etait )?(incorrect|errone|faux|trop eleve)|mauvais (prix|tarif)"
+        r"|(prix|tarif) convenu|precio (es |era )?(incorrecto|equivocado|demasiado alto)"
+        r"|precio acordado",
+        "quantity": r"quantit|\bmenge\b|cantidad|too many|zu viele|trop de|demasiad",
+        "not_received": r"never (received|arrived|delivered)|not (been )?(received|delivered)"
+        r"|did not (receive|arrive)|didn't (receive|arrive)"
+        r"|(nicht|nie|niemals) (erhalten|geliefert|angekommen|bekommen)"
+        r"|pas (ete )?(recu|livre)|jamais (recu|livre)|no (lo |la |los |las )?(hemos )?recibid"
+        r"|no (ha |han )?llegad|no entregad",
+        "duplicate_billing": r"duplicate|twice|billed two|double[- ]billed|doppelt|zweimal"
+        r"|en double|deux fois|duplicad|dos veces",
+        "quality": r"damaged|defect|broken|faulty|not working|poor quality|beschadigt|defekt"
+        r"|mangelhaft|endommag|defectueu|defectuos|danad",
+        "tax": r"\b(vat|tax|mwst|ust|tva|iva)\b (rate |amount )?(is |was |ist )?(wrong|incorrect"
+        r"|falsch|errone|incorrect[oa])",
+        "other": r"\bdisput|\bcontest|\bincorrect|\bwrong\b|\berror\b|mistake|reklamation|einspruch"
+        r"|widerspruch|fehlerhaft|\bfalsch|litige|errone|erreur|disputa|reclamaci|equivocad"
+        r"|corrected invoice|credit note|correct (the|this) invoice|fix (the|this) invoice"
+        r"|korrigierte rechnung|gutschrift|facture (corrigee|rectificative)|un avoir"
+        r"|factura (corregida|rectificativa)|nota de credito",
+    }.items()
 }
-_PROMISE_WORDS = (
-    r"will pay|we'?ll pay|going to pay|can pay|payment will (be made|go out)|will be paid"
-    r"|scheduled (for|on)|pay (it )?(by|on)|will (transfer|remit|send (the )?payment)"
-    r"|werden? .{0,60}(zahlen|überweisen|bezahlen)|zahlen wir|überweisen wir"
-    r"|nous (allons )?pa(ierons|yer)|paiement (sera|est pr[eé]vu)"
-    r"|pagaremos|vamos a pagar|el pago se (har[aá]|realizar[aá])"
+#: Countable things a quantity dispute is about ("charges 40 licences, we have 32 seats").
+_COUNTED = re.compile(
+    r"\b(\d{1,6})\s+(licen[cs]es?|seats?|users?|units?|items?|pieces?|pcs|hours?|boxes|pallets?"
+    r"|cartons?|subscriptions?|devices?|lizenzen|platze|nutzer|einheiten|stuck|stunden"
+    r"|paletten|postes|unites|heures|licencias|puestos|usuarios|unidades|horas|piezas|cajas)\b"
 )
-_QUESTION = (
-    r"\?|could you send|can you send|please send|copy of|bank details|remittance|purchase order"
-    r"|\bpo\b|k[oö]nnen sie|pourriez-vous|podr[ií]a"
+_CONTRAST = re.compile(
+    r"\b(but|only|not|instead|however|aber|nur|statt|nicht|mais|seulement|au lieu|pero|solo"
+    r"|en lugar)\b"
 )
+_CONDITIONAL = re.compile(
+    r"\b(once|after|as soon as|when|if|sobald|nachdem|wenn|falls|des que|une fois|apres|quand"
+    r"|cuando|una vez|en cuanto|tan pronto)\b.{0,60}\b(fix|fixed|correct(ed)?|resolved|credit"
+    r"|sorted|reissued|korrigiert|gutschrift|geklart|corrige|rectifi|corregid|resuelt)"
+)
+_PROMISE_WORDS = re.compile(
+    r"\b(will|'ll|shall|going to|can|plan to|intend to|expect to)\s+(be able to\s+)?(pay"
+    r"|transfer|remit|wire|settle|send (the |a |our )?payment|release (the )?payment"
+    r"|process (the )?payment)\b|payment will (be made|go out|be sent|be released)|will be paid"
+    r"|scheduled (for|on)|pay (it )?(by|on)"
+    r"|werden? .{0,60}(zahlen|uberweisen|bezahlen)|zahlen wir|uberweisen wir"
+    r"|nous (allons )?pa(ierons|yer)|paiement (sera|est prevu)|reglerons|virerons"
+    r"|pagaremos|vamos a pagar|el pago se (hara|realizara)|transferiremos"
+)
+_QUESTION = re.compile(
+    r"\?|could you|can you|would you|please (send|provide|confirm|resend|share|advise)"
+    r"|copy of|bank details|remittance|purchase order|\bpo\b|\bw-?9\b|statement of account"
+    r"|konnen sie|konnten sie|bitte (senden|schicken|bestatigen)|pourriez-vous|pouvez-vous"
+    r"|merci de (nous )?(envoyer|confirmer)|podria|pueden|puede enviar|por favor (env|confirm)"
+)
+
+
+def fold_text(text: str) -> str:
+    """Lower case without accents ("Büro" -> "buro", "ß" -> "ss"): one spelling per keyword."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).lower().replace("ß", "ss")
+
+
+def _affirmed(rx: re.Pattern[str], folded: str) -> bool:
+    """``rx`` is found and not negated in its clause ("has not been paid" claims nothing)."""
+    for m in rx.finditer(folded):
+        before = folded[max(0, m.start() - 40) : m.start()]
+        if _NEGATION.search(before) or re.search(r"\b(not|nicht|pas|no)\b", m.group()):
+            continue
+        return True
+    return False
+
+
+def dispute_reason(folded: str) -> str | None:
+    """Why the payer contests the invoice (``tools.disputes.REASONS`` keys), or None."""
+    for reason, rx in _DISPUTE.items():
+        if reason == "quantity" and _quantity_mismatch(folded):
+            return reason
+        if rx.search(folded):
+            return reason
+    return None
+
+
+def _quantity_mismatch(folded: str) -> bool:
+    """Two different counts of things, contrasted: "bills 40 licences but we have 32 seats"."""
+    counts = {m.group(1) for m in _COUNTED.finditer(folded)}
+    return len(counts) >= 2 and bool(_CONTRAST.search(folded))
+
+
+def classify_reply(folded: str, *, has_future_date: bool) -> str:
+    """The class of a (folded) reply: out_of_office, paid_claim, dispute, promise, question or
+    other. Order matters: an auto-reply quoting an invoice is still an auto-reply; "paid" beats
+    a promise; a dispute beats a promise that is conditional or has no date ("we will pay once
+    it is fixed")."""
+    if _OOO.search(folded):
+        return "out_of_office"
+    if _affirmed(_PAID, folded):
+        return "paid_claim"
+    promise = bool(_PROMISE_WORDS.search(folded)) and has_future_date
+    if dispute_reason(folded) is not None and not (promise and not _CONDITIONAL.search(folded)):
+        return "dispute"
+    if promise:
+        return "promise"
+    if _QUESTION.search(folded):
+        return "question"
+    return "other"
 
 
 def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
-    """The offline triage rules: classify a reply and propose (never apply) ledger changes."""
-    low = text.lower()
+    """The offline triage rules: classify a reply and propose (never apply) ledger changes.
+
+    A reply with an injection signal is read only up to the injected sentence (the payer's own
+    words before it), and flagged; nothing after it is classified or proposed.
+    """
+    signals = injection_signals(text)
+    own = before_injection(text) if signals else text
     known = [i.number for i in case.invoices]
     # The reply may not be in the customer's usual language: read it in the language it is in.
-    language = detect_language(text) or case.language
+    seen_language = detect_language(own)
+    language = seen_language or case.language
     facts = extract_facts(
-        text,
+        own,
         language=language,
         as_of=case.as_of,
         known_invoice_numbers=known,
         shapes=invoice_shapes(known),
     )
-    others = {case.language} if detect_language(text) else {case.language, "en", "de", "fr", "es"}
+    others = {case.language} if seen_language else {case.language, "en", "de", "fr", "es"}
     for other in sorted(others - {language}):  # short replies: any supported language's months
         facts.dates += [
             d
-            for d in extract_facts(text, language=other, as_of=case.as_of).dates
+            for d in extract_facts(own, language=other, as_of=case.as_of).dates
             if d not in facts.dates
         ]
+    everything = extract_facts(
+        text, language=language, known_invoice_numbers=known, shapes=invoice_shapes(known)
+    )
     ours = [n for n in facts.invoice_numbers if n in known]
-    foreign = [n for n in facts.invoice_numbers if n not in known]
-    signals = injection_signals(text)
+    foreign = [n for n in everything.invoice_numbers if n not in known]
     future = sorted(d for d in facts.dates if d >= case.as_of)
     currencies = case.currencies or sorted({i.currency for i in case.invoices}) or ["USD"]
     amount: dict[str, Any] | None = None
@@ -538,10 +674,14 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
         if amount:
             break
     targets = ours or ([known[0]] if len(known) == 1 else [])
+    folded = fold_text(own)
+    classification = (
+        classify_reply(folded, has_future_date=bool(future)) if own.strip() else "other"
+    )
     result: dict[str, Any] = {
-        "classification": "other",
+        "classification": classification,
         "summary": "",
-        "invoice_numbers": ours,
+        "invoice_numbers": ours + [n for n in foreign if n not in ours],  # vetting drops foreign
         "promise_amount": None,
         "promise_date": None,
         "dispute_reason": None,
@@ -550,8 +690,7 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
         "proposed_changes": [],
     }
     changes: list[dict[str, Any]] = []
-    if re.search(_OOO, low):
-        result["classification"] = "out_of_office"
+    if classification == "out_of_office":
         result["return_date"] = future[0].isoformat() if future else None
         result["summary"] = "Automatic out-of-office reply" + (
             f"; back on {future[0].isoformat()}." if future else "."
@@ -561,25 +700,22 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
                 {"kind": "pause_outreach", "on_date": future[0].isoformat(),
                  "detail": "Contact is away; hold outreach until they are back."}
             )  # fmt: skip
-    elif re.search(_PAID, low):
-        result["classification"] = "paid_claim"
+    elif classification == "paid_claim":
         result["summary"] = "The payer says the invoice(s) are already paid; check the payments."
         changes.append(
             {"kind": "verify_payment", "invoice_numbers": targets, "amount": amount,
              "on_date": facts.dates[0].isoformat() if facts.dates else None,
              "detail": "Match the claimed payment against received payments before any change."}
         )  # fmt: skip
-    elif any(re.search(rx, low) for rx in _DISPUTE.values()) and not re.search(_PROMISE_WORDS, low):
-        reason = next(k for k, rx in _DISPUTE.items() if re.search(rx, low))
-        result["classification"] = "dispute"
+    elif classification == "dispute":
+        reason = dispute_reason(folded) or "other"
         result["dispute_reason"] = reason
         result["summary"] = f"The payer contests the invoice(s): {reason.replace('_', ' ')}."
         changes.append(
             {"kind": "open_dispute", "invoice_numbers": targets, "reason": reason,
              "detail": "Open a dispute so the invoice is not chased while it is checked."}
         )  # fmt: skip
-    elif re.search(_PROMISE_WORDS, low) and future:
-        result["classification"] = "promise"
+    elif classification == "promise":
         result["promise_date"] = future[0].isoformat()
         if amount is None and targets:
             inv = next(i for i in case.invoices if i.number == targets[0])
@@ -595,8 +731,7 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
              "on_date": future[0].isoformat(),
              "detail": "Log this promise-to-pay; chasing pauses until its date plus grace."}
         )  # fmt: skip
-    elif re.search(_QUESTION, low):
-        result["classification"] = "question"
+    elif classification == "question":
         result["summary"] = "The payer asks a question; a collector should answer it."
         changes.append(
             {"kind": "answer_question", "invoice_numbers": targets,
@@ -606,10 +741,9 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
         result["summary"] = "Nothing to record; a collector may read it."
     if signals:
         result["summary"] = (
-            "Suspected prompt injection (" + ", ".join(signals) + "): nothing is proposed; a "
-            "person should read it. " + result["summary"]
+            "Suspected prompt injection (" + ", ".join(signals) + "): only the payer's own words "
+            "before it were read; a person should read the whole reply. " + result["summary"]
         )[:400]
-        changes = []
     if foreign:
         result["summary"] = (
             result["summary"]

@@ -28,6 +28,11 @@ def _dump(model: Any) -> Any:
     return model.model_dump(mode="json")
 
 
+def detail_payload(detail: a360.InvoiceDetail) -> dict[str, Any]:
+    """What ``invoice_detail`` returns for an invoice (payer text fenced), for prefetching."""
+    return _fence_notes(detail.model_dump(mode="json"))
+
+
 def _fence_notes(data: dict[str, Any]) -> dict[str, Any]:
     for note in data.get("notes", []):
         if note.get("untrusted"):
@@ -62,6 +67,11 @@ async def account_360(ctx: RunContext[AgentDeps], customer_id: int) -> dict[str,
 async def invoice_detail(ctx: RunContext[AgentDeps], invoice_number: str) -> dict[str, Any]:
     """One invoice by number: amounts (minor units), dates, aging, the promises and plans that
     cover it, its disputes, payments received and its pay link."""
+    # Autopilot reads its batch's invoices in bulk; the answer is the same, the scope check too.
+    cached = ctx.deps.prefetched.get(invoice_number.strip())
+    if cached is not None:
+        ctx.deps.check_customer(int(cached["customer_id"]))
+        return cached
     inv = _invoice(ctx, invoice_number)
     detail = a360.invoice_detail(
         ctx.deps.session,

@@ -131,6 +131,15 @@ def run(
         f"{summary.grounding_mismatches} grounding mismatches, {summary.errors} errors) "
         f"in {summary.elapsed_s:.1f}s with {summary.model_name}."
     )
+    if summary.promises_missed or summary.installments_missed or summary.promises_kept:
+        console.print(
+            f"Commitments: {summary.promises_missed} promise(s) marked missed, "
+            f"{summary.promises_kept} kept, {summary.installments_missed} installment(s) missed "
+            f"({summary.plans_defaulted} plan(s) defaulted), {summary.promise_reminders} promise "
+            "reminder(s) drafted."
+        )
+    for note in summary.notes:
+        err_console.print(f"[yellow]note:[/] {note}")
     outcomes = Table("Decision", "Drafts", title="What the guardrails decided")
     for key, value in sorted(summary.by_outcome.items()):
         outcomes.add_row(key, str(value))

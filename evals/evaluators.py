@@ -101,13 +101,16 @@ def _missing_draft_reason(result: CaseResult) -> str:
 
 
 @lru_cache(maxsize=512)
-def _extract(text: str, language: str, as_of: date, known: tuple[str, ...]) -> StatedFacts:
+def _extract(
+    text: str, language: str, as_of: date, known: tuple[str, ...], locale: str | None
+) -> StatedFacts:
     return extract_facts(
         text,
         language=language,
         as_of=as_of,
         known_invoice_numbers=known,
         shapes=invoice_shapes(known),
+        locale=locale,
     )
 
 
@@ -115,7 +118,9 @@ def stated_facts(view: DraftView, truth: ScenarioTruth) -> StatedFacts:
     """Every amount, date, invoice number and link the text states (grounding's extractor)."""
     known = tuple(truth.invoice_numbers + truth.foreign_invoice_numbers)
     language = (view.language or truth.language or "en").lower()
-    return _extract(view.text, language, truth.as_of, known)
+    # The contact's locale settles "1,234" vs "1.234" (de_CH and es_MX write a decimal point).
+    locale = truth.locale if truth.locale.split("_")[0] == language else None
+    return _extract(view.text, language, truth.as_of, known, locale)
 
 
 def _scaled(value: Decimal, currency: str) -> int | None:

@@ -76,13 +76,14 @@ class PlixoAgent:
         if self.prompt_version is not None:
             from prompts.registry import PromptError, load
 
-            for agent_name in ("drafter", "triage"):
-                try:
-                    load(agent_name, self.prompt_version)
-                except PromptError as exc:
-                    raise ModelUnavailable(
-                        f"prompt version {self.prompt_version!r} of the {agent_name}: {exc}"
-                    ) from exc
+            # The version names the drafter's prompt and templates (agents are versioned one by
+            # one: drafter v2 came with triage still at v1, which triage keeps using).
+            try:
+                load("drafter", self.prompt_version)
+            except PromptError as exc:
+                raise ModelUnavailable(
+                    f"prompt version {self.prompt_version!r} of the drafter: {exc}"
+                ) from exc
 
     def _drafter_for(self, settings: Settings) -> Any:
         if self._drafter is None:

@@ -61,6 +61,15 @@ def versions(agent: str) -> list[str]:
     return [v for _, v in found]
 
 
+@lru_cache(maxsize=16)
+def latest(agent: str) -> str:
+    """The newest version of an agent's prompt (``"v2"``)."""
+    available = versions(agent)
+    if not available:
+        raise PromptError(f"no prompt versions for agent {agent!r}")
+    return available[-1]
+
+
 @lru_cache(maxsize=64)
 def load(agent: str, version: str | None = None) -> Prompt:
     """An agent's prompt; the newest version unless ``version`` (``"v1"``) is given."""
@@ -114,7 +123,7 @@ def templates(language: str, version: str = "v1") -> TemplateBook:
 
 
 def template_languages(version: str = "v1") -> list[str]:
-    """Languages the drafter has templates for."""
+    """Languages the drafter has templates for in ``version``."""
     out = []
     for n in _files("drafter"):
         parts = n.split(".")

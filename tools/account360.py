@@ -18,7 +18,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Table, exists, select
+from sqlalchemy import Table, exists, func, select
 from sqlalchemy.orm import Session
 
 from memory.config import Settings
@@ -457,6 +457,41 @@ def dispute_status(
     return [_dispute_view(d, number, moment) for d, number in rows]
 
 
+def internal_note_bodies(
+    session: Session, org_id: int, customer_ids: Sequence[int], *, per_customer: int = 5
+) -> dict[int, list[str]]:
+    """The newest internal (staff-written) notes of each customer, newest first, in one query.
+
+    Payer-written notes are left out on purpose: what the drafter repeats from a note must come
+    from staff, never from text a payer could have planted.
+    """
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    rank = (
+        func.row_number()
+        .over(partition_by=Note.customer_id, order_by=(Note.created_at.desc(), Note.id.desc()))
+        .label("rank")
+    )
+    ranked = (
+        select(Note.customer_id, Note.body, rank)
+        .where(
+            Note.org_id == org_id,
+            Note.customer_id.in_(ids),
+            Note.source.in_(sorted(INTERNAL_SOURCES)),
+        )
+        .subquery()
+    )
+    out: dict[int, list[str]] = {}
+    for cid, body in session.execute(
+        select(ranked.c.customer_id, ranked.c.body)
+        .where(ranked.c.rank <= per_customer)
+        .order_by(ranked.c.customer_id, ranked.c.rank)
+    ):
+        out.setdefault(cid, []).append(body)
+    return out
+
+
 def _user_name(session: Session, user_id: int | None) -> str | None:
     if user_id is None:
         return None
@@ -662,3 +697,71 @@ def invoice_detail(
         ],
         pay_link=pay_link(settings, org_slug(session, org_id), inv.number, issued_url=issued_link),
     )
+
+
+def invoice_details(
+    session: Session,
+    org_id: int,
+    invoice_ids: Sequence[int],
+    *,
+    as_of: date,
+    settings: Settings,
+    issued_links: dict[str, str] | None = None,
+    now: datetime | None = None,
+) -> dict[int, InvoiceDetail]:
+    """``invoice_detail`` for many invoices in a handful of queries (Autopilot's batches).
+
+    Most invoices have no promise, plan, payment or dispute: those are built from one query
+    each for the invoices and their customers; the few with related records go through
+    ``invoice_detail`` one by one, so both paths give the same answer.
+    """
+    ids = sorted(set(invoice_ids))
+    if not ids:
+        return {}
+    invoices = {
+        inv.id: inv
+        for inv in session.scalars(
+            select(Invoice).where(Invoice.org_id == org_id, Invoice.id.in_(ids))
+        )
+    }
+    customers = {
+        c.id: c
+        for c in session.scalars(
+            select(Customer).where(
+                Customer.org_id == org_id,
+                Customer.id.in_(sorted({i.customer_id for i in invoices.values()})),
+            )
+        )
+    }
+    found = sorted(invoices)
+    related: set[int] = set()
+    for query in (
+        select(promise_invoice.c.invoice_id).where(promise_invoice.c.invoice_id.in_(found)),
+        select(plan_invoice.c.invoice_id).where(plan_invoice.c.invoice_id.in_(found)),
+        select(Payment.invoice_id).where(Payment.org_id == org_id, Payment.invoice_id.in_(found)),
+        select(Dispute.invoice_id).where(Dispute.org_id == org_id, Dispute.invoice_id.in_(found)),
+    ):
+        related.update(i for i in session.scalars(query) if i is not None)
+    slug = org_slug(session, org_id)
+    links = issued_links or {}
+    out: dict[int, InvoiceDetail] = {}
+    for inv_id, inv in invoices.items():
+        if inv_id in related:
+            out[inv_id] = invoice_detail(
+                session, org_id, inv_id, as_of=as_of, settings=settings,
+                issued_link=links.get(inv.number), now=now,
+            )  # fmt: skip
+            continue
+        customer = customers[inv.customer_id]
+        out[inv_id] = InvoiceDetail(
+            as_of=as_of,
+            invoice=InvoiceLine.of(inv, as_of),
+            customer_id=customer.id,
+            customer_name=customer.name,
+            promises=[],
+            plans=[],
+            disputes=[],
+            payments=[],
+            pay_link=pay_link(settings, slug, inv.number, issued_url=links.get(inv.number)),
+        )
+    return out

@@ -27,6 +27,7 @@ exists at most once per organisation, which makes Autopilot safe to stop and run
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
@@ -55,10 +56,12 @@ from memory.models import (
     plan_invoice,
     promise_invoice,
 )
+from tools.promises import PromiseReminder
 
 CATCH_UP_DAYS = 7
 INSTALLMENT_GRACE_DAYS = 3
 PROMISE_TEMPLATE = "promise_broken"
+PROMISE_REMINDER_TEMPLATE = "promise_reminder"
 INSTALLMENT_TEMPLATE = "installment_missed"
 _OPEN_DISPUTES = (
     DisputeStatus.OPEN,
@@ -93,10 +96,15 @@ class DueItem:
     promise_id: int | None = None
     installment_id: int | None = None
     related_invoice_ids: tuple[int, ...] = ()
+    key: str | None = None
 
     @property
     def run_key(self) -> str:
-        return f"{self.invoice_id}:{self.step_key}:{self.step_date.isoformat()}"
+        """The key a draft for this item is stored under (at most one draft per key and org).
+
+        ``key`` overrides it where another module owns the key (``promise-reminder:{id}``, which
+        ``tools.promises.due_reminders`` reads back to remind once per promise)."""
+        return self.key or f"{self.invoice_id}:{self.step_key}:{self.step_date.isoformat()}"
 
     @property
     def invoice_ids(self) -> list[int]:
@@ -155,6 +163,110 @@ def _pick_contacts(session: Session, org_id: int, customer_ids: set[int]) -> dic
         if cust not in best or rank < best[cust][0]:
             best[cust] = (rank, cid)
     return {cust: cid for cust, (_, cid) in best.items()}
+
+
+def promise_reminder_items(
+    session: Session,
+    org_id: int,
+    reminders: Sequence[PromiseReminder],
+    as_of: date,
+    *,
+    segment: str | None = None,
+) -> tuple[list[DueItem], Counter[str]]:
+    """Items for the reminders ``tools.promises.due_reminders`` returns: one draft per promise,
+    about its open, undisputed invoices, to the contact who made it (when still reachable by
+    e-mail) or the customer's usual contact. Also what was left out, by reason."""
+    excluded: Counter[str] = Counter()
+    if not reminders:
+        return [], excluded
+    segments = {s.id: s for s in session.scalars(select(Segment).where(Segment.org_id == org_id))}
+    promise_ids = [r.promise_id for r in reminders]
+    rows = session.execute(
+        select(
+            promise_invoice.c.promise_id,
+            Invoice.id,
+            Invoice.due_date,
+            Invoice.disputed,
+            Customer.segment_id,
+        )
+        .join(Invoice, Invoice.id == promise_invoice.c.invoice_id)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .where(
+            promise_invoice.c.promise_id.in_(promise_ids),
+            Invoice.org_id == org_id,
+            Invoice.status == InvoiceStatus.OPEN,
+            Invoice.balance_minor > 0,
+        )
+        .order_by(Invoice.due_date, Invoice.id)
+    ).all()
+    disputed = set(
+        session.scalars(
+            select(Dispute.invoice_id).where(
+                Dispute.org_id == org_id, Dispute.status.in_(_OPEN_DISPUTES)
+            )
+        )
+    )
+    invoices: dict[int, list[tuple[int, int | None]]] = {}
+    for pid, inv_id, _, flagged, seg_id in rows:
+        if not flagged and inv_id not in disputed:
+            invoices.setdefault(pid, []).append((inv_id, seg_id))
+    reachable = _pick_contacts(session, org_id, {r.customer_id for r in reminders})
+    own_contacts = _reachable_contacts(session, org_id, [r.contact_id for r in reminders])
+    items: list[DueItem] = []
+    for r in reminders:
+        targets = invoices.get(r.promise_id, [])
+        if not targets:
+            excluded["promise_reminder_nothing_open"] += 1
+            continue
+        seg_id = targets[0][1]
+        seg = segments.get(seg_id) if seg_id is not None else None
+        if segment is not None and (seg is None or seg.name != segment):
+            continue
+        contact = r.contact_id if r.contact_id in own_contacts else reachable.get(r.customer_id)
+        if contact is None:
+            excluded["no_reachable_contact"] += 1
+            continue
+        items.append(
+            DueItem(
+                invoice_id=targets[0][0],
+                customer_id=r.customer_id,
+                contact_id=contact,
+                segment_id=seg_id,
+                segment=seg.name if seg else None,
+                kind=DraftKind.FOLLOW_UP,
+                step_key=f"promise-reminder-{r.promise_id}",
+                step_date=as_of,
+                template=PROMISE_REMINDER_TEMPLATE,
+                channel=Channel.EMAIL,
+                tone="friendly",
+                promise_id=r.promise_id,
+                related_invoice_ids=tuple(i for i, _ in targets[1:]),
+                key=r.run_key,
+            )
+        )
+    return items, excluded
+
+
+def _reachable_contacts(
+    session: Session, org_id: int, contact_ids: Sequence[int | None]
+) -> set[int]:
+    """Which of these contacts can be reached by e-mail (consent, not opted out, not bounced)."""
+    ids = sorted({c for c in contact_ids if c is not None})
+    if not ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Contact.id).where(
+                Contact.org_id == org_id,
+                Contact.id.in_(ids),
+                Contact.email.is_not(None),
+                Contact.email != "",
+                Contact.consent_email.is_(True),
+                Contact.opted_out_email.is_(False),
+                Contact.bounced.is_(False),
+            )
+        )
+    )
 
 
 def existing_run_keys(session: Session, org_id: int, keys: list[str]) -> set[str]:

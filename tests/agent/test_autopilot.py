@@ -51,7 +51,8 @@ def _busy_ledger(session: Session) -> tuple[Ledger, dict[str, Any]]:
     b.dispute(made["disputed"])
     c4 = customer("Promised Co")
     made["promised"] = b.invoice(c4, number="INV-4003", days_overdue=3)
-    b.promise(c4, [made["promised"]], amount_minor=1, promised=AS_OF + timedelta(days=2))
+    # promised beyond the reminder lead time: paused, and no promise reminder due either
+    b.promise(c4, [made["promised"]], amount_minor=1, promised=AS_OF + timedelta(days=5))
     c5 = customer("Broken Promise Co")
     made["broken"] = b.invoice(c5, number="INV-5001", days_overdue=30)  # +30 step today too
     made["broken_promise"] = b.promise(
@@ -138,7 +139,7 @@ def test_run_drafts_everything_due_and_rerun_duplicates_nothing(
     assert summary.by_reason["shadow.review_required"] == 6
     assert summary.grounding_mismatches == 0 and summary.held == 0 and summary.errors == 0
     assert summary.excluded["disputed"] == 1 and summary.model_name == "plixo-offline-v1"
-    assert summary.offline_model and summary.prompt_version == "drafter/v1"
+    assert summary.offline_model and summary.prompt_version == "drafter/v2"
     assert ticks[0] == (0, 6) and ticks[-1] == (6, 6)
     drafts = session.scalars(select(Draft).where(Draft.org_id == led.org.id)).all()
     assert len(drafts) == 6 and all(d.status is DraftStatus.PENDING_REVIEW for d in drafts)

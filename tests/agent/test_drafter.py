@@ -46,7 +46,7 @@ def test_cadence_step_draft_is_grounded_decided_and_stored(
 
     draft = session.get(Draft, result.draft_id)
     assert draft is not None
-    assert draft.model_name == "plixo-offline-v1" and draft.prompt_version == "drafter/v1"
+    assert draft.model_name == "plixo-offline-v1" and draft.prompt_version == "drafter/v2"
     assert draft.input_tokens > 0 and draft.output_tokens > 0 and draft.latency_ms >= 0
     assert draft.kind is DraftKind.CADENCE and draft.cadence_step_id == step.id
     assert draft.segment_id == ledger.segment.id and draft.run_key == "k1"

@@ -78,7 +78,7 @@ def test_revisions_shorter_formal_promise_and_language(
     assert draft.stated_facts["instructions"] == [
         "shorter", "more formal please", "mention the promise from 3 October", "in German",
     ]  # fmt: skip
-    assert draft.prompt_version == "drafter/v1+reviser/v1"
+    assert draft.prompt_version == "drafter/v2+reviser/v1"
 
 
 def test_a_revision_the_ledger_cannot_support_is_explained(

@@ -125,7 +125,8 @@ def test_good_draft_passes_every_gated_check(first: tuple[ScenarioTruth, Expecte
         ("September 15, 2025", "September 25, 2025", "2025-09-25"),
         ("INV-1042", "INV-1043", "INV-1043"),
         ("$12,400.00", "12,400.00 EUR", "12,400.00 EUR"),
-        ("$12,400.00", "USD12,400.00", "cannot read"),
+        ("$12,400.00", "USD12,040.00", "12,040.00"),  # a glued ISO code is read, and checked
+        ("$12,400.00", "12,400.00-12,500.00", "cannot read"),  # a range: no single figure
         ("September 15, 2025", "09/15/2025", "ambiguous"),
     ],
 )
