@@ -181,7 +181,8 @@ _NOTES = (
     "{contact} confirmed the remittance address change.",
     "Payment runs are on Thursdays for this account.",
 )
-_DISPUTE_REASONS = ("pricing", "quantity", "service_not_received", "duplicate_billing", "quality")
+# Keys of tools.disputes.REASONS, the dispute workflow's own list.
+_DISPUTE_REASONS = ("pricing", "quantity", "not_received", "duplicate_billing", "quality")
 
 
 @dataclass

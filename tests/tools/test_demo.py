@@ -56,6 +56,9 @@ def test_demo_covers_every_bucket_persona_and_commitment(session: Session) -> No
             d.invoice_id == i.id and d.resolved_at is None for d in session.scalars(select(Dispute))
         )
     )
+    from tools.disputes import REASONS
+
+    assert set(session.scalars(select(Dispute.reason))) <= set(REASONS)
     assert 200 <= result.counts["customers"] <= 400 and result.counts["invoices"] > 2000
     readiness = data_ready(session, org_id, datetime.now(UTC))
     assert readiness.components["contact_coverage"] >= 90
