@@ -49,6 +49,7 @@ ROUTER_MODULES = (
     "api.routes.auth",
     "api.routes.review",
     "api.routes.review_pages",
+    "api.routes.replies",
     "api.routes.commitments",
     "api.routes.insights",
     "api.routes.portal",
