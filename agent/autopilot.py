@@ -58,7 +58,6 @@ from tools.autopilot_select import (
     select_due,
 )
 from tools.grounding import (
-    PROMISE_REMINDER_FIELD,
     UNSEGMENTED,
     OrgSwitches,
     OutreachContext,
@@ -67,7 +66,6 @@ from tools.grounding import (
     ledger_truths,
     policy_set_for,
     promise_facts_by_customer,
-    promise_reminders_supported,
     touches_by_contact,
 )
 from tools.grounding import InvoiceFacts as PolicyInvoice
@@ -113,9 +111,6 @@ class AutopilotSummary(BaseModel):
     plans_defaulted: int = 0
     promise_reminders: int = Field(
         default=0, description="Reminders due for open promises (drafted with the other items)."
-    )
-    promise_reminders_skipped: int = Field(
-        default=0, description="Reminders due but not drafted (see notes for why)."
     )
     notes: list[str] = Field(default_factory=list)
     worker_cpu_s: float = Field(
@@ -269,8 +264,8 @@ def _sweep_commitments(
 
     The sweeps are the ledger's own bookkeeping (idempotent, audited, organisation-wide); they
     run before selection so today's follow-ups see today's statuses. Reminders are drafted once
-    per promise (``promise-reminder:{id}`` run keys) and only where the guardrails can tell a
-    reminder about a promise from chasing under it; otherwise they are skipped with the reason.
+    per promise (``promise-reminder:{id}`` run keys); the guardrails let a reminder through its own
+    promise's pause (``about_promise``) and keep every other check.
     """
     promises_sweep = evaluate_promises(session, org_id, now=now, actor=ACTOR)
     plans_sweep = evaluate_plans(session, org_id, now=now, actor=ACTOR)
@@ -280,16 +275,6 @@ def _sweep_commitments(
     summary.plans_defaulted = len(plans_sweep.defaulted_plans)
     reminders = due_reminders(session, org_id, now=now)
     if not reminders:
-        return [], Counter()
-    if not promise_reminders_supported():
-        summary.promise_reminders_skipped = len(reminders)
-        note = (
-            f"{len(reminders)} promise reminder(s) due but not drafted: the guardrails have no "
-            f"'{PROMISE_REMINDER_FIELD}' fact yet, so promise.open would pause a reminder about "
-            "the promise itself."
-        )
-        summary.notes.append(note)
-        log.info("autopilot org %s: %s", org_id, note)
         return [], Counter()
     items, excluded = promise_reminder_items(session, org_id, reminders, as_of, segment=segment)
     summary.promise_reminders = len(items)

@@ -120,6 +120,9 @@ class SendDraftFacts(_OutreachFacts):
     ``approved_by_roles`` lists the roles of the people who approved this version of the draft
     (empty before review). ``data_ready_score`` and ``sending_domain_verified`` are needed only when
     Autopilot would send without review; a missing one then blocks (fail closed).
+    ``about_promise`` marks a reminder about one open promise-to-pay itself, so that promise does
+    not pause it (``promise.open``); it must be one of ``promises``, open on these invoices and not
+    past its grace, or the draft is blocked (fail closed). Its ``grace_days`` may be left out.
     """
 
     segment: Name
@@ -131,6 +134,7 @@ class SendDraftFacts(_OutreachFacts):
     approved_by_roles: list[Name] = Field(default_factory=list)
     content: StatedFacts
     ledger: LedgerFacts
+    about_promise: PromiseFacts | None = None
 
 
 class SendNudgeFacts(_OutreachFacts):

@@ -29,6 +29,7 @@ from policies.facts import (
     EscalateDisputeFacts,
     GrantCreditFacts,
     OfferPlanFacts,
+    PromiseFacts,
     SendDraftFacts,
     SendNudgeFacts,
     SetSendingModeFacts,
@@ -221,9 +222,14 @@ def _derive_outreach(
         p["sls"] = math.floor((now - touches[-1]).total_seconds())
     # Promises on the invoices of this action: open ones pause until date + grace (inclusive, on
     # the contact's calendar); missed ones, or open ones past their grace, resume the cadence.
+    # A reminder about one open promise (send_draft ``about_promise``) is not paused by that
+    # promise; it must name an open promise on these invoices that is not past its grace.
     numbers = {i.number for i in f.invoices}
+    about = f.about_promise if isinstance(f, SendDraftFacts) else None
     open_ends: list[tuple[int, Any]] = []
+    pausing: list[tuple[int, Any]] = []
     missed: list[Any] = []
+    reminded = False
     for pr in f.promises:
         if not numbers.intersection(pr.invoice_numbers):
             continue
@@ -231,14 +237,32 @@ def _derive_outreach(
         end = pr.promised_date + timedelta(days=grace)
         if pr.status == "open":
             open_ends.append((end.toordinal(), pr))
+            if not reminded and _reminds(about, pr, grace) and today <= end:
+                reminded = True
+            else:
+                pausing.append((end.toordinal(), pr))
         elif pr.status == "missed":
             missed.append(pr)
+    if pausing:
+        p["pend"] = max(e for e, _ in pausing)
     if open_ends:
-        p["pend"] = max(e for e, _ in open_ends)
         p["pend_min"] = min(e for e, _ in open_ends)
     p["pmissed"] = bool(missed)
-    d["open_promises"] = open_ends
+    p["rem_bad"] = about is not None and not reminded
+    d["open_promises"] = pausing
+    d["all_open_promises"] = open_ends
     d["missed_promises"] = missed
+
+
+def _reminds(about: PromiseFacts | None, pr: PromiseFacts, grace: int) -> bool:
+    """Whether ``about`` (a reminder's promise) is the open promise ``pr``, whose grace is given."""
+    return (
+        about is not None
+        and about.status == "open"
+        and about.promised_date == pr.promised_date
+        and set(about.invoice_numbers) == set(pr.invoice_numbers)
+        and (about.grace_days is None or about.grace_days == grace)
+    )
 
 
 def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner) -> Ctx:
@@ -429,7 +453,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
 
     def missed_msg(x: Ctx) -> str:
         lday = x.d["payload"]["lday"]
-        prs = list(x.d["missed_promises"]) + [pr for e, pr in x.d["open_promises"] if e < lday]
+        prs = list(x.d["missed_promises"]) + [pr for e, pr in x.d["all_open_promises"] if e < lday]
         dates = ", ".join(sorted({pr.promised_date.isoformat() for pr in prs}))
         return f"Promise-to-pay due {dates} was missed: the cadence resumes"
 
@@ -612,6 +636,15 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
     return rules
 
 
+def _reminder_not_open_msg(x: Ctx) -> str:
+    pr: PromiseFacts = x.f.about_promise
+    return (
+        f"Fact about_promise names the promise-to-pay due {pr.promised_date.isoformat()} on "
+        f"{', '.join(sorted(set(pr.invoice_numbers)))}, which is not open on this draft's "
+        "invoices (missed, past its grace, or not theirs): reminder blocked (fail closed)"
+    )
+
+
 def _send_draft_rules(ps: PolicySet) -> list[Rule]:
     matrix = ps.access
     min_role = ps.shadow_mode.reviewer_min_role
@@ -745,6 +778,18 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
                 f"{legal} approval required"
             ),
             approver=legal,
+        ),
+        Rule(
+            name="promise.reminder_not_open",
+            rule_id="promise.reminder_not_open",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("rem_bad", True),
+            explain=(
+                "A reminder about a promise-to-pay (fact about_promise) goes out only while that "
+                "promise is open on the draft's invoices and not past its grace; otherwise it is "
+                "blocked (fail closed)."
+            ),
+            message=_reminder_not_open_msg,
         ),
         Rule(
             name="content.missing_invoice_reference",

@@ -1197,18 +1197,6 @@ def _money_of(amount: StatedAmount, truth: LedgerTruth) -> PolicyMoney:
     return PolicyMoney(amount_minor=minor, currency=cur)
 
 
-#: The ``send_draft`` fact that tells the guardrails a draft is a reminder about an open
-#: promise-to-pay itself (so ``promise.open`` lets it through instead of pausing it), carrying
-#: that promise. Requested from the policies' owner: until ``SendDraftFacts`` has this field,
-#: Autopilot drafts no promise reminders (see ``promise_reminders_supported``).
-PROMISE_REMINDER_FIELD = "about_promise"
-
-
-def promise_reminders_supported() -> bool:
-    """True once the guardrails know a reminder about a promise from chasing under it."""
-    return PROMISE_REMINDER_FIELD in SendDraftFacts.model_fields
-
-
 def send_draft_facts(
     ctx: OutreachContext,
     *,
@@ -1224,12 +1212,9 @@ def send_draft_facts(
     """The ``send_draft`` facts for a text: the ledger's side, and what the text states.
 
     ``shadow=True`` forces Shadow Mode (``plixo autopilot run --shadow``); None reads the ledger.
-    ``about_promise``: the open promise a reminder is about (passed only where the policies
-    have the fact; see ``PROMISE_REMINDER_FIELD``).
+    ``about_promise``: the open promise a reminder is about; the guardrails then let that one
+    promise's pause through (``promise.open``) and check the promise is really open.
     """
-    reminder: dict[str, Any] = {}
-    if about_promise is not None and promise_reminders_supported():
-        reminder[PROMISE_REMINDER_FIELD] = about_promise
     allowed_link = _normalize_link(pay_link) if pay_link else None
     stated_links = report.stated.links
     stated_link = (
@@ -1270,7 +1255,7 @@ def send_draft_facts(
             dates=list(truth.dates),
             pay_link=allowed_link,
         ),
-        **reminder,
+        about_promise=about_promise,
     )
 
 

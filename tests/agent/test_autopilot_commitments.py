@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-import agent.autopilot as autopilot
 from agent.autopilot import run_autopilot
 from memory.config import Settings
 from memory.models import (
@@ -20,8 +18,8 @@ from memory.models import (
     PlanStatus,
     PromiseStatus,
 )
+from policies.facts import SendDraftFacts
 from tests.agent.factories import AS_OF, NOW, Ledger, small_ledger
-from tools.grounding import PROMISE_REMINDER_FIELD, promise_reminders_supported
 from tools.promises import REMINDER_RUN_KEY
 
 
@@ -83,34 +81,33 @@ def test_missed_promises_and_installments_are_marked_before_selection(
     assert (again.promises_missed, again.installments_missed, again.drafted) == (0, 0, 0)
 
 
-def test_promise_reminders_wait_for_the_guardrails_fact(
+def test_a_promise_reminder_is_not_paused_by_its_own_promise(
     session: Session, sessions: sessionmaker[Session], settings: Settings
 ) -> None:
-    """Until the policies know a reminder about a promise from chasing under it, the reminder is
-    a no-op with the reason in the summary; once they do, it is drafted once."""
+    """The guardrails know a reminder about a promise (the ``about_promise`` fact) from chasing
+    under it: the reminder is drafted, and only Shadow Mode holds it - not ``promise.open``."""
+    assert "about_promise" in SendDraftFacts.model_fields
     led, made = _ledger(session)
     key = REMINDER_RUN_KEY.format(promise_id=made["soon"].id)  # type: ignore[attr-defined]
     summary = run_autopilot(
         sessions, led.org.id, as_of=AS_OF, shadow=True, settings=settings, now=NOW
     )
     stored = session.scalars(select(Draft).where(Draft.run_key == key)).all()
-    if promise_reminders_supported():
-        assert summary.promise_reminders == 1 and len(stored) == 1
-        assert "promise.open" not in {r["rule_id"] for r in stored[0].decision["reasons"]}
-    else:
-        assert summary.promise_reminders_skipped == 1 and summary.promise_reminders == 0
-        assert stored == [] and PROMISE_REMINDER_FIELD in " ".join(summary.notes)
+    assert summary.promise_reminders == 1
+    assert len(stored) == 1 and not any("about_promise" in n for n in summary.notes)
+    rule_ids = {r["rule_id"] for r in stored[0].decision["reasons"]}
+    assert "promise.open" not in rule_ids and "promise.reminder_not_open" not in rule_ids
+    assert stored[0].decision["outcome"] == "needs_approval"
+    assert "shadow.review_required" in rule_ids
 
 
 def test_a_promise_reminder_is_drafted_once_per_promise(
     session: Session,
     sessions: sessionmaker[Session],
     settings: Settings,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The drafting path itself, as it runs once the fact exists: the reminder states the promise
-    and its invoices, is grounded, stored under the promise's run key, and never drafted twice."""
-    monkeypatch.setattr(autopilot, "promise_reminders_supported", lambda: True)
+    """The drafting path itself: the reminder states the promise and its invoices, is grounded,
+    stored under the promise's run key, and never drafted twice."""
     led, made = _ledger(session)
     soon = made["soon"]
     key = REMINDER_RUN_KEY.format(promise_id=soon.id)  # type: ignore[attr-defined]

@@ -226,6 +226,16 @@ def _contains_phrase(text: str, phrase: str) -> bool:
             return True
 
 
+def _same_promise(about: dict[str, Any], p: dict[str, Any], grace: int) -> bool:
+    """The reminder's promise is this open one: same date and invoices, status and grace agree."""
+    return (
+        about["status"] == "open"
+        and _d(about["promised_date"]) == _d(p["promised_date"])
+        and sorted(set(about["invoice_numbers"])) == sorted(set(p["invoice_numbers"]))
+        and about.get("grace_days") in (None, grace)
+    )
+
+
 def _outreach(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
     tz = ZoneInfo(f["contact"]["timezone"])
     now = _dt(f["now"])
@@ -261,6 +271,10 @@ def _outreach(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any
     mine = {i["number"] for i in f["invoices"]}
     paused_until: date | None = None
     missed = False
+    # A reminder (send_draft about_promise) is exempt from the pause of the one promise it names,
+    # if that promise is open on these invoices and not past its grace; else it is blocked.
+    about = f.get("about_promise")
+    exempted = False
     for p in f["promises"]:
         if not mine & set(p["invoice_numbers"]):
             continue
@@ -270,11 +284,16 @@ def _outreach(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any
         if p["status"] == "missed" or (p["status"] == "open" and today > last_day):
             missed = True
         if p["status"] == "open" and today <= last_day:
+            if not exempted and about is not None and _same_promise(about, p, grace):
+                exempted = True
+                continue
             paused_until = last_day if paused_until is None else max(paused_until, last_day)
     if paused_until is not None:
         out.append(_R("promise.open", "defer", _start_of_day(paused_until + timedelta(days=1), tz)))
     if missed:
         out.append(_R("promise.missed", "allow"))
+    if about is not None and not exempted:
+        out.append(_R("promise.reminder_not_open", "block"))
     return out, {"tz": tz, "now": now}
 
 

@@ -7,7 +7,7 @@ transitions and cadence windows; amounts on role limits, the $50,000 line and th
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache, lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -223,6 +223,50 @@ def _money(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
 
 
 @st.composite
+def _about_promise(
+    draw: st.DrawFn, promises: list[dict[str, Any]], invoices: list[str], local_today: date
+) -> dict[str, Any] | None:
+    """A promise reminder's ``about_promise``: none, one of the listed promises as the agent sends
+    it (no grace_days) or with a grace, a near-miss copy (other date, invoices, grace or status),
+    or a foreign promise. Half the time an open promise on the draft's invoices is listed first
+    (appended to ``promises``), so the exemption itself is exercised, at its grace boundary too."""
+    kind = draw(_ints(0, 5))
+    if kind == 0:
+        return None
+    if kind <= 2:
+        grace = draw(_ints(-1, 3))
+        own: dict[str, Any] = {
+            "promised_date": (local_today + timedelta(days=draw(_ints(-4, 6)))).isoformat(),
+            "status": "open",
+            "invoice_numbers": some(draw, [*invoices, "INV-7"], 2, unique=True) or invoices[:1],
+        }
+        if grace >= 0:
+            own["grace_days"] = grace
+        promises.insert(draw(_ints(0, len(promises))), own)
+    if kind <= 3 and promises:
+        listed = own if kind <= 2 else pick(draw, promises)
+        about = {k: v for k, v in listed.items() if k != "grace_days"}
+        about["status"] = "open"
+        tweak = draw(_ints(0, 5))
+        if tweak == 1:
+            about["promised_date"] = (
+                date.fromisoformat(about["promised_date"]) + timedelta(days=pick(draw, [-1, 1]))
+            ).isoformat()
+        elif tweak == 2:
+            about["invoice_numbers"] = [*about["invoice_numbers"], "INV-8"]
+        elif tweak == 3:
+            about["grace_days"] = draw(_ints(0, 4))
+        elif tweak == 4:
+            about["status"] = pick(draw, STATUSES)
+        return about
+    return {
+        "promised_date": (local_today + timedelta(days=draw(_ints(-8, 8)))).isoformat(),
+        "status": pick(draw, STATUSES),
+        "invoice_numbers": some(draw, [*INVOICES, "INV-7"], 2, unique=True) or ["INV-7"],
+    }
+
+
+@st.composite
 def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
     zone = pick(draw, ZONES)
     tz = ZoneInfo(zone)
@@ -325,6 +369,9 @@ def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
         domain = pick(draw, [True, True, False, None])
         if domain is not None:
             facts["sending_domain_verified"] = domain
+        about = draw(_about_promise(promises, invoices, local_today))
+        if about is not None:
+            facts["about_promise"] = about
     else:
         gap = ps.nudges.min_gap_to_autopilot_hours * 3600
         scheduled = []

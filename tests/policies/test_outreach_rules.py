@@ -410,6 +410,93 @@ def test_kept_or_unrelated_promises_do_not_pause() -> None:
     assert check("send_draft", draft(promises=[promise(3, inv="INV-9")])).allowed
 
 
+# --- promise reminders (about_promise) ----------------------------------------------------------
+
+
+def reminder_about(listed: dict) -> dict:
+    """``about_promise`` as the agent sends it (``agent.drafter.reminded_promise``): no grace."""
+    return {k: v for k, v in listed.items() if k != "grace_days"}
+
+
+@pytest.mark.parametrize("days", [5, 0, -3])  # due later, due today, last grace day (inclusive)
+def test_a_reminder_about_its_open_promise_is_not_paused_by_it(days: int) -> None:
+    listed = promise(days)
+    d = check("send_draft", draft(promises=[listed], about_promise=reminder_about(listed)))
+    assert d.outcome == "allow" and ids(d) == {"autopilot.allowed"}
+
+
+def test_a_reminder_may_state_the_promises_own_grace() -> None:
+    listed = promise(1, grace=2)
+    about = {**reminder_about(listed), "grace_days": 2}
+    assert check("send_draft", draft(promises=[listed], about_promise=about)).allowed
+    about["grace_days"] = 3  # not that promise's grace: not that promise
+    d = check("send_draft", draft(promises=[listed], about_promise=about))
+    assert d.outcome == "block" and "promise.reminder_not_open" in ids(d)
+
+
+def test_the_other_guardrails_still_apply_to_a_reminder() -> None:
+    listed = promise(2)
+    about = reminder_about(listed)
+    shadow = check(
+        "send_draft", draft(promises=[listed], about_promise=about, org_shadow_mode=True)
+    )
+    assert shadow.outcome == "needs_approval" and ids(shadow) == {"shadow.review_required"}
+    quiet = check(
+        "send_draft", draft(promises=[listed], about_promise=about, now=at("2025-10-07T21:00"))
+    )
+    assert quiet.outcome == "defer" and "quiet_hours.window" in ids(quiet)
+    disputed = check(
+        "send_draft",
+        draft(
+            promises=[listed],
+            about_promise=about,
+            invoices=[{"number": "INV-1", "disputed": True}],
+        ),
+    )
+    assert disputed.outcome == "block" and "dispute.no_dunning" in ids(disputed)
+
+
+def test_another_open_promise_on_the_invoices_still_pauses_a_reminder() -> None:
+    listed, other = promise(2), promise(6)
+    d = check("send_draft", draft(promises=[listed, other], about_promise=reminder_about(listed)))
+    assert d.outcome == "defer" and "promise.open" in ids(d)
+    paused = next(r for r in d.reasons if r.rule_id == "promise.open")
+    assert "due 2025-10-13" in paused.message and "2025-10-09" not in paused.message
+
+
+@pytest.mark.parametrize(
+    ("listed", "about", "why"),
+    [
+        (promise(-4), promise(-4), "past its grace"),
+        (promise(-1, status="missed"), promise(-1), "missed"),
+        (promise(2, status="kept"), promise(2), "kept"),
+        (promise(2), promise(3), "another date"),
+        (promise(2, inv="INV-9"), promise(2, inv="INV-9"), "not on the draft's invoices"),
+        (promise(2), promise(2, inv="INV-9"), "other invoices"),
+        (promise(2), promise(2, status="missed"), "not said to be open"),
+    ],
+)
+def test_a_reminder_about_a_promise_that_is_not_open_here_is_blocked(
+    listed: dict, about: dict, why: str
+) -> None:
+    d = check("send_draft", draft(promises=[listed], about_promise=about))
+    assert d.outcome == "block", why
+    reason = next(r for r in d.reasons if r.rule_id == "promise.reminder_not_open")
+    assert "Fact about_promise" in reason.message and "fail closed" in reason.message
+    assert about["promised_date"] in reason.message
+
+
+def test_a_reminder_about_an_unlisted_promise_is_blocked() -> None:
+    d = check("send_draft", draft(promises=[], about_promise=promise(2)))
+    assert d.outcome == "block" and "promise.reminder_not_open" in ids(d)
+
+
+def test_a_draft_that_is_not_a_reminder_is_still_paused() -> None:
+    d = check("send_draft", draft(promises=[promise(2)]))
+    assert d.outcome == "defer" and ids(d) == {"autopilot.allowed", "promise.open"}
+    assert check("send_draft", draft(promises=[promise(2)], about_promise=None)).outcome == "defer"
+
+
 @pytest.mark.parametrize(
     ("contact", "rule"),
     [
