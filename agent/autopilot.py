@@ -64,12 +64,12 @@ from tools.grounding import (
     contact_facts,
     disputed_invoice_ids,
     ledger_truths,
-    policy_set_for,
     promise_facts_by_customer,
     touches_by_contact,
 )
 from tools.grounding import InvoiceFacts as PolicyInvoice
 from tools.plans import evaluate_plans
+from tools.policy_admin import policy_set_for
 from tools.promises import due_reminders, evaluate_promises
 
 log = logging.getLogger(__name__)

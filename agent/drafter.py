@@ -80,9 +80,9 @@ from tools.grounding import (
     ground_text,
     ledger_truth,
     outreach_context,
-    policy_set_for,
     send_draft_facts,
 )
+from tools.policy_admin import policy_set_for
 
 T = TypeVar("T")
 MAX_HOLD_CHARS = 1_000

@@ -69,9 +69,9 @@ if TYPE_CHECKING:
 from tools.grounding import (
     ledger_truth,
     outreach_context,
-    policy_set_for,
     send_draft_facts,
 )
+from tools.policy_admin import policy_set_for
 
 MAX_INSTRUCTION_CHARS = 1_000
 #: The one ledger change each reply class may propose when the reply looks like an injection.

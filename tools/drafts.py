@@ -42,7 +42,6 @@ from memory.models import (
 )
 from policies.access import allowed, at_least
 from policies.money import format_money
-from policies.policy_set import PolicySet
 from tools import audit
 
 _FIRST_STATE = {
@@ -678,13 +677,6 @@ def new_batch_id() -> str:
 
 
 # --- re-checking a draft: grounding and the guardrails ------------------------------------------
-
-
-def policy_set_for_org(session: Session, org_id: int) -> PolicySet:
-    """The organisation's policy set (the seed set with its active, versioned override)."""
-    from tools.grounding import policy_set_for
-
-    return policy_set_for(session, org_id)
 
 
 def contact_for(session: Session, draft: Draft) -> Contact | None:

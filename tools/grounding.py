@@ -45,7 +45,6 @@ from memory.models import (
     Payment,
     PaymentPlan,
     PlanInstallment,
-    PolicySetVersion,
     PromiseToPay,
     Segment,
     promise_invoice,
@@ -55,11 +54,9 @@ from policies.engine import engine_for as policy_engine_for
 from policies.facts import ContactFacts, InvoiceFacts, LedgerFacts, PromiseFacts, SendDraftFacts
 from policies.facts import Money as PolicyMoney
 from policies.facts import StatedFacts as PolicyStatedFacts
-from policies.policy_set import PolicySet
-from policies.policy_set import load_default as load_default_policies
-from policies.policy_set import merge as merge_policies
 from policies.types import ActionType
 from tools.account360 import pay_link
+from tools.policy_admin import policy_set_for
 from tools.readiness import data_ready
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -1276,30 +1273,6 @@ class DraftCheck:
     @property
     def outcome(self) -> str:
         return str(self.decision.get("outcome"))
-
-
-_POLICY_CACHE: dict[tuple[int, int], PolicySet] = {}
-
-
-def policy_set_for(session: Session, org_id: int) -> PolicySet:
-    """The organisation's policy set: the seed set with its latest active override merged in."""
-    row = session.scalars(
-        select(PolicySetVersion)
-        .where(PolicySetVersion.org_id == org_id, PolicySetVersion.active.is_(True))
-        .order_by(PolicySetVersion.version.desc())
-    ).first()
-    if row is None:
-        return load_default_policies()
-    key = (org_id, row.id)
-    cached = _POLICY_CACHE.get(key)
-    if cached is None:
-        cached = merge_policies(
-            load_default_policies(), row.content, f"org {org_id} v{row.version}"
-        )
-        if len(_POLICY_CACHE) > 64:
-            _POLICY_CACHE.clear()
-        _POLICY_CACHE[key] = cached
-    return cached
 
 
 def draft_pay_link(session: Session, draft: Draft, settings: Settings) -> str | None:

@@ -48,9 +48,9 @@ from tools.drafts import (
     StaleDraft,
     check_version,
     contact_for,
-    policy_set_for_org,
 )
 from tools.grounding import outreach_context
+from tools.policy_admin import policy_set_for
 
 AUTOPILOT_SEND_HOUR = 9  # cadence steps go out in the contact's morning
 
@@ -480,7 +480,7 @@ def request_nudge(
         template_approved=True,
         now=now,
     )
-    decision = decide("send_nudge", facts, policy_set_for_org(session, org_id)).as_dict()
+    decision = decide("send_nudge", facts, policy_set_for(session, org_id)).as_dict()
     draft.status = DraftStatus.DRAFTED
     session.add(draft)
     session.flush()
@@ -642,7 +642,7 @@ def confirm_suggestion(
         template_approved=template is not None,
         now=now,
     )
-    decision = decide("send_nudge", facts, policy_set_for_org(session, org_id)).as_dict()
+    decision = decide("send_nudge", facts, policy_set_for(session, org_id)).as_dict()
     _apply_decision(session, draft, decision, user=user, now=now)
     notified = (
         _notify_ar_team(session, draft, customer, user, template) if template is not None else []
@@ -674,7 +674,7 @@ def decide_nudge_again(session: Session, draft: Draft, now: datetime) -> dict[st
         template_approved=template is not None,
         now=now,
     )
-    return decide("send_nudge", facts, policy_set_for_org(session, org.id)).as_dict()
+    return decide("send_nudge", facts, policy_set_for(session, org.id)).as_dict()
 
 
 def dismiss_suggestion(

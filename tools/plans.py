@@ -39,8 +39,8 @@ from memory.models import (
     utcnow,
 )
 from policies import engine
-from policies.policy_set import PolicySet, load_default
 from tools import audit
+from tools.policy_admin import policy_set_for
 from tools.promises import (
     CommitmentError,
     Conflict,
@@ -77,20 +77,10 @@ class PolicyRefused(CommitmentError):
 # --- the policy engine --------------------------------------------------------------------------
 
 
-def policy_set_for_org(session: Session, org_id: int) -> PolicySet | None:
-    """The organisation's merged policy set (versioned overrides), or None for the default."""
-    try:
-        from tools.policy_admin import policy_set_for  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    result: PolicySet | None = policy_set_for(session, org_id)
-    return result
-
-
 def decide(session: Session, org_id: int, action: str, facts: dict[str, Any]) -> dict[str, Any]:
     """Ask the organisation's guardrails; the decision comes back as JSON-ready data (stored on
     the plan or dispute, shown inline)."""
-    return engine.decide(action, facts, policy_set_for_org(session, org_id)).as_dict()
+    return engine.decide(action, facts, policy_set_for(session, org_id)).as_dict()
 
 
 def decision_message(decision: dict[str, Any]) -> str:
@@ -460,7 +450,7 @@ def _next_approvers(session: Session, plan: PaymentPlan, facts: dict[str, Any]) 
     if proposer is not None:
         role = proposer.role.value
     else:
-        ps = policy_set_for_org(session, plan.org_id) or load_default()
+        ps = policy_set_for(session, plan.org_id)
         role = ps.plans.portal_approver_role
     probe = decide(
         session,

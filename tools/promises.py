@@ -33,7 +33,6 @@ from memory.models import (
     promise_invoice,
     utcnow,
 )
-from policies.policy_set import load_default
 from tools import audit
 
 DEFAULT_GRACE_DAYS = 3  # the seed policy's promises.default_grace_days
@@ -240,9 +239,9 @@ def add_promise(
 def default_grace_days(session: Session, org_id: int) -> int:
     """The organisation's policy grace (``promises.default_grace_days``), the same number the
     guardrails use to pause chasing, so the two can never disagree."""
-    from tools.plans import policy_set_for_org  # plans imports this module
+    from tools.policy_admin import policy_set_for
 
-    ps = policy_set_for_org(session, org_id) or load_default()
+    ps = policy_set_for(session, org_id)
     return int(ps.promises.default_grace_days)
 
 

@@ -20,7 +20,7 @@ from memory.models import Organisation, Segment, User
 from policies.access import allowed
 from policies.engine import decide
 from tools import audit
-from tools.drafts import policy_set_for_org
+from tools.policy_admin import policy_set_for
 from tools.readiness import data_ready
 
 OrgSwitch = Literal["shadow_mode", "maintenance", "cron_pause"]
@@ -134,7 +134,7 @@ def set_org_switch(
     decision = decide(
         "set_sending_mode",
         {"actor_role": user.role.value, "switch": switch, "value": value, "scope": "org"},
-        policy_set_for_org(session, org_id),
+        policy_set_for(session, org_id),
     ).as_dict()
     _enforce(decision, f"turn {switch.replace('_', ' ')} {_state(value)}")
     setattr(org, column, value)
@@ -172,7 +172,7 @@ def set_segment_switch(
     if segment is None:
         raise SegmentNotFound(f"No segment {segment_id} in your organisation.")
     org = _org(session, org_id)
-    policy_set = policy_set_for_org(session, org_id)
+    policy_set = policy_set_for(session, org_id)
     decision: dict[str, Any] | None = None
     if switch == "shadow_mode":
         before = segment.shadow_mode
