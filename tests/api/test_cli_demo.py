@@ -32,7 +32,11 @@ def test_demo_json_summary_and_rerun_is_idempotent(data_dir: Path) -> None:
     again = json.loads(runner.invoke(app, ["demo", "--json", "--today", "2026-11-18"]).stdout)
     assert again["built"] is False
     assert again["autopilot"]["drafted"] == 0
-    assert again["autopilot"]["skipped_existing"] == ap["drafted"]
+    # Cadence steps already drafted are skipped; a promise reminder, drafted once per promise,
+    # is no longer due at all.
+    reminders = ap["promise_reminders"]
+    assert again["autopilot"]["skipped_existing"] == ap["drafted"] - reminders
+    assert again["autopilot"]["promise_reminders"] == 0
     assert again["drafts"] == s["drafts"]
 
 
