@@ -30,6 +30,8 @@ from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from policies.money import format_money
 from tools.drafts import DraftError
+from tools.plans import PolicyRefused
+from tools.promises import CommitmentError
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -152,6 +154,30 @@ def _install_error_handlers(app: FastAPI) -> None:
                 status_code=exc.http_status,
             )
         return JSONResponse(body, status_code=exc.http_status)
+
+    @app.exception_handler(CommitmentError)
+    async def commitment_error(request: Request, exc: CommitmentError) -> Response:
+        """A commitment tool's refusal, for every route: 4xx with the message; a guardrail
+        refusal is 403 when someone else must approve, 422 when a cap blocks, with every reason."""
+        body: dict[str, Any] = {"detail": str(exc)}
+        status_code = exc.status_code
+        reasons = None
+        if isinstance(exc, PolicyRefused):
+            status_code = 422 if exc.decision.get("outcome") == "block" else 403
+            reasons = exc.decision.get("reasons", [])
+            body |= {
+                "outcome": exc.decision.get("outcome"),
+                "approver_roles": exc.decision.get("approver_roles", []),
+                "reasons": reasons,
+            }
+        if wants_html(request):
+            return templates.TemplateResponse(
+                request,
+                "error.html",
+                {"user": None, "status": status_code, "message": str(exc), "reasons": reasons},
+                status_code=status_code,
+            )
+        return JSONResponse(body, status_code=status_code)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -10,7 +10,7 @@ policy engine; when it refuses, the answer carries the guardrail's sentences and
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -33,8 +33,8 @@ from memory.models import (
     utcnow,
 )
 from tools import disputes, payments, plans, portal, promises, radar
-from tools.plans import InstallmentSpec, PolicyRefused
-from tools.promises import CommitmentError, org_today
+from tools.plans import InstallmentSpec
+from tools.promises import org_today
 
 router = APIRouter(tags=["commitments"])
 
@@ -63,34 +63,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-def _fail(exc: CommitmentError) -> NoReturn:
-    """Map a tool's refusal to HTTP. Guardrail refusals carry the engine's full decision."""
-    if isinstance(exc, PolicyRefused):
-        raise GuardrailRefusal(exc)
-    raise HTTPException(exc.status_code, str(exc))
-
-
-class GuardrailRefusal(HTTPException):
-    """403 when someone else must approve, 422 when a cap blocks outright; with every reason."""
-
-    def __init__(self, exc: PolicyRefused) -> None:
-        blocked = exc.decision.get("outcome") == "block"
-        super().__init__(422 if blocked else 403, str(exc))
-        self.decision = exc.decision
-
-
-def _guardrail_json(exc: GuardrailRefusal) -> JSONResponse:
-    return JSONResponse(
-        {
-            "detail": exc.detail,
-            "outcome": exc.decision.get("outcome"),
-            "approver_roles": exc.decision.get("approver_roles", []),
-            "reasons": exc.decision.get("reasons", []),
-        },
-        status_code=exc.status_code,
-    )
 
 
 # --- schemas ------------------------------------------------------------------------------------
@@ -563,22 +535,19 @@ def list_promises(
 
 @router.post("/api/promises", response_model=PromiseOut, status_code=201, responses=ERRORS)
 def add_promise(body: PromiseIn, db: DbSession, user: PromiseManager) -> PromiseOut:
-    try:
-        p = promises.add_promise(
-            db,
-            user.org_id,
-            customer_id=body.customer_id,
-            amount_minor=body.amount_minor,
-            promised_date=body.promised_date,
-            invoice_ids=body.invoice_ids,
-            contact_id=body.contact_id,
-            currency=body.currency,
-            grace_days=body.grace_days,
-            source=body.source,
-            actor=user,
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    p = promises.add_promise(
+        db,
+        user.org_id,
+        customer_id=body.customer_id,
+        amount_minor=body.amount_minor,
+        promised_date=body.promised_date,
+        invoice_ids=body.invoice_ids,
+        contact_id=body.contact_id,
+        currency=body.currency,
+        grace_days=body.grace_days,
+        source=body.source,
+        actor=user,
+    )
     db.commit()
     return _promise(p)
 
@@ -594,10 +563,7 @@ def promise_adherence(
 
 @router.get("/api/promises/{promise_id}", response_model=PromiseOut, responses=ERRORS)
 def get_promise(promise_id: Id, db: DbSession, user: Viewer) -> PromiseOut:
-    try:
-        return _promise(promises.get_promise(db, user.org_id, promise_id))
-    except CommitmentError as exc:
-        _fail(exc)
+    return _promise(promises.get_promise(db, user.org_id, promise_id))
 
 
 _RESOLVERS = {
@@ -617,10 +583,7 @@ def resolve_promise(
 ) -> PromiseOut:
     """Mark a promise kept or missed by hand (missed puts its invoices back in the cadence)."""
     reason = (body.reason if body else None) or f"marked {action} by hand"
-    try:
-        p = _RESOLVERS[action](db, user.org_id, promise_id, actor=user, reason=reason)
-    except CommitmentError as exc:
-        _fail(exc)
+    p = _RESOLVERS[action](db, user.org_id, promise_id, actor=user, reason=reason)
     db.commit()
     return _promise(p)
 
@@ -665,12 +628,9 @@ def prefill(
     interval_months: Annotated[int, Query(ge=1, le=12)] = 1,
 ) -> PrefillOut:
     """A schedule prefilled from a promise, for the proposer to adjust (nothing is saved)."""
-    try:
-        d = plans.prefill_from_promise(
-            db, user.org_id, promise_id, count=installments, interval_months=interval_months
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    d = plans.prefill_from_promise(
+        db, user.org_id, promise_id, count=installments, interval_months=interval_months
+    )
     return PrefillOut(
         customer_id=d.customer_id,
         invoice_ids=d.invoice_ids,
@@ -686,73 +646,51 @@ def prefill(
 @router.post("/api/plans", response_model=PlanOut, status_code=201, responses=ERRORS)
 def propose_plan(body: PlanIn, db: DbSession, user: PlanManager) -> PlanOut | JSONResponse:
     """Propose a plan; the guardrails answer at once (active, or waiting for the named role)."""
-    try:
-        out = plans.propose_plan(
-            db,
-            user.org_id,
-            customer_id=body.customer_id,
-            invoice_ids=body.invoice_ids,
-            installments=[InstallmentSpec(i.due_date, i.amount_minor) for i in body.installments],
-            proposer=user,
-            discount_minor=body.discount_minor,
-            non_standard_terms=body.non_standard_terms,
-            terms_note=body.terms_note,
-            from_promise_id=body.from_promise_id,
-        )
-    except PolicyRefused as exc:
-        return _guardrail_json(GuardrailRefusal(exc))
-    except CommitmentError as exc:
-        _fail(exc)
+    out = plans.propose_plan(
+        db,
+        user.org_id,
+        customer_id=body.customer_id,
+        invoice_ids=body.invoice_ids,
+        installments=[InstallmentSpec(i.due_date, i.amount_minor) for i in body.installments],
+        proposer=user,
+        discount_minor=body.discount_minor,
+        non_standard_terms=body.non_standard_terms,
+        terms_note=body.terms_note,
+        from_promise_id=body.from_promise_id,
+    )
     db.commit()
     return _plan(out.plan, org_today(db, user.org_id), out)
 
 
 @router.get("/api/plans/{plan_id}", response_model=PlanOut, responses=ERRORS)
 def get_plan(plan_id: Id, db: DbSession, user: Viewer) -> PlanOut:
-    try:
-        return _plan(plans.get_plan(db, user.org_id, plan_id), org_today(db, user.org_id))
-    except CommitmentError as exc:
-        _fail(exc)
+    return _plan(plans.get_plan(db, user.org_id, plan_id), org_today(db, user.org_id))
 
 
 @router.post("/api/plans/{plan_id}/approve", response_model=PlanOut, responses=ERRORS)
 def approve_plan(plan_id: Id, db: DbSession, user: PlanApprover) -> PlanOut | JSONResponse:
-    try:
-        out = plans.approve_plan(db, user.org_id, plan_id, approver=user)
-    except PolicyRefused as exc:
-        return _guardrail_json(GuardrailRefusal(exc))
-    except CommitmentError as exc:
-        _fail(exc)
+    out = plans.approve_plan(db, user.org_id, plan_id, approver=user)
     db.commit()
     return _plan(out.plan, org_today(db, user.org_id), out)
 
 
 @router.post("/api/plans/{plan_id}/reject", response_model=PlanOut, responses=ERRORS)
 def reject_plan(plan_id: Id, body: CancelIn, db: DbSession, user: PlanApprover) -> PlanOut:
-    try:
-        plan = plans.reject_plan(db, user.org_id, plan_id, approver=user, reason=body.reason)
-    except CommitmentError as exc:
-        _fail(exc)
+    plan = plans.reject_plan(db, user.org_id, plan_id, approver=user, reason=body.reason)
     db.commit()
     return _plan(plan, org_today(db, user.org_id))
 
 
 @router.post("/api/plans/{plan_id}/cancel", response_model=PlanOut, responses=ERRORS)
 def cancel_plan(plan_id: Id, body: CancelIn, db: DbSession, user: PlanManager) -> PlanOut:
-    try:
-        plan = plans.cancel_plan(db, user.org_id, plan_id, actor=user, reason=body.reason)
-    except CommitmentError as exc:
-        _fail(exc)
+    plan = plans.cancel_plan(db, user.org_id, plan_id, actor=user, reason=body.reason)
     db.commit()
     return _plan(plan, org_today(db, user.org_id))
 
 
 @router.post("/api/plans/{plan_id}/complete", response_model=PlanOut, responses=ERRORS)
 def complete_plan(plan_id: Id, db: DbSession, user: PlanManager) -> PlanOut:
-    try:
-        plan = plans.complete_plan(db, user.org_id, plan_id, actor=user)
-    except CommitmentError as exc:
-        _fail(exc)
+    plan = plans.complete_plan(db, user.org_id, plan_id, actor=user)
     db.commit()
     return _plan(plan, org_today(db, user.org_id))
 
@@ -768,18 +706,15 @@ def mark_installment_paid(
     body: MarkPaidIn | None = None,
 ) -> PaymentOut:
     """Record an installment paid outside Stripe; a payment is posted and a receipt queued."""
-    try:
-        payment = plans.mark_installment_paid(
-            db,
-            user.org_id,
-            plan_id,
-            seq,
-            actor=user,
-            received_on=body.received_on if body else None,
-            reference=body.reference if body else None,
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    payment = plans.mark_installment_paid(
+        db,
+        user.org_id,
+        plan_id,
+        seq,
+        actor=user,
+        received_on=body.received_on if body else None,
+        reference=body.reference if body else None,
+    )
     db.commit()
     return _payment(payment)
 
@@ -787,12 +722,9 @@ def mark_installment_paid(
 @router.post("/api/plans/{plan_id}/resend-link", response_model=LinkOut, responses=ERRORS)
 def resend_link(plan_id: Id, db: DbSession, user: PlanManager, settings: AppSettings) -> LinkOut:
     """A fresh mini-portal link for an approved plan, queued to the customer's contact."""
-    try:
-        sent = portal.resend_plan_link(
-            db, user.org_id, plan_id, actor=user, base_url=settings.public_base_url
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    sent = portal.resend_plan_link(
+        db, user.org_id, plan_id, actor=user, base_url=settings.public_base_url
+    )
     db.commit()
     return LinkOut(
         token_id=sent.issued.token.id,
@@ -831,42 +763,29 @@ def sla_snapshot(db: DbSession, user: Viewer) -> SlaSnapshotOut:
 
 @router.post("/api/disputes", response_model=DisputeOut, status_code=201, responses=ERRORS)
 def open_dispute(body: DisputeIn, db: DbSession, user: DisputeManager) -> DisputeOut:
-    try:
-        d = disputes.open_dispute(
-            db,
-            user.org_id,
-            invoice_id=body.invoice_id,
-            reason=body.reason,
-            description=body.description,
-            source=body.source,
-            actor=user,
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    d = disputes.open_dispute(
+        db,
+        user.org_id,
+        invoice_id=body.invoice_id,
+        reason=body.reason,
+        description=body.description,
+        source=body.source,
+        actor=user,
+    )
     db.commit()
     return _dispute(d, utcnow())
 
 
 @router.get("/api/disputes/{dispute_id}", response_model=DisputeOut, responses=ERRORS)
 def get_dispute(dispute_id: Id, db: DbSession, user: Viewer) -> DisputeOut:
-    try:
-        return _dispute(disputes.get_dispute(db, user.org_id, dispute_id), utcnow())
-    except CommitmentError as exc:
-        _fail(exc)
+    return _dispute(disputes.get_dispute(db, user.org_id, dispute_id), utcnow())
 
 
 @router.post("/api/disputes/{dispute_id}/status", response_model=DisputeOut, responses=ERRORS)
 def change_status(
     dispute_id: Id, body: StatusIn, db: DbSession, user: DisputeManager
 ) -> DisputeOut | JSONResponse:
-    try:
-        d = disputes.change_status(
-            db, user.org_id, dispute_id, body.status, actor=user, note=body.note
-        )
-    except PolicyRefused as exc:
-        return _guardrail_json(GuardrailRefusal(exc))
-    except CommitmentError as exc:
-        _fail(exc)
+    d = disputes.change_status(db, user.org_id, dispute_id, body.status, actor=user, note=body.note)
     db.commit()
     return _dispute(d, utcnow())
 
@@ -876,14 +795,9 @@ def propose_credit(
     dispute_id: Id, body: CreditIn, db: DbSession, user: CreditGranter
 ) -> DisputeOut | JSONResponse:
     """Resolve with a credit: granted within your limit, else stored for an approver."""
-    try:
-        out = disputes.propose_credit(
-            db, user.org_id, dispute_id, amount_minor=body.amount_minor, actor=user, note=body.note
-        )
-    except PolicyRefused as exc:
-        return _guardrail_json(GuardrailRefusal(exc))
-    except CommitmentError as exc:
-        _fail(exc)
+    out = disputes.propose_credit(
+        db, user.org_id, dispute_id, amount_minor=body.amount_minor, actor=user, note=body.note
+    )
     db.commit()
     return _dispute(out.dispute, utcnow(), out.message)
 
@@ -892,12 +806,7 @@ def propose_credit(
     "/api/disputes/{dispute_id}/credit/approve", response_model=DisputeOut, responses=ERRORS
 )
 def approve_credit(dispute_id: Id, db: DbSession, user: CreditGranter) -> DisputeOut | JSONResponse:
-    try:
-        out = disputes.approve_credit(db, user.org_id, dispute_id, approver=user)
-    except PolicyRefused as exc:
-        return _guardrail_json(GuardrailRefusal(exc))
-    except CommitmentError as exc:
-        _fail(exc)
+    out = disputes.approve_credit(db, user.org_id, dispute_id, approver=user)
     db.commit()
     return _dispute(out.dispute, utcnow(), out.message)
 
@@ -922,20 +831,17 @@ def add_evidence(
     slot: Annotated[str, Form(max_length=64)] = "other",
 ) -> EvidenceOut:
     data = read_upload(file)
-    try:
-        item = disputes.add_evidence(
-            db,
-            user.org_id,
-            dispute_id,
-            filename=file.filename or "evidence",
-            data=data,
-            content_type=file.content_type,
-            slot=slot,
-            evidence_dir=settings.evidence_dir,
-            uploaded_by=f"{user.name} ({user.role.value})",
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    item = disputes.add_evidence(
+        db,
+        user.org_id,
+        dispute_id,
+        filename=file.filename or "evidence",
+        data=data,
+        content_type=file.content_type,
+        slot=slot,
+        evidence_dir=settings.evidence_dir,
+        uploaded_by=f"{user.name} ({user.role.value})",
+    )
     db.commit()
     return EvidenceOut(
         id=item.id,
@@ -953,10 +859,7 @@ def add_evidence(
 def download_evidence(
     dispute_id: Id, evidence_id: Id, db: DbSession, user: Viewer, settings: AppSettings
 ) -> FileResponse:
-    try:
-        d = disputes.get_dispute(db, user.org_id, dispute_id)
-    except CommitmentError as exc:
-        _fail(exc)
+    d = disputes.get_dispute(db, user.org_id, dispute_id)
     item = next((e for e in d.evidence if e.id == evidence_id), None)
     if item is None:
         raise HTTPException(404, "Evidence not found on this dispute.")
@@ -979,22 +882,19 @@ def download_evidence(
 def post_payment(body: PaymentIn, db: DbSession, user: PaymentPoster) -> PaymentOut:
     """Post money received outside Stripe. The same reference twice is answered with the first
     payment (``duplicate: true``) and changes nothing."""
-    try:
-        result = payments.post_payment(
-            db,
-            user.org_id,
-            amount_minor=body.amount_minor,
-            currency=body.currency,
-            received_on=body.received_on,
-            customer_id=body.customer_id,
-            invoice_id=body.invoice_id,
-            installment_id=body.installment_id,
-            method=body.method,
-            external_ref=body.reference,
-            actor=user,
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    result = payments.post_payment(
+        db,
+        user.org_id,
+        amount_minor=body.amount_minor,
+        currency=body.currency,
+        received_on=body.received_on,
+        customer_id=body.customer_id,
+        invoice_id=body.invoice_id,
+        installment_id=body.installment_id,
+        method=body.method,
+        external_ref=body.reference,
+        actor=user,
+    )
     try:
         db.commit()
     except IntegrityError:
@@ -1021,17 +921,14 @@ def apply_credit(
     payment_id: Id, body: ApplyCreditIn, db: DbSession, user: PaymentPoster
 ) -> PaymentOut:
     """Apply a payment's unapplied credit (an over-payment) to another open invoice."""
-    try:
-        result = payments.apply_credit(
-            db,
-            user.org_id,
-            payment_id,
-            invoice_id=body.invoice_id,
-            amount_minor=body.amount_minor,
-            actor=user,
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    result = payments.apply_credit(
+        db,
+        user.org_id,
+        payment_id,
+        invoice_id=body.invoice_id,
+        amount_minor=body.amount_minor,
+        actor=user,
+    )
     db.commit()
     return _payment(result.payment, result)
 
@@ -1053,17 +950,14 @@ def _token(t: PortalToken, url: str | None = None) -> TokenOut:
 @router.post("/api/portal-tokens", response_model=TokenOut, status_code=201, responses=ERRORS)
 def issue_token(body: TokenIn, db: DbSession, user: LinkManager, settings: AppSettings) -> TokenOut:
     """A mini-portal link for one customer. The URL is returned once; only its hash is kept."""
-    try:
-        issued = portal.issue_token(
-            db,
-            user.org_id,
-            body.customer_id,
-            actor=user,
-            base_url=settings.public_base_url,
-            ttl=timedelta(days=body.ttl_days),
-        )
-    except CommitmentError as exc:
-        _fail(exc)
+    issued = portal.issue_token(
+        db,
+        user.org_id,
+        body.customer_id,
+        actor=user,
+        base_url=settings.public_base_url,
+        ttl=timedelta(days=body.ttl_days),
+    )
     db.commit()
     return _token(issued.token, issued.url)
 
@@ -1079,10 +973,7 @@ def list_tokens(
 
 @router.post("/api/portal-tokens/{token_id}/revoke", response_model=TokenOut, responses=ERRORS)
 def revoke_token(token_id: Id, db: DbSession, user: LinkManager) -> TokenOut:
-    try:
-        token = portal.revoke_token(db, user.org_id, token_id, actor=user)
-    except CommitmentError as exc:
-        _fail(exc)
+    token = portal.revoke_token(db, user.org_id, token_id, actor=user)
     db.commit()
     return _token(token)
 

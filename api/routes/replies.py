@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import AppSettings, Clock, DbSession, require
 from memory.models import User
-from tools.promises import CommitmentError
 from tools.proposals import TriageProposal, accept_proposal
 
 router = APIRouter(prefix="/api", tags=["replies"])
@@ -72,12 +71,9 @@ def triage(
 )
 def accept(body: TriageProposal, user: ReplyWorker, db: DbSession, clock: Clock) -> AcceptedOut:
     """Accept one triage proposal: the promise or dispute is written, audited, or refused whole."""
-    try:
-        accepted = accept_proposal(db, user.org_id, body, user, now=clock())
-        db.commit()
-    except CommitmentError as exc:
-        db.rollback()
-        raise HTTPException(exc.status_code, str(exc)) from exc
+    # A refusal (CommitmentError) is answered by the app's handler; the session rolls back.
+    accepted = accept_proposal(db, user.org_id, body, user, now=clock())
+    db.commit()
     return AcceptedOut(
         kind=accepted.kind,
         customer_id=accepted.customer_id,
