@@ -7,6 +7,7 @@ session expired (the API answers 401 instead).
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 from pathlib import Path
@@ -26,6 +27,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import SESSION_COOKIE, system_clock, wants_html
+from api.queue_cache import QueueCacheMiddleware, QueuePageCache
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from policies.money import format_money
@@ -273,6 +275,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     app.state.sessions = session_factory(engine)
     app.state.settings = settings
     app.state.clock = system_clock
+    app.state.queue_cache = QueuePageCache()
+    # Innermost first: the cached-page fast path runs after the body limit and the session.
+    app.add_middleware(QueueCacheMiddleware)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key.get_secret_value(),
@@ -287,4 +292,17 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     for name in ROUTER_MODULES:
         module = importlib.import_module(name)
         app.include_router(module.router)
+    return app
+
+
+def serve_app() -> FastAPI:
+    """The app as ``plixo serve`` runs it (uvicorn's factory, once per worker process).
+
+    After start-up every module, template and compiled statement is long-lived: collect once and
+    freeze them out of the garbage collector, so its full passes under load walk only what
+    requests allocate (otherwise a pass over the whole heap stalls every request in flight).
+    """
+    app = create_app()
+    gc.collect()
+    gc.freeze()
     return app

@@ -47,16 +47,32 @@ def db_upgrade() -> None:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(
+        1,
+        min=1,
+        max=64,
+        help="Worker processes (one per CPU core is a good start; each has its own pool).",
+    ),
 ) -> None:
     """Start the API, the review panel and the mini-portal."""
     import uvicorn
 
-    from api.app import create_app
-
-    engine, _ = open_ledger(upgrade=True)
-    console.print(f"plixo on http://{host}:{port}  (model: {get_settings().model})")
+    engine, _ = open_ledger(upgrade=True)  # reachable and migrated before any worker starts
+    engine.dispose()
+    console.print(
+        f"plixo on http://{host}:{port}  (model: {get_settings().model}, "
+        f"{workers} worker{'s' if workers > 1 else ''})"
+    )
     try:
-        uvicorn.run(create_app(engine=engine), host=host, port=port, log_level="info")
+        # Each worker builds its app from the same settings (api.app:serve_app).
+        uvicorn.run(
+            "api.app:serve_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
     except OSError as exc:
         fail(f"Cannot listen on {host}:{port}: {exc}. Pick another --port.")
 

@@ -13,17 +13,18 @@ import secrets
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
 from fastapi import Depends, Form, HTTPException, Request, status
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
+from starlette.datastructures import State
 
 from memory.config import Settings
 from memory.models import User
 from policies.access import access_matrix, allowed
-from tools.users import user_for_token
+from tools.users import CallerSnapshot, snapshot_for_id, snapshot_for_token, user_for_token
 
 SESSION_COOKIE = "plixo_session"
 
@@ -37,9 +38,8 @@ def pool_capacity(engine: Engine) -> int:
     return 16
 
 
-def _db_slots(request: Request) -> asyncio.Semaphore:
+def db_slots(state: State) -> asyncio.Semaphore:
     """One semaphore per event loop (asyncio primitives belong to the loop that first uses them)."""
-    state = request.app.state
     loop = asyncio.get_running_loop()
     slots: asyncio.Semaphore | None = getattr(state, "db_slots", None)
     if slots is None or getattr(state, "db_slots_loop", None) is not loop:
@@ -56,7 +56,7 @@ async def get_db(request: Request) -> AsyncGenerator[Session, None]:
     thread ever blocks on the pool while the requests that hold connections wait for threads (a
     deadlock until the pool times out). The clean-up runs on the event loop for the same reason.
     """
-    async with _db_slots(request):
+    async with db_slots(request.app.state):
         session: Session = request.app.state.sessions()
         try:
             yield session
@@ -99,17 +99,62 @@ class NotAuthenticated(HTTPException):
         super().__init__(status.HTTP_401_UNAUTHORIZED, detail, {"WWW-Authenticate": "Bearer"})
 
 
-def optional_user(request: Request, db: DbSession) -> User | None:
-    """The caller from the bearer token or the session cookie, or None."""
+_CALLER = "plixo.caller"  # the resolved ORM caller, kept in the request scope
+_SNAPSHOT = "plixo.caller_snapshot"
+_UNRESOLVED = object()
+
+
+class _Caller(Protocol):
+    active: bool
+    org_id: int
+
+
+def resolve_caller(request: Request, db: Session) -> User | None:
+    """The caller from the bearer token or the session cookie, or None; looked up once a request.
+
+    A plain function called by the dependencies below rather than a dependency they nest: every
+    API call authenticates, and each nested dependency costs FastAPI a resolution pass. It runs
+    on the event loop: a unique-index read is cheaper than the hop to a worker thread.
+    """
+    cached = request.scope.get(_CALLER, _UNRESOLVED)
+    if cached is _UNRESOLVED:
+        cached = _lookup_caller(request, db, user_for_token, lambda s, uid: s.get(User, uid))
+        request.scope[_CALLER] = cached
+    return cast(User | None, cached)
+
+
+def resolve_snapshot(request: Request, db: Session) -> CallerSnapshot | None:
+    """Like :func:`resolve_caller`, as a :class:`CallerSnapshot` (one Core read, no ORM user)."""
+    cached = request.scope.get(_SNAPSHOT, _UNRESOLVED)
+    if cached is _UNRESOLVED:
+        cached = _lookup_caller(
+            request,
+            db,
+            lambda s, token: snapshot_for_token(s.connection(), token),
+            lambda s, uid: snapshot_for_id(s.connection(), uid),
+        )
+        request.scope[_SNAPSHOT] = cached
+    return cast(CallerSnapshot | None, cached)
+
+
+_C = TypeVar("_C", bound=_Caller)
+
+
+def _lookup_caller(
+    request: Request,
+    db: Session,
+    by_token: Callable[[Session, str], _C | None],
+    by_id: Callable[[Session, int], _C | None],
+) -> _C | None:
     auth = request.headers.get("authorization", "")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("Use 'Authorization: Bearer <token>' (POST /api/auth/token).")
-        user = user_for_token(db, token.strip())
-        if user is None:
+        found = by_token(db, token.strip())
+        if found is None:
             raise NotAuthenticated("The bearer token is unknown or revoked; ask for a new one.")
-        return user
+        return found
     session = request.session if "session" in request.scope else {}
     user_id = session.get("user_id")
     if user_id is None:
@@ -118,7 +163,7 @@ def optional_user(request: Request, db: DbSession) -> User | None:
             request.state.auth_problem = "Your session has expired; log in again."
         return None
     try:
-        user = db.get(User, int(user_id))
+        user = by_id(db, int(user_id))
     except (TypeError, ValueError):
         user = None
     if user is None or not user.active or user.org_id != session.get("org_id"):
@@ -128,13 +173,25 @@ def optional_user(request: Request, db: DbSession) -> User | None:
     return user
 
 
-async def current_user(
-    request: Request, user: Annotated[User | None, Depends(optional_user)]
-) -> User:
+def _unauthenticated(request: Request) -> NotAuthenticated:
+    problem = getattr(request.state, "auth_problem", None)
+    return NotAuthenticated(problem) if problem else NotAuthenticated()
+
+
+def authenticated(request: Request, db: Session) -> User:
+    """The caller, or 401 saying why (no credentials, expired session, revoked token)."""
+    user = resolve_caller(request, db)
     if user is None:
-        problem = getattr(request.state, "auth_problem", None)
-        raise NotAuthenticated(problem) if problem else NotAuthenticated()
+        raise _unauthenticated(request)
     return user
+
+
+async def optional_user(request: Request, db: DbSession) -> User | None:
+    return resolve_caller(request, db)
+
+
+async def current_user(request: Request, db: DbSession) -> User:
+    return authenticated(request, db)
 
 
 CurrentUser = Annotated[User, Depends(current_user)]
@@ -146,23 +203,41 @@ class Forbidden(HTTPException):
         super().__init__(status.HTTP_403_FORBIDDEN, detail)
 
 
-def forbidden_message(user: User, permission: str) -> str:
+def forbidden_message(role: str, permission: str) -> str:
     """'Sales may not approve a draft in Shadow Mode review.' (the matrix's own sentence)."""
     sentence = access_matrix().permissions.get(permission, permission.replace("_", " "))
     sentence = sentence.rstrip(".")
-    return f"{user.role.value} may not {sentence[:1].lower()}{sentence[1:]}."
+    return f"{role} may not {sentence[:1].lower()}{sentence[1:]}."
 
 
-def require(permission: str) -> Callable[[User], Awaitable[User]]:
+def require(permission: str) -> Callable[[Request, Session], Awaitable[User]]:
     """A dependency that lets the caller through only if the access matrix grants ``permission``."""
     allowed("Admin", permission)  # an unknown permission fails at import time, not per request
 
-    async def check(user: CurrentUser) -> User:
+    async def check(request: Request, db: DbSession) -> User:
+        user = authenticated(request, db)
         if not allowed(user.role.value, permission):
-            raise Forbidden(forbidden_message(user, permission))
+            raise Forbidden(forbidden_message(user.role.value, permission))
         return user
 
     check.__name__ = f"require_{permission}"
+    check.permission = permission  # type: ignore[attr-defined]
+    return check
+
+
+def require_snapshot(permission: str) -> Callable[[Request, Session], Awaitable[CallerSnapshot]]:
+    """:func:`require` for read-only hot paths: the caller as a :class:`CallerSnapshot`."""
+    allowed("Admin", permission)
+
+    async def check(request: Request, db: DbSession) -> CallerSnapshot:
+        caller = resolve_snapshot(request, db)
+        if caller is None:
+            raise _unauthenticated(request)
+        if not allowed(caller.role.value, permission):
+            raise Forbidden(forbidden_message(caller.role.value, permission))
+        return caller
+
+    check.__name__ = f"require_{permission}_snapshot"
     check.permission = permission  # type: ignore[attr-defined]
     return check
 

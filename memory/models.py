@@ -219,6 +219,9 @@ class Organisation(Base):
     sending_domain_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     stripe_account: Mapped[str | None] = mapped_column(String(120))
     last_import_at: Mapped[datetime | None]
+    # Bumped with every commit that changes what the review queue shows (memory/queue_version.py),
+    # so a cached queue page is checked with one primary-key read.
+    queue_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

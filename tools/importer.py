@@ -33,6 +33,7 @@ from memory.models import (
     User,
 )
 from memory.money import MoneyError, check_currency, parse_amount
+from memory.queue_version import mark_queue_changed
 
 PROFILE_DIR = Path(__file__).parent / "import_profiles"
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -570,6 +571,7 @@ def _upsert_invoices(
         session.execute(insert(Invoice), chunk)
     if updates:
         session.execute(update(Invoice), updates)
+        mark_queue_changed(session, org.id)  # balances beside drafts in the review queue
     report.created, report.updated = len(inserts), len(updates)
 
     # Settlements become payments, once each: keyed by the invoice number.

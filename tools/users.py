@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from memory.models import User
+from memory.models import Organisation, Persona, User
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -50,6 +51,44 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     return None
 
 
+# Built once: every API call authenticates, so the statement is not rebuilt per request.
+_BY_TOKEN = select(User).where(User.api_token_hash == bindparam("token_hash")).limit(1)
+
+
 def user_for_token(session: Session, token: str) -> User | None:
-    user = session.scalars(select(User).where(User.api_token_hash == token_hash(token))).first()
+    user = session.scalars(_BY_TOKEN, {"token_hash": token_hash(token)}).first()
     return user if user is not None and user.active else None
+
+
+@dataclass(frozen=True, slots=True)
+class CallerSnapshot:
+    """Who is calling, as plain values, with their organisation's review-queue version.
+
+    For read-only hot paths (the review queue): one Core statement answers both "who is this" and
+    "has the queue changed", where an ORM user plus a second read would cost three times as much.
+    """
+
+    id: int
+    org_id: int
+    role: Persona
+    active: bool
+    queue_version: int
+
+
+_SNAPSHOT = select(User.id, User.org_id, User.role, User.active, Organisation.queue_version).join(
+    Organisation, Organisation.id == User.org_id
+)
+_SNAPSHOT_BY_TOKEN = _SNAPSHOT.where(User.api_token_hash == bindparam("token_hash")).limit(1)
+_SNAPSHOT_BY_ID = _SNAPSHOT.where(User.id == bindparam("user_id"))
+
+
+def snapshot_for_token(conn: Connection, token: str) -> CallerSnapshot | None:
+    """The active caller behind a bearer token, as a snapshot (None if unknown or revoked)."""
+    row = conn.execute(_SNAPSHOT_BY_TOKEN, {"token_hash": token_hash(token)}).first()
+    snapshot = CallerSnapshot(*row) if row is not None else None
+    return snapshot if snapshot is not None and snapshot.active else None
+
+
+def snapshot_for_id(conn: Connection, user_id: int) -> CallerSnapshot | None:
+    row = conn.execute(_SNAPSHOT_BY_ID, {"user_id": user_id}).first()
+    return CallerSnapshot(*row) if row is not None else None

@@ -13,14 +13,15 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Integer, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
 
-from api.deps import AppSettings, Clock, DbSession, can, require
+from api.deps import AppSettings, Clock, DbSession, can, require, require_snapshot
+from api.queue_cache import QueuePageCache, page_key
 from memory.models import (
     Customer,
     Draft,
@@ -36,10 +37,12 @@ from memory.models import (
     User,
 )
 from tools import audit, batch, drafts, nudges, outbox, sending_modes
+from tools.users import CallerSnapshot
 
 router = APIRouter(prefix="/api", tags=["review"])
 
 ViewQueue = Annotated[User, Depends(require("view_queue"))]
+QueueReader = Annotated[CallerSnapshot, Depends(require_snapshot("view_queue"))]
 ViewAccount = Annotated[User, Depends(require("view_account"))]
 ViewConsole = Annotated[User, Depends(require("view_console"))]
 Approver = Annotated[User, Depends(require("approve_draft"))]
@@ -491,7 +494,8 @@ def _queue_reasons(decision: Any) -> list[str]:
 
 def queue_page(
     session: Session,
-    user: User,
+    org_id: int,
+    user_id: int,
     *,
     statuses: list[str] | None = None,
     segment_id: int | None = None,
@@ -501,14 +505,15 @@ def queue_page(
     offset: int = 0,
 ) -> dict[str, Any]:
     """The review queue, oldest first, as plain data (``QueuePage``'s shape). The hot path of the
-    review panel: prebuilt statements on the Core connection, no ORM objects."""
+    review panel: prebuilt statements on the Core connection, no ORM objects. ``mine`` keeps the
+    drafts of customers ``user_id`` owns (as collector, sales or CSM)."""
     wanted = (
         [DraftStatus(s).value for s in statuses]
         if statuses
         else sorted(s.value for s in drafts.QUEUE_STATES)
     )
     params: dict[str, Any] = {
-        "org_id": user.org_id,
+        "org_id": org_id,
         "statuses": wanted,
         "limit": limit,
         "offset": offset,
@@ -518,7 +523,7 @@ def queue_page(
     if customer_id is not None:
         params["customer_id"] = customer_id
     if mine:
-        params["user_id"] = user.id
+        params["user_id"] = user_id
     stmt, count = _queue_statement(segment_id is not None, customer_id is not None, mine)
     conn = session.connection()
     rows = conn.execute(stmt, params).all()
@@ -569,7 +574,8 @@ def get_customer(session: Session, org_id: int, customer_id: int) -> Customer:
 
 @router.get("/queue", response_model=QueuePage)
 async def get_queue(
-    user: ViewQueue,
+    request: Request,
+    caller: QueueReader,
     db: DbSession,
     status_: Annotated[list[QueueStatus] | None, Query(alias="status", max_length=11)] = None,
     segment_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
@@ -578,18 +584,30 @@ async def get_queue(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    """Drafts awaiting review (pending review and edited by default), oldest first."""
-    page = queue_page(
-        db,
-        user,
-        statuses=list(status_) if status_ else None,
-        segment_id=segment_id,
-        customer_id=customer_id,
-        mine=mine,
-        limit=limit,
-        offset=offset,
-    )
-    return json_response(page)
+    """Drafts awaiting review (pending review and edited by default), oldest first.
+
+    The page is served from a cache while the organisation's queue version (read with the
+    caller, before the page) is unchanged; see ``api/queue_cache.py``.
+    """
+    statuses: list[str] | None = sorted(set(status_)) if status_ else None
+    cache: QueuePageCache = request.app.state.queue_cache
+    key = page_key(caller, request.scope.get("query_string", b""))
+    body = cache.get(key, caller.queue_version)
+    if body is None:
+        page = queue_page(
+            db,
+            caller.org_id,
+            caller.id,
+            statuses=statuses,
+            segment_id=segment_id,
+            customer_id=customer_id,
+            mine=mine,
+            limit=limit,
+            offset=offset,
+        )
+        body = orjson.dumps(page)
+        cache.put(key, caller.queue_version, body)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/drafts/{draft_id}", response_model=DraftOut, responses=NOT_FOUND)

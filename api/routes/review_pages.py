@@ -160,7 +160,7 @@ def home(request: Request, user: ViewQueue, db: DbSession, clock: Clock) -> HTML
         focus = todays_focus(db, user, now=now, limit=10)
     except Exception:  # the ranking is advice; the queue must still open without it
         log.exception("Today's Focus failed")
-    queue = api.QueuePage.model_validate(api.queue_page(db, user, limit=25))
+    queue = api.QueuePage.model_validate(api.queue_page(db, user.org_id, user.id, limit=25))
     return _render(request, "panel.html", user, cards=cards, focus=focus, queue=queue)
 
 
@@ -177,7 +177,8 @@ def queue(
     data = api.QueuePage.model_validate(
         api.queue_page(
             db,
-            user,
+            user.org_id,
+            user.id,
             statuses=list(status_) if status_ else None,
             mine=mine,
             limit=size,

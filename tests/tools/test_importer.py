@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory.models import Customer, Invoice, InvoiceStatus, Organisation, Payment
+from memory.queue_version import read_queue_version
 from tools import importer
 
 IBM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ibm-accounts-receivable.csv"
@@ -162,13 +163,20 @@ def test_plixo_layout_with_open_balance_and_currency(
         InvoiceStatus.OPEN,
     )
     assert (inv2.amount_minor, inv2.currency) == (5000, "JPY")
-    # A changed balance on re-import is an update, not a duplicate.
+    # A changed balance on re-import is an update, not a duplicate, and the review queue (which
+    # shows balances) is told; an unchanged re-import tells it nothing.
+    version = read_queue_version(session.connection(), org.id)
+    session.commit()
     p.write_text(p.read_text().replace("EUR,200.50", "EUR,1200.50"))
     again = importer.import_invoices(session, org, p)
     session.commit()
     assert (again.created, again.updated, again.unchanged) == (0, 1, 1)
     session.refresh(inv1)
     assert inv1.balance_minor == 0 and inv1.status is InvoiceStatus.PAID
+    assert read_queue_version(session.connection(), org.id) == (version or 0) + 1
+    importer.import_invoices(session, org, p)
+    session.commit()
+    assert read_queue_version(session.connection(), org.id) == (version or 0) + 1
 
 
 def test_customers_and_contacts_import(tmp_path: Path, session: Session, org: Organisation) -> None:

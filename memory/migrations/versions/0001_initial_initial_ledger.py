@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-11-21 20:58:48.691842
+Create Date: 2026-11-21 22:09:28.287764
 """
 
 from collections.abc import Sequence
@@ -34,6 +34,7 @@ def upgrade() -> None:
     sa.Column('sending_domain_verified', sa.Boolean(), nullable=False),
     sa.Column('stripe_account', sa.String(length=120), nullable=True),
     sa.Column('last_import_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('queue_version', sa.BigInteger(), server_default='0', nullable=False),
     sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slug')
