@@ -234,7 +234,10 @@ class User(Base):
     email: Mapped[str] = mapped_column(String(254))
     name: Mapped[str] = mapped_column(String(200))
     role: Mapped[Persona] = mapped_column(_enum(Persona))
-    approval_limit_minor: Mapped[int | None] = mapped_column(BigInteger)
+    # The user's own approval limits by currency, in minor units ({"USD": 2500000, "EUR": ...}).
+    # None: no limit of their own (the role's limits apply). A currency not listed: nothing in
+    # it without a more senior approver (fail closed; limits are never converted).
+    approval_limits: Mapped[dict[str, int] | None] = mapped_column(JSON)
     password_hash: Mapped[str | None] = mapped_column(String(300))
     api_token_hash: Mapped[str | None] = mapped_column(String(128), unique=True)
     slack_user_id: Mapped[str | None] = mapped_column(String(64))

@@ -50,13 +50,24 @@ DEMO_SLUG = "demo"
 DEMO_PASSWORD = "plixo-demo"
 DEMO_DOMAIN = "demo.plixo.example"
 
+
 # (login, name, persona, approval limit in USD minor units or None)
-USERS: Sequence[tuple[str, str, Persona, int | None]] = (
+def _limits(usd: int, eur: int, gbp: int) -> dict[str, int]:
+    """Own approval limits in each currency the demo's customers are billed in (minor units)."""
+    return {"USD": usd, "EUR": eur, "GBP": gbp}
+
+
+USERS: Sequence[tuple[str, str, Persona, dict[str, int] | None]] = (
     ("admin", "Alex Admin", Persona.ADMIN, None),
-    ("controller", "Morgan Reyes", Persona.CONTROLLER, 50_000_000),
-    ("manager", "Priya Natarajan", Persona.COLLECTIONS_MANAGER, 10_000_000),
-    ("collector", "Sam Okafor", Persona.COLLECTOR, 2_500_000),
-    ("collector2", "Lena Fischer", Persona.COLLECTOR, 2_500_000),
+    ("controller", "Morgan Reyes", Persona.CONTROLLER, _limits(50_000_000, 46_000_000, 39_000_000)),
+    (
+        "manager",
+        "Priya Natarajan",
+        Persona.COLLECTIONS_MANAGER,
+        _limits(10_000_000, 9_200_000, 7_800_000),
+    ),
+    ("collector", "Sam Okafor", Persona.COLLECTOR, _limits(2_500_000, 2_300_000, 1_950_000)),
+    ("collector2", "Lena Fischer", Persona.COLLECTOR, _limits(2_500_000, 2_300_000, 1_950_000)),
     ("billing", "Chris Lam", Persona.BILLING_ADMIN, None),
     ("sales", "Jordan Blake", Persona.SALES, None),
     ("csm", "Taylor Kim", Persona.CSM, None),
@@ -223,13 +234,13 @@ def build_demo(session: Session, *, seed: int = 7, today: date | None = None) ->
 
     password = hash_password(DEMO_PASSWORD)
     users: dict[str, User] = {}
-    for login, name, role, limit in USERS:
+    for login, name, role, limits in USERS:
         u = User(
             org_id=org.id,
             email=f"{login}@{DEMO_DOMAIN}",
             name=name,
             role=role,
-            approval_limit_minor=limit,
+            approval_limits=limits,
             password_hash=password,
         )
         session.add(u)

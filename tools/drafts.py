@@ -37,12 +37,12 @@ from memory.models import (
     DraftRevision,
     DraftStatus,
     Invoice,
-    Organisation,
     User,
 )
 from policies.access import allowed, at_least
 from policies.money import format_money
 from tools import audit
+from tools.users import own_limit
 
 _FIRST_STATE = {
     "block": DraftStatus.BLOCKED,
@@ -312,19 +312,18 @@ def approval_problem(session: Session, draft: Draft, user: User) -> str | None:
             return (
                 f"The guardrails ask for {role} approval of this draft; you are {user.role.value}."
             )
-    limit = user.approval_limit_minor
-    if limit is not None:
+    if user.approval_limits is not None:
         exposure = draft_exposure_minor(session, draft)
         if exposure is not None:
             amount, currency = exposure
-            org = session.get(Organisation, draft.org_id)
-            limit_currency = org.default_currency if org is not None else currency
-            if currency != limit_currency:
+            limit = own_limit(user, currency)
+            if currency not in user.approval_limits:
+                held = ", ".join(sorted(user.approval_limits)) or "no currency"
                 return (
-                    f"This draft chases {format_money(amount, currency)}; your approval limit is "
-                    f"in {limit_currency}, so a Controller must approve it."
+                    f"This draft chases {format_money(amount, currency)}; you have no approval "
+                    f"limit in {currency} (yours: {held}), so an approver with one must approve it."
                 )
-            if amount > limit:
+            if limit is not None and amount > limit:
                 return (
                     f"This draft chases {format_money(amount, currency)}, above your approval "
                     f"limit of {format_money(limit, currency)}; a more senior approver must "

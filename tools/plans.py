@@ -50,6 +50,7 @@ from tools.promises import (
     load_open_invoices,
     org_today,
 )
+from tools.users import own_limit
 
 INSTALLMENT_GRACE_DAYS = 3
 APPROACHING_DEFAULT_DAYS = 3
@@ -357,7 +358,7 @@ def propose_plan(
     else:
         facts["proposed_via"] = "staff"
         facts["actor_role"] = proposer.role.value
-        facts["actor_limit_minor"] = proposer.approval_limit_minor
+        facts["actor_limit_minor"] = own_limit(proposer, invoices[0].currency)
     decision = decide(session, org_id, "offer_plan", facts)
     outcome = decision["outcome"]
     message = decision_message(decision)
@@ -502,7 +503,7 @@ def approve_plan(
         start=min(today, plan.installments[0].due_date),
     )
     facts["actor_role"] = approver.role.value
-    facts["actor_limit_minor"] = approver.approval_limit_minor
+    facts["actor_limit_minor"] = own_limit(approver, plan.currency)
     facts["legal_approved"] = already_legal or is_legal
     decision = decide(session, org_id, "approve_plan", facts)
     outcome = decision["outcome"]

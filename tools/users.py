@@ -51,6 +51,14 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     return None
 
 
+def own_limit(user: User, currency: str) -> int | None:
+    """``user``'s own approval limit in ``currency`` (minor units): None when they have no limits
+    of their own, 0 when they have limits but none in this currency (fail closed)."""
+    if user.approval_limits is None:
+        return None
+    return int(user.approval_limits.get(currency, 0))
+
+
 # Built once: every API call authenticates, so the statement is not rebuilt per request.
 _BY_TOKEN = select(User).where(User.api_token_hash == bindparam("token_hash")).limit(1)
 

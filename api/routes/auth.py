@@ -98,7 +98,9 @@ class UserOut(BaseModel):
     name: str
     role: str
     org_id: int
-    approval_limit_minor: int | None
+    approval_limits: dict[str, int] | None = Field(
+        description="Own approval limits by currency (minor units); null: the role's limits only."
+    )
     permissions: list[str]
 
 
@@ -115,7 +117,7 @@ def _user_out(user: CurrentUser) -> UserOut:
         name=user.name,
         role=user.role.value,
         org_id=user.org_id,
-        approval_limit_minor=user.approval_limit_minor,
+        approval_limits=user.approval_limits,
         permissions=sorted(permissions_for(user.role.value)),
     )
 

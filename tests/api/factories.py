@@ -47,6 +47,10 @@ LIMITS: dict[Persona, int | None] = {
 }
 
 
+def _limits(usd: int | None) -> dict[str, int] | None:
+    return None if usd is None else {"USD": usd}
+
+
 def password_for(role: Persona) -> str:
     return "pw-" + role.name.lower()
 
@@ -92,7 +96,7 @@ def make_users(
             email=f"{role.name.lower()}.{org.slug}@example.test",
             name=f"{role.value} User",
             role=role,
-            approval_limit_minor=LIMITS.get(role),
+            approval_limits=_limits(LIMITS.get(role)),
             password_hash=_HASHES.setdefault(role, hash_password(password_for(role))),
             slack_user_id=f"U{role.name[:6]}{org.id}",
         )

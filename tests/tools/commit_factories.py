@@ -104,7 +104,7 @@ class Factory:
             email=f"user{n}@plixo.example",
             name=f"{role.value} {n}",
             role=role,
-            approval_limit_minor=limit,
+            approval_limits=None if limit is None else {"USD": limit},
         )
         self.session.add(user)
         self.session.flush()

@@ -79,7 +79,7 @@ def test_batch_approve_refuses_items_over_the_limit_with_the_reason(
     session: Session, seeded: Seeded, tmp_path: Path
 ) -> None:
     manager = seeded.users[Persona.COLLECTIONS_MANAGER]
-    manager.approval_limit_minor = 120_400  # drafts 0-4 chase $1,200.00 … $1,204.00
+    manager.approval_limits = {"USD": 120_400}  # drafts 0-4 chase $1,200.00 … $1,204.00
     session.commit()
     items = [(d.id, d.version) for d in seeded.drafts]
     result = batch.decide_batch(

@@ -21,7 +21,15 @@ from memory.models import (
     Persona,
     User,
 )
-from tests.api.factories import NOW, Seeded, seed_review, settings_for
+from tests.api.factories import (
+    NOW,
+    Seeded,
+    make_customer,
+    make_draft,
+    make_invoice,
+    seed_review,
+    settings_for,
+)
 from tools import drafts, outbox
 from tools.drafts import (
     ApprovalRefused,
@@ -315,7 +323,7 @@ def test_approval_above_the_users_limit_is_refused_with_the_reason(
     settings,  # type: ignore[no-untyped-def]
 ) -> None:
     collector = seeded.users[Persona.COLLECTOR]
-    collector.approval_limit_minor = 100_000  # $1,000 < the $1,200 invoice
+    collector.approval_limits = {"USD": 100_000}  # $1,000 < the $1,200 invoice
     session.commit()
     d = seeded.drafts[0]
     with pytest.raises(ApprovalRefused) as err:
@@ -331,6 +339,59 @@ def test_approval_above_the_users_limit_is_refused_with_the_reason(
     assert "$1,200" in str(err.value) and "$1,000" in str(err.value)
     session.rollback()
     assert session.get(Draft, d.id).status is DraftStatus.PENDING_REVIEW  # type: ignore[union-attr]
+
+
+def test_limits_are_per_currency_and_never_converted(
+    session: Session,
+    seeded: Seeded,
+    settings,  # type: ignore[no-untyped-def]
+) -> None:
+    """A EUR draft is judged against the approver's EUR limit; with none in EUR, it is refused
+    (fail closed) instead of being compared with a USD figure."""
+    customer = make_customer(session, seeded.org, seeded.segment, name="Berliner Logistik GmbH")
+    invoice = make_invoice(
+        session,
+        seeded.org,
+        customer,
+        number="INV-EUR-1",
+        amount_minor=800_000,
+        due=NOW.date() - timedelta(days=12),
+        currency="EUR",
+    )
+    d = make_draft(session, settings, seeded.org, customer, invoice, segment=seeded.segment)
+    session.commit()
+    collector = seeded.users[Persona.COLLECTOR]
+
+    def approve() -> None:
+        drafts.approve_draft(
+            session,
+            seeded.org.id,
+            d.id,
+            user=collector,
+            expected_version=d.version,
+            settings=settings,
+            now=NOW,
+        )
+
+    collector.approval_limits = {"USD": 10_000_000}  # $100,000, but nothing in EUR
+    session.commit()
+    with pytest.raises(ApprovalRefused) as err:
+        approve()
+    assert "no approval limit in EUR" in str(err.value) and "USD" in str(err.value)
+    session.rollback()
+
+    collector.approval_limits = {"USD": 10_000_000, "EUR": 799_999}  # one cent short
+    session.commit()
+    with pytest.raises(ApprovalRefused) as err:
+        approve()
+    assert "€8,000" in str(err.value) and "€7,999.99" in str(err.value)
+    session.rollback()
+
+    collector.approval_limits = {"USD": 0, "EUR": 800_000}  # exactly the balance
+    session.commit()
+    approve()
+    session.commit()
+    assert session.get(Draft, d.id).status is DraftStatus.QUEUED  # type: ignore[union-attr]
 
 
 def test_sales_cannot_approve_even_through_the_tool(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-11-21 22:09:28.287764
+Create Date: 2026-11-21 22:44:49.383572
 """
 
 from collections.abc import Sequence
@@ -45,7 +45,7 @@ def upgrade() -> None:
     sa.Column('email', sa.String(length=254), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('role', sa.Enum('Admin', 'Controller', 'Collections Manager', 'Collector', 'Billing Admin', 'Sales', 'CSM', 'Legal', 'Viewer', name='persona', native_enum=False, length=32), nullable=False),
-    sa.Column('approval_limit_minor', sa.BigInteger(), nullable=True),
+    sa.Column('approval_limits', sa.JSON(), nullable=True),
     sa.Column('password_hash', sa.String(length=300), nullable=True),
     sa.Column('api_token_hash', sa.String(length=128), nullable=True),
     sa.Column('slack_user_id', sa.String(length=64), nullable=True),
