@@ -22,7 +22,7 @@ from sqlalchemy.pool import QueuePool
 from starlette.datastructures import State
 
 from memory.config import Settings
-from memory.models import User
+from memory.models import Persona, User
 from policies.access import access_matrix, allowed
 from tools.users import CallerSnapshot, snapshot_for_id, snapshot_for_token, user_for_token
 
@@ -210,36 +210,40 @@ def forbidden_message(role: str, permission: str) -> str:
     return f"{role} may not {sentence[:1].lower()}{sentence[1:]}."
 
 
-def require(permission: str) -> Callable[[Request, Session], Awaitable[User]]:
-    """A dependency that lets the caller through only if the access matrix grants ``permission``."""
+class _Role(Protocol):
+    @property
+    def role(self) -> Persona: ...
+
+
+_R = TypeVar("_R", bound=_Role)
+
+
+def _requirement(
+    permission: str, resolve: Callable[[Request, Session], _R | None], name: str
+) -> Callable[[Request, Session], Awaitable[_R]]:
     allowed("Admin", permission)  # an unknown permission fails at import time, not per request
 
-    async def check(request: Request, db: DbSession) -> User:
-        user = authenticated(request, db)
-        if not allowed(user.role.value, permission):
-            raise Forbidden(forbidden_message(user.role.value, permission))
-        return user
-
-    check.__name__ = f"require_{permission}"
-    check.permission = permission  # type: ignore[attr-defined]
-    return check
-
-
-def require_snapshot(permission: str) -> Callable[[Request, Session], Awaitable[CallerSnapshot]]:
-    """:func:`require` for read-only hot paths: the caller as a :class:`CallerSnapshot`."""
-    allowed("Admin", permission)
-
-    async def check(request: Request, db: DbSession) -> CallerSnapshot:
-        caller = resolve_snapshot(request, db)
+    async def check(request: Request, db: DbSession) -> _R:
+        caller = resolve(request, db)
         if caller is None:
             raise _unauthenticated(request)
         if not allowed(caller.role.value, permission):
             raise Forbidden(forbidden_message(caller.role.value, permission))
         return caller
 
-    check.__name__ = f"require_{permission}_snapshot"
+    check.__name__ = name
     check.permission = permission  # type: ignore[attr-defined]
     return check
+
+
+def require(permission: str) -> Callable[[Request, Session], Awaitable[User]]:
+    """A dependency that lets the caller through only if the access matrix grants ``permission``."""
+    return _requirement(permission, resolve_caller, f"require_{permission}")
+
+
+def require_snapshot(permission: str) -> Callable[[Request, Session], Awaitable[CallerSnapshot]]:
+    """:func:`require` for read-only hot paths: the caller as a :class:`CallerSnapshot`."""
+    return _requirement(permission, resolve_snapshot, f"require_{permission}_snapshot")
 
 
 def can(user: User | None, permission: str) -> bool:
