@@ -99,6 +99,13 @@ class NotAuthenticated(HTTPException):
         super().__init__(status.HTTP_401_UNAUTHORIZED, detail, {"WWW-Authenticate": "Bearer"})
 
 
+def bearer_token(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value; None when malformed."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 _CALLER = "plixo.caller"  # the resolved ORM caller, kept in the request scope
 _SNAPSHOT = "plixo.caller_snapshot"
 _UNRESOLVED = object()
@@ -148,10 +155,10 @@ def _lookup_caller(
 ) -> _C | None:
     auth = request.headers.get("authorization", "")
     if auth:
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(auth)
+        if token is None:
             raise NotAuthenticated("Use 'Authorization: Bearer <token>' (POST /api/auth/token).")
-        found = by_token(db, token.strip())
+        found = by_token(db, token)
         if found is None:
             raise NotAuthenticated("The bearer token is unknown or revoked; ask for a new one.")
         return found

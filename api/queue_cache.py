@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl
 from cachetools import LRUCache
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.deps import db_slots
+from api.deps import bearer_token, db_slots
 from policies.access import allowed
 from tools.users import CallerSnapshot, snapshot_for_token
 
@@ -127,7 +127,5 @@ class QueueCacheMiddleware:
 def _bearer_token(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else None
+            return bearer_token(value.decode("latin-1"))
     return None

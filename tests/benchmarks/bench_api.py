@@ -350,7 +350,8 @@ class Writer(threading.Thread):
     def run(self) -> None:
         engine = make_engine(self.url)
         sessions = session_factory(engine)
-        ids = [r[0] for r in engine.connect().execute(text("SELECT id FROM draft ORDER BY id"))]
+        with engine.connect() as conn:
+            ids = [r[0] for r in conn.execute(text("SELECT id FROM draft ORDER BY id"))]
         due = time.perf_counter()
         while not self.stop.is_set():
             with sessions() as s:
