@@ -334,6 +334,12 @@ def _decimal_mark_of(s: str, locale_mark: str, grouped: bool) -> str | None:
     return last
 
 
+@lru_cache(maxsize=64)
+def _symbols(locale: str) -> tuple[str, str]:
+    """The locale's (decimal mark, group mark) as Babel writes them."""
+    return str(get_decimal_symbol(locale)), str(get_group_symbol(locale))
+
+
 def _parse_number(raw: str, locale: str) -> Decimal | None:
     """A written number to a Decimal with Babel's ``parse_decimal`` in the text's ``locale``.
 
@@ -344,11 +350,11 @@ def _parse_number(raw: str, locale: str) -> Decimal | None:
     read in a locale that uses that mark.
     """
     grouped = any(ch in _GROUP_MARKS for ch in raw)
-    decimal = _decimal_mark_of(raw, str(get_decimal_symbol(locale)), grouped)
+    decimal = _decimal_mark_of(raw, _symbols(locale)[0], grouped)
     reading = locale
-    if decimal is not None and decimal != str(get_decimal_symbol(locale)):
+    if decimal is not None and decimal != _symbols(locale)[0]:
         reading = _LOCALE_FOR_MARK[decimal]
-    group = str(get_group_symbol(reading))
+    group = _symbols(reading)[1]
     s = "".join(ch if ch.isdigit() or ch == decimal else group for ch in raw)
     try:
         return parse_decimal(s, locale=reading)
