@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +35,23 @@ except ImportError:  # pragma: no cover
     pass
 
 POSTGRES_URL = os.environ.get("PLIXO_TEST_POSTGRES_URL")
+
+# Hypothesis: in CI every run draws the same examples (derandomized: a seed fixed per test, no
+# example database), so a red build is reproducible and a green one is not luck; locally each run
+# explores new examples. A test's own ``@settings`` still overrides what it names.
+settings.register_profile(
+    "ci", derandomize=True, database=None, print_blob=True, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # fmt: skip
+settings.register_profile("dev", derandomize=False)
+
+
+def hypothesis_profile(environ: Mapping[str, str]) -> str:
+    """The profile for this environment: ``ci`` when ``CI=true`` (as CI services set it)."""
+    return "ci" if environ.get("CI", "").strip().lower() == "true" else "dev"
+
+
+settings.load_profile(hypothesis_profile(os.environ))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -19,14 +19,21 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import format_date as _babel_format_date
 from babel.dates import get_month_names
-from babel.numbers import get_currency_symbol, get_decimal_symbol, list_currencies
+from babel.numbers import (
+    NumberFormatError,
+    get_currency_symbol,
+    get_decimal_symbol,
+    get_group_symbol,
+    list_currencies,
+    parse_decimal,
+)
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -138,6 +145,7 @@ def _symbol_map() -> dict[str, frozenset[str]]:
 #: French "1 234 567") with an optional decimal part, or a plain run of digits.
 _NUMBER = (
     r"(?:\d{1,3}(?:" + _GROUP + r"\d{2,3})*" + _GROUP + r"\d{3}(?:[.,]\d{1,3})?"
+    r"|\d+(?:['’]\d{3})+(?:[.,]\d{1,3})?"  # Babel 2.19's de_CH: "1000000'000.00"
     r"|\d+(?:[.,]\d{1,3})?)(?![\d\w])"
 )
 
@@ -162,7 +170,8 @@ def _amount_regex() -> re.Pattern[str]:
 
 # The (?=\d) / (?=#) look-aheads only let the engine skip positions that cannot match.
 _BARE_DECIMAL = re.compile(
-    r"(?=\d)(?<![\w.,/’'-])(\d{1,3}(?:[,.’'\u00a0\u202f]\d{3})+[.,]\d{2}|\d+[.,]\d{2})"
+    r"(?=\d)(?<![\w.,/’'-])(\d{1,3}(?:[,.’'\u00a0\u202f]\d{3})+[.,]\d{2}|\d+(?:['’]\d{3})+[.,]\d{2}"
+    r"|\d+[.,]\d{2})"
     r"(?![\d\w.,/-]|[.,]\d)"
 )
 _ISO_DATE = re.compile(r"(?=\d)(?<![\d-])(\d{4})-(\d{2})-(\d{2})(?![\d-])")
@@ -287,51 +296,70 @@ class StatedFacts(BaseModel):
 
 
 @lru_cache(maxsize=64)
-def decimal_mark(language: str, locale: str | None = None) -> str:
-    """The decimal separator a text in ``language`` (written for ``locale``) uses: "." or ",".
-
-    The locale decides where it is known: Swiss German (de_CH) and Mexican Spanish (es_MX) write
-    "1234.56" although German and Spanish elsewhere write "1234,56".
-    """
+def _reading_locale(language: str, locale: str | None) -> str:
+    """The locale a text's numbers are read in: the one it was written for, else the language's."""
     loc = locale or _DEFAULT_LOCALE.get(language)
     if loc is None:
-        return "." if language == "en" else ","
+        return "en_US" if language == "en" else "de_DE"
     try:
-        mark = str(get_decimal_symbol(loc))
+        get_decimal_symbol(loc)
     except (ValueError, LookupError):
-        return "." if language == "en" else ","
-    return mark if mark in ".," else "."
+        return "en_US" if language == "en" else "de_DE"
+    return loc
 
 
-def _parse_number(raw: str, decimal: str) -> Decimal | None:
-    """A written number to a Decimal; ``decimal`` ("." or ",") settles "1,234" vs "1.234".
+#: A locale per decimal mark, for a number that plainly uses the other mark than the text's
+#: locale ("€1.234,56" in an English text).
+_LOCALE_FOR_MARK = {".": "en_US", ",": "de_DE"}
 
-    Spaces and apostrophes only ever group digits; when they did the grouping, a single "," or
-    "." left is the decimal mark ("1’234.567", "1 234,567"), whatever the language.
+
+def _decimal_mark_of(s: str, locale_mark: str, grouped: bool) -> str | None:
+    """Which of "." and "," is the decimal mark in ``s`` (None: it has none).
+
+    Both marks, or grouping by spaces/apostrophes: the last mark is the decimal one. One mark
+    repeated only groups. A single "," or "." followed by exactly three digits is ambiguous
+    ("1,234": a thousand in English, one-point-two in German): the locale decides.
+    """
+    marks = [ch for ch in s if ch in ".,"]
+    if not marks:
+        return None
+    last = marks[-1]
+    if len(set(marks)) > 1 or grouped:
+        return last
+    if len(marks) > 1:
+        return None
+    head, _, tail = s.rpartition(last)
+    if len(tail) == 3 and head.isdigit() and head != "0":
+        return last if last == locale_mark else None
+    return last
+
+
+@lru_cache(maxsize=64)
+def _symbols(locale: str) -> tuple[str, str]:
+    """The locale's (decimal mark, group mark) as Babel writes them."""
+    return str(get_decimal_symbol(locale)), str(get_group_symbol(locale))
+
+
+def _parse_number(raw: str, locale: str) -> Decimal | None:
+    """A written number to a Decimal with Babel's ``parse_decimal`` in the text's ``locale``.
+
+    Spaces and apostrophes only ever group digits (Babel 2.19 writes de_CH "1000000'000.00",
+    older CLDR data "1’234.56", French U+202F). Once the decimal mark is known, every other mark
+    is written as the reading locale's own group symbol and Babel reads the number; a number
+    that plainly uses the other decimal mark than the locale ("€1.234,56" in an English text) is
+    read in a locale that uses that mark.
     """
     grouped = any(ch in _GROUP_MARKS for ch in raw)
-    s = raw.translate(_STRIP_GROUP_MARKS)
-    if "," in s and "." in s:
-        dec = "," if s.rfind(",") > s.rfind(".") else "."
-        grp = "." if dec == "," else ","
-        s = s.replace(grp, "").replace(dec, ".")
-    elif "," in s or "." in s:
-        sep = "," if "," in s else "."
-        head, _, tail = s.rpartition(sep)
-        if s.count(sep) > 1:
-            s = s.replace(sep, "")
-        elif not grouped and len(tail) == 3 and head.isdigit() and head != "0":
-            # "1,234" is a thousand in English and one-point-two in German: follow the locale.
-            s = s.replace(sep, ".") if sep == decimal else s.replace(sep, "")
-        else:
-            s = s.replace(sep, ".")
+    decimal = _decimal_mark_of(raw, _symbols(locale)[0], grouped)
+    reading = locale
+    if decimal is not None and decimal != _symbols(locale)[0]:
+        reading = _LOCALE_FOR_MARK[decimal]
+    group = _symbols(reading)[1]
+    s = "".join(ch if ch.isdigit() or ch == decimal else group for ch in raw)
     try:
-        return Decimal(s)
-    except InvalidOperation:
+        return parse_decimal(s, locale=reading)
+    except NumberFormatError:
         return None
-
-
-_STRIP_GROUP_MARKS = str.maketrans("", "", _GROUP_MARKS)
 
 
 def _currencies_for(token: str) -> list[str]:
@@ -399,7 +427,7 @@ def extract_facts(
     """
     facts = StatedFacts()
     lang = language.split("-")[0].lower()
-    decimal = decimal_mark(lang, locale)
+    reading = _reading_locale(lang, locale)
 
     # Links first, and blank them out so their digits are not read as amounts or invoices.
     work = text
@@ -498,7 +526,7 @@ def extract_facts(
         cur = m.group("c1") or m.group("c2")
         if cur and re.fullmatch(r"[A-Z]{3}", cur) and cur not in _ISO_CODES:
             continue  # an acronym next to a number, not a currency
-        value = _parse_number(num, decimal)
+        value = _parse_number(num, reading)
         if value is None:
             continue
         facts.amounts.append(
@@ -511,7 +539,7 @@ def extract_facts(
             chars[s:e] = " " * (e - s)
         work = "".join(chars)
     for m in _BARE_DECIMAL.finditer(work):
-        value = _parse_number(m.group(1), decimal)
+        value = _parse_number(m.group(1), reading)
         if value is not None:
             facts.amounts.append(StatedAmount(text=m.group(1), value=str(value), currencies=[]))
     return facts

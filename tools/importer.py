@@ -34,6 +34,7 @@ from memory.models import (
 )
 from memory.money import MoneyError, check_currency, parse_amount
 from memory.queue_version import mark_queue_changed
+from tools.risk import refresh_snapshot_for
 
 PROFILE_DIR = Path(__file__).parent / "import_profiles"
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -460,8 +461,12 @@ def import_invoices(
     )
     if parsed.errors and not partial:
         return report
-    _upsert_invoices(session, org, parsed.rows, report, progress)
+    touched = _upsert_invoices(session, org, parsed.rows, report, progress)
     org.last_import_at = datetime.now(UTC)
+    session.flush()
+    # Today's Focus scores from a per-customer risk snapshot: bring the touched customers' rows
+    # up to date now (a new customer with an overdue invoice is ranked on its real history).
+    refresh_snapshot_for(session, org.id, touched)
     session.add(
         ImportRun(
             org_id=org.id,
@@ -481,7 +486,8 @@ def _upsert_invoices(
     rows: list[ParsedInvoiceRow],
     report: ImportReport,
     progress: Progress | None,
-) -> None:
+) -> set[int]:
+    """Write the rows; returns the ids of the customers whose invoices or payments changed."""
     customers = dict(
         session.execute(select(Customer.external_ref, Customer.id).where(Customer.org_id == org.id))
         .tuples()
@@ -533,6 +539,7 @@ def _upsert_invoices(
     now = datetime.now(UTC)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
+    touched = {customers[r.customer_ref] for r in rows}
     for i, r in enumerate(rows):
         values: dict[str, Any] = {
             "customer_id": customers[r.customer_ref],
@@ -561,6 +568,7 @@ def _upsert_invoices(
                 }
             )
         elif any(getattr(old, k) != v for k, v in values.items()):
+            touched.add(old.customer_id)  # an invoice moved to another customer leaves this one
             status = InvoiceStatus.PAID if values["balance_minor"] == 0 else InvoiceStatus.OPEN
             updates.append(values | {"id": old.id, "status": status, "updated_at": now})
         else:
@@ -611,6 +619,7 @@ def _upsert_invoices(
         report.payments_created = len(payments)
     if progress:
         progress(len(rows), len(rows))
+    return touched
 
 
 def write_rejects(report: ImportReport, path: Path) -> None:

@@ -16,7 +16,12 @@ Definitions (a period is a closed range of days ``start..end``; ``days`` is its 
   due, ≤ 0), 1-30, 31-60, 61-90, 90+.
 * **Credit sales** in a period: the amounts of invoices issued in it.
 * **Cash collected** in a period: payments received in it (per currency).
-* **DSO, simple method**: outstanding at the period's end ÷ credit sales in the period × days.
+* **Sales window** of a period (what DSO simple, best possible DSO and ADD average sales over):
+  the period itself when it is at least ``SALES_WINDOW_MIN_DAYS`` long; a shorter one (a month to
+  date, a single day) uses the ``SALES_WINDOW_DAYS`` days ending on its last day, so a few days of
+  sales never stand for a month's. Every such figure names its window.
+* **DSO, simple method**: outstanding at the period's end ÷ credit sales in the sales window ×
+  the window's days.
 * **DSO, countback method**: take the outstanding at the period's end and walk back through calendar
   months (the first is the 1st of the end's month to the end date), subtracting each month's credit
   sales; every month fully absorbed adds its days, the month that absorbs the rest adds
@@ -25,11 +30,13 @@ Definitions (a period is a closed range of days ``start..end``; ``days`` is its 
 * **CEI** (collection effectiveness index): (receivables at the start + credit sales − receivables
   at the end) ÷ (receivables at the start + credit sales − current receivables at the end) × 100.
   "At the start" is the end of the day before the period.
-* **Best possible DSO**: current (not yet due) receivables at the end ÷ credit sales × days.
+* **Best possible DSO**: current (not yet due) receivables at the end ÷ credit sales in the sales
+  window × the window's days.
 * **Average days delinquent** (ADD): DSO (simple) − best possible DSO.
-* **Promise adherence**: of the promises-to-pay falling due in the period and decided by the
-  evaluation date, the share kept. Missed = marked missed, or still open after promised date +
-  grace days. Cancelled promises and promises still inside their grace are left out.
+* **Promise adherence**: of the promises-to-pay falling due in the period (or, "to date", of
+  every promise) and decided by the evaluation date, the share kept. Missed = marked missed, or
+  still open after promised date + grace days. Cancelled promises and promises still inside their
+  grace are left out.
 * **Promise exposure on day D**: amounts of promises open on D (made by D, not resolved by D).
 * **Plan exposure**: unpaid installment amounts of active payment plans (the current state; plan
   installments carry no payment dates).
@@ -39,6 +46,7 @@ Definitions (a period is a closed range of days ``start..end``; ``days`` is its 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +76,8 @@ from tools.risk import sql_days
 
 NOT_ENOUGH_DATA = "not enough data"
 COUNTBACK_MONTHS = 24
+SALES_WINDOW_MIN_DAYS = 28  # February: a whole month is its own sales window
+SALES_WINDOW_DAYS = 30
 BUCKETS: tuple[AgingBucket, ...] = tuple(AgingBucket)
 OPEN_DISPUTE = (
     DisputeStatus.OPEN,
@@ -91,10 +101,13 @@ class Scope:
     owner_user_id: int | None = None
     owner_role: OwnerRole = "any"
     currency: str | None = None
+    customer_id: int | None = None
 
     def customer_filter(self) -> list[ColumnElement[bool]]:
         """Conditions on ``Customer`` (empty when the scope is the whole organisation)."""
         cond: list[ColumnElement[bool]] = []
+        if self.customer_id is not None:
+            cond.append(Customer.id == self.customer_id)
         if self.segment_id is not None:
             cond.append(Customer.segment_id == self.segment_id)
         if self.owner_user_id is not None:
@@ -111,7 +124,11 @@ class Scope:
 
     @property
     def narrowed(self) -> bool:
-        return self.segment_id is not None or self.owner_user_id is not None
+        return (
+            self.segment_id is not None
+            or self.owner_user_id is not None
+            or self.customer_id is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,32 @@ class Period:
             return self.start.strftime("%b %Y")
         return f"{self.start.isoformat()} – {self.end.isoformat()}"
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "days": self.days,
+            "label": self.label(),
+        }
+
+
+def sales_window(period: Period) -> Period:
+    """The days whose credit sales DSO (simple), best possible DSO and ADD average over."""
+    if period.days >= SALES_WINDOW_MIN_DAYS:
+        return period
+    return Period(period.end - timedelta(days=SALES_WINDOW_DAYS - 1), period.end)
+
+
+def last_complete_month(today: date) -> Period:
+    """The calendar month before the one ``today`` is in: the figures' default period."""
+    last = today.replace(day=1) - timedelta(days=1)
+    return Period.month(last.year, last.month)
+
+
+def month_to_date(today: date) -> Period:
+    """The 1st of ``today``'s month to ``today``: shown beside the last complete month."""
+    return Period(today.replace(day=1), today)
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -161,6 +204,7 @@ class Figure:
     currency: str | None = None
     reason: str | None = None
     inputs: dict[str, Any] = field(default_factory=dict)
+    window: Period | None = None  # the days the figure averages over, when not the period's
 
     @property
     def ok(self) -> bool:
@@ -183,13 +227,20 @@ class Figure:
             "currency": self.currency,
             "reason": self.reason,
             "inputs": self.inputs,
+            "window": None if self.window is None else self.window.to_dict(),
         }
 
 
 def _missing(
-    metric: str, unit: str, why: str, currency: str | None = None, **inputs: Any
+    metric: str,
+    unit: str,
+    why: str,
+    currency: str | None = None,
+    *,
+    window: Period | None = None,
+    **inputs: Any,
 ) -> Figure:
-    return Figure(metric, None, unit, currency, f"{NOT_ENOUGH_DATA}: {why}", dict(inputs))
+    return Figure(metric, None, unit, currency, f"{NOT_ENOUGH_DATA}: {why}", dict(inputs), window)
 
 
 # --- receivables on a day ---------------------------------------------------------------------
@@ -470,34 +521,35 @@ def _one_currency(
     return found.pop()
 
 
-def _dso_inputs(
+def _dso_simple_inputs(
     session: Session, scope: Scope, period: Period
-) -> tuple[dict[str, AgingRow], dict[str, int], dict[str, AgingRow]]:
-    end_ar = aging(session, scope, period.end)
-    sales = credit_sales(session, scope, period)
-    start_ar = aging(session, scope, period.start - timedelta(days=1))
-    return end_ar, sales, start_ar
+) -> tuple[dict[str, AgingRow], dict[str, int]]:
+    """Receivables at the period's end and credit sales in its sales window."""
+    return aging(session, scope, period.end), credit_sales(session, scope, sales_window(period))
 
 
 def dso_simple(session: Session, scope: Scope, period: Period) -> Figure:
-    """Receivables at the end ÷ credit sales in the period × days in the period."""
-    end_ar, sales, _ = _dso_inputs(session, scope, period)
-    return _dso_simple_from(scope, period, end_ar, sales)
+    """Receivables at the end ÷ credit sales in the sales window × the window's days."""
+    end_ar, window_sales = _dso_simple_inputs(session, scope, period)
+    return _dso_simple_from(scope, period, end_ar, window_sales)
 
 
 def _dso_simple_from(
-    scope: Scope, period: Period, end_ar: dict[str, AgingRow], sales: dict[str, int]
+    scope: Scope, period: Period, end_ar: dict[str, AgingRow], window_sales: dict[str, int]
 ) -> Figure:
     metric, unit = "dso_simple", "days"
-    cur = _one_currency(metric, unit, scope, end_ar, sales)
+    window = sales_window(period)
+    cur = _one_currency(metric, unit, scope, end_ar, window_sales)
     if isinstance(cur, Figure):
-        return cur
+        return dataclasses.replace(cur, window=window)
     receivables = end_ar[cur].total if cur in end_ar else 0
-    s = sales.get(cur, 0)
-    inputs = {"receivables_end": receivables, "credit_sales": s, "days": period.days}
+    s = window_sales.get(cur, 0)
+    inputs = {"receivables_end": receivables, "credit_sales": s, "days": window.days}
     if s <= 0:
-        return _missing(metric, unit, f"no credit sales in {period.label()}", cur, **inputs)
-    return Figure(metric, receivables / s * period.days, unit, cur, None, inputs)
+        return _missing(
+            metric, unit, f"no credit sales in {window.label()}", cur, window=window, **inputs
+        )
+    return Figure(metric, receivables / s * window.days, unit, cur, None, inputs, window)
 
 
 def _month_windows(end: date, months: int) -> list[tuple[date, date]]:
@@ -571,7 +623,9 @@ def dso_countback(
 
 def cei(session: Session, scope: Scope, period: Period) -> Figure:
     """Collection effectiveness index for the period, in percent."""
-    end_ar, sales, start_ar = _dso_inputs(session, scope, period)
+    end_ar = aging(session, scope, period.end)
+    sales = credit_sales(session, scope, period)
+    start_ar = aging(session, scope, period.start - timedelta(days=1))
     return _cei_from(scope, period, end_ar, sales, start_ar)
 
 
@@ -590,7 +644,7 @@ def _cei_from(
     end_total = end_ar[cur].total if cur in end_ar else 0
     end_current = end_ar[cur].current if cur in end_ar else 0
     s = sales.get(cur, 0)
-    inputs = {
+    inputs: dict[str, Any] = {
         "receivables_start": begin,
         "credit_sales": s,
         "receivables_end": end_total,
@@ -604,19 +658,19 @@ def _cei_from(
 
 def average_days_delinquent(session: Session, scope: Scope, period: Period) -> Figure:
     """DSO (simple) − best possible DSO: how many days, on average, payment runs past terms."""
-    end_ar, sales, _ = _dso_inputs(session, scope, period)
-    return _add_from(scope, period, end_ar, sales)
+    end_ar, window_sales = _dso_simple_inputs(session, scope, period)
+    return _add_from(scope, period, end_ar, window_sales)
 
 
 def _add_from(
-    scope: Scope, period: Period, end_ar: dict[str, AgingRow], sales: dict[str, int]
+    scope: Scope, period: Period, end_ar: dict[str, AgingRow], window_sales: dict[str, int]
 ) -> Figure:
     metric, unit = "average_days_delinquent", "days"
-    dso = _dso_simple_from(scope, period, end_ar, sales)
+    dso = _dso_simple_from(scope, period, end_ar, window_sales)
     if dso.value is None or dso.currency is None:
-        return Figure(metric, None, unit, dso.currency, dso.reason, dso.inputs)
+        return Figure(metric, None, unit, dso.currency, dso.reason, dso.inputs, dso.window)
     current = end_ar[dso.currency].current if dso.currency in end_ar else 0
-    best = current / dso.inputs["credit_sales"] * period.days
+    best = current / dso.inputs["credit_sales"] * dso.inputs["days"]
     return Figure(
         metric,
         dso.value - best,
@@ -624,19 +678,54 @@ def _add_from(
         dso.currency,
         None,
         dso.inputs | {"current_receivables_end": current, "best_possible_dso": best},
+        dso.window,
     )
 
 
 # --- promises, plans, disputes ----------------------------------------------------------------
 
 
-def promise_adherence(
-    session: Session, scope: Scope, period: Period, *, as_of: date | None = None
-) -> Figure:
-    """Share of promises falling due in the period that were kept (decided by ``as_of``)."""
-    metric, unit = "promise_adherence", "%"
-    as_of = as_of or datetime.now(UTC).date()
+@dataclass
+class PromiseCounts:
+    """Promises falling due in a window, by outcome as of the evaluation date."""
+
+    kept: int = 0
+    missed: int = 0
+    pending: int = 0  # open and still inside promised date + grace: not decided yet
+    kept_amount: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    decided_amount: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def decided(self) -> int:
+        return self.kept + self.missed
+
+    def to_inputs(self) -> dict[str, Any]:
+        return {
+            "kept": self.kept,
+            "missed": self.missed,
+            "pending": self.pending,
+            "kept_amount": dict(self.kept_amount),
+            "decided_amount": dict(self.decided_amount),
+        }
+
+
+def promise_counts(
+    session: Session,
+    scope: Scope,
+    period: Period | None,
+    *,
+    as_of: date,
+    by_customer: bool = False,
+) -> dict[int | None, PromiseCounts]:
+    """Kept / missed / pending promises falling due in ``period`` (``None``: every promise, as
+    decided on ``as_of``: "to date"), per customer when ``by_customer`` (else under ``None``).
+
+    The one place promise outcomes are counted: the console, the Commitment Radar and the
+    promise API all read them from here (Renewal Risk uses :func:`is_broken_promise`). Missed = marked missed, or still open after
+    promised date + grace days on ``as_of``; cancelled promises never count.
+    """
     q = select(
+        PromiseToPay.customer_id,
         PromiseToPay.status,
         PromiseToPay.promised_date,
         PromiseToPay.grace_days,
@@ -644,38 +733,51 @@ def promise_adherence(
         PromiseToPay.currency,
     ).where(
         PromiseToPay.org_id == scope.org_id,
-        PromiseToPay.promised_date >= period.start,
-        PromiseToPay.promised_date <= period.end,
         PromiseToPay.status != PromiseStatus.CANCELLED,
     )
+    if period is not None:
+        q = q.where(
+            PromiseToPay.promised_date >= period.start, PromiseToPay.promised_date <= period.end
+        )
     if scope.currency:
         q = q.where(PromiseToPay.currency == scope.currency)
     q = _scoped(q, scope, PromiseToPay.customer_id)
-    kept = missed = pending = 0
-    kept_amount: dict[str, int] = defaultdict(int)
-    decided_amount: dict[str, int] = defaultdict(int)
-    for status, promised, grace, amount, currency in session.execute(q).all():
+    out: dict[int | None, PromiseCounts] = {} if by_customer else {None: PromiseCounts()}
+    for customer_id, status, promised, grace, amount, currency in session.execute(q).all():
+        c = out.setdefault(int(customer_id), PromiseCounts()) if by_customer else out[None]
         if status == PromiseStatus.KEPT:
-            kept += 1
-            kept_amount[currency] += int(amount)
-            decided_amount[currency] += int(amount)
-        elif status == PromiseStatus.MISSED or promised + timedelta(days=int(grace)) < as_of:
-            missed += 1
-            decided_amount[currency] += int(amount)
+            c.kept += 1
+            c.kept_amount[currency] += int(amount)
+            c.decided_amount[currency] += int(amount)
+        elif is_broken_promise(PromiseStatus(status), promised, int(grace), as_of):
+            c.missed += 1
+            c.decided_amount[currency] += int(amount)
         else:
-            pending += 1
-    inputs: dict[str, Any] = {
-        "kept": kept,
-        "missed": missed,
-        "pending": pending,
-        "kept_amount": dict(kept_amount),
-        "decided_amount": dict(decided_amount),
-    }
-    if kept + missed == 0:
+            c.pending += 1
+    return out
+
+
+def promise_adherence(
+    session: Session, scope: Scope, period: Period | None, *, as_of: date | None = None
+) -> Figure:
+    """Share of promises falling due in the period (``None``: to date) that were kept, of those
+    decided by ``as_of``."""
+    metric, unit = "promise_adherence", "%"
+    as_of = as_of or datetime.now(UTC).date()
+    counts = promise_counts(session, scope, period, as_of=as_of)[None]
+    window = period  # to date: the reason and label say "due by <as_of>"
+    label = period.label() if period is not None else f"any promise as of {as_of.isoformat()}"
+    if counts.decided == 0:
         return _missing(
-            metric, unit, f"no promise fell due and was decided in {period.label()}", **inputs
+            metric,
+            unit,
+            f"no promise fell due and was decided in {label}",
+            None,
+            window=window,
+            **counts.to_inputs(),
         )
-    return Figure(metric, kept / (kept + missed) * 100.0, unit, None, None, inputs)
+    value = counts.kept / counts.decided * 100.0
+    return Figure(metric, value, unit, None, None, counts.to_inputs(), window)
 
 
 def is_broken_promise(status: PromiseStatus, promised: date, grace_days: int, as_of: date) -> bool:
@@ -814,14 +916,16 @@ def monthly_series(
         end_ar = ar_on(period.end)
         start_ar = ar_on(period.start - timedelta(days=1))
         sales = credit_sales(session, scope, period)
+        window = sales_window(period)
+        window_sales = sales if window == period else credit_sales(session, scope, window)
         points.append(
             MonthPoint(
                 period=period,
                 cash_collected=cash_collected(session, scope, period),
-                dso_simple=_dso_simple_from(scope, period, end_ar, sales),
+                dso_simple=_dso_simple_from(scope, period, end_ar, window_sales),
                 dso_countback=dso_countback(session, scope, period.end, receivables_on=end_ar),
                 cei=_cei_from(scope, period, end_ar, sales, start_ar),
-                average_days_delinquent=_add_from(scope, period, end_ar, sales),
+                average_days_delinquent=_add_from(scope, period, end_ar, window_sales),
                 promise_adherence=promise_adherence(session, scope, period, as_of=as_of),
             )
         )

@@ -33,7 +33,7 @@ from memory.models import (
     promise_invoice,
     utcnow,
 )
-from tools import audit
+from tools import audit, metrics
 
 DEFAULT_GRACE_DAYS = 3  # the seed policy's promises.default_grace_days
 MAX_GRACE_DAYS = 30
@@ -537,40 +537,32 @@ class Adherence:
         return round(self.kept / self.decided, 4) if self.decided else None
 
 
-def adherence(session: Session, org_id: int, *, customer_id: int | None = None) -> Adherence:
-    """Promise adherence for one customer or the whole organisation."""
-    q = (
-        select(PromiseToPay.status, func.count())
-        .where(PromiseToPay.org_id == org_id)
-        .group_by(PromiseToPay.status)
-    )
-    if customer_id is not None:
-        q = q.where(PromiseToPay.customer_id == customer_id)
-    counts = {PromiseStatus(s): int(n) for s, n in session.execute(q).all()}
-    return Adherence(
-        kept=counts.get(PromiseStatus.KEPT, 0),
-        missed=counts.get(PromiseStatus.MISSED, 0),
-        open=counts.get(PromiseStatus.OPEN, 0),
-    )
+def adherence(
+    session: Session,
+    org_id: int,
+    *,
+    customer_id: int | None = None,
+    as_of: date | None = None,
+) -> Adherence:
+    """Promise adherence to date (every promise due by ``as_of``, the organisation's today by
+    default) for one customer or the whole organisation, counted by ``tools.metrics`` like every
+    other page: an open promise past its date and grace counts as missed, one in grace as open."""
+    day = as_of or org_today(session, org_id)
+    scope = metrics.Scope(org_id, customer_id=customer_id)
+    c = metrics.promise_counts(session, scope, None, as_of=day)[None]
+    return Adherence(kept=c.kept, missed=c.missed, open=c.pending)
 
 
-def adherence_by_customer(session: Session, org_id: int) -> dict[int, Adherence]:
-    """Adherence per customer in one query (for the radar and Renewal Risk)."""
-    rows = session.execute(
-        select(PromiseToPay.customer_id, PromiseToPay.status, func.count())
-        .where(PromiseToPay.org_id == org_id)
-        .group_by(PromiseToPay.customer_id, PromiseToPay.status)
-    ).all()
-    acc: dict[int, dict[PromiseStatus, int]] = {}
-    for cid, status, n in rows:
-        acc.setdefault(int(cid), {})[PromiseStatus(status)] = int(n)
+def adherence_by_customer(
+    session: Session, org_id: int, *, as_of: date | None = None
+) -> dict[int, Adherence]:
+    """Adherence to date per customer in one query (for the radar and Renewal Risk)."""
+    day = as_of or org_today(session, org_id)
+    per = metrics.promise_counts(session, metrics.Scope(org_id), None, as_of=day, by_customer=True)
     return {
-        cid: Adherence(
-            kept=c.get(PromiseStatus.KEPT, 0),
-            missed=c.get(PromiseStatus.MISSED, 0),
-            open=c.get(PromiseStatus.OPEN, 0),
-        )
-        for cid, c in acc.items()
+        int(cid): Adherence(kept=c.kept, missed=c.missed, open=c.pending)
+        for cid, c in per.items()
+        if cid is not None
     }
 
 

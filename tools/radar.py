@@ -189,7 +189,7 @@ def commitment_radar(
         plans_near_default=near,
         promise_exposure=promise_exposure,
         active_plan_exposure=plan_exposure,
-        adherence=adherence(session, org_id),
+        adherence=adherence(session, org_id, as_of=today),
         high_exposure_minor=high_exposure_minor,
         counts={
             "due_today": len(due_today),

@@ -975,10 +975,17 @@ def model_fingerprint(model: RiskModel) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def snapshot_select(org_id: int, as_of: date, model: RiskModel, dialect: str) -> Any:
+def snapshot_select(
+    org_id: int,
+    as_of: date,
+    model: RiskModel,
+    dialect: str,
+    customer_ids: Sequence[int] | None = None,
+) -> Any:
     """One row per customer with any invoice: history aggregates as of ``as_of`` and the model's
     customer part (``base_a``: the scored invoice is not in the history; ``base_b − slope_b × its
-    days late``: it is in it as open and past due, and is taken back out)."""
+    days late``: it is in it as open and past due, and is taken back out). ``customer_ids``
+    narrows it to those customers (an import refreshing what it touched)."""
     d = literal(as_of, Date)
     inv = aliased(Invoice)
     disputed = (
@@ -1039,7 +1046,11 @@ def snapshot_select(org_id: int, as_of: date, model: RiskModel, dialect: str) ->
         )
         .select_from(inv)
         .outerjoin(disputed, disputed.c.invoice_id == inv.id)
-        .where(inv.org_id == org_id, inv.status != InvoiceStatus.VOID)
+        .where(
+            inv.org_id == org_id,
+            inv.status != InvoiceStatus.VOID,
+            *([inv.customer_id.in_(customer_ids)] if customer_ids is not None else []),
+        )
         .group_by(inv.customer_id)
         .subquery("risk_hist")
     )
@@ -1122,7 +1133,23 @@ def ensure_snapshot(
             assert current is not None
             return SnapshotState(as_of, _utc(current[1]), model.version, refreshed=False)
     session.execute(delete(CustomerRiskSnapshot).where(CustomerRiskSnapshot.org_id == org_id))
-    src = snapshot_select(org_id, as_of, model, bind.dialect.name).subquery("snap")
+    _insert_snapshot_rows(session, org_id, as_of, model, mark, now)
+    session.flush()
+    return SnapshotState(as_of, now, model.version, refreshed=True)
+
+
+def _insert_snapshot_rows(
+    session: Session,
+    org_id: int,
+    as_of: date,
+    model: RiskModel,
+    mark: str,
+    computed_at: datetime,
+    customer_ids: Sequence[int] | None = None,
+) -> None:
+    src = snapshot_select(
+        org_id, as_of, model, session.get_bind().dialect.name, customer_ids
+    ).subquery("snap")
     names = ["customer_id", *AGGREGATES, "open_currencies", "base_a", "base_b", "slope_b"]
     session.execute(
         insert(CustomerRiskSnapshot).from_select(
@@ -1132,13 +1159,48 @@ def ensure_snapshot(
                 literal(as_of, Date),
                 literal(model.version, Integer),
                 literal(mark, String),
-                literal(now, CustomerRiskSnapshot.computed_at.type),
+                literal(computed_at, CustomerRiskSnapshot.computed_at.type),
                 *(src.c[n] for n in names),
             ),
         )
     )
+
+
+#: Above this many touched customers an import rebuilds the whole snapshot in one pass.
+TOUCHED_REFRESH_LIMIT = 2_000
+
+
+def refresh_snapshot_for(session: Session, org_id: int, customer_ids: Iterable[int]) -> bool:
+    """Bring the snapshot rows of ``customer_ids`` up to date with the ledger (after an import).
+
+    Only when a snapshot exists for the current model: its scoring day and ledger mark are kept,
+    so the rest of the organisation still refreshes on the usual schedule, while the touched
+    customers (a new one included) are scored on their real history at once instead of up to
+    ``SNAPSHOT_MAX_AGE`` later. Runs in the caller's transaction. Returns whether it refreshed.
+    """
+    ids = sorted(set(customer_ids))
+    head = _snapshot_head(session, org_id)
+    if not ids or head is None:
+        return False  # no snapshot yet: the first Focus builds it whole
+    model = current_model(session, org_id)
+    as_of, computed_at, mark = head
+    if mark.split("|", 1)[0] != model_fingerprint(model):
+        return False  # another model: the next Focus rebuilds everything anyway
+    if len(ids) > TOUCHED_REFRESH_LIMIT:
+        ensure_snapshot(session, org_id, as_of, model, force=True)
+        return True
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(literal(_LOCK_SPACE), literal(org_id))))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        session.execute(
+            delete(CustomerRiskSnapshot).where(
+                CustomerRiskSnapshot.org_id == org_id, CustomerRiskSnapshot.customer_id.in_(chunk)
+            )
+        )
+        _insert_snapshot_rows(session, org_id, as_of, model, mark, _utc(computed_at), chunk)
     session.flush()
-    return SnapshotState(as_of, now, model.version, refreshed=True)
+    return True
 
 
 def _utc(value: datetime) -> datetime:
@@ -1269,13 +1331,17 @@ def features_from_aggregates(rows: Sequence[Any], as_of: date, priors: Priors) -
     a, p0, d0 = SHRINKAGE, priors.late_rate, priors.dispute_rate
     for i, r in enumerate(rows):
         agg = {k: int(getattr(r, k) or 0) for k in AGGREGATES}
-        own_in = r.issue_date < as_of
+        # A customer without a snapshot row (new since the snapshot) has no history to take the
+        # invoice back out of: nothing is subtracted, as the SQL scores it (empty history).
+        in_snapshot = getattr(r, "n_earlier", None) is not None
+        own_in = in_snapshot and r.issue_date < as_of
         own_pd = own_in and r.due_date < as_of
         own_days = min(max((as_of - r.due_date).days, 0), DAYS_LATE_CAP) if own_pd else 0
-        n_earlier = agg["n_earlier"] - own_in
+        # Counts never go below zero (a row older than the invoice: the SQL clips them too).
+        n_earlier = max(agg["n_earlier"] - own_in, 0)
         sum_amount = agg["sum_amount"] - (r.amount_minor if own_in else 0)
         n_settled = agg["n_settled"]
-        n_open = agg["n_open_pd"] - own_pd
+        n_open = max(agg["n_open_pd"] - own_pd, 0)
         n_known = n_settled + n_open
         n_late = agg["n_late_settled"] + n_open
         dl_sum = agg["dl_settled"] + agg["dl_open"] - own_days

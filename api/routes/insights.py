@@ -161,6 +161,11 @@ def _csv(filename: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) ->
     )
 
 
+def _money_text(amount_minor: int, currency: str) -> str:
+    """An amount in a page's table: money as money ("$1,234.56"), never a bare decimal."""
+    return str(format_money(amount_minor, currency))
+
+
 def _major(amount_minor: int, currency: str) -> str:
     """Minor units as a plain decimal for CSV (no symbols, no thousands separators)."""
     from policies.money import exponent
@@ -739,32 +744,51 @@ def _console_end(db: Session, org_id: int, end: str | None) -> tuple[date, str |
 def metrics_api(
     user: ConsoleViewer,
     db: DbSession,
-    start: Annotated[str, Query(max_length=10, description="First day, YYYY-MM-DD")],
-    end: Annotated[str, Query(max_length=10, description="Last day, YYYY-MM-DD")],
+    start: Annotated[str | None, Query(max_length=10, description="First day, YYYY-MM-DD")] = None,
+    end: Annotated[str | None, Query(max_length=10, description="Last day, YYYY-MM-DD")] = None,
     segment_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     owner_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     currency: Annotated[str | None, Query(max_length=3)] = None,
 ) -> dict[str, Any]:
-    """Every receivables metric for one period (defined in the README, Metrics and scores)."""
+    """Every receivables metric for one period (defined in the README, Metrics and scores).
+
+    Without ``start`` and ``end``: the last complete month, with the month to date beside it
+    (``period_to_date``). ``period`` says which window is shown; DSO (simple) and average days
+    delinquent also name the sales window they average over (``window``)."""
     first, last = _day(start, "start"), _day(end, "end")
-    if first is None or last is None:
+    if (first is None) != (last is None):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "start and end are required: send YYYY-MM-DD, e.g. start=2013-06-01&end=2013-06-30.",
+            "send both start and end as YYYY-MM-DD (e.g. start=2013-06-01&end=2013-06-30), "
+            "or neither for the last complete month.",
         )
+    today = org_today(db, user.org_id)
     try:
-        period = metrics.Period(first, last)
+        period = metrics.Period(first, last) if first and last else None
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
     scope = _scope(db, user, segment_id, owner_id, currency)
+    if period is not None:
+        return _metrics_for(db, scope, period, today, "requested")
+    out = _metrics_for(db, scope, metrics.last_complete_month(today), today, "last complete month")
+    out["period_to_date"] = _metrics_for(
+        db, scope, metrics.month_to_date(today), today, "month to date"
+    )
+    return out
+
+
+def _metrics_for(
+    db: Session, scope: metrics.Scope, period: metrics.Period, today: date, kind: str
+) -> dict[str, Any]:
     aging = metrics.aging(db, scope, period.end)
     cash = metrics.cash_collected(db, scope, period)
     exposure = metrics.exposure(db, scope, period.end)
+    adherence = metrics.promise_adherence(db, scope, period, as_of=today)
     return {
-        "period": {"start": period.start.isoformat(), "end": period.end.isoformat()},
+        "period": period.to_dict() | {"kind": kind},
         "scope": {
-            "segment_id": segment_id,
-            "owner_id": owner_id,
+            "segment_id": scope.segment_id,
+            "owner_id": scope.owner_user_id,
             "currency": scope.currency,
         },
         "aging": {
@@ -780,7 +804,7 @@ def metrics_api(
         "dso_simple": metrics.dso_simple(db, scope, period).to_dict(),
         "cei": metrics.cei(db, scope, period).to_dict(),
         "average_days_delinquent": metrics.average_days_delinquent(db, scope, period).to_dict(),
-        "promise_adherence": metrics.promise_adherence(db, scope, period).to_dict(),
+        "promise_adherence": adherence.to_dict(),
         "exposure": exposure.rows(),
     }
 
@@ -804,7 +828,9 @@ def _console_data(
         scope = dataclasses.replace(scope, currency=chosen)
         mixed = f"Amounts are in {', '.join(found)}; showing {chosen} (choose another above)."
         note = f"{note} {mixed}" if note else mixed
-    series = metrics.monthly_series(db, scope, last, months)
+    series = metrics.monthly_series(
+        db, scope, last, months, as_of=min(last, org_today(db, user.org_id))
+    )
     aging = metrics.aging(db, scope, last)
     exposure = metrics.exposure(db, scope, last)
     return {
@@ -819,11 +845,15 @@ def _console_data(
     }
 
 
-def _console_tables(data: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
-    """Every console table as (header, rows): the page shows them, the CSV export sends them."""
+def _console_tables(
+    data: dict[str, Any], money: Any = None
+) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """Every console table as (header, rows): the page shows them (``money`` formats amounts as
+    money), the CSV export sends them (plain decimals, the default)."""
     series: list[metrics.MonthPoint] = data["series"]
+    fmt = money or _major
     cash_rows = [
-        [p.period.start.strftime("%Y-%m"), cur, _major(amount, cur)]
+        [p.period.start.strftime("%Y-%m"), cur, fmt(amount, cur)]
         for p in series
         for cur, amount in sorted(p.cash_collected.amounts.items())
     ]
@@ -844,7 +874,7 @@ def _console_tables(data: dict[str, Any]) -> dict[str, tuple[list[str], list[lis
         for p in series
     ]
     aging_rows = [
-        [cur, b.value, _major(row.amounts[b], cur), row.counts[b]]
+        [cur, b.value, fmt(row.amounts[b], cur), row.counts[b]]
         for cur, row in data["aging"].items()
         for b in metrics.BUCKETS
     ]
@@ -861,9 +891,9 @@ def _console_tables(data: dict[str, Any]) -> dict[str, tuple[list[str], list[lis
     exposure_rows = [
         [
             r["currency"],
-            _major(r["promise_exposure_minor"], r["currency"]),
-            _major(r["plan_exposure_minor"], r["currency"]),
-            _major(r["dispute_exposure_minor"], r["currency"]),
+            fmt(r["promise_exposure_minor"], r["currency"]),
+            fmt(r["plan_exposure_minor"], r["currency"]),
+            fmt(r["dispute_exposure_minor"], r["currency"]),
         ]
         for r in data["exposure"].rows()
     ]
@@ -989,7 +1019,7 @@ def console_page(
     currency: Annotated[str | None, Query(max_length=3)] = None,
 ) -> HTMLResponse:
     data = _console_data(db, user, end, months, segment_id, owner_id, currency)
-    latest = data["series"][-1] if data["series"] else None
+    latest, to_date = _console_kpi_periods(data["series"], org_today(db, user.org_id))
     query = {
         k: v
         for k, v in {
@@ -1007,8 +1037,9 @@ def console_page(
         user,
         data=data,
         latest=latest,
+        to_date=to_date,
         charts=_console_charts(data),
-        tables=_console_tables(data),
+        tables=_console_tables(data, money=_money_text),
         query="&".join(f"{k}={v}" for k, v in query.items()),
         segments=_segments(db, user.org_id),
         owners=_owners(db, user.org_id),
@@ -1018,6 +1049,21 @@ def console_page(
         org=db.get(Organisation, user.org_id),
         generated_at=datetime.now(UTC),
     )
+
+
+def _console_kpi_periods(
+    series: list[metrics.MonthPoint], today: date
+) -> tuple[metrics.MonthPoint | None, metrics.MonthPoint | None]:
+    """The headline figures: the last complete month, and the month to date beside it (a month
+    that has only begun is never the headline: five days of sales do not make a month's DSO).
+    A month is complete once its last day is over."""
+    if not series:
+        return None, None
+    last = series[-1]
+    whole = metrics.Period.month(last.period.end.year, last.period.end.month)
+    if (last.period == whole and last.period.end < today) or len(series) == 1:
+        return last, None
+    return series[-2], last
 
 
 @router.get("/console/export/{table}.csv", include_in_schema=False)

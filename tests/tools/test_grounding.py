@@ -325,3 +325,28 @@ def test_promise_statuses_reach_the_policy_facts(session: Session) -> None:
     facts = promise_facts_by_customer(session, led.org.id, [led.customer.id])[led.customer.id]
     assert facts[0].status == "missed" and facts[0].invoice_numbers == ["INV-1042"]
     assert isinstance(led.org, Organisation)
+
+
+@pytest.mark.parametrize(
+    ("locale", "written", "value"),
+    [
+        ("de_CH", "$\u00a01000000'000.00", "1000000000.00"),  # Babel 2.19's de_CH, read whole
+        ("fr_CH", "1000000'000,00\u00a0$US", "1000000000.00"),
+        ("it_CH", "USD\u00a01000000'000.00", "1000000000.00"),
+        ("de_CH", "CHF 1’234.50", "1234.50"),  # older CLDR data: typographic apostrophe
+        ("en_US", "€1.234,56", "1234.56"),  # the other decimal mark, plainly
+        ("en_US", "USD 1,5", "1.5"),
+        ("de_DE", "1,234 USD", "1.234"),  # ambiguous: the locale decides
+        ("en_US", "USD 1,234", "1234"),
+        ("en_IN", "$1,00,00,00,000.00", "1000000000.00"),
+        ("fr_FR", "1\u202f000\u202f000,00\u00a0€", "1000000.00"),
+        ("pt_PT", "1.234,56\u00a0€", "1234.56"),
+    ],
+)
+def test_amounts_are_parsed_by_babel_in_the_contact_locale(
+    locale: str, written: str, value: str
+) -> None:
+    """Big Swiss amounts (``$ 1000000'000.00``) used to be read as ``$ 1000000``."""
+    lang = locale.split("_")[0]
+    facts = extract_facts(f"Bitte zahlen: {written}.", language=lang, locale=locale)
+    assert [(a.text, a.value) for a in facts.amounts] == [(written, value)]

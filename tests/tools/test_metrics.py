@@ -351,3 +351,41 @@ def test_monthly_series_covers_each_month(session: Session, org: Organisation) -
     assert all(p.cash_collected.ok for p in series)
     by_month: dict[str, int] = defaultdict(int)
     assert by_month == {}
+
+
+@needs_ibm
+def test_ibm_short_periods_average_sales_over_their_window(
+    session: Session, ibm_org: Organisation
+) -> None:
+    """A month to date and single days on the IBM file, recomputed over the CSV: DSO (simple)
+    and ADD divide by the sales of the 30 days ending on the period's last day, CEI is the
+    period's own flow, countback does not depend on the period's length."""
+    rows = _csv_rows()
+    scope = Scope(ibm_org.id)
+    for period in (
+        Period(date(2013, 6, 1), date(2013, 6, 10)),
+        Period(date(2013, 6, 10), date(2013, 6, 10)),
+        Period(date(2013, 11, 30), date(2013, 11, 30)),
+    ):
+        end_ar = _outstanding(rows, period.end)
+        start_ar = _outstanding(rows, period.start - timedelta(days=1))
+        window_sales = _sales(rows, period.end - timedelta(days=29), period.end)
+        sales = _sales(rows, period.start, period.end)
+
+        dso = metrics.dso_simple(session, scope, period)
+        assert dso.window == Period(period.end - timedelta(days=29), period.end)
+        assert dso.value == pytest.approx(sum(end_ar.values()) / window_sales * 30, rel=1e-12)
+        assert 0 <= dso.value <= 365
+
+        add = metrics.average_days_delinquent(session, scope, period)
+        past_due = sum(end_ar.values()) - end_ar["Current"]
+        assert add.value == pytest.approx(past_due / window_sales * 30, rel=1e-9)
+
+        collected = sum(start_ar.values()) + sales - sum(end_ar.values())
+        collectible = sum(start_ar.values()) + sales - end_ar["Current"]
+        cei = metrics.cei(session, scope, period)
+        assert cei.value == pytest.approx(collected / collectible * 100, rel=1e-12)
+        assert 0 <= cei.value <= 100
+
+        countback = metrics.dso_countback(session, scope, period.end)
+        assert countback.value == pytest.approx(_countback(rows, period.end), rel=1e-12)

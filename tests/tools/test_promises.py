@@ -319,9 +319,13 @@ def test_adherence_overall_per_customer_and_no_data(session: Session, cf: Factor
         actor="t",
         now=NOW,
     )  # open: not counted
-    overall = promises.adherence(session, cf.org.id)
+    # Evaluated on the factories' day: the open promise (due TODAY) is still inside its grace;
+    # weeks later it would count as missed, as it does on the console and the radar.
+    overall = promises.adherence(session, cf.org.id, as_of=TODAY)
     assert (overall.kept, overall.missed, overall.open, overall.rate) == (2, 2, 1, 0.5)
-    per = promises.adherence_by_customer(session, cf.org.id)
+    later = promises.adherence(session, cf.org.id, as_of=TODAY + timedelta(days=30))
+    assert (later.kept, later.missed, later.open, later.rate) == (2, 3, 0, 0.4)
+    per = promises.adherence_by_customer(session, cf.org.id, as_of=TODAY)
     assert per[good.id].rate == pytest.approx(2 / 3, abs=1e-4)
     assert per[bad.id].rate == 0.0
 
