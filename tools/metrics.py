@@ -721,8 +721,9 @@ def promise_counts(
     decided on ``as_of``: "to date"), per customer when ``by_customer`` (else under ``None``).
 
     The one place promise outcomes are counted: the console, the Commitment Radar and the
-    promise API all read them from here (Renewal Risk uses :func:`is_broken_promise`). Missed = marked missed, or still open after
-    promised date + grace days on ``as_of``; cancelled promises never count.
+    promise API all read them from here (Renewal Risk uses :func:`is_broken_promise`). Missed =
+    marked missed, or still open after promised date + grace days on ``as_of``; cancelled
+    promises never count.
     """
     q = select(
         PromiseToPay.customer_id,

@@ -828,9 +828,7 @@ def _console_data(
         scope = dataclasses.replace(scope, currency=chosen)
         mixed = f"Amounts are in {', '.join(found)}; showing {chosen} (choose another above)."
         note = f"{note} {mixed}" if note else mixed
-    series = metrics.monthly_series(
-        db, scope, last, months, as_of=min(last, org_today(db, user.org_id))
-    )
+    series = metrics.monthly_series(db, scope, last, months, as_of=org_today(db, user.org_id))
     aging = metrics.aging(db, scope, last)
     exposure = metrics.exposure(db, scope, last)
     return {
