@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from memory import clock
 from memory.config import Settings, get_settings
 from memory.models import (
     Approval,
@@ -171,7 +172,7 @@ Rechecker = Callable[[Session, Draft, datetime], Recheck]
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def get_draft(session: Session, org_id: int, draft_id: int) -> Draft:

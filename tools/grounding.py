@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.config import Settings, get_settings
 from memory.models import (
     Activity,
@@ -349,7 +350,7 @@ def _normalize_link(url: str) -> str:
 
 def _closest_year(day: int, month: int, as_of: date | None) -> date | None:
     """A date written without a year is the one nearest to ``as_of``."""
-    ref = as_of or date.today()
+    ref = as_of or clock.business_date("UTC")
     best: date | None = None
     for year in (ref.year - 1, ref.year, ref.year + 1):
         try:
@@ -1310,7 +1311,7 @@ def recheck_draft(
     customer = session.get(Customer, draft.customer_id)
     if customer is None or customer.org_id != org_id:
         raise LookupError(f"draft {draft.id} points at a customer outside its organisation")
-    day = as_of or now.astimezone(ZoneInfo(_valid_zone(customer.timezone))).date()
+    day = as_of or clock.org_business_date(session, org_id, now)
     link = draft_pay_link(session, draft, settings)
     language = draft.language or customer.language or "en"
     truth = ledger_truth(

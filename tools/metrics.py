@@ -49,6 +49,7 @@ from sqlalchemy import Date, Select, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from memory import clock
 from memory.models import (
     AgingBucket,
     Customer,
@@ -635,7 +636,7 @@ def promise_adherence(
 ) -> Figure:
     """Share of promises falling due in the period that were kept (decided by ``as_of``)."""
     metric, unit = "promise_adherence", "%"
-    as_of = as_of or datetime.now(UTC).date()
+    as_of = as_of or clock.org_business_date(session, scope.org_id)
     q = select(
         PromiseToPay.status,
         PromiseToPay.promised_date,

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     Approval,
@@ -427,7 +428,7 @@ def request_nudge(
     now: datetime | None = None,
 ) -> NudgeResult:
     """The owner nudges now: render the template, ask the guardrails, queue or defer, notify A/R."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     if not allowed(user.role.value, "send_nudge"):
         raise NudgeError(f"{user.role.value} may not send nudges.")
     template = template_for(template_id, user.role.value)
@@ -622,7 +623,7 @@ def confirm_suggestion(
     now: datetime | None = None,
 ) -> NudgeResult:
     """The owner approves a suggested nudge: the guardrails decide when it leaves."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     draft = _suggestion(session, org_id, draft_id)
     if expected_version is not None:
         check_version(draft, expected_version)

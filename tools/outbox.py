@@ -28,12 +28,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     Activity,
@@ -82,7 +83,7 @@ class ClaimedMessage:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def _domain(session: Session, org_id: int) -> str:
