@@ -50,6 +50,7 @@ from memory.models import (
 )
 from tools import audit
 from tools.delivery import DeliveryError, send_email
+from tools.send_check import vet_before_delivery
 
 log = logging.getLogger("plixo.outbox")
 
@@ -461,6 +462,8 @@ def deliver_batch(
         batch = claim(session, worker=worker, limit=limit, lease_s=lease_s)
     result.claimed = len(batch)
     for msg in batch:
+        if not vet_before_delivery(sessions, msg, worker=worker):  # still true at send time?
+            continue
         try:
             sender(msg)
         except DeliveryError as exc:
