@@ -179,6 +179,7 @@ class DraftStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     HELD = "held"  # the model failed: held for a human with the reason
+    SUPERSEDED = "superseded"  # a newer draft for the same invoice replaced it before approval
 
 
 class DraftKind(enum.StrEnum):
