@@ -17,7 +17,7 @@ SATURDAY_2330_NY = datetime(2026, 12, 5, 23, 30, tzinfo=NY)  # 04:30 UTC on Sund
 
 
 def test_now_is_aware_utc_and_follows_time_machine() -> None:
-    with time_machine.travel(SATURDAY_2330_NY, tick=False):
+    with time_machine.travel(SATURDAY_2330_NY.astimezone(ZoneInfo("UTC")), tick=False):
         assert clock.now() == datetime(2026, 12, 6, 4, 30, tzinfo=UTC)
         assert clock.now().tzinfo is UTC
 
@@ -25,7 +25,7 @@ def test_now_is_aware_utc_and_follows_time_machine() -> None:
 def test_business_date_is_the_organisations_not_utcs(session: Session, org: Organisation) -> None:
     org.timezone = "America/New_York"
     session.flush()
-    with time_machine.travel(SATURDAY_2330_NY, tick=False):
+    with time_machine.travel(SATURDAY_2330_NY.astimezone(ZoneInfo("UTC")), tick=False):
         assert clock.org_business_date(session, org.id) == date(2026, 12, 5)
         assert clock.business_date("UTC") == date(2026, 12, 6)
         assert clock.business_date("Asia/Tokyo") == date(2026, 12, 6)
@@ -59,5 +59,5 @@ def test_moment_on_is_now_today_and_never_after_now_for_an_earlier_day() -> None
     # A run "for" the UTC date (Sunday) is a future day for New York: it stays on that day.
     later = clock.moment_on(date(2026, 12, 6), tz, real)
     assert later.astimezone(NY).date() == date(2026, 12, 6)
-    with time_machine.travel(SATURDAY_2330_NY, tick=False):
+    with time_machine.travel(SATURDAY_2330_NY.astimezone(ZoneInfo("UTC")), tick=False):
         assert clock.moment_on(date(2026, 12, 5), tz) == real

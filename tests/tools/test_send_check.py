@@ -30,6 +30,7 @@ SEEDED_AT = datetime(2025, 10, 7, 14, 0, tzinfo=NY)  # Tuesday afternoon
 FRIDAY_NIGHT = datetime(2025, 10, 10, 21, 0, tzinfo=NY)  # quiet hours, then the weekend
 MONDAY_MORNING = datetime(2025, 10, 13, 8, 5, tzinfo=NY)  # the deferral has passed
 DUE_FRIDAY = date(2025, 10, 10)
+SERVER_ZONE = ZoneInfo("UTC")  # time-machine runs the process in this zone while travelling
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_wording_that_turned_false_while_deferred_is_held_never_sent(
     draft = _date_worded_draft(session, seeded, tmp_path, due=DUE_FRIDAY, number="INV-D-1")
     _approve_at_night(session, seeded, draft, tmp_path)
 
-    with time_machine.travel(MONDAY_MORNING, tick=True):
+    with time_machine.travel(MONDAY_MORNING.astimezone(SERVER_ZONE), tick=True):
         outbox.run_worker(sessions, outbox.smtp_sender(_smtp(port)), once=True)
 
     assert sink.received == []  # never sent as written
@@ -157,7 +158,9 @@ def test_wording_that_turned_false_while_deferred_is_held_never_sent(
             now=MONDAY_MORNING,
         )
         s.commit()
-    with time_machine.travel(MONDAY_MORNING + timedelta(minutes=5), tick=True):
+    with time_machine.travel(
+        (MONDAY_MORNING + timedelta(minutes=5)).astimezone(SERVER_ZONE), tick=True
+    ):
         outbox.run_worker(sessions, outbox.smtp_sender(_smtp(port)), once=True)
     assert len(sink.received) == 1
     assert (
@@ -176,7 +179,7 @@ def test_wording_still_true_at_send_time_is_delivered_as_written(
     due = date(2025, 10, 20)
     draft = _date_worded_draft(session, seeded, tmp_path, due=due, number="INV-D-2")
     _approve_at_night(session, seeded, draft, tmp_path)
-    with time_machine.travel(MONDAY_MORNING, tick=True):
+    with time_machine.travel(MONDAY_MORNING.astimezone(SERVER_ZONE), tick=True):
         outbox.run_worker(sessions, outbox.smtp_sender(_smtp(port)), once=True)
     assert len(sink.received) == 1
     assert (
