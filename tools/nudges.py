@@ -221,7 +221,7 @@ def scheduled_autopilot_touches(
     tz = _zone((contact.timezone if contact else None) or customer.timezone)
     segment = session.get(Segment, customer.segment_id) if customer.segment_id else None
     steps = list(segment.cadence.steps) if segment is not None and segment.cadence else []
-    today = now.astimezone(tz).date()
+    today = clock.org_business_date(session, customer.org_id, now)  # cadence days are the org's
     if steps:
         invoices = session.scalars(
             select(Invoice).where(
