@@ -1226,6 +1226,7 @@ def send_draft_facts(
     ]
     return SendDraftFacts(
         now=now,
+        business_date=clock.business_date(ctx.switches.timezone, now),
         channel=ctx.channel,  # type: ignore[arg-type]
         maintenance=ctx.switches.maintenance,
         cron_paused=ctx.switches.cron_paused,

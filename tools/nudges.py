@@ -306,6 +306,7 @@ def _nudge_facts(
     )
     return SendNudgeFacts(
         now=now,
+        business_date=clock.business_date(org.timezone, now),
         channel="email",
         maintenance=ctx.switches.maintenance,
         cron_paused=ctx.switches.cron_paused,
