@@ -1304,7 +1304,11 @@ def recheck_draft(
     """Ground the draft's current subject and body against the ledger and ask the guardrails.
 
     This is the re-check an edit, a revision or an approval needs (the ledger may have moved since
-    the draft was written). Grounding mismatches are returned with ``grounding_blocked=True``; the
+    the draft was written). "Today" (``as_of`` by default) is the organisation's business date at
+    ``now`` (``memory.clock``), never the customer's or the contact's: their time zone only sets
+    quiet hours and send windows, which the guardrails read from the contact facts.
+
+    Grounding mismatches are returned with ``grounding_blocked=True``; the
     decision then also blocks, because the engine sees the same mismatches as facts.
     """
     settings = settings or get_settings()
