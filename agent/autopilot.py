@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -39,6 +39,7 @@ from agent.drafter import Composed, Drafter, Prepared, run_sync
 from agent.models import model_label
 from agent.schemas import DraftResult
 from agent.tools import detail_payload
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     AutopilotRun,
@@ -613,12 +614,11 @@ async def arun_autopilot(
     """Async ``run_autopilot``."""
     started = time.perf_counter()
     if now is None:
-        # The guardrails decide "as if now" on the run's date: a run for another date (a demo, a
-        # catch-up) keeps today's time of day, shifted by whole days.
-        real = datetime.now(UTC)
+        # The guardrails decide "as if now" on the run's date: a run for today uses this moment,
+        # a run for another date (a demo, a catch-up) the same time of day on that date, never a
+        # moment after this one (``memory.clock.moment_on``).
         with sessions() as session:
-            shift = as_of - a360.org_today(session, org_id, real)
-        now = real + timedelta(days=shift.days)
+            now = clock.moment_on(as_of, clock.org_zone(session, org_id))
     drafter = Drafter(settings, model=model, shadow=True if shadow else None, actor=ACTOR)
     summary = AutopilotSummary(
         org_id=org_id,
@@ -645,7 +645,7 @@ async def arun_autopilot(
             segment=segment,
             shadow=bool(shadow),
             model_name=summary.model_name,
-            started_at=datetime.now(UTC),
+            started_at=clock.now(),
             summary={},
         )
         session.add(run)
@@ -714,7 +714,7 @@ def _finish(
         run = session.get(AutopilotRun, run_id)
         if run is not None:
             run.summary = summary.model_dump(mode="json")
-            run.finished_at = datetime.now(UTC)
+            run.finished_at = clock.now()
             session.commit()
 
 

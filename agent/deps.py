@@ -10,11 +10,12 @@ leak.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.config import Settings
 
 if TYPE_CHECKING:  # chromadb is heavy to import; recall is optional for most runs
@@ -52,7 +53,7 @@ class AgentDeps:
     prefetched: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def moment(self) -> datetime:
-        return self.now or datetime.now(UTC)
+        return self.now or clock.now()
 
     def check_customer(self, customer_id: int) -> None:
         """Refuse a customer outside this run's scope (the organisation check is the tools')."""

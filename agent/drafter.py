@@ -69,7 +69,7 @@ from policies.facts import PromiseFacts
 from policies.types import ActionType
 from prompts.registry import Prompt, load
 from tools import audit
-from tools.drafts import status_for_decision, store_new_draft
+from tools.drafts import status_for_decision, store_new_draft, supersede_older
 from tools.grounding import (
     DeclaredFacts,
     GroundingReport,
@@ -495,6 +495,7 @@ class Drafter:
                 to_state=d.status.value,
                 detail=detail,
             )
+        supersede_older(session, [c.draft for c in batch], actor=self.actor)
         session.flush()
         return [
             _result(c.draft, c.task, c.out, c.usage, c.attempts, c.first_mismatches, self.prompt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import Agent, ToolOutput
@@ -46,6 +46,7 @@ from agent.schemas import (
     TriageResult,
 )
 from agent.tools import read_toolset
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     Draft,
@@ -227,7 +228,7 @@ def revise_draft(
         raise InvalidTransition(
             f"Draft {draft.id} is {draft.status.value}; it can no longer be revised."
         )
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     as_of = a360.org_today(session, org_id, now)
     try:
         task = _task_for(session, draft, settings, as_of)
@@ -403,7 +404,7 @@ def recommend(
     """
     if draft_id is None and invoice_id is None:
         raise ValueError("recommend needs a draft_id or an invoice_id")
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     as_of = a360.org_today(session, org_id, now)
     draft: Draft | None = None
     if draft_id is not None:
@@ -516,7 +517,7 @@ def triage_reply(
         raise ValueError("The reply is empty; paste the payer's text.")
     reply = reply[:MAX_REPLY_CHARS]
     customer = a360.get_customer(session, org_id, customer_id)
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     as_of = a360.org_today(session, org_id, now)
     invoices = session.scalars(
         select(Invoice)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import typer
@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.cli_common import console, err_console, fail, open_ledger, print_json
+from memory import clock
 from memory.config import get_settings
 from memory.models import (
     AgingBucket,
@@ -30,7 +31,7 @@ from memory.models import (
 from memory.money import format_money
 from memory.recall import index_ledger, open_recall
 from tools import risk
-from tools.demo import DEMO_DOMAIN, DEMO_PASSWORD, DEMO_SLUG, USERS, build_demo
+from tools.demo import DEMO_DOMAIN, DEMO_PASSWORD, DEMO_SLUG, DEMO_TIMEZONE, USERS, build_demo
 from tools.orgs import delete_org, get_org
 from tools.readiness import data_ready
 
@@ -43,13 +44,15 @@ def demo(
 ) -> None:
     """Build the demo organisation and run one Autopilot pass in Shadow Mode."""
     try:
-        as_of = date.fromisoformat(today) if today else date.today()
+        given = date.fromisoformat(today) if today else None
     except ValueError:
         fail(f"--today {today!r} is not a date; write it as YYYY-MM-DD")
     settings = get_settings()
     _, sessions = open_ledger()
     with sessions() as session:
         org = get_org(session, DEMO_SLUG)
+        # One business date for the build, the Autopilot pass and the panel: the organisation's.
+        as_of = given or clock.business_date(org.timezone if org else DEMO_TIMEZONE)
         if org is not None and fresh:
             delete_org(session, org.id)
             session.commit()
@@ -132,7 +135,7 @@ def summarise(session: Session, org_id: int, as_of: date) -> dict[str, Any]:
         )
         or 0
     )
-    readiness = data_ready(session, org_id, datetime.now(UTC))
+    readiness = data_ready(session, org_id, clock.now())
     return {
         "organisation": DEMO_SLUG,
         "as_of": as_of.isoformat(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -12,6 +11,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.cli_common import console, err_console, fail, open_ledger, print_json
+from memory import clock
 from memory.config import get_settings
 from tools import importer
 from tools.orgs import get_or_create_org
@@ -37,7 +37,7 @@ def _run(
     kind: str, file: Path, org_slug: str, partial: bool, profile: str | None, as_json: bool
 ) -> None:
     _, sessions = open_ledger()
-    started = datetime.now(UTC)
+    started = clock.now()
     with sessions() as session:
         try:
             org = get_or_create_org(session, org_slug)
@@ -80,7 +80,7 @@ def _run(
                 f"nothing was imported: the ledger refused the write ({exc.__class__.__name__}: "
                 f"{str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]})."
             )
-        readiness = data_ready(session, org.id, datetime.now(UTC)) if report.committed else None
+        readiness = data_ready(session, org.id, clock.now()) if report.committed else None
 
     out_dir = get_settings().data_dir / "imports"
     out_dir.mkdir(parents=True, exist_ok=True)

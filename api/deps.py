@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import secrets
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar, cast
 
 from fastapi import Depends, Form, HTTPException, Request, status
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import QueuePool
 from starlette.datastructures import State
 
+from memory import clock
 from memory.config import Settings
 from memory.models import Persona, User
 from policies.access import access_matrix, allowed
@@ -79,7 +79,7 @@ AppSettings = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def system_clock() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 async def get_clock(request: Request) -> Callable[[], datetime]:
@@ -293,7 +293,7 @@ def login_session(request: Request, user: User) -> None:
             "user_id": user.id,
             "org_id": user.org_id,
             "csrf": secrets.token_urlsafe(24),
-            "at": int(time.time()),
+            "at": int(clock.now().timestamp()),
         }
     )
 

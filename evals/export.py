@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from evals.loader import DatasetError, load_file
 from evals.scenarios import CaseFile
+from memory import clock
 from memory.models import (
     Activity,
     CadenceStep,
@@ -151,7 +152,7 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
     invoice = session.get(Invoice, draft.invoice_id) if draft.invoice_id else None
     if org is None or customer is None or invoice is None:
         raise ExportError(f"draft {draft.id} has no invoice or customer to replay; skip it")
-    as_of = draft.created_at.astimezone(UTC).date()
+    as_of = clock.business_date(org.timezone, draft.created_at)  # the organisation's date then
     users = list(session.scalars(select(User).where(User.org_id == org.id).order_by(User.id)))
     user_names = {u.id: anon.person(u.name, "Staff") for u in users}
     contacts = list(

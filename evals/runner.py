@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -36,7 +36,7 @@ from evals.fixtures import PreparedScenario, build_scenario, ledger_changes, led
 from evals.loader import EvalInputs, LoadedDataset
 from evals.outputs import CaseResult, DraftView, TriageView
 from evals.scenarios import CaseMeta, ScenarioInputs
-from memory import migrate
+from memory import clock, migrate
 from memory.config import Settings
 from memory.db import make_engine, session_factory
 
@@ -648,7 +648,7 @@ async def run_suite(
     progress: bool = False,
 ) -> SuiteRun:
     """Write every scenario into a fresh ledger, run the agent on each case, score, summarize."""
-    started_at = datetime.now(UTC)
+    started_at = clock.now()
     t0 = time.perf_counter()
     label = label or run_label(agent.model, agent.prompt_version)
     judge = judge or JudgeInfo(enabled=False, note="LLM judge skipped: no judge model configured.")

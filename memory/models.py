@@ -31,9 +31,12 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from memory import clock
+
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    """Column defaults read the one clock (``memory.clock.now``)."""
+    return clock.now()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -176,6 +179,7 @@ class DraftStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     HELD = "held"  # the model failed: held for a human with the reason
+    SUPERSEDED = "superseded"  # a newer draft for the same invoice replaced it before approval
 
 
 class DraftKind(enum.StrEnum):

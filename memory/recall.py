@@ -39,7 +39,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -56,6 +56,7 @@ from pydantic import BaseModel  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from memory import clock
 from memory.config import Settings  # noqa: E402
 from memory.models import Activity, ActivityKind, Draft, DraftStatus, Note  # noqa: E402
 
@@ -259,7 +260,7 @@ class Recall:
                 "kind": it.kind,
                 "source": it.source,
                 "invoice_id": it.invoice_id if it.invoice_id is not None else -1,
-                "created_at": (it.created_at or datetime.now(UTC)).isoformat(),
+                "created_at": (it.created_at or clock.now()).isoformat(),
             }
             for it in seen.values()
         ]

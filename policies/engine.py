@@ -298,8 +298,9 @@ class PolicyEngine:
     def _combined_not_before(self, atype: ActionType, ctx: Ctx, reasons: list[Reason]) -> datetime:
         """The first moment every deferring rule allows (and, for outreach, quiet hours too)."""
         bounds = [r.not_before for r in reasons if r.outcome is Outcome.DEFER and r.not_before]
-        now = ctx.d.get("now", datetime.now(UTC))
-        lower = max([now, *bounds])
+        # Pure: "now" is a fact the caller gave (outreach), never read from a clock here.
+        now = ctx.d.get("now") or getattr(ctx.f, "now", None)
+        lower = max([t for t in (now, *bounds) if t is not None])
         if atype in OUTREACH_ACTIONS:
             scheduled: list[datetime] = []
             gap = timedelta(0)

@@ -103,6 +103,13 @@ class LedgerFacts(_Facts):
 
 class _OutreachFacts(_Facts):
     now: AwareDatetime
+    business_date: date | None = Field(
+        default=None,
+        description=(
+            "The organisation's date at ``now`` (its time zone): promise dates and their grace "
+            "are judged on it. Left out, the contact's local date stands in."
+        ),
+    )
     channel: Channel
     maintenance: StrictBool
     cron_paused: StrictBool

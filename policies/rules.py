@@ -210,7 +210,9 @@ def _derive_outreach(
     p["lmin"] = loc.hour * 60 + loc.minute
     p["lwd"] = loc.weekday()
     p["ldate"] = today.isoformat()
-    p["lday"] = today.toordinal()
+    # The organisation's calendar: promise dates are its dates (the contact's only sets when).
+    business_day = f.business_date or today
+    p["bday"] = business_day.toordinal()
     # Cadence: touches inside the rolling window, and seconds since the latest touch.
     window = timedelta(days=ps.cadence.window_days)
     touches = sorted(t.astimezone(UTC) for t in f.touches)
@@ -221,7 +223,7 @@ def _derive_outreach(
         d["last"] = touches[-1]
         p["sls"] = math.floor((now - touches[-1]).total_seconds())
     # Promises on the invoices of this action: open ones pause until date + grace (inclusive, on
-    # the contact's calendar); missed ones, or open ones past their grace, resume the cadence.
+    # the organisation's calendar: ``business_date``); missed ones, or open ones past their grace, resume the cadence.
     # A reminder about one open promise (send_draft ``about_promise``) is not paused by that
     # promise; it must name an open promise on these invoices that is not past its grace.
     numbers = {i.number for i in f.invoices}
@@ -237,7 +239,7 @@ def _derive_outreach(
         end = pr.promised_date + timedelta(days=grace)
         if pr.status == "open":
             open_ends.append((end.toordinal(), pr))
-            if not reminded and _reminds(about, pr, grace) and today <= end:
+            if not reminded and _reminds(about, pr, grace) and business_day <= end:
                 reminded = True
             else:
                 pausing.append((end.toordinal(), pr))
@@ -443,7 +445,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
 
     def open_promise_msg(x: Ctx) -> str:
         end = date.fromordinal(x.d["payload"]["pend"])
-        prs = [pr for e, pr in x.d["open_promises"] if e >= x.d["payload"]["lday"]]
+        prs = [pr for e, pr in x.d["open_promises"] if e >= x.d["payload"]["bday"]]
         dates = ", ".join(sorted({pr.promised_date.isoformat() for pr in prs}))
         invs = ", ".join(sorted({n for pr in prs for n in pr.invoice_numbers}))
         return (
@@ -452,8 +454,8 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
         )
 
     def missed_msg(x: Ctx) -> str:
-        lday = x.d["payload"]["lday"]
-        prs = list(x.d["missed_promises"]) + [pr for e, pr in x.d["all_open_promises"] if e < lday]
+        bday = x.d["payload"]["bday"]
+        prs = list(x.d["missed_promises"]) + [pr for e, pr in x.d["all_open_promises"] if e < bday]
         dates = ", ".join(sorted({pr.promised_date.isoformat() for pr in prs}))
         return f"Promise-to-pay due {dates} was missed: the cadence resumes"
 
@@ -557,7 +559,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="promise.open",
             rule_id="promise.open",
             outcome=Outcome.DEFER,
-            cond=c.all_of(c.present("pend"), c.lte("lday", c.ref("pend"))),
+            cond=c.all_of(c.present("pend"), c.lte("bday", c.ref("pend"))),
             explain=(
                 "An open promise-to-pay pauses chasing of its invoices until its date plus "
                 f"the grace period ({ps.promises.default_grace_days} days unless the promise "
@@ -572,7 +574,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             outcome=Outcome.ALLOW,
             cond=c.any_of(
                 c.eq("pmissed", True),
-                c.all_of(c.present("pend_min"), c.gt("lday", c.ref("pend_min"))),
+                c.all_of(c.present("pend_min"), c.gt("bday", c.ref("pend_min"))),
             ),
             explain="A missed promise (or one past its grace) resumes the cadence.",
             message=missed_msg,

@@ -13,14 +13,14 @@ prompt. Payer-written text (notes from outside, dispute descriptions, replies) i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from urllib.parse import quote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Table, exists, func, select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     Activity,
@@ -115,11 +115,7 @@ def org_today(session: Session, org_id: int, now: datetime | None = None) -> dat
     org = session.get(Organisation, org_id)
     if org is None:
         raise NotInOrganisation(f"organisation {org_id} does not exist")
-    try:
-        tz = ZoneInfo(org.timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        tz = ZoneInfo("UTC")
-    return (now or datetime.now(UTC)).astimezone(tz).date()
+    return clock.business_date(org.timezone, now)
 
 
 def org_slug(session: Session, org_id: int) -> str:
@@ -453,7 +449,7 @@ def dispute_status(
     if open_only:
         query = query.where(Dispute.status.in_(OPEN_DISPUTE))
     rows = session.execute(query.order_by(Dispute.opened_at.desc()).limit(MAX_ITEMS)).all()
-    moment = now or datetime.now(UTC)
+    moment = now or clock.now()
     return [_dispute_view(d, number, moment) for d, number in rows]
 
 

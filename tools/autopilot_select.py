@@ -18,7 +18,8 @@ Rules, on the organisation's date ``as_of``:
 - **Not chased** (counted in ``excluded``): disputed invoices (the dispute workflow owns them),
   invoices under an open promise until its date plus grace, invoices in a live payment plan (the
   installments are chased instead), customers without a contact reachable by e-mail (consent, not
-  opted out, not bounced), and cadence steps of an invoice that already gets a follow-up today.
+  opted out, not bounced), cadence steps of an invoice that already gets a follow-up today, and
+  a pre-due or due-day step (``day_offset <= 0``) of an invoice already overdue on ``as_of``.
 
 Each item has a stable ``run_key`` (``{invoice_id}:{step}:{step date}``): a draft with that key
 exists at most once per organisation, which makes Autopilot safe to stop and run again.
@@ -485,6 +486,11 @@ def select_due(
             continue
         step_date = row.due_date + timedelta(days=due_step.day_offset)
         if (as_of - step_date).days >= catch_up_days:
+            continue
+        if due_step.day_offset <= 0 and as_of > row.due_date:
+            # A step written for the due date still to come ("is due on", "due today") is never
+            # drafted once the invoice is overdue: the next step after the due date speaks for it.
+            sel.excluded["pre_due_step_overdue"] += 1
             continue
         reason = (
             "disputed"

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
+from memory import clock
 from memory.models import CadenceStep, Customer, Draft, Invoice, Segment, User
 from tools import audit
 from tools.drafts import (
@@ -183,7 +184,7 @@ def decide_batch(
         raise BatchError("A draft appears twice in the batch; select each draft once.")
     if action == "reject" and not (reason or "").strip():
         raise BatchError("Say why you reject these drafts; the reason is kept for the evals.")
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     batch_id = new_batch_id()
     results: list[ItemResult] = []
     for draft_id, version in items:

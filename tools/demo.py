@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.models import (
     Activity,
     ActivityKind,
@@ -47,6 +48,8 @@ from tools.plans import InstallmentSpec, add_months, propose_plan
 from tools.users import hash_password
 
 DEMO_SLUG = "demo"
+#: The demo organisation's time zone: its business date ("today") is the date there.
+DEMO_TIMEZONE = "America/New_York"
 DEMO_PASSWORD = "plixo-demo"
 DEMO_DOMAIN = "demo.plixo.example"
 
@@ -213,16 +216,21 @@ def _pick_region(rng: random.Random) -> tuple[str, str, str, str, float]:
 
 
 def build_demo(session: Session, *, seed: int = 7, today: date | None = None) -> DemoResult:
-    """Create the demo organisation in ``session`` (the caller commits)."""
+    """Create the demo organisation in ``session`` (the caller commits).
+
+    ``today`` is a business date in ``DEMO_TIMEZONE`` (default: today there). The ledger is
+    stamped at 09:00 UTC on that day, or at the current moment if that is still in the future:
+    nothing the demo writes is dated after the moment it was built.
+    """
     rng = random.Random(seed)
-    today = today or date.today()
-    now = datetime.combine(today, time(9, 0), tzinfo=UTC)
+    today = today or clock.business_date(DEMO_TIMEZONE)
+    now = min(datetime.combine(today, time(9, 0), tzinfo=UTC), clock.now())
 
     org = Organisation(
         name="Northwind Analytics (demo)",
         slug=DEMO_SLUG,
         default_currency="USD",
-        timezone="America/New_York",
+        timezone=DEMO_TIMEZONE,
         shadow_mode=True,
         sending_domain=DEMO_DOMAIN,
         sending_domain_verified=True,

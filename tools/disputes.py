@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.models import (
     Approval,
     Dispute,
@@ -362,7 +363,7 @@ def _grant(
     invoice.balance_minor -= amount
     if invoice.balance_minor == 0:
         invoice.status = InvoiceStatus.PAID
-        invoice.settled_date = now.date()
+        invoice.settled_date = clock.org_business_date(session, invoice.org_id, now)
     dispute.credit_minor = amount
     session.add(
         Approval(

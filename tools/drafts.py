@@ -18,7 +18,7 @@ optimistic lock (``Draft.version``), is ``StaleDraft`` (409), never a lost updat
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from memory import clock
 from memory.config import Settings, get_settings
 from memory.models import (
     Approval,
@@ -87,7 +88,65 @@ def store_new_draft(
         to_state=draft.status.value,
         detail={"outcome": draft.decision_outcome, "run_key": draft.run_key},
     )
+    supersede_older(session, [draft], actor=actor)
     return draft
+
+
+#: Drafts still waiting for a person or the clock: a newer draft for the same invoice replaces them.
+SUPERSEDABLE = frozenset(
+    {DraftStatus.PENDING_REVIEW, DraftStatus.EDITED, DraftStatus.DEFERRED, DraftStatus.HELD}
+)
+
+
+def supersede_older(session: Session, new: Sequence[Draft], *, actor: User | str) -> list[int]:
+    """Retire older drafts of the same invoices that are still waiting (``SUPERSEDABLE``).
+
+    Why: one invoice must never have two pending drafts that contradict each other ("is due on
+    December 3" beside an overdue reminder); the newer draft was written from newer facts, so it
+    wins. Each retired draft moves to ``superseded`` with an audit event naming its successor.
+    Nudges (Sales and CSM suggestions) follow their own flow and are left alone; approved,
+    queued and sent drafts are a person's decision and are never touched here. Flushed drafts only
+    (they need ids); the caller commits. Returns the superseded ids.
+    """
+    newest: dict[int, Draft] = {}
+    for d in new:
+        if d.invoice_id is None or d.id is None or d.kind == DraftKind.NUDGE:
+            continue
+        if d.status is DraftStatus.HELD:  # no text yet: it cannot replace a written draft
+            continue
+        if d.invoice_id not in newest or d.id > newest[d.invoice_id].id:
+            newest[d.invoice_id] = d
+    if not newest:
+        return []
+    org_ids = {d.org_id for d in newest.values()}
+    older = session.scalars(
+        select(Draft)
+        .where(
+            Draft.org_id.in_(org_ids),
+            Draft.invoice_id.in_(list(newest)),
+            Draft.status.in_(list(SUPERSEDABLE)),
+            Draft.kind != DraftKind.NUDGE,
+        )
+        .order_by(Draft.id)
+    ).all()
+    retired: list[int] = []
+    for old in older:
+        successor = newest.get(old.invoice_id or -1)
+        if successor is None or old.id >= successor.id or old.org_id != successor.org_id:
+            continue
+        old.hold_reason = f"Superseded by draft {successor.id}, written from newer facts."
+        _transition(
+            session,
+            old,
+            DraftStatus.SUPERSEDED,
+            actor=actor,
+            action="draft.superseded",
+            detail={"superseded_by": successor.id, "run_key": successor.run_key},
+        )
+        retired.append(old.id)
+    if retired:
+        session.flush()
+    return retired
 
 
 # --- review transitions -----------------------------------------------------------------------
@@ -171,7 +230,7 @@ Rechecker = Callable[[Session, Draft, datetime], Recheck]
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def get_draft(session: Session, org_id: int, draft_id: int) -> Draft:

@@ -38,6 +38,7 @@ from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from memory import clock
 from memory.models import (
     AgingBucket,
     Customer,
@@ -318,8 +319,8 @@ def todays_focus(
 ) -> FocusList:
     """The ranked open invoices for ``user`` (scoped by persona), top ``limit`` first."""
     started = _time.perf_counter()
-    now = now or datetime.now(UTC)
-    as_of = as_of or now.date()
+    now = now or clock.now()
+    as_of = as_of or clock.org_business_date(session, user.org_id, now)
     limit = max(1, min(limit, MAX_LIMIT))
     org_id = user.org_id
     org = session.get(Organisation, org_id)

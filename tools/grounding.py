@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.config import Settings, get_settings
 from memory.models import (
     Activity,
@@ -377,7 +378,7 @@ def _normalize_link(url: str) -> str:
 
 def _closest_year(day: int, month: int, as_of: date | None) -> date | None:
     """A date written without a year is the one nearest to ``as_of``."""
-    ref = as_of or date.today()
+    ref = as_of or clock.business_date("UTC")
     best: date | None = None
     for year in (ref.year - 1, ref.year, ref.year + 1):
         try:
@@ -1253,6 +1254,7 @@ def send_draft_facts(
     ]
     return SendDraftFacts(
         now=now,
+        business_date=clock.business_date(ctx.switches.timezone, now),
         channel=ctx.channel,  # type: ignore[arg-type]
         maintenance=ctx.switches.maintenance,
         cron_paused=ctx.switches.cron_paused,
@@ -1330,7 +1332,11 @@ def recheck_draft(
     """Ground the draft's current subject and body against the ledger and ask the guardrails.
 
     This is the re-check an edit, a revision or an approval needs (the ledger may have moved since
-    the draft was written). Grounding mismatches are returned with ``grounding_blocked=True``; the
+    the draft was written). "Today" (``as_of`` by default) is the organisation's business date at
+    ``now`` (``memory.clock``), never the customer's or the contact's: their time zone only sets
+    quiet hours and send windows, which the guardrails read from the contact facts.
+
+    Grounding mismatches are returned with ``grounding_blocked=True``; the
     decision then also blocks, because the engine sees the same mismatches as facts.
     """
     settings = settings or get_settings()
@@ -1338,7 +1344,7 @@ def recheck_draft(
     customer = session.get(Customer, draft.customer_id)
     if customer is None or customer.org_id != org_id:
         raise LookupError(f"draft {draft.id} points at a customer outside its organisation")
-    day = as_of or now.astimezone(ZoneInfo(_valid_zone(customer.timezone))).date()
+    day = as_of or clock.org_business_date(session, org_id, now)
     link = draft_pay_link(session, draft, settings)
     language = draft.language or customer.language or "en"
     truth = ledger_truth(

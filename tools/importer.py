@@ -13,7 +13,7 @@ import hashlib
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import yaml
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.models import (
     Contact,
     Customer,
@@ -462,7 +463,7 @@ def import_invoices(
     if parsed.errors and not partial:
         return report
     touched = _upsert_invoices(session, org, parsed.rows, report, progress)
-    org.last_import_at = datetime.now(UTC)
+    org.last_import_at = clock.now()
     session.flush()
     # Today's Focus scores from a per-customer risk snapshot: bring the touched customers' rows
     # up to date now (a new customer with an overdue invoice is ranked on its real history).
@@ -503,7 +504,7 @@ def _upsert_invoices(
                 "country_code": r.country_code,
                 "paperless_since": r.paperless_since,
                 "timezone": org.timezone,
-                "created_at": datetime.now(UTC),
+                "created_at": clock.now(),
             }
     for chunk in _chunks(list(new_customers.values())):
         session.execute(insert(Customer), chunk)
@@ -536,7 +537,7 @@ def _upsert_invoices(
             ).where(Invoice.org_id == org.id)
         )
     }
-    now = datetime.now(UTC)
+    now = clock.now()
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     touched = {customers[r.customer_ref] for r in rows}
@@ -717,7 +718,7 @@ def import_customers(
             if v is not None:
                 setattr(cust, k, v)
     session.add(ImportRun(org_id=org.id, kind="customers", filename=Path(path).name, sha256=sha))
-    org.last_import_at = datetime.now(UTC)
+    org.last_import_at = clock.now()
     report.committed = True
     return report
 
@@ -794,6 +795,6 @@ def import_contacts(
             if v is not None:
                 setattr(contact, k, v)
     session.add(ImportRun(org_id=org.id, kind="contacts", filename=Path(path).name, sha256=sha))
-    org.last_import_at = datetime.now(UTC)
+    org.last_import_at = clock.now()
     report.committed = True
     return report

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     Approval,
@@ -220,7 +221,7 @@ def scheduled_autopilot_touches(
     tz = _zone((contact.timezone if contact else None) or customer.timezone)
     segment = session.get(Segment, customer.segment_id) if customer.segment_id else None
     steps = list(segment.cadence.steps) if segment is not None and segment.cadence else []
-    today = now.astimezone(tz).date()
+    today = clock.org_business_date(session, customer.org_id, now)  # cadence days are the org's
     if steps:
         invoices = session.scalars(
             select(Invoice).where(
@@ -305,6 +306,7 @@ def _nudge_facts(
     )
     return SendNudgeFacts(
         now=now,
+        business_date=clock.business_date(org.timezone, now),
         channel="email",
         maintenance=ctx.switches.maintenance,
         cron_paused=ctx.switches.cron_paused,
@@ -427,7 +429,7 @@ def request_nudge(
     now: datetime | None = None,
 ) -> NudgeResult:
     """The owner nudges now: render the template, ask the guardrails, queue or defer, notify A/R."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     if not allowed(user.role.value, "send_nudge"):
         raise NudgeError(f"{user.role.value} may not send nudges.")
     template = template_for(template_id, user.role.value)
@@ -622,7 +624,7 @@ def confirm_suggestion(
     now: datetime | None = None,
 ) -> NudgeResult:
     """The owner approves a suggested nudge: the guardrails decide when it leaves."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     draft = _suggestion(session, org_id, draft_id)
     if expected_version is not None:
         check_version(draft, expected_version)

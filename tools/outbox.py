@@ -28,12 +28,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     Activity,
@@ -49,6 +50,7 @@ from memory.models import (
 )
 from tools import audit
 from tools.delivery import DeliveryError, send_email
+from tools.send_check import vet_before_delivery
 
 log = logging.getLogger("plixo.outbox")
 
@@ -82,7 +84,7 @@ class ClaimedMessage:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    return clock.now()
 
 
 def _domain(session: Session, org_id: int) -> str:
@@ -460,6 +462,8 @@ def deliver_batch(
         batch = claim(session, worker=worker, limit=limit, lease_s=lease_s)
     result.claimed = len(batch)
     for msg in batch:
+        if not vet_before_delivery(sessions, msg, worker=worker):  # still true at send time?
+            continue
         try:
             sender(msg)
         except DeliveryError as exc:

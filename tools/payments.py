@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.models import (
     Activity,
     ActivityKind,
@@ -135,7 +136,7 @@ def post_payment(
     if amount_minor <= 0:
         raise CommitmentError("A payment amount must be greater than zero.")
     cur = _check_currency(currency)
-    if received_on > now.date() + timedelta(days=1):
+    if received_on > clock.org_business_date(session, org_id, now) + timedelta(days=1):
         raise CommitmentError(
             f"The payment date {received_on.isoformat()} is in the future; use the day the money "
             "arrived."
@@ -278,7 +279,7 @@ def apply_credit(
         raise CommitmentError(
             f"Apply between 1 and {payment.unapplied_minor} minor units of this credit."
         )
-    allocations = _apply([inv], amount, now.date())
+    allocations = _apply([inv], amount, clock.org_business_date(session, inv.org_id, now))
     moved = sum(a.amount_minor for a in allocations)
     payment.applied_minor += moved
     payment.unapplied_minor -= moved

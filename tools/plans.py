@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.models import (
     Approval,
     InstallmentStatus,
@@ -674,7 +675,7 @@ def _forgive_discount(
         forgiven += take
         if inv.balance_minor == 0:
             inv.status = InvoiceStatus.PAID
-            inv.settled_date = now.date()
+            inv.settled_date = clock.org_business_date(session, inv.org_id, now)
     if forgiven:
         audit.record(
             session,

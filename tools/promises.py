@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.models import (
     Contact,
     Customer,
@@ -69,8 +69,7 @@ class Conflict(CommitmentError):
 def org_today(session: Session, org_id: int, now: datetime | None = None) -> date:
     """Today's date in the organisation's own time zone: promise and plan dates are its dates."""
     org = session.get(Organisation, org_id)
-    tz = ZoneInfo(org.timezone) if org is not None and org.timezone else ZoneInfo("UTC")
-    return (now or utcnow()).astimezone(tz).date()
+    return clock.business_date(org.timezone if org is not None else None, now)
 
 
 def get_customer(session: Session, org_id: int, customer_id: int) -> Customer:

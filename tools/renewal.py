@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
+from memory import clock
 from memory.models import (
     Customer,
     Dispute,
@@ -156,8 +157,8 @@ def renewal_risk(
         raise RenewalInputError(f"window must be 0 to {MAX_WINDOW_DAYS} days (got {window_days})")
     if lookback_days < 1:
         raise RenewalInputError(f"look-back must be at least 1 day (got {lookback_days})")
-    now = now or datetime.now(UTC)
-    as_of = as_of or now.date()
+    now = now or clock.now()
+    as_of = as_of or clock.org_business_date(session, org_id, now)
     since = as_of - timedelta(days=lookback_days)
     csm = aliased(User)
     sales = aliased(User)
@@ -240,8 +241,9 @@ def renewal_risk(
         ).all():
             if is_broken_promise(status, promised, int(grace), as_of):
                 broken[cid] += 1
-        window_start = datetime.combine(since, time.min, tzinfo=UTC)
-        window_end = datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC)
+        tz = clock.org_zone(session, org_id)
+        window_start = clock.start_of_business_day(since, tz)
+        window_end = clock.start_of_business_day(as_of + timedelta(days=1), tz)
         for cid, n in session.execute(
             select(Dispute.customer_id, func.count())
             .where(

@@ -52,6 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
+from memory import clock
 from memory.models import (
     CustomerRiskSnapshot,
     Dispute,
@@ -793,7 +794,7 @@ def train(
     Metrics hold a time-ordered holdout (fit on the earliest 80% of examples, judged on the rest)
     so a new version can be compared with the last before anyone relies on it. The caller commits.
     """
-    as_of = as_of or datetime.now(UTC).date()
+    as_of = as_of or clock.org_business_date(session, org_id)
     history = ledger_history(session, org_id)
     priors = priors_from(history, as_of)
     ts = training_set(history, as_of, priors, max_examples)
@@ -821,7 +822,7 @@ def train(
     row = RiskModelVersion(
         org_id=org_id,
         version=(previous.version + 1) if previous else 1,
-        trained_at=datetime.now(UTC),
+        trained_at=clock.now(),
         trained_through=as_of,
         kind=model.kind,
         features=list(FEATURES),
@@ -867,7 +868,7 @@ def score_customer_invoices(
     model: RiskModel | None = None,
 ) -> dict[int, InvoiceRisk]:
     """Risk with reasons for each open invoice of one customer (Account 360)."""
-    as_of = as_of or datetime.now(UTC).date()
+    as_of = as_of or clock.org_business_date(session, org_id)
     model = model or current_model(session, org_id)
     history = ledger_history(session, org_id, [customer_id])
     open_ids = set(
@@ -1112,7 +1113,7 @@ def ensure_snapshot(
     caller commits); on PostgreSQL an advisory lock serializes concurrent refreshes of one
     organisation, and the second finds the first's result fresh.
     """
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     mark = ledger_mark(session, org_id, model)
 
     def fresh(head: tuple[date, datetime, str] | None) -> bool:

@@ -10,12 +10,13 @@ Every change is audited with the decision that allowed it; refusals change nothi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.models import Organisation, Segment, User
 from policies.access import allowed
 from policies.engine import decide
@@ -196,7 +197,7 @@ def set_segment_switch(
         if before == value:
             return False
         if value:
-            score = data_ready(session, org_id, now or datetime.now(UTC)).score
+            score = data_ready(session, org_id, now or clock.now()).score
             decision = decide(
                 "enable_autopilot",
                 {

@@ -12,7 +12,7 @@ import dataclasses
 import io
 import re
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import DbSession, require, template_context
+from memory import clock
 from memory.models import (
     AgingBucket,
     Cadence,
@@ -1045,7 +1046,7 @@ def console_page(
         owner_id=owner_id,
         months=months,
         org=db.get(Organisation, user.org_id),
-        generated_at=datetime.now(UTC),
+        generated_at=clock.now(),
     )
 
 

@@ -9,7 +9,7 @@ caller's organisation: an id from another organisation is answered exactly like 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -22,6 +22,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from api.deps import AppSettings, Clock, DbSession, can, require, require_snapshot
 from api.queue_cache import QueuePageCache, page_key
+from memory import clock
 from memory.models import (
     Customer,
     Draft,
@@ -763,7 +764,7 @@ def inspector_recommendation(
     """
     from agent.service import recommend
 
-    key = f"{draft.version}:{now.date().isoformat()}"
+    key = f"{draft.version}:{clock.org_business_date(db, draft.org_id, now).isoformat()}"
     cached = draft.recommendation or {}
     if cached.get("cache_key") == key:
         return dict(cached)
@@ -855,14 +856,15 @@ def account_summary(db: Session, customer: Customer, settings: AppSettings) -> d
         from tools.account360 import account_360
     except ImportError:
         return basic_account_summary(db, customer)
-    result = account_360(db, customer.org_id, customer.id, as_of=datetime.now(UTC).date())
+    today = clock.org_business_date(db, customer.org_id)
+    result = account_360(db, customer.org_id, customer.id, as_of=today)
     data: dict[str, Any] = result.model_dump(mode="json")
     return data
 
 
 def basic_account_summary(db: Session, customer: Customer) -> dict[str, Any]:
     """Open invoices, open promises and recent notes, straight from the ledger."""
-    today = datetime.now(UTC).date()
+    today = clock.org_business_date(db, customer.org_id)
     invoices = db.scalars(
         select(Invoice)
         .where(

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, template_context
 from api.routes import review as api
+from memory.clock import org_business_date as business_date
 from memory.models import (
     Customer,
     Dispute,
@@ -95,7 +96,7 @@ def focus_cards(session: Session, user: User, now: datetime) -> list[dict[str, A
     from tools.focus import scope_for
 
     scope, scope_label, _legal = scope_for(user)
-    today = now.date()
+    today = business_date(session, user.org_id, now)
     in_scope = [Customer.org_id == user.org_id, *scope]
 
     due = session.execute(
@@ -215,7 +216,8 @@ def draft_page(
     try:
         from tools.account360 import account_360
 
-        account = account_360(db, user.org_id, draft.customer_id, as_of=clock().date())
+        today = business_date(db, user.org_id, clock())
+        account = account_360(db, user.org_id, draft.customer_id, as_of=today)
     except LookupError:
         account = None
     recommendation = None

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-11-21 22:44:49.383572
+Create Date: 2026-12-06 03:48:36.637110
 """
 
 from collections.abc import Sequence
@@ -395,7 +395,7 @@ def upgrade() -> None:
     sa.Column('grounding', sa.JSON(), nullable=False),
     sa.Column('decision', sa.JSON(), nullable=False),
     sa.Column('decision_outcome', sa.String(length=32), nullable=True),
-    sa.Column('status', sa.Enum('drafted', 'blocked', 'deferred', 'pending_review', 'approved', 'edited', 'rejected', 'queued', 'sent', 'failed', 'held', name='draftstatus', native_enum=False, length=32), nullable=False),
+    sa.Column('status', sa.Enum('drafted', 'blocked', 'deferred', 'pending_review', 'approved', 'edited', 'rejected', 'queued', 'sent', 'failed', 'held', 'superseded', name='draftstatus', native_enum=False, length=32), nullable=False),
     sa.Column('hold_reason', sa.Text(), nullable=True),
     sa.Column('rejection_reason', sa.Text(), nullable=True),
     sa.Column('model_name', sa.String(length=120), nullable=True),
