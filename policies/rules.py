@@ -223,7 +223,8 @@ def _derive_outreach(
         d["last"] = touches[-1]
         p["sls"] = math.floor((now - touches[-1]).total_seconds())
     # Promises on the invoices of this action: open ones pause until date + grace (inclusive, on
-    # the organisation's calendar: ``business_date``); missed ones, or open ones past their grace, resume the cadence.
+    # the organisation's calendar: ``business_date``); missed ones, or open ones past their
+    # grace, resume the cadence.
     # A reminder about one open promise (send_draft ``about_promise``) is not paused by that
     # promise; it must name an open promise on these invoices that is not past its grace.
     numbers = {i.number for i in f.invoices}
