@@ -31,6 +31,7 @@ from api.queue_cache import QueueCacheMiddleware, QueuePageCache
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from policies.money import format_money
+from tools.authz import PermissionDenied
 from tools.drafts import DraftError
 from tools.plans import PolicyRefused
 from tools.promises import CommitmentError
@@ -157,6 +158,18 @@ def _install_error_handlers(app: FastAPI) -> None:
             )
         return JSONResponse(body, status_code=exc.http_status)
 
+    @app.exception_handler(PermissionDenied)
+    async def permission_denied(request: Request, exc: PermissionDenied) -> Response:
+        """A tool refused the caller (the access matrix, checked where the write happens)."""
+        if wants_html(request):
+            return templates.TemplateResponse(
+                request,
+                "error.html",
+                {"user": None, "status": 403, "message": str(exc), "reasons": None},
+                status_code=403,
+            )
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
     @app.exception_handler(CommitmentError)
     async def commitment_error(request: Request, exc: CommitmentError) -> Response:
         """A commitment tool's refusal, for every route: 4xx with the message; a guardrail
@@ -280,7 +293,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     app.add_middleware(QueueCacheMiddleware)
     app.add_middleware(
         SessionMiddleware,
-        secret_key=settings.secret_key.get_secret_value(),
+        secret_key=settings.signing_key(),
         session_cookie=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE_S,
         same_site="lax",

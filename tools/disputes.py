@@ -43,7 +43,8 @@ from memory.models import (
     utcnow,
 )
 from tools import audit
-from tools.plans import PolicyRefused, decide, decision_message
+from tools.authz import guarded
+from tools.plans import COMMITMENT_GUARD, PolicyRefused, decide, decision_message
 from tools.promises import CommitmentError, Conflict, NotFound, get_invoice
 
 # Hours each active status may last before its SLA is breached (calendar hours).
@@ -167,6 +168,7 @@ def list_disputes(
 # --- intake and workflow ------------------------------------------------------------------------
 
 
+@guarded("manage_disputes", **COMMITMENT_GUARD)
 def open_dispute(
     session: Session,
     org_id: int,
@@ -288,6 +290,7 @@ def _move(
     return dispute
 
 
+@guarded("manage_disputes", **COMMITMENT_GUARD)
 def change_status(
     session: Session,
     org_id: int,
@@ -386,6 +389,7 @@ def _grant(
     )
 
 
+@guarded("grant_credit", **COMMITMENT_GUARD)
 def propose_credit(
     session: Session,
     org_id: int,
@@ -439,6 +443,7 @@ def propose_credit(
     return CreditOutcome(dispute, False, decision, message)
 
 
+@guarded("grant_credit", actor="approver", **COMMITMENT_GUARD)
 def approve_credit(
     session: Session,
     org_id: int,
@@ -497,6 +502,7 @@ def safe_filename(name: str) -> str:
     return cleaned or "evidence"
 
 
+@guarded("manage_disputes", **COMMITMENT_GUARD)
 def add_evidence(
     session: Session,
     org_id: int,
@@ -506,6 +512,7 @@ def add_evidence(
     data: bytes,
     evidence_dir: Path,
     uploaded_by: str,
+    actor: User | str,
     content_type: str | None = None,
     slot: str = "other",
     customer_id: int | None = None,

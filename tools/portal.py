@@ -41,8 +41,9 @@ from memory.models import (
     utcnow,
 )
 from tools import audit
+from tools.authz import guarded
 from tools.plans import CUSTOMER_VISIBLE, UNDECIDED, get_plan
-from tools.promises import CommitmentError, NotFound, get_customer
+from tools.promises import CommitmentError, NotFound, foreign_not_found, get_customer
 
 TOKEN_BYTES = 32
 DEFAULT_TTL = timedelta(days=14)
@@ -95,6 +96,7 @@ def portal_url(base_url: str, raw: str) -> str:
     return f"{base_url.rstrip('/')}/portal/{raw}"
 
 
+@guarded("manage_portal_tokens", foreign=foreign_not_found)
 def issue_token(
     session: Session,
     org_id: int,
@@ -133,6 +135,7 @@ def issue_token(
     return IssuedToken(token=token, raw=raw, url=portal_url(base_url, raw))
 
 
+@guarded("manage_portal_tokens", foreign=foreign_not_found)
 def revoke_token(
     session: Session,
     org_id: int,
@@ -390,6 +393,7 @@ class ResentLink:
     skipped: str | None
 
 
+@guarded("manage_plans", "manage_portal_tokens", foreign=foreign_not_found)
 def resend_plan_link(
     session: Session,
     org_id: int,
