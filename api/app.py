@@ -28,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import SESSION_COOKIE, system_clock, wants_html
 from api.queue_cache import QueueCacheMiddleware, QueuePageCache
+from api.security import SameOriginMiddleware, SecurityHeadersMiddleware
+from api.uploads import PortalUploadGuard
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from policies.money import format_money
@@ -35,6 +37,7 @@ from tools.authz import PermissionDenied
 from tools.drafts import DraftError
 from tools.plans import PolicyRefused
 from tools.promises import CommitmentError
+from tools.sessions import LoginLimiter
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -291,6 +294,7 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     app.state.queue_cache = QueuePageCache()
     # Innermost first: the cached-page fast path runs after the body limit and the session.
     app.add_middleware(QueueCacheMiddleware)
+    app.add_middleware(SameOriginMiddleware, settings=settings)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.signing_key(),
@@ -300,6 +304,9 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
         https_only=settings.public_base_url.startswith("https://"),
     )
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(PortalUploadGuard)
+    app.add_middleware(SecurityHeadersMiddleware, settings=settings)
+    app.state.login_limiter = LoginLimiter(engine)
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for name in ROUTER_MODULES:

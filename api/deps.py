@@ -24,7 +24,8 @@ from starlette.datastructures import State
 from memory.config import Settings
 from memory.models import Persona, User
 from policies.access import access_matrix, allowed
-from tools.users import CallerSnapshot, snapshot_for_id, snapshot_for_token, user_for_token
+from tools.sessions import snapshot_for_session, user_for_session
+from tools.users import CallerSnapshot, snapshot_for_token, user_for_token
 
 SESSION_COOKIE = "plixo_session"
 
@@ -125,7 +126,12 @@ def resolve_caller(request: Request, db: Session) -> User | None:
     """
     cached = request.scope.get(_CALLER, _UNRESOLVED)
     if cached is _UNRESOLVED:
-        cached = _lookup_caller(request, db, user_for_token, lambda s, uid: s.get(User, uid))
+        cached = _lookup_caller(
+            request,
+            db,
+            lambda s, token: user_for_token(s, token),
+            lambda s, sid: user_for_session(s, sid),
+        )
         request.scope[_CALLER] = cached
     return cast(User | None, cached)
 
@@ -138,7 +144,7 @@ def resolve_snapshot(request: Request, db: Session) -> CallerSnapshot | None:
             request,
             db,
             lambda s, token: snapshot_for_token(s.connection(), token),
-            lambda s, uid: snapshot_for_id(s.connection(), uid),
+            lambda s, sid: snapshot_for_session(s.connection(), sid),
         )
         request.scope[_SNAPSHOT] = cached
     return cast(CallerSnapshot | None, cached)
@@ -151,7 +157,7 @@ def _lookup_caller(
     request: Request,
     db: Session,
     by_token: Callable[[Session, str], _C | None],
-    by_id: Callable[[Session, int], _C | None],
+    by_session: Callable[[Session, str], _C | None],
 ) -> _C | None:
     auth = request.headers.get("authorization", "")
     if auth:
@@ -163,16 +169,17 @@ def _lookup_caller(
             raise NotAuthenticated("The bearer token is unknown or revoked; ask for a new one.")
         return found
     session = request.session if "session" in request.scope else {}
-    user_id = session.get("user_id")
-    if user_id is None:
+    sid = session.get("sid")
+    if not isinstance(sid, str) or not sid:
         if SESSION_COOKIE in request.cookies:
-            # The cookie is there but its signature is expired or invalid: say so on 401.
+            # The cookie is there but its signature is expired or invalid (or it predates
+            # server-side sessions): say so on 401.
+            session.clear()
             request.state.auth_problem = "Your session has expired; log in again."
         return None
-    try:
-        user = by_id(db, int(user_id))
-    except (TypeError, ValueError):
-        user = None
+    # The signed cookie only names a session; the ledger says whether it is still live (log-out
+    # and a password change end it there, so a copied cookie stops working).
+    user = by_session(db, sid)
     if user is None or not user.active or user.org_id != session.get("org_id"):
         session.clear()
         request.state.auth_problem = "Your session is no longer valid; log in again."
@@ -285,11 +292,13 @@ async def check_csrf(request: Request, csrf: Annotated[str, Form(max_length=200)
 CsrfChecked = Annotated[None, Depends(check_csrf)]
 
 
-def login_session(request: Request, user: User) -> None:
-    """Start a fresh session for ``user`` (a new CSRF token too: no fixation)."""
+def login_session(request: Request, user: User, sid: str) -> None:
+    """Start a fresh cookie session for ``user`` naming the server-side session ``sid`` (a new
+    CSRF token too: no fixation)."""
     request.session.clear()
     request.session.update(
         {
+            "sid": sid,
             "user_id": user.id,
             "org_id": user.org_id,
             "csrf": secrets.token_urlsafe(24),

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
             "key is generated once and kept in data_dir/secret_key (owner-only permissions)."
         ),
     )
+    api_token_ttl_days: int = Field(
+        default=30, ge=1, le=365, description="How long a bearer token works (days)."
+    )
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 1025

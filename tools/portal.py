@@ -214,6 +214,18 @@ def recent_failures(session: Session, client: str | None, *, now: datetime) -> i
     )
 
 
+def token_is_live(session: Session, raw: str, *, now: datetime | None = None) -> bool:
+    """True when ``raw`` is a known portal token, neither revoked nor expired (nothing logged:
+    the upload guard asks this before reading a body, then logs a refusal through
+    :func:`authenticate`)."""
+    if not _TOKEN_SHAPE.match(raw or ""):
+        return False
+    token = session.scalars(
+        select(PortalToken).where(PortalToken.token_hash == hash_token(raw))
+    ).first()
+    return token is not None and token.revoked_at is None and token.expires_at > (now or utcnow())
+
+
 def authenticate(
     session: Session,
     raw: str,
