@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import SESSION_COOKIE, system_clock, wants_html
 from api.queue_cache import QueueCacheMiddleware, QueuePageCache
-from api.security import SameOriginMiddleware, SecurityHeadersMiddleware
+from api.security import SecurityHeadersMiddleware
 from api.uploads import PortalUploadGuard
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
@@ -294,7 +294,6 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     app.state.queue_cache = QueuePageCache()
     # Innermost first: the cached-page fast path runs after the body limit and the session.
     app.add_middleware(QueueCacheMiddleware)
-    app.add_middleware(SameOriginMiddleware, settings=settings)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.signing_key(),

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Form, HTTPException, Request, status
 from sqlalchemy import Engine
@@ -197,7 +198,56 @@ def authenticated(request: Request, db: Session) -> User:
     user = resolve_caller(request, db)
     if user is None:
         raise _unauthenticated(request)
+    check_same_origin(request)
     return user
+
+
+# --- cross-site request forgery on the JSON API ---------------------------------------------------
+# A state-changing /api/* call authenticated by the session cookie must come from plixo's own
+# pages (Origin, else Referer, naming the served host or PLIXO_PUBLIC_BASE_URL) or carry the
+# session's CSRF token in X-CSRF-Token. Bearer-token calls are exempt: a browser never attaches
+# one by itself. Checked once the caller and their permission are known, so a persona without
+# the permission hears that first.
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of ``url`` (lower case), or None when it has none."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def _same_origin(request: Request) -> bool:
+    claimed = request.headers.get("origin") or request.headers.get("referer")
+    origin = origin_of(claimed) if claimed else None
+    if origin is None:
+        return False
+    settings: Settings = request.app.state.settings
+    host = request.headers.get("host", "").lower()
+    return origin == origin_of(settings.public_base_url) or (
+        bool(host) and urlsplit(origin).netloc == host
+    )
+
+
+def check_same_origin(request: Request) -> None:
+    if (
+        request.method in SAFE_METHODS
+        or not request.url.path.startswith("/api/")
+        or request.headers.get("authorization")
+    ):
+        return
+    sent = request.headers.get("x-csrf-token", "")
+    expected = request.session.get("csrf") if "session" in request.scope else None
+    token_ok = bool(sent) and isinstance(expected, str) and hmac.compare_digest(sent, expected)
+    if not (token_ok or _same_origin(request)):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "A change through the session cookie must come from plixo's own pages (same "
+            "Origin) or carry the X-CSRF-Token header; scripts use 'Authorization: Bearer'.",
+        )
 
 
 async def optional_user(request: Request, db: DbSession) -> User | None:
@@ -243,6 +293,7 @@ def _requirement(
             raise _unauthenticated(request)
         if not allowed(caller.role.value, permission):
             raise Forbidden(forbidden_message(caller.role.value, permission))
+        check_same_origin(request)
         return caller
 
     check.__name__ = name

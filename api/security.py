@@ -4,34 +4,21 @@
   own nonce; no framing by other sites), ``X-Content-Type-Options: nosniff``, a Referrer-Policy
   and ``X-Frame-Options`` for older browsers. A route's own value wins (the mini-portal sends
   ``Referrer-Policy: no-referrer``).
-* Cross-site request forgery on the JSON API: a state-changing ``/api/*`` call authenticated by
-  the session cookie must come from plixo's own pages (``Origin``, else ``Referer``, naming the
-  served host or ``PLIXO_PUBLIC_BASE_URL``) or carry the session's CSRF token in
-  ``X-CSRF-Token``. Bearer-token calls are exempt: a browser never attaches one by itself.
+* Cross-site request forgery on the JSON API is refused where the caller is resolved
+  (:func:`api.deps.check_same_origin`).
 """
 
 from __future__ import annotations
 
-import hmac
 import secrets
-from urllib.parse import urlsplit
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.deps import SESSION_COOKIE
+from api.deps import origin_of as _origin
 from memory.config import Settings
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 # The interactive API docs load their script and styles from a CDN with inline bootstrapping.
 DOCS_PATHS = ("/docs", "/redoc")
-
-
-def _origin(url: str) -> str | None:
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
-        return None
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 def content_security_policy(settings: Settings, nonce: str) -> str:
@@ -96,54 +83,3 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
-
-
-class SameOriginMiddleware:
-    """Refuses cookie-authenticated state changes on ``/api/*`` from other sites (403).
-
-    Runs inside the session middleware, so the session (and its CSRF token) is readable.
-    """
-
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.public_origin = _origin(settings.public_base_url)
-
-    def _same_origin(self, scope: Scope, headers: dict[bytes, bytes]) -> bool:
-        claimed = headers.get(b"origin") or headers.get(b"referer")
-        if not claimed:
-            return False
-        origin = _origin(claimed.decode("latin-1"))
-        if origin is None:
-            return False
-        host = headers.get(b"host", b"").decode("latin-1").lower()
-        return origin == self.public_origin or (bool(host) and urlsplit(origin).netloc == host)
-
-    @staticmethod
-    def _token_matches(scope: Scope, headers: dict[bytes, bytes]) -> bool:
-        sent = headers.get(b"x-csrf-token", b"").decode("latin-1")
-        expected = (scope.get("session") or {}).get("csrf")
-        return bool(sent) and isinstance(expected, str) and hmac.compare_digest(sent, expected)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope.get("method", "GET") not in SAFE_METHODS
-            and scope.get("path", "").startswith("/api/")
-        ):
-            headers = dict(scope.get("headers", []))
-            cookie = headers.get(b"cookie", b"").decode("latin-1")
-            by_cookie = f"{SESSION_COOKIE}=" in cookie and b"authorization" not in headers
-            if by_cookie and not (
-                self._same_origin(scope, headers) or self._token_matches(scope, headers)
-            ):
-                response = JSONResponse(
-                    {
-                        "detail": "A change through the session cookie must come from plixo's own "
-                        "pages (same Origin) or carry the X-CSRF-Token header; scripts use "
-                        "'Authorization: Bearer <token>'."
-                    },
-                    status_code=403,
-                )
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
