@@ -181,7 +181,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         status_code = exc.status_code
         reasons = None
         if isinstance(exc, PolicyRefused):
-            status_code = 422 if exc.decision.get("outcome") == "block" else 403
+            blocked = exc.decision.get("outcome") == "block"
+            denied = getattr(exc, "access_denied", None) is not None  # the matrix said no: 403
+            status_code = 422 if blocked and not denied else 403
             reasons = exc.decision.get("reasons", [])
             body |= {
                 "outcome": exc.decision.get("outcome"),
