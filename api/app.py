@@ -28,12 +28,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import SESSION_COOKIE, system_clock, wants_html
 from api.queue_cache import QueueCacheMiddleware, QueuePageCache
+from api.security import SecurityHeadersMiddleware
+from api.uploads import PortalUploadGuard
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from policies.money import format_money
+from tools.authz import PermissionDenied
 from tools.drafts import DraftError
 from tools.plans import PolicyRefused
 from tools.promises import CommitmentError
+from tools.sessions import LoginLimiter
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -157,6 +161,18 @@ def _install_error_handlers(app: FastAPI) -> None:
             )
         return JSONResponse(body, status_code=exc.http_status)
 
+    @app.exception_handler(PermissionDenied)
+    async def permission_denied(request: Request, exc: PermissionDenied) -> Response:
+        """A tool refused the caller (the access matrix, checked where the write happens)."""
+        if wants_html(request):
+            return templates.TemplateResponse(
+                request,
+                "error.html",
+                {"user": None, "status": 403, "message": str(exc), "reasons": None},
+                status_code=403,
+            )
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
     @app.exception_handler(CommitmentError)
     async def commitment_error(request: Request, exc: CommitmentError) -> Response:
         """A commitment tool's refusal, for every route: 4xx with the message; a guardrail
@@ -165,7 +181,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         status_code = exc.status_code
         reasons = None
         if isinstance(exc, PolicyRefused):
-            status_code = 422 if exc.decision.get("outcome") == "block" else 403
+            blocked = exc.decision.get("outcome") == "block"
+            denied = getattr(exc, "access_denied", None) is not None  # the matrix said no: 403
+            status_code = 422 if blocked and not denied else 403
             reasons = exc.decision.get("reasons", [])
             body |= {
                 "outcome": exc.decision.get("outcome"),
@@ -280,13 +298,16 @@ def create_app(engine: Engine | None = None, settings: Settings | None = None) -
     app.add_middleware(QueueCacheMiddleware)
     app.add_middleware(
         SessionMiddleware,
-        secret_key=settings.secret_key.get_secret_value(),
+        secret_key=settings.signing_key(),
         session_cookie=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE_S,
         same_site="lax",
         https_only=settings.public_base_url.startswith("https://"),
     )
     app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(PortalUploadGuard)
+    app.add_middleware(SecurityHeadersMiddleware, settings=settings)
+    app.state.login_limiter = LoginLimiter(engine)
     _install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     for name in ROUTER_MODULES:

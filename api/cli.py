@@ -12,6 +12,7 @@ from api.cli_import import import_app
 from api.cli_outbox import outbox_app
 from api.cli_policy import policy_app
 from api.cli_risk import risk_app
+from api.logredact import redacted_log_config
 from memory import migrate
 from memory.config import get_settings
 from memory.db import redact_url
@@ -59,6 +60,17 @@ def serve(
 
     engine, _ = open_ledger(upgrade=True)  # reachable and migrated before any worker starts
     engine.dispose()
+    settings = get_settings()
+    try:
+        settings.signing_key()  # generated here, once, before the workers race to read it
+    except (OSError, ValueError) as exc:
+        fail(f"Cannot use the session signing key: {exc}")
+    if settings.secret_key is None and not is_loopback(host):
+        console.print(
+            f"Sessions are signed with the key kept in {settings.secret_key_path.resolve()} "
+            "(owner-only). Keep it private and in your backups, or set PLIXO_SECRET_KEY; "
+            "deleting it logs everyone out."
+        )
     console.print(
         f"plixo on http://{host}:{port}  (model: {get_settings().model}, "
         f"{workers} worker{'s' if workers > 1 else ''})"
@@ -72,9 +84,22 @@ def serve(
             port=port,
             workers=workers,
             log_level="info",
+            log_config=redacted_log_config(),
         )
     except OSError as exc:
         fail(f"Cannot listen on {host}:{port}: {exc}. Pick another --port.")
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and 'localhost': nobody else can reach the server."""
+    import ipaddress
+
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def main() -> None:

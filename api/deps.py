@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Form, HTTPException, Request, status
 from sqlalchemy import Engine
@@ -24,7 +25,8 @@ from memory import clock
 from memory.config import Settings
 from memory.models import Persona, User
 from policies.access import access_matrix, allowed
-from tools.users import CallerSnapshot, snapshot_for_id, snapshot_for_token, user_for_token
+from tools.sessions import snapshot_for_session, user_for_session
+from tools.users import CallerSnapshot, snapshot_for_token, user_for_token
 
 SESSION_COOKIE = "plixo_session"
 
@@ -125,7 +127,12 @@ def resolve_caller(request: Request, db: Session) -> User | None:
     """
     cached = request.scope.get(_CALLER, _UNRESOLVED)
     if cached is _UNRESOLVED:
-        cached = _lookup_caller(request, db, user_for_token, lambda s, uid: s.get(User, uid))
+        cached = _lookup_caller(
+            request,
+            db,
+            lambda s, token: user_for_token(s, token),
+            lambda s, sid: user_for_session(s, sid),
+        )
         request.scope[_CALLER] = cached
     return cast(User | None, cached)
 
@@ -138,7 +145,7 @@ def resolve_snapshot(request: Request, db: Session) -> CallerSnapshot | None:
             request,
             db,
             lambda s, token: snapshot_for_token(s.connection(), token),
-            lambda s, uid: snapshot_for_id(s.connection(), uid),
+            lambda s, sid: snapshot_for_session(s.connection(), sid),
         )
         request.scope[_SNAPSHOT] = cached
     return cast(CallerSnapshot | None, cached)
@@ -151,7 +158,7 @@ def _lookup_caller(
     request: Request,
     db: Session,
     by_token: Callable[[Session, str], _C | None],
-    by_id: Callable[[Session, int], _C | None],
+    by_session: Callable[[Session, str], _C | None],
 ) -> _C | None:
     auth = request.headers.get("authorization", "")
     if auth:
@@ -163,16 +170,17 @@ def _lookup_caller(
             raise NotAuthenticated("The bearer token is unknown or revoked; ask for a new one.")
         return found
     session = request.session if "session" in request.scope else {}
-    user_id = session.get("user_id")
-    if user_id is None:
+    sid = session.get("sid")
+    if not isinstance(sid, str) or not sid:
         if SESSION_COOKIE in request.cookies:
-            # The cookie is there but its signature is expired or invalid: say so on 401.
+            # The cookie is there but its signature is expired or invalid (or it predates
+            # server-side sessions): say so on 401.
+            session.clear()
             request.state.auth_problem = "Your session has expired; log in again."
         return None
-    try:
-        user = by_id(db, int(user_id))
-    except (TypeError, ValueError):
-        user = None
+    # The signed cookie only names a session; the ledger says whether it is still live (log-out
+    # and a password change end it there, so a copied cookie stops working).
+    user = by_session(db, sid)
     if user is None or not user.active or user.org_id != session.get("org_id"):
         session.clear()
         request.state.auth_problem = "Your session is no longer valid; log in again."
@@ -190,7 +198,56 @@ def authenticated(request: Request, db: Session) -> User:
     user = resolve_caller(request, db)
     if user is None:
         raise _unauthenticated(request)
+    check_same_origin(request)
     return user
+
+
+# --- cross-site request forgery on the JSON API ---------------------------------------------------
+# A state-changing /api/* call authenticated by the session cookie must come from plixo's own
+# pages (Origin, else Referer, naming the served host or PLIXO_PUBLIC_BASE_URL) or carry the
+# session's CSRF token in X-CSRF-Token. Bearer-token calls are exempt: a browser never attaches
+# one by itself. Checked once the caller and their permission are known, so a persona without
+# the permission hears that first.
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of ``url`` (lower case), or None when it has none."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def _same_origin(request: Request) -> bool:
+    claimed = request.headers.get("origin") or request.headers.get("referer")
+    origin = origin_of(claimed) if claimed else None
+    if origin is None:
+        return False
+    settings: Settings = request.app.state.settings
+    host = request.headers.get("host", "").lower()
+    return origin == origin_of(settings.public_base_url) or (
+        bool(host) and urlsplit(origin).netloc == host
+    )
+
+
+def check_same_origin(request: Request) -> None:
+    if (
+        request.method in SAFE_METHODS
+        or not request.url.path.startswith("/api/")
+        or request.headers.get("authorization")
+    ):
+        return
+    sent = request.headers.get("x-csrf-token", "")
+    expected = request.session.get("csrf") if "session" in request.scope else None
+    token_ok = bool(sent) and isinstance(expected, str) and hmac.compare_digest(sent, expected)
+    if not (token_ok or _same_origin(request)):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "A change through the session cookie must come from plixo's own pages (same "
+            "Origin) or carry the X-CSRF-Token header; scripts use 'Authorization: Bearer'.",
+        )
 
 
 async def optional_user(request: Request, db: DbSession) -> User | None:
@@ -236,6 +293,7 @@ def _requirement(
             raise _unauthenticated(request)
         if not allowed(caller.role.value, permission):
             raise Forbidden(forbidden_message(caller.role.value, permission))
+        check_same_origin(request)
         return caller
 
     check.__name__ = name
@@ -285,11 +343,13 @@ async def check_csrf(request: Request, csrf: Annotated[str, Form(max_length=200)
 CsrfChecked = Annotated[None, Depends(check_csrf)]
 
 
-def login_session(request: Request, user: User) -> None:
-    """Start a fresh session for ``user`` (a new CSRF token too: no fixation)."""
+def login_session(request: Request, user: User, sid: str) -> None:
+    """Start a fresh cookie session for ``user`` naming the server-side session ``sid`` (a new
+    CSRF token too: no fixation)."""
     request.session.clear()
     request.session.update(
         {
+            "sid": sid,
             "user_id": user.id,
             "org_id": user.org_id,
             "csrf": secrets.token_urlsafe(24),

@@ -6,10 +6,13 @@ defaults here are what makes the fresh-machine commands work with no keys and no
 
 from __future__ import annotations
 
+import os
+import secrets
+import stat
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,9 +49,15 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="Where payers reach the mini-portal; pay links are built from it.",
     )
-    secret_key: SecretStr = Field(
-        default=SecretStr("plixo-dev-secret-change-me"),
-        description="Signs sessions; set a long random value in production.",
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Signs sessions (at least 32 characters, never a well-known value). Unset: a random "
+            "key is generated once and kept in data_dir/secret_key (owner-only permissions)."
+        ),
+    )
+    api_token_ttl_days: int = Field(
+        default=30, ge=1, le=365, description="How long a bearer token works (days)."
     )
 
     smtp_host: str = "127.0.0.1"
@@ -75,6 +84,26 @@ class Settings(BaseSettings):
         default=None, description="Override of Stripe's API base (localstripe in tests)."
     )
 
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = weak_secret_problem(value.get_secret_value())
+            if problem:
+                raise ValueError(f"PLIXO_SECRET_KEY {problem}")
+        return value
+
+    @property
+    def secret_key_path(self) -> Path:
+        """Where the generated signing key lives when ``PLIXO_SECRET_KEY`` is unset."""
+        return self.data_dir / SECRET_KEY_FILE
+
+    def signing_key(self) -> str:
+        """The key that signs sessions: the configured one, or the data directory's own."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return load_or_create_secret(self.secret_key_path)
+
     @property
     def resolved_database_url(self) -> str:
         """The ledger URL: explicit, or a SQLite file in the data directory."""
@@ -89,6 +118,74 @@ class Settings(BaseSettings):
     @property
     def evidence_dir(self) -> Path:
         return self.data_dir / "evidence"
+
+
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_LENGTH = 32
+# Values that appear in docs, tutorials and earlier plixo releases: anyone can sign with them.
+WELL_KNOWN_SECRETS = frozenset(
+    {
+        "",
+        "plixo-dev-secret-change-me",
+        "secret",
+        "secret-key",
+        "secret_key",
+        "changeme",
+        "change-me",
+        "change_me",
+        "changeit",
+        "password",
+        "development",
+        "dev",
+        "test",
+        "plixo",
+        "your-secret-key",
+        "your-secret-key-here",
+        "supersecret",
+        "insecure",
+    }
+)
+
+
+def weak_secret_problem(value: str) -> str | None:
+    """Why ``value`` must not sign sessions (None when it is fit to)."""
+    if value.strip().lower() in WELL_KNOWN_SECRETS:
+        return (
+            "is a well-known development value that anyone can sign cookies with; set a long "
+            "random value (python -c 'import secrets; print(secrets.token_urlsafe(48))') or "
+            "unset it to let plixo generate one in the data directory."
+        )
+    if len(value) < MIN_SECRET_LENGTH:
+        return (
+            f"is {len(value)} characters long; use at least {MIN_SECRET_LENGTH} random "
+            "characters (python -c 'import secrets; print(secrets.token_urlsafe(48))')."
+        )
+    return None
+
+
+def load_or_create_secret(path: Path) -> str:
+    """The signing key kept at ``path``, generated on first use with owner-only permissions.
+
+    Creation is exclusive (``O_EXCL``), so two workers starting together agree on one key: the
+    loser reads the winner's file. A key file that others can read is tightened to 0600 first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(48))
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o600)
+    value = path.read_text(encoding="utf-8").strip()
+    problem = weak_secret_problem(value)
+    if problem:
+        raise ValueError(
+            f"The signing key in {path} {problem} Delete the file to have a new one generated."
+        )
+    return value
 
 
 @lru_cache(maxsize=1)

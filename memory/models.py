@@ -19,6 +19,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -857,3 +858,51 @@ class AutopilotRun(Base):
     shadow: Mapped[bool] = mapped_column(Boolean, default=True)
     model_name: Mapped[str] = mapped_column(String(120))
     summary: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# --- branch security: server-side sessions, expiring bearer tokens, shared log-in counters ------
+
+
+class UserSession(Base):
+    """A signed-in browser session. The cookie carries a random id whose hash is kept here, so
+    log-out and a password change end the session on the server (a copied cookie stops working)."""
+
+    __tablename__ = "user_session"
+    __table_args__ = (UniqueConstraint("sid_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    sid_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    client: Mapped[str | None] = mapped_column(String(120))
+
+
+class ApiToken(Base):
+    """A bearer token for scripts: only its SHA-256 is kept; it expires and can be revoked."""
+
+    __tablename__ = "api_token"
+    __table_args__ = (UniqueConstraint("token_hash"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id", ondelete="CASCADE"), index=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    prefix: Mapped[str] = mapped_column(String(16))  # "plx_AbCd": enough to recognise, not to use
+    name: Mapped[str] = mapped_column(String(120), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class RateCounter(Base):
+    """A fixed-window counter (the log-in limiter's storage for ``limits``): in the ledger, so
+    every server worker and process shares it, and incremented atomically with one upsert."""
+
+    __tablename__ = "rate_counter"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, aliased
 from memory import clock
 from memory.models import CadenceStep, Customer, Draft, Invoice, Segment, User
 from tools import audit
+from tools.authz import guarded
 from tools.drafts import (
     QUEUE_STATES,
     DraftError,
@@ -159,6 +160,7 @@ class BatchError(ValueError):
     """The batch request itself is malformed (empty, too large, duplicate items, no reason)."""
 
 
+@guarded("batch_approve", actor="user")
 def decide_batch(
     session: Session,
     org_id: int,

@@ -44,7 +44,8 @@ from memory.models import (
     utcnow,
 )
 from tools import audit
-from tools.plans import PolicyRefused, decide, decision_message
+from tools.authz import guarded
+from tools.plans import COMMITMENT_GUARD, PolicyRefused, decide, decision_message
 from tools.promises import CommitmentError, Conflict, NotFound, get_invoice
 
 # Hours each active status may last before its SLA is breached (calendar hours).
@@ -168,6 +169,7 @@ def list_disputes(
 # --- intake and workflow ------------------------------------------------------------------------
 
 
+@guarded("manage_disputes", **COMMITMENT_GUARD)
 def open_dispute(
     session: Session,
     org_id: int,
@@ -289,6 +291,7 @@ def _move(
     return dispute
 
 
+@guarded("manage_disputes", **COMMITMENT_GUARD)
 def change_status(
     session: Session,
     org_id: int,
@@ -387,6 +390,7 @@ def _grant(
     )
 
 
+@guarded("grant_credit", **COMMITMENT_GUARD)
 def propose_credit(
     session: Session,
     org_id: int,
@@ -440,6 +444,7 @@ def propose_credit(
     return CreditOutcome(dispute, False, decision, message)
 
 
+@guarded("grant_credit", actor="approver", **COMMITMENT_GUARD)
 def approve_credit(
     session: Session,
     org_id: int,
@@ -498,6 +503,7 @@ def safe_filename(name: str) -> str:
     return cleaned or "evidence"
 
 
+@guarded("manage_disputes", **COMMITMENT_GUARD)
 def add_evidence(
     session: Session,
     org_id: int,
@@ -507,6 +513,7 @@ def add_evidence(
     data: bytes,
     evidence_dir: Path,
     uploaded_by: str,
+    actor: User | str,
     content_type: str | None = None,
     slot: str = "other",
     customer_id: int | None = None,

@@ -43,6 +43,7 @@ from memory.models import (
 from policies.access import allowed, at_least
 from policies.money import format_money
 from tools import audit
+from tools.authz import denial, guarded
 from tools.users import own_limit
 
 _FIRST_STATE = {
@@ -207,6 +208,17 @@ class ApprovalRefused(DraftError):
     def __init__(self, message: str, reasons: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.reasons = reasons or []
+
+
+def _refused(role: str, permission: str) -> ApprovalRefused:
+    return ApprovalRefused(denial(role, permission))
+
+
+def _foreign() -> DraftNotFound:
+    return DraftNotFound("No such draft in your organisation.")
+
+
+DRAFT_GUARD: dict[str, Any] = {"actor": "user", "refuse": _refused, "foreign": _foreign}
 
 
 class InvalidDraftInput(DraftError):
@@ -402,6 +414,7 @@ def _not_before(decision: dict[str, Any]) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@guarded("approve_draft", **DRAFT_GUARD)
 def approve_draft(
     session: Session,
     org_id: int,
@@ -588,6 +601,7 @@ def _clean_reason(reason: str | None) -> str:
     return text
 
 
+@guarded("reject_draft", **DRAFT_GUARD)
 def reject_draft(
     session: Session,
     org_id: int,
@@ -661,6 +675,7 @@ def ensure_original_turn(session: Session, draft: Draft) -> None:
     )
 
 
+@guarded("edit_draft", **DRAFT_GUARD)
 def edit_draft(
     session: Session,
     org_id: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
@@ -43,6 +44,7 @@ from policies.access import allowed
 from policies.engine import decide
 from policies.facts import SendNudgeFacts
 from tools import audit, outbox
+from tools.authz import denial, guarded
 from tools.drafts import (
     DraftNotFound,
     InvalidTransition,
@@ -128,6 +130,19 @@ class NudgeError(ValueError):
 
 class NudgeNotFound(NudgeError):
     """An id that is not in the caller's organisation (or not on this customer)."""
+
+
+def _refused(role: str, permission: str) -> NudgeError:
+    if permission == "send_nudge":
+        return NudgeError(f"{role} may not send nudges.")
+    return NudgeError(denial(role, permission))
+
+
+def _foreign() -> NudgeNotFound:
+    return NudgeNotFound("Unknown organisation.")
+
+
+NUDGE_GUARD: dict[str, Any] = {"actor": "user", "refuse": _refused, "foreign": _foreign}
 
 
 @dataclass
@@ -416,6 +431,7 @@ def _apply_decision(
         session.flush()
 
 
+@guarded("send_nudge", **NUDGE_GUARD)
 def request_nudge(
     session: Session,
     org_id: int,
@@ -502,6 +518,7 @@ def request_nudge(
     return NudgeResult(draft=draft, notified=notified)
 
 
+@guarded("edit_draft", **NUDGE_GUARD)
 def suggest_nudge(
     session: Session,
     org_id: int,
@@ -614,6 +631,7 @@ def _check_owner(draft: Draft, user: User) -> None:
         raise NudgeError(f"{user.role.value} may not send nudges.")
 
 
+@guarded("send_nudge", **NUDGE_GUARD)
 def confirm_suggestion(
     session: Session,
     org_id: int,
@@ -679,6 +697,7 @@ def decide_nudge_again(session: Session, draft: Draft, now: datetime) -> dict[st
     return decide("send_nudge", facts, policy_set_for(session, org.id)).as_dict()
 
 
+@guarded("send_nudge", **NUDGE_GUARD)
 def dismiss_suggestion(
     session: Session,
     org_id: int,

@@ -40,7 +40,15 @@ from memory.models import (
 )
 from policies.money import format_money
 from tools import audit, plans, promises
-from tools.promises import CommitmentError, Conflict, NotFound, get_customer, get_invoice
+from tools.authz import guarded
+from tools.promises import (
+    CommitmentError,
+    Conflict,
+    NotFound,
+    foreign_not_found,
+    get_customer,
+    get_invoice,
+)
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,7 @@ def _apply(invoices: list[Invoice], amount: int, received_on: date) -> list[Allo
     return allocations
 
 
+@guarded("post_payment", foreign=foreign_not_found)
 def post_payment(
     session: Session,
     org_id: int,
@@ -250,6 +259,7 @@ def post_payment(
     return result
 
 
+@guarded("post_payment", foreign=foreign_not_found)
 def apply_credit(
     session: Session,
     org_id: int,

@@ -41,11 +41,13 @@ from memory.models import (
 )
 from policies import engine
 from tools import audit
+from tools.authz import denial, guarded
 from tools.policy_admin import policy_set_for
 from tools.promises import (
     CommitmentError,
     Conflict,
     NotFound,
+    foreign_not_found,
     get_customer,
     get_promise,
     load_open_invoices,
@@ -74,6 +76,16 @@ class PolicyRefused(CommitmentError):
     def __init__(self, message: str, decision: dict[str, Any]) -> None:
         super().__init__(message)
         self.decision = decision
+
+
+def access_refused(role: str, permission: str) -> PolicyRefused:
+    """The access matrix's refusal, shaped like the guardrails' own ``access.denied`` block."""
+    message = denial(role, permission)
+    reason = {"rule_id": "access.denied", "outcome": "block", "message": message}
+    return PolicyRefused(message, {"outcome": "block", "reasons": [reason], "approver_roles": []})
+
+
+COMMITMENT_GUARD: dict[str, Any] = {"refuse": access_refused, "foreign": foreign_not_found}
 
 
 # --- the policy engine --------------------------------------------------------------------------
@@ -295,6 +307,7 @@ class PlanOutcome:
     awaiting_roles: list[str] = field(default_factory=list)
 
 
+@guarded("manage_plans", actor="proposer", payer_source=True, **COMMITMENT_GUARD)
 def propose_plan(
     session: Session,
     org_id: int,
@@ -465,6 +478,7 @@ def _next_approvers(session: Session, plan: PaymentPlan, facts: dict[str, Any]) 
     return list(probe.get("approver_roles") or [])
 
 
+@guarded("approve_plan", actor="approver", **COMMITMENT_GUARD)
 def approve_plan(
     session: Session,
     org_id: int,
@@ -579,6 +593,7 @@ def approve_plan(
     return PlanOutcome(plan=plan, decision=decision, message=message)
 
 
+@guarded("approve_plan", actor="approver", **COMMITMENT_GUARD)
 def reject_plan(
     session: Session,
     org_id: int,
@@ -626,6 +641,7 @@ def reject_plan(
     return plan
 
 
+@guarded("manage_plans", **COMMITMENT_GUARD)
 def cancel_plan(
     session: Session,
     org_id: int,
@@ -706,6 +722,7 @@ def _complete(session: Session, plan: PaymentPlan, *, actor: User | str, now: da
     )
 
 
+@guarded("manage_plans", **COMMITMENT_GUARD)
 def complete_plan(
     session: Session,
     org_id: int,
@@ -730,6 +747,7 @@ def complete_plan(
     return plan
 
 
+@guarded("manage_plans", "post_payment", **COMMITMENT_GUARD)
 def mark_installment_paid(
     session: Session,
     org_id: int,
@@ -866,12 +884,13 @@ class PlanSweep:
     defaulted_plans: list[int]
 
 
+@guarded("manage_promises", **COMMITMENT_GUARD)
 def evaluate_plans(
     session: Session,
     org_id: int,
     *,
     now: datetime | None = None,
-    actor: User | str = "plan-sweep",
+    actor: User | str,
 ) -> PlanSweep:
     """Flag installments unpaid after their due date plus grace as missed and their plans as
     defaulted; the plan's invoices re-enter the cadence (the selector reads ``defaulted``)."""

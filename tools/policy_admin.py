@@ -22,8 +22,9 @@ from sqlalchemy.orm import Session
 from memory.models import PolicySetVersion, User
 from policies.engine import decide
 from policies.policy_set import PolicySet, diff, load_default, merge
-from policies.types import Decision, PolicyError
+from policies.types import Decision, Outcome, PolicyError, Reason
 from tools import audit
+from tools.authz import denial, guarded
 
 __all__ = [
     "PolicyChangeRefused",
@@ -47,6 +48,19 @@ class PolicyChangeRefused(PermissionError):
     def __init__(self, decision: Decision) -> None:
         super().__init__(decision.summary())
         self.decision = decision
+
+
+def _refused(role: str, permission: str) -> PolicyChangeRefused:
+    """The matrix's refusal as the guardrails' ``change_policy`` block (same shape, same test)."""
+    message = f"{denial(role, permission)} (needs {permission})"
+    reason = Reason(rule_id="access.denied", outcome=Outcome.BLOCK, message=message)
+    return PolicyChangeRefused(
+        Decision(action="change_policy", outcome=Outcome.BLOCK, reasons=[reason])
+    )
+
+
+def _foreign() -> PermissionError:
+    return PermissionError("That organisation is not yours; nothing was changed.")
 
 
 def active_version(session: Session, org_id: int) -> PolicySetVersion | None:
@@ -174,6 +188,7 @@ def _write(
     return row
 
 
+@guarded("edit_policy", actor="user", refuse=_refused, foreign=_foreign)
 def update_policy(
     session: Session,
     org_id: int,
@@ -198,6 +213,7 @@ def update_policy(
     return _write(session, org_id, user, copy.deepcopy(content), comment, "policy.changed")
 
 
+@guarded("edit_policy", actor="user", refuse=_refused, foreign=_foreign)
 def restore_version(
     session: Session, org_id: int, user: User, version: int, *, comment: str | None = None
 ) -> PolicySetVersion:

@@ -41,8 +41,9 @@ from memory.models import (
     utcnow,
 )
 from tools import audit
+from tools.authz import guarded
 from tools.plans import CUSTOMER_VISIBLE, UNDECIDED, get_plan
-from tools.promises import CommitmentError, NotFound, get_customer
+from tools.promises import CommitmentError, NotFound, foreign_not_found, get_customer
 
 TOKEN_BYTES = 32
 DEFAULT_TTL = timedelta(days=14)
@@ -95,6 +96,7 @@ def portal_url(base_url: str, raw: str) -> str:
     return f"{base_url.rstrip('/')}/portal/{raw}"
 
 
+@guarded("manage_portal_tokens", foreign=foreign_not_found)
 def issue_token(
     session: Session,
     org_id: int,
@@ -133,6 +135,7 @@ def issue_token(
     return IssuedToken(token=token, raw=raw, url=portal_url(base_url, raw))
 
 
+@guarded("manage_portal_tokens", foreign=foreign_not_found)
 def revoke_token(
     session: Session,
     org_id: int,
@@ -209,6 +212,18 @@ def recent_failures(session: Session, client: str | None, *, now: datetime) -> i
         )
         or 0
     )
+
+
+def token_is_live(session: Session, raw: str, *, now: datetime | None = None) -> bool:
+    """True when ``raw`` is a known portal token, neither revoked nor expired (nothing logged:
+    the upload guard asks this before reading a body, then logs a refusal through
+    :func:`authenticate`)."""
+    if not _TOKEN_SHAPE.match(raw or ""):
+        return False
+    token = session.scalars(
+        select(PortalToken).where(PortalToken.token_hash == hash_token(raw))
+    ).first()
+    return token is not None and token.revoked_at is None and token.expires_at > (now or utcnow())
 
 
 def authenticate(
@@ -390,6 +405,7 @@ class ResentLink:
     skipped: str | None
 
 
+@guarded("manage_plans", "manage_portal_tokens", foreign=foreign_not_found)
 def resend_plan_link(
     session: Session,
     org_id: int,

@@ -34,6 +34,7 @@ from memory.models import (
     utcnow,
 )
 from tools import audit, metrics
+from tools.authz import guarded
 
 DEFAULT_GRACE_DAYS = 3  # the seed policy's promises.default_grace_days
 MAX_GRACE_DAYS = 30
@@ -55,6 +56,11 @@ class NotFound(CommitmentError):
     """The id does not exist in the caller's organisation (foreign ids look the same as missing)."""
 
     status_code = 404
+
+
+def foreign_not_found() -> NotFound:
+    """What a caller from another organisation is told: the same as for a missing id."""
+    return NotFound("That does not exist in your organisation.")
 
 
 class Conflict(CommitmentError):
@@ -136,6 +142,7 @@ def promise_deadline(promise: PromiseToPay) -> date:
     return promise.promised_date + timedelta(days=promise.grace_days)
 
 
+@guarded("manage_promises", foreign=foreign_not_found)
 def add_promise(
     session: Session,
     org_id: int,
@@ -285,6 +292,7 @@ def _resolve(
     return promise
 
 
+@guarded("manage_promises", foreign=foreign_not_found)
 def mark_kept(
     session: Session,
     org_id: int,
@@ -301,6 +309,7 @@ def mark_kept(
     )
 
 
+@guarded("manage_promises", foreign=foreign_not_found)
 def mark_missed(
     session: Session,
     org_id: int,
@@ -317,6 +326,7 @@ def mark_missed(
     )
 
 
+@guarded("manage_promises", foreign=foreign_not_found)
 def cancel_promise(
     session: Session,
     org_id: int,
@@ -415,12 +425,13 @@ class PromiseSweep:
     missed: list[int]
 
 
+@guarded("manage_promises", foreign=foreign_not_found)
 def evaluate_promises(
     session: Session,
     org_id: int,
     *,
     now: datetime | None = None,
-    actor: User | str = "promise-sweep",
+    actor: User | str,
 ) -> PromiseSweep:
     """Decide every open promise the ledger can decide: kept when paid in full by the date plus
     grace, missed once that deadline has passed without it. Idempotent (only open ones change)."""

@@ -30,6 +30,7 @@ from memory.models import Invoice, InvoiceStatus, User, utcnow
 from memory.money import MoneyError, check_currency
 from policies.access import allowed
 from tools import audit
+from tools.authz import guarded
 from tools.disputes import REASONS, open_dispute
 from tools.promises import CommitmentError, NotFound, add_promise, get_customer, org_today
 
@@ -92,6 +93,13 @@ def _parse(proposal: TriageProposal | Mapping[str, Any]) -> TriageProposal:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "proposal"
         raise ProposalRefused(f"The proposal is malformed at {where}: {first['msg']}.") from None
+
+
+def _needed(proposal: object) -> tuple[str, ...]:
+    """The permission accepting ``proposal`` needs (none for a malformed one: it is refused as
+    malformed before anything is written)."""
+    kind = proposal.get("kind") if isinstance(proposal, Mapping) else getattr(proposal, "kind", "")
+    return (ACCEPTABLE[kind],) if kind in ACCEPTABLE else ()
 
 
 def _actor_may(user: User | str, kind: str) -> None:
@@ -167,6 +175,14 @@ def _check_promise_figures(p: TriageProposal, invoices: list[Invoice], today: da
         )
 
 
+@guarded(
+    actor="user",
+    permissions_for=lambda args: _needed(args.get("proposal")),
+    refuse=lambda role, permission: ProposalRefused(
+        f"{role} may not accept this proposal (needs {permission})."
+    ),
+    foreign=lambda: NotFound("That does not exist in your organisation."),
+)
 def accept_proposal(
     session: Session,
     org_id: int,

@@ -21,6 +21,7 @@ from memory.models import Organisation, Segment, User
 from policies.access import allowed
 from policies.engine import decide
 from tools import audit
+from tools.authz import guarded
 from tools.policy_admin import policy_set_for
 from tools.readiness import data_ready
 
@@ -44,6 +45,14 @@ class ModeRefused(Exception):
 
 class SegmentNotFound(LookupError):
     pass
+
+
+def _refused(role: str, permission: str) -> ModeRefused:
+    return ModeRefused(f"{role} may not switch sending modes.")
+
+
+def _foreign() -> SegmentNotFound:
+    return SegmentNotFound("No such segment in your organisation.")
 
 
 @dataclass
@@ -114,6 +123,7 @@ def _state(value: bool) -> str:
     return "on" if value else "off"
 
 
+@guarded("set_sending_mode", actor="user", refuse=_refused, foreign=_foreign)
 def set_org_switch(
     session: Session,
     org_id: int,
@@ -154,6 +164,7 @@ def set_org_switch(
     return True
 
 
+@guarded("set_sending_mode", actor="user", refuse=_refused, foreign=_foreign)
 def set_segment_switch(
     session: Session,
     org_id: int,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -322,8 +323,14 @@ def verify_webhook(
     settings: Settings,
     *,
     tolerance: int = WEBHOOK_TOLERANCE_S,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """The event, if the request is genuine and fresh; else :class:`WebhookRejected`."""
+    """The event, if the request is genuine and fresh; else :class:`WebhookRejected`.
+
+    Fresh both ways: Stripe's library refuses a signature older than ``tolerance``; one dated
+    more than ``tolerance`` ahead of this server's clock is refused too (a signature made for
+    later replay, or a clock gone wrong: either way not an event to apply now).
+    """
     if settings.stripe_webhook_secret is None:
         raise StripeNotConfigured("Set PLIXO_STRIPE_WEBHOOK_SECRET to receive Stripe webhooks.")
     if len(payload) > MAX_WEBHOOK_BYTES:
@@ -338,10 +345,28 @@ def verify_webhook(
         raise WebhookRejected(f"signature verification failed: {exc.user_message or exc}") from exc
     except (ValueError, KeyError, IndexError) as exc:
         raise WebhookRejected(f"malformed event: {exc}") from exc
+    signed_at = _signature_time(signature)
+    current = time.time() if now is None else now
+    if signed_at is None or signed_at > current + tolerance:
+        raise WebhookRejected(
+            "timestamp is in the future beyond the tolerance (check this server's clock)"
+        )
     event = json.loads(payload)
     if not isinstance(event, dict) or not isinstance(event.get("id"), str):
         raise WebhookRejected("malformed event: no id")
     return event
+
+
+def _signature_time(header: str) -> int | None:
+    """The ``t=`` value of a Stripe-Signature header."""
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 @dataclass
@@ -428,12 +453,22 @@ def _on_succeeded(
     if link is None:
         return WebhookResult(event_id, event_type, verdict, detail), None
     amount = int(obj.get("amount_received") or obj.get("amount") or 0)
+    intended = obj.get("amount")
     currency = str(obj.get("currency", "")).upper()
-    if amount <= 0 or currency != link.currency:
-        detail.update({"amount": amount, "currency": currency})
+    # The intent was created for exactly link.amount_minor (an invoice's balance or an
+    # installment's rest): anything else is not what the payer was asked for. Part-payments
+    # have their own declared paths (a plan's installments; POST /api/payments by a person).
+    if (
+        amount != link.amount_minor
+        or (intended is not None and int(intended) != link.amount_minor)
+        or currency != link.currency
+    ):
+        detail.update({"amount": amount, "currency": currency, "expected_minor": link.amount_minor})
         return WebhookResult(event_id, event_type, "amount_mismatch", detail), link.org_id
     created = event.get("created")
-    paid_at = datetime.fromtimestamp(int(created), UTC) if isinstance(created, int) else now
+    paid_at = (
+        min(datetime.fromtimestamp(int(created), UTC), now) if isinstance(created, int) else now
+    )
     link.status = "succeeded"
     try:
         with session.begin_nested():  # a refusal rolls back only this attempt

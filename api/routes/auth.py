@@ -1,81 +1,69 @@
-"""Log-in: session cookies for the pages, bearer tokens for scripts.
+"""Log-in: server-side sessions for the pages, expiring bearer tokens for scripts.
 
-Failed attempts are counted per e-mail and per client address; after too many the answer is 429 for
-a while, so a password cannot be guessed at the speed of the network.
+Every attempt is counted before the password is checked (``tools.sessions.LoginLimiter``: in the
+ledger, shared by every worker, per account and source address, and per source), so a burst gets
+no more guesses than the limit and a guesser elsewhere cannot lock the real user out. An unknown
+e-mail costs the same password-hash check as a wrong password. Log-out and a password change end
+the session on the server.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
+from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi import APIRouter, Form, HTTPException, Path, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import (
     SESSION_COOKIE,
+    AppSettings,
     CsrfChecked,
     CurrentUser,
     DbSession,
     MaybeUser,
+    bearer_token,
     login_session,
     template_context,
 )
+from memory import clock
 from policies.access import permissions_for
-from tools import audit
+from tools import audit, sessions
+from tools.sessions import LimitVerdict, LoginLimiter, PasswordRefused
 from tools.users import authenticate, issue_api_token
 
 router = APIRouter(tags=["auth"])
 
-MAX_FAILURES = 10  # per e-mail: a password cannot be guessed
-MAX_FAILURES_PER_CLIENT = 50  # per client address: a whole office behind one NAT still logs in
-FAILURE_WINDOW_S = 15 * 60
+TOO_MANY = "Too many failed attempts; wait {minutes} minutes and try again."
 
 
-class _Limiter:
-    """Failed log-ins per key inside a sliding window (in-process; one plixo server per ledger)."""
-
-    def __init__(self) -> None:
-        self._fails: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                q = self._fails.get(key)
-                while q and now - q[0] > FAILURE_WINDOW_S:
-                    q.popleft()
-                limit = MAX_FAILURES_PER_CLIENT if key.startswith("ip:") else MAX_FAILURES
-                if q and len(q) >= limit:
-                    return True
-        return False
+class _AllLimiters:
+    """Tests clear every app's counters between cases (each app keeps its own on app.state)."""
 
     def clear(self) -> None:
-        with self._lock:
-            self._fails.clear()
-
-    def fail(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._fails.setdefault(key, deque()).append(now)
-
-    def reset(self, *keys: str) -> None:
-        with self._lock:
-            for key in keys:
-                self._fails.pop(key, None)
+        for each in list(LoginLimiter.instances):
+            each.clear()
 
 
-limiter = _Limiter()
+limiter = _AllLimiters()
 
 
-def _keys(request: Request, email: str) -> tuple[str, str]:
-    client = request.client.host if request.client else "unknown"
-    return f"email:{email.strip().lower()}", f"ip:{client}"
+def _source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _attempt(request: Request, email: str) -> LimitVerdict:
+    app_limiter: LoginLimiter = request.app.state.login_limiter
+    return app_limiter.attempt(email, _source(request))
+
+
+def _succeeded(request: Request, email: str) -> None:
+    request.app.state.login_limiter.succeeded(email, _source(request))
+
+
+def _too_many(verdict: LimitVerdict) -> str:
+    return TOO_MANY.format(minutes=max(1, -(-verdict.retry_after_s // 60)))
 
 
 def _safe_next(target: str | None) -> str:
@@ -108,6 +96,36 @@ class TokenResponse(BaseModel):
     token: str
     token_type: str = "bearer"
     user: UserOut
+    expires_at: datetime | None = None
+
+
+class TokenInfo(BaseModel):
+    id: int
+    name: str
+    prefix: str = Field(description="The token's first characters, to recognise it; not usable.")
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    live: bool
+
+
+class NewTokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(default="", max_length=120)
+    ttl_days: int | None = Field(default=None, ge=1, le=365)
+
+
+class NewTokenOut(BaseModel):
+    token: str = Field(description="Shown once; only its hash is kept.")
+    info: TokenInfo
+
+
+class PasswordChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    current_password: str = Field(min_length=1, max_length=200)
+    new_password: str = Field(min_length=1, max_length=200)
 
 
 def _user_out(user: CurrentUser) -> UserOut:
@@ -147,23 +165,20 @@ def login_submit(
 ) -> Response:
     from api.app import templates
 
-    keys = _keys(request, email)
-    if limiter.blocked(*keys):
+    verdict = _attempt(request, email)
+    if not verdict.allowed:
         return templates.TemplateResponse(
             request,
             "login.html",
             template_context(
-                request,
-                None,
-                next=_safe_next(next),
-                email=email,
-                message="Too many failed attempts; wait 15 minutes and try again.",
+                request, None, next=_safe_next(next), email=email, message=_too_many(verdict)
             ),
             status_code=429,
+            headers={"Retry-After": str(verdict.retry_after_s)},
         )
     user = authenticate(db, email, password)
     if user is None:
-        limiter.fail(*keys)
+        db.commit()  # nothing to keep but the read; the attempt is already counted
         return templates.TemplateResponse(
             request,
             "login.html",
@@ -176,8 +191,9 @@ def login_submit(
             ),
             status_code=401,
         )
-    limiter.reset(keys[0])
-    login_session(request, user)
+    _succeeded(request, email)
+    sid = sessions.start_session(db, user, client=_source(request))
+    login_session(request, user, sid)
     audit.record(
         db, user.org_id, actor=user, action="user.login", subject_type="user", subject_id=user.id
     )
@@ -186,7 +202,12 @@ def login_submit(
 
 
 @router.post("/logout", include_in_schema=False)
-def logout(request: Request, _csrf: CsrfChecked) -> Response:
+def logout(request: Request, db: DbSession, _csrf: CsrfChecked) -> Response:
+    """End the session on the server too: a copy of the cookie stops working at once."""
+    sid = request.session.get("sid")
+    if isinstance(sid, str) and sid:
+        sessions.end_session(db, sid)
+        db.commit()
     request.session.clear()
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE)
@@ -198,22 +219,27 @@ def logout(request: Request, _csrf: CsrfChecked) -> Response:
     response_model=TokenResponse,
     responses={401: {"description": "Wrong e-mail or password"}, 429: {"description": "Too many"}},
 )
-def create_token(body: TokenRequest, request: Request, db: DbSession) -> TokenResponse:
-    """Exchange an e-mail and password for a bearer token (the previous token stops working)."""
-    keys = _keys(request, body.email)
-    if limiter.blocked(*keys):
+def create_token(
+    body: TokenRequest, request: Request, db: DbSession, settings: AppSettings
+) -> TokenResponse:
+    """Exchange an e-mail and password for a bearer token, valid for ``PLIXO_API_TOKEN_TTL_DAYS``
+    (the caller's earlier tokens stop working; ``POST /api/auth/tokens`` adds one instead)."""
+    verdict = _attempt(request, body.email)
+    if not verdict.allowed:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
-            "Too many failed attempts; wait 15 minutes and try again.",
+            _too_many(verdict),
+            {"Retry-After": str(verdict.retry_after_s)},
         )
     user = authenticate(db, body.email, body.password)
     if user is None:
-        limiter.fail(*keys)
+        db.commit()
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, "That e-mail and password do not match an active user."
         )
-    limiter.reset(keys[0])
-    token = issue_api_token(db, user)
+    _succeeded(request, body.email)
+    ttl = timedelta(days=settings.api_token_ttl_days)
+    token = issue_api_token(db, user, ttl=ttl, name="POST /api/auth/token")
     audit.record(
         db,
         user.org_id,
@@ -223,13 +249,15 @@ def create_token(body: TokenRequest, request: Request, db: DbSession) -> TokenRe
         subject_id=user.id,
     )
     db.commit()
-    return TokenResponse(token=token, user=_user_out(user))
+    return TokenResponse(token=token, user=_user_out(user), expires_at=clock.now() + ttl)
 
 
 @router.delete("/api/auth/token", status_code=204)
-def revoke_token(user: CurrentUser, db: DbSession) -> Response:
-    """Revoke the caller's bearer token."""
-    user.api_token_hash = None
+def revoke_token(request: Request, user: CurrentUser, db: DbSession) -> Response:
+    """Revoke the bearer token this request carries (with a session cookie: nothing to revoke)."""
+    raw = bearer_token(request.headers.get("authorization", ""))
+    if raw:
+        sessions.revoke_token_by_value(db, raw)
     audit.record(
         db,
         user.org_id,
@@ -246,3 +274,77 @@ def revoke_token(user: CurrentUser, db: DbSession) -> Response:
 def me(user: CurrentUser) -> UserOut:
     """Who the caller is, and what the access matrix lets them do."""
     return _user_out(user)
+
+
+def _token_info(t: object) -> TokenInfo:
+    from memory.models import ApiToken, utcnow
+
+    assert isinstance(t, ApiToken)
+    live = t.revoked_at is None and t.expires_at > utcnow()
+    return TokenInfo(
+        id=t.id,
+        name=t.name,
+        prefix=t.prefix,
+        created_at=t.created_at,
+        expires_at=t.expires_at,
+        revoked_at=t.revoked_at,
+        live=live,
+    )
+
+
+@router.get("/api/auth/tokens", response_model=list[TokenInfo])
+def list_tokens(user: CurrentUser, db: DbSession) -> list[TokenInfo]:
+    """The caller's bearer tokens (live, expired and revoked), newest first."""
+    return [_token_info(t) for t in sessions.list_tokens(db, user)]
+
+
+@router.post("/api/auth/tokens", response_model=NewTokenOut, status_code=201)
+def add_token(
+    body: NewTokenIn, user: CurrentUser, db: DbSession, settings: AppSettings
+) -> NewTokenOut:
+    """One more bearer token for the caller (the others keep working), e.g. one per script."""
+    ttl = timedelta(days=body.ttl_days or settings.api_token_ttl_days)
+    raw = issue_api_token(db, user, ttl=ttl, name=body.name, replace=False)
+    audit.record(
+        db, user.org_id, actor=user, action="user.token_issued", subject_type="user",
+        subject_id=user.id, detail={"name": body.name},
+    )  # fmt: skip
+    db.commit()
+    newest = sessions.list_tokens(db, user)[0]
+    return NewTokenOut(token=raw, info=_token_info(newest))
+
+
+@router.delete("/api/auth/tokens/{token_id}", response_model=TokenInfo)
+def delete_token(
+    token_id: Annotated[int, Path(ge=1, le=2**31 - 1)], user: CurrentUser, db: DbSession
+) -> TokenInfo:
+    """Revoke one of the caller's tokens (it stops working at once)."""
+    token = sessions.revoke_token(db, user, token_id)
+    audit.record(
+        db, user.org_id, actor=user, action="user.token_revoked", subject_type="user",
+        subject_id=user.id, detail={"token_id": token_id},
+    )  # fmt: skip
+    db.commit()
+    return _token_info(token)
+
+
+@router.post("/api/auth/password", status_code=204, responses={422: {"description": "Refused"}})
+def change_password(
+    body: PasswordChangeIn, request: Request, user: CurrentUser, db: DbSession
+) -> Response:
+    """Change your password: every other session and every bearer token of yours ends."""
+    sid = request.session.get("sid") if "session" in request.scope else None
+    try:
+        sessions.change_password(
+            db,
+            user.org_id,
+            user.id,
+            actor=user,
+            current_password=body.current_password,
+            new_password=body.new_password,
+            keep_session=sid if isinstance(sid, str) else None,
+        )
+    except PasswordRefused as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    db.commit()
+    return Response(status_code=204)

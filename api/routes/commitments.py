@@ -841,6 +841,7 @@ def add_evidence(
         slot=slot,
         evidence_dir=settings.evidence_dir,
         uploaded_by=f"{user.name} ({user.role.value})",
+        actor=user,
     )
     db.commit()
     return EvidenceOut(

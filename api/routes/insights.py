@@ -7,7 +7,6 @@ every table on the console has a CSV export.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import io
 import re
@@ -34,6 +33,7 @@ from memory.models import (
 )
 from policies.money import format_money
 from tools import metrics
+from tools.csvsafe import safe_writer
 from tools.focus import FocusList, todays_focus
 from tools.renewal import RenewalInputError, RenewalReport, renewal_risk
 from tools.risk import current_model, score_customer_invoices
@@ -152,7 +152,7 @@ def _render(request: Request, name: str, user: User, **ctx: Any) -> HTMLResponse
 
 def _csv(filename: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Response:
     buf = io.StringIO()
-    writer = csv.writer(buf)
+    writer = safe_writer(buf)  # no cell starts a formula in a spreadsheet
     writer.writerow(header)
     writer.writerows(rows)
     return Response(

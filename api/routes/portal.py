@@ -418,6 +418,7 @@ def open_dispute(
                     slot=slot,
                     evidence_dir=settings.evidence_dir,
                     uploaded_by="payer (mini-portal)",
+                    actor="payer (mini-portal)",
                     customer_id=access.customer_id,
                 )
     except CommitmentError as exc:
@@ -465,6 +466,7 @@ def add_evidence(
                 slot=slot,
                 evidence_dir=settings.evidence_dir,
                 uploaded_by="payer (mini-portal)",
+                actor="payer (mini-portal)",
                 customer_id=access.customer_id,
             )
     except CommitmentError as exc:

@@ -40,7 +40,14 @@ PUBLIC = {
     ("GET", "/redoc"),
 }
 # Any logged-in user, whatever the persona: about themselves only.
-ANY_USER = {("GET", "/api/me"), ("DELETE", "/api/auth/token")}
+ANY_USER = {
+    ("GET", "/api/me"),
+    ("DELETE", "/api/auth/token"),
+    ("GET", "/api/auth/tokens"),
+    ("POST", "/api/auth/tokens"),
+    ("DELETE", "/api/auth/tokens/{token_id}"),
+    ("POST", "/api/auth/password"),
+}
 
 UNKNOWN_ID = "999999"
 

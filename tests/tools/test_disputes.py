@@ -246,6 +246,7 @@ def test_evidence_is_stored_with_its_hash(session: Session, cf: Factory, tmp_pat
         slot="contract",
         evidence_dir=tmp_path,
         uploaded_by="payer",
+        actor="payer (mini-portal)",
         now=NOW,
     )
     digest = hashlib.sha256(PDF).hexdigest()
@@ -262,6 +263,7 @@ def test_evidence_is_stored_with_its_hash(session: Session, cf: Factory, tmp_pat
             data=PDF,
             evidence_dir=tmp_path,
             uploaded_by="payer",
+            actor="payer (mini-portal)",
         )
 
 
@@ -291,6 +293,7 @@ def test_bad_uploads_are_refused_and_nothing_stored(
             slot=slot,
             evidence_dir=root,
             uploaded_by="payer",
+            actor="payer (mini-portal)",
         )
     assert _count(session, DisputeEvidence) == 0
     assert not root.exists() or not any(p.is_file() for p in root.rglob("*"))

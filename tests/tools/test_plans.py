@@ -470,11 +470,11 @@ def test_missed_installment_defaults_the_plan_and_a_late_payment_cures_it(
     first = plan.installments[0]
     grace_end = first.due_date + timedelta(days=plans.INSTALLMENT_GRACE_DAYS)
     on_last_day = plans.evaluate_plans(
-        session, cf.org.id, now=NOW + timedelta(days=(grace_end - TODAY).days)
+        session, cf.org.id, now=NOW + timedelta(days=(grace_end - TODAY).days), actor="plan-sweep"
     )
     assert on_last_day.missed_installments == [] and plan.status == PlanStatus.ACTIVE
     later = NOW + timedelta(days=(grace_end - TODAY).days + 1)
-    sweep = plans.evaluate_plans(session, cf.org.id, now=later)
+    sweep = plans.evaluate_plans(session, cf.org.id, now=later, actor="plan-sweep")
     assert sweep.missed_installments == [first.id] and sweep.defaulted_plans == [plan.id]
     assert plan.status == PlanStatus.DEFAULTED
     ev = session.scalars(select(AuditEvent).where(AuditEvent.action == "plan.defaulted")).one()
@@ -502,7 +502,9 @@ def test_adherence_counts_on_time_installments(session: Session, cf: Factory) ->
     plans.mark_installment_paid(session, cf.org.id, plan.id, 1, actor="t", now=NOW)
     assert plans.summarize(plan, TODAY).adherence_pct == 100
     far = plan.installments[1].due_date + timedelta(days=10)
-    plans.evaluate_plans(session, cf.org.id, now=NOW + timedelta(days=(far - TODAY).days))
+    plans.evaluate_plans(
+        session, cf.org.id, now=NOW + timedelta(days=(far - TODAY).days), actor="plan-sweep"
+    )
     assert plans.summarize(plan, far).adherence_pct == 50
 
 

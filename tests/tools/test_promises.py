@@ -206,7 +206,9 @@ def test_payment_within_grace_keeps_after_grace_does_not(session: Session, cf: F
         now=NOW + timedelta(days=5),
     )
     assert pb.status == PromiseStatus.OPEN  # paid, but late: the sweep decides
-    sweep = promises.evaluate_promises(session, cf.org.id, now=NOW + timedelta(days=5))
+    sweep = promises.evaluate_promises(
+        session, cf.org.id, now=NOW + timedelta(days=5), actor="promise-sweep"
+    )
     assert sweep.missed == [pb.id] and sweep.kept == []
     assert pb.status == PromiseStatus.MISSED
 
@@ -225,15 +227,24 @@ def test_sweep_boundaries_and_missed_follow_up(session: Session, cf: Factory) ->
         now=NOW,
     )
     # On the last grace day the promise is still open.
-    assert promises.evaluate_promises(session, cf.org.id, now=NOW + timedelta(days=3)).missed == []
+    assert (
+        promises.evaluate_promises(
+            session, cf.org.id, now=NOW + timedelta(days=3), actor="promise-sweep"
+        ).missed
+        == []
+    )
     assert p.status == PromiseStatus.OPEN
-    sweep = promises.evaluate_promises(session, cf.org.id, now=NOW + timedelta(days=4))
+    sweep = promises.evaluate_promises(
+        session, cf.org.id, now=NOW + timedelta(days=4), actor="promise-sweep"
+    )
     assert sweep.missed == [p.id]
     ev = session.scalars(select(AuditEvent).where(AuditEvent.action == "promise.missed")).one()
     assert ev.detail["follow_up"] == "promise_broken"
     assert ev.detail["invoice_ids"] == [inv.id]
     # Idempotent: a second sweep changes nothing.
-    again = promises.evaluate_promises(session, cf.org.id, now=NOW + timedelta(days=5))
+    again = promises.evaluate_promises(
+        session, cf.org.id, now=NOW + timedelta(days=5), actor="promise-sweep"
+    )
     assert again.missed == [] and again.kept == []
 
 

@@ -67,7 +67,7 @@ def test_promises_due_today_and_overdue_with_badges(session: Session, cf: Factor
         actor="t",
         now=NOW,
     )
-    promises.evaluate_promises(session, cf.org.id, now=NOW)
+    promises.evaluate_promises(session, cf.org.id, now=NOW, actor="promise-sweep")
     r = radar.commitment_radar(session, cf.org.id, now=NOW)
     assert [i.id for i in r.due_today] == [today.id]
     assert r.due_today[0].badges == ["Due today", "High exposure"]
@@ -141,7 +141,7 @@ def test_plans_approaching_default_and_exposure(session: Session, cf: Factory) -
     assert r.active_plan_exposure == {"USD": 3_060_000}
     # Past the grace of the first installment: missed, defaulted, still on the radar.
     later = NOW + timedelta(days=2 + plans.INSTALLMENT_GRACE_DAYS + 1)
-    plans.evaluate_plans(session, cf.org.id, now=later)
+    plans.evaluate_plans(session, cf.org.id, now=later, actor="plan-sweep")
     r2 = radar.commitment_radar(session, cf.org.id, now=later, high_exposure_minor=10**9)
     assert [i.id for i in r2.plans_near_default] == [near.id]
     assert r2.plans_near_default[0].badges == ["Missed"]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 03:48:36.637110
+Create Date: 2026-12-06 04:45:29.486488
 """
 
 from collections.abc import Sequence
@@ -38,6 +38,12 @@ def upgrade() -> None:
     sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slug')
+    )
+    op.create_table('rate_counter',
+    sa.Column('key', sa.String(length=300), nullable=False),
+    sa.Column('count', sa.BigInteger(), nullable=False),
+    sa.Column('expires_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('key')
     )
     op.create_table('app_user',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -132,6 +138,25 @@ def upgrade() -> None:
     with op.batch_alter_table('stripe_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_stripe_event_org_id'), ['org_id'], unique=False)
 
+    op.create_table('api_token',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('prefix', sa.String(length=16), nullable=False),
+    sa.Column('name', sa.String(length=120), nullable=False),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['user_id'], ['app_user.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('token_hash')
+    )
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_token_org_id'), ['org_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_api_token_user_id'), ['user_id'], unique=False)
+
     op.create_table('approval',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -218,6 +243,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('segment', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_segment_org_id'), ['org_id'], unique=False)
+
+    op.create_table('user_session',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('sid_hash', sa.String(length=64), nullable=False),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('client', sa.String(length=120), nullable=True),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['user_id'], ['app_user.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('sid_hash')
+    )
+    with op.batch_alter_table('user_session', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_user_session_org_id'), ['org_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_user_session_user_id'), ['user_id'], unique=False)
 
     op.create_table('customer',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -794,6 +837,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_customer_collector_user_id'))
 
     op.drop_table('customer')
+    with op.batch_alter_table('user_session', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_user_session_user_id'))
+        batch_op.drop_index(batch_op.f('ix_user_session_org_id'))
+
+    op.drop_table('user_session')
     with op.batch_alter_table('segment', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_segment_org_id'))
 
@@ -817,6 +865,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_approval_org_id'))
 
     op.drop_table('approval')
+    with op.batch_alter_table('api_token', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_token_user_id'))
+        batch_op.drop_index(batch_op.f('ix_api_token_org_id'))
+
+    op.drop_table('api_token')
     with op.batch_alter_table('stripe_event', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_stripe_event_org_id'))
 
@@ -841,5 +894,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_app_user_org_id'))
 
     op.drop_table('app_user')
+    op.drop_table('rate_counter')
     op.drop_table('organisation')
     # ### end Alembic commands ###
