@@ -34,7 +34,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory.config import Settings
+from memory.config import Settings, get_settings
 from memory.models import (
     Activity,
     ActivityKind,
@@ -47,7 +47,7 @@ from memory.models import (
     OutboxStatus,
     User,
 )
-from tools import audit
+from tools import audit, conversations
 from tools.delivery import DeliveryError, send_email
 
 log = logging.getLogger("plixo.outbox")
@@ -132,6 +132,7 @@ def enqueue_draft(session: Session, draft: Draft, *, actor: User | str) -> Outbo
     from_state = draft.status.value
     draft.status = DraftStatus.QUEUED
     session.flush()
+    conversations.open_thread(session, get_settings(), msg, draft)
     audit.record(
         session,
         draft.org_id,
@@ -431,6 +432,9 @@ def smtp_sender(settings: Settings) -> Sender:
             subject=msg.subject,
             body=msg.body,
             message_id=msg.message_id,
+            reply_to=conversations.reply_address(settings, msg.message_id)
+            if msg.draft_id is not None
+            else None,
         )
 
     return send
