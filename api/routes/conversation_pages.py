@@ -1,0 +1,63 @@
+"""The conversation with a payer in the panel: accepting a proposal a mailbox reply brought.
+
+The conversation itself is shown on Account 360 and beside each draft (``_conversation.html``);
+this route is the person's step that turns one of a reply's triage proposals into a ledger change,
+through the same ``tools.proposals.accept_proposal`` as ``POST /api/proposals/accept`` (checked,
+audited, refused whole with the reason).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request, status
+from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import select
+
+from api.deps import Clock, CsrfChecked, DbSession, require
+from memory.models import InboundMessage, User
+from tools.proposals import ProposalRefused, accept_proposal
+
+router = APIRouter(include_in_schema=False)
+
+ReplyWorker = Annotated[User, Depends(require("triage_replies"))]
+PageId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _back(target: str, default: str) -> str:
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+@router.post("/inbound/{inbound_id}/proposals/{index}/accept")
+def accept_form(
+    request: Request,
+    inbound_id: PageId,
+    index: Annotated[int, Path(ge=0, le=10)],
+    user: ReplyWorker,
+    db: DbSession,
+    clock: Clock,
+    _csrf: CsrfChecked,
+    back: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """Accept proposal ``index`` of a stored reply's triage (refusals are flashed, not raised)."""
+    message = db.scalars(
+        select(InboundMessage).where(
+            InboundMessage.id == inbound_id, InboundMessage.org_id == user.org_id
+        )
+    ).first()
+    proposals = (message.triage or {}).get("acceptable", []) if message else []
+    if message is None or index >= len(proposals):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such proposal in your organisation.")
+    default = f"/accounts/{message.customer_id}" if message.customer_id else "/"
+    try:
+        accepted = accept_proposal(db, user.org_id, proposals[index], user, now=clock())
+    except ProposalRefused as exc:
+        db.rollback()
+        request.session["flash"] = {"message": str(exc), "kind": "error", "reasons": []}
+        return RedirectResponse(_back(back, default), status_code=303)
+    db.commit()
+    what = "Promise logged" if accepted.kind == "log_promise" else "Dispute opened"
+    request.session["flash"] = {"message": f"{what}.", "kind": "ok", "reasons": []}
+    return RedirectResponse(_back(back, default), status_code=303)
