@@ -1,4 +1,8 @@
-"""The conversation with a payer in the panel: accepting a proposal a mailbox reply brought.
+"""The conversation with a payer in the panel, and the statement of account as a PDF.
+
+``POST /inbound/{id}/proposals/{n}/accept`` accepts a proposal a mailbox reply brought;
+``GET /accounts/{id}/statement.pdf`` (Account 360) and ``GET /portal/{token}/statement.pdf``
+(the mini-portal, with its own token checks and access log) download ``tools.statement``'s PDF.
 
 The conversation itself is shown on Account 360 and beside each draft (``_conversation.html``);
 this route is the person's step that turns one of a reply's triage proposals into a ledger change,
@@ -14,13 +18,17 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Request, stat
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import select
 
-from api.deps import Clock, CsrfChecked, DbSession, require
+from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
 from memory.models import InboundMessage, User
+from tools import portal, statement
+from tools.account360 import NotInOrganisation
+from tools.portal import PortalDenied
 from tools.proposals import ProposalRefused, accept_proposal
 
 router = APIRouter(include_in_schema=False)
 
 ReplyWorker = Annotated[User, Depends(require("triage_replies"))]
+AccountViewer = Annotated[User, Depends(require("view_account"))]
 PageId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
@@ -61,3 +69,48 @@ def accept_form(
     what = "Promise logged" if accepted.kind == "log_promise" else "Dispute opened"
     request.session["flash"] = {"message": f"{what}.", "kind": "ok", "reasons": []}
     return RedirectResponse(_back(back, default), status_code=303)
+
+
+def _pdf(st: statement.Statement) -> Response:
+    try:
+        data = statement.render_pdf(st)
+    except statement.StatementUnavailable as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
+    return Response(
+        data,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{statement.filename(st)}"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.get("/accounts/{customer_id}/statement.pdf")
+def account_statement(customer_id: PageId, user: AccountViewer, db: DbSession) -> Response:
+    """The statement of account of one customer of the caller's organisation."""
+    try:
+        st = statement.build_statement(db, user.org_id, customer_id)
+    except (LookupError, NotInOrganisation) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such customer.") from exc
+    return _pdf(st)
+
+
+@router.get("/portal/{token}/statement.pdf")
+def portal_statement(
+    request: Request,
+    token: Annotated[str, Path(min_length=1, max_length=200)],
+    db: DbSession,
+    settings: AppSettings,
+) -> Response:
+    """The payer's own statement from the mini-portal (the token decides whose; logged)."""
+    client = request.client.host if request.client else None
+    try:
+        access = portal.authenticate(db, token, client=client, action="view")
+    except PortalDenied as exc:
+        db.commit()  # the refusal stays on the access log
+        raise HTTPException(exc.status_code, exc.public) from None
+    portal.record_visit(db, access, summary="Downloaded the statement of account")
+    db.commit()
+    url = f"{settings.public_base_url.rstrip('/')}/portal/{token}"
+    return _pdf(statement.build_statement(db, access.org_id, access.customer_id, pay_url=url))

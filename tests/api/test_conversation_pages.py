@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -92,3 +93,43 @@ def test_a_viewer_sees_the_conversation_but_cannot_accept(
     )
     assert r.status_code == 403
     assert session.scalars(select(PromiseToPay)).all() == []
+
+
+def _pdf_text(data: bytes) -> str:
+    import io
+
+    import pdfplumber
+
+    with pdfplumber.open(io.BytesIO(data)) as doc:
+        return "\n".join(p.extract_text() or "" for p in doc.pages)
+
+
+def test_statement_downloads_from_account_360_and_the_mini_portal(
+    client: TestClient,  # noqa: F811
+    session: Session,
+    seeded: Seeded,  # noqa: F811
+) -> None:
+    from tools import portal, statement
+
+    if statement.unavailable():
+        pytest.skip(str(statement.unavailable()))
+    customer = seeded.customers[0]
+    login(client, seeded, Persona.COLLECTOR)
+    page = client.get(f"/accounts/{customer.id}")
+    assert f'href="/accounts/{customer.id}/statement.pdf"' in page.text
+    r = client.get(f"/accounts/{customer.id}/statement.pdf")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/pdf"
+    text = _pdf_text(r.content)
+    assert seeded.invoices[0].number in text and customer.name in text
+    assert seeded.invoices[1].number not in text  # another customer's invoice
+    assert client.get("/accounts/999999/statement.pdf").status_code == 404
+    client.cookies.clear()
+    raw = portal.issue_token(
+        session, seeded.org.id, customer.id, actor="t", base_url="http://testserver"
+    ).raw
+    session.commit()
+    home = client.get(f"/portal/{raw}")
+    assert f'href="/portal/{raw}/statement.pdf"' in home.text
+    r = client.get(f"/portal/{raw}/statement.pdf")
+    assert r.status_code == 200 and seeded.invoices[0].number in _pdf_text(r.content)
+    assert client.get(f"/portal/{raw[:-2]}xx/statement.pdf").status_code == 404
