@@ -33,6 +33,7 @@ from agent.offline import (
     fold_text,
     requested_language,
 )
+from agent.reply_reading import reconcile
 from agent.safety import clean, fence, injection_signals
 from agent.schemas import (
     InspectCase,
@@ -588,7 +589,8 @@ def triage_reply(
             hold_reason=hold_reason_for(exc),
             **base,
         )
-    out = result.output
+    # A second, rule-based reading: promises the model missed, disputes the payer withdrew.
+    out = reconcile(result.output, case, reply)
     return _vetted(out, base, all_numbers, currencies, signals, as_of)
 
 

@@ -63,6 +63,7 @@ ROUTER_MODULES = (
     "api.routes.portal",
     "api.routes.stripe_webhook",
     "api.routes.slack",
+    "api.routes.conversation_pages",
 )
 
 log = logging.getLogger("plixo.api")

@@ -9,6 +9,7 @@ from api.cli_common import console, fail, open_ledger
 from api.cli_demo import demo
 from api.cli_eval import eval_app
 from api.cli_import import import_app
+from api.cli_mailbox import mailbox_app
 from api.cli_outbox import outbox_app
 from api.cli_policy import policy_app
 from api.cli_risk import risk_app
@@ -32,6 +33,7 @@ app.add_typer(autopilot_app, name="autopilot")
 app.add_typer(eval_app, name="eval")
 app.add_typer(risk_app, name="risk")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(mailbox_app, name="mailbox")
 
 
 @db_app.command("upgrade")

@@ -68,6 +68,21 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "ar@plixo.example"
 
+    # Replies in from a real mailbox (``plixo mailbox sync``); unset host: no mailbox.
+    imap_host: str | None = None
+    imap_port: int = 993
+    imap_ssl: bool = True
+    imap_starttls: bool = False
+    imap_username: str | None = None
+    imap_password: SecretStr | None = None
+    imap_folder: str = "INBOX"
+    imap_reply_address: str | None = Field(
+        default=None,
+        description="Reply-To for outbound mail, with {token} for the thread (e.g. "
+        "ar+{token}@example.com); default: PLIXO_SMTP_FROM with +{token} when a mailbox is set.",
+    )
+    imap_max_attachment_bytes: int = 10 * 1024 * 1024
+
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_base_url: str | None = Field(

@@ -906,3 +906,96 @@ class RateCounter(Base):
     key: Mapped[str] = mapped_column(String(300), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+# --- conversations with payers (branch conversations) ------------------------------------------
+
+
+class MailThread(Base):
+    """An outbound message a payer may answer: its Message-ID and the per-thread reply token.
+
+    The token is in the Reply-To address (``ar+<token>@…``), so a reply that lost its
+    In-Reply-To header (forwarded, written fresh from a phone) still finds its thread.
+    """
+
+    __tablename__ = "mail_thread"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    token: Mapped[str] = mapped_column(String(40), unique=True)
+    message_id: Mapped[str] = mapped_column(String(200), unique=True)
+    outbox_message_id: Mapped[int | None] = mapped_column(ForeignKey("outbox_message.id"))
+    draft_id: Mapped[int | None] = mapped_column(ForeignKey("draft.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailboxCursor(Base):
+    """How far ``plixo mailbox sync`` has read one IMAP folder: its UIDVALIDITY and last UID."""
+
+    __tablename__ = "mailbox_cursor"
+    __table_args__ = (UniqueConstraint("org_id", "mailbox"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    mailbox: Mapped[str] = mapped_column(String(400))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    synced_at: Mapped[datetime | None]
+
+
+class InboundMessage(Base):
+    """A message read from the mailbox, once per Message-ID, with what plixo made of it.
+
+    ``kind``: reply (went to reply triage), auto_reply (labelled, pauses nothing), bounce (a DSN:
+    the contact is marked bounced), opt_out (the contact is marked opted out) or unmatched (no
+    thread and no known sender: a person files it).
+    """
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        UniqueConstraint("org_id", "message_id"),
+        Index("ix_inbound_customer_time", "customer_id", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    message_id: Mapped[str] = mapped_column(String(300))
+    mailbox: Mapped[str] = mapped_column(String(400))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    thread_id: Mapped[int | None] = mapped_column(ForeignKey("mail_thread.id"), index=True)
+    draft_id: Mapped[int | None] = mapped_column(ForeignKey("draft.id"), index=True)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id"))
+    sender: Mapped[str] = mapped_column(String(254), default="")
+    subject: Mapped[str] = mapped_column(String(300), default="")
+    sent_at: Mapped[datetime | None]
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))
+    body: Mapped[str] = mapped_column(Text, default="")
+    full_text: Mapped[str] = mapped_column(Text, default="")
+    return_date: Mapped[date | None] = mapped_column(Date)
+    triage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    attachments: Mapped[list[InboundAttachment]] = relationship(
+        back_populates="message", cascade="all, delete-orphan"
+    )
+
+
+class InboundAttachment(Base):
+    """A file that came with a payer's message, kept as evidence (type and size checked)."""
+
+    __tablename__ = "inbound_attachment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    inbound_message_id: Mapped[int] = mapped_column(ForeignKey("inbound_message.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    storage_path: Mapped[str] = mapped_column(String(500))
+
+    message: Mapped[InboundMessage] = relationship(back_populates="attachments")

@@ -40,7 +40,13 @@ def _check_address(value: str, what: str) -> str:
 
 
 def build_message(
-    settings: Settings, *, to: str, subject: str, body: str, message_id: str
+    settings: Settings,
+    *,
+    to: str,
+    subject: str,
+    body: str,
+    message_id: str,
+    reply_to: str | None = None,
 ) -> EmailMessage:
     """The MIME message exactly as it will be sent (split out so it can be inspected in tests)."""
     _check_address(to, "Recipient")
@@ -59,6 +65,8 @@ def build_message(
     msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = message_id
+    if reply_to:  # the thread's reply address (tools.conversations), so replies find their way
+        msg["Reply-To"] = _check_address(reply_to, "Reply-To")
     msg.set_content(body)
     return msg
 
@@ -83,12 +91,15 @@ def send_email(
     body: str,
     message_id: str,
     timeout: float = 30.0,
+    reply_to: str | None = None,
 ) -> str:
     """Hand one message to the SMTP relay and return its Message-ID.
 
     Raises ``DeliveryError``; never returns unless the relay accepted the message for ``to``.
     """
-    msg = build_message(settings, to=to, subject=subject, body=body, message_id=message_id)
+    msg = build_message(
+        settings, to=to, subject=subject, body=body, message_id=message_id, reply_to=reply_to
+    )
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     try:
         with _connect(settings, timeout) as smtp:

@@ -35,7 +35,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import clock
-from memory.config import Settings
+from memory.config import Settings, get_settings
 from memory.models import (
     Activity,
     ActivityKind,
@@ -48,7 +48,7 @@ from memory.models import (
     OutboxStatus,
     User,
 )
-from tools import audit
+from tools import audit, conversations
 from tools.delivery import DeliveryError, send_email
 from tools.send_check import vet_before_delivery
 
@@ -134,6 +134,7 @@ def enqueue_draft(session: Session, draft: Draft, *, actor: User | str) -> Outbo
     from_state = draft.status.value
     draft.status = DraftStatus.QUEUED
     session.flush()
+    conversations.open_thread(session, get_settings(), msg, draft)
     audit.record(
         session,
         draft.org_id,
@@ -433,6 +434,9 @@ def smtp_sender(settings: Settings) -> Sender:
             subject=msg.subject,
             body=msg.body,
             message_id=msg.message_id,
+            reply_to=conversations.reply_address(settings, msg.message_id)
+            if msg.draft_id is not None
+            else None,
         )
 
     return send

@@ -32,7 +32,7 @@ from memory.models import (
     User,
 )
 from policies.money import format_money
-from tools import metrics
+from tools import conversations, metrics
 from tools.csvsafe import safe_writer
 from tools.focus import FocusList, todays_focus
 from tools.renewal import RenewalInputError, RenewalReport, renewal_risk
@@ -557,6 +557,7 @@ def account_page(
         nudge_templates=templates_for_user,
         aging_charts=charts,
         as_of=as_of,
+        conversation=conversations.conversation(db, user.org_id, customer_id=customer_id),
     )
 
 

@@ -35,7 +35,7 @@ from memory.models import (
     PromiseToPay,
     User,
 )
-from tools import batch, drafts, nudges, outbox, sending_modes
+from tools import batch, conversations, drafts, nudges, outbox, sending_modes
 from tools.drafts import DraftError
 
 router = APIRouter(include_in_schema=False)
@@ -248,6 +248,7 @@ def draft_page(
         templates_=list(nudges.TEMPLATES.values()),
         next_id=next_id,
         approval_problem=problem,
+        conversation=conversations.conversation(db, user.org_id, draft_id=draft.id),
     )
 
 

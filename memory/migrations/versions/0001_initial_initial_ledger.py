@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 04:45:29.486488
+Create Date: 2026-12-06 04:49:14.429486
 """
 
 from collections.abc import Sequence
@@ -105,6 +105,20 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('import_run', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_import_run_org_id'), ['org_id'], unique=False)
+
+    op.create_table('mailbox_cursor',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('mailbox', sa.String(length=400), nullable=False),
+    sa.Column('uidvalidity', sa.BigInteger(), nullable=False),
+    sa.Column('last_uid', sa.BigInteger(), nullable=False),
+    sa.Column('synced_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('org_id', 'mailbox')
+    )
+    with op.batch_alter_table('mailbox_cursor', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_mailbox_cursor_org_id'), ['org_id'], unique=False)
 
     op.create_table('risk_model_version',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -659,6 +673,30 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['promise_id'], ['promise_to_pay.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('promise_id', 'invoice_id')
     )
+    op.create_table('mail_thread',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('token', sa.String(length=40), nullable=False),
+    sa.Column('message_id', sa.String(length=200), nullable=False),
+    sa.Column('outbox_message_id', sa.Integer(), nullable=True),
+    sa.Column('draft_id', sa.Integer(), nullable=True),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('contact_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['contact_id'], ['contact.id'], ),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['draft_id'], ['draft.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['outbox_message_id'], ['outbox_message.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('message_id'),
+    sa.UniqueConstraint('token')
+    )
+    with op.batch_alter_table('mail_thread', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_mail_thread_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_mail_thread_draft_id'), ['draft_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_mail_thread_org_id'), ['org_id'], unique=False)
+
     op.create_table('plan_installment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('plan_id', sa.Integer(), nullable=False),
@@ -682,6 +720,41 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['plan_id'], ['payment_plan.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('plan_id', 'invoice_id')
     )
+    op.create_table('inbound_message',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.String(length=300), nullable=False),
+    sa.Column('mailbox', sa.String(length=400), nullable=False),
+    sa.Column('uidvalidity', sa.BigInteger(), nullable=False),
+    sa.Column('uid', sa.BigInteger(), nullable=False),
+    sa.Column('thread_id', sa.Integer(), nullable=True),
+    sa.Column('draft_id', sa.Integer(), nullable=True),
+    sa.Column('customer_id', sa.Integer(), nullable=True),
+    sa.Column('contact_id', sa.Integer(), nullable=True),
+    sa.Column('sender', sa.String(length=254), nullable=False),
+    sa.Column('subject', sa.String(length=300), nullable=False),
+    sa.Column('sent_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('received_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('full_text', sa.Text(), nullable=False),
+    sa.Column('return_date', sa.Date(), nullable=True),
+    sa.Column('triage', sa.JSON(), nullable=True),
+    sa.Column('detail', sa.JSON(), nullable=False),
+    sa.ForeignKeyConstraint(['contact_id'], ['contact.id'], ),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['draft_id'], ['draft.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['thread_id'], ['mail_thread.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('org_id', 'message_id')
+    )
+    with op.batch_alter_table('inbound_message', schema=None) as batch_op:
+        batch_op.create_index('ix_inbound_customer_time', ['customer_id', 'received_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_inbound_message_draft_id'), ['draft_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_inbound_message_org_id'), ['org_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_inbound_message_thread_id'), ['thread_id'], unique=False)
+
     op.create_table('payment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -729,11 +802,29 @@ def upgrade() -> None:
     with op.batch_alter_table('payment_intent_link', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payment_intent_link_org_id'), ['org_id'], unique=False)
 
+    op.create_table('inbound_attachment',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('inbound_message_id', sa.Integer(), nullable=False),
+    sa.Column('filename', sa.String(length=255), nullable=False),
+    sa.Column('content_type', sa.String(length=100), nullable=False),
+    sa.Column('size_bytes', sa.Integer(), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('storage_path', sa.String(length=500), nullable=False),
+    sa.ForeignKeyConstraint(['inbound_message_id'], ['inbound_message.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('inbound_attachment', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_inbound_attachment_inbound_message_id'), ['inbound_message_id'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('inbound_attachment', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_inbound_attachment_inbound_message_id'))
+
+    op.drop_table('inbound_attachment')
     with op.batch_alter_table('payment_intent_link', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_payment_intent_link_org_id'))
 
@@ -744,12 +835,25 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_payment_customer_id'))
 
     op.drop_table('payment')
+    with op.batch_alter_table('inbound_message', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_inbound_message_thread_id'))
+        batch_op.drop_index(batch_op.f('ix_inbound_message_org_id'))
+        batch_op.drop_index(batch_op.f('ix_inbound_message_draft_id'))
+        batch_op.drop_index('ix_inbound_customer_time')
+
+    op.drop_table('inbound_message')
     op.drop_table('plan_invoice')
     with op.batch_alter_table('plan_installment', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_plan_installment_plan_id'))
         batch_op.drop_index(batch_op.f('ix_plan_installment_due_date'))
 
     op.drop_table('plan_installment')
+    with op.batch_alter_table('mail_thread', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_mail_thread_org_id'))
+        batch_op.drop_index(batch_op.f('ix_mail_thread_draft_id'))
+        batch_op.drop_index(batch_op.f('ix_mail_thread_customer_id'))
+
+    op.drop_table('mail_thread')
     op.drop_table('promise_invoice')
     with op.batch_alter_table('payment_plan', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_payment_plan_org_id'))
@@ -878,6 +982,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_risk_model_version_org_id'))
 
     op.drop_table('risk_model_version')
+    with op.batch_alter_table('mailbox_cursor', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_mailbox_cursor_org_id'))
+
+    op.drop_table('mailbox_cursor')
     with op.batch_alter_table('import_run', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_import_run_org_id'))
 

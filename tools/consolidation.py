@@ -1,0 +1,237 @@
+"""Consolidated outreach: one message per customer and contact for every invoice that is due.
+
+Why: a customer with six due invoices should get one reminder, not six (the most repeated request
+in the trackers of the open-source dunning tools). ``group_due`` takes Autopilot's selection
+(``tools.autopilot_select.select_due``) and folds the cadence items of one customer and contact
+into an ``OutreachGroup``:
+
+- the invoices are grouped as the payer reads them: overdue by aging bucket (oldest bucket first),
+  then coming due;
+- totals are **per currency**, never summed across currencies;
+- the group keeps every item it covers (``items``), so each invoice's cadence history can still
+  record its own step (its ``run_key``), and the group's step is the most advanced of them;
+- a disputed invoice of the customer is left out and listed in ``left_out`` with the reason, for
+  the reviewer only (``payer_lines`` never mentions it);
+- ``attach_statement`` says the message should carry the PDF statement of account
+  (``tools.statement``): statements and the final-notice step;
+- segments named in ``keep_separate`` keep one message per invoice, and follow-ups about a broken
+  promise or a missed installment stay single (they are about one commitment).
+
+Everything here is read from the ledger; the drafter writes around ``payer_lines`` and grounding
+checks every figure as for any draft. This module only groups: it sends nothing and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memory.models import (
+    AgingBucket,
+    CadenceStep,
+    Dispute,
+    DisputeStatus,
+    DraftKind,
+    Invoice,
+    InvoiceStatus,
+    aging_bucket,
+)
+from tools.autopilot_select import DueItem
+from tools.grounding import format_amount, format_day
+
+#: Cadence step templates whose message carries the PDF statement of account.
+STATEMENT_STEPS = frozenset({"statement", "final_notice"})
+_OPEN_DISPUTES = (
+    DisputeStatus.OPEN,
+    DisputeStatus.INVESTIGATING,
+    DisputeStatus.AWAITING_CUSTOMER,
+    DisputeStatus.ESCALATED_LEGAL,
+)
+#: Oldest bucket first: what a payer should settle first comes first.
+_OVERDUE_ORDER = [
+    AgingBucket.D90_PLUS,
+    AgingBucket.D61_90,
+    AgingBucket.D31_60,
+    AgingBucket.D1_30,
+]
+
+
+@dataclass(frozen=True)
+class GroupedInvoice:
+    invoice_id: int
+    number: str
+    currency: str
+    balance_minor: int
+    due_date: date
+    bucket: str
+    step_key: str
+    run_key: str
+
+
+@dataclass
+class OutreachGroup:
+    """One consolidated message's content: which invoices, how grouped, what totals."""
+
+    customer_id: int
+    contact_id: int
+    segment_id: int | None
+    segment: str | None
+    as_of: date
+    items: list[DueItem]
+    overdue: dict[str, list[GroupedInvoice]] = field(default_factory=dict)
+    coming_due: list[GroupedInvoice] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
+    step_key: str = ""
+    template: str = ""
+    attach_statement: bool = False
+
+    @property
+    def invoices(self) -> list[GroupedInvoice]:
+        return [i for b in self.overdue.values() for i in b] + self.coming_due
+
+    @property
+    def run_key(self) -> str:
+        """Stable per customer, contact, date and covered items (idempotent like single items)."""
+        keys = ",".join(sorted(i.run_key for i in self.items))
+        digest = hashlib.sha256(keys.encode()).hexdigest()[:16]
+        return f"group:{self.customer_id}:{self.contact_id}:{self.as_of.isoformat()}:{digest}"
+
+    def reviewer_notes(self) -> list[str]:
+        """What the reviewer sees and the payer never does."""
+        return [f"{number} is left out: {reason}." for number, reason in self.left_out]
+
+
+def group_due(
+    session: Session,
+    org_id: int,
+    items: Sequence[DueItem],
+    as_of: date,
+    *,
+    keep_separate: Collection[str] = (),
+) -> tuple[list[OutreachGroup], list[DueItem]]:
+    """Fold cadence items into one group per customer and contact.
+
+    Returns the groups (two or more invoices each) and the items that stay single: follow-ups,
+    segments in ``keep_separate``, and customers with only one due invoice. The group's step is
+    the most advanced cadence step among its items (by its position in the cadence).
+    """
+    single: list[DueItem] = []
+    buckets: dict[tuple[int, int], list[DueItem]] = {}
+    for item in items:
+        if item.kind != DraftKind.CADENCE or (item.segment or "") in keep_separate:
+            single.append(item)
+            continue
+        buckets.setdefault((item.customer_id, item.contact_id), []).append(item)
+    groups: list[OutreachGroup] = []
+    for (customer_id, contact_id), members in buckets.items():
+        if len(members) < 2:
+            single.extend(members)
+            continue
+        groups.append(_group(session, org_id, customer_id, contact_id, members, as_of))
+    return groups, single
+
+
+def _group(
+    session: Session,
+    org_id: int,
+    customer_id: int,
+    contact_id: int,
+    members: list[DueItem],
+    as_of: date,
+) -> OutreachGroup:
+    by_id = {m.invoice_id: m for m in members}
+    invoices = session.scalars(
+        select(Invoice).where(Invoice.org_id == org_id, Invoice.id.in_(list(by_id)))
+    ).all()
+    group = OutreachGroup(
+        customer_id=customer_id, contact_id=contact_id, segment_id=members[0].segment_id,
+        segment=members[0].segment, as_of=as_of, items=list(members),
+    )  # fmt: skip
+    disputed = _disputed(session, org_id, customer_id)
+    for inv in sorted(invoices, key=lambda i: (i.due_date, i.id)):
+        if inv.id in disputed or inv.disputed or inv.status != InvoiceStatus.OPEN:
+            group.left_out.append((inv.number, disputed.get(inv.id, "in dispute")))
+            group.items = [m for m in group.items if m.invoice_id != inv.id]
+            continue
+        item = by_id[inv.id]
+        bucket = aging_bucket(inv.due_date, as_of)
+        line = GroupedInvoice(
+            inv.id, inv.number, inv.currency, inv.balance_minor, inv.due_date, bucket.value,
+            item.step_key, item.run_key,
+        )  # fmt: skip
+        if bucket == AgingBucket.CURRENT:
+            group.coming_due.append(line)
+        else:
+            group.overdue.setdefault(bucket.value, []).append(line)
+        group.totals[inv.currency] = group.totals.get(inv.currency, 0) + inv.balance_minor
+    group.overdue = {
+        b.value: group.overdue[b.value] for b in _OVERDUE_ORDER if b.value in group.overdue
+    }
+    # Invoices of the customer in dispute that were not due anyway: still said to the reviewer.
+    named = {n for n, _ in group.left_out}
+    for inv_id, reason in disputed.items():
+        number = session.scalar(select(Invoice.number).where(Invoice.id == inv_id))
+        if number and number not in named:
+            group.left_out.append((number, reason))
+    latest = _latest_step(session, group.items)
+    if latest is not None:
+        group.step_key, group.template = latest.step_key, latest.template
+    group.attach_statement = any(m.template in STATEMENT_STEPS for m in group.items)
+    return group
+
+
+def _disputed(session: Session, org_id: int, customer_id: int) -> dict[int, str]:
+    """The customer's open invoices in an open dispute, with the reason in words."""
+    rows = session.execute(
+        select(Dispute.invoice_id, Dispute.reason, Dispute.status)
+        .join(Invoice, Invoice.id == Dispute.invoice_id)
+        .where(
+            Dispute.org_id == org_id,
+            Invoice.customer_id == customer_id,
+            Invoice.status == InvoiceStatus.OPEN,
+            Dispute.status.in_(_OPEN_DISPUTES),
+        )
+    ).all()
+    words = lambda v: str(v).replace("_", " ")  # noqa: E731
+    return {r.invoice_id: f"in dispute ({words(r.reason)}, {words(r.status.value)})" for r in rows}
+
+
+def _latest_step(session: Session, items: Sequence[DueItem]) -> DueItem | None:
+    """The item whose cadence step comes last in its cadence (a group speaks at its firmest)."""
+    if not items:
+        return None
+    ids = [m.step_id for m in items if m.step_id is not None]
+    position = dict(
+        session.execute(select(CadenceStep.id, CadenceStep.position).where(CadenceStep.id.in_(ids)))
+        .tuples()
+        .all()
+    )
+    return max(items, key=lambda m: (position.get(m.step_id or 0, -1), m.step_date))
+
+
+def payer_lines(group: OutreachGroup, locale: str = "en_US") -> list[str]:
+    """The invoice listing of the message, grouped and totalled per currency, every figure from
+    the ledger (the grounding check reads them back). Disputed invoices never appear."""
+    lines: list[str] = []
+    for bucket, invoices in group.overdue.items():
+        lines.append(f"Overdue {bucket} days:" if bucket != "90+" else "Overdue 90+ days:")
+        lines += [_line(i, locale) for i in invoices]
+    if group.coming_due:
+        lines.append("Coming due:")
+        lines += [_line(i, locale) for i in group.coming_due]
+    for currency, total in sorted(group.totals.items()):
+        lines.append(f"Total {currency}: {format_amount(total, currency, locale)}")
+    return lines
+
+
+def _line(i: GroupedInvoice, locale: str) -> str:
+    return (
+        f"- {i.number}: {format_amount(i.balance_minor, i.currency, locale)}, "
+        f"due {format_day(i.due_date, locale)}"
+    )
