@@ -27,7 +27,6 @@ import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from functools import lru_cache
 from typing import Any, TypeVar
 
 from pydantic_ai import Agent, ToolOutput
@@ -50,8 +49,7 @@ from agent.casefile import (
 )
 from agent.deps import AgentDeps
 from agent.models import build_model, model_name_of
-from agent.offline import DRAFT_TOOL, OFFLINE_MODEL_NAME
-from agent.schemas import DraftOutput, DraftResult, MoneyOut, Usage
+from agent.schemas import DRAFT_TOOL, OFFLINE_MODEL_NAME, DraftOutput, DraftResult, MoneyOut, Usage
 from agent.tools import read_toolset
 from memory.models import (
     Cadence,
@@ -253,7 +251,7 @@ class Drafter:
         self.settings = settings
         self.model = model if model is not None else build_model(settings)
         self.model_name = model_name_of(self.model)
-        self.offline = self.model_name == OFFLINE_MODEL_NAME
+        self.offline = self.model_name == OFFLINE_MODEL_NAME  # a label only: same prompts
         self.shadow = shadow
         self.actor = actor
         self.prompt = prompt or load("drafter")
@@ -268,8 +266,6 @@ class Drafter:
         case = task.case
         book = case_book(case)
         name = resolve_template(case.template, book)
-        if self.offline:  # the offline model fills the templates itself: the bare skeleton
-            return _skeleton_instructions(self.prompt, case.template_version, name, case.language)
         subject, body, _ = render(case)
         return self.prompt.render(
             template=name, language=case.language, skeleton_subject=subject, skeleton_body=body
@@ -549,18 +545,6 @@ class Drafter:
             output_tokens=usage.output_tokens,
             latency_ms=latency_ms,
         )
-
-
-@lru_cache(maxsize=256)
-def _skeleton_instructions(prompt: Prompt, version: str, name: str, language: str) -> str:
-    """The instructions with a step's unfilled template (the same for every draft of the step)."""
-    tmpl = book_for(language, version).template(name)
-    return prompt.render(
-        template=name,
-        language=language,
-        skeleton_subject=str(tmpl["subject"]),
-        skeleton_body=str(tmpl["body"]),
-    )
 
 
 def store_held_draft(session: Session, draft: Draft, *, reason: str, actor: User | str) -> Draft:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pydantic_ai.models import Model
 from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
 
-from agent.offline import OFFLINE_MODEL_NAME, offline_model
+from agent.offline import offline_model
+from agent.schemas import OFFLINE_MODEL_NAME
 from memory.config import Settings
 
 _USAGE = (

@@ -25,16 +25,11 @@ from agent.casefile import DraftTask, TaskError, build_task, relocalize
 from agent.deps import AgentDeps
 from agent.drafter import USAGE_LIMITS, Checked, check_output, hold_reason_for, run_sync
 from agent.models import build_model, model_name_of
-from agent.offline import (
+from agent.safety import clean, fence, injection_signals
+from agent.schemas import (
     INSPECTOR_TOOL,
     REVISION_TOOL,
     TRIAGE_TOOL,
-    dispute_reason,
-    fold_text,
-    requested_language,
-)
-from agent.safety import clean, fence, injection_signals
-from agent.schemas import (
     InspectCase,
     InspectorOutput,
     MoneyOut,
@@ -46,6 +41,7 @@ from agent.schemas import (
     TriageResult,
 )
 from agent.tools import read_toolset
+from agent.wording import fold_text, reason_from_words, requested_language
 from memory.config import Settings
 from memory.models import (
     Draft,
@@ -615,7 +611,7 @@ def dispute_reason_key(reason: str | None) -> str:
     key = re.sub(r"[\s-]+", "_", folded)
     if key in REASONS:
         return key
-    return _REASON_ALIASES.get(key) or dispute_reason(folded) or "other"
+    return _REASON_ALIASES.get(key) or reason_from_words(folded) or "other"
 
 
 def _vetted(

@@ -24,10 +24,18 @@ from rich.table import Table
 
 from api.cli_common import console, err_console, fail, open_ledger, print_json
 from evals.evaluators import EvalSetupError
-from evals.loader import DATASETS_DIR, DatasetError, LoadedDataset, load_datasets
+from evals.loader import (
+    DATASETS_DIR,
+    DEVELOPMENT,
+    HELDOUT,
+    DatasetError,
+    LoadedDataset,
+    load_datasets,
+)
 from evals.runner import (
     BASELINE_FILE,
     LOWER_IS_BETTER,
+    EvaluatorStats,
     GateResult,
     ModelUnavailable,
     RunSummary,
@@ -158,40 +166,38 @@ def _fmt(name: str, value: float | None) -> str:
     return f"{value * 100:.1f}%" if value <= 1 else f"{value:g}"
 
 
+def _result(s: EvaluatorStats | None) -> str:
+    if s is None or s.cases == 0:
+        return "not measured"
+    if s.kind == "assertion":
+        return f"{s.passed}/{s.cases} {_fmt(s.name, s.rate)}"
+    if s.name in LOWER_IS_BETTER:
+        return f"{s.total:g} total"
+    return f"mean {s.mean:.3f}" if s.mean is not None else "–"
+
+
 def _print_summary(summary: RunSummary) -> None:
+    """The development and held-out figures side by side; the gate is on ``gated_split``."""
     table = Table(title=f"plixo eval — {summary.label}", show_lines=False)
-    for col, just in (("Evaluator", "left"), ("Cases", "right"), ("Result", "right"),
-                      ("Baseline", "right"), ("Δ", "right")):  # fmt: skip
+    splits = [name for name in (DEVELOPMENT, HELDOUT) if name in summary.splits]
+    heads = [("Evaluator", "left")] + [(name, "right") for name in splits]
+    for col, just in heads + [("Baseline", "right"), ("Δ", "right")]:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
+    by_split = {n: {e.name: e for e in summary.splits[n].evaluators} for n in splits}
     deltas = {d.name: d for d in (summary.baseline.evaluators if summary.baseline else [])}
     for s in summary.evaluators:
-        if s.cases == 0:
-            result = "not measured"
-        elif s.kind == "assertion":
-            result = f"{s.passed}/{s.cases} {_fmt(s.name, s.rate)}"
-        elif s.name in LOWER_IS_BETTER:
-            result = f"{s.total:g} total"
-        else:
-            result = f"mean {s.mean:.3f}" if s.mean is not None else "–"
         d = deltas.get(s.name)
         delta = "–" if d is None or d.delta is None else f"{d.delta:+g}"
         if d is not None and d.worse:
             delta = f"[red]{delta}[/]"
-        table.add_row(
-            s.name,
-            str(s.cases),
-            result,
-            "–" if d is None else _fmt(s.name, d.baseline),
-            delta,
-        )
-    table.add_row(
-        "[bold]overall[/] (every gated check)",
-        str(summary.cases_run),
-        f"{summary.cases_clean}/{summary.cases_run}",
-        "",
-        "",
-    )
+        cells = [_result(by_split[n].get(s.name)) for n in splits] or [_result(s)]
+        table.add_row(s.name, *cells, "–" if d is None else _fmt(s.name, d.baseline), delta)
+    clean = [f"{summary.splits[n].cases_clean}/{summary.splits[n].cases_run}" for n in splits] or [
+        f"{summary.cases_clean}/{summary.cases_run}"
+    ]
+    table.add_row("[bold]overall[/] (every gated check)", *clean, "", "")
     console.print(table)
+    console.print(f"The gate is on the [bold]{summary.gated_split}[/] set.")
     gates = Table(title="Gate")
     gates.add_column("Threshold")
     gates.add_column("Value", justify="right")

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from evals.evaluators import EVALUATION_NAMES, SCORE_NAMES, EvalSetupError, judge_evaluators
 from evals.fixtures import PreparedScenario, build_scenario, ledger_changes, ledger_fingerprint
-from evals.loader import EvalInputs, LoadedDataset
+from evals.loader import DEVELOPMENT, HELDOUT, EvalInputs, LoadedDataset
 from evals.outputs import CaseResult, DraftView, TriageView
 from evals.scenarios import CaseMeta, ScenarioInputs
 from memory import migrate
@@ -149,6 +149,7 @@ class NotRun(BaseModel):
 class CaseOutcome(BaseModel):
     name: str
     dataset: str
+    split: str = DEVELOPMENT
     category: str
     description: str = ""
     task_kind: str
@@ -204,6 +205,16 @@ class BaselineComparison(BaseModel):
     note: str = ""
 
 
+class SplitSummary(BaseModel):
+    """One set's figures: the development set (tuned on) or the held-out set (never seen)."""
+
+    cases_run: int
+    cases_clean: int
+    evaluators: list[EvaluatorStats]
+    gates: list[GateResult]
+    passed: bool
+
+
 class RunSummary(BaseModel):
     label: str
     model: str
@@ -218,6 +229,11 @@ class RunSummary(BaseModel):
     evaluators: list[EvaluatorStats]
     gates: list[GateResult]
     passed: bool
+    gated_split: str = Field(
+        default=HELDOUT,
+        description="The set the gate is on: held-out whenever held-out cases ran.",
+    )
+    splits: dict[str, SplitSummary] = Field(default_factory=dict)
     judge: JudgeInfo
     baseline: BaselineComparison | None = None
     cases: list[CaseOutcome]
@@ -465,7 +481,7 @@ def _value(v: Any) -> bool | int | float | str:
     return v if isinstance(v, bool | int | float | str) else str(v)
 
 
-def _outcome(rc: ReportCase[Any, Any, Any], dataset: str) -> CaseOutcome:
+def _outcome(rc: ReportCase[Any, Any, Any], dataset: str, split: str = DEVELOPMENT) -> CaseOutcome:
     meta = rc.metadata if isinstance(rc.metadata, CaseMeta) else None
     out = rc.output if isinstance(rc.output, CaseResult) else None
     results: dict[str, ResultValue] = {}
@@ -487,6 +503,7 @@ def _outcome(rc: ReportCase[Any, Any, Any], dataset: str) -> CaseOutcome:
     return CaseOutcome(
         name=rc.name,
         dataset=dataset,
+        split=split,
         category=meta.category if meta else "uncategorised",
         description=meta.description if meta else "",
         task_kind=out.truth.task_kind if out else "draft",
@@ -577,18 +594,31 @@ def summarize(
     judge: JudgeInfo,
     judge_names: Sequence[str] = (),
     cases_total: int,
+    splits_of: Mapping[str, str] | None = None,
 ) -> RunSummary:
-    """Per-evaluator figures, per-case outcomes, the gate, from pydantic-evals' reports."""
+    """Per-evaluator figures, per-case outcomes, the gate, from pydantic-evals' reports.
+
+    Figures are given for the whole run and for each set (``splits``); the gate is on the held-out
+    set whenever any of its cases ran (``splits_of`` maps a dataset to its set), else on the run.
+    """
+    splits_of = splits_of or {}
     cases: list[CaseOutcome] = []
     not_run: list[NotRun] = []
     for dataset, report in reports:
-        cases += [_outcome(rc, dataset) for rc in report.cases]
+        split = splits_of.get(dataset, DEVELOPMENT)
+        cases += [_outcome(rc, dataset, split) for rc in report.cases]
         not_run += [
             NotRun(case=f.name, dataset=dataset, error=f.error_message) for f in report.failures
         ]
     stats = _stats(cases, judge_names)
-    by_name = {s.name: s for s in stats}
-    gates = [g.check(by_name.get(g.evaluation)) for g in GATES]
+    per_split = {
+        split: _split_summary([c for c in cases if c.split == split], judge_names)
+        for split in (DEVELOPMENT, HELDOUT)
+        if any(c.split == split for c in cases)
+    }
+    gated_split = HELDOUT if HELDOUT in per_split else DEVELOPMENT
+    gated = per_split.get(gated_split)
+    gates = list(gated.gates) if gated else [g.check(None) for g in GATES]
     if not_run:
         gates.append(
             GateResult(
@@ -614,8 +644,23 @@ def summarize(
         evaluators=stats,
         gates=gates,
         passed=all(g.ok for g in gates),
+        gated_split=gated_split,
+        splits=per_split,
         judge=judge,
-        cases=sorted(cases, key=lambda c: (c.dataset, c.name)),
+        cases=sorted(cases, key=lambda c: (c.split, c.dataset, c.name)),
+    )
+
+
+def _split_summary(cases: list[CaseOutcome], judge_names: Sequence[str]) -> SplitSummary:
+    stats = _stats(cases, judge_names)
+    by_name = {s.name: s for s in stats}
+    gates = [g.check(by_name.get(g.evaluation)) for g in GATES]
+    return SplitSummary(
+        cases_run=len(cases),
+        cases_clean=sum(1 for c in cases if not c.gated_failed),
+        evaluators=stats,
+        gates=gates,
+        passed=all(g.ok for g in gates),
     )
 
 
@@ -705,6 +750,7 @@ async def run_suite(
         judge=judge,
         judge_names=judge_names,
         cases_total=total,
+        splits_of={d.name: d.split for d in datasets},
     )
     if summary.cases_run == 0 and summary.not_run:
         first = summary.not_run[0].error
