@@ -3,13 +3,14 @@
 The flow (``Drafter.draft``):
 
 1. the task is read from the ledger into a case file (``agent.casefile.build_task``);
-2. the model writes, calling read-only tools, and submits a typed ``DraftOutput``;
-3. grounding reads every amount, date, invoice number and link back out of the text and compares
-   them with the ledger; the language, recipient and channel are checked too. Any problem sends the
-   draft back to the model **once** with the list of problems;
+2. the model writes from the case file in its prompt (one request for a typical draft; read-only
+   tools stay available for what the case file lacks) and submits a typed ``DraftOutput``;
+3. the agent's ``@output_validator`` grounds it: every amount, date, invoice number and link is
+   read back out of the text and compared with the ledger; the language, recipient and channel
+   are checked too. Any problem goes back to the model **once** (``ModelRetry``);
 4. a second grounding mismatch blocks the draft with the reasons; a second wrong language,
    recipient or channel holds it for a human (``held``); so does any model failure (timeout,
-   invalid output, unknown tool, a tool refusing an out-of-scope request);
+   invalid output, unknown tool, a tool refusing an out-of-scope request, the token budget);
 5. the guardrails decide on ``send_draft`` with facts from the ledger and from grounding (Shadow
    Mode, quiet hours, caps, disputes, promises, content);
 6. the draft is stored with its decision, model, prompt version, tokens and latency through
@@ -29,8 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, TypeVar
 
-from pydantic_ai import Agent, ToolOutput
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai import Agent, ModelRetry, RunContext, ToolOutput
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage, UsageLimits
 from sqlalchemy import select
@@ -85,6 +85,7 @@ from tools.policy_admin import policy_set_for
 T = TypeVar("T")
 MAX_HOLD_CHARS = 1_000
 USAGE_LIMITS = UsageLimits(request_limit=8, tool_calls_limit=40)
+GROUNDING_RETRIES = 1  # a draft that fails its checks is sent back once
 RETRY_INTRO = (
     "The checks found these problems in your draft. Fix exactly these, keep everything else, and "
     "call submit_draft again:"
@@ -105,22 +106,27 @@ def _draft_output(
     )
 
 
-_AGENT: Agent[AgentDeps, DraftOutput] | None = None
+#: The drafter agent, defined once (no model bound: the model is chosen per run, lazily). Its
+#: instructions and its grounding check read the run's ``AgentDeps.draft`` (a ``DraftRun``).
+DRAFTER: Agent[AgentDeps, DraftOutput] = Agent(
+    None,
+    deps_type=AgentDeps,
+    output_type=_draft_output(),
+    toolsets=[read_toolset()],
+    retries=2,
+    name="plixo-drafter",
+)
 
 
 def drafter_agent() -> Agent[AgentDeps, DraftOutput]:
-    """The drafter agent (no model bound: the model is chosen per run, lazily)."""
-    global _AGENT
-    if _AGENT is None:
-        _AGENT = Agent(
-            None,
-            deps_type=AgentDeps,
-            output_type=_draft_output(),
-            toolsets=[read_toolset()],
-            retries=2,
-            name="plixo-drafter",
-        )
-    return _AGENT
+    """The drafter agent (kept for callers that ask for it by function)."""
+    return DRAFTER
+
+
+def usage_limits(settings: Any) -> UsageLimits:
+    """Requests, tool calls and a token budget per draft (``PLIXO_DRAFT_TOKEN_BUDGET``)."""
+    budget = int(getattr(settings, "draft_token_budget", 24_000))
+    return UsageLimits(request_limit=8, tool_calls_limit=40, total_tokens_limit=budget)
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -208,6 +214,41 @@ def reminded_promise(case: CaseFile) -> PromiseFacts | None:
     )
 
 
+@dataclass
+class DraftRun:
+    """One draft in flight: what the instructions say and what each submission is checked on."""
+
+    task: DraftTask
+    truth: LedgerTruth
+    instructions: str
+    checks: list[Checked] = field(default_factory=list)
+
+
+@DRAFTER.instructions
+def _instructions(ctx: RunContext[AgentDeps]) -> str:
+    """The step's versioned prompt with its template filled from the case file."""
+    run = ctx.deps.draft
+    return run.instructions if isinstance(run, DraftRun) else ""
+
+
+@DRAFTER.output_validator
+def _grounded(ctx: RunContext[AgentDeps], out: DraftOutput) -> DraftOutput:
+    """Ground the submitted draft; send the problems back once (``ModelRetry``).
+
+    A second submission is accepted as it is: its grounding mismatches then block it through the
+    guardrails (``content.*_mismatch``), and a wrong language, recipient or channel holds it for a
+    person, with the reasons, so a model that cannot get it right never loops.
+    """
+    run = ctx.deps.draft
+    if not isinstance(run, DraftRun):
+        return out
+    checked = check_output(out, run.task, run.truth, as_of=ctx.deps.as_of)
+    run.checks.append(checked)
+    if checked.ok or len(run.checks) > GROUNDING_RETRIES:
+        return out
+    raise ModelRetry(checked.feedback())
+
+
 # --- the drafter ---------------------------------------------------------------------------------
 
 
@@ -255,7 +296,8 @@ class Drafter:
         self.shadow = shadow
         self.actor = actor
         self.prompt = prompt or load("drafter")
-        self.agent = drafter_agent()
+        self.agent = DRAFTER
+        self.usage_limits = usage_limits(settings)
         retries = max(0, int(getattr(settings, "model_retries", 2)))
         per_call = float(getattr(settings, "model_timeout_s", 30.0))
         self.timeout_s = timeout_s or per_call * (retries + 1) * 2 + 5
@@ -278,24 +320,6 @@ class Drafter:
             + "\n\nWrite this message in the case file's language and submit it with "
             + "submit_draft."
         )
-
-    async def _run(
-        self,
-        deps: AgentDeps,
-        prompt: str,
-        instructions: str,
-        history: list[ModelMessage] | None,
-    ) -> tuple[DraftOutput, list[ModelMessage], RunUsage]:
-        result = await self.agent.run(
-            prompt,
-            deps=deps,
-            model=self.model,
-            instructions=instructions,
-            message_history=history,
-            usage_limits=USAGE_LIMITS,
-            timeout=self.timeout_s,
-        )
-        return result.output, result.all_messages(), result.usage
 
     # -- the whole flow --
 
@@ -353,8 +377,6 @@ class Drafter:
         )
         started = time.perf_counter()
         usage = RunUsage()
-        attempts = 0
-        first_mismatches = 0
         hold: str | None = None
         out: DraftOutput | None = None
         checked: Checked | None = None
@@ -366,28 +388,32 @@ class Drafter:
             links=task.pay_links,
             locale=case.locale,
         )
-        instructions = self.instructions(task)
-        prompt = self.user_prompt(task)
-        history: list[ModelMessage] | None = None
-        try:
-            for attempt in (1, 2):
-                attempts = attempt
-                out, history, run_usage = await self._run(scoped, prompt, instructions, history)
-                usage = usage + run_usage
-                checked = check_output(out, task, truth, as_of=deps.as_of)
-                if attempt == 1:
-                    first_mismatches = len(checked.report.mismatches)
-                if checked.ok:
-                    break
-                prompt = checked.feedback()
+        run = DraftRun(task=task, truth=truth, instructions=self.instructions(task))
+        scoped.draft = run
+        try:  # one run: the case file is in the prompt, the validator sends problems back once
+            result = await self.agent.run(
+                self.user_prompt(task),
+                deps=scoped,
+                model=self.model,
+                usage_limits=self.usage_limits,
+                timeout=self.timeout_s,
+            )
+            out, usage = result.output, result.usage
+            checked = run.checks[-1] if run.checks else None
         except Exception as exc:  # any model or tool failure: held for a human, run continues
             hold = hold_reason_for(exc)
+        attempts = len(run.checks)
+        first_mismatches = len(run.checks[0].report.mismatches) if run.checks else 0
         latency_ms = int((time.perf_counter() - started) * 1000)
         if hold is None and checked is not None and checked.hold_problems:
             hold = "The draft failed its checks twice: " + "; ".join(checked.hold_problems)
         if hold is not None or out is None or checked is None:
             draft = self._draft_row(task, persona, kind, None, None, usage, latency_ms, attempts)
-            draft.grounding = {"attempts": attempts, "first_attempt_mismatches": first_mismatches}
+            draft.grounding = {
+                "attempts": attempts,
+                "first_attempt_mismatches": first_mismatches,
+                "model_requests": usage.requests,
+            }
             return Composed(
                 draft, task, None, usage, attempts, first_mismatches,
                 hold=hold or "the model returned nothing",
@@ -422,6 +448,7 @@ class Drafter:
             **report.as_dict(),
             "attempts": attempts,
             "first_attempt_mismatches": first_mismatches,
+            "model_requests": usage.requests,
         }
         return Composed(
             draft, task, out, usage, attempts, first_mismatches,

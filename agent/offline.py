@@ -1,10 +1,12 @@
 """The offline model, ``plixo-offline-v1``: deterministic, no network, no weights.
 
 It is a pydantic-ai ``FunctionModel`` that plays each agent's part the way a careful model would,
-through the same interface: it reads the case file from the prompt, calls the same read-only tools
-(``invoice_detail``, ``promise_history``, ``account_360``), fills the same versioned templates, and
-submits the same typed output. Its drafts are correct and plain; it is what a fresh install, the
-tests, the benchmarks and the eval gate run with, and the CLI says so.
+through the same interface and with the same instructions: it reads the case file from the
+prompt and submits the same typed output in one request, filling the same versioned templates; it
+calls a read-only tool (``invoice_detail``) only when the case file lacks what a draft needs. Its
+drafts are correct and plain; it is what a fresh install, the tests, the benchmarks and the eval
+gate run with, and the CLI says so. Whatever it cannot do (reply phrasings its keyword rules were
+not written for) the held-out eval set reports as a miss.
 
 Which part it plays is read from the output tool the agent offers (``submit_draft``,
 ``submit_revision``, ``submit_recommendation``, ``submit_triage``).
@@ -92,6 +94,7 @@ def _usage(messages: Sequence[ModelMessage], out_chars: int) -> RequestUsage:
     """A cheap, honest estimate (characters / 4), so pydantic-ai need not tokenize history."""
     chars = 0
     for msg in messages:
+        chars += len(getattr(msg, "instructions", None) or "")  # what a real model is sent too
         for part in msg.parts:
             content = getattr(part, "content", None)
             if isinstance(content, str):
@@ -178,9 +181,10 @@ def _drafter(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     if case is None:
         return _fail(messages, "no case file in the prompt")
     details = _returns(messages, "invoice_detail")
-    if not details:
+    if details:  # figures read with the tool (a conversation that asked) win over the case file
+        case = _refresh_case(case, details)
+    elif any(not inv.pay_link for inv in case.invoices):  # the case file lacks what it needs
         return _respond(messages, list(_detail_calls(case)), 80)
-    case = _refresh_case(case, details)
     args = _draft_args(case, Style(tone=case.tone))
     return _respond(messages, [ToolCallPart(DRAFT_TOOL, args)], len(args["body"]))
 

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     model_api_key: SecretStr | None = None
     model_timeout_s: float = 30.0
     model_retries: int = 2
+    draft_token_budget: int = 24_000  # input + output tokens one draft may use (UsageLimits)
     model_concurrency: int = 8
     judge_model: str | None = Field(
         default=None, description="Model for LLMJudge evals; unset skips it."
