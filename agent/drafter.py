@@ -49,6 +49,7 @@ from agent.casefile import (
 )
 from agent.deps import AgentDeps
 from agent.models import build_model, model_name_of
+from agent.pricing import price_for
 from agent.schemas import DRAFT_TOOL, OFFLINE_MODEL_NAME, DraftOutput, DraftResult, MoneyOut, Usage
 from agent.tools import read_toolset
 from memory.models import (
@@ -56,6 +57,7 @@ from memory.models import (
     CadenceStep,
     Channel,
     Draft,
+    DraftCost,
     DraftKind,
     DraftPersona,
     DraftStatus,
@@ -467,6 +469,7 @@ class Drafter:
                 actor=self.actor,
                 grounding_blocked=composed.grounding_blocked,
             )
+        session.add(cost_row(composed.draft, composed.usage))
         return _result(
             composed.draft,
             composed.task,
@@ -499,6 +502,7 @@ class Drafter:
                     d.decision_outcome, grounding_blocked=c.grounding_blocked
                 )
         session.add_all([c.draft for c in batch])
+        session.add_all([cost_row(c.draft, c.usage) for c in batch])
         session.flush()
         for c in batch:
             d = c.draft
@@ -572,6 +576,23 @@ class Drafter:
             output_tokens=usage.output_tokens,
             latency_ms=latency_ms,
         )
+
+
+def cost_row(draft: Draft, usage: RunUsage) -> DraftCost:
+    """The draft's model usage and, for a model in LiteLLM's price table, its cost."""
+    price = price_for(draft.model_name)
+    return DraftCost(
+        draft=draft,
+        org_id=draft.org_id,
+        model_name=(draft.model_name or "unknown")[:120],
+        requests=usage.requests,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_micro_usd=price.cost_micro_usd(usage.input_tokens, usage.output_tokens)
+        if price
+        else None,
+        priced_as=price.priced_as if price else None,
+    )
 
 
 def store_held_draft(session: Session, draft: Draft, *, reason: str, actor: User | str) -> Draft:

@@ -38,6 +38,7 @@ from evals.runner import (
     EvaluatorStats,
     GateResult,
     ModelUnavailable,
+    RunCost,
     RunSummary,
     compare_baseline,
     compare_runs,
@@ -174,6 +175,12 @@ def _result(s: EvaluatorStats | None) -> str:
     if s.name in LOWER_IS_BETTER:
         return f"{s.total:g} total"
     return f"mean {s.mean:.3f}" if s.mean is not None else "–"
+
+
+def _per_100(cost: RunCost | None) -> str:
+    if cost is None or cost.cost_per_100_drafts_usd is None:
+        return "not in LiteLLM's price table"
+    return f"${cost.cost_per_100_drafts_usd} ({cost.priced_as})"
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -393,6 +400,19 @@ def compare_cmd(
     gate.add_column("B")
     gate.add_row("passed", str(left.passed), str(right.passed))
     console.print(gate)
+    costs = Table(title="Cost")
+    costs.add_column("")
+    costs.add_column("A")
+    costs.add_column("B")
+    ca, cb = result.a.cost, result.b.cost
+    costs.add_row("drafts", str(ca.drafts if ca else 0), str(cb.drafts if cb else 0))
+    costs.add_row(
+        "tokens per draft",
+        f"{ca.tokens_per_draft:g}" if ca else "–",
+        f"{cb.tokens_per_draft:g}" if cb else "–",
+    )
+    costs.add_row("cost per 100 drafts", _per_100(ca), _per_100(cb))
+    console.print(costs)
     diffs = result.case_differences
     if diffs:
         cases = Table(title=f"Cases that differ ({len({d.case for d in diffs})})")

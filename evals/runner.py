@@ -31,6 +31,7 @@ from pydantic_evals.reporting import EvaluationReport, ReportCase
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.pricing import per_100_usd, price_for
 from evals.evaluators import EVALUATION_NAMES, SCORE_NAMES, EvalSetupError, judge_evaluators
 from evals.fixtures import PreparedScenario, build_scenario, ledger_changes, ledger_fingerprint
 from evals.loader import DEVELOPMENT, HELDOUT, EvalInputs, LoadedDataset
@@ -165,6 +166,8 @@ class CaseOutcome(BaseModel):
     hold_reason: str | None = None
     triage: TriageView | None = None
     latency_ms: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def badness(self) -> tuple[int, int, float]:
@@ -205,6 +208,36 @@ class BaselineComparison(BaseModel):
     note: str = ""
 
 
+class RunCost(BaseModel):
+    """Tokens and, for a model in LiteLLM's price table, dollars per 100 drafts."""
+
+    drafts: int
+    input_tokens: int
+    output_tokens: int
+    tokens_per_draft: float
+    priced_as: str | None = None
+    cost_per_100_drafts_usd: str | None = Field(
+        default=None, description="Exact decimal string; None when the model is not priced."
+    )
+
+
+def run_cost(model: str, cases: Sequence[CaseOutcome]) -> RunCost:
+    """What the run's drafts cost (held drafts and triage cases are not counted as drafts)."""
+    drafts = [c for c in cases if c.task_kind == "draft" and c.body]
+    i = sum(c.input_tokens for c in drafts)
+    o = sum(c.output_tokens for c in drafts)
+    price = price_for(model)
+    per_100 = per_100_usd(price.cost_micro_usd(i, o), len(drafts)) if price else None
+    return RunCost(
+        drafts=len(drafts),
+        input_tokens=i,
+        output_tokens=o,
+        tokens_per_draft=round((i + o) / len(drafts), 1) if drafts else 0.0,
+        priced_as=price.priced_as if price else None,
+        cost_per_100_drafts_usd=None if per_100 is None else str(per_100),
+    )
+
+
 class SplitSummary(BaseModel):
     """One set's figures: the development set (tuned on) or the held-out set (never seen)."""
 
@@ -234,6 +267,7 @@ class RunSummary(BaseModel):
         description="The set the gate is on: held-out whenever held-out cases ran.",
     )
     splits: dict[str, SplitSummary] = Field(default_factory=dict)
+    cost: RunCost | None = None
     judge: JudgeInfo
     baseline: BaselineComparison | None = None
     cases: list[CaseOutcome]
@@ -301,6 +335,8 @@ class AgentAnswer(BaseModel):
     triage: TriageView | None = None
     model_name: str | None = None
     prompt_version: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 AgentFn = Callable[[CaseContext], "AgentAnswer | DraftView | TriageView | Awaitable[Any]"]
@@ -472,6 +508,8 @@ def _task(
             model_name=answer.model_name or agent.model,
             prompt_version=answer.prompt_version or agent.prompt_version,
             latency_ms=latency,
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
         )
 
     return task
@@ -519,6 +557,8 @@ def _outcome(rc: ReportCase[Any, Any, Any], dataset: str, split: str = DEVELOPME
         hold_reason=draft.hold_reason if draft else None,
         triage=out.triage if out else None,
         latency_ms=out.latency_ms if out else 0,
+        input_tokens=out.input_tokens if out else 0,
+        output_tokens=out.output_tokens if out else 0,
     )
 
 
@@ -646,6 +686,7 @@ def summarize(
         passed=all(g.ok for g in gates),
         gated_split=gated_split,
         splits=per_split,
+        cost=run_cost(model, cases),
         judge=judge,
         cases=sorted(cases, key=lambda c: (c.split, c.dataset, c.name)),
     )
@@ -902,6 +943,7 @@ class SideInfo(BaseModel):
     model: str
     passed: bool
     cases: int
+    cost: RunCost | None = None
 
 
 class CompareRow(BaseModel):
@@ -963,7 +1005,8 @@ def compare_runs(left: RunSummary, right: RunSummary) -> Comparison:
                 )
 
     def side(s: RunSummary) -> SideInfo:
-        return SideInfo(label=s.label, model=s.model, passed=s.passed, cases=s.cases_run)
+        cost = s.cost or run_cost(s.model, s.cases)
+        return SideInfo(label=s.label, model=s.model, passed=s.passed, cases=s.cases_run, cost=cost)
 
     return Comparison(
         a=side(left),
