@@ -36,6 +36,7 @@ from pydantic_ai.usage import RunUsage, UsageLimits
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agent import tracing
 from agent.casefile import (
     SMS_MAX_CHARS,
     CaseFile,
@@ -123,6 +124,16 @@ DRAFTER: Agent[AgentDeps, DraftOutput] = Agent(
 def drafter_agent() -> Agent[AgentDeps, DraftOutput]:
     """The drafter agent (kept for callers that ask for it by function)."""
     return DRAFTER
+
+
+def _configure_tracing(settings: Any) -> None:
+    """Turn tracing on once per process when ``PLIXO_OTEL_ENDPOINT`` is set (off by default)."""
+    if not _TRACING["configured"]:
+        _TRACING["configured"] = True
+        tracing.configure_from_settings(settings)
+
+
+_TRACING = {"configured": False}
 
 
 def usage_limits(settings: Any) -> UsageLimits:
@@ -244,7 +255,11 @@ def _grounded(ctx: RunContext[AgentDeps], out: DraftOutput) -> DraftOutput:
     run = ctx.deps.draft
     if not isinstance(run, DraftRun):
         return out
-    checked = check_output(out, run.task, run.truth, as_of=ctx.deps.as_of)
+    with tracing.span("plixo.grounding", attempt=len(run.checks) + 1) as span:
+        checked = check_output(out, run.task, run.truth, as_of=ctx.deps.as_of)
+        span.set_attribute("mismatches", len(checked.report.mismatches))
+        span.set_attribute("hold_problems", len(checked.hold_problems))
+        span.set_attribute("ok", checked.ok)
     run.checks.append(checked)
     if checked.ok or len(run.checks) > GROUNDING_RETRIES:
         return out
@@ -299,6 +314,7 @@ class Drafter:
         self.actor = actor
         self.prompt = prompt or load("drafter")
         self.agent = DRAFTER
+        _configure_tracing(settings)
         self.usage_limits = usage_limits(settings)
         retries = max(0, int(getattr(settings, "model_retries", 2)))
         per_call = float(getattr(settings, "model_timeout_s", 30.0))
@@ -344,6 +360,52 @@ class Drafter:
         return self.store(deps.session, composed)
 
     async def compose(
+        self,
+        deps: AgentDeps,
+        task: DraftTask,
+        *,
+        persona: DraftPersona,
+        kind: DraftKind,
+        prepared: Prepared | None = None,
+        switches: OrgSwitches | None = None,
+        engine: PolicyEngine | None = None,
+    ) -> Composed:
+        """``_compose`` traced: the draft, its case file, model requests, grounding, each rule
+        that fired and the decision (spans only when tracing is on; no content, no address)."""
+        case = task.case
+        with tracing.span(
+            "plixo.draft", org_id=task.org_id, customer_id=task.customer_id,
+            template=case.template, language=case.language, model=self.model_name,
+            prompt_version=self.prompt.version_id,
+        ):  # fmt: skip
+            with tracing.span(
+                "plixo.case_file", invoices=len(case.invoices), channel=case.channel.value,
+                promises=len(case.promises), days_past_due=max(
+                    (i.days_past_due for i in case.invoices), default=0
+                ),
+            ):  # fmt: skip
+                pass
+            composed = await self._compose(
+                deps, task, persona=persona, kind=kind, prepared=prepared, switches=switches,
+                engine=engine,
+            )  # fmt: skip
+            for reason in composed.decision.get("reasons", []):
+                with tracing.span(
+                    "plixo.rule", rule_id=str(reason.get("rule_id", "")),
+                    outcome=str(reason.get("outcome", "")),
+                ):  # fmt: skip
+                    pass
+            with tracing.span(
+                "plixo.decision",
+                outcome=str(composed.decision.get("outcome") or ("held" if composed.hold else "")),
+                attempts=composed.attempts, requests=composed.usage.requests,
+                input_tokens=composed.usage.input_tokens,
+                output_tokens=composed.usage.output_tokens,
+            ):  # fmt: skip
+                pass
+            return composed
+
+    async def _compose(
         self,
         deps: AgentDeps,
         task: DraftTask,

@@ -35,9 +35,10 @@ def test_a_priced_model_records_the_exact_cost_and_the_offline_model_none(
     paid, free = rows[priced.draft_id], rows[offline.draft_id]
     assert paid.requests == 1 and paid.input_tokens > 0 and paid.output_tokens > 0
     entry = price_table()["gpt-4o-mini"]
-    usd = Decimal(str(entry["input_cost_per_token"])) * paid.input_tokens + Decimal(
-        str(entry["output_cost_per_token"])
-    ) * paid.output_tokens
+    usd = (
+        Decimal(str(entry["input_cost_per_token"])) * paid.input_tokens
+        + Decimal(str(entry["output_cost_per_token"])) * paid.output_tokens
+    )
     assert paid.cost_micro_usd == int((usd * 1_000_000).to_integral_value())
     assert paid.priced_as == "gpt-4o-mini"
     assert free.model_name == "plixo-offline-v1" and free.cost_micro_usd is None
