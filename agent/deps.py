@@ -39,7 +39,9 @@ class AgentDeps:
     ``customer_id``: when set, tools refuse every other customer;
     ``pay_links``: already-issued mini-portal links by invoice number (else the stable link);
     ``prefetched``: ``invoice_detail`` answers read in bulk for this task's invoices (Autopilot
-    reads a whole batch in a few queries; the tool still checks the customer scope).
+    reads a whole batch in a few queries; the tool still checks the customer scope);
+    ``draft``: the drafter's task, ledger truth and instructions for this run (its
+    ``@output_validator`` grounds each submitted draft against it; None for other agents).
     """
 
     session: Session
@@ -51,6 +53,7 @@ class AgentDeps:
     customer_id: int | None = None
     pay_links: dict[str, str] = field(default_factory=dict)
     prefetched: dict[str, dict[str, Any]] = field(default_factory=dict)
+    draft: Any = None  # the drafter's DraftRun (agent.drafter): what its output validator checks
 
     def moment(self) -> datetime:
         return self.now or clock.now()

@@ -3,13 +3,14 @@
 The flow (``Drafter.draft``):
 
 1. the task is read from the ledger into a case file (``agent.casefile.build_task``);
-2. the model writes, calling read-only tools, and submits a typed ``DraftOutput``;
-3. grounding reads every amount, date, invoice number and link back out of the text and compares
-   them with the ledger; the language, recipient and channel are checked too. Any problem sends the
-   draft back to the model **once** with the list of problems;
+2. the model writes from the case file in its prompt (one request for a typical draft; read-only
+   tools stay available for what the case file lacks) and submits a typed ``DraftOutput``;
+3. the agent's ``@output_validator`` grounds it: every amount, date, invoice number and link is
+   read back out of the text and compared with the ledger; the language, recipient and channel
+   are checked too. Any problem goes back to the model **once** (``ModelRetry``);
 4. a second grounding mismatch blocks the draft with the reasons; a second wrong language,
    recipient or channel holds it for a human (``held``); so does any model failure (timeout,
-   invalid output, unknown tool, a tool refusing an out-of-scope request);
+   invalid output, unknown tool, a tool refusing an out-of-scope request, the token budget);
 5. the guardrails decide on ``send_draft`` with facts from the ledger and from grounding (Shadow
    Mode, quiet hours, caps, disputes, promises, content);
 6. the draft is stored with its decision, model, prompt version, tokens and latency through
@@ -27,16 +28,15 @@ import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from functools import lru_cache
 from typing import Any, TypeVar
 
-from pydantic_ai import Agent, ToolOutput
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai import Agent, ModelRetry, RunContext, ToolOutput
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage, UsageLimits
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agent import tracing
 from agent.casefile import (
     SMS_MAX_CHARS,
     CaseFile,
@@ -50,14 +50,15 @@ from agent.casefile import (
 )
 from agent.deps import AgentDeps
 from agent.models import build_model, model_name_of
-from agent.offline import DRAFT_TOOL, OFFLINE_MODEL_NAME
-from agent.schemas import DraftOutput, DraftResult, MoneyOut, Usage
+from agent.pricing import price_for
+from agent.schemas import DRAFT_TOOL, OFFLINE_MODEL_NAME, DraftOutput, DraftResult, MoneyOut, Usage
 from agent.tools import read_toolset
 from memory.models import (
     Cadence,
     CadenceStep,
     Channel,
     Draft,
+    DraftCost,
     DraftKind,
     DraftPersona,
     DraftStatus,
@@ -87,6 +88,7 @@ from tools.policy_admin import policy_set_for
 T = TypeVar("T")
 MAX_HOLD_CHARS = 1_000
 USAGE_LIMITS = UsageLimits(request_limit=8, tool_calls_limit=40)
+GROUNDING_RETRIES = 1  # a draft that fails its checks is sent back once
 RETRY_INTRO = (
     "The checks found these problems in your draft. Fix exactly these, keep everything else, and "
     "call submit_draft again:"
@@ -107,22 +109,37 @@ def _draft_output(
     )
 
 
-_AGENT: Agent[AgentDeps, DraftOutput] | None = None
+#: The drafter agent, defined once (no model bound: the model is chosen per run, lazily). Its
+#: instructions and its grounding check read the run's ``AgentDeps.draft`` (a ``DraftRun``).
+DRAFTER: Agent[AgentDeps, DraftOutput] = Agent(
+    None,
+    deps_type=AgentDeps,
+    output_type=_draft_output(),
+    toolsets=[read_toolset()],
+    retries=2,
+    name="plixo-drafter",
+)
 
 
 def drafter_agent() -> Agent[AgentDeps, DraftOutput]:
-    """The drafter agent (no model bound: the model is chosen per run, lazily)."""
-    global _AGENT
-    if _AGENT is None:
-        _AGENT = Agent(
-            None,
-            deps_type=AgentDeps,
-            output_type=_draft_output(),
-            toolsets=[read_toolset()],
-            retries=2,
-            name="plixo-drafter",
-        )
-    return _AGENT
+    """The drafter agent (kept for callers that ask for it by function)."""
+    return DRAFTER
+
+
+def _configure_tracing(settings: Any) -> None:
+    """Turn tracing on once per process when ``PLIXO_OTEL_ENDPOINT`` is set (off by default)."""
+    if not _TRACING["configured"]:
+        _TRACING["configured"] = True
+        tracing.configure_from_settings(settings)
+
+
+_TRACING = {"configured": False}
+
+
+def usage_limits(settings: Any) -> UsageLimits:
+    """Requests, tool calls and a token budget per draft (``PLIXO_DRAFT_TOKEN_BUDGET``)."""
+    budget = int(getattr(settings, "draft_token_budget", 24_000))
+    return UsageLimits(request_limit=8, tool_calls_limit=40, total_tokens_limit=budget)
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -210,6 +227,45 @@ def reminded_promise(case: CaseFile) -> PromiseFacts | None:
     )
 
 
+@dataclass
+class DraftRun:
+    """One draft in flight: what the instructions say and what each submission is checked on."""
+
+    task: DraftTask
+    truth: LedgerTruth
+    instructions: str
+    checks: list[Checked] = field(default_factory=list)
+
+
+@DRAFTER.instructions
+def _instructions(ctx: RunContext[AgentDeps]) -> str:
+    """The step's versioned prompt with its template filled from the case file."""
+    run = ctx.deps.draft
+    return run.instructions if isinstance(run, DraftRun) else ""
+
+
+@DRAFTER.output_validator
+def _grounded(ctx: RunContext[AgentDeps], out: DraftOutput) -> DraftOutput:
+    """Ground the submitted draft; send the problems back once (``ModelRetry``).
+
+    A second submission is accepted as it is: its grounding mismatches then block it through the
+    guardrails (``content.*_mismatch``), and a wrong language, recipient or channel holds it for a
+    person, with the reasons, so a model that cannot get it right never loops.
+    """
+    run = ctx.deps.draft
+    if not isinstance(run, DraftRun):
+        return out
+    with tracing.span("plixo.grounding", attempt=len(run.checks) + 1) as span:
+        checked = check_output(out, run.task, run.truth, as_of=ctx.deps.as_of)
+        span.set_attribute("mismatches", len(checked.report.mismatches))
+        span.set_attribute("hold_problems", len(checked.hold_problems))
+        span.set_attribute("ok", checked.ok)
+    run.checks.append(checked)
+    if checked.ok or len(run.checks) > GROUNDING_RETRIES:
+        return out
+    raise ModelRetry(checked.feedback())
+
+
 # --- the drafter ---------------------------------------------------------------------------------
 
 
@@ -253,11 +309,13 @@ class Drafter:
         self.settings = settings
         self.model = model if model is not None else build_model(settings)
         self.model_name = model_name_of(self.model)
-        self.offline = self.model_name == OFFLINE_MODEL_NAME
+        self.offline = self.model_name == OFFLINE_MODEL_NAME  # a label only: same prompts
         self.shadow = shadow
         self.actor = actor
         self.prompt = prompt or load("drafter")
-        self.agent = drafter_agent()
+        self.agent = DRAFTER
+        _configure_tracing(settings)
+        self.usage_limits = usage_limits(settings)
         retries = max(0, int(getattr(settings, "model_retries", 2)))
         per_call = float(getattr(settings, "model_timeout_s", 30.0))
         self.timeout_s = timeout_s or per_call * (retries + 1) * 2 + 5
@@ -268,8 +326,6 @@ class Drafter:
         case = task.case
         book = case_book(case)
         name = resolve_template(case.template, book)
-        if self.offline:  # the offline model fills the templates itself: the bare skeleton
-            return _skeleton_instructions(self.prompt, case.template_version, name, case.language)
         subject, body, _ = render(case)
         return self.prompt.render(
             template=name, language=case.language, skeleton_subject=subject, skeleton_body=body
@@ -282,24 +338,6 @@ class Drafter:
             + "\n\nWrite this message in the case file's language and submit it with "
             + "submit_draft."
         )
-
-    async def _run(
-        self,
-        deps: AgentDeps,
-        prompt: str,
-        instructions: str,
-        history: list[ModelMessage] | None,
-    ) -> tuple[DraftOutput, list[ModelMessage], RunUsage]:
-        result = await self.agent.run(
-            prompt,
-            deps=deps,
-            model=self.model,
-            instructions=instructions,
-            message_history=history,
-            usage_limits=USAGE_LIMITS,
-            timeout=self.timeout_s,
-        )
-        return result.output, result.all_messages(), result.usage
 
     # -- the whole flow --
 
@@ -322,6 +360,52 @@ class Drafter:
         return self.store(deps.session, composed)
 
     async def compose(
+        self,
+        deps: AgentDeps,
+        task: DraftTask,
+        *,
+        persona: DraftPersona,
+        kind: DraftKind,
+        prepared: Prepared | None = None,
+        switches: OrgSwitches | None = None,
+        engine: PolicyEngine | None = None,
+    ) -> Composed:
+        """``_compose`` traced: the draft, its case file, model requests, grounding, each rule
+        that fired and the decision (spans only when tracing is on; no content, no address)."""
+        case = task.case
+        with tracing.span(
+            "plixo.draft", org_id=task.org_id, customer_id=task.customer_id,
+            template=case.template, language=case.language, model=self.model_name,
+            prompt_version=self.prompt.version_id,
+        ):  # fmt: skip
+            with tracing.span(
+                "plixo.case_file", invoices=len(case.invoices), channel=case.channel.value,
+                promises=len(case.promises), days_past_due=max(
+                    (i.days_past_due for i in case.invoices), default=0
+                ),
+            ):  # fmt: skip
+                pass
+            composed = await self._compose(
+                deps, task, persona=persona, kind=kind, prepared=prepared, switches=switches,
+                engine=engine,
+            )  # fmt: skip
+            for reason in composed.decision.get("reasons", []):
+                with tracing.span(
+                    "plixo.rule", rule_id=str(reason.get("rule_id", "")),
+                    outcome=str(reason.get("outcome", "")),
+                ):  # fmt: skip
+                    pass
+            with tracing.span(
+                "plixo.decision",
+                outcome=str(composed.decision.get("outcome") or ("held" if composed.hold else "")),
+                attempts=composed.attempts, requests=composed.usage.requests,
+                input_tokens=composed.usage.input_tokens,
+                output_tokens=composed.usage.output_tokens,
+            ):  # fmt: skip
+                pass
+            return composed
+
+    async def _compose(
         self,
         deps: AgentDeps,
         task: DraftTask,
@@ -357,8 +441,6 @@ class Drafter:
         )
         started = time.perf_counter()
         usage = RunUsage()
-        attempts = 0
-        first_mismatches = 0
         hold: str | None = None
         out: DraftOutput | None = None
         checked: Checked | None = None
@@ -370,28 +452,32 @@ class Drafter:
             links=task.pay_links,
             locale=case.locale,
         )
-        instructions = self.instructions(task)
-        prompt = self.user_prompt(task)
-        history: list[ModelMessage] | None = None
-        try:
-            for attempt in (1, 2):
-                attempts = attempt
-                out, history, run_usage = await self._run(scoped, prompt, instructions, history)
-                usage = usage + run_usage
-                checked = check_output(out, task, truth, as_of=deps.as_of)
-                if attempt == 1:
-                    first_mismatches = len(checked.report.mismatches)
-                if checked.ok:
-                    break
-                prompt = checked.feedback()
+        run = DraftRun(task=task, truth=truth, instructions=self.instructions(task))
+        scoped.draft = run
+        try:  # one run: the case file is in the prompt, the validator sends problems back once
+            result = await self.agent.run(
+                self.user_prompt(task),
+                deps=scoped,
+                model=self.model,
+                usage_limits=self.usage_limits,
+                timeout=self.timeout_s,
+            )
+            out, usage = result.output, result.usage
+            checked = run.checks[-1] if run.checks else None
         except Exception as exc:  # any model or tool failure: held for a human, run continues
             hold = hold_reason_for(exc)
+        attempts = len(run.checks)
+        first_mismatches = len(run.checks[0].report.mismatches) if run.checks else 0
         latency_ms = int((time.perf_counter() - started) * 1000)
         if hold is None and checked is not None and checked.hold_problems:
             hold = "The draft failed its checks twice: " + "; ".join(checked.hold_problems)
         if hold is not None or out is None or checked is None:
             draft = self._draft_row(task, persona, kind, None, None, usage, latency_ms, attempts)
-            draft.grounding = {"attempts": attempts, "first_attempt_mismatches": first_mismatches}
+            draft.grounding = {
+                "attempts": attempts,
+                "first_attempt_mismatches": first_mismatches,
+                "model_requests": usage.requests,
+            }
             return Composed(
                 draft, task, None, usage, attempts, first_mismatches,
                 hold=hold or "the model returned nothing",
@@ -426,6 +512,7 @@ class Drafter:
             **report.as_dict(),
             "attempts": attempts,
             "first_attempt_mismatches": first_mismatches,
+            "model_requests": usage.requests,
         }
         return Composed(
             draft, task, out, usage, attempts, first_mismatches,
@@ -444,6 +531,7 @@ class Drafter:
                 actor=self.actor,
                 grounding_blocked=composed.grounding_blocked,
             )
+        session.add(cost_row(composed.draft, composed.usage))
         return _result(
             composed.draft,
             composed.task,
@@ -476,6 +564,7 @@ class Drafter:
                     d.decision_outcome, grounding_blocked=c.grounding_blocked
                 )
         session.add_all([c.draft for c in batch])
+        session.add_all([cost_row(c.draft, c.usage) for c in batch])
         session.flush()
         for c in batch:
             d = c.draft
@@ -552,15 +641,20 @@ class Drafter:
         )
 
 
-@lru_cache(maxsize=256)
-def _skeleton_instructions(prompt: Prompt, version: str, name: str, language: str) -> str:
-    """The instructions with a step's unfilled template (the same for every draft of the step)."""
-    tmpl = book_for(language, version).template(name)
-    return prompt.render(
-        template=name,
-        language=language,
-        skeleton_subject=str(tmpl["subject"]),
-        skeleton_body=str(tmpl["body"]),
+def cost_row(draft: Draft, usage: RunUsage) -> DraftCost:
+    """The draft's model usage and, for a model in LiteLLM's price table, its cost."""
+    price = price_for(draft.model_name)
+    return DraftCost(
+        draft=draft,
+        org_id=draft.org_id,
+        model_name=(draft.model_name or "unknown")[:120],
+        requests=usage.requests,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cost_micro_usd=price.cost_micro_usd(usage.input_tokens, usage.output_tokens)
+        if price
+        else None,
+        priced_as=price.priced_as if price else None,
     )
 
 

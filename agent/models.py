@@ -8,7 +8,11 @@ Accepted values:
 - ``openai-compatible:<name>``: any server that speaks Chat Completions (vLLM, llama.cpp's server,
   Ollama) at ``PLIXO_MODEL_BASE_URL``; the key is optional;
 - ``litellm:<name>``: through pydantic-ai's LiteLLM provider, i.e. a LiteLLM proxy at
-  ``PLIXO_MODEL_BASE_URL`` (e.g. ``http://127.0.0.1:4000``).
+  ``PLIXO_MODEL_BASE_URL`` (e.g. ``http://127.0.0.1:4000``);
+- pydantic-ai's own providers ``anthropic:<name>``, ``google-gla:<name>``, ``groq:<name>`` and
+  ``mistral:<name>``, each with its optional extra (``pip install 'pydantic-ai-slim[anthropic]'``)
+  and its key in ``PLIXO_MODEL_API_KEY`` or the provider's own variable; each is imported only
+  when named, and a missing extra or key fails with the command or variable to fix it.
 
 Network models get the OpenAI client's own timeout (``PLIXO_MODEL_TIMEOUT_S``) and retries with
 exponential backoff (``PLIXO_MODEL_RETRIES``), and a concurrency limit shared by every request
@@ -18,19 +22,52 @@ item for a human with the reason) is the callers' job: see ``agent.drafter``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass
 
 from pydantic_ai.models import Model
 from pydantic_ai.models.concurrency import ConcurrencyLimitedModel
 
-from agent.offline import OFFLINE_MODEL_NAME, offline_model
+from agent.offline import offline_model
+from agent.schemas import OFFLINE_MODEL_NAME
 from memory.config import Settings
 
 _USAGE = (
-    "use offline, openai:<name>, litellm:<name> or openai-compatible:<name> "
-    "(with PLIXO_MODEL_BASE_URL)"
+    "use offline, openai:<name>, litellm:<name>, openai-compatible:<name> "
+    "(with PLIXO_MODEL_BASE_URL), anthropic:<name>, google-gla:<name>, groq:<name> or "
+    "mistral:<name>"
 )
+
+
+@dataclass(frozen=True)
+class NativeProvider:
+    """One of pydantic-ai's own providers: where its classes live, its extra, its key variables."""
+
+    extra: str
+    model_path: str  # module:Class
+    provider_path: str  # module:Class
+    key_vars: tuple[str, ...]
+
+
+NATIVE: dict[str, NativeProvider] = {
+    "anthropic": NativeProvider(
+        "anthropic", "pydantic_ai.models.anthropic:AnthropicModel",
+        "pydantic_ai.providers.anthropic:AnthropicProvider", ("ANTHROPIC_API_KEY",),
+    ),
+    "google-gla": NativeProvider(
+        "google", "pydantic_ai.models.google:GoogleModel",
+        "pydantic_ai.providers.google:GoogleProvider", ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+    ),
+    "groq": NativeProvider(
+        "groq", "pydantic_ai.models.groq:GroqModel",
+        "pydantic_ai.providers.groq:GroqProvider", ("GROQ_API_KEY",),
+    ),
+    "mistral": NativeProvider(
+        "mistral", "pydantic_ai.models.mistral:MistralModel",
+        "pydantic_ai.providers.mistral:MistralProvider", ("MISTRAL_API_KEY",),
+    ),
+}  # fmt: skip
 
 
 class ModelConfigError(ValueError):
@@ -55,7 +92,8 @@ def parse_model(value: str) -> ModelSpec:
     provider, sep, name = raw.partition(":")
     provider = provider.strip().lower()
     name = name.strip()
-    if not sep or not name or provider not in ("openai", "openai-compatible", "litellm"):
+    known = ("openai", "openai-compatible", "litellm", *NATIVE)
+    if not sep or not name or provider not in known:
         raise ModelConfigError(f"PLIXO_MODEL={raw!r} is not understood: {_USAGE}.")
     return ModelSpec(provider, name)
 
@@ -78,6 +116,8 @@ def build_model(settings: Settings) -> Model:
     spec = parse_model(settings.model)
     if spec.provider == "offline":
         return offline_model()
+    if spec.provider in NATIVE:
+        return _native(spec, settings)
 
     from openai import AsyncOpenAI
     from pydantic_ai.models.openai import OpenAIChatModel
@@ -111,6 +151,33 @@ def build_model(settings: Settings) -> Model:
         from pydantic_ai.providers.openai import OpenAIProvider
 
         model = OpenAIChatModel(spec.name, provider=OpenAIProvider(openai_client=client))
+    return ConcurrencyLimitedModel(model, max(1, int(settings.model_concurrency)))
+
+
+def _load(path: str, spec: ModelSpec, native: NativeProvider) -> type:
+    module, _, cls = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    except ImportError as exc:
+        raise ModelConfigError(
+            f"PLIXO_MODEL={spec.label} needs pydantic-ai's {native.extra!r} extra: "
+            f"pip install 'pydantic-ai-slim[{native.extra}]' ({exc})."
+        ) from None
+
+
+def _native(spec: ModelSpec, settings: Settings) -> Model:
+    """One of pydantic-ai's own providers, imported only now, with the key it needs."""
+    native = NATIVE[spec.provider]
+    key = settings.model_api_key.get_secret_value() if settings.model_api_key else None
+    key = key or next((os.environ[v] for v in native.key_vars if os.environ.get(v)), None)
+    model_cls = _load(native.model_path, spec, native)
+    provider_cls = _load(native.provider_path, spec, native)
+    if not key:
+        raise ModelConfigError(
+            f"PLIXO_MODEL={spec.label} needs an API key: set PLIXO_MODEL_API_KEY (or "
+            f"{' or '.join(native.key_vars)}), or use PLIXO_MODEL=offline."
+        )
+    model = model_cls(spec.name, provider=provider_cls(api_key=key))
     return ConcurrencyLimitedModel(model, max(1, int(settings.model_concurrency)))
 
 

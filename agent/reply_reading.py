@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 from babel.dates import get_day_names
 
 from agent.schemas import MoneyOut, ProposedChange, TriageCase, TriageOutput
+from agent.wording import reason_from_words
 from memory.money import exponent
 from tools.grounding import extract_facts, format_amount
 from tools.mail_reading import LANGUAGES, fold
@@ -223,9 +224,7 @@ def read_reply(case: TriageCase, text: str) -> Reading:
 
 def _read_dispute(reading: Reading, sentence: str, folded: str, case: TriageCase) -> None:
     """A sentence that contests named invoices (the dispute workflow's reason keys)."""
-    from agent.offline import dispute_reason  # the triage's reason vocabulary, shared
-
-    reason = dispute_reason(folded)
+    reason = reason_from_words(folded)
     if reason is None:
         return
     named = [

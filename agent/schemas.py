@@ -16,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memory.models import Channel, DraftPersona, DraftStatus
 
+#: The offline model's name (``agent.offline``, built by the model factory ``agent.models``).
+OFFLINE_MODEL_NAME = "plixo-offline-v1"
+
+#: The output tools each agent offers; a model submits its typed answer by calling one.
+DRAFT_TOOL = "submit_draft"
+REVISION_TOOL = "submit_revision"
+INSPECTOR_TOOL = "submit_recommendation"
+TRIAGE_TOOL = "submit_triage"
+
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 InvoiceNumber = Annotated[str, Field(min_length=1, max_length=64)]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2}$")]

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pydantic_ai import Agent, ToolOutput
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai import Agent, ModelRetry, RunContext, ToolOutput
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage
 from sqlalchemy import func, select
@@ -23,19 +23,21 @@ from sqlalchemy.orm import Session
 
 from agent.casefile import DraftTask, TaskError, build_task, relocalize
 from agent.deps import AgentDeps
-from agent.drafter import USAGE_LIMITS, Checked, check_output, hold_reason_for, run_sync
-from agent.models import build_model, model_name_of
-from agent.offline import (
-    INSPECTOR_TOOL,
-    REVISION_TOOL,
-    TRIAGE_TOOL,
-    dispute_reason,
-    fold_text,
-    requested_language,
+from agent.drafter import (
+    USAGE_LIMITS,
+    Checked,
+    check_output,
+    hold_reason_for,
+    run_sync,
+    usage_limits,
 )
+from agent.models import build_model, model_name_of
 from agent.reply_reading import reconcile
 from agent.safety import clean, fence, injection_signals
 from agent.schemas import (
+    INSPECTOR_TOOL,
+    REVISION_TOOL,
+    TRIAGE_TOOL,
     InspectCase,
     InspectorOutput,
     MoneyOut,
@@ -47,6 +49,7 @@ from agent.schemas import (
     TriageResult,
 )
 from agent.tools import read_toolset
+from agent.wording import fold_text, reason_from_words, requested_language
 from memory import clock
 from memory.config import Settings
 from memory.models import (
@@ -69,6 +72,7 @@ if TYPE_CHECKING:
     from memory.recall import Recall
 
 from tools.grounding import (
+    LedgerTruth,
     ledger_truth,
     outreach_context,
     send_draft_facts,
@@ -86,25 +90,58 @@ NATURAL_PROPOSAL: dict[str, str] = {
 }
 MAX_REPLY_CHARS = 20_000
 
-_REVISER: Agent[AgentDeps, RevisionOutput] | None = None
 _INSPECTOR: Agent[AgentDeps, InspectorOutput] | None = None
 _TRIAGE: Agent[AgentDeps, TriageOutput] | None = None
 
+#: The reviser agent, defined once; its instructions and grounding read ``AgentDeps.draft``.
+REVISER: Agent[AgentDeps, RevisionOutput] = Agent(
+    None,
+    deps_type=AgentDeps,
+    output_type=ToolOutput(
+        RevisionOutput, name=REVISION_TOOL, description="Submit the revised draft."
+    ),
+    toolsets=[read_toolset()],
+    retries=2,
+    name="plixo-reviser",
+)
+
+
+@dataclass
+class RevisionRun:
+    """One revision in flight: the instructions, the task and what each submission is checked on."""
+
+    task: DraftTask
+    truth: LedgerTruth
+    instructions: str
+    wanted_language: str | None
+    checks: list[Checked] = field(default_factory=list)
+
+
+@REVISER.instructions
+def _reviser_instructions(ctx: RunContext[AgentDeps]) -> str:
+    run = ctx.deps.draft
+    return run.instructions if isinstance(run, RevisionRun) else ""
+
+
+@REVISER.output_validator
+def _revision_grounded(ctx: RunContext[AgentDeps], out: RevisionOutput) -> RevisionOutput:
+    """Ground the rewrite; send the problems back once (``ModelRetry``), then accept it as it is
+    (a rewrite that still fails is not applied, and the operator is told why)."""
+    run = ctx.deps.draft
+    if not isinstance(run, RevisionRun):
+        return out
+    wanted = run.wanted_language
+    if wanted and out.language == wanted and run.task.case.language != wanted:
+        run.task.case = relocalize(run.task.case, wanted)  # the operator asked for it
+    checked = check_output(out, run.task, run.truth, as_of=ctx.deps.as_of)
+    run.checks.append(checked)
+    if checked.ok or len(run.checks) > 1:
+        return out
+    raise ModelRetry(checked.feedback().replace("submit_draft", REVISION_TOOL))
+
 
 def _reviser() -> Agent[AgentDeps, RevisionOutput]:
-    global _REVISER
-    if _REVISER is None:
-        _REVISER = Agent(
-            None,
-            deps_type=AgentDeps,
-            output_type=ToolOutput(
-                RevisionOutput, name=REVISION_TOOL, description="Submit the revised draft."
-            ),
-            toolsets=[read_toolset()],
-            retries=2,
-            name="plixo-reviser",
-        )
-    return _REVISER
+    return REVISER
 
 
 def _inspector() -> Agent[AgentDeps, InspectorOutput]:
@@ -270,31 +307,23 @@ def revise_draft(
     )
     out: RevisionOutput | None = None
     checked: Checked | None = None
-    history: list[ModelMessage] | None = None
     usage = RunUsage()
     failure: str | None = None
     started = time.perf_counter()
+    run = RevisionRun(task, truth, prompt_v.text, requested_language(text))
+    deps.draft = run
     try:
-        for _ in (1, 2):
-            result = run_sync(
-                _reviser().run(
-                    user_prompt,
-                    deps=deps,
-                    model=model,
-                    instructions=prompt_v.text,
-                    message_history=history,
-                    usage_limits=USAGE_LIMITS,
-                    timeout=_timeout(settings),
-                )
+        result = run_sync(
+            REVISER.run(
+                user_prompt,
+                deps=deps,
+                model=model,
+                usage_limits=usage_limits(settings),
+                timeout=_timeout(settings),
             )
-            out, history, usage = result.output, result.all_messages(), usage + result.usage
-            wanted = requested_language(text)
-            if wanted and out.language == wanted and task.case.language != wanted:
-                task.case = relocalize(task.case, wanted)  # the operator asked for it
-            checked = check_output(out, task, truth, as_of=as_of)
-            if checked.ok:
-                break
-            user_prompt = checked.feedback().replace("submit_draft", "submit_revision")
+        )
+        out, usage = result.output, result.usage
+        checked = run.checks[-1] if run.checks else None
     except Exception as exc:  # the model failed: record it, keep the draft as it is
         failure = hold_reason_for(exc)
     latency_ms = int((time.perf_counter() - started) * 1000)
@@ -618,7 +647,7 @@ def dispute_reason_key(reason: str | None) -> str:
     key = re.sub(r"[\s-]+", "_", folded)
     if key in REASONS:
         return key
-    return _REASON_ALIASES.get(key) or dispute_reason(folded) or "other"
+    return _REASON_ALIASES.get(key) or reason_from_words(folded) or "other"
 
 
 def _vetted(

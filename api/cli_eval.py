@@ -24,12 +24,21 @@ from rich.table import Table
 
 from api.cli_common import console, err_console, fail, open_ledger, print_json
 from evals.evaluators import EvalSetupError
-from evals.loader import DATASETS_DIR, DatasetError, LoadedDataset, load_datasets
+from evals.loader import (
+    DATASETS_DIR,
+    DEVELOPMENT,
+    HELDOUT,
+    DatasetError,
+    LoadedDataset,
+    load_datasets,
+)
 from evals.runner import (
     BASELINE_FILE,
     LOWER_IS_BETTER,
+    EvaluatorStats,
     GateResult,
     ModelUnavailable,
+    RunCost,
     RunSummary,
     compare_baseline,
     compare_runs,
@@ -158,40 +167,44 @@ def _fmt(name: str, value: float | None) -> str:
     return f"{value * 100:.1f}%" if value <= 1 else f"{value:g}"
 
 
+def _result(s: EvaluatorStats | None) -> str:
+    if s is None or s.cases == 0:
+        return "not measured"
+    if s.kind == "assertion":
+        return f"{s.passed}/{s.cases} {_fmt(s.name, s.rate)}"
+    if s.name in LOWER_IS_BETTER:
+        return f"{s.total:g} total"
+    return f"mean {s.mean:.3f}" if s.mean is not None else "–"
+
+
+def _per_100(cost: RunCost | None) -> str:
+    if cost is None or cost.cost_per_100_drafts_usd is None:
+        return "not in LiteLLM's price table"
+    return f"${cost.cost_per_100_drafts_usd} ({cost.priced_as})"
+
+
 def _print_summary(summary: RunSummary) -> None:
+    """The development and held-out figures side by side; the gate is on ``gated_split``."""
     table = Table(title=f"plixo eval — {summary.label}", show_lines=False)
-    for col, just in (("Evaluator", "left"), ("Cases", "right"), ("Result", "right"),
-                      ("Baseline", "right"), ("Δ", "right")):  # fmt: skip
+    splits = [name for name in (DEVELOPMENT, HELDOUT) if name in summary.splits]
+    heads = [("Evaluator", "left")] + [(name, "right") for name in splits]
+    for col, just in heads + [("Baseline", "right"), ("Δ", "right")]:
         table.add_column(col, justify=just)  # type: ignore[arg-type]
+    by_split = {n: {e.name: e for e in summary.splits[n].evaluators} for n in splits}
     deltas = {d.name: d for d in (summary.baseline.evaluators if summary.baseline else [])}
     for s in summary.evaluators:
-        if s.cases == 0:
-            result = "not measured"
-        elif s.kind == "assertion":
-            result = f"{s.passed}/{s.cases} {_fmt(s.name, s.rate)}"
-        elif s.name in LOWER_IS_BETTER:
-            result = f"{s.total:g} total"
-        else:
-            result = f"mean {s.mean:.3f}" if s.mean is not None else "–"
         d = deltas.get(s.name)
         delta = "–" if d is None or d.delta is None else f"{d.delta:+g}"
         if d is not None and d.worse:
             delta = f"[red]{delta}[/]"
-        table.add_row(
-            s.name,
-            str(s.cases),
-            result,
-            "–" if d is None else _fmt(s.name, d.baseline),
-            delta,
-        )
-    table.add_row(
-        "[bold]overall[/] (every gated check)",
-        str(summary.cases_run),
-        f"{summary.cases_clean}/{summary.cases_run}",
-        "",
-        "",
-    )
+        cells = [_result(by_split[n].get(s.name)) for n in splits] or [_result(s)]
+        table.add_row(s.name, *cells, "–" if d is None else _fmt(s.name, d.baseline), delta)
+    clean = [f"{summary.splits[n].cases_clean}/{summary.splits[n].cases_run}" for n in splits] or [
+        f"{summary.cases_clean}/{summary.cases_run}"
+    ]
+    table.add_row("[bold]overall[/] (every gated check)", *clean, "", "")
     console.print(table)
+    console.print(f"The gate is on the [bold]{summary.gated_split}[/] set.")
     gates = Table(title="Gate")
     gates.add_column("Threshold")
     gates.add_column("Value", justify="right")
@@ -387,6 +400,19 @@ def compare_cmd(
     gate.add_column("B")
     gate.add_row("passed", str(left.passed), str(right.passed))
     console.print(gate)
+    costs = Table(title="Cost")
+    costs.add_column("")
+    costs.add_column("A")
+    costs.add_column("B")
+    ca, cb = result.a.cost, result.b.cost
+    costs.add_row("drafts", str(ca.drafts if ca else 0), str(cb.drafts if cb else 0))
+    costs.add_row(
+        "tokens per draft",
+        f"{ca.tokens_per_draft:g}" if ca else "–",
+        f"{cb.tokens_per_draft:g}" if cb else "–",
+    )
+    costs.add_row("cost per 100 drafts", _per_100(ca), _per_100(cb))
+    console.print(costs)
     diffs = result.case_differences
     if diffs:
         cases = Table(title=f"Cases that differ ({len({d.case for d in diffs})})")

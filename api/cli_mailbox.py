@@ -7,7 +7,7 @@ person; bounces and opt-outs change the contact (audited); auto-replies are labe
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.cli_common import console, fail, open_ledger, print_json
+from memory import clock
 from memory.config import Settings, get_settings
 from memory.models import Organisation
 from tools import mailbox
@@ -63,7 +64,7 @@ def sync(
     """Read new messages: thread them, triage replies, mark bounces and opt-outs."""
     settings = get_settings()
     _, sessions = open_ledger(upgrade=True)
-    now = datetime.now(UTC)
+    now = clock.now()
     with sessions() as session:
         org_id = _org_id(session, org)
         try:

@@ -24,6 +24,10 @@ from evals.evaluators import REGISTRY, standard_evaluators
 from evals.scenarios import CaseFile, CaseMeta, DatasetFile, ExpectedFacts, ScenarioInputs
 
 DATASETS_DIR = Path(__file__).with_name("datasets")
+#: The held-out set: written apart from the development set, from its own ledgers and phrasings,
+#: never used to tune a prompt, a template or the offline model. The CI gate is on this set.
+HELDOUT_DIR = Path(__file__).with_name("heldout")
+DEVELOPMENT, HELDOUT = "development", "heldout"
 SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -52,6 +56,7 @@ class LoadedDataset:
     description: str
     dataset: EvalDataset
     file: DatasetFile
+    split: str = DEVELOPMENT
 
     @property
     def cases(self) -> list[EvalCase]:
@@ -184,8 +189,14 @@ def load_file(path: Path) -> LoadedDataset:
         cases=cases,
         evaluators=_merge(standard_evaluators(), dataset_evaluators),
     )
+    split = HELDOUT if path.resolve().parent == HELDOUT_DIR.resolve() else DEVELOPMENT
     return LoadedDataset(
-        name=parsed.name, path=path, description=parsed.description, dataset=dataset, file=parsed
+        name=parsed.name,
+        path=path,
+        description=parsed.description,
+        dataset=dataset,
+        file=parsed,
+        split=split,
     )
 
 
@@ -208,14 +219,17 @@ def dataset_files(directory: Path = DATASETS_DIR) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES and p.is_file())
 
 
-def load_datasets(only: Sequence[str] = (), directory: Path = DATASETS_DIR) -> list[LoadedDataset]:
-    """Every dataset in ``directory`` (or those named in ``only``: a name, a file stem or a path).
+def load_datasets(only: Sequence[str] = (), directory: Path | None = None) -> list[LoadedDataset]:
+    """Every dataset (or those named in ``only``: a name, a file stem or a path).
 
-    Case names must be unique across the suite: the baseline and reports key on them.
+    Without ``directory``: the development set (``evals/datasets``) and the held-out set
+    (``evals/heldout``). Case names must be unique across the suite: the baseline and reports key
+    on them.
     """
+    directories = [directory] if directory is not None else [DATASETS_DIR, HELDOUT_DIR]
     selected: list[Path] = []
     if only:
-        files = {p.stem: p for p in dataset_files(directory)}
+        files = {p.stem: p for d in directories for p in dataset_files(d)}
         for item in only:
             as_path = Path(item)
             if as_path.suffix in SUFFIXES and as_path.is_file():
@@ -230,15 +244,16 @@ def load_datasets(only: Sequence[str] = (), directory: Path = DATASETS_DIR) -> l
                         loaded_names[raw["name"]] = p
                 if item not in loaded_names:
                     known = ", ".join(sorted(files)) or "none"
+                    where = " and ".join(str(d) for d in directories)
                     raise DatasetError(
-                        f"no dataset {item!r} in {directory} (known: {known}); "
+                        f"no dataset {item!r} in {where} (known: {known}); "
                         "give a dataset name, a file stem or a path to a .yaml/.json file"
                     )
                 selected.append(loaded_names[item])
     else:
-        selected = dataset_files(directory)
+        selected = [p for d in directories for p in dataset_files(d)]
     if not selected:
-        raise DatasetError(f"{directory}: no dataset files (*.yaml, *.json)")
+        raise DatasetError(f"{directories[0]}: no dataset files (*.yaml, *.json)")
     loaded = [load_file(p) for p in dict.fromkeys(selected)]
     seen: dict[str, Path] = {}
     for ds in loaded:

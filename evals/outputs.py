@@ -74,3 +74,5 @@ class CaseResult(BaseModel):
     model_name: str | None = None
     prompt_version: str | None = None
     latency_ms: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0

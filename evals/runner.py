@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,9 +31,10 @@ from pydantic_evals.reporting import EvaluationReport, ReportCase
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.pricing import per_100_usd, price_for
 from evals.evaluators import EVALUATION_NAMES, SCORE_NAMES, EvalSetupError, judge_evaluators
 from evals.fixtures import PreparedScenario, build_scenario, ledger_changes, ledger_fingerprint
-from evals.loader import EvalInputs, LoadedDataset
+from evals.loader import DEVELOPMENT, HELDOUT, EvalInputs, LoadedDataset
 from evals.outputs import CaseResult, DraftView, TriageView
 from evals.scenarios import CaseMeta, ScenarioInputs
 from memory import clock, migrate
@@ -149,6 +150,7 @@ class NotRun(BaseModel):
 class CaseOutcome(BaseModel):
     name: str
     dataset: str
+    split: str = DEVELOPMENT
     category: str
     description: str = ""
     task_kind: str
@@ -164,6 +166,8 @@ class CaseOutcome(BaseModel):
     hold_reason: str | None = None
     triage: TriageView | None = None
     latency_ms: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def badness(self) -> tuple[int, int, float]:
@@ -204,6 +208,46 @@ class BaselineComparison(BaseModel):
     note: str = ""
 
 
+class RunCost(BaseModel):
+    """Tokens and, for a model in LiteLLM's price table, dollars per 100 drafts."""
+
+    drafts: int
+    input_tokens: int
+    output_tokens: int
+    tokens_per_draft: float
+    priced_as: str | None = None
+    cost_per_100_drafts_usd: str | None = Field(
+        default=None, description="Exact decimal string; None when the model is not priced."
+    )
+
+
+def run_cost(model: str, cases: Sequence[CaseOutcome]) -> RunCost:
+    """What the run's drafts cost (held drafts and triage cases are not counted as drafts)."""
+    drafts = [c for c in cases if c.task_kind == "draft" and c.body]
+    i = sum(c.input_tokens for c in drafts)
+    o = sum(c.output_tokens for c in drafts)
+    price = price_for(model)
+    per_100 = per_100_usd(price.cost_micro_usd(i, o), len(drafts)) if price else None
+    return RunCost(
+        drafts=len(drafts),
+        input_tokens=i,
+        output_tokens=o,
+        tokens_per_draft=round((i + o) / len(drafts), 1) if drafts else 0.0,
+        priced_as=price.priced_as if price else None,
+        cost_per_100_drafts_usd=None if per_100 is None else str(per_100),
+    )
+
+
+class SplitSummary(BaseModel):
+    """One set's figures: the development set (tuned on) or the held-out set (never seen)."""
+
+    cases_run: int
+    cases_clean: int
+    evaluators: list[EvaluatorStats]
+    gates: list[GateResult]
+    passed: bool
+
+
 class RunSummary(BaseModel):
     label: str
     model: str
@@ -218,6 +262,12 @@ class RunSummary(BaseModel):
     evaluators: list[EvaluatorStats]
     gates: list[GateResult]
     passed: bool
+    gated_split: str = Field(
+        default=HELDOUT,
+        description="The set the gate is on: held-out whenever held-out cases ran.",
+    )
+    splits: dict[str, SplitSummary] = Field(default_factory=dict)
+    cost: RunCost | None = None
     judge: JudgeInfo
     baseline: BaselineComparison | None = None
     cases: list[CaseOutcome]
@@ -285,6 +335,8 @@ class AgentAnswer(BaseModel):
     triage: TriageView | None = None
     model_name: str | None = None
     prompt_version: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 AgentFn = Callable[[CaseContext], "AgentAnswer | DraftView | TriageView | Awaitable[Any]"]
@@ -456,6 +508,8 @@ def _task(
             model_name=answer.model_name or agent.model,
             prompt_version=answer.prompt_version or agent.prompt_version,
             latency_ms=latency,
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
         )
 
     return task
@@ -465,7 +519,7 @@ def _value(v: Any) -> bool | int | float | str:
     return v if isinstance(v, bool | int | float | str) else str(v)
 
 
-def _outcome(rc: ReportCase[Any, Any, Any], dataset: str) -> CaseOutcome:
+def _outcome(rc: ReportCase[Any, Any, Any], dataset: str, split: str = DEVELOPMENT) -> CaseOutcome:
     meta = rc.metadata if isinstance(rc.metadata, CaseMeta) else None
     out = rc.output if isinstance(rc.output, CaseResult) else None
     results: dict[str, ResultValue] = {}
@@ -487,6 +541,7 @@ def _outcome(rc: ReportCase[Any, Any, Any], dataset: str) -> CaseOutcome:
     return CaseOutcome(
         name=rc.name,
         dataset=dataset,
+        split=split,
         category=meta.category if meta else "uncategorised",
         description=meta.description if meta else "",
         task_kind=out.truth.task_kind if out else "draft",
@@ -502,6 +557,8 @@ def _outcome(rc: ReportCase[Any, Any, Any], dataset: str) -> CaseOutcome:
         hold_reason=draft.hold_reason if draft else None,
         triage=out.triage if out else None,
         latency_ms=out.latency_ms if out else 0,
+        input_tokens=out.input_tokens if out else 0,
+        output_tokens=out.output_tokens if out else 0,
     )
 
 
@@ -577,18 +634,31 @@ def summarize(
     judge: JudgeInfo,
     judge_names: Sequence[str] = (),
     cases_total: int,
+    splits_of: Mapping[str, str] | None = None,
 ) -> RunSummary:
-    """Per-evaluator figures, per-case outcomes, the gate, from pydantic-evals' reports."""
+    """Per-evaluator figures, per-case outcomes, the gate, from pydantic-evals' reports.
+
+    Figures are given for the whole run and for each set (``splits``); the gate is on the held-out
+    set whenever any of its cases ran (``splits_of`` maps a dataset to its set), else on the run.
+    """
+    splits_of = splits_of or {}
     cases: list[CaseOutcome] = []
     not_run: list[NotRun] = []
     for dataset, report in reports:
-        cases += [_outcome(rc, dataset) for rc in report.cases]
+        split = splits_of.get(dataset, DEVELOPMENT)
+        cases += [_outcome(rc, dataset, split) for rc in report.cases]
         not_run += [
             NotRun(case=f.name, dataset=dataset, error=f.error_message) for f in report.failures
         ]
     stats = _stats(cases, judge_names)
-    by_name = {s.name: s for s in stats}
-    gates = [g.check(by_name.get(g.evaluation)) for g in GATES]
+    per_split = {
+        split: _split_summary([c for c in cases if c.split == split], judge_names)
+        for split in (DEVELOPMENT, HELDOUT)
+        if any(c.split == split for c in cases)
+    }
+    gated_split = HELDOUT if HELDOUT in per_split else DEVELOPMENT
+    gated = per_split.get(gated_split)
+    gates = list(gated.gates) if gated else [g.check(None) for g in GATES]
     if not_run:
         gates.append(
             GateResult(
@@ -614,8 +684,24 @@ def summarize(
         evaluators=stats,
         gates=gates,
         passed=all(g.ok for g in gates),
+        gated_split=gated_split,
+        splits=per_split,
+        cost=run_cost(model, cases),
         judge=judge,
-        cases=sorted(cases, key=lambda c: (c.dataset, c.name)),
+        cases=sorted(cases, key=lambda c: (c.split, c.dataset, c.name)),
+    )
+
+
+def _split_summary(cases: list[CaseOutcome], judge_names: Sequence[str]) -> SplitSummary:
+    stats = _stats(cases, judge_names)
+    by_name = {s.name: s for s in stats}
+    gates = [g.check(by_name.get(g.evaluation)) for g in GATES]
+    return SplitSummary(
+        cases_run=len(cases),
+        cases_clean=sum(1 for c in cases if not c.gated_failed),
+        evaluators=stats,
+        gates=gates,
+        passed=all(g.ok for g in gates),
     )
 
 
@@ -705,6 +791,7 @@ async def run_suite(
         judge=judge,
         judge_names=judge_names,
         cases_total=total,
+        splits_of={d.name: d.split for d in datasets},
     )
     if summary.cases_run == 0 and summary.not_run:
         first = summary.not_run[0].error
@@ -856,6 +943,7 @@ class SideInfo(BaseModel):
     model: str
     passed: bool
     cases: int
+    cost: RunCost | None = None
 
 
 class CompareRow(BaseModel):
@@ -917,7 +1005,8 @@ def compare_runs(left: RunSummary, right: RunSummary) -> Comparison:
                 )
 
     def side(s: RunSummary) -> SideInfo:
-        return SideInfo(label=s.label, model=s.model, passed=s.passed, cases=s.cases_run)
+        cost = s.cost or run_cost(s.model, s.cases)
+        return SideInfo(label=s.label, model=s.model, passed=s.passed, cases=s.cases_run, cost=cost)
 
     return Comparison(
         a=side(left),

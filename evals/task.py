@@ -184,7 +184,11 @@ class PlixoAgent:
             decision=result.decision or None,
         )
         return AgentAnswer(
-            draft=view, model_name=result.model_name, prompt_version=result.prompt_version
+            draft=view,
+            model_name=result.model_name,
+            prompt_version=result.prompt_version,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
         )
 
     # --- triage -----------------------------------------------------------------------------

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     model_api_key: SecretStr | None = None
     model_timeout_s: float = 30.0
     model_retries: int = 2
+    draft_token_budget: int = 24_000  # input + output tokens one draft may use (UsageLimits)
+    otel_endpoint: str | None = None  # OTLP/HTTP traces endpoint; unset: tracing off
     model_concurrency: int = 8
     judge_model: str | None = Field(
         default=None, description="Model for LLMJudge evals; unset skips it."

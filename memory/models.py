@@ -999,3 +999,31 @@ class InboundAttachment(Base):
     storage_path: Mapped[str] = mapped_column(String(500))
 
     message: Mapped[InboundMessage] = relationship(back_populates="attachments")
+
+
+# --- branch copilot: what each draft cost (issue 19) ----------------------------------------------
+
+
+class DraftCost(Base):
+    """The model usage of one stored draft: requests, tokens and, when priced, its cost.
+
+    ``cost_micro_usd`` is None for a model LiteLLM's price table does not know (the offline
+    model, a local server): the tokens are still recorded. Written with the draft, in the same
+    transaction (``agent.drafter``).
+    """
+
+    __tablename__ = "draft_cost"
+
+    draft_id: Mapped[int] = mapped_column(
+        ForeignKey("draft.id", ondelete="CASCADE"), primary_key=True
+    )
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    model_name: Mapped[str] = mapped_column(String(120))
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_micro_usd: Mapped[int | None] = mapped_column(BigInteger)
+    priced_as: Mapped[str | None] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    draft: Mapped[Draft] = relationship()

@@ -141,7 +141,7 @@ class PolicyEngine:
         self.policy_set = policy_set if policy_set is not None else load_default()
         self.book: RuleBook = build(self.policy_set)
         self.digest = self.policy_set.digest
-        self._scanner = ThreatScanner(self.policy_set.content.legal_threat_phrases)
+        self._scanner = ThreatScanner(self.policy_set.content)
         self._prefix = f"plixo{next(_SEQ)}_{self.digest}"
         self._rulesets: dict[ActionType, tuple[int, dict[str, Rule]]] = {}
         with ENGINE_LOCK:

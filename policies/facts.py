@@ -99,6 +99,10 @@ class LedgerFacts(_Facts):
     amounts: list[Money]
     dates: list[date]
     pay_link: StrictStr | None
+    concession_approved: StrictBool = Field(
+        default=False,
+        description="A discount, credit or waiver on these invoices was approved in the ledger.",
+    )
 
 
 class _OutreachFacts(_Facts):

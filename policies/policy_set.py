@@ -163,8 +163,20 @@ class CreditPolicy(_Section):
 
 
 class ContentPolicy(_Section):
+    """Phrases a draft may not carry without a person's approval (matched by ``textscan``).
+
+    ``legal_threat_phrases`` are English; ``legal_threat_phrases_by_language`` adds the other
+    supported languages. ``concession_phrases`` are offers of discounts, waivers or terms: a draft
+    that makes one the ledger does not back (no approved concession on its invoices) needs the
+    ``concession_role``. Each phrase is matched after normalisation and by stem in its own
+    language, so plurals, verb forms, hyphens, zero-width and look-alike characters do not hide it.
+    """
+
     legal_role: StrictStr = "Legal"
     legal_threat_phrases: list[StrictStr] = Field(default_factory=list)
+    legal_threat_phrases_by_language: dict[StrictStr, list[StrictStr]] = Field(default_factory=dict)
+    concession_role: StrictStr = "Controller"
+    concession_phrases: dict[StrictStr, list[StrictStr]] = Field(default_factory=dict)
 
     @field_validator("legal_threat_phrases")
     @classmethod
@@ -173,6 +185,25 @@ class ContentPolicy(_Section):
             if not phrase.strip():
                 raise ValueError("contains an empty phrase")
         return value
+
+    @field_validator("legal_threat_phrases_by_language", "concession_phrases")
+    @classmethod
+    def _by_language(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from policies.textscan import SUPPORTED_LANGUAGES
+
+        for language, phrases in value.items():
+            if language not in SUPPORTED_LANGUAGES:
+                raise ValueError(
+                    f"language {language!r} has no stemmer: use one of {list(SUPPORTED_LANGUAGES)}"
+                )
+            cls._phrases(phrases)
+        return value
+
+    def threat_phrases(self) -> dict[str, list[str]]:
+        """Every legal-threat phrase by language (the English list under ``en``)."""
+        out = {k: list(v) for k, v in self.legal_threat_phrases_by_language.items()}
+        out["en"] = [*self.legal_threat_phrases, *out.get("en", [])]
+        return out
 
 
 class PolicySet(_Section):
@@ -211,6 +242,7 @@ class PolicySet(_Section):
             "plans.portal_approver_role": self.plans.portal_approver_role,
             "credits.escalation_role": self.credits.escalation_role,
             "content.legal_role": self.content.legal_role,
+            "content.concession_role": self.content.concession_role,
         }
         for where, role in role_fields.items():
             if role not in matrix.roles:

@@ -14,7 +14,6 @@ Autopilot's gate, the actor's permission). Anything else falls to ``default.deny
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,7 +35,8 @@ from policies.facts import (
     _Facts,
 )
 from policies.money import format_bps, format_money
-from policies.policy_set import PolicySet
+from policies.policy_set import ContentPolicy, PolicySet
+from policies.textscan import PhraseMatcher
 from policies.timewin import QuietCalendar, clear_of, describe_local, start_of_local_day, zone
 from policies.types import ActionType, Outcome
 
@@ -164,27 +164,26 @@ def _ago(delta: timedelta) -> str:
 
 
 class ThreatScanner:
-    """Finds legal-threat phrases as whole words in the case-folded text.
+    """Finds legal-threat and concession phrases in a draft (``policies.textscan``).
 
-    A plain substring test screens first; the word-boundary regex runs only when some phrase's
-    first word occurs at all (most drafts contain none, and the regex costs ten times more).
+    Both lists are matched after Unicode normalisation and by stem in each phrase's language, so a
+    model's own wording ("our lawyers", "suing", "we'll waive the fee") is caught, not only the
+    listed phrase.
     """
 
-    def __init__(self, phrases: list[str]) -> None:
-        words = [" ".join(p.casefold().split()) for p in phrases]
-        self.firsts = sorted({w.split()[0] for w in words})
-        parts = sorted((r"\s+".join(map(re.escape, w.split())) for w in words), key=len)
-        self.regex = re.compile(r"\b(?:" + "|".join(reversed(parts)) + r")\b") if parts else None
+    def __init__(self, content: ContentPolicy) -> None:
+        self.threats = PhraseMatcher(content.threat_phrases())
+        self.concessions = PhraseMatcher(content.concession_phrases)
 
     def search(self, text: str) -> str | None:
-        """The first phrase found (as written in the case-folded text), or None."""
-        if self.regex is None:
-            return None
-        folded = text.casefold()
-        if not any(first in folded for first in self.firsts):
-            return None
-        match = self.regex.search(folded)
-        return match.group(0) if match else None
+        """The first legal-threat phrase found (the text's words that matched), or None."""
+        hit = self.threats.find(text)
+        return hit.found if hit else None
+
+    def concession(self, text: str) -> str | None:
+        """The first concession phrase found (the text's words that matched), or None."""
+        hit = self.concessions.find(text)
+        return hit.found if hit else None
 
 
 # --- derivation: typed facts -> durable_rules payload ------------------------------------------
@@ -289,6 +288,10 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     threat = scanner.search(s.body)
     d["threat"] = threat
     p["threat"] = threat is not None
+    concession = scanner.concession(s.body)
+    d["concession"] = concession
+    p["concession"] = concession is not None and not ledger.concession_approved
+    p["conc_ok"] = ps.content.concession_role in f.approved_by_roles
     p["stated_inv"] = len(s.invoice_numbers)
     known_inv = set(ledger.invoice_numbers)
     bad_inv = [n for n in s.invoice_numbers if n not in known_inv]
@@ -653,6 +656,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
     min_role = ps.shadow_mode.reviewer_min_role
     min_rank = matrix.rank(min_role)
     legal = ps.content.legal_role
+    concession_role = ps.content.concession_role
     threshold = ps.autopilot.data_ready_threshold
     unreviewed = c.lt("rev_rank", min_rank)
     reviewed = c.gte("rev_rank", min_rank)
@@ -781,6 +785,21 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
                 f"{legal} approval required"
             ),
             approver=legal,
+        ),
+        Rule(
+            name="content.unbacked_concession",
+            rule_id="content.unbacked_concession",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(c.eq("concession", True), c.eq("conc_ok", False)),
+            explain=(
+                "A draft offering a discount, waiver or new terms that the ledger does not back "
+                f"(no approved concession on its invoices) needs {concession_role} approval."
+            ),
+            message=lambda x: (
+                f"Draft offers a concession the ledger does not back ({x.d['concession']!r}): "
+                f"{concession_role} approval required"
+            ),
+            approver=concession_role,
         ),
         Rule(
             name="promise.reminder_not_open",

@@ -35,13 +35,14 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.config import Settings
 from memory.models import (
     Activity,
@@ -193,9 +194,9 @@ def sync_mailbox(
             else:
                 _store_one(session, org_id, settings, cursor, uid, bytes(raw), triage, now, result)
             cursor.last_uid = max(cursor.last_uid, uid)
-            cursor.synced_at = now or datetime.now(UTC)
+            cursor.synced_at = now or clock.now()
             session.commit()
-    cursor.synced_at = now or datetime.now(UTC)
+    cursor.synced_at = now or clock.now()
     session.commit()
     return result
 
@@ -279,7 +280,7 @@ def file_message(
     result: SyncResult,
 ) -> InboundMessage:
     """Store one read message and do what its kind calls for (flushed; the caller commits)."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     whose = _whose(session, org_id, mail)
     today = org_today(session, org_id, now)
     msg = InboundMessage(

@@ -32,7 +32,7 @@ from memory.models import (
     User,
 )
 from policies.money import format_money
-from tools import conversations, metrics
+from tools import conversations, draft_costs, metrics
 from tools.csvsafe import safe_writer
 from tools.focus import FocusList, todays_focus
 from tools.renewal import RenewalInputError, RenewalReport, renewal_risk
@@ -842,6 +842,7 @@ def _console_data(
         "exposure": exposure,
         "currencies": [scope.currency] if scope.currency else found,
         "all_currencies": found,
+        "drafting_cost": draft_costs.cost_per_100_drafts(db, user.org_id),
     }
 
 
@@ -919,6 +920,21 @@ def _console_tables(
         "exposure": (
             ["currency", "promise_exposure", "plan_exposure", "dispute_exposure"],
             exposure_rows,
+        ),
+        "drafting_cost": (
+            ["model", "drafts", "requests_per_draft", "tokens_per_draft", "per_100_drafts"],
+            [
+                [
+                    m.model_name,
+                    m.drafts,
+                    m.requests_per_draft,
+                    m.tokens_per_draft,
+                    "not in the price table"
+                    if m.cost_per_100_drafts_usd is None
+                    else f"${m.cost_per_100_drafts_usd}",
+                ]  # fmt: skip
+                for m in data.get("drafting_cost", [])
+            ],
         ),
     }
 

@@ -63,3 +63,38 @@ def test_servers_need_a_base_url(spec: str) -> None:
 def test_unknown_values_list_the_choices(spec: str) -> None:
     with pytest.raises(ModelConfigError, match="offline, openai:<name>, litellm:<name>"):
         parse_model(spec)
+
+
+@pytest.mark.parametrize("name", ["anthropic", "google-gla", "groq", "mistral"])
+def test_pydantic_ai_provider_prefixes_are_understood_and_built_lazily(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.models import NATIVE, ModelConfigError, build_model, parse_model
+
+    assert parse_model(f"{name}:some-model").provider == name
+    for var in NATIVE[name].key_vars:
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ModelConfigError) as err:
+        build_model(settings_for(model=f"{name}:some-model"))
+    message = str(err.value)
+    # Without the extra installed: the pip command; with it: the key variables to set.
+    assert f"pydantic-ai-slim[{NATIVE[name].extra}]" in message or "PLIXO_MODEL_API_KEY" in message
+
+
+def test_a_native_provider_without_its_key_says_which_variable_and_with_it_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent import models
+
+    # The OpenAI classes are installed: stand in for a provider whose extra is present.
+    stand_in = models.NativeProvider(
+        "openai", "pydantic_ai.models.openai:OpenAIChatModel",
+        "pydantic_ai.providers.openai:OpenAIProvider", ("PLIXO_TEST_NATIVE_KEY",),
+    )  # fmt: skip
+    monkeypatch.setitem(models.NATIVE, "groq", stand_in)
+    monkeypatch.delenv("PLIXO_TEST_NATIVE_KEY", raising=False)
+    with pytest.raises(models.ModelConfigError, match="PLIXO_TEST_NATIVE_KEY"):
+        models.build_model(settings_for(model="groq:llama-test"))
+    monkeypatch.setenv("PLIXO_TEST_NATIVE_KEY", "k-test")
+    built = models.build_model(settings_for(model="groq:llama-test"))
+    assert models.model_name_of(built)

@@ -178,7 +178,9 @@ def test_console_page_has_charts_and_every_table_exports(
         "aging",
         "promise_adherence",
         "exposure",
+        "drafting_cost",
     }
+    assert "Drafting cost per model" in html
 
 
 def test_metrics_api_reports_not_enough_data_instead_of_dividing_by_zero(

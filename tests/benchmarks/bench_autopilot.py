@@ -221,6 +221,25 @@ def run_pass(
         "grounding_mismatches": summary.grounding_mismatches,
         "errors": summary.errors,
         "model": summary.model_name,
+        **usage_per_draft(sessions, org_id),
+    }
+
+
+def usage_per_draft(sessions: object, org_id: int) -> dict[str, object]:
+    """Model requests and tokens per stored draft (from each draft's usage record)."""
+    with sessions() as s:  # type: ignore[operator]
+        rows = s.execute(
+            select(Draft.input_tokens, Draft.output_tokens, Draft.grounding).where(
+                Draft.org_id == org_id
+            )
+        ).all()
+    n = max(1, len(rows))
+    requests = sum(int((g or {}).get("model_requests", 0)) for _, _, g in rows)
+    return {
+        "requests_per_draft": round(requests / n, 3),
+        "tokens_per_draft": round(sum(i + o for i, o, _ in rows) / n, 1),
+        "input_tokens_per_draft": round(sum(i for i, _, _ in rows) / n, 1),
+        "output_tokens_per_draft": round(sum(o for _, o, _ in rows) / n, 1),
     }
 
 
@@ -259,7 +278,6 @@ def main() -> None:
             concurrency=args.concurrency,
         )
         out["slow_model"]["concurrency"] = args.concurrency  # type: ignore[index]
-        out["slow_model"]["requests_per_draft"] = 2  # type: ignore[index]
         out["slow_model"]["target_drafts_per_s"] = 50  # type: ignore[index]
     print(json.dumps(out))
 

@@ -19,7 +19,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from policies.policy_set import PolicySet
+from policies.policy_set import ContentPolicy, PolicySet
+from policies.textscan import PhraseMatcher
 
 WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 PRECEDENCE = {"allow": 0, "defer": 1, "needs_approval": 2, "block": 3}
@@ -196,34 +197,12 @@ def _access_rules(ps: PolicySet, action: str, role: str | None) -> list[_R]:
     return [_R("access.denied", "block")]
 
 
-def _word_char(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
-
-
-def _contains_phrase(text: str, phrase: str) -> bool:
-    hay = text.casefold()
-    words = phrase.casefold().split()
-    # Walk every occurrence of the first word, then match the rest across whitespace runs.
-    start = 0
-    while True:
-        i = hay.find(words[0], start)
-        if i < 0:
-            return False
-        start = i + 1
-        if i > 0 and _word_char(hay[i - 1]):
-            continue
-        j = i + len(words[0])
-        ok = True
-        for w in words[1:]:
-            k = j
-            while k < len(hay) and hay[k].isspace():
-                k += 1
-            if k == j or not hay.startswith(w, k):
-                ok = False
-                break
-            j = k + len(w)
-        if ok and (j == len(hay) or not _word_char(hay[j])):
-            return True
+@lru_cache(maxsize=64)
+def _matchers(content_json: str) -> tuple[PhraseMatcher, PhraseMatcher]:
+    """The phrase matchers for a content policy (the matching itself is tested in test_textscan,
+    against generated variant and ordinary corpora; here only the rules around it are checked)."""
+    content = ContentPolicy.model_validate_json(content_json)
+    return PhraseMatcher(content.threat_phrases()), PhraseMatcher(content.concession_phrases)
 
 
 def _same_promise(about: dict[str, Any], p: dict[str, Any], grace: int) -> bool:
@@ -330,10 +309,16 @@ def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, A
             out.append(_R("autopilot.allowed", "allow", grants=True))
     content, ledger = f["content"], f["ledger"]
     legal = ps.content.legal_role
-    if legal not in approvers and any(
-        _contains_phrase(content["body"], ph) for ph in ps.content.legal_threat_phrases
-    ):
+    threats, concessions = _matchers(ps.content.model_dump_json())
+    if legal not in approvers and threats.find(content["body"]) is not None:
         out.append(_R("content.legal_threat", "needs_approval", approver=legal))
+    conceder = ps.content.concession_role
+    if (
+        conceder not in approvers
+        and not ledger.get("concession_approved", False)
+        and concessions.find(content["body"]) is not None
+    ):
+        out.append(_R("content.unbacked_concession", "needs_approval", approver=conceder))
     if not content["invoice_numbers"]:
         out.append(_R("content.missing_invoice_reference", "block"))
     link = (content.get("pay_link") or "").strip()

@@ -210,6 +210,7 @@ BODY_PARTS = [
     "our Collection Agency partner",
     "a bailiff may visit",
     "Sué",
+    "we can w\u200baive the late balance",
     "Thanks!",
 ]
 STATUSES = ["open", "open", "kept", "missed", "cancelled"]
@@ -337,6 +338,8 @@ def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
                 "dates": ledger_dates,
                 "pay_link": ledger_link,
             }
+            if draw(BOOL):
+                ledger["concession_approved"] = draw(BOOL)
         else:
             content = {
                 "body": body,

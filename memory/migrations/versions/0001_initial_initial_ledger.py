@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 04:49:14.429486
+Create Date: 2026-12-06 04:52:38.868122
 """
 
 from collections.abc import Sequence
@@ -592,6 +592,23 @@ def upgrade() -> None:
     with op.batch_alter_table('dispute_evidence', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_dispute_evidence_dispute_id'), ['dispute_id'], unique=False)
 
+    op.create_table('draft_cost',
+    sa.Column('draft_id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('model_name', sa.String(length=120), nullable=False),
+    sa.Column('requests', sa.Integer(), nullable=False),
+    sa.Column('input_tokens', sa.Integer(), nullable=False),
+    sa.Column('output_tokens', sa.Integer(), nullable=False),
+    sa.Column('cost_micro_usd', sa.BigInteger(), nullable=True),
+    sa.Column('priced_as', sa.String(length=160), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['draft_id'], ['draft.id'], ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('draft_id')
+    )
+    with op.batch_alter_table('draft_cost', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_draft_cost_org_id'), ['org_id'], unique=False)
+
     op.create_table('draft_revision',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('draft_id', sa.Integer(), nullable=False),
@@ -869,6 +886,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_draft_revision_draft_id'))
 
     op.drop_table('draft_revision')
+    with op.batch_alter_table('draft_cost', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_draft_cost_org_id'))
+
+    op.drop_table('draft_cost')
     with op.batch_alter_table('dispute_evidence', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_dispute_evidence_dispute_id'))
 

@@ -1,0 +1,237 @@
+"""Phrase matching that survives a real model: normalised text, matched by stem, per language.
+
+Why not a substring or whole-word regex: a model that writes "our lawyers", "collection
+agencies", "suing", "garnished" or "legal-action" says exactly what the policy forbids, yet none
+of those is the listed phrase. Text reaching a payer can also carry a zero-width space inside a
+word, a Cyrillic "а" for a Latin "a", full-width letters or a soft hyphen, by accident (copy and
+paste) or on purpose (a prompt injection asking the model to dodge the filter).
+
+So both the phrases and the text go through one pipeline (:func:`fold`):
+
+1. Unicode NFKC (full-width and compatibility forms become plain letters);
+2. format characters removed (zero-width spaces and joiners, soft hyphens, bidi marks);
+3. confusable characters mapped to the Latin letter they imitate (Unicode's confusables table, as
+   shipped by ``confusable-homoglyphs``);
+4. case-folded, accents removed;
+5. everything that is not a letter or a digit becomes a space (hyphens, underscores, dots), and a
+   run of single letters ("l e g a l") is joined back into its word.
+
+Each phrase is stemmed with the Snowball stemmer of its own language (en, de, fr, es) and matched
+against the text's words stemmed the same way, so plurals and verb forms match ("lawyers" and
+"lawyer", "garnished" and "garnish"); a stem shorter than four letters matches only the word as
+written, so short words list their forms ("sue", "sued", "suing"). A phrase written with a
+leading ``=`` is never stemmed: for a word whose stem is an ordinary word of another language
+(the Spanish "demandar" shares its stem with the French "demander", to ask). Words written
+together or apart ("law suit", "legalaction") match too: up to three adjacent words are also
+compared joined. A phrase is only ever stemmed in its own language. German compounds match by
+their first part ("Inkassobüros" opens with "inkasso").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+
+import snowballstemmer
+
+SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es")
+_SNOWBALL = {"en": "english", "de": "german", "fr": "french", "es": "spanish"}
+_MAX_JOIN = 3
+_MIN_STEM = 4
+_COMPOUNDING = {"de": 6}  # languages that write compounds as one word: min. head length
+_WORD = re.compile(r"[^\W_]+")
+
+
+@cache
+def _confusables() -> dict[int, str]:
+    """Non-ASCII characters that imitate an ASCII letter or digit, mapped to it.
+
+    Read once from the Unicode confusables table shipped in ``confusable-homoglyphs``; characters
+    that are themselves letters with accents are left to the accent folding that follows.
+    """
+    raw = resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8")
+    table: dict[int, str] = {}
+    for char, entries in json.loads(raw).items():
+        if len(char) != 1 or char.isascii():
+            continue
+        targets = [e["c"] for e in entries if len(e["c"]) == 1 and e["c"].isascii()]
+        letters = [t for t in targets if t.isalpha()] or [t for t in targets if t.isalnum()]
+        if letters:
+            table[ord(char)] = letters[0]
+    return table
+
+
+def _strip_format(text: str) -> str:
+    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+
+
+def _strip_accents(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def _join_spelled(words: list[str]) -> list[str]:
+    """Runs of three or more single letters ("s u e", "l-e-g-a-l") joined into one word."""
+    out: list[str] = []
+    run: list[str] = []
+    for w in words + [""]:
+        if len(w) == 1 and w.isalpha():
+            run.append(w)
+            continue
+        if len(run) >= 3:
+            out.append("".join(run))
+        else:
+            out.extend(run)
+        run = []
+        if w:
+            out.append(w)
+    return out
+
+
+def fold(text: str) -> list[str]:
+    """The words of ``text`` after normalisation (see the module docstring), in order."""
+    text = unicodedata.normalize("NFKC", text or "")
+    text = _strip_format(text).translate(_confusables())
+    text = _strip_accents(text.casefold())
+    return _join_spelled(_WORD.findall(text))
+
+
+@lru_cache(maxsize=8)
+def _stemmer(language: str) -> snowballstemmer.Stemmer:
+    return snowballstemmer.stemmer(_SNOWBALL[language])
+
+
+@lru_cache(maxsize=65_536)
+def stem(language: str, word: str) -> str:
+    """The key a folded word is matched by in ``language``: its Snowball stem, or the word.
+
+    A stem shorter than four letters is ambiguous across languages (English "sued" and "suing"
+    stem to "su", the Spanish "your"), so such words match only as written: list their forms.
+    """
+    root = str(_stemmer(language).stemWord(word))
+    return root if len(root) >= _MIN_STEM else "=" + word
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """One listed phrase: as written, its language and its stems."""
+
+    text: str
+    language: str
+    stems: tuple[str, ...]
+    joined: str  # the stem of its words written together
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A phrase found in a text, with the words of the text that matched it."""
+
+    phrase: Phrase
+    found: str
+
+
+def _phrase(text: str, language: str) -> Phrase | None:
+    exact = text.startswith("=")
+    words = fold(text.lstrip("=").rstrip("*"))
+    if not words:
+        return None
+    stems = tuple("=" + w if exact else stem(language, w) for w in words)
+    if exact:
+        return Phrase(text, language, stems, "=" + "".join(words))
+    return Phrase(text, language, stems, stem(language, "".join(words)))
+
+
+class PhraseMatcher:
+    """Finds phrases (per language) in any text, by stem, after normalisation."""
+
+    def __init__(self, phrases: Mapping[str, Iterable[str]]) -> None:
+        unknown = sorted(set(phrases) - set(SUPPORTED_LANGUAGES))
+        if unknown:
+            raise ValueError(
+                f"no stemmer for language(s) {unknown}: use one of {list(SUPPORTED_LANGUAGES)}"
+            )
+        self.by_language: dict[str, dict[str, list[Phrase]]] = {}
+        self.joined: dict[str, dict[str, Phrase]] = {}
+        for language, texts in phrases.items():
+            firsts: dict[str, list[Phrase]] = {}
+            joined: dict[str, Phrase] = {}
+            for text in texts:
+                p = _phrase(text, language)
+                if p is None:
+                    continue
+                firsts.setdefault(p.stems[0], []).append(p)
+                joined.setdefault(p.joined, p)
+            head = _COMPOUNDING.get(language)
+            if head is not None:  # compound heads, under the key "" (see ``_at``)
+                firsts[""] = [
+                    p
+                    for g in firsts.values()
+                    for p in g
+                    if len(p.stems) == 1 and len(p.joined) >= head and not p.joined.startswith("=")
+                ]
+            for group in firsts.values():
+                group.sort(key=lambda p: -len(p.stems))  # the longest phrase first
+            self.by_language[language] = firsts
+            self.joined[language] = joined
+
+    def __bool__(self) -> bool:
+        return any(self.by_language.values())
+
+    def find(self, text: str) -> Hit | None:
+        """The first phrase found in ``text`` (in any of the phrases' languages), or None."""
+        return next(iter(self.find_all(text, first_only=True)), None)
+
+    def find_all(self, text: str, *, first_only: bool = False) -> list[Hit]:
+        """Every phrase found in ``text``, in the order of the text."""
+        words = fold(text)
+        hits: list[Hit] = []
+        for language, firsts in self.by_language.items():
+            stems = [stem(language, w) for w in words]
+            joined = self.joined[language]
+            for i in range(len(words)):
+                hit = _at(words, stems, i, firsts, joined, language)
+                if hit is not None:
+                    hits.append(hit)
+                    if first_only:
+                        return hits
+        return hits
+
+
+def _at(
+    words: Sequence[str],
+    stems: Sequence[str],
+    i: int,
+    firsts: Mapping[str, list[Phrase]],
+    joined: Mapping[str, Phrase],
+    language: str,
+) -> Hit | None:
+    for p in [*firsts.get(stems[i], ()), *firsts.get("=" + words[i], ())]:
+        n = len(p.stems)
+        if _same(p.stems, words[i : i + n], stems[i : i + n]):
+            return Hit(p, " ".join(words[i : i + n]))
+    head = _COMPOUNDING.get(language)
+    if head is not None:  # "Inkassobüros", "Rechtsanwältin": a listed word opening a compound
+        for p in firsts.get("", ()):
+            if words[i].startswith(p.joined):
+                return Hit(p, words[i])
+    for k in range(1, _MAX_JOIN + 1):
+        if i + k > len(words):
+            break
+        key = stems[i] if k == 1 else stem(language, "".join(words[i : i + k]))
+        found = joined.get(key)
+        if found is not None:
+            return Hit(found, " ".join(words[i : i + k]))
+    return None
+
+
+def _same(keys: Sequence[str], words: Sequence[str], stems: Sequence[str]) -> bool:
+    """Whether a phrase's keys match these words (an ``=`` key: the word as written)."""
+    if len(words) != len(keys):
+        return False
+    pairs = zip(keys, words, stems, strict=True)
+    return all((k == "=" + w) if k.startswith("=") else (k == s) for k, w, s in pairs)
