@@ -12,6 +12,7 @@ from api.cli_import import import_app
 from api.cli_init import init
 from api.cli_outbox import outbox_app
 from api.cli_policy import policy_app
+from api.cli_policy_apply import policy_apply
 from api.cli_risk import risk_app
 from memory import migrate
 from memory.config import get_settings
@@ -29,6 +30,7 @@ app.add_typer(import_app, name="import")
 app.command("demo")(demo)
 app.command("init")(init)
 app.add_typer(policy_app, name="policy")
+policy_app.command("apply")(policy_apply)
 app.add_typer(autopilot_app, name="autopilot")
 app.add_typer(eval_app, name="eval")
 app.add_typer(risk_app, name="risk")

@@ -1,4 +1,4 @@
-"""Segments place customers by their rules; cadences are validated and versioned with who and when."""
+"""Segments place customers by their rules; cadences are validated and versioned (who, when)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def team(session: Session, org: Organisation):  # type: ignore[no-untyped-def]
     return users
 
 
-def test_customers_move_to_the_first_matching_segment(session: Session, org: Organisation, team) -> None:  # type: ignore[no-untyped-def]
+def test_customers_move_to_the_first_matching_segment(
+    session: Session, org: Organisation, team
+) -> None:  # type: ignore[no-untyped-def]
     admin, collector = team[Persona.ADMIN], team[Persona.COLLECTOR]
     big = make_customer(session, org, None, name="Big Co")
     small = make_customer(session, org, None, name="Small Co")
@@ -28,22 +30,37 @@ def test_customers_move_to_the_first_matching_segment(session: Session, org: Org
     due = (NOW - timedelta(days=10)).date()
     make_invoice(session, org, big, number="B1", amount_minor=20_000_000, due=due)
     make_invoice(session, org, small, number="S1", amount_minor=90_000, due=due)
-    make_invoice(session, org, german, number="G1", amount_minor=50_000_000, due=due, currency="EUR")
-    europe = seg.save_segment(session, org.id, admin, name="Europe", rule={"regions": ["de", "FR"]}, priority=10)
+    make_invoice(
+        session, org, german, number="G1", amount_minor=50_000_000, due=due, currency="EUR"
+    )
+    europe = seg.save_segment(
+        session, org.id, admin, name="Europe", rule={"regions": ["de", "FR"]}, priority=10
+    )
     enterprise = seg.save_segment(
         session, org.id, admin, name="Enterprise", rule={"min_size": "100,000.00 USD"}, priority=20
     )
-    rest = seg.save_segment(session, org.id, admin, name="SMB", rule={"max_size": "99,999.99"}, priority=30)
+    rest = seg.save_segment(
+        session, org.id, admin, name="SMB", rule={"max_size": "99,999.99"}, priority=30
+    )
     moves = seg.place_customers(session, org.id, admin, NOW)
     assert {m["customer"]: m["to"] for m in moves} == {
         "Berlin GmbH": "Europe",  # EUR invoices do not count toward a USD size; the region decides
         "Big Co": "Enterprise",
         "Small Co": "SMB",
     }
-    assert (german.segment_id, big.segment_id, small.segment_id) == (europe.id, enterprise.id, rest.id)
+    assert (german.segment_id, big.segment_id, small.segment_id) == (
+        europe.id,
+        enterprise.id,
+        rest.id,
+    )
     # the rules change: SMB's widened rule is tried first and takes Big Co and (0 USD) Berlin
     seg.save_segment(
-        session, org.id, admin, name="SMB", rule={"max_size": "1,000,000.00 USD"}, priority=5,
+        session,
+        org.id,
+        admin,
+        name="SMB",
+        rule={"max_size": "1,000,000.00 USD"},
+        priority=5,
         segment_id=rest.id,
     )
     moves = seg.place_customers(session, org.id, admin, NOW)
@@ -51,9 +68,14 @@ def test_customers_move_to_the_first_matching_segment(session: Session, org: Org
     assert big.segment_id == rest.id == german.segment_id
     # nothing changes twice
     assert seg.place_customers(session, org.id, admin, NOW) == []
-    assert session.scalar(
-        select(func.count()).select_from(AuditEvent).where(AuditEvent.action == "customer.segment_changed")
-    ) == 5
+    assert (
+        session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action == "customer.segment_changed")
+        )
+        == 5
+    )
     versions = seg.versions(session, org.id, "segment", rest.id)
     assert [v.version for v in versions] == [2, 1] and versions[0].changed_by_user_id == admin.id
 
@@ -63,8 +85,12 @@ def test_tags_and_owner_rules(session: Session, org: Organisation, team) -> None
     a = make_customer(session, org, None, name="Agency A", collector=collector)
     b = make_customer(session, org, None, name="Bureau B")
     seg.set_tags(session, org.id, admin, b.id, ["Public-Sector", " "])
-    public = seg.save_segment(session, org.id, admin, name="Public", rule={"tags": ["public-sector"]}, priority=1)
-    mine = seg.save_segment(session, org.id, admin, name="Sam's", rule={"owners": [collector.id]}, priority=2)
+    public = seg.save_segment(
+        session, org.id, admin, name="Public", rule={"tags": ["public-sector"]}, priority=1
+    )
+    mine = seg.save_segment(
+        session, org.id, admin, name="Sam's", rule={"owners": [collector.id]}, priority=2
+    )
     seg.place_customers(session, org.id, admin, NOW)
     assert (a.segment_id, b.segment_id) == (mine.id, public.id)
     assert "tagged public-sector" in seg.describe_rule({"tags": ["public-sector"]}, "USD")
@@ -90,7 +116,13 @@ def test_bad_rules_save_nothing(session: Session, org: Organisation, team, rule,
 def test_cadence_steps_validated_and_versioned(session: Session, org: Organisation, team) -> None:  # type: ignore[no-untyped-def]
     manager = team[Persona.COLLECTIONS_MANAGER]
     steps = [
-        {"offset": 7, "channel": "email", "template": "friendly_reminder", "tone": "friendly", "mode": "autopilot"},
+        {
+            "offset": 7,
+            "channel": "email",
+            "template": "friendly_reminder",
+            "tone": "friendly",
+            "mode": "autopilot",
+        },
         {"offset": -3, "channel": "email", "template": "pre_due_courtesy", "tone": "warm"},
     ]
     cadence = seg.save_cadence(session, org.id, manager, name="Standard", steps=steps)
@@ -100,25 +132,41 @@ def test_cadence_steps_validated_and_versioned(session: Session, org: Organisati
     assert [modes[s.id] for s in cadence.steps] == ["shadow", "autopilot"]
     dup = [*steps, {"offset": 7, "template": "second_reminder"}]
     with pytest.raises(seg.ConfigError, match=r"Step 3: offset \+7 days is already used by step 1"):
-        seg.save_cadence(session, org.id, manager, name="Standard", steps=dup, cadence_id=cadence.id)
+        seg.save_cadence(
+            session, org.id, manager, name="Standard", steps=dup, cadence_id=cadence.id
+        )
     session.rollback()
     cadence = session.scalars(select(Cadence).where(Cadence.org_id == org.id)).one()
     assert len(cadence.steps) == 2
     with pytest.raises(seg.ConfigError, match="template 'threat'"):
-        seg.save_cadence(session, org.id, manager, name="Other", steps=[{"offset": 1, "template": "threat"}])
+        seg.save_cadence(
+            session, org.id, manager, name="Other", steps=[{"offset": 1, "template": "threat"}]
+        )
     edited = seg.save_cadence(
-        session, org.id, manager, name="Standard", cadence_id=cadence.id,
+        session,
+        org.id,
+        manager,
+        name="Standard",
+        cadence_id=cadence.id,
         steps=[{"offset": 14, "template": "firm_reminder", "tone": "firm"}],
     )
     assert [s.day_offset for s in edited.steps] == [14]
     assert [v.version for v in seg.versions(session, org.id, "cadence", cadence.id)] == [2, 1]
 
 
-def test_sales_and_viewer_may_not_change_segments(session: Session, org: Organisation, team) -> None:  # type: ignore[no-untyped-def]
+def test_sales_and_viewer_may_not_change_segments(
+    session: Session, org: Organisation, team
+) -> None:  # type: ignore[no-untyped-def]
     for role in (Persona.SALES, Persona.CSM, Persona.VIEWER):
         with pytest.raises(seg.ConfigError, match="may not|not allowed|permission") as info:
             seg.save_segment(session, org.id, team[role], name="Mine", rule={})
         assert info.value.status_code == 403
         with pytest.raises(seg.ConfigError):
-            seg.save_cadence(session, org.id, team[role], name="Mine", steps=[{"offset": 1, "template": "due_today"}])
+            seg.save_cadence(
+                session,
+                org.id,
+                team[role],
+                name="Mine",
+                steps=[{"offset": 1, "template": "due_today"}],
+            )
     assert session.scalar(select(func.count()).select_from(Customer)) == 0
