@@ -161,7 +161,8 @@ def _render(
 ) -> HTMLResponse:
     from api.app import templates
 
-    flash = request.session.pop("flash", None) if "session" in request.scope else None
+    popped = request.session.pop("flash", None) if "session" in request.scope else None
+    flash = ctx.pop("flash", None) or popped
     return templates.TemplateResponse(
         request, name, template_context(request, user, flash=flash, **ctx), status_code=status_code
     )
@@ -547,3 +548,112 @@ def cadences_form(
     except HTTPException as exc:
         _flash(request, str(exc.detail), "bad")
     return RedirectResponse("/segments", status_code=303)
+
+
+# --- policies -------------------------------------------------------------------------------
+
+PolicyEditor = Annotated[User, Depends(require("edit_policy"))]
+
+
+def _policy_context(db: DbSession, user: User) -> dict[str, Any]:
+    from tools.admin.units import format_amount, format_percent
+    from tools.policy_admin import active_policy_set, history
+
+    active = active_policy_set(db, user.org_id)
+    cur = active.currency
+    rows = [
+        (
+            "Controller approves plans above",
+            format_amount(active.plans.controller_above_minor, cur),
+        ),
+        ("Largest plan discount", format_percent(active.plans.max_discount_bps)),
+        ("Largest credit or discount", format_percent(active.credits.max_discount_bps)),
+        ("Quiet hours (contact's time)", f"{active.quiet_hours.start}-{active.quiet_hours.end}"),
+        (
+            "Touches per contact",
+            f"{active.cadence.max_touches} in {active.cadence.window_days} days",
+        ),
+        ("Autopilot needs Data-Ready", f"{active.autopilot.data_ready_threshold} or more"),
+    ]
+    rows += [
+        (f"{role} approval limit", format_amount(v, cur))
+        for role, v in sorted(active.approval_limits.items())
+    ]
+    versions = [
+        {"version": v.version, "at": v.created_at, "diff": v.diff, "comment": v.comment}
+        for v in history(db, user.org_id)[:20]
+    ]
+    return {"rows": rows, "versions": versions}
+
+
+@router.get("/policies", response_class=HTMLResponse, include_in_schema=False)
+def policies_page(request: Request, user: Viewer, db: DbSession) -> HTMLResponse:
+    return _render(
+        request, "policies.html", user, **_policy_context(db, user), preview=None, text=""
+    )
+
+
+def _proposal(db: DbSession, user: User, text: str) -> Any:
+    import yaml
+
+    from policies.types import PolicyError
+    from tools.admin import policy_apply as pa
+
+    try:
+        human = yaml.safe_load(text) or {}
+        return pa.propose(db, user.org_id, human)
+    except yaml.YAMLError as exc:
+        raise HTTPException(422, f"The proposal is not valid YAML: {exc}") from None
+    except PolicyError as exc:
+        raise HTTPException(422, f"{exc}. Nothing was saved.") from None
+
+
+@router.post("/policies/preview", response_class=HTMLResponse, include_in_schema=False)
+def policies_preview(
+    request: Request,
+    user: PolicyEditor,
+    db: DbSession,
+    clock: Clock,
+    _csrf: CsrfChecked,
+    text: Annotated[str, Form(max_length=20_000)],
+) -> HTMLResponse:
+    """The diff and the 90-day dry run of a proposal; nothing is saved here."""
+    from tools.admin import policy_apply as pa
+
+    ctx = _policy_context(db, user)
+    try:
+        proposal = _proposal(db, user, text)
+    except HTTPException as exc:
+        flash = {"message": exc.detail, "kind": "bad", "reasons": []}
+        return _render(
+            request, "policies.html", user, 422, **ctx, preview=None, text=text, flash=flash
+        )
+    run = pa.dry_run(db, user.org_id, proposal, clock())
+    preview = {"changes": proposal.changes, "run": run.as_dict()}
+    return _render(request, "policies.html", user, **ctx, preview=preview, text=text)
+
+
+@router.post("/policies", include_in_schema=False)
+def policies_apply(
+    request: Request,
+    user: PolicyEditor,
+    db: DbSession,
+    _csrf: CsrfChecked,
+    text: Annotated[str, Form(max_length=20_000)],
+) -> Response:
+    from policies.types import PolicyError
+    from tools.admin import policy_apply as pa
+    from tools.policy_admin import PolicyChangeRefused
+
+    try:
+        proposal = _proposal(db, user, text)
+        row = pa.apply(db, user.org_id, user, proposal, comment="policy page")
+        db.commit()
+        _flash(request, f"Saved as policy version {row.version}.")
+    except HTTPException as exc:
+        db.rollback()
+        _flash(request, str(exc.detail), "bad")
+    except (PolicyChangeRefused, PolicyError) as exc:
+        db.rollback()
+        _flash(request, f"{exc}. Nothing was saved.", "bad")
+    return RedirectResponse("/policies", status_code=303)

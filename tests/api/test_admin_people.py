@@ -291,3 +291,72 @@ def test_plixo_init_creates_org_and_admin_with_one_time_link(data_dir: Path, ses
     assert bad.exit_code == 2 and "Nothing was created" in bad.output
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(Organisation)) == 1
+
+
+def test_policy_page_previews_then_saves_and_refuses_bad_values(env, session: Session) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.review_fixtures import login
+
+    client, seeded, _, _ = env
+    login(client, seeded, Persona.VIEWER)
+    page = client.get("/policies")
+    assert page.status_code == 200 and "Active guardrails" in page.text
+    assert "Propose a change" not in page.text
+    client.cookies.clear()
+    login(client, seeded, Persona.CONTROLLER)
+    page = client.get("/policies")
+    csrf = csrf_of(page.text)
+    bad = client.post(
+        "/policies/preview", data={"csrf": csrf, "text": "plans:\n  max_discount: 150%\n"}
+    )
+    assert bad.status_code == 422 and "outside 0% to 100%" in bad.text
+    good = client.post(
+        "/policies/preview",
+        data={"csrf": csrf, "text": "plans:\n  controller_above: 20,000.00 USD\n"},
+    )
+    assert good.status_code == 200 and 'data-testid="dry-run-summary"' in good.text
+    assert "plans.controller_above_minor" in good.text
+    from memory.models import PolicySetVersion
+
+    assert session.scalars(select(PolicySetVersion)).all() == []
+    saved = client.post(
+        "/policies",
+        data={"csrf": csrf, "text": "plans:\n  controller_above: 20,000.00 USD\n"},
+        follow_redirects=True,
+    )
+    assert "Saved as policy version 1" in saved.text
+    assert "$20,000.00" in saved.text or "20,000.00 USD" in saved.text
+
+
+def test_cadence_api_refuses_a_repeated_offset(env, session: Session) -> None:  # type: ignore[no-untyped-def]
+    client, seeded, _, _ = env
+    steps = [
+        {"offset": 3, "template": "friendly_reminder"},
+        {"offset": 3, "template": "second_reminder"},
+    ]
+    r = client.post(
+        "/api/admin/cadences",
+        json={"name": "Dup", "steps": steps},
+        headers=seeded.auth(Persona.COLLECTIONS_MANAGER),
+    )
+    assert r.status_code == 422 and "already used by step 1" in r.json()["detail"]
+    ok = client.post(
+        "/api/admin/cadences",
+        json={"name": "Dup", "steps": steps[:1]},
+        headers=seeded.auth(Persona.COLLECTIONS_MANAGER),
+    )
+    assert ok.status_code == 201
+    seg = client.post(
+        "/api/admin/segments",
+        json={"name": "US", "rule": {"regions": ["US"]}, "cadence_id": ok.json()["id"]},
+        headers=seeded.auth(Persona.ADMIN),
+    )
+    assert seg.status_code == 201 and seg.json()["rule_text"] == "in US"
+    assert len(seg.json()["moved"]) == len(seeded.customers)
+    listed = client.get("/api/admin/segments", headers=seeded.auth(Persona.SALES))
+    assert listed.status_code == 200 and any(c["name"] == "Dup" for c in listed.json()["cadences"])
+    assert (
+        client.post(
+            "/api/admin/segments", json={"name": "X"}, headers=seeded.auth(Persona.SALES)
+        ).status_code
+        == 403
+    )
