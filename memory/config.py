@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_from: str = "ar@plixo.example"
+    dns_nameserver: str | None = Field(
+        default=None,
+        description="host:port of the resolver for sending-domain checks (default: system).",
+    )
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

@@ -936,3 +936,24 @@ class ConfigVersion(Base):
     content: Mapped[dict[str, Any]] = mapped_column(JSON)
     changed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SendingDomain(Base):
+    """The organisation's sending domain: its DKIM key pair, the records to publish, the last check.
+
+    The private key signs outgoing mail (tools/dkim_signing.py); it is never shown or logged.
+    """
+
+    __tablename__ = "sending_domain"
+
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(200))
+    selector: Mapped[str] = mapped_column(String(63))
+    spf_include: Mapped[str] = mapped_column(String(200))
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    public_key_b64: Mapped[str] = mapped_column(Text)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    check_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    check_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    verified_since: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
 from memory.config import Settings
+from tools.dkim_signing import sign_message
 
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _HEADER_BREAK = re.compile(r"[\r\n]")
@@ -83,12 +84,14 @@ def send_email(
     body: str,
     message_id: str,
     timeout: float = 30.0,
+    org_id: int | None = None,
 ) -> str:
     """Hand one message to the SMTP relay and return its Message-ID.
 
     Raises ``DeliveryError``; never returns unless the relay accepted the message for ``to``.
     """
     msg = build_message(settings, to=to, subject=subject, body=body, message_id=message_id)
+    msg = sign_message(msg, org_id, settings) if org_id is not None else msg  # DKIM (onboarding)
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     try:
         with _connect(settings, timeout) as smtp:

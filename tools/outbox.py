@@ -431,6 +431,7 @@ def smtp_sender(settings: Settings) -> Sender:
             subject=msg.subject,
             body=msg.body,
             message_id=msg.message_id,
+            org_id=msg.org_id,
         )
 
     return send

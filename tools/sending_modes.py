@@ -20,6 +20,7 @@ from memory.models import Organisation, Segment, User
 from policies.access import allowed
 from policies.engine import decide
 from tools import audit
+from tools.admin.sending_domain import recheck_before_autopilot as recheck_domain
 from tools.policy_admin import policy_set_for
 from tools.readiness import data_ready
 
@@ -196,6 +197,7 @@ def set_segment_switch(
         if before == value:
             return False
         if value:
+            recheck_domain(session, org_id, now or datetime.now(UTC))  # onboarding: DNS first
             score = data_ready(session, org_id, now or datetime.now(UTC)).score
             decision = decide(
                 "enable_autopilot",

@@ -657,3 +657,127 @@ def policies_apply(
         db.rollback()
         _flash(request, f"{exc}. Nothing was saved.", "bad")
     return RedirectResponse("/policies", status_code=303)
+
+
+# --- sending domain -------------------------------------------------------------------------
+
+ModeSwitcher = Annotated[User, Depends(require("set_sending_mode"))]
+
+
+class DomainIn(BaseModel):
+    domain: str = Field(max_length=200)
+    spf_include: str = Field(max_length=200)
+
+
+def _domain_state(db: DbSession, org_id: int) -> dict[str, Any]:
+    from memory.models import SendingDomain
+    from tools.admin import sending_domain as sd
+
+    row = db.get(SendingDomain, org_id)
+    if row is None:
+        return {"domain": None, "records": [], "verified": False, "reasons": [], "checked_at": None}
+    return {
+        "domain": row.domain,
+        "selector": row.selector,
+        "records": [vars(r) for r in sd.records(row)],
+        "verified": row.check_ok,
+        "reasons": list(row.check_reasons or []),
+        "checked_at": row.checked_at.isoformat() if row.checked_at else None,
+    }
+
+
+@router.get("/api/admin/sending-domain", tags=["admin"])
+def sending_domain(user: Viewer, db: DbSession) -> dict[str, Any]:
+    """The DNS records to publish and the last check's result."""
+    return _domain_state(db, user.org_id)
+
+
+def _set_up_domain(db: DbSession, user: User, body: DomainIn, now: Any) -> dict[str, Any]:
+    from tools.admin import sending_domain as sd
+
+    try:
+        sd.set_up(db, user.org_id, user, domain=body.domain, spf_include=body.spf_include, now=now)
+    except sd.DomainError as exc:
+        db.rollback()
+        raise HTTPException(exc.status_code, str(exc)) from None
+    db.commit()
+    return _domain_state(db, user.org_id)
+
+
+@router.put("/api/admin/sending-domain", tags=["admin"])
+def set_up_domain(
+    body: DomainIn, user: ModeSwitcher, db: DbSession, clock: Clock
+) -> dict[str, Any]:
+    """Choose the sending domain: a new DKIM key pair; the domain is unverified until checked."""
+    return _set_up_domain(db, user, body, clock())
+
+
+def _check_domain(db: DbSession, user: User, settings: Any, now: Any) -> dict[str, Any]:
+    from tools.admin import sending_domain as sd
+    from tools.dkim_signing import forget_keys
+
+    try:
+        result = sd.check(db, user.org_id, nameserver=settings.dns_nameserver, now=now, actor=user)
+    except sd.DomainError as exc:
+        db.rollback()
+        raise HTTPException(exc.status_code, str(exc)) from None
+    db.commit()
+    forget_keys()
+    return {**_domain_state(db, user.org_id), "paused_segments": result.paused_segments}
+
+
+@router.post("/api/admin/sending-domain/check", tags=["admin"])
+def check_domain(
+    user: ModeSwitcher, db: DbSession, settings: AppSettings, clock: Clock
+) -> dict[str, Any]:
+    """Check SPF, DKIM and DMARC now; a failure names each record to fix and pauses Autopilot."""
+    return _check_domain(db, user, settings, clock())
+
+
+@router.get("/sending-domain", response_class=HTMLResponse, include_in_schema=False)
+def sending_domain_page(request: Request, user: Viewer, db: DbSession) -> HTMLResponse:
+    return _render(request, "sending_domain.html", user, state=_domain_state(db, user.org_id))
+
+
+@router.post("/sending-domain", include_in_schema=False)
+def sending_domain_form(
+    request: Request,
+    user: ModeSwitcher,
+    db: DbSession,
+    clock: Clock,
+    _csrf: CsrfChecked,
+    domain: Annotated[str, Form(max_length=200)],
+    spf_include: Annotated[str, Form(max_length=200)],
+) -> Response:
+    try:
+        _set_up_domain(db, user, DomainIn(domain=domain, spf_include=spf_include), clock())
+        _flash(request, "Publish these three records at your DNS provider, then check them.")
+    except HTTPException as exc:
+        _flash(request, str(exc.detail), "bad")
+    return RedirectResponse("/sending-domain", status_code=303)
+
+
+@router.post("/sending-domain/check", include_in_schema=False)
+def sending_domain_check_form(
+    request: Request,
+    user: ModeSwitcher,
+    db: DbSession,
+    settings: AppSettings,
+    clock: Clock,
+    _csrf: CsrfChecked,
+) -> Response:
+    try:
+        state = _check_domain(db, user, settings, clock())
+        if state["verified"]:
+            _flash(request, "The sending domain is verified; outgoing mail is DKIM-signed.")
+        else:
+            paused = state["paused_segments"]
+            note = f" Autopilot paused for {', '.join(paused)}." if paused else ""
+            request.session["flash"] = {
+                "message": "The sending domain is not verified." + note,
+                "kind": "bad",
+                "reasons": state["reasons"],
+            }
+    except HTTPException as exc:
+        _flash(request, str(exc.detail), "bad")
+    return RedirectResponse("/sending-domain", status_code=303)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 03:47:54.429263
+Create Date: 2026-12-06 04:06:47.695664
 """
 
 from collections.abc import Sequence
@@ -126,6 +126,21 @@ def upgrade() -> None:
     with op.batch_alter_table('risk_model_version', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_risk_model_version_org_id'), ['org_id'], unique=False)
 
+    op.create_table('sending_domain',
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('domain', sa.String(length=200), nullable=False),
+    sa.Column('selector', sa.String(length=63), nullable=False),
+    sa.Column('spf_include', sa.String(length=200), nullable=False),
+    sa.Column('private_key_pem', sa.Text(), nullable=False),
+    sa.Column('public_key_b64', sa.Text(), nullable=False),
+    sa.Column('checked_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('check_ok', sa.Boolean(), nullable=False),
+    sa.Column('check_reasons', sa.JSON(), nullable=False),
+    sa.Column('verified_since', sa.Date(), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('org_id')
+    )
     op.create_table('stripe_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=True),
@@ -925,6 +940,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_stripe_event_org_id'))
 
     op.drop_table('stripe_event')
+    op.drop_table('sending_domain')
     with op.batch_alter_table('risk_model_version', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_risk_model_version_org_id'))
 
