@@ -781,3 +781,87 @@ def sending_domain_check_form(
     except HTTPException as exc:
         _flash(request, str(exc.detail), "bad")
     return RedirectResponse("/sending-domain", status_code=303)
+
+
+# --- readiness and operations ---------------------------------------------------------------
+
+Importer = Annotated[User, Depends(require("import_data"))]
+
+
+def _readiness(db: DbSession, user: User, now: Any) -> dict[str, Any]:
+    from tools.admin import readiness_ops
+    from tools.sending_modes import sending_state
+
+    found = readiness_ops.detail(db, user.org_id, now)
+    return {
+        "score": found.readiness.score,
+        "components": [
+            {"name": k, "value": v, "weight": round(found.weights[k] * 100)}
+            for k, v in found.readiness.components.items()
+        ],
+        "issues": found.readiness.issues,
+        "unreachable": found.unreachable,
+        "incomplete": found.incomplete,
+        "state": sending_state(db, user.org_id),
+    }
+
+
+@router.get("/api/admin/readiness", tags=["admin"])
+def readiness(user: Viewer, db: DbSession, clock: Clock) -> dict[str, Any]:
+    """The Data-Ready score, each component, and the customers and invoices pulling it down."""
+    data = _readiness(db, user, clock())
+    data.pop("state")
+    return data
+
+
+@router.get("/readiness", response_class=HTMLResponse, include_in_schema=False)
+def readiness_page(request: Request, user: Viewer, db: DbSession, clock: Clock) -> HTMLResponse:
+    return _render(request, "readiness.html", user, **_readiness(db, user, clock()), report=None)
+
+
+@router.post("/readiness/upload", response_class=HTMLResponse, include_in_schema=False)
+async def readiness_upload(
+    request: Request,
+    user: Importer,
+    db: DbSession,
+    settings: AppSettings,
+    clock: Clock,
+) -> HTMLResponse:
+    """Upload a CSV from the page; the per-row report is shown, nothing is saved on any error."""
+    from starlette.datastructures import UploadFile
+
+    from api.deps import check_csrf
+    from tools.admin import readiness_ops
+
+    form = await request.form()
+    await check_csrf(request, str(form.get("csrf", "")))
+    file, kind = form.get("file"), str(form.get("kind", ""))
+    data = await file.read() if isinstance(file, UploadFile) else b""
+    name = file.filename or "upload.csv" if isinstance(file, UploadFile) else "upload.csv"
+
+    def work() -> tuple[Any, str | None, int]:
+        try:
+            report = readiness_ops.upload(
+                db,
+                user.org_id,
+                user,
+                kind=kind,
+                filename=name,
+                data=data,
+                data_dir=settings.data_dir,
+            )  # noqa: E501
+        except readiness_ops.UploadError as exc:
+            db.rollback()
+            return None, str(exc), exc.status_code
+        if report.committed:
+            db.commit()
+        else:
+            db.rollback()
+        return report, None, 200 if report.committed else 422
+
+    from starlette.concurrency import run_in_threadpool
+
+    report, problem, status_code = await run_in_threadpool(work)
+    ctx = await run_in_threadpool(_readiness, db, user, clock())
+    flash = {"message": problem, "kind": "bad", "reasons": []} if problem else None
+    return _render(request, "readiness.html", user, status_code, **ctx, report=report, flash=flash)

@@ -360,3 +360,94 @@ def test_cadence_api_refuses_a_repeated_offset(env, session: Session) -> None:  
         ).status_code
         == 403
     )
+
+
+def test_readiness_page_names_the_rows_and_upload_reports_each_bad_row(
+    env, session: Session
+) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.review_fixtures import login
+
+    client, seeded, _, _ = env
+    api = client.get("/api/admin/readiness", headers=seeded.auth(Persona.VIEWER))
+    assert api.status_code == 200
+    assert {c["name"] for c in api.json()["components"]} == {
+        "freshness",
+        "contact_coverage",
+        "invoice_completeness",
+    }
+    login(client, seeded, Persona.BILLING_ADMIN)
+    page = client.get("/readiness")
+    assert page.status_code == 200 and 'data-testid="data-ready-score"' in page.text
+    csrf = csrf_of(page.text)
+    bad = (
+        "invoice_number,customer_ref,issue_date,due_date,amount,currency\n"
+        "N-1,C-NEW,2026-01-01,2026-01-31,10.00,USD\n"
+        "N-2,C-NEW,2026-02-30,2026-03-01,10.00,USD\n"
+    )
+    r = client.post(
+        "/readiness/upload",
+        data={"csrf": csrf, "kind": "invoices"},
+        files={"file": ("x.csv", bad.encode(), "text/csv")},
+    )
+    assert r.status_code == 422 and "nothing imported" in r.text and "<td>3</td>" in r.text
+    from memory.models import Invoice
+
+    assert session.scalars(select(Invoice).where(Invoice.number.in_(["N-1", "N-2"]))).all() == []
+    good = bad.splitlines()[0] + "\n" + bad.splitlines()[1] + "\n"
+    ok = client.post(
+        "/readiness/upload",
+        data={"csrf": csrf, "kind": "invoices"},
+        files={"file": ("x.csv", good.encode(), "text/csv")},
+    )
+    assert ok.status_code == 200 and "1 created" in ok.text
+    client.cookies.clear()
+    login(client, seeded, Persona.SALES)
+    sales = client.post(
+        "/readiness/upload",
+        data={"csrf": csrf_of(client.get("/readiness").text), "kind": "invoices"},
+        files={"file": ("x.csv", good.encode(), "text/csv")},
+    )
+    assert sales.status_code == 403
+
+
+def test_cron_pause_and_maintenance_pause_autopilot_passes(
+    engine, session: Session, org: Organisation, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from agent.autopilot import run_autopilot
+    from memory.db import session_factory
+
+    org.cron_paused = True
+    session.commit()
+    summary = run_autopilot(
+        session_factory(engine),
+        org.id,
+        as_of=NOW.date(),
+        shadow=True,
+        settings=settings_for(str(tmp_path)),
+        now=NOW,
+    )
+    assert summary.paused == "cron pause" and summary.run_id is None and summary.drafted == 0
+    org.cron_paused, org.maintenance = False, True
+    session.commit()
+    summary = run_autopilot(
+        session_factory(engine),
+        org.id,
+        as_of=NOW.date(),
+        shadow=True,
+        settings=settings_for(str(tmp_path)),
+        now=NOW,
+    )
+    assert summary.paused == "maintenance"
+    org.maintenance = False
+    session.commit()
+    assert (
+        run_autopilot(
+            session_factory(engine),
+            org.id,
+            as_of=NOW.date(),
+            shadow=True,
+            settings=settings_for(str(tmp_path)),
+            now=NOW,
+        ).paused
+        is None
+    )
