@@ -451,3 +451,27 @@ def test_cron_pause_and_maintenance_pause_autopilot_passes(
         ).paused
         is None
     )
+
+
+def test_shadow_mode_off_needs_a_confirmation_where_autopilot_is_on(env, session: Session) -> None:  # type: ignore[no-untyped-def]
+    from tests.api.review_fixtures import login
+
+    client, seeded, _, _ = env
+    seeded.segment.autopilot_enabled, seeded.segment.shadow_mode = True, True
+    session.commit()
+    login(client, seeded, Persona.COLLECTIONS_MANAGER)
+    csrf = csrf_of(client.get("/sending-modes").text)
+    form = {
+        "csrf": csrf,
+        "switch": "shadow_mode",
+        "value": "false",
+        "segment_id": str(seeded.segment.id),
+    }
+    asked = client.post("/sending-modes", data=form, follow_redirects=True)
+    assert 'data-testid="confirm-shadow-off"' in asked.text and seeded.segment.name in asked.text
+    session.expire_all()
+    assert session.get(type(seeded.segment), seeded.segment.id).shadow_mode is True
+    done = client.post("/sending-modes", data={**form, "confirmed": "true"}, follow_redirects=True)
+    assert 'data-testid="confirm-shadow-off"' not in done.text
+    session.expire_all()
+    assert session.get(type(seeded.segment), seeded.segment.id).shadow_mode is False
