@@ -28,6 +28,7 @@ Viewer = Annotated[User, Depends(require("view_console"))]
 SegmentEditor = Annotated[User, Depends(require("edit_segment"))]
 CadenceEditor = Annotated[User, Depends(require("edit_cadence"))]
 Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+RowId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class InviteIn(BaseModel):
@@ -42,7 +43,7 @@ class PersonPatch(BaseModel):
     approval_limits: dict[str, str] | None = None
     clear_limits: bool = False
     active: bool | None = None
-    owned_customer_ids: list[int] | None = None
+    owned_customer_ids: list[RowId] | None = Field(default=None, max_length=10_000)
 
 
 def _person(user: User) -> dict[str, Any]:
@@ -325,7 +326,7 @@ class SegmentIn(BaseModel):
     name: str = Field(max_length=120)
     rule: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(default=100, ge=0, le=10_000)
-    cadence_id: int | None = None
+    cadence_id: RowId | None = None
 
 
 class CadenceIn(BaseModel):

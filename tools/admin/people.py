@@ -352,6 +352,8 @@ def set_owned_accounts(
     if column is None:
         raise PeopleError(f"A {user.role.value} does not own accounts; change the persona first.")
     wanted = set(customer_ids)
+    if any(not 1 <= cid < 2**31 for cid in wanted):
+        raise PeopleError("Some of the chosen accounts are not in this organisation.", 404)
     customers = list(
         session.scalars(select(Customer).where(Customer.org_id == org_id, Customer.id.in_(wanted)))
     )

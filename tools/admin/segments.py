@@ -121,7 +121,12 @@ def parse_rule(session: Session, org: Organisation, raw: dict[str, Any]) -> dict
     tags = [str(t).strip().lower() for t in raw.get("tags") or [] if str(t).strip()]
     if tags:
         rule["tags"] = sorted(set(tags))
-    owners = [int(o) for o in raw.get("owners") or []]
+    try:
+        owners = [int(o) for o in raw.get("owners") or []]
+    except (TypeError, ValueError):
+        raise ConfigError("owners are people's ids from the People page.") from None
+    if any(not 1 <= o < 2**31 for o in owners):
+        raise ConfigError("An owner in the rule is not a person in this organisation.")
     if owners:
         found = session.scalars(
             select(User.id).where(User.org_id == org.id, User.id.in_(owners))
