@@ -105,6 +105,7 @@ class AutopilotSummary(BaseModel):
     )
     grounding_retries: int = Field(default=0, description="Drafts sent back once and fixed.")
     errors: int = 0
+    paused: str | None = Field(default=None, description="Why nothing ran (cron pause...).")
     error_samples: list[str] = Field(default_factory=list)
     promises_kept: int = Field(default=0, description="Open promises the sweep found paid.")
     promises_missed: int = Field(default=0, description="Open promises past date plus grace.")
@@ -630,8 +631,12 @@ async def arun_autopilot(
         prompt_version=drafter.prompt.version_id,
     )
     with sessions() as session:
-        if session.get(Organisation, org_id) is None:
+        org_row = session.get(Organisation, org_id)
+        if org_row is None:
             raise a360.NotInOrganisation(f"organisation {org_id} does not exist")
+        if org_row.cron_paused or org_row.maintenance:  # onboarding: the switches pause passes
+            summary.paused = "cron pause" if org_row.cron_paused else "maintenance"
+            return summary
         # Commitments first: a promise or installment missed since the last run re-enters the
         # cadence in this one (the selector reads the statuses the sweeps write).
         reminder_items, reminder_excluded = _sweep_commitments(

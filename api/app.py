@@ -64,6 +64,7 @@ ROUTER_MODULES = (
     "api.routes.stripe_webhook",
     "api.routes.slack",
     "api.routes.conversation_pages",
+    "api.routes.admin",
 )
 
 log = logging.getLogger("plixo.api")

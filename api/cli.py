@@ -9,9 +9,11 @@ from api.cli_common import console, fail, open_ledger
 from api.cli_demo import demo
 from api.cli_eval import eval_app
 from api.cli_import import import_app
+from api.cli_init import init
 from api.cli_mailbox import mailbox_app
 from api.cli_outbox import outbox_app
 from api.cli_policy import policy_app
+from api.cli_policy_apply import policy_apply
 from api.cli_risk import risk_app
 from api.logredact import redacted_log_config
 from memory import migrate
@@ -28,7 +30,9 @@ db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.command("demo")(demo)
+app.command("init")(init)
 app.add_typer(policy_app, name="policy")
+policy_app.command("apply")(policy_apply)
 app.add_typer(autopilot_app, name="autopilot")
 app.add_typer(eval_app, name="eval")
 app.add_typer(risk_app, name="risk")

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_from: str = "ar@plixo.example"
+    dns_nameserver: str | None = Field(
+        default=None,
+        description="host:port of the resolver for sending-domain checks (default: system).",
+    )
 
     # Replies in from a real mailbox (``plixo mailbox sync``); unset host: no mailbox.
     imap_host: str | None = None

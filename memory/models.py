@@ -1027,3 +1027,107 @@ class DraftCost(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     draft: Mapped[Draft] = relationship()
+
+
+# --- onboarding (branch onboarding): set-up, invitations, segment rules, admin versions ----------
+
+
+class OrganisationProfile(Base):
+    """What ``plixo init`` asks beyond the tenant row: country, fiscal calendar (one per org)."""
+
+    __tablename__ = "organisation_profile"
+
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), primary_key=True)
+    country_code: Mapped[str] = mapped_column(String(2))
+    subdivision: Mapped[str | None] = mapped_column(String(8))
+    fiscal_year_start_month: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Invitation(Base):
+    """A one-time, expiring link that lets an invited person (or the first Admin) set a password.
+
+    Only the token's hash is stored; ``accepted_at`` makes it single-use.
+    """
+
+    __tablename__ = "invitation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    invited_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CustomerTag(Base):
+    """A free tag on a customer ("strategic", "public-sector"); segment rules can match on it."""
+
+    __tablename__ = "customer_tag"
+    __table_args__ = (UniqueConstraint("customer_id", "tag"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(60))
+
+
+class SegmentRule(Base):
+    """The rule that places customers in a segment; lower ``priority`` is tried first."""
+
+    __tablename__ = "segment_rule"
+
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segment.id"), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    rule: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CadenceStepMode(Base):
+    """Per cadence step: ``autopilot`` (sent when the guardrails allow) or ``shadow`` (a human
+    reviews every draft of this step whatever the segment says)."""
+
+    __tablename__ = "cadence_step_mode"
+
+    step_id: Mapped[int] = mapped_column(ForeignKey("cadence_step.id"), primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(16), default="shadow")
+
+
+class ConfigVersion(Base):
+    """A version of a segment or cadence as it was saved: the content, who, when."""
+
+    __tablename__ = "config_version"
+    __table_args__ = (UniqueConstraint("org_id", "kind", "subject_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[dict[str, Any]] = mapped_column(JSON)
+    changed_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class SendingDomain(Base):
+    """The organisation's sending domain: its DKIM key pair, the records to publish, the last check.
+
+    The private key signs outgoing mail (tools/dkim_signing.py); it is never shown or logged.
+    """
+
+    __tablename__ = "sending_domain"
+
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(200))
+    selector: Mapped[str] = mapped_column(String(63))
+    spf_include: Mapped[str] = mapped_column(String(200))
+    private_key_pem: Mapped[str] = mapped_column(Text)
+    public_key_b64: Mapped[str] = mapped_column(Text)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    check_ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    check_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    verified_since: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

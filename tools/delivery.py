@@ -15,6 +15,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
 from memory.config import Settings
+from tools.dkim_signing import sign_message
 
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _HEADER_BREAK = re.compile(r"[\r\n]")
@@ -92,6 +93,7 @@ def send_email(
     message_id: str,
     timeout: float = 30.0,
     reply_to: str | None = None,
+    org_id: int | None = None,
 ) -> str:
     """Hand one message to the SMTP relay and return its Message-ID.
 
@@ -100,6 +102,7 @@ def send_email(
     msg = build_message(
         settings, to=to, subject=subject, body=body, message_id=message_id, reply_to=reply_to
     )
+    msg = sign_message(msg, org_id, settings) if org_id is not None else msg  # DKIM
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     try:
         with _connect(settings, timeout) as smtp:

@@ -1339,6 +1339,37 @@ def recheck_draft(
     Grounding mismatches are returned with ``grounding_blocked=True``; the
     decision then also blocks, because the engine sees the same mismatches as facts.
     """
+    facts, report = draft_send_facts(
+        session,
+        draft,
+        now,
+        settings=settings,
+        shadow=shadow,
+        approved_by_roles=approved_by_roles,
+        as_of=as_of,
+    )
+    decision = policy_engine_for(policy_set_for(session, draft.org_id)).decide(
+        ActionType.SEND_DRAFT, facts
+    )
+    return DraftCheck(
+        decision=decision.as_dict(),
+        grounding=report.as_dict(),
+        grounding_blocked=not report.ok,
+    )
+
+
+def draft_send_facts(
+    session: Session,
+    draft: Draft,
+    now: datetime,
+    *,
+    settings: Settings | None = None,
+    shadow: bool | None = None,
+    approved_by_roles: Sequence[str] = (),
+    as_of: date | None = None,
+) -> tuple[SendDraftFacts, GroundingReport]:
+    """The ``send_draft`` facts of a draft's current text at ``now`` (and its grounding), so a
+    caller can put them to any policy set (the policy dry run replays them under a proposal)."""
     settings = settings or get_settings()
     org_id = draft.org_id
     customer = session.get(Customer, draft.customer_id)
@@ -1385,11 +1416,4 @@ def recheck_draft(
         shadow=shadow,
         approved_by_roles=approved_by_roles,
     )
-    decision = policy_engine_for(policy_set_for(session, org_id)).decide(
-        ActionType.SEND_DRAFT, facts
-    )
-    return DraftCheck(
-        decision=decision.as_dict(),
-        grounding=report.as_dict(),
-        grounding_blocked=not report.ok,
-    )
+    return facts, report

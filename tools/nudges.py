@@ -673,6 +673,15 @@ def confirm_suggestion(
 
 def decide_nudge_again(session: Session, draft: Draft, now: datetime) -> dict[str, object]:
     """The ``send_nudge`` decision for a held nudge at release time, as its sender's role."""
+    facts = nudge_facts_for(session, draft, now)
+    return decide("send_nudge", facts, policy_set_for(session, draft.org_id)).as_dict()
+
+
+def nudge_facts_for(
+    session: Session, draft: Draft, now: datetime, *, as_creator: bool = False
+) -> SendNudgeFacts:
+    """The ``send_nudge`` facts of a nudge draft at ``now``: as its approving sender, or (for the
+    policy dry run, ``as_creator``) as the person who wrote it when nobody approved it yet."""
     org = session.get(Organisation, draft.org_id)
     customer = session.get(Customer, draft.customer_id)
     if org is None or customer is None:
@@ -683,8 +692,10 @@ def decide_nudge_again(session: Session, draft: Draft, now: datetime) -> dict[st
         .where(Approval.subject_type == "draft", Approval.subject_id == draft.id)
         .order_by(Approval.id.desc())
     ).first()
+    if sender is None and as_creator and draft.created_by_user_id is not None:
+        sender = session.get(User, draft.created_by_user_id)
     template = TEMPLATES.get(str((draft.stated_facts or {}).get("template_id")))
-    facts = _nudge_facts(
+    return _nudge_facts(
         session,
         org=org,
         customer=customer,
@@ -694,7 +705,6 @@ def decide_nudge_again(session: Session, draft: Draft, now: datetime) -> dict[st
         template_approved=template is not None,
         now=now,
     )
-    return decide("send_nudge", facts, policy_set_for(session, org.id)).as_dict()
 
 
 @guarded("send_nudge", **NUDGE_GUARD)

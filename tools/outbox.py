@@ -437,6 +437,7 @@ def smtp_sender(settings: Settings) -> Sender:
             reply_to=conversations.reply_address(settings, msg.message_id)
             if msg.draft_id is not None
             else None,
+            org_id=msg.org_id,
         )
 
     return send

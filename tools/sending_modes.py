@@ -21,6 +21,7 @@ from memory.models import Organisation, Segment, User
 from policies.access import allowed
 from policies.engine import decide
 from tools import audit
+from tools.admin.sending_domain import recheck_before_autopilot as recheck_domain
 from tools.authz import guarded
 from tools.policy_admin import policy_set_for
 from tools.readiness import data_ready
@@ -208,6 +209,7 @@ def set_segment_switch(
         if before == value:
             return False
         if value:
+            recheck_domain(session, org_id, now or clock.now())  # the domain's DNS first
             score = data_ready(session, org_id, now or clock.now()).score
             decision = decide(
                 "enable_autopilot",

@@ -513,7 +513,18 @@ def batch_submit(
 @router.get("/sending-modes", response_class=HTMLResponse)
 def modes_page(request: Request, user: ViewConsole, db: DbSession) -> HTMLResponse:
     state = sending_modes.sending_state(db, user.org_id)
-    return _render(request, "sending_modes.html", user, state=state)
+    confirm = request.session.pop("confirm_shadow_off", None)
+    return _render(request, "sending_modes.html", user, state=state, confirm=confirm)
+
+
+def _autopilot_on(db: Session, org_id: int, segment_id: int | None) -> list[str]:
+    """Segments where Autopilot is on and turning Shadow Mode off would let drafts go unreviewed."""
+    state = sending_modes.sending_state(db, org_id)
+    return [
+        s.name
+        for s in state.segments
+        if s.autopilot_enabled and (segment_id is None or s.id == segment_id)
+    ]
 
 
 @router.post("/sending-modes")
@@ -526,7 +537,13 @@ def modes_submit(
     switch: Annotated[Literal["shadow_mode", "maintenance", "cron_pause", "autopilot"], Form()],
     value: Annotated[bool, Form()],
     segment_id: Annotated[int | None, Form(ge=1, le=2**31 - 1)] = None,
+    confirmed: Annotated[bool, Form()] = False,
 ) -> Response:
+    if switch == "shadow_mode" and not value and not confirmed:  # onboarding: confirm first
+        live = _autopilot_on(db, user.org_id, segment_id)
+        if live:
+            request.session["confirm_shadow_off"] = {"segment_id": segment_id, "segments": live}
+            return RedirectResponse("/sending-modes", status_code=303)
     try:
         if segment_id is None:
             if switch == "autopilot":

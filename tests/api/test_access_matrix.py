@@ -26,7 +26,7 @@ from tests.api.factories import Seeded
 from tests.api.review_fixtures import app, client, seeded, settings  # noqa: F401 - fixtures
 
 # Authenticated by something other than a plixo session: log-in, portal tokens, signatures.
-PUBLIC_PREFIXES = ("/portal/", "/pay/")
+PUBLIC_PREFIXES = ("/portal/", "/pay/", "/invitations/")
 PUBLIC = {
     ("GET", "/login"),
     ("POST", "/login"),

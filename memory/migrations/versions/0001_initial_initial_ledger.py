@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 04:52:38.868122
+Create Date: 2026-12-06 05:07:48.785233
 """
 
 from collections.abc import Sequence
@@ -120,6 +120,15 @@ def upgrade() -> None:
     with op.batch_alter_table('mailbox_cursor', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_mailbox_cursor_org_id'), ['org_id'], unique=False)
 
+    op.create_table('organisation_profile',
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('country_code', sa.String(length=2), nullable=False),
+    sa.Column('subdivision', sa.String(length=8), nullable=True),
+    sa.Column('fiscal_year_start_month', sa.Integer(), nullable=False),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('org_id')
+    )
     op.create_table('risk_model_version',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -137,6 +146,21 @@ def upgrade() -> None:
     with op.batch_alter_table('risk_model_version', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_risk_model_version_org_id'), ['org_id'], unique=False)
 
+    op.create_table('sending_domain',
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('domain', sa.String(length=200), nullable=False),
+    sa.Column('selector', sa.String(length=63), nullable=False),
+    sa.Column('spf_include', sa.String(length=200), nullable=False),
+    sa.Column('private_key_pem', sa.Text(), nullable=False),
+    sa.Column('public_key_b64', sa.Text(), nullable=False),
+    sa.Column('checked_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('check_ok', sa.Boolean(), nullable=False),
+    sa.Column('check_reasons', sa.JSON(), nullable=False),
+    sa.Column('verified_since', sa.Date(), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('org_id')
+    )
     op.create_table('stripe_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=True),
@@ -225,6 +249,42 @@ def upgrade() -> None:
     with op.batch_alter_table('cadence_step', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_cadence_step_cadence_id'), ['cadence_id'], unique=False)
 
+    op.create_table('config_version',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('subject_id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('content', sa.JSON(), nullable=False),
+    sa.Column('changed_by_user_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['changed_by_user_id'], ['app_user.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('org_id', 'kind', 'subject_id', 'version')
+    )
+    with op.batch_alter_table('config_version', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_config_version_org_id'), ['org_id'], unique=False)
+
+    op.create_table('invitation',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('expires_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('accepted_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('invited_by_user_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['invited_by_user_id'], ['app_user.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['user_id'], ['app_user.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('token_hash')
+    )
+    with op.batch_alter_table('invitation', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_invitation_org_id'), ['org_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_invitation_user_id'), ['user_id'], unique=False)
+
     op.create_table('policy_set_version',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -276,6 +336,17 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_user_session_org_id'), ['org_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_user_session_user_id'), ['user_id'], unique=False)
 
+    op.create_table('cadence_step_mode',
+    sa.Column('step_id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('mode', sa.String(length=16), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['step_id'], ['cadence_step.id'], ),
+    sa.PrimaryKeyConstraint('step_id')
+    )
+    with op.batch_alter_table('cadence_step_mode', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cadence_step_mode_org_id'), ['org_id'], unique=False)
+
     op.create_table('customer',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -305,6 +376,18 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_customer_org_id'), ['org_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_customer_sales_user_id'), ['sales_user_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_customer_segment_id'), ['segment_id'], unique=False)
+
+    op.create_table('segment_rule',
+    sa.Column('segment_id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('priority', sa.Integer(), nullable=False),
+    sa.Column('rule', sa.JSON(), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['segment_id'], ['segment.id'], ),
+    sa.PrimaryKeyConstraint('segment_id')
+    )
+    with op.batch_alter_table('segment_rule', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_segment_rule_org_id'), ['org_id'], unique=False)
 
     op.create_table('contact',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -358,6 +441,20 @@ def upgrade() -> None:
     with op.batch_alter_table('customer_risk_snapshot', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_customer_risk_snapshot_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_customer_risk_snapshot_org_id'), ['org_id'], unique=False)
+
+    op.create_table('customer_tag',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('tag', sa.String(length=60), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('customer_id', 'tag')
+    )
+    with op.batch_alter_table('customer_tag', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_customer_tag_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customer_tag_org_id'), ['org_id'], unique=False)
 
     op.create_table('invoice',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -944,6 +1041,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_invoice_customer_id'))
 
     op.drop_table('invoice')
+    with op.batch_alter_table('customer_tag', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customer_tag_org_id'))
+        batch_op.drop_index(batch_op.f('ix_customer_tag_customer_id'))
+
+    op.drop_table('customer_tag')
     with op.batch_alter_table('customer_risk_snapshot', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_customer_risk_snapshot_org_id'))
         batch_op.drop_index(batch_op.f('ix_customer_risk_snapshot_customer_id'))
@@ -954,6 +1056,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_contact_customer_id'))
 
     op.drop_table('contact')
+    with op.batch_alter_table('segment_rule', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_segment_rule_org_id'))
+
+    op.drop_table('segment_rule')
     with op.batch_alter_table('customer', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_customer_segment_id'))
         batch_op.drop_index(batch_op.f('ix_customer_sales_user_id'))
@@ -962,6 +1068,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_customer_collector_user_id'))
 
     op.drop_table('customer')
+    with op.batch_alter_table('cadence_step_mode', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cadence_step_mode_org_id'))
+
+    op.drop_table('cadence_step_mode')
     with op.batch_alter_table('user_session', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_user_session_user_id'))
         batch_op.drop_index(batch_op.f('ix_user_session_org_id'))
@@ -975,6 +1085,15 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_policy_set_version_org_id'))
 
     op.drop_table('policy_set_version')
+    with op.batch_alter_table('invitation', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_invitation_user_id'))
+        batch_op.drop_index(batch_op.f('ix_invitation_org_id'))
+
+    op.drop_table('invitation')
+    with op.batch_alter_table('config_version', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_config_version_org_id'))
+
+    op.drop_table('config_version')
     with op.batch_alter_table('cadence_step', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_cadence_step_cadence_id'))
 
@@ -999,10 +1118,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_stripe_event_org_id'))
 
     op.drop_table('stripe_event')
+    op.drop_table('sending_domain')
     with op.batch_alter_table('risk_model_version', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_risk_model_version_org_id'))
 
     op.drop_table('risk_model_version')
+    op.drop_table('organisation_profile')
     with op.batch_alter_table('mailbox_cursor', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_mailbox_cursor_org_id'))
 
