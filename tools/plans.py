@@ -747,7 +747,7 @@ def complete_plan(
     return plan
 
 
-@guarded("manage_plans", "post_payment", **COMMITMENT_GUARD)
+@guarded("post_payment", **COMMITMENT_GUARD)
 def mark_installment_paid(
     session: Session,
     org_id: int,

@@ -702,7 +702,7 @@ def mark_installment_paid(
     plan_id: Id,
     seq: Annotated[int, Path(ge=1, le=plans.MAX_SCHEDULE_LENGTH)],
     db: DbSession,
-    user: PlanManager,
+    user: PaymentPoster,  # it posts a payment: the same permission as POST /api/payments
     body: MarkPaidIn | None = None,
 ) -> PaymentOut:
     """Record an installment paid outside Stripe; a payment is posted and a receipt queued."""
