@@ -81,7 +81,13 @@ def period_closed(session: Session, org_id: int, period: str) -> bool:
 
 
 def _snapshot(session: Session, org_id: int, customer_id: int, invoice_ids: set[int]) -> dict:
-    """Everything a posting may change for these invoices and this customer."""
+    """Everything a posting may change for these invoices and this customer (as held in the
+    session: no flush is needed, the identity map already has every change)."""
+    with session.no_autoflush:
+        return _read_state(session, org_id, customer_id, invoice_ids)
+
+
+def _read_state(session: Session, org_id: int, customer_id: int, invoice_ids: set[int]) -> dict:
     invs = {
         i.id: [
             i.balance_minor,
@@ -147,8 +153,13 @@ def apply_line(
     suggestion: Suggestion,
     note: str | None = None,
     now: datetime | None = None,
+    auto_decision: dict[str, Any] | None = None,
 ) -> Applied:
-    """Post ``suggestion`` for the line (all of it or none), audited, with its undo record."""
+    """Post ``suggestion`` for the line (all of it or none), audited, with its undo record.
+
+    ``auto_decision`` is the engine's ``allow`` for auto-apply, taken by the importer in this
+    same transaction from the same facts (it is not asked twice per line).
+    """
     now = now or utcnow()
     require(actor, "apply_cash")
     line = get_line(session, org_id, line_id)
@@ -162,7 +173,10 @@ def apply_line(
         )
     customer = get_customer(session, org_id, suggestion.customer_id)
     invs = _check_allocations(session, org_id, line, suggestion)
-    decision = _decide(session, org_id, line, suggestion, actor)
+    if auto_decision is not None and actor == AUTO_ACTOR and auto_decision["outcome"] == "allow":
+        decision = auto_decision
+    else:
+        decision = _decide(session, org_id, line, suggestion, actor)
     grants = _decide_adjustments(session, org_id, line, suggestion, invs, actor)
     touched = {i.id for i in invs.values()} | _plan_invoices(session, suggestion)
     before = _snapshot(session, org_id, customer.id, touched)

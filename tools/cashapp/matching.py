@@ -180,7 +180,8 @@ class Matcher:
             ).all()
         )
         self.name_owner = [cid for cid, _ in names]
-        self.name_list = [n for _, n in names]
+        self.name_list = [_name_processor(n) for _, n in names]
+        self.name_exact = {n: cid for cid, n in zip(self.name_owner, self.name_list, strict=True)}
         self.iban_owner: dict[str, int] = dict(
             session.execute(
                 select(CustomerBankAccount.iban, CustomerBankAccount.customer_id).where(
@@ -230,13 +231,18 @@ class Matcher:
         for token in tokens:
             if not any(ch.isdigit() for ch in token):
                 continue
+            direct = False
             for inv in self.by_number.get(normalise(token), ()):
                 found.add(inv, 65, f"reference names invoice {inv.number}")
+                direct = True
             key = digit_key(token)
             if len(key) < 3:
                 continue
             for inv in self.by_digits.get(key, ()):
                 found.add(inv, 60, f"reference '{token}' is invoice {inv.number} (prefix/zeros)")
+                direct = True
+            if direct:
+                continue  # a reference that names an invoice is not also a typo of another
             for near in self._near_keys(key):
                 for inv in self.by_digits[near]:
                     found.add(inv, 55, f"reference '{token}' is one typo from {inv.number}")
@@ -265,11 +271,15 @@ class Matcher:
 
     def _name(self, name: str) -> tuple[int, int] | None:
         if name not in self._name_cache:
+            clean = _name_processor(name)
+            if clean in self.name_exact:
+                self._name_cache[name] = (self.name_exact[clean], 100)
+                return self._name_cache[name]
             hit = process.extractOne(
-                name,
+                clean,
                 self.name_list,
                 scorer=fuzz.token_sort_ratio,
-                processor=_name_processor,
+                processor=None,
                 score_cutoff=80,
             )
             self._name_cache[name] = (self.name_owner[hit[2]], int(hit[1])) if hit else None
@@ -320,8 +330,7 @@ class Matcher:
             invs.sort(key=lambda i: (i.due_date, i.id))
             points = min(found.how[i.id][0] for i in invs)
             why = [found.how[i.id][1] for i in invs]
-            subsets = [invs] if len(invs) > MAX_SUBSET_SIZE else _subsets(invs, MAX_SUBSET_SIZE)
-            for subset in subsets:
+            for subset in _subsets(invs, MAX_SUBSET_SIZE):
                 sugg = self._fit(line, cust, list(subset), points, why)
                 if sugg is not None:
                     out.append(sugg)
@@ -506,18 +515,26 @@ def _oldest_first(invs: list[OpenInvoice], amount: int) -> list[Allocation]:
 
 
 def _subsets(invs: list[OpenInvoice], max_size: int) -> list[tuple[OpenInvoice, ...]]:
-    out: list[tuple[OpenInvoice, ...]] = []
-    for size in range(len(invs), 0, -1):
+    """All the invoices, then every smaller group of up to ``max_size`` (at most 64 in all)."""
+    out: list[tuple[OpenInvoice, ...]] = [tuple(invs)]
+    for size in range(min(len(invs) - 1, max_size), 0, -1):
         out.extend(combinations(invs, size))
     return out[:64]
 
 
 def _sum_subset(invs: list[OpenInvoice], target: int) -> list[OpenInvoice] | None:
-    """The oldest-first subset (2..MAX_SUBSET_SIZE invoices) summing exactly to ``target``."""
+    """The smallest, oldest-first group (2..MAX_SUBSET_SIZE invoices) summing exactly to
+    ``target``: the last invoice of each group is looked up by its balance, not enumerated."""
+    bal = [i.balance_minor for i in invs]
+    where: dict[int, list[int]] = defaultdict(list)
+    for idx, b in enumerate(bal):
+        where[b].append(idx)
     for size in range(2, MAX_SUBSET_SIZE + 1):
-        for combo in combinations(invs, size):
-            if sum(i.balance_minor for i in combo) == target:
-                return list(combo)
+        for head in combinations(range(len(bal)), size - 1):
+            rest = target - sum(bal[h] for h in head)
+            for last in where.get(rest, ()):
+                if last > head[-1]:
+                    return [invs[h] for h in (*head, last)]
     return None
 
 

@@ -280,7 +280,15 @@ def _auto(
     if decision["outcome"] != "allow":
         return False
     try:
-        apply_line(session, org_id, row.id, actor=AUTO_ACTOR, suggestion=best, now=now)
+        apply_line(
+            session,
+            org_id,
+            row.id,
+            actor=AUTO_ACTOR,
+            suggestion=best,
+            now=now,
+            auto_decision=decision,
+        )
     except (CommitmentError, PolicyRefused) as exc:
         row.decision = {**decision, "outcome": "needs_approval", "error": str(exc)}
         return False
