@@ -59,6 +59,7 @@ ROUTER_MODULES = (
     "api.routes.portal",
     "api.routes.stripe_webhook",
     "api.routes.slack",
+    "api.routes.cashapp",
 )
 
 log = logging.getLogger("plixo.api")
