@@ -25,8 +25,7 @@ from memory.models import (
     Invoice,
     User,
 )
-from memory.money import MoneyError, parse_amount, to_decimal
-from policies.money import format_money
+from memory.money import MoneyError, format_money, parse_amount, to_decimal
 from tools.cashapp import applying, export, service
 from tools.cashapp.parsers import MAX_FILE_BYTES, CashFileError
 from tools.cashapp.schemas import Allocation, Suggestion

@@ -35,8 +35,8 @@ from memory.models import (
     plan_invoice,
     utcnow,
 )
+from memory.money import format_money
 from policies.access import allowed
-from policies.money import format_money
 from tools import audit, payments
 from tools.cashapp.matching import normal_iban
 from tools.cashapp.schemas import Allocation, Suggestion

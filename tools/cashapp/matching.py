@@ -45,7 +45,7 @@ from memory.models import (
     PromiseStatus,
     PromiseToPay,
 )
-from policies.money import format_money
+from memory.money import format_money
 from policies.policy_set import CashAppPolicy
 from tools.cashapp.schemas import Allocation, BankLine, Suggestion
 

@@ -31,8 +31,8 @@ from memory.models import (
     User,
     utcnow,
 )
+from memory.money import format_money
 from policies.engine import engine_for
-from policies.money import format_money
 from tools.cashapp import parsers
 from tools.cashapp.applying import AUTO_ACTOR, apply_line, require
 from tools.cashapp.matching import Matcher, OpenInvoice
