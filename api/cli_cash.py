@@ -96,7 +96,7 @@ def cash_queue(org_slug: str = OrgOpt, as_json: bool = JsonOpt) -> None:
     console.print(table)
 
 
-def _queue_row(line: CashLine) -> dict[str, object]:
+def _queue_row(line: CashLine) -> dict[str, str]:
     best = line.suggestions[0] if line.suggestions else None
     return {
         "booked_on": line.booked_on.isoformat(),
@@ -104,7 +104,7 @@ def _queue_row(line: CashLine) -> dict[str, object]:
         "payer": line.payer_name or "",
         "reference": line.reference,
         "best": (best["kind"] + ": " + "; ".join(best["reasons"][:2])) if best else "no match",
-        "score": line.best_score,
+        "score": str(line.best_score),
         "status": CashLineStatus(line.status).value,
     }
 

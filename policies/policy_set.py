@@ -167,6 +167,9 @@ CashMatchKind = Literal[
 ]
 
 
+AUTO_KINDS: tuple[CashMatchKind, ...] = ("exact", "one_to_many", "installment")
+
+
 class CashAppPolicy(_Section):
     """Cash App Assist: when plixo may apply a bank line by itself (off by default)."""
 
@@ -174,9 +177,7 @@ class CashAppPolicy(_Section):
     min_confidence: Annotated[StrictInt, Field(ge=0, le=100)] = 95
     # Per currency, the largest line auto-apply may post; a currency not listed never auto-applies.
     max_auto_apply_minor: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
-    auto_apply_kinds: list[CashMatchKind] = Field(
-        default_factory=lambda: ["exact", "one_to_many", "installment"]
-    )
+    auto_apply_kinds: list[CashMatchKind] = Field(default_factory=lambda: list(AUTO_KINDS))
     # A payment short by at most this much (basis points of the invoices, and at most the
     # amount) is proposed as a short-pay with the difference explained.
     short_pay_tolerance_bps: Bps = 300

@@ -1,4 +1,4 @@
-"""`plixo cash` as an operator runs it: import twice (nothing applied twice), queue, export, close."""
+"""`plixo cash` as an operator runs it: import twice (nothing applied twice), queue, export."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_cash_import_queue_export_close(data_dir: Path, tmp_path: Path) -> None:
     again = json.loads(runner.invoke(app, ["cash", "import", str(stmt), "--json"]).stdout)
     assert again["lines_new"] == 0 and len(again["duplicates"]) == 1
     queue = json.loads(runner.invoke(app, ["cash", "queue", "--json"]).stdout)
-    assert len(queue) == 1 and queue[0]["best"].startswith("exact") and queue[0]["score"] == 95
+    assert len(queue) == 1 and queue[0]["best"].startswith("exact") and queue[0]["score"] == "95"
     out = runner.invoke(app, ["cash", "export", BOOKED.strftime("%Y-%m")])
     assert out.exit_code == 0 and out.stdout.startswith("period,kind,booked_on")
     assert runner.invoke(app, ["cash", "close", BOOKED.strftime("%Y-%m")]).exit_code == 0

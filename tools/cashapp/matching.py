@@ -158,12 +158,12 @@ class Matcher:
     def remove_invoice(self, inv: OpenInvoice) -> None:
         """Forget ``inv`` (paid, or about to be re-added with its new balance)."""
         self.invoices.pop(inv.id, None)
-        for index, key in (
-            (self.by_number, normalise(inv.number)),
-            (self.by_digits, digit_key(inv.number)),
-            (self.by_customer, (inv.customer_id, inv.currency)),
-        ):
-            rows = index.get(key)  # type: ignore[attr-defined]
+        lists = [
+            self.by_number.get(normalise(inv.number)),
+            self.by_digits.get(digit_key(inv.number)),
+            self.by_customer.get((inv.customer_id, inv.currency)),
+        ]
+        for rows in lists:
             if rows is not None:
                 rows[:] = [r for r in rows if r.id != inv.id]
 

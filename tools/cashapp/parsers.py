@@ -187,6 +187,9 @@ def parse_mt940(text: str) -> ParsedFile:
             continue
         details = d.get("transaction_details") or d.get("extra_details") or ""
         booked = d.get("date") or d.get("entry_date")
+        if booked is None:
+            out.errors.append(LineError(no, f"Transaction {no} has no date; nothing to book."))
+            continue
         out.lines.append(
             BankLine(
                 line_no=no,
