@@ -3,14 +3,16 @@
 Why a score and not a rule: a bank line is evidence, not an instruction. The evidence adds up:
 
 * **the reference** names invoices: exactly (65), after dropping prefixes and leading zeros (60:
-  ``42`` or ``RE 0042`` for ``INV-0042``), or one typo away (55: a digit swapped, dropped, added
-  or changed; ``rapidfuzz``'s optimal string alignment distance checks every candidate);
+  ``4217`` or ``RE 0004217`` for ``INV-0004217``), or one typo away (55: a digit swapped,
+  dropped, added or changed; ``rapidfuzz``'s optimal string alignment distance checks every
+  candidate; only for a token that names no invoice as written);
 * **the amount** equals the invoices' open balance (+30), is short within the policy's tolerance
   (+15, the difference explained as a discount, a bank fee or the open dispute) or over it (+5,
   the rest kept as credit);
-* **the payer**: an IBAN (checked by ``schwifty``) known for the customer (+10), or a name close
-  to the customer's or a contact's (+5); an IBAN known for *another* customer costs 50, a name
-  unlike the customer's 10.
+* **the payer**: an IBAN (checked by ``schwifty``) known for the customer (+10), or a name equal
+  to the customer's or a contact's once case, punctuation and legal forms are set aside (+10) or
+  close to it (+5, ``rapidfuzz`` token-sort ratio of 80 or more); an IBAN known for *another*
+  customer costs 50, a name that is another customer's 10.
 
 Without a usable reference the payer alone can carry a match: one open invoice (or one plan
 installment, or one open promise) of that customer for exactly the amount (55), several open
@@ -242,7 +244,7 @@ class Matcher:
                 found.add(inv, 60, f"reference '{token}' is invoice {inv.number} (prefix/zeros)")
                 direct = True
             if direct:
-                continue  # a reference that names an invoice is not also a typo of another
+                continue  # a reference that names an invoice is not also read as a typo
             for near in self._near_keys(key):
                 for inv in self.by_digits[near]:
                     found.add(inv, 55, f"reference '{token}' is one typo from {inv.number}")
@@ -460,7 +462,7 @@ class Matcher:
                 s.reasons.append("payer IBAN belongs to another customer")
         elif by_name:
             if by_name == s.customer_id:
-                s.score += 5
+                s.score += 10 if name_score == 100 else 5
                 s.reasons.append(f"payer name matches the customer ({name_score}%)")
             else:
                 s.score -= 10
