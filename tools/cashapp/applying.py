@@ -80,46 +80,51 @@ def period_closed(session: Session, org_id: int, period: str) -> bool:
 # --- snapshots ------------------------------------------------------------------------------
 
 
-def _snapshot(session: Session, org_id: int, customer_id: int, invoice_ids: set[int]) -> dict:
-    """Everything a posting may change for these invoices and this customer (as held in the
-    session: no flush is needed, the identity map already has every change)."""
+def _snapshot_keys(
+    session: Session, org_id: int, customer_id: int, invoice_ids: set[int]
+) -> dict[str, list[int]]:
+    """Which rows a posting may change: the invoices, their plans and installments, and the
+    customer's open promises (read once, before posting)."""
     with session.no_autoflush:
-        return _read_state(session, org_id, customer_id, invoice_ids)
-
-
-def _read_state(session: Session, org_id: int, customer_id: int, invoice_ids: set[int]) -> dict:
-    invs = {
-        i.id: [
-            i.balance_minor,
-            i.status.value,
-            i.settled_date.isoformat() if i.settled_date else None,
-        ]
-        for i in session.scalars(select(Invoice).where(Invoice.id.in_(invoice_ids)))
-    }
-    plan_ids = set(
-        session.scalars(
-            select(plan_invoice.c.plan_id).where(plan_invoice.c.invoice_id.in_(invoice_ids))
-        )
-    )
-    plans = {
-        p.id: p.status.value
-        for p in session.scalars(select(PaymentPlan).where(PaymentPlan.id.in_(plan_ids)))
-    }
-    insts = {
-        i.id: [i.paid_minor, i.status.value]
-        for i in session.scalars(
-            select(PlanInstallment).where(PlanInstallment.plan_id.in_(plan_ids))
-        )
-    }
-    proms = {
-        p.id: p.status.value
-        for p in session.scalars(
-            select(PromiseToPay).where(
-                PromiseToPay.org_id == org_id, PromiseToPay.customer_id == customer_id
+        plan_ids = list(
+            session.scalars(
+                select(plan_invoice.c.plan_id).where(plan_invoice.c.invoice_id.in_(invoice_ids))
             )
         )
+        inst_ids = (
+            list(
+                session.scalars(
+                    select(PlanInstallment.id).where(PlanInstallment.plan_id.in_(plan_ids))
+                )
+            )
+            if plan_ids
+            else []
+        )
+        promise_ids = list(
+            session.scalars(
+                select(PromiseToPay.id).where(
+                    PromiseToPay.org_id == org_id,
+                    PromiseToPay.customer_id == customer_id,
+                    PromiseToPay.status == PromiseStatus.OPEN,
+                )
+            )
+        )
+    return {
+        "invoices": sorted(invoice_ids),
+        "plans": plan_ids,
+        "installments": inst_ids,
+        "promises": promise_ids,
     }
-    return {"invoices": invs, "plans": plans, "installments": insts, "promises": proms}
+
+
+def _snapshot(session: Session, keys: dict[str, list[int]]) -> dict[str, dict[int, Any]]:
+    """The state of those rows as the session holds it (the identity map has every change, so
+    nothing is flushed and rows already loaded cost no query)."""
+    with session.no_autoflush:
+        return {
+            part: {i: _state(part, session.get(_MODELS[part], i)) for i in ids}
+            for part, ids in keys.items()
+        }
 
 
 def _changes(before: dict, after: dict) -> dict:
@@ -179,12 +184,13 @@ def apply_line(
         decision = _decide(session, org_id, line, suggestion, actor)
     grants = _decide_adjustments(session, org_id, line, suggestion, invs, actor)
     touched = {i.id for i in invs.values()} | _plan_invoices(session, suggestion)
-    before = _snapshot(session, org_id, customer.id, touched)
+    keys = _snapshot_keys(session, org_id, customer.id, touched)
+    before = _snapshot(session, keys)
     with session.begin_nested():
         posted = _post(session, org_id, line, suggestion, customer.id, actor, now)
         apps = _record(session, line, suggestion, posted, actor, now)
         _write_off(session, org_id, line, suggestion, invs, grants, actor, now)
-        after = _snapshot(session, org_id, customer.id, touched)
+        after = _snapshot(session, keys)
         changes = _changes(before, after)
         for app in apps:
             app.effects = {"changes": changes}
