@@ -1243,9 +1243,15 @@ def _enable_autopilot_rules(ps: PolicySet) -> list[Rule]:
 def _cash_rules(ps: PolicySet) -> list[Rule]:
     """A person applies cash with the permission; plixo alone only inside the Controller's
     limits (confidence, amount per currency, kind of match)."""
+    rules = _access_rules(ps, ActionType.APPLY_CASH, scope=c.eq("auto", False))
+    return rules + _cash_auto_rules(ps)
+
+
+def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
+    """When plixo may apply a line with no person: auto-apply on, and every limit met."""
     ca = ps.cash_app
     auto = c.eq("auto", True)
-    rules = _access_rules(ps, ActionType.APPLY_CASH, scope=c.eq("auto", False))
+    rules: list[Rule] = []
     reviewer = ca.reviewer_role
     limits = ca.max_auto_apply_minor
     within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
@@ -1271,6 +1277,41 @@ def _cash_rules(ps: PolicySet) -> list[Rule]:
                 approver=reviewer,
             )
         )
+    rules += _cash_limit_rules(ps, above_limit, listed)
+    if ca.auto_apply and kinds and within:
+        rules.append(
+            Rule(
+                name="cash.auto_apply",
+                rule_id="cash.auto_apply",
+                outcome=Outcome.ALLOW,
+                cond=c.all_of(
+                    auto,
+                    c.gte("conf", ca.min_confidence),
+                    c.one_of("kind", kinds),
+                    c.any_of(*within),
+                ),
+                explain="Within the Controller's confidence, amount and kind limits plixo applies "
+                "a line by itself.",
+                message=lambda x: (
+                    f"Confidence {x.f.confidence} and {amount(x)} are within the auto-apply limits"
+                ),
+                grants=True,
+            )
+        )
+    return rules
+
+
+def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[Rule]:
+    """Auto-apply below the confidence, above the currency's limit or of another kind waits."""
+    ca = ps.cash_app
+    auto = c.eq("auto", True)
+    reviewer = ca.reviewer_role
+    kinds = [str(k) for k in ca.auto_apply_kinds]
+
+    def amount(x: Ctx) -> str:
+        return format_money(x.f.amount_minor, x.f.currency)
+
+    rules: list[Rule] = []
     rules += [
         Rule(
             name="cash.low_confidence",
@@ -1313,26 +1354,6 @@ def _cash_rules(ps: PolicySet) -> list[Rule]:
             approver=reviewer,
         ),
     ]
-    if ca.auto_apply and kinds and within:
-        rules.append(
-            Rule(
-                name="cash.auto_apply",
-                rule_id="cash.auto_apply",
-                outcome=Outcome.ALLOW,
-                cond=c.all_of(
-                    auto,
-                    c.gte("conf", ca.min_confidence),
-                    c.one_of("kind", kinds),
-                    c.any_of(*within),
-                ),
-                explain="Within the Controller's confidence, amount and kind limits plixo applies "
-                "a line by itself.",
-                message=lambda x: (
-                    f"Confidence {x.f.confidence} and {amount(x)} are within the auto-apply limits"
-                ),
-                grants=True,
-            )
-        )
     return rules
 
 
