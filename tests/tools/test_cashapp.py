@@ -28,7 +28,7 @@ from memory.models import (
     PromiseToPay,
     plan_invoice,
 )
-from tests.tools.cashapp_files import Entry, bai2, camt053, mt940
+from tests.tools.cashapp_files import Entry, bai2, camt053, mt940, pdf
 from tests.tools.commit_factories import NOW, TODAY, Factory
 from tools import policy_admin
 from tools.cashapp import applying, export, parsers, service
@@ -475,3 +475,23 @@ def test_auto_apply_respects_confidence_and_kind(
     assert _line(session, report, 3).status == CashLineStatus.EXCEPTION
     session.refresh(short)
     assert short.balance_minor == 200_000
+
+
+def test_remittance_advice_pdf_is_read_with_pdfplumber() -> None:
+    advice = pdf(
+        [
+            "REMITTANCE ADVICE",
+            "Payer: Initech LLC",
+            "Payment date: 2026-03-09",
+            "Total: USD 2,450.10",
+            "INV-0104217 1,450.10",
+            "INV-0104218 1,000.00",
+        ]
+    )
+    parsed = parsers.parse(advice)
+    assert parsed.kind == "pdf" and parsed.errors == []
+    line = parsed.lines[0]
+    assert (line.amount_minor, line.currency, line.payer_name) == (245_010, "USD", "Initech LLC")
+    assert "INV-0104217" in line.reference and "INV-0104218" in line.reference
+    with pytest.raises(CashFileError, match="PDF cannot be read"):
+        parsers.parse(b"%PDF-1.4\nnot really a pdf")

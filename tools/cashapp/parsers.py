@@ -361,11 +361,12 @@ def parse_csv(text: str, *, profile: str | None = None) -> ParsedFile:
 def pdf_text(data: bytes) -> str:
     import pdfplumber
     from pdfminer.pdfparser import PDFSyntaxError
+    from pdfplumber.utils.exceptions import PdfminerException
 
     try:
         with pdfplumber.open(io.BytesIO(data)) as pdf:
             return "\n".join(page.extract_text() or "" for page in pdf.pages)
-    except (PDFSyntaxError, ValueError) as exc:
+    except (PDFSyntaxError, PdfminerException, ValueError) as exc:
         raise CashFileError(f"The PDF cannot be read: {exc}.") from None
 
 
