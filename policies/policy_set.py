@@ -355,7 +355,12 @@ def _deep_merge(
 
 
 # Mappings whose keys are data (role or action names), so an override may add new keys to them.
-_OPEN_MAPPINGS = {"approval_limits", "credit_limits", "action_permissions"}
+_OPEN_MAPPINGS = {
+    "approval_limits",
+    "credit_limits",
+    "action_permissions",
+    "cash_app.max_auto_apply_minor",
+}
 
 
 def merge(

@@ -58,3 +58,8 @@ def test_auto_apply_inside_every_limit_only() -> None:
 def test_a_float_amount_fails_closed() -> None:
     d = decide("apply_cash", {**EXACT, "amount_minor": 1200.5})
     assert d.outcome.value == "block" and "facts.invalid" in _rules(d)
+
+
+def test_an_override_can_add_a_currency_to_the_auto_apply_limits() -> None:
+    ps = merge(load_default(), {"cash_app": {"max_auto_apply_minor": {"EUR": 300_000}}})
+    assert ps.cash_app.max_auto_apply_minor == {"USD": 500_000, "EUR": 300_000}
