@@ -65,6 +65,7 @@ ROUTER_MODULES = (
     "api.routes.slack",
     "api.routes.conversation_pages",
     "api.routes.admin",
+    "api.routes.cashapp",
 )
 
 log = logging.getLogger("plixo.api")

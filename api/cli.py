@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from api.cli_autopilot import autopilot_app
+from api.cli_cash import cash_app
 from api.cli_common import console, fail, open_ledger
 from api.cli_demo import demo
 from api.cli_eval import eval_app
@@ -38,6 +39,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(risk_app, name="risk")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(mailbox_app, name="mailbox")
+app.add_typer(cash_app, name="cash")
 
 
 @db_app.command("upgrade")

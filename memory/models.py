@@ -1131,3 +1131,119 @@ class SendingDomain(Base):
     check_reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
     verified_since: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# --- cashapp: Cash App Assist (bank files and remittances matched to invoices) ----------------
+
+
+class CashLineStatus(enum.StrEnum):
+    EXCEPTION = "exception"  # waiting for a person in the exceptions queue
+    APPLIED = "applied"  # posted through tools/payments.py (by a person or by auto-apply)
+    PARKED = "parked"  # unapplied cash: kept on the line, on no invoice, until someone acts
+    IGNORED = "ignored"  # not a customer payment (a debit, a bank's own entry)
+
+
+class CashImport(Base):
+    """One bank statement or remittance file as it arrived: its kind, its hash and its report."""
+
+    __tablename__ = "cash_import"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # camt053 | mt940 | bai2 | csv | pdf | email
+    filename: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    statement_ref: Mapped[str | None] = mapped_column(String(140))
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("app_user.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CashLine(Base):
+    """One incoming amount from a bank file or remittance, with its match suggestions.
+
+    ``fingerprint`` identifies the bank line across files (the bank's own reference when it has
+    one), so the same line imported twice is stored once and can never be applied twice.
+    """
+
+    __tablename__ = "cash_line"
+    __table_args__ = (
+        UniqueConstraint("org_id", "fingerprint"),
+        Index("ix_cash_line_org_status", "org_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    import_id: Mapped[int] = mapped_column(ForeignKey("cash_import.id"), index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    booked_on: Mapped[date] = mapped_column(Date)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    payer_name: Mapped[str | None] = mapped_column(String(200))
+    payer_iban: Mapped[str | None] = mapped_column(String(40))
+    reference: Mapped[str] = mapped_column(Text, default="")
+    bank_ref: Mapped[str | None] = mapped_column(String(140))
+    status: Mapped[CashLineStatus] = mapped_column(
+        _enum(CashLineStatus), default=CashLineStatus.EXCEPTION
+    )
+    suggestions: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    best_score: Mapped[int] = mapped_column(Integer, default=0)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customer.id"))
+    note: Mapped[str | None] = mapped_column(Text)
+    applied_by: Mapped[str | None] = mapped_column(String(120))
+    applied_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CashApplication(Base):
+    """The part of a bank line posted to one invoice (or on account): the payment it made, any
+    difference written off with it, and what an undo has to put back."""
+
+    __tablename__ = "cash_application"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("cash_line.id"), index=True)
+    # The payment it posted; None once undone (the payment is reversed) or for a write-off only.
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("payment.id"))
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"))
+    invoice_id: Mapped[int | None] = mapped_column(ForeignKey("invoice.id"))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    adjustment_kind: Mapped[str | None] = mapped_column(String(32))  # discount | bank_fee
+    adjustment_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    period: Mapped[str] = mapped_column(String(7), index=True)  # YYYY-MM of the bank booking
+    effects: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    applied_by: Mapped[str] = mapped_column(String(120))
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+    undone_at: Mapped[datetime | None]
+    undone_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class CashPeriodClose(Base):
+    """A closed cash period (a month): its applications are final and can no longer be undone."""
+
+    __tablename__ = "cash_period_close"
+    __table_args__ = (UniqueConstraint("org_id", "period"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    period: Mapped[str] = mapped_column(String(7))
+    closed_by: Mapped[str] = mapped_column(String(120))
+    closed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerBankAccount(Base):
+    """An account a customer pays from (IBAN), learned when a person confirms a bank line."""
+
+    __tablename__ = "customer_bank_account"
+    __table_args__ = (UniqueConstraint("org_id", "iban"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customer.id"), index=True)
+    iban: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(32), default="confirmed")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

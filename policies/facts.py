@@ -247,6 +247,23 @@ class EnableAutopilotFacts(_Actor):
     sending_domain_verified: StrictBool
 
 
+class ApplyCashFacts(_Facts):
+    """apply_cash: put one bank line's money on invoices (Cash App Assist).
+
+    ``actor_role`` is the person applying it; leave it out when plixo would apply the line by
+    itself (auto-apply), which only the Controller's thresholds can allow. ``confidence`` is the
+    match's score (0-100) and ``match_kind`` what kind of match it is.
+    """
+
+    actor_role: Name | None = None
+    confidence: Score
+    amount_minor: PosInt
+    currency: Currency
+    match_kind: Literal[
+        "exact", "one_to_many", "short_pay", "over_payment", "installment", "on_account"
+    ]
+
+
 FACT_MODELS: dict[ActionType, type[_Facts]] = {
     ActionType.SEND_DRAFT: SendDraftFacts,
     ActionType.SEND_NUDGE: SendNudgeFacts,
@@ -259,6 +276,7 @@ FACT_MODELS: dict[ActionType, type[_Facts]] = {
     ActionType.CHANGE_POLICY: ChangeFacts,
     ActionType.ENABLE_AUTOPILOT: EnableAutopilotFacts,
     ActionType.SET_SENDING_MODE: SetSendingModeFacts,
+    ActionType.APPLY_CASH: ApplyCashFacts,
 }
 
 _CONTACT = {"timezone": "America/New_York", "opted_out": False, "bounced": False, "consent": True}
@@ -352,5 +370,11 @@ EXAMPLES: dict[ActionType, dict[str, Any]] = {
         "switch": "maintenance",
         "value": True,
         "scope": "org",
+    },
+    ActionType.APPLY_CASH: {
+        "confidence": 98,
+        "amount_minor": 1240000,
+        "currency": "USD",
+        "match_kind": "exact",
     },
 }

@@ -16,7 +16,7 @@ from enum import StrEnum
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -162,6 +162,37 @@ class CreditPolicy(_Section):
     escalation_role: StrictStr = "Controller"
 
 
+CashMatchKind = Literal[
+    "exact", "one_to_many", "short_pay", "over_payment", "installment", "on_account"
+]
+
+
+AUTO_KINDS: tuple[CashMatchKind, ...] = ("exact", "one_to_many", "installment")
+
+
+class CashAppPolicy(_Section):
+    """Cash App Assist: when plixo may apply a bank line by itself (off by default)."""
+
+    auto_apply: bool = Field(default=False, strict=True)
+    min_confidence: Annotated[StrictInt, Field(ge=0, le=100)] = 95
+    # Per currency, the largest line auto-apply may post; a currency not listed never auto-applies.
+    max_auto_apply_minor: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    auto_apply_kinds: list[CashMatchKind] = Field(default_factory=lambda: list(AUTO_KINDS))
+    # A payment short by at most this much (basis points of the invoices, and at most the
+    # amount) is proposed as a short-pay with the difference explained.
+    short_pay_tolerance_bps: Bps = 300
+    short_pay_max_minor: NonNegInt = 50_000
+    reviewer_role: StrictStr = "Collector"
+
+    @field_validator("max_auto_apply_minor")
+    @classmethod
+    def _currencies(cls, value: dict[str, int]) -> dict[str, int]:
+        for cur in value:
+            if not re.fullmatch(r"[A-Z]{3}", cur):
+                raise ValueError(f"{cur!r} is not an ISO 4217 code such as USD")
+        return value
+
+
 class ContentPolicy(_Section):
     """Phrases a draft may not carry without a person's approval (matched by ``textscan``).
 
@@ -221,6 +252,7 @@ class PolicySet(_Section):
     plans: PlanPolicy = PlanPolicy()
     credits: CreditPolicy = CreditPolicy()
     content: ContentPolicy = ContentPolicy()
+    cash_app: CashAppPolicy = CashAppPolicy()
     approval_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
     credit_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
     action_permissions: dict[ActionType, StrictStr] = Field(default_factory=dict)
@@ -243,6 +275,7 @@ class PolicySet(_Section):
             "credits.escalation_role": self.credits.escalation_role,
             "content.legal_role": self.content.legal_role,
             "content.concession_role": self.content.concession_role,
+            "cash_app.reviewer_role": self.cash_app.reviewer_role,
         }
         for where, role in role_fields.items():
             if role not in matrix.roles:
@@ -354,7 +387,12 @@ def _deep_merge(
 
 
 # Mappings whose keys are data (role or action names), so an override may add new keys to them.
-_OPEN_MAPPINGS = {"approval_limits", "credit_limits", "action_permissions"}
+_OPEN_MAPPINGS = {
+    "approval_limits",
+    "credit_limits",
+    "action_permissions",
+    "cash_app.max_auto_apply_minor",
+}
 
 
 def merge(

@@ -22,6 +22,7 @@ from typing import Any
 
 from policies import conditions as c
 from policies.facts import (
+    ApplyCashFacts,
     ApprovePlanFacts,
     ChangeFacts,
     EnableAutopilotFacts,
@@ -118,6 +119,7 @@ ACTION_PHRASES = {
     ActionType.CHANGE_POLICY: "change the guardrail policy",
     ActionType.ENABLE_AUTOPILOT: "enable Autopilot",
     ActionType.SET_SENDING_MODE: "switch sending modes",
+    ActionType.APPLY_CASH: "apply cash to invoices",
 }
 
 
@@ -358,6 +360,19 @@ def _derive_credit(f: GrantCreditFacts, ps: PolicySet) -> Ctx:
     return Ctx(f, ps, payload=p)
 
 
+def _derive_cash(f: ApplyCashFacts, ps: PolicySet) -> Ctx:
+    p: Payload = {
+        "k": 1,
+        "auto": f.actor_role is None,
+        "role": f.actor_role or "",
+        "conf": f.confidence,
+        "amt": f.amount_minor,
+        "cur": f.currency,
+        "kind": f.match_kind,
+    }
+    return Ctx(f, ps, payload=p)
+
+
 def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
     p: Payload = {"k": 1, "role": f.actor_role}
     if isinstance(f, EscalateDisputeFacts):
@@ -382,6 +397,8 @@ def derive(action: ActionType, facts: _Facts, ps: PolicySet, scanner: ThreatScan
         return _derive_actor(facts, ps)
     if isinstance(facts, SetSendingModeFacts):
         return _derive_actor(facts, ps)
+    if isinstance(facts, ApplyCashFacts):
+        return _derive_cash(facts, ps)
     raise TypeError(f"no derivation for {type(facts).__name__} ({action})")
 
 
@@ -1245,6 +1262,123 @@ def _enable_autopilot_rules(ps: PolicySet) -> list[Rule]:
     return rules
 
 
+def _cash_rules(ps: PolicySet) -> list[Rule]:
+    """A person applies cash with the permission; plixo alone only inside the Controller's
+    limits (confidence, amount per currency, kind of match)."""
+    rules = _access_rules(ps, ActionType.APPLY_CASH, scope=c.eq("auto", False))
+    return rules + _cash_auto_rules(ps)
+
+
+def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
+    """When plixo may apply a line with no person: auto-apply on, and every limit met."""
+    ca = ps.cash_app
+    auto = c.eq("auto", True)
+    rules: list[Rule] = []
+    reviewer = ca.reviewer_role
+    limits = ca.max_auto_apply_minor
+    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    listed = ", ".join(f"{format_money(v, k)}" for k, v in sorted(limits.items())) or "none"
+    kinds = [str(k) for k in ca.auto_apply_kinds]
+
+    def amount(x: Ctx) -> str:
+        return format_money(x.f.amount_minor, x.f.currency)
+
+    above = [c.all_of(c.eq("cur", cur), c.gt("amt", lim)) for cur, lim in sorted(limits.items())]
+    above_limit = c.any_of(c.none_of("cur", sorted(limits)), *above)
+    if not ca.auto_apply:
+        rules.append(
+            Rule(
+                name="cash.auto_apply_off",
+                rule_id="cash.auto_apply_off",
+                outcome=Outcome.NEEDS_APPROVAL,
+                cond=auto,
+                explain=f"Auto-apply is off: {_or_above(reviewer)} confirms every match.",
+                message=lambda x: (
+                    f"Auto-apply is off (Shadow Mode for cash): {reviewer} confirmation required"
+                ),
+                approver=reviewer,
+            )
+        )
+    rules += _cash_limit_rules(ps, above_limit, listed)
+    if ca.auto_apply and kinds and within:
+        rules.append(
+            Rule(
+                name="cash.auto_apply",
+                rule_id="cash.auto_apply",
+                outcome=Outcome.ALLOW,
+                cond=c.all_of(
+                    auto,
+                    c.gte("conf", ca.min_confidence),
+                    c.one_of("kind", kinds),
+                    c.any_of(*within),
+                ),
+                explain="Within the Controller's confidence, amount and kind limits plixo applies "
+                "a line by itself.",
+                message=lambda x: (
+                    f"Confidence {x.f.confidence} and {amount(x)} are within the auto-apply limits"
+                ),
+                grants=True,
+            )
+        )
+    return rules
+
+
+def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[Rule]:
+    """Auto-apply below the confidence, above the currency's limit or of another kind waits."""
+    ca = ps.cash_app
+    auto = c.eq("auto", True)
+    reviewer = ca.reviewer_role
+    kinds = [str(k) for k in ca.auto_apply_kinds]
+
+    def amount(x: Ctx) -> str:
+        return format_money(x.f.amount_minor, x.f.currency)
+
+    rules: list[Rule] = []
+    rules += [
+        Rule(
+            name="cash.low_confidence",
+            rule_id="cash.low_confidence",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(auto, c.lt("conf", ca.min_confidence)),
+            explain=(
+                f"Plixo applies a line by itself only at confidence {ca.min_confidence} or more."
+            ),
+            message=lambda x: (
+                f"Match confidence {x.f.confidence} is below {ca.min_confidence}: "
+                f"{reviewer} confirmation required"
+            ),
+            approver=reviewer,
+        ),
+        Rule(
+            name="cash.above_auto_limit",
+            rule_id="cash.above_auto_limit",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(auto, above_limit),
+            explain=f"Plixo applies a line by itself only up to its currency's limit ({listed}).",
+            message=lambda x: (
+                f"{amount(x)} is above the auto-apply limit for {x.f.currency}: "
+                f"{reviewer} confirmation required"
+            ),
+            approver=reviewer,
+        ),
+        Rule(
+            name="cash.kind_needs_review",
+            rule_id="cash.kind_needs_review",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(auto, c.none_of("kind", kinds)),
+            explain=(
+                f"Plixo applies only these kinds of match by itself: {', '.join(kinds) or 'none'}."
+            ),
+            message=lambda x: (
+                f"A {x.f.match_kind.replace('_', '-')} match is never applied automatically: "
+                f"{reviewer} confirmation required"
+            ),
+            approver=reviewer,
+        ),
+    ]
+    return rules
+
+
 def build(ps: PolicySet) -> RuleBook:
     """Compile every rule of ``ps``, grouped by the action type it guards."""
     book = RuleBook(ps)
@@ -1261,6 +1395,7 @@ def build(ps: PolicySet) -> RuleBook:
         ActionType.CHANGE_POLICY: _access_rules(ps, ActionType.CHANGE_POLICY),
         ActionType.ENABLE_AUTOPILOT: _enable_autopilot_rules(ps),
         ActionType.SET_SENDING_MODE: _access_rules(ps, ActionType.SET_SENDING_MODE),
+        ActionType.APPLY_CASH: _cash_rules(ps),
     }
     for action, rules in book.by_action.items():
         names = [r.name for r in rules]

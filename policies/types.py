@@ -31,6 +31,7 @@ class ActionType(StrEnum):
     CHANGE_POLICY = "change_policy"
     ENABLE_AUTOPILOT = "enable_autopilot"
     SET_SENDING_MODE = "set_sending_mode"
+    APPLY_CASH = "apply_cash"
 
 
 OUTREACH_ACTIONS = frozenset({ActionType.SEND_DRAFT, ActionType.SEND_NUDGE})

@@ -433,6 +433,28 @@ def _credit(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]
     return out, {}
 
 
+def _cash(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
+    """A person: the permission decides. Auto-apply: on, confident, within its currency's
+    limit (a currency not listed never) and of a listed kind, or it waits for the reviewer."""
+    if f.get("actor_role") is not None:
+        return _access_rules(ps, "apply_cash", f["actor_role"]), {}
+    ca = ps.cash_app
+    who = ca.reviewer_role
+    out = []
+    if not ca.auto_apply:
+        out.append(_R("cash.auto_apply_off", "needs_approval", approver=who))
+    if f["confidence"] < ca.min_confidence:
+        out.append(_R("cash.low_confidence", "needs_approval", approver=who))
+    limit = ca.max_auto_apply_minor.get(f["currency"])
+    if limit is None or f["amount_minor"] > limit:
+        out.append(_R("cash.above_auto_limit", "needs_approval", approver=who))
+    if f["match_kind"] not in ca.auto_apply_kinds:
+        out.append(_R("cash.kind_needs_review", "needs_approval", approver=who))
+    if ca.auto_apply and not out:
+        out.append(_R("cash.auto_apply", "allow", grants=True))
+    return out, {}
+
+
 def _dispute(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
     out = _access_rules(ps, "escalate_dispute", f["actor_role"])
     status = f["dispute_status"]
@@ -466,6 +488,8 @@ def reference_decide(action: str, facts: dict[str, Any], ps: PolicySet) -> Expec
         fired, env = _credit(ps, facts)
     elif action == "escalate_dispute":
         fired, env = _dispute(ps, facts)
+    elif action == "apply_cash":
+        fired, env = _cash(ps, facts)
     elif action == "enable_autopilot":
         fired, env = _enable(ps, facts)
     elif action in ("change_cadence", "change_segment", "change_policy", "set_sending_mode"):

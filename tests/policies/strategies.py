@@ -77,6 +77,12 @@ def _variants() -> list[PolicySet]:
                 "credits": {"max_discount_bps": 1000},
                 "credit_limits": {"Collector": 0},
                 "content": {"legal_threat_phrases": ["sue", "legal action", "bailiff"]},
+                "cash_app": {
+                    "auto_apply": True,
+                    "min_confidence": 90,
+                    "max_auto_apply_minor": {"USD": 500_000, "EUR": 100},
+                    "auto_apply_kinds": ["exact", "short_pay"],
+                },
             },
         ),
         merge(
@@ -457,6 +463,26 @@ def credit_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
     return facts
 
 
+CASH_KINDS = ["exact", "one_to_many", "short_pay", "over_payment", "installment", "on_account"]
+
+
+@st.composite
+def cash_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
+    """apply_cash by a person (any role) or by auto-apply, around every threshold."""
+    ca = ps.cash_app
+    limits = list(ca.max_auto_apply_minor.values()) or [500_000]
+    edges = [max(1, v + d) for v in limits for d in (-1, 0, 1)]
+    facts: dict[str, Any] = {
+        "confidence": pick(draw, [0, 50, ca.min_confidence - 1, ca.min_confidence, 100]),
+        "amount_minor": pick(draw, [1, *edges, 10**12]),
+        "currency": pick(draw, [ps.currency, "EUR", "JPY"]),
+        "match_kind": pick(draw, CASH_KINDS),
+    }
+    if draw(BOOL):
+        facts["actor_role"] = pick(draw, ROLES_PLUS)
+    return facts
+
+
 DISPUTE_STATUSES = [
     "open",
     "investigating",
@@ -509,6 +535,7 @@ ACTIONS = [
     "change_policy",
     "enable_autopilot",
     "set_sending_mode",
+    "apply_cash",
 ]
 # Outreach carries most of the logic, so it gets most of the examples.
 WEIGHTED = ["send_draft"] * 5 + ["send_nudge"] * 3 + ["offer_plan", "approve_plan"] * 2 + ACTIONS
@@ -521,6 +548,8 @@ def facts_for(ps: PolicySet, action: str) -> st.SearchStrategy[dict[str, Any]]:
         return plan_facts(ps, action)
     if action == "grant_credit":
         return credit_facts(ps)
+    if action == "apply_cash":
+        return cash_facts(ps)
     return actor_facts(ps, action)
 
 

@@ -65,6 +65,7 @@ _CORRUPTIBLE = {
     "change_policy": ["actor_role"],
     "enable_autopilot": ["data_ready_score", "sending_domain_verified"],
     "set_sending_mode": ["switch", "value"],
+    "apply_cash": ["confidence", "amount_minor", "match_kind"],
 }
 _WRONG = {"now": "yesterday", "touches": "none", "contact": [], "content": "x", "promises": {}}
 

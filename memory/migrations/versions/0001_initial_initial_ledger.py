@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 05:07:48.785233
+Create Date: 2026-12-06 05:08:21.669013
 """
 
 from collections.abc import Sequence
@@ -91,6 +91,19 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('cadence', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_cadence_org_id'), ['org_id'], unique=False)
+
+    op.create_table('cash_period_close',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('period', sa.String(length=7), nullable=False),
+    sa.Column('closed_by', sa.String(length=120), nullable=False),
+    sa.Column('closed_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('org_id', 'period')
+    )
+    with op.batch_alter_table('cash_period_close', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cash_period_close_org_id'), ['org_id'], unique=False)
 
     op.create_table('import_run',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -249,6 +262,24 @@ def upgrade() -> None:
     with op.batch_alter_table('cadence_step', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_cadence_step_cadence_id'), ['cadence_id'], unique=False)
 
+    op.create_table('cash_import',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('filename', sa.String(length=255), nullable=False),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('statement_ref', sa.String(length=140), nullable=True),
+    sa.Column('report', sa.JSON(), nullable=False),
+    sa.Column('created_by_user_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['created_by_user_id'], ['app_user.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('cash_import', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cash_import_org_id'), ['org_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_cash_import_sha256'), ['sha256'], unique=False)
+
     op.create_table('config_version',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -389,6 +420,39 @@ def upgrade() -> None:
     with op.batch_alter_table('segment_rule', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_segment_rule_org_id'), ['org_id'], unique=False)
 
+    op.create_table('cash_line',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('import_id', sa.Integer(), nullable=False),
+    sa.Column('line_no', sa.Integer(), nullable=False),
+    sa.Column('fingerprint', sa.String(length=64), nullable=False),
+    sa.Column('booked_on', sa.Date(), nullable=False),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('payer_name', sa.String(length=200), nullable=True),
+    sa.Column('payer_iban', sa.String(length=40), nullable=True),
+    sa.Column('reference', sa.Text(), nullable=False),
+    sa.Column('bank_ref', sa.String(length=140), nullable=True),
+    sa.Column('status', sa.Enum('exception', 'applied', 'parked', 'ignored', name='cashlinestatus', native_enum=False, length=32), nullable=False),
+    sa.Column('suggestions', sa.JSON(), nullable=False),
+    sa.Column('best_score', sa.Integer(), nullable=False),
+    sa.Column('decision', sa.JSON(), nullable=True),
+    sa.Column('customer_id', sa.Integer(), nullable=True),
+    sa.Column('note', sa.Text(), nullable=True),
+    sa.Column('applied_by', sa.String(length=120), nullable=True),
+    sa.Column('applied_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['import_id'], ['cash_import.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('org_id', 'fingerprint')
+    )
+    with op.batch_alter_table('cash_line', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cash_line_import_id'), ['import_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_cash_line_org_id'), ['org_id'], unique=False)
+        batch_op.create_index('ix_cash_line_org_status', ['org_id', 'status'], unique=False)
+
     op.create_table('contact',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -412,6 +476,22 @@ def upgrade() -> None:
     with op.batch_alter_table('contact', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contact_customer_id'), ['customer_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_contact_org_id'), ['org_id'], unique=False)
+
+    op.create_table('customer_bank_account',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('iban', sa.String(length=40), nullable=False),
+    sa.Column('source', sa.String(length=32), nullable=False),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('org_id', 'iban')
+    )
+    with op.batch_alter_table('customer_bank_account', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_customer_bank_account_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_customer_bank_account_org_id'), ['org_id'], unique=False)
 
     op.create_table('customer_risk_snapshot',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -916,6 +996,35 @@ def upgrade() -> None:
     with op.batch_alter_table('payment_intent_link', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_payment_intent_link_org_id'), ['org_id'], unique=False)
 
+    op.create_table('cash_application',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('line_id', sa.Integer(), nullable=False),
+    sa.Column('payment_id', sa.Integer(), nullable=True),
+    sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.Column('invoice_id', sa.Integer(), nullable=True),
+    sa.Column('amount_minor', sa.BigInteger(), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('adjustment_kind', sa.String(length=32), nullable=True),
+    sa.Column('adjustment_minor', sa.BigInteger(), nullable=False),
+    sa.Column('period', sa.String(length=7), nullable=False),
+    sa.Column('effects', sa.JSON(), nullable=False),
+    sa.Column('applied_by', sa.String(length=120), nullable=False),
+    sa.Column('applied_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('undone_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('undone_by', sa.String(length=120), nullable=True),
+    sa.ForeignKeyConstraint(['customer_id'], ['customer.id'], ),
+    sa.ForeignKeyConstraint(['invoice_id'], ['invoice.id'], ),
+    sa.ForeignKeyConstraint(['line_id'], ['cash_line.id'], ),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['payment_id'], ['payment.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('cash_application', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_cash_application_line_id'), ['line_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_cash_application_org_id'), ['org_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_cash_application_period'), ['period'], unique=False)
+
     op.create_table('inbound_attachment',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('inbound_message_id', sa.Integer(), nullable=False),
@@ -939,6 +1048,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_inbound_attachment_inbound_message_id'))
 
     op.drop_table('inbound_attachment')
+    with op.batch_alter_table('cash_application', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cash_application_period'))
+        batch_op.drop_index(batch_op.f('ix_cash_application_org_id'))
+        batch_op.drop_index(batch_op.f('ix_cash_application_line_id'))
+
+    op.drop_table('cash_application')
     with op.batch_alter_table('payment_intent_link', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_payment_intent_link_org_id'))
 
@@ -1051,11 +1166,22 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_customer_risk_snapshot_customer_id'))
 
     op.drop_table('customer_risk_snapshot')
+    with op.batch_alter_table('customer_bank_account', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_customer_bank_account_org_id'))
+        batch_op.drop_index(batch_op.f('ix_customer_bank_account_customer_id'))
+
+    op.drop_table('customer_bank_account')
     with op.batch_alter_table('contact', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_contact_org_id'))
         batch_op.drop_index(batch_op.f('ix_contact_customer_id'))
 
     op.drop_table('contact')
+    with op.batch_alter_table('cash_line', schema=None) as batch_op:
+        batch_op.drop_index('ix_cash_line_org_status')
+        batch_op.drop_index(batch_op.f('ix_cash_line_org_id'))
+        batch_op.drop_index(batch_op.f('ix_cash_line_import_id'))
+
+    op.drop_table('cash_line')
     with op.batch_alter_table('segment_rule', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_segment_rule_org_id'))
 
@@ -1094,6 +1220,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_config_version_org_id'))
 
     op.drop_table('config_version')
+    with op.batch_alter_table('cash_import', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cash_import_sha256'))
+        batch_op.drop_index(batch_op.f('ix_cash_import_org_id'))
+
+    op.drop_table('cash_import')
     with op.batch_alter_table('cadence_step', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_cadence_step_cadence_id'))
 
@@ -1132,6 +1263,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_import_run_org_id'))
 
     op.drop_table('import_run')
+    with op.batch_alter_table('cash_period_close', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_cash_period_close_org_id'))
+
+    op.drop_table('cash_period_close')
     with op.batch_alter_table('cadence', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_cadence_org_id'))
 

@@ -1,0 +1,365 @@
+"""Importing a bank file or remittance: every line stored once, matched, and decided.
+
+A line is identified by its *fingerprint*: the statement account plus the bank's own entry
+reference when the file has one, else its date, amount, currency, reference, payer and how many
+identical lines came before it in the same file. A line already stored (the same statement again,
+or an overlapping one) is reported per line and skipped, so re-importing applies nothing.
+
+Each new line gets its suggestions (``matching``) and the best one is put to the policy engine as
+``apply_cash`` with no person (auto-apply): ``allow`` posts it at once, in its own savepoint;
+anything else leaves it in the exceptions queue with the decision's reasons. Auto-apply is off in
+the seed policy set (Shadow Mode for cash), so by default every line waits for a Collector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from memory.models import (
+    CashImport,
+    CashLine,
+    CashLineStatus,
+    Invoice,
+    InvoiceStatus,
+    User,
+    utcnow,
+)
+from memory.money import format_money
+from policies.engine import engine_for
+from tools.cashapp import parsers
+from tools.cashapp.applying import AUTO_ACTOR, apply_line, require
+from tools.cashapp.matching import Matcher, OpenInvoice
+from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
+from tools.plans import PolicyRefused
+from tools.policy_admin import policy_set_for
+from tools.promises import CommitmentError
+
+CHUNK = 500
+
+
+@dataclass
+class ImportReport:
+    """What one import did, line by line where it matters (for the CLI, the API and the page)."""
+
+    import_id: int
+    kind: str
+    filename: str
+    statement_ref: str | None
+    lines_read: int
+    lines_new: int
+    duplicates: list[LineError] = field(default_factory=list)
+    errors: list[LineError] = field(default_factory=list)
+    skipped_debits: int = 0
+    auto_applied: int = 0
+    exceptions: int = 0
+    notice: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def fingerprint(account: str | None, line: BankLine, occurrence: int) -> str:
+    if line.bank_ref:
+        raw = f"{account or ''}|ref|{line.bank_ref}"
+    else:
+        raw = "|".join(
+            str(x)
+            for x in (
+                account or "",
+                line.booked_on.isoformat(),
+                line.amount_minor,
+                line.currency,
+                line.reference,
+                line.payer_name or "",
+                line.payer_iban or "",
+                occurrence,
+            )
+        )
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def import_cash_file(
+    session: Session,
+    org_id: int,
+    data: bytes,
+    *,
+    filename: str,
+    actor: User | str,
+    kind: str | None = None,
+    profile: str | None = None,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Read, store, match and decide every line of ``data`` (see the module docstring).
+
+    A file that cannot be read raises :class:`parsers.CashFileError` and writes nothing.
+    """
+    now = now or utcnow()
+    require(actor, "apply_cash")
+    parsed = parsers.parse(data, kind=kind, profile=profile)
+    sha = hashlib.sha256(data).hexdigest()
+    notice = _earlier_import(session, org_id, sha, parsed)
+    run = CashImport(
+        org_id=org_id,
+        kind=parsed.kind,
+        filename=filename[:255],
+        sha256=sha,
+        statement_ref=parsed.statement_ref,
+        created_by_user_id=actor.id if isinstance(actor, User) else None,
+        created_at=now,
+    )
+    session.add(run)
+    session.flush()
+    report = ImportReport(
+        import_id=run.id,
+        kind=parsed.kind,
+        filename=run.filename,
+        statement_ref=parsed.statement_ref,
+        lines_read=len(parsed.lines) + len(parsed.errors),
+        lines_new=0,
+        errors=list(parsed.errors),
+        skipped_debits=parsed.skipped_debits,
+        notice=notice,
+    )
+    new_lines = _store_new(session, org_id, run, parsed, report, now)
+    _match_and_decide(session, org_id, new_lines, report, now)
+    run.report = report.as_dict()
+    session.flush()
+    return report
+
+
+def _earlier_import(session: Session, org_id: int, sha: str, parsed: ParsedFile) -> str | None:
+    same = session.scalars(
+        select(CashImport)
+        .where(CashImport.org_id == org_id, CashImport.sha256 == sha)
+        .order_by(CashImport.id)
+    ).first()
+    if same is not None:
+        return (
+            f"This file was already imported on {same.created_at:%Y-%m-%d %H:%M} UTC "
+            f"({same.filename}); lines already stored are skipped, nothing is applied twice."
+        )
+    if parsed.statement_ref:
+        stmt = session.scalars(
+            select(CashImport)
+            .where(
+                CashImport.org_id == org_id,
+                CashImport.kind == parsed.kind,
+                CashImport.statement_ref == parsed.statement_ref,
+            )
+            .order_by(CashImport.id)
+        ).first()
+        if stmt is not None:
+            return (
+                f"Statement {parsed.statement_ref} was already imported on "
+                f"{stmt.created_at:%Y-%m-%d} ({stmt.filename}); only lines not stored then are new."
+            )
+    return None
+
+
+def _store_new(
+    session: Session,
+    org_id: int,
+    run: CashImport,
+    parsed: ParsedFile,
+    report: ImportReport,
+    now: datetime,
+) -> list[tuple[CashLine, BankLine]]:
+    seen: Counter[tuple[Any, ...]] = Counter()
+    prints: list[tuple[str, BankLine]] = []
+    for line in parsed.lines:
+        key = (line.booked_on, line.amount_minor, line.currency, line.reference, line.payer_name)
+        prints.append((fingerprint(parsed.account, line, seen[key]), line))
+        seen[key] += 1
+    existing = _existing(session, org_id, [fp for fp, _ in prints])
+    stored: list[tuple[CashLine, BankLine]] = []
+    in_file: set[str] = set()
+    for fp, line in prints:
+        if fp in existing or fp in in_file:
+            report.duplicates.append(
+                LineError(
+                    line.line_no,
+                    f"Line {line.line_no} ({format_money(line.amount_minor, line.currency)}, "
+                    f"{line.booked_on.isoformat()}) was already imported; skipped.",
+                )
+            )
+            continue
+        in_file.add(fp)
+        row = CashLine(
+            org_id=org_id,
+            import_id=run.id,
+            line_no=line.line_no,
+            fingerprint=fp,
+            booked_on=line.booked_on,
+            amount_minor=line.amount_minor,
+            currency=line.currency,
+            payer_name=(line.payer_name or None) and line.payer_name[:200],
+            payer_iban=(line.payer_iban or None) and line.payer_iban[:40],
+            reference=line.reference,
+            bank_ref=(line.bank_ref or None) and line.bank_ref[:140],
+            created_at=now,
+        )
+        session.add(row)
+        stored.append((row, line))
+    session.flush()
+    report.lines_new = len(stored)
+    return stored
+
+
+def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(prints), CHUNK):
+        chunk = prints[i : i + CHUNK]
+        found.update(
+            session.scalars(
+                select(CashLine.fingerprint).where(
+                    CashLine.org_id == org_id, CashLine.fingerprint.in_(chunk)
+                )
+            )
+        )
+    return found
+
+
+def _match_and_decide(
+    session: Session,
+    org_id: int,
+    lines: list[tuple[CashLine, BankLine]],
+    report: ImportReport,
+    now: datetime,
+) -> None:
+    if not lines:
+        return
+    policy = policy_set_for(session, org_id)
+    matcher = Matcher(session, org_id, policy.cash_app)
+    engine = engine_for(policy)
+    open_currencies = _open_currencies(session, org_id)
+    for row, line in lines:
+        suggestions = matcher.suggest(line)
+        row.suggestions = [s.as_dict() for s in suggestions]
+        row.best_score = suggestions[0].score if suggestions else 0
+        if line.currency not in open_currencies:
+            report.errors.append(
+                LineError(
+                    line.line_no,
+                    f"Line {line.line_no}: {format_money(line.amount_minor, line.currency)} - no "
+                    f"open invoice is in {line.currency}; it waits in the exceptions queue (park "
+                    "it as unapplied cash, or refund it).",
+                )
+            )
+        if suggestions and _auto(session, org_id, engine, row, suggestions[0], now):
+            report.auto_applied += 1
+            _consume(matcher, session, suggestions[0])
+        else:
+            report.exceptions += 1
+    session.flush()
+
+
+def _auto(
+    session: Session,
+    org_id: int,
+    engine: Any,
+    row: CashLine,
+    best: Suggestion,
+    now: datetime,
+) -> bool:
+    """Ask the guardrails whether plixo may apply ``best`` alone; apply it if so."""
+    facts = {
+        "confidence": best.score,
+        "amount_minor": row.amount_minor,
+        "currency": row.currency,
+        "match_kind": best.kind,
+    }
+    decision = engine.decide("apply_cash", facts).as_dict()
+    row.decision = decision
+    if decision["outcome"] != "allow":
+        return False
+    try:
+        apply_line(
+            session,
+            org_id,
+            row.id,
+            actor=AUTO_ACTOR,
+            suggestion=best,
+            now=now,
+            auto_decision=decision,
+        )
+    except (CommitmentError, PolicyRefused) as exc:
+        row.decision = {**decision, "outcome": "needs_approval", "error": str(exc)}
+        return False
+    return True
+
+
+def _consume(matcher: Matcher, session: Session, s: Suggestion) -> None:
+    """Tell the matcher what auto-apply just paid, so later lines see today's balances."""
+    for a in s.allocations:
+        if a.invoice_id is None:
+            continue
+        inv = session.get(Invoice, a.invoice_id)
+        if inv is None:
+            continue
+        old = matcher.invoices.get(inv.id)
+        if old is None:
+            continue
+        matcher.remove_invoice(old)
+        if inv.status == InvoiceStatus.OPEN and inv.balance_minor > 0:
+            matcher.add_invoice(
+                OpenInvoice(
+                    old.id,
+                    old.number,
+                    old.customer_id,
+                    old.currency,
+                    inv.balance_minor,
+                    old.amount_minor,
+                    old.due_date,
+                    old.disputed,
+                )
+            )
+
+
+def _open_currencies(session: Session, org_id: int) -> set[str]:
+    return set(
+        session.scalars(
+            select(Invoice.currency)
+            .where(Invoice.org_id == org_id, Invoice.status == InvoiceStatus.OPEN)
+            .distinct()
+        )
+    )
+
+
+def rematch(session: Session, org_id: int, line_id: int) -> list[Suggestion]:
+    """Fresh suggestions for one waiting line (after other lines or payments moved balances)."""
+    from tools.cashapp.applying import get_line
+
+    row = get_line(session, org_id, line_id)
+    matcher = Matcher(session, org_id, policy_set_for(session, org_id).cash_app)
+    line = BankLine(
+        line_no=row.line_no,
+        booked_on=row.booked_on,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        reference=row.reference,
+        payer_name=row.payer_name,
+        payer_iban=row.payer_iban,
+        bank_ref=row.bank_ref,
+    )
+    suggestions = matcher.suggest(line)
+    row.suggestions = [s.as_dict() for s in suggestions]
+    row.best_score = suggestions[0].score if suggestions else 0
+    return suggestions
+
+
+def waiting_lines(session: Session, org_id: int, *, limit: int = 200) -> list[CashLine]:
+    return list(
+        session.scalars(
+            select(CashLine)
+            .where(CashLine.org_id == org_id, CashLine.status == CashLineStatus.EXCEPTION)
+            .order_by(CashLine.booked_on, CashLine.id)
+            .limit(limit)
+        )
+    )
