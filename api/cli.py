@@ -12,6 +12,7 @@ from api.cli_import import import_app
 from api.cli_outbox import outbox_app
 from api.cli_policy import policy_app
 from api.cli_risk import risk_app
+from api.cli_worker import worker
 from memory import migrate
 from memory.config import get_settings
 from memory.db import redact_url
@@ -31,6 +32,7 @@ app.add_typer(autopilot_app, name="autopilot")
 app.add_typer(eval_app, name="eval")
 app.add_typer(risk_app, name="risk")
 app.add_typer(outbox_app, name="outbox")
+app.command("worker")(worker)
 
 
 @db_app.command("upgrade")
