@@ -68,9 +68,35 @@ def new_executor_id(kind: str = "worker") -> str:
 
 
 def on_launch(hook: Callable[[Settings], None]) -> None:
-    """Run ``hook(settings)`` right after DBOS launches (queues are registered this way)."""
+    """Run ``hook(settings)`` right after DBOS launches (queues are registered this way); at once
+    when it already runs."""
     if hook not in _hooks:
         _hooks.append(hook)
+        if _launched_url is not None:
+            hook(ledger_settings())
+
+
+class Heartbeat:
+    """Beats for ``executor`` in a background thread while a command works embedded."""
+
+    def __init__(self, sessions: sessionmaker[Session], executor: str, every_s: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(sessions, executor, every_s), daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, sessions: sessionmaker[Session], executor: str, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                with sessions() as session:
+                    beat(session, executor, kind="embedded")
+            except OperationalError:  # the ledger is away for a moment: beat again later
+                log.warning("heartbeat for %s failed", executor, exc_info=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def is_launched() -> bool:
