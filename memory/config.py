@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         default=None, description="Override of Stripe's API base (localstripe in tests)."
     )
 
+    chroma_url: str | None = Field(
+        default=None,
+        description="A Chroma server (e.g. http://10.0.0.5:8000) for recall shared by machines; "
+        "default: the local folder data_dir/chroma.",
+    )
+
     # --- durable execution (DBOS): workers, queues, delivery retries ---------------------------
     dbos_system_database_url: str | None = Field(
         default=None,

@@ -226,20 +226,37 @@ def dispatch(sessions: sessionmaker[Session], *, limit: int = 2000) -> list[str]
     for d in held:
         wid = release_workflow_id(key, d.id, d.version)
         wanted[wid] = (DEFERRED_QUEUE, release, (key, d.id, d.version))
-    if not wanted:
+    fresh = [w for w in wanted if w not in _known]
+    if not fresh:
         return []
     known = {
         w.workflow_id
-        for w in DBOS.list_workflows(workflow_ids=list(wanted), load_input=False, load_output=False)
+        for w in DBOS.list_workflows(workflow_ids=fresh, load_input=False, load_output=False)
     }
+    _remember(known)
     started: list[str] = []
-    for wid, (queue, fn, args) in wanted.items():
+    for wid in fresh:
         if wid in known:
             continue
+        queue, fn, args = wanted[wid]
         with SetWorkflowID(wid):
             DBOS.enqueue_workflow(queue, fn, *args)
         started.append(wid)
+    _remember(started)
     return started
+
+
+#: Workflow ids this process knows exist (a workflow, once started, exists for good): dispatch
+#: asks DBOS only about rows it has not seen, so a long queue costs one lookup per row, not one
+#: per poll. Bounded; forgetting only costs a lookup.
+_known: set[str] = set()
+_KNOWN_MAX = 200_000
+
+
+def _remember(ids: Any) -> None:
+    if len(_known) > _KNOWN_MAX:
+        _known.clear()
+    _known.update(ids)
 
 
 def drain(sessions: sessionmaker[Session], *, timeout_s: float = 120.0) -> Counter[str]:

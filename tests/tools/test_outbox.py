@@ -579,3 +579,45 @@ def test_a_crash_outside_the_hand_off_resumes_and_costs_no_retry(
         row = s.scalars(select(OutboxMessage)).one()
         assert row.status is OutboxStatus.SENT and row.attempts == 2
     assert sink.message_ids() == [row.message_id]
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(not POSTGRES, reason="set PLIXO_TEST_POSTGRES_URL to run on PostgreSQL")
+def test_two_worker_processes_on_postgresql_deliver_500_messages_once_each(
+    db_url: str,
+    sessions: sessionmaker[Session],
+    org: Organisation,
+    tmp_path: Path,
+    smtp: tuple[int, SmtpSink],
+) -> None:
+    port, sink = smtp
+    with sessions() as s:
+        for i in range(500):
+            outbox.enqueue_email(
+                s,
+                org.id,
+                to=f"payer{i}@x.test",
+                subject=f"Reminder {i}",
+                body="Due.",
+                idempotency_key=f"two-workers:{i}",
+            )
+        s.commit()
+    env = _env(db_url, port, tmp_path)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "api.cli_worker", "--once", "--json"],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1].decode()[-2000:] for o in outs]
+    with sessions() as s:
+        ids = s.scalars(select(OutboxMessage.message_id)).all()
+        statuses = set(s.scalars(select(OutboxMessage.status)).all())
+    received = sink.message_ids()
+    assert sorted(received) == sorted(ids) and len(set(received)) == 500
+    assert statuses == {OutboxStatus.SENT}
