@@ -48,6 +48,7 @@ CHUNK = 50
 
 _models: dict[str, Model] = {}
 _lent: dict[str, Model] = {}
+_drafters: dict[tuple[int, str, bool], tuple[Settings, Any]] = {}
 _models_lock = threading.Lock()
 
 
@@ -120,7 +121,17 @@ def _drafter(settings: Settings, model_ref: str | None, shadow: bool) -> Any:
             model = _durable_model(ref, model)
         with _models_lock:
             _models[ref] = model
-    return Drafter(settings, model=model, shadow=True if shadow else None, actor=ACTOR)
+    key = (id(settings), ref, shadow)
+    with _models_lock:
+        cached = _drafters.get(key)
+        if cached is not None and cached[0] is settings and cached[1].model is model:
+            return cached[1]
+    drafter = Drafter(settings, model=model, shadow=True if shadow else None, actor=ACTOR)
+    with _models_lock:  # one per settings object, model and Shadow flag: built once per process
+        if len(_drafters) > 64:
+            _drafters.clear()
+        _drafters[key] = (settings, drafter)
+    return drafter
 
 
 def _durable_model(ref: str, model: Model) -> Model:
@@ -134,14 +145,13 @@ def _durable_model(ref: str, model: Model) -> Model:
     )
 
 
-def _draft(
+async def _adraft(
     org_id: int,
     items: list[dict[str, Any]],
     args: dict[str, Any],
 ) -> dict[str, Any]:
     """Draft and store ``items`` for one organisation; the partial summary (JSON)."""
-    from agent.autopilot import AutopilotSummary, _draft_items, fewer_gc_pauses
-    from agent.drafter import run_sync
+    from agent.autopilot import AutopilotSummary, _draft_items
 
     settings = durable.ledger_settings()
     shadow = bool(args["shadow"])
@@ -154,24 +164,30 @@ def _draft(
         offline_model=drafter.offline,
     )
     cpu = time.thread_time()
-    with fewer_gc_pauses():
-        run_sync(
-            _draft_items(
-                durable.ledger_sessions(),
-                org_id,
-                [DueItem.from_dict(d) for d in items],
-                as_of=part.as_of,
-                now=datetime.fromisoformat(args["now"]),
-                settings=settings,
-                drafter=drafter,
-                summary=part,
-                concurrency=int(args["concurrency"]),
-                batch_size=int(args["batch_size"]),
-                progress=None,
-            )
-        )
+    await _draft_items(
+        durable.ledger_sessions(),
+        org_id,
+        [DueItem.from_dict(d) for d in items],
+        as_of=part.as_of,
+        now=datetime.fromisoformat(args["now"]),
+        settings=settings,
+        drafter=drafter,
+        summary=part,
+        concurrency=int(args["concurrency"]),
+        batch_size=int(args["batch_size"]),
+        progress=None,
+    )
     part.worker_cpu_s = round(time.thread_time() - cpu, 3)
     return part.model_dump(mode="json")
+
+
+def _draft(org_id: int, items: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
+    """``_adraft`` from a worker thread (its own event loop), with fewer GC pauses."""
+    from agent.autopilot import fewer_gc_pauses
+    from agent.drafter import run_sync
+
+    with fewer_gc_pauses():
+        return run_sync(_adraft(org_id, items, args))
 
 
 @DBOS.step(name="plixo.autopilot.draft_chunk", retries_allowed=True, max_attempts=5)
@@ -189,11 +205,13 @@ def draft_chunk(
 
 
 @DBOS.workflow(name="plixo.autopilot.item", max_recovery_attempts=50)
-def draft_item(
+async def draft_item(
     ledger: str, org_id: int, item: dict[str, Any], args: dict[str, Any]
 ) -> dict[str, Any]:
-    """Draft one due item with a real model; its model requests are checkpointed steps."""
-    return _draft(org_id, [item], args)
+    """Draft one due item with a real model; its model requests are checkpointed steps. Async:
+    every item workflow of a process shares DBOS's event loop, and so the model's client and
+    its concurrency limit."""
+    return await _adraft(org_id, [item], args)
 
 
 def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date) -> str:

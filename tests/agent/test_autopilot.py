@@ -191,7 +191,7 @@ def test_an_interrupted_run_keeps_committed_batches_and_resumes(
     real_draft = autopilot_flow._draft
 
     def slow_draft(*args: Any, **kwargs: Any) -> Any:
-        time.sleep(0.5)  # long enough for Ctrl-C to land while the next chunk waits
+        time.sleep(1.5)  # long enough for Ctrl-C to land while the next chunk waits
         return real_draft(*args, **kwargs)
 
     monkeypatch.setattr(autopilot_flow, "_draft", slow_draft)
@@ -208,7 +208,7 @@ def test_an_interrupted_run_keeps_committed_batches_and_resumes(
             )  # fmt: skip
         run = session.scalars(select(AutopilotRun)).one()
         assert run.summary["interrupted"] and run.summary["drafted"] == 2
-        time.sleep(1.0)  # a chunk already running when Ctrl-C came finishes meanwhile
+        time.sleep(2.5)  # a chunk already running when Ctrl-C came finishes meanwhile
         kept = int(session.scalar(select(func.count()).select_from(Draft)) or 0)
         assert 2 <= kept < 6
         rest = run_autopilot(sessions, led.org.id, as_of=AS_OF, settings=settings, now=NOW)
