@@ -621,3 +621,43 @@ def test_two_worker_processes_on_postgresql_deliver_500_messages_once_each(
     received = sink.message_ids()
     assert sorted(received) == sorted(ids) and len(set(received)) == 500
     assert statuses == {OutboxStatus.SENT}
+
+
+def test_a_quiet_hours_deferral_is_a_durable_sleep_then_the_guardrails_again(
+    sessions: sessionmaker[Session],
+    seeded: Seeded,
+    worker_id: str,
+    durable_settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from dbos import DBOS
+
+    asked: list[datetime] = []
+
+    def decide_again(session: Session, draft: Draft, now: datetime, settings: Settings) -> dict:
+        asked.append(now)
+        return {"outcome": "allow", "reasons": []}
+
+    monkeypatch.setattr(drafts, "_decide_again", decide_again)
+    not_before = datetime.now(UTC) + timedelta(seconds=12)
+    with sessions() as s:
+        d = s.get(Draft, seeded.drafts[0].id)
+        assert d is not None
+        d.status = DraftStatus.APPROVED
+        d.decision = {"outcome": "defer", "not_before": not_before.isoformat(), "reasons": []}
+        s.commit()
+    durable.set_ledger(sessions, durable_settings)
+    (wid,) = delivery_flow.dispatch(sessions)
+    assert wid.startswith("release:")
+    assert delivery_flow.dispatch(sessions) == []  # started once, however often workers look
+    handle = DBOS.retrieve_workflow(wid)
+    assert handle.get_result() == "queued"
+    assert asked and asked[0] >= not_before  # asked again only once the deferral had passed
+    steps = [st["function_name"] for st in DBOS.list_workflow_steps(wid)]
+    assert "DBOS.sleep" in steps
+    with sessions() as s:
+        d = s.get(Draft, seeded.drafts[0].id)
+        assert d is not None and d.status is DraftStatus.QUEUED
+        assert s.scalars(select(OutboxMessage.draft_id)).all() == [d.id]
