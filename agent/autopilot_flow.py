@@ -79,9 +79,8 @@ def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
     ident = durable.launch(settings, sessions, kind="embedded")
     with sessions() as session:
         durable.beat(session, ident, kind="embedded")
-        dead = durable.claim_dead(session, settings.worker_stale_s, mine=ident)
-    if dead:  # e.g. the previous run of this command, killed: its workflows go back to the queue
-        DBOS._recover_pending_workflows(dead)
+    # e.g. the previous run of this command, killed: its workflows go back to the queue
+    durable.recover_dead(sessions, settings.worker_stale_s, mine=ident)
     return ident
 
 

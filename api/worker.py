@@ -6,10 +6,11 @@ machines sharing the PostgreSQL ledger, share the queues.
 
 Why heartbeats: DBOS recovers a workflow for the executor that ran it; a worker that dies and is
 never restarted (a machine gone) would strand its workflows. Every worker beats every few seconds
-into ``worker_heartbeat``; one not seen for ``PLIXO_WORKER_STALE_S`` is presumed dead and exactly
-one live worker (the one whose delete removed the row) hands its pending workflows back to their
-queues. A presumed-dead worker that was only slow cannot send twice: the hand-off step commits its
-attempt first and a live holder is never overtaken (``tools.outbox``).
+into ``worker_heartbeat``; one not seen for ``PLIXO_WORKER_STALE_S`` is presumed dead and live
+workers hand its pending workflows back to their queues (idempotent: DBOS re-enqueues a workflow
+only while it is still pending on the dead executor), then forget it. A presumed-dead worker that
+was only slow cannot send twice: the hand-off step commits its attempt first and a live holder is
+never overtaken (``tools.outbox``).
 """
 
 from __future__ import annotations
@@ -43,14 +44,7 @@ def start(settings: Settings, sessions: sessionmaker[Session], *, kind: str = "w
 
 def recover_dead(settings: Settings, sessions: sessionmaker[Session], ident: str) -> list[str]:
     """Hand the pending workflows of workers not seen for a while back to their queues."""
-    from dbos import DBOS
-
-    with sessions() as session:
-        dead = durable.claim_dead(session, settings.worker_stale_s, mine=ident)
-    if dead:
-        handles = DBOS._recover_pending_workflows(dead)
-        log.warning("recovered %d workflows of stopped workers %s", len(handles), dead)
-    return dead
+    return durable.recover_dead(sessions, settings.worker_stale_s, mine=ident)
 
 
 @dataclass

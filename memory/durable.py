@@ -258,25 +258,45 @@ def live_executors(session: Session, stale_s: float) -> list[WorkerHeartbeat]:
     )
 
 
-def claim_dead(session: Session, stale_s: float, *, mine: str) -> list[str]:
-    """Executors not seen for ``stale_s``: each is returned to exactly one caller (the delete
-    decides), who then recovers its pending workflows."""
+def stale_executors(session: Session, stale_s: float, *, mine: str) -> list[str]:
+    """Executors not seen for ``stale_s``: presumed dead."""
     limit = datetime.now(UTC) - timedelta(seconds=stale_s)
-    ids = list(
-        session.scalars(
-            select(WorkerHeartbeat.executor_id).where(
-                WorkerHeartbeat.seen_at < limit, WorkerHeartbeat.executor_id != mine
-            )
+    ids = session.scalars(
+        select(WorkerHeartbeat.executor_id).where(
+            WorkerHeartbeat.seen_at < limit, WorkerHeartbeat.executor_id != mine
         )
     )
-    won: list[str] = []
-    for ident in ids:
-        gone = session.execute(
+    return list(ids)
+
+
+def bury(session: Session, executors: list[str], stale_s: float) -> None:
+    """Forget dead executors once their workflows are back on their queues (still stale only:
+    one that came back to life keeps its row)."""
+    limit = datetime.now(UTC) - timedelta(seconds=stale_s)
+    for ident in executors:
+        session.execute(
             delete(WorkerHeartbeat).where(
                 WorkerHeartbeat.executor_id == ident, WorkerHeartbeat.seen_at < limit
             )
         )
-        if gone.rowcount == 1:  # type: ignore[attr-defined]
-            won.append(ident)
     session.commit()
-    return won
+
+
+def recover_dead(sessions: sessionmaker[Session], stale_s: float, *, mine: str) -> list[str]:
+    """Hand the pending workflows of executors not seen for ``stale_s`` back to their queues,
+    then forget those executors. Recovery comes first and is idempotent (DBOS re-enqueues a
+    workflow only while it is still pending on the dead executor), so a recoverer killed half-way
+    leaves the dead executor for the next one to find, and two recoverers never run a workflow
+    twice."""
+    from dbos import DBOS
+
+    with sessions() as session:
+        dead = stale_executors(session, stale_s, mine=mine)
+    if not dead:
+        return []
+    handles = DBOS._recover_pending_workflows(dead)
+    if handles:
+        log.warning("recovered %d workflows of stopped workers %s", len(handles), dead)
+    with sessions() as session:
+        bury(session, dead, stale_s)
+    return dead

@@ -878,7 +878,7 @@ class WorkerHeartbeat(Base):
     """A live ``plixo worker`` (or embedded run): its DBOS executor id and when it was last seen.
 
     A worker whose heartbeat is older than the stale limit is presumed dead: another worker
-    recovers its pending workflows (once: the row is deleted by whoever recovers them)."""
+    recovers its pending workflows, then deletes the row."""
 
     __tablename__ = "worker_heartbeat"
 
