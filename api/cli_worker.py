@@ -14,9 +14,10 @@ import signal
 from types import FrameType
 
 import typer
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.cli_common import console, err_console, fail, open_ledger, print_json
-from memory.config import get_settings
+from memory.config import Settings, get_settings
 from memory.db import LedgerUnavailable
 
 
@@ -37,14 +38,16 @@ def worker(
 
     settings = get_settings()
     _, sessions = open_ledger(upgrade=True)
+    if not (status or retry or cancel):
+        _work(settings, sessions, once=once, json_out=json_out)
+        return
     try:
-        runtime.start(
-            settings, sessions, kind="worker" if not (status or retry or cancel) else "cli"
-        )
+        dbos = runtime.client(settings)
     except LedgerUnavailable as exc:
         fail(str(exc))
     if status:
-        data = runtime.status(sessions, settings)
+        data = runtime.status(sessions, settings, dbos)
+        dbos.destroy()
         if json_out:
             print_json(data)
         else:
@@ -55,12 +58,25 @@ def worker(
             fail("Say who you are with --as YOUR_EMAIL: retries and cancels are audited.")
         try:
             outcome = runtime.act_on_workflow(
-                sessions, retry or cancel, action="retry" if retry else "cancel", user_email=as_user
+                sessions,
+                retry or cancel,
+                action="retry" if retry else "cancel",
+                user_email=as_user,
+                dbos=dbos,
             )
         except runtime.OperationRefused as exc:
             fail(str(exc))
+        finally:
+            dbos.destroy()
         console.print(outcome)
-        return
+
+
+def _work(
+    settings: Settings, sessions: sessionmaker[Session], *, once: bool, json_out: bool
+) -> None:
+    """Run this process as a worker until SIGTERM or Ctrl-C (or, with ``once``, drained)."""
+    from api import worker as runtime
+
     stopping = False
 
     def stop(_signum: int, _frame: FrameType | None) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memory import durable
 from memory.config import Settings
+from memory.db import LedgerUnavailable
 from memory.models import Organisation, OutboxMessage, OutboxStatus, User
 
 log = logging.getLogger("plixo.worker")
@@ -122,10 +123,23 @@ def _org_of(workflow_id: str, outbox_orgs: dict[int, int]) -> int | None:
     return None
 
 
-def status(sessions: sessionmaker[Session], settings: Settings) -> dict[str, Any]:
+def client(settings: Settings) -> Any:
+    """A DBOS client on the system database: reads and acts on workflows without executing any
+    (``--status``, ``--retry``, ``--cancel`` never pick up work)."""
+    from dbos import DBOSClient
+
+    try:
+        return DBOSClient(system_database_url=durable.system_database_url(settings))
+    except Exception as exc:
+        raise LedgerUnavailable(
+            f"Cannot reach the DBOS system database: {exc}. Check PLIXO_DATABASE_URL."
+        ) from exc
+
+
+def status(sessions: sessionmaker[Session], settings: Settings, dbos: Any) -> dict[str, Any]:
     """Queues, live workers, in-flight and failed workflows per organisation, and the messages
     waiting for a person (uncertain or failed)."""
-    from dbos import DBOS
+    DBOS = dbos  # noqa: N806 - a DBOSClient has the same methods as DBOS
 
     with sessions() as session:
         key = durable.ledger_key(session)
@@ -214,12 +228,10 @@ class OperationRefused(Exception):
 
 
 def act_on_workflow(
-    sessions: sessionmaker[Session], workflow_id: str, *, action: str, user_email: str
+    sessions: sessionmaker[Session], workflow_id: str, *, action: str, user_email: str, dbos: Any
 ) -> str:
     """Retry (resume a cancelled one, fork a failed one from the start) or cancel a workflow of
     this ledger, as a person holding ``manage_delivery``; audited in that person's organisation."""
-    from dbos import DBOS
-
     from policies.access import allowed
     from tools import audit
 
@@ -232,21 +244,22 @@ def act_on_workflow(
             raise OperationRefused(f"{user.role.value} may not retry or cancel workflows.")
         if key not in workflow_id:
             raise OperationRefused(f"Workflow {workflow_id} does not belong to this ledger.")
-        wf = DBOS.get_workflow_status(workflow_id)
-        if wf is None:
+        found = dbos.list_workflows(workflow_ids=[workflow_id], load_input=False)
+        if not found:
             raise OperationRefused(f"No workflow {workflow_id}.")
+        wf = found[0]
         org_id = _org_of(workflow_id, _org_of_outbox(session, _outbox_ids([workflow_id])))
         if org_id is not None and org_id != user.org_id:
             raise OperationRefused(f"Workflow {workflow_id} belongs to another organisation.")
         if action == "cancel":
-            DBOS.cancel_workflow(workflow_id)
+            dbos.cancel_workflow(workflow_id)
             outcome = "cancelled"
         elif action == "retry":
             if wf.status == "CANCELLED":
-                DBOS.resume_workflow(workflow_id)
+                dbos.resume_workflow(workflow_id)
                 outcome = "resumed"
             elif wf.status in ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
-                outcome = f"forked as {DBOS.fork_workflow(workflow_id, 1).workflow_id}"
+                outcome = f"forked as {dbos.fork_workflow(workflow_id, 1).get_workflow_id()}"
             else:
                 raise OperationRefused(f"Workflow {workflow_id} is {wf.status}: nothing to retry.")
         else:

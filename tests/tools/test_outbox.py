@@ -661,3 +661,48 @@ def test_a_quiet_hours_deferral_is_a_durable_sleep_then_the_guardrails_again(
         d = s.get(Draft, seeded.drafts[0].id)
         assert d is not None and d.status is DraftStatus.QUEUED
         assert s.scalars(select(OutboxMessage.draft_id)).all() == [d.id]
+
+
+def test_worker_status_lists_what_waits_and_only_a_permitted_person_cancels(
+    sessions: sessionmaker[Session],
+    seeded: Seeded,
+    tmp_path: Path,
+    worker_id: str,
+    durable_settings: Settings,
+) -> None:
+    from dbos import DBOS
+
+    from api import worker as runtime
+
+    with sessions() as s:
+        _approve(s, seeded, s.get(Draft, seeded.drafts[0].id), tmp_path)  # type: ignore[arg-type]
+        s.get(Organisation, seeded.org.id).maintenance = True  # type: ignore[union-attr]
+        s.commit()
+    durable.set_ledger(sessions, durable_settings)
+    (wid,) = delivery_flow.dispatch(sessions)  # held by maintenance: sleeps, in flight
+    deadline = time.monotonic() + 60
+    while DBOS.retrieve_workflow(wid).get_status().status != "PENDING":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    data = runtime.status(sessions, durable_settings, DBOS)
+    mine = data["organisations"][seeded.org.slug]
+    assert [f["workflow_id"] for f in mine["in_flight"]] == [wid]
+    assert {q["name"] for q in data["queues"]} >= {delivery_flow.DELIVERY_QUEUE}
+    collector = seeded.users[Persona.COLLECTOR]
+    with pytest.raises(runtime.OperationRefused, match="may not"):
+        runtime.act_on_workflow(
+            sessions, wid, action="cancel", user_email=collector.email, dbos=DBOS
+        )
+    manager = seeded.users[Persona.COLLECTIONS_MANAGER]
+    assert (
+        runtime.act_on_workflow(sessions, wid, action="cancel", user_email=manager.email, dbos=DBOS)
+        == "cancelled"
+    )
+    assert DBOS.retrieve_workflow(wid).get_status().status == "CANCELLED"
+    with sessions() as s:
+        assert s.scalar(select(func.count()).where(AuditEvent.action == "workflow.cancel")) == 1
+    assert (
+        runtime.act_on_workflow(sessions, wid, action="retry", user_email=manager.email, dbos=DBOS)
+        == "resumed"
+    )
+    DBOS.cancel_workflow(wid)  # do not leave it sleeping in the shared test process
