@@ -210,7 +210,28 @@ async def draft_item(
     """Draft one due item with a real model; its model requests are checkpointed steps. Async:
     every item workflow of a process shares DBOS's event loop, and so the model's client and
     its concurrency limit."""
-    return await _adraft(org_id, [item], args)
+    async with _connection_slots():
+        return await _adraft(org_id, [item], args)
+
+
+_slots: Any = None
+
+
+def _connection_slots() -> Any:
+    """Item workflows share DBOS's event loop and each holds a ledger connection while its model
+    answers: at most half the pool's connections at once (the rest stay for chunk threads, the
+    heartbeat and dispatch), or a blocking checkout would stall the loop every holder needs.
+    So a process drafts at most that many real-model items at once; give the ledger a larger pool
+    for more."""
+    import asyncio
+
+    global _slots
+    if _slots is None:
+        engine = durable.ledger_sessions().kw.get("bind")
+        pool = getattr(engine, "pool", None)
+        size = pool.size() + max(0, getattr(pool, "_max_overflow", 0)) if pool else 10
+        _slots = asyncio.Semaphore(max(2, int(size) // 2))
+    return _slots
 
 
 def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date) -> str:
