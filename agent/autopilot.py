@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent import autopilot_flow
 from agent.casefile import DraftTask, TaskError, build_task
 from agent.deps import AgentDeps
 from agent.drafter import Composed, Drafter, Prepared, run_sync
@@ -116,7 +117,8 @@ class AutopilotSummary(BaseModel):
     )
     notes: list[str] = Field(default_factory=list)
     worker_cpu_s: float = Field(
-        default=0.0, description="CPU seconds of the worker processes (--workers > 1)."
+        default=0.0,
+        description="CPU seconds the drafting workflows spent (their threads, any process).",
     )
     input_tokens: int = 0
     output_tokens: int = 0
@@ -479,123 +481,6 @@ async def _draft_items(
                 t.cancel()
 
 
-_PROGRESS: Any = None  # the worker process's progress queue (set by _init_worker)
-
-
-def _init_worker(queue: Any) -> None:
-    global _PROGRESS
-    _PROGRESS = queue
-
-
-def _worker(payload: dict[str, object]) -> dict[str, object]:
-    """One worker process: its own engine and event loop over its share of the items."""
-    from memory.db import make_engine, session_factory
-
-    settings = payload["settings"]
-    assert isinstance(settings, Settings)
-    engine = make_engine(str(payload["db_url"]))
-    sessions = session_factory(engine)
-    items = [DueItem.from_dict(d) for d in payload["items"]]  # type: ignore[attr-defined]
-    shadow = bool(payload["shadow"])
-    drafter = Drafter(settings, shadow=True if shadow else None, actor=ACTOR)
-    part = AutopilotSummary(
-        org_id=int(payload["org_id"]),  # type: ignore[call-overload]
-        as_of=date.fromisoformat(str(payload["as_of"])),
-        shadow=shadow,
-        model_name=drafter.model_name,
-        offline_model=drafter.offline,
-    )
-
-    def tick(n: int) -> None:
-        if _PROGRESS is not None:
-            _PROGRESS.put(n)
-
-    # A worker lives for one run: what is loaded now (modules, the policy engine) lives as long
-    # as the process, so the collector need never walk it again.
-    gc.freeze()
-    try:
-        with fewer_gc_pauses():
-            run_sync(
-                _draft_items(
-                    sessions,
-                    part.org_id,
-                    items,
-                    as_of=part.as_of,
-                    now=datetime.fromisoformat(str(payload["now"])),
-                    settings=settings,
-                    drafter=drafter,
-                    summary=part,
-                    concurrency=int(payload["concurrency"]),  # type: ignore[call-overload]
-                    batch_size=int(payload["batch_size"]),  # type: ignore[call-overload]
-                    progress=tick,
-                )
-            )
-    finally:
-        engine.dispose()
-    # This process's whole CPU time (a forked child's clock starts at zero): workers forked by
-    # the fork server are not the parent's children, so its rusage never sees them.
-    part.worker_cpu_s = round(time.process_time(), 3)
-    return part.model_dump(mode="json")
-
-
-#: What the worker processes need, imported once in the fork server and inherited by every
-#: worker (instead of each worker importing pydantic-ai, SQLAlchemy and Babel again).
-WORKER_PRELOAD = ["agent.autopilot", "memory.db"]
-
-
-def _in_workers(
-    sessions: sessionmaker[Session],
-    items: list[DueItem],
-    workers: int,
-    payload: dict[str, object],
-    summary: AutopilotSummary,
-    progress: Callable[[int], None] | None,
-) -> None:
-    """Share the items among worker processes by customer (one customer, one process).
-
-    Workers fork from a fork server that has imported plixo once (``WORKER_PRELOAD``): cheaper
-    than spawning fresh interpreters, and safe (the server holds no threads, connections or
-    event loops to inherit). Progress comes back over one queue.
-    """
-    import multiprocessing
-    import queue as queue_mod
-    from concurrent.futures import ProcessPoolExecutor, wait
-
-    bind = sessions.kw.get("bind")
-    url = bind.url.render_as_string(hide_password=False) if bind is not None else None
-    shares: list[list[DueItem]] = [[] for _ in range(workers)]
-    for item in items:
-        shares[item.customer_id % workers].append(item)
-    ctx: multiprocessing.context.BaseContext
-    try:
-        server = multiprocessing.get_context("forkserver")
-        server.set_forkserver_preload(WORKER_PRELOAD)
-        ctx = server
-    except ValueError:  # no fork server on this platform
-        ctx = multiprocessing.get_context("spawn")
-    q = ctx.Queue()
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(q,)
-    ) as pool:
-        futures = [
-            pool.submit(_worker, {**payload, "db_url": url, "items": [i.to_dict() for i in share]})
-            for share in shares
-            if share
-        ]
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.2)
-            while True:
-                try:
-                    n = q.get_nowait()
-                except queue_mod.Empty:
-                    break
-                if progress:
-                    progress(int(n))
-        for fut in futures:
-            _merge(summary, fut.result())
-
-
 async def arun_autopilot(
     sessions: sessionmaker[Session],
     org_id: int,
@@ -610,7 +495,6 @@ async def arun_autopilot(
     concurrency: int | None = None,
     now: datetime | None = None,
     batch_size: int = BATCH,
-    workers: int = 1,
 ) -> AutopilotSummary:
     """Async ``run_autopilot``."""
     started = time.perf_counter()
@@ -676,37 +560,65 @@ async def arun_autopilot(
 
     if progress:
         progress(0, total)
-    workers = max(1, int(workers))
-    bind = sessions.kw.get("bind")
-    in_memory = bind is None or ":memory:" in str(bind.url)
     concurrency_n = max(1, int(concurrency or settings.model_concurrency))
+    args: dict[str, Any] = {
+        "as_of": as_of.isoformat(),
+        "now": now.isoformat(),
+        "shadow": bool(shadow),
+        "concurrency": concurrency_n,
+        "batch_size": batch_size,
+        "model_ref": autopilot_flow.lend_model(model) if model is not None else None,
+    }
     try:
-        with fewer_gc_pauses():
-            if workers > 1 and model is None and not in_memory and total >= 2 * batch_size:
-                payload: dict[str, object] = {
-                    "settings": settings,  # pickled whole: a JSON dump would mask the API key
-                    "org_id": org_id,
-                    "as_of": as_of.isoformat(),
-                    "now": now.isoformat(),
-                    "shadow": bool(shadow),
-                    "concurrency": concurrency_n,
-                    "batch_size": batch_size,
-                }
-                await asyncio.to_thread(
-                    _in_workers, sessions, items, workers, payload, summary, tick
-                )
-            else:
-                await _draft_items(
-                    sessions, org_id, items, as_of=as_of, now=now, settings=settings,
-                    drafter=drafter, summary=summary, concurrency=concurrency_n,
-                    batch_size=batch_size, progress=tick,
-                )  # fmt: skip
+        await asyncio.to_thread(
+            _through_queues, sessions, org_id, items, args, settings, summary, tick,
+            per_item=not drafter.offline,
+        )  # fmt: skip
     except BaseException:
         summary.interrupted = True
         _finish(sessions, run_id, summary, started)
         raise
     _finish(sessions, run_id, summary, started)
     return summary
+
+
+def _through_queues(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    items: list[DueItem],
+    args: dict[str, Any],
+    settings: Settings,
+    summary: AutopilotSummary,
+    tick: Callable[[int], None],
+    *,
+    per_item: bool,
+) -> None:
+    """Enqueue the items as DBOS workflows and wait for them (``agent.autopilot_flow``).
+
+    Embedded: this process launches DBOS if no command did, and so works its own queue (and so
+    does every ``plixo worker`` sharing the system database). It beats while it waits, so a
+    worker can recover what it held should it die.
+    """
+    from memory import durable
+
+    if not items:
+        return
+    ident = autopilot_flow.ensure_launched(settings, sessions)
+    heart = durable.Heartbeat(sessions, ident, every_s=min(5.0, settings.worker_stale_s / 3))
+    flows: list[tuple[str, int]] = []
+    try:
+        flows = autopilot_flow.enqueue_pass(sessions, org_id, items, args, per_item=per_item)
+        autopilot_flow.wait_for(
+            flows,
+            progress=tick,
+            on_part=lambda part: _merge(summary, part),
+            on_error=lambda message: _error(summary, message),
+        )
+    except KeyboardInterrupt:  # stop the pass: what has not started will not (until re-run)
+        autopilot_flow.cancel_unfinished([w for w, _ in flows])
+        raise
+    finally:
+        heart.stop()
 
 
 def _finish(
@@ -736,7 +648,6 @@ def run_autopilot(
     model: Model | None = None,
     concurrency: int | None = None,
     now: datetime | None = None,
-    workers: int = 1,
     batch_size: int = BATCH,
 ) -> AutopilotSummary:
     """One Autopilot pass for ``org_id`` on ``as_of`` (the organisation's date).
@@ -745,10 +656,11 @@ def run_autopilot(
     force Shadow Mode (every draft needs a human), None: the ledger's switches; ``limit``: draft at
     most N items; ``progress(done, total)`` is called as items finish; ``model`` and
     ``concurrency`` override the settings (tests, benchmarks); ``now`` is the moment the guardrails
-    decide at (default: the current time of day on ``as_of``); ``workers > 1`` shares large runs
-    among that many processes (CPU-bound offline drafting on several cores); drafts are committed
-    every ``batch_size`` items. Safe to stop and run again: committed batches stay, the rest is
-    drafted next time.
+    decide at (default: the current time of day on ``as_of``); drafts are committed every
+    ``batch_size`` items. The items are drafted by DBOS workflows (``agent.autopilot_flow``): this
+    process works them embedded, and every ``plixo worker`` sharing the system database helps.
+    Safe to stop and run again: committed drafts stay, the rest is drafted next time, nothing
+    twice.
     """
     return run_sync(
         arun_autopilot(
@@ -763,7 +675,6 @@ def run_autopilot(
             model=model,
             concurrency=concurrency,
             now=now,
-            workers=workers,
             batch_size=batch_size,
         )
     )

@@ -16,6 +16,7 @@ from api.cli_outbox import outbox_app
 from api.cli_policy import policy_app
 from api.cli_policy_apply import policy_apply
 from api.cli_risk import risk_app
+from api.cli_worker import worker
 from api.logredact import redacted_log_config
 from memory import migrate
 from memory.config import get_settings
@@ -40,6 +41,7 @@ app.add_typer(risk_app, name="risk")
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(cash_app, name="cash")
+app.command("worker")(worker)
 
 
 @db_app.command("upgrade")

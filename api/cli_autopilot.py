@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from api.cli_common import console, err_console, fail, open_ledger, print_json
 from memory.config import get_settings
+from memory.db import LedgerUnavailable
 from memory.models import Organisation
 
 autopilot_app = typer.Typer(
@@ -54,9 +55,6 @@ def run(
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Draft at most N items."),
     org: str | None = typer.Option(None, "--org", help="Organisation slug (if several)."),
-    workers: int = typer.Option(
-        1, "--workers", min=1, max=16, help="Processes to draft with (large offline runs)."
-    ),
 ) -> None:
     """Draft every due cadence step and follow-up, decide, store, and summarise."""
     from agent.autopilot import run_autopilot
@@ -111,10 +109,14 @@ def run(
                 settings=settings,
                 progress=progress,
                 limit=limit,
-                workers=workers,
             )
         except UnknownSegment as exc:
             fail(str(exc))
+        except LedgerUnavailable as exc:
+            fail(
+                f"{exc} Nothing drafted since the last commit is lost: run the same command "
+                "again when the database is back; it resumes where it stopped."
+            )
         except KeyboardInterrupt:
             err_console.print(
                 "[yellow]Stopped.[/] Drafts already committed are kept; run the same command "

@@ -125,6 +125,43 @@ class Settings(BaseSettings):
             return self.secret_key.get_secret_value()
         return load_or_create_secret(self.secret_key_path)
 
+    chroma_url: str | None = Field(
+        default=None,
+        description="A Chroma server (e.g. http://10.0.0.5:8000) for recall shared by machines; "
+        "default: the local folder data_dir/chroma.",
+    )
+
+    # --- durable execution (DBOS): workers, queues, delivery retries ---------------------------
+    dbos_system_database_url: str | None = Field(
+        default=None,
+        description="DBOS system database; default: the ledger when it is PostgreSQL, else a "
+        "SQLite file in data_dir.",
+    )
+    worker_concurrency: int = Field(
+        default=16, ge=1, description="Workflows one worker process runs at once, per queue."
+    )
+    autopilot_concurrency: int = Field(
+        default=8,
+        ge=1,
+        description="Autopilot drafting workflows running at once, per organisation.",
+    )
+    model_requests_per_minute: int = Field(
+        default=600,
+        ge=1,
+        description="Drafting workflows a real model may start per minute, per org.",
+    )
+    worker_poll_s: float = Field(default=0.2, gt=0, description="Queue polling interval.")
+    worker_stale_s: float = Field(
+        default=30.0, gt=0, description="A worker not seen for this long is presumed dead."
+    )
+    delivery_max_attempts: int = Field(
+        default=5, ge=1, description="Hand-offs a message may have that end in a temporary error."
+    )
+    delivery_backoff_s: tuple[float, ...] = Field(
+        default=(30.0, 120.0, 600.0, 1800.0),
+        description="Waits between hand-offs after a temporary SMTP error.",
+    )
+
     @property
     def resolved_database_url(self) -> str:
         """The ledger URL: explicit, or a SQLite file in the data directory."""

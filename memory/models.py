@@ -199,9 +199,11 @@ class DraftPersona(enum.StrEnum):
 
 class OutboxStatus(enum.StrEnum):
     QUEUED = "queued"
-    CLAIMED = "claimed"
+    CLAIMED = "claimed"  # a worker recorded its attempt and is handing the message to the relay
     SENT = "sent"
     FAILED = "failed"
+    UNCERTAIN = "uncertain"  # the worker died mid hand-off: a person confirms sent or resends
+    CANCELLED = "cancelled"
 
 
 # --- tenancy and people -----------------------------------------------------------------------
@@ -673,6 +675,8 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Bumped when a person resends: each round is its own delivery workflow (its id ends in it).
+    delivery_round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 # --- governance -------------------------------------------------------------------------------
@@ -1247,3 +1251,34 @@ class CustomerBankAccount(Base):
     iban: Mapped[str] = mapped_column(String(40))
     source: Mapped[str] = mapped_column(String(32), default="confirmed")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- branch dbos: durable execution ---------------------------------------------------------------
+
+
+class LedgerIdentity(Base):
+    """One random key per ledger: DBOS workflow ids start with it, so a fresh ledger (a new demo,
+    a test database) never meets the finished workflows of an earlier one in the system
+    database."""
+
+    __tablename__ = "ledger_identity"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """A live ``plixo worker`` (or embedded run): its DBOS executor id and when it was last seen.
+
+    A worker whose heartbeat is older than the stale limit is presumed dead: another worker
+    recovers its pending workflows, then deletes the row."""
+
+    __tablename__ = "worker_heartbeat"
+
+    executor_id: Mapped[str] = mapped_column(String(120), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200), default="")
+    pid: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(32), default="worker")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -1,6 +1,7 @@
 """Recall: notes, payer replies and past outreach, searchable, one organisation at a time.
 
-Stored in chromadb, persistent under ``settings.chroma_dir`` (``{data_dir}/chroma``), one collection
+Stored in chromadb, persistent under ``settings.chroma_dir`` (``{data_dir}/chroma``) or on a Chroma
+server (``PLIXO_CHROMA_URL``, chromadb's HTTP client) when several machines share it, one collection
 per organisation, with ``org_id`` and ``customer_id`` in every record's metadata. Every query names
 its organisation (a required argument, not an option), searches only that organisation's
 collection, and every hit is checked again after the query, so one organisation's notes never
@@ -177,12 +178,29 @@ class RecallHit(BaseModel):
     score: float
 
 
-def _client(path: Path | None) -> ClientAPI:
+def _client(path: Path | None, url: str | None = None) -> ClientAPI:
     settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if url:
+        return _http_client(url, settings)
     if path is None:
         return chromadb.EphemeralClient(settings=settings)
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=settings)
+
+
+def _http_client(url: str, settings: ChromaSettings) -> ClientAPI:
+    """A Chroma server (``chroma run``) shared by every machine: ``PLIXO_CHROMA_URL``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"PLIXO_CHROMA_URL={url!r} is not a server address: write it as http://host:8000."
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 8000)
+    return chromadb.HttpClient(
+        host=parts.hostname, port=port, ssl=parts.scheme == "https", settings=settings
+    )
 
 
 class Recall:
@@ -200,10 +218,11 @@ class Recall:
         *,
         embedding: EmbeddingFunction[Documents] | None = None,
         collection: str = COLLECTION,
+        url: str | None = None,
     ) -> None:
         self.embedding = embedding or HashingEmbedding()
         self.prefix = collection
-        self._client = _client(path)
+        self._client = _client(path, url)
         self._cols: dict[int, Any] = {}
 
     def _collection(self, org_id: int, *, create: bool) -> Any | None:
@@ -349,8 +368,10 @@ def _global_id(org_id: int, doc_id: str) -> str:
 
 
 def open_recall(settings: Settings) -> Recall:
-    """The persistent recall store of this installation (``{data_dir}/chroma``)."""
-    return Recall(settings.chroma_dir)
+    """The recall store of this installation: the Chroma server at ``PLIXO_CHROMA_URL`` when set
+    (recall shared by workers on several machines), else ``{data_dir}/chroma``. The same
+    per-organisation collections and checks either way."""
+    return Recall(settings.chroma_dir, url=settings.chroma_url)
 
 
 def ledger_items(

@@ -23,7 +23,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("PLIXO_MODEL", "offline")
 
 from memory import migrate  # noqa: E402
-from memory.config import get_settings  # noqa: E402
+from memory.config import Settings, get_settings  # noqa: E402
 from memory.db import make_engine, session_factory  # noqa: E402
 from memory.models import Base, Organisation  # noqa: E402
 
@@ -153,3 +153,40 @@ def org(session: Session) -> Organisation:
     session.add(o)
     session.commit()
     return o
+
+
+# --- durable execution (DBOS): launched once per test process ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def _dbos_system_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One DBOS system database (SQLite) for the test process: launching DBOS costs ~1 s, so it
+    is launched once and each test points it at its own ledger (workflow ids carry the ledger's
+    key, so tests never see one another's workflows)."""
+    from memory import durable
+
+    yield f"sqlite:///{tmp_path_factory.mktemp('dbos') / 'system.sqlite'}"
+    durable.shutdown()
+
+
+@pytest.fixture
+def durable_settings(tmp_path: Path, db_url: str, _dbos_system_url: str) -> Settings:
+    """Settings for in-process workflows: fast polling and short back-offs."""
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        dbos_system_database_url=_dbos_system_url,
+        worker_poll_s=0.05,
+        delivery_backoff_s=(0.05, 0.1),
+        delivery_max_attempts=3,
+        smtp_from="ar@acme.test",
+    )
+
+
+@pytest.fixture
+def worker_id(durable_settings: Settings, sessions: sessionmaker[Session]) -> str:
+    """DBOS launched in this process (once) and pointed at this test's ledger: the test process
+    is a worker. Returns its executor id."""
+    from api import worker
+
+    return worker.start(durable_settings, sessions)

@@ -24,9 +24,10 @@ _HEADER_BREAK = re.compile(r"[\r\n]")
 class DeliveryError(Exception):
     """A message could not be handed to the relay; ``permanent`` says whether a retry can help."""
 
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, recipient_refused: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.recipient_refused = recipient_refused
 
 
 def _check_address(value: str, what: str) -> str:
@@ -119,8 +120,16 @@ def send_email(
             permanent=False,
         ) from exc
     except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        reasons = "; ".join(
+            f"{code} {msg.decode(errors='replace') if isinstance(msg, bytes) else msg}"
+            for code, msg in exc.recipients.values()
+        )
+        permanent = all(code >= 500 for code in codes)
         raise DeliveryError(
-            f"SMTP relay {where} refused the recipient {to}.", permanent=True
+            f"SMTP relay {where} refused the recipient {to}: {reasons}",
+            permanent=permanent,
+            recipient_refused=permanent,
         ) from exc
     except smtplib.SMTPSenderRefused as exc:
         raise DeliveryError(
@@ -135,5 +144,7 @@ def send_email(
     except (TimeoutError, smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"Cannot deliver through {where}: {exc}", permanent=False) from exc
     if refused:
-        raise DeliveryError(f"SMTP relay {where} refused {sorted(refused)}.", permanent=True)
+        raise DeliveryError(
+            f"SMTP relay {where} refused {sorted(refused)}.", permanent=True, recipient_refused=True
+        )
     return message_id

@@ -538,58 +538,79 @@ def release_deferred(
 ) -> list[int]:
     """Queue approved drafts whose deferral (quiet hours, Autopilot spacing) has passed.
 
+    The delivery worker holds each deferred draft in a durable sleep until its ``not_before``
+    (``tools.delivery_flow``) and then calls ``release_one``; this sweeps them all at once (tests,
+    a catch-up). Each draft in its own savepoint.
+    """
+    now = now or _now()
+    settings = settings or get_settings()
+    candidates = session.scalars(
+        select(Draft.id).where(Draft.status == DraftStatus.APPROVED).order_by(Draft.id).limit(limit)
+    ).all()
+    return [
+        d for d in candidates if release_one(session, d, now=now, settings=settings) == "queued"
+    ]
+
+
+def deferred_until(draft: Draft) -> datetime | None:
+    """When an approved, deferred draft may leave (None: it is not waiting)."""
+    if draft.status != DraftStatus.APPROVED:
+        return None
+    return _not_before(draft.decision or {}) or datetime.min.replace(tzinfo=UTC)
+
+
+def release_one(session: Session, draft_id: int, *, now: datetime, settings: Settings) -> str:
+    """Release one approved draft whose deferral has passed: ``queued``, ``deferred`` (a new
+    ``not_before`` is kept), ``refused`` (back to review or blocked, with the reasons), ``waiting``
+    (its time has not come) or ``gone`` (no longer approved). Flushes, does not commit.
+
     The guardrails are asked again first, because hours may have passed: a payment, a dispute or
-    another touch since the approval must not be overridden. Allowed → queued; deferred again →
-    the new time is kept; anything else → the draft goes back (blocked, or to review) with the
-    reasons, audited. Called by the delivery worker; each draft in its own savepoint.
+    another touch since the approval must not be overridden.
     """
     from tools import outbox
 
-    now = now or _now()
-    settings = settings or get_settings()
-    released: list[int] = []
-    candidates = session.scalars(
-        select(Draft).where(Draft.status == DraftStatus.APPROVED).order_by(Draft.id).limit(limit)
-    ).all()
-    for draft in candidates:
-        not_before = _not_before(draft.decision or {})
-        if not_before is not None and not_before > now:
-            continue
-        try:
-            with session.begin_nested():
-                with session.no_autoflush:
-                    decision = _decide_again(session, draft, now, settings)
-                outcome = str(decision.get("outcome"))
-                draft.decision = decision
-                draft.decision_outcome = outcome
-                if outcome == "allow":
-                    draft.hold_reason = None
-                    outbox.enqueue_draft(session, draft, actor="delivery worker")
-                    released.append(draft.id)
-                elif outcome == "defer":
-                    draft.hold_reason = (
-                        f"Approved; delivery deferred until {decision.get('not_before')}."
-                    )
-                else:
-                    reasons = [
-                        str(r.get("message"))
-                        for r in decision.get("reasons", [])
-                        if r.get("outcome") == outcome
-                    ]
-                    draft.hold_reason = "Held at release: " + "; ".join(reasons)
-                    _transition(
-                        session,
-                        draft,
-                        DraftStatus.BLOCKED if outcome == "block" else DraftStatus.PENDING_REVIEW,
-                        actor="delivery worker",
-                        action="draft.release_refused",
-                        detail={"outcome": outcome, "reasons": reasons[:10]},
-                    )
-                session.flush()
-        except (DraftError, StaleDataError, IntegrityError, LookupError):
-            released = [i for i in released if i != draft.id]
-            continue
-    return released
+    draft = session.get(Draft, draft_id)
+    if draft is None or draft.status != DraftStatus.APPROVED:
+        return "gone"
+    not_before = _not_before(draft.decision or {})
+    if not_before is not None and not_before > now:
+        return "waiting"
+    try:
+        with session.begin_nested():
+            with session.no_autoflush:
+                decision = _decide_again(session, draft, now, settings)
+            outcome = str(decision.get("outcome"))
+            draft.decision = decision
+            draft.decision_outcome = outcome
+            if outcome == "allow":
+                draft.hold_reason = None
+                outbox.enqueue_draft(session, draft, actor="delivery worker")
+                result = "queued"
+            elif outcome == "defer":
+                draft.hold_reason = (
+                    f"Approved; delivery deferred until {decision.get('not_before')}."
+                )
+                result = "deferred"
+            else:
+                reasons = [
+                    str(r.get("message"))
+                    for r in decision.get("reasons", [])
+                    if r.get("outcome") == outcome
+                ]
+                draft.hold_reason = "Held at release: " + "; ".join(reasons)
+                _transition(
+                    session,
+                    draft,
+                    DraftStatus.BLOCKED if outcome == "block" else DraftStatus.PENDING_REVIEW,
+                    actor="delivery worker",
+                    action="draft.release_refused",
+                    detail={"outcome": outcome, "reasons": reasons[:10]},
+                )
+                result = "refused"
+            session.flush()
+    except (DraftError, StaleDataError, IntegrityError, LookupError):
+        return "gone"
+    return result
 
 
 def _clean_reason(reason: str | None) -> str:

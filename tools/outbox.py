@@ -1,22 +1,24 @@
-"""The outbox: every outbound message is a row first, and is delivered at most once per lease.
+"""The outbox: every outbound message is a row first, and is handed to the relay at most once.
 
 Why a table and not a direct send: an approval and the send cannot share one transaction (SMTP is
 not transactional), so the approval only *enqueues* (one row per draft, enforced by a unique key),
-and a worker delivers. Exactly-once rests on three things:
+and a delivery workflow (``tools.delivery_flow``, on DBOS) hands it over. Never-twice rests on:
 
 1. **One row per draft** (``UNIQUE(draft_id)``) and a unique ``message_id``: racing approvals cannot
    enqueue twice; the loser's transaction fails and changes nothing.
-2. **Claim with a lease**: a worker claims rows atomically (``SELECT … FOR UPDATE SKIP LOCKED`` on
-   PostgreSQL; one conditional ``UPDATE … RETURNING`` on SQLite, whose writer lock makes it atomic),
-   stamping a unique lease token. Only the holder of the token may mark the row sent or failed.
-3. **Lease expiry recovers crashed workers**: a row left ``claimed`` by a worker that died is
-   claimable again once ``claimed_at + lease`` has passed, so nothing is lost; the resend carries
-   the *same* Message-ID, which mail systems use to recognise a duplicate should the dead worker
-   have handed the message over in the instant between the relay's acceptance and its own
-   ``mark_sent``.
+2. **The attempt is committed before the hand-off** (``begin_attempt``: ``queued`` -> ``claimed``
+   with a holder token, a conditional update only one caller can win). Only the holder records the
+   outcome (``mark_sent`` / ``mark_failed``).
+3. **A claimed row found again means a crash mid hand-off**: the relay may or may not have the
+   message, so it is *not* resent: it becomes ``uncertain`` and waits for a person, who sees its
+   Message-ID, checks the relay's log or the mailbox, and confirms it sent or resends it
+   (``resolve``, permission-checked and audited). A holder that is still alive (its heartbeat is
+   fresh) is left alone: a second worker never sends what a live one holds.
 
-Organisations in maintenance or with the cron pause on are skipped: nothing leaves while either
-is on.
+Crashes never use up the retry budget (``attempts`` counts hand-offs that ended in an error);
+temporary errors retry with back-off, permanent ones fail with the relay's reason (shown on the
+draft; a refused recipient flags the contact as bounced). Organisations in maintenance or with the
+cron pause on are held: nothing leaves while either is on.
 """
 
 from __future__ import annotations
@@ -24,14 +26,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import clock
@@ -40,6 +41,7 @@ from memory.models import (
     Activity,
     ActivityKind,
     Channel,
+    Contact,
     Draft,
     DraftKind,
     DraftStatus,
@@ -50,17 +52,16 @@ from memory.models import (
 )
 from tools import audit, conversations
 from tools.delivery import DeliveryError, send_email
-from tools.send_check import vet_before_delivery
 
 log = logging.getLogger("plixo.outbox")
 
-DEFAULT_LEASE_S = 300.0  # far longer than one SMTP conversation (timeout 30 s)
 DEFAULT_MAX_ATTEMPTS = 5
-_BACKOFF_S = (30.0, 120.0, 600.0, 1800.0)
 
 
 class OutboxError(Exception):
-    """A message could not be enqueued (e.g. no recipient); the message says what to fix."""
+    """A message could not be enqueued or resolved; the message says what to fix."""
+
+    http_status = 422
 
 
 class AlreadyQueued(OutboxError):
@@ -69,7 +70,7 @@ class AlreadyQueued(OutboxError):
 
 @dataclass(frozen=True)
 class ClaimedMessage:
-    """A snapshot of a claimed row; ``lease`` is the token that proves this worker holds it."""
+    """A snapshot of a claimed row; ``lease`` is the holder token of this attempt."""
 
     id: int
     org_id: int
@@ -197,96 +198,132 @@ def enqueue_email(
     return msg
 
 
-def _claimable(now: datetime, lease_s: float) -> Any:
-    expired = now - timedelta(seconds=lease_s)
-    return or_(
-        OutboxMessage.status == OutboxStatus.QUEUED,
-        and_(OutboxMessage.status == OutboxStatus.CLAIMED, OutboxMessage.claimed_at < expired),
+def _sendable(session: Session, org_id: int) -> bool:
+    org = session.get(Organisation, org_id)
+    return org is not None and not org.maintenance and not org.cron_paused
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A committed attempt: ``holder`` proves which worker may record its outcome."""
+
+    message: ClaimedMessage
+    holder: str
+
+
+#: What ``begin_attempt`` answers instead of an attempt.
+SKIP_DONE = "done"  # sent, failed, cancelled or uncertain already: nothing to hand over
+SKIP_PAUSED = "paused"  # maintenance or cron pause: try again later
+SKIP_HELD = "held"  # a live worker holds it right now
+SKIP_UNCERTAIN = "uncertain"  # a dead worker held it mid hand-off: now waits for a person
+
+
+def _snapshot(row: OutboxMessage, holder: str) -> ClaimedMessage:
+    return ClaimedMessage(
+        id=row.id,
+        org_id=row.org_id,
+        draft_id=row.draft_id,
+        channel=Channel(row.channel),
+        recipient=row.recipient,
+        subject=row.subject,
+        body=row.body,
+        message_id=row.message_id,
+        attempts=row.attempts,
+        lease=holder,
     )
 
 
-def _sendable_orgs() -> Any:
-    return select(Organisation.id).where(
-        Organisation.maintenance.is_(False), Organisation.cron_paused.is_(False)
-    )
+def holder_executor(holder: str | None) -> str:
+    """The executor id inside a holder token (``<executor>|<nonce>``)."""
+    return (holder or "").split("|", 1)[0]
 
 
-def claim(
+def begin_attempt(
     session: Session,
+    outbox_id: int,
     *,
-    worker: str,
-    limit: int = 10,
-    lease_s: float = DEFAULT_LEASE_S,
+    executor: str,
+    is_live: Callable[[str], bool] = lambda _e: False,
     now: datetime | None = None,
-) -> list[ClaimedMessage]:
-    """Atomically claim up to ``limit`` deliverable rows for ``worker`` and commit the claim.
+) -> Attempt | str:
+    """Record (and commit) that ``executor`` is about to hand the message to the relay.
 
-    A row is deliverable when it is queued, or claimed by someone whose lease has expired. The
-    claim must be the first statement of the session's transaction (it commits at the end).
+    Returns the ``Attempt``, or why not (``SKIP_*``). A row already ``claimed`` by a holder that
+    is not alive means its worker died between this commit and recording the outcome: the row
+    becomes ``uncertain`` (audited) instead of being sent again.
     """
     now = now or _now()
-    lease = f"{worker[:80]}:{secrets.token_hex(8)}"
-    cols = (
-        OutboxMessage.id,
-        OutboxMessage.org_id,
-        OutboxMessage.draft_id,
-        OutboxMessage.channel,
-        OutboxMessage.recipient,
-        OutboxMessage.subject,
-        OutboxMessage.body,
-        OutboxMessage.message_id,
-        OutboxMessage.attempts,
+    row = session.get(OutboxMessage, outbox_id, populate_existing=True)
+    if row is None or row.status in _FINAL:
+        session.rollback()
+        return SKIP_DONE
+    if row.status == OutboxStatus.CLAIMED:
+        owner = holder_executor(row.claimed_by)
+        if owner != executor and is_live(owner):
+            session.rollback()
+            return SKIP_HELD
+        _mark_uncertain(session, row, now=now)
+        return SKIP_UNCERTAIN
+    if not _sendable(session, row.org_id):
+        session.rollback()
+        return SKIP_PAUSED
+    holder = f"{executor[:80]}|{secrets.token_hex(8)}"
+    won = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.QUEUED)
+        .values(status=OutboxStatus.CLAIMED, claimed_by=holder, claimed_at=now)
+        .execution_options(synchronize_session=False)
     )
-    where = and_(_claimable(now, lease_s), OutboxMessage.org_id.in_(_sendable_orgs()))
-    values = {
-        "status": OutboxStatus.CLAIMED,
-        "claimed_by": lease,
-        "claimed_at": now,
-        "attempts": OutboxMessage.attempts + 1,
-    }
-    if session.get_bind().dialect.name == "postgresql":
-        ids = list(
-            session.scalars(
-                select(OutboxMessage.id)
-                .where(where)
-                .order_by(OutboxMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        if not ids:
-            session.commit()
-            return []
-        stmt = update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(**values)
-    else:
-        # One statement: SQLite takes the writer lock before evaluating it, so the sub-select and
-        # the update see the same rows and no other writer can interleave.
-        inner = select(OutboxMessage.id).where(where).order_by(OutboxMessage.id).limit(limit)
-        stmt = update(OutboxMessage).where(OutboxMessage.id.in_(inner), where).values(**values)
-    rows = session.execute(stmt.returning(*cols).execution_options(synchronize_session=False)).all()
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        return SKIP_HELD
     session.commit()
-    claimed = [
-        ClaimedMessage(
-            id=r.id,
-            org_id=r.org_id,
-            draft_id=r.draft_id,
-            channel=Channel(r.channel),
-            recipient=r.recipient,
-            subject=r.subject,
-            body=r.body,
-            message_id=r.message_id,
-            attempts=r.attempts,
-            lease=lease,
+    session.refresh(row)
+    return Attempt(_snapshot(row, holder), holder)
+
+
+def _mark_uncertain(session: Session, row: OutboxMessage, *, now: datetime) -> None:
+    holder = row.claimed_by
+    changed = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == row.id,
+            OutboxMessage.status == OutboxStatus.CLAIMED,
+            OutboxMessage.claimed_by == holder,
         )
-        for r in rows
-    ]
-    return sorted(claimed, key=lambda m: m.id)
+        .values(
+            status=OutboxStatus.UNCERTAIN,
+            last_error=(
+                "The worker handing this message to the relay stopped before it recorded the "
+                f"outcome (attempt started {row.claimed_at}). It may or may not have been sent: "
+                f"look for Message-ID {row.message_id} in the relay's log or the mailbox, then "
+                "confirm it sent or resend it."
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if changed.rowcount == 1:  # type: ignore[attr-defined]
+        audit.record(
+            session,
+            row.org_id,
+            actor="delivery worker",
+            action="outbox.uncertain",
+            subject_type="outbox",
+            subject_id=row.id,
+            from_state=OutboxStatus.CLAIMED.value,
+            to_state=OutboxStatus.UNCERTAIN.value,
+            detail={"message_id": row.message_id, "holder": holder, "draft_id": row.draft_id},
+        )
+    session.commit()
+
+
+_FINAL = (OutboxStatus.SENT, OutboxStatus.FAILED, OutboxStatus.CANCELLED, OutboxStatus.UNCERTAIN)
 
 
 def _holding(msg: ClaimedMessage) -> Any:
     return and_(
         OutboxMessage.id == msg.id,
-        OutboxMessage.status == OutboxStatus.CLAIMED,
+        OutboxMessage.status.in_((OutboxStatus.CLAIMED, OutboxStatus.UNCERTAIN)),
         OutboxMessage.claimed_by == msg.lease,
     )
 
@@ -294,55 +331,36 @@ def _holding(msg: ClaimedMessage) -> Any:
 def mark_sent(
     session: Session, msg: ClaimedMessage, *, worker: str, now: datetime | None = None
 ) -> bool:
-    """Record delivery if this worker still holds the lease; also move the draft to ``sent``.
+    """Record delivery if this worker still holds the attempt; also move the draft to ``sent``.
 
-    Returns False (and changes nothing) when the lease was lost to another worker.
+    An attempt another worker meanwhile judged uncertain is still recorded as sent: this worker
+    knows the relay accepted it. Returns False (and changes nothing) when the holder changed.
     """
     now = now or _now()
     result = session.execute(
         update(OutboxMessage)
         .where(_holding(msg))
-        .values(status=OutboxStatus.SENT, sent_at=now, last_error=None)
+        .values(
+            status=OutboxStatus.SENT,
+            sent_at=now,
+            last_error=None,
+            attempts=OutboxMessage.attempts + 1,
+        )
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
-        log.warning("outbox %s: lease %s lost before mark_sent", msg.id, msg.lease)
+        log.warning("outbox %s: attempt %s no longer held at mark_sent", msg.id, msg.lease)
         return False
-    actor = f"outbox worker {worker}"
-    if msg.draft_id is not None:
-        draft = session.get(Draft, msg.draft_id)
-        if draft is not None:
-            from_state = draft.status.value
-            draft.status = DraftStatus.SENT
-            session.add(
-                Activity(
-                    org_id=draft.org_id,
-                    customer_id=draft.customer_id,
-                    invoice_id=draft.invoice_id,
-                    contact_id=draft.contact_id,
-                    draft_id=draft.id,
-                    kind=ActivityKind.NUDGE
-                    if draft.kind == DraftKind.NUDGE
-                    else ActivityKind.EMAIL,
-                    direction="out",
-                    summary=draft.subject,
-                    body=draft.body,
-                    occurred_at=now,
-                )
-            )
-            audit.record(
-                session,
-                draft.org_id,
-                actor=actor,
-                action="draft.sent",
-                subject_type="draft",
-                subject_id=draft.id,
-                from_state=from_state,
-                to_state=DraftStatus.SENT.value,
-                detail={"outbox_id": msg.id, "message_id": msg.message_id},
-            )
-    else:
+    _record_touch(session, msg, actor=f"outbox worker {worker}", now=now)
+    session.commit()
+    return True
+
+
+def _record_touch(session: Session, msg: ClaimedMessage, *, actor: str, now: datetime) -> None:
+    """The draft moves to ``sent`` and the contact gets its touch (or the row is audited)."""
+    draft = session.get(Draft, msg.draft_id) if msg.draft_id is not None else None
+    if draft is None:
         audit.record(
             session,
             msg.org_id,
@@ -350,12 +368,38 @@ def mark_sent(
             action="outbox.sent",
             subject_type="outbox",
             subject_id=msg.id,
-            from_state=OutboxStatus.CLAIMED.value,
             to_state=OutboxStatus.SENT.value,
             detail={"message_id": msg.message_id},
         )
-    session.commit()
-    return True
+        return
+    from_state = draft.status.value
+    draft.status = DraftStatus.SENT
+    draft.hold_reason = None
+    session.add(
+        Activity(
+            org_id=draft.org_id,
+            customer_id=draft.customer_id,
+            invoice_id=draft.invoice_id,
+            contact_id=draft.contact_id,
+            draft_id=draft.id,
+            kind=ActivityKind.NUDGE if draft.kind == DraftKind.NUDGE else ActivityKind.EMAIL,
+            direction="out",
+            summary=draft.subject,
+            body=draft.body,
+            occurred_at=now,
+        )
+    )
+    audit.record(
+        session,
+        draft.org_id,
+        actor=actor,
+        action="draft.sent",
+        subject_type="draft",
+        subject_id=draft.id,
+        from_state=from_state,
+        to_state=DraftStatus.SENT.value,
+        detail={"outbox_id": msg.id, "message_id": msg.message_id},
+    )
 
 
 def mark_failed(
@@ -366,26 +410,19 @@ def mark_failed(
     error: str,
     permanent: bool,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    lease_s: float = DEFAULT_LEASE_S,
+    recipient_refused: bool = False,
     now: datetime | None = None,
 ) -> OutboxStatus | None:
-    """Record a failed attempt: retry later (transient, attempts left) or fail for good.
-
-    A retry keeps the row ``claimed`` with a back-dated ``claimed_at`` so the lease itself expires
-    after the back-off; no extra column or scheduler is needed. Returns the new status, or None if
-    the lease was lost.
-    """
-    now = now or _now()
-    final = permanent or msg.attempts >= max_attempts
-    if final:
-        values: dict[str, Any] = {"status": OutboxStatus.FAILED, "last_error": error[:2000]}
-    else:
-        backoff = _BACKOFF_S[min(msg.attempts - 1, len(_BACKOFF_S) - 1)]
-        values = {
-            "claimed_by": f"retry:{msg.lease}"[:120],
-            "claimed_at": now - timedelta(seconds=max(0.0, lease_s - backoff)),
-            "last_error": error[:2000],
-        }
+    """Record a failed hand-off: back to ``queued`` for a retry (temporary, attempts left), or
+    ``failed`` for good with the relay's reason on the draft (a refused recipient also flags the
+    contact as bounced). Returns the new status, or None if this worker no longer holds it."""
+    attempts = msg.attempts + 1
+    final = permanent or attempts >= max_attempts
+    values: dict[str, Any] = {
+        "status": OutboxStatus.FAILED if final else OutboxStatus.QUEUED,
+        "last_error": error[:2000],
+        "attempts": attempts,
+    }
     result = session.execute(
         update(OutboxMessage)
         .where(_holding(msg))
@@ -395,25 +432,64 @@ def mark_failed(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.rollback()
         return None
-    if final and msg.draft_id is not None:
-        draft = session.get(Draft, msg.draft_id)
-        if draft is not None:
-            from_state = draft.status.value
-            draft.status = DraftStatus.FAILED
-            draft.hold_reason = error[:2000]
-            audit.record(
-                session,
-                draft.org_id,
-                actor=f"outbox worker {worker}",
-                action="draft.failed",
-                subject_type="draft",
-                subject_id=draft.id,
-                from_state=from_state,
-                to_state=DraftStatus.FAILED.value,
-                detail={"outbox_id": msg.id, "error": error[:500], "attempts": msg.attempts},
-            )
+    if final:
+        _fail_draft(session, msg, worker=worker, error=error, attempts=attempts)
+        if recipient_refused:
+            _flag_contact(session, msg, error=error)
     session.commit()
-    return OutboxStatus.FAILED if final else OutboxStatus.CLAIMED
+    return OutboxStatus.FAILED if final else OutboxStatus.QUEUED
+
+
+def _fail_draft(
+    session: Session, msg: ClaimedMessage, *, worker: str, error: str, attempts: int
+) -> None:
+    draft = session.get(Draft, msg.draft_id) if msg.draft_id is not None else None
+    if draft is None:
+        audit.record(
+            session,
+            msg.org_id,
+            actor=f"outbox worker {worker}",
+            action="outbox.failed",
+            subject_type="outbox",
+            subject_id=msg.id,
+            to_state=OutboxStatus.FAILED.value,
+            detail={"error": error[:500], "attempts": attempts},
+        )
+        return
+    from_state = draft.status.value
+    draft.status = DraftStatus.FAILED
+    draft.hold_reason = error[:2000]
+    audit.record(
+        session,
+        draft.org_id,
+        actor=f"outbox worker {worker}",
+        action="draft.failed",
+        subject_type="draft",
+        subject_id=draft.id,
+        from_state=from_state,
+        to_state=DraftStatus.FAILED.value,
+        detail={"outbox_id": msg.id, "error": error[:500], "attempts": attempts},
+    )
+
+
+def _flag_contact(session: Session, msg: ClaimedMessage, *, error: str) -> None:
+    """The relay refused this address: mark the contact bounced so nothing else is sent to it."""
+    draft = session.get(Draft, msg.draft_id) if msg.draft_id is not None else None
+    if draft is None or draft.contact_id is None:
+        return
+    contact = session.get(Contact, draft.contact_id)
+    if contact is None or contact.bounced:
+        return
+    contact.bounced = True
+    audit.record(
+        session,
+        msg.org_id,
+        actor="delivery worker",
+        action="contact.bounced",
+        subject_type="contact",
+        subject_id=contact.id,
+        detail={"outbox_id": msg.id, "error": error[:500]},
+    )
 
 
 Sender = Callable[[ClaimedMessage], None]
@@ -443,99 +519,158 @@ def smtp_sender(settings: Settings) -> Sender:
     return send
 
 
-@dataclass
-class WorkResult:
-    claimed: int = 0
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    lost: int = 0
+#: ``hand_off`` outcomes besides the ``SKIP_*`` answers of ``begin_attempt``.
+SENT = "sent"
+RETRY = "retry"
+FAILED = "failed"
+LOST = "lost"  # this worker's outcome could not be recorded (someone resolved it meanwhile)
 
 
-def deliver_batch(
+def hand_off(
     sessions: sessionmaker[Session],
+    outbox_id: int,
     sender: Sender,
     *,
-    worker: str,
-    limit: int = 10,
-    lease_s: float = DEFAULT_LEASE_S,
+    executor: str,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-) -> WorkResult:
-    """Claim one batch and deliver it: the unit both the worker loop and tests drive."""
-    result = WorkResult()
+    is_live: Callable[[str], bool] = lambda _e: False,
+) -> str:
+    """Record the attempt, hand the message to the relay, record the outcome: the one step that
+    talks to SMTP. Returns ``SENT``, ``RETRY``, ``FAILED``, ``LOST`` or a ``SKIP_*`` answer."""
     with sessions() as session:
-        batch = claim(session, worker=worker, limit=limit, lease_s=lease_s)
-    result.claimed = len(batch)
-    for msg in batch:
-        if not vet_before_delivery(sessions, msg, worker=worker):  # still true at send time?
-            continue
-        try:
-            sender(msg)
-        except DeliveryError as exc:
-            with sessions() as session:
-                status = mark_failed(
-                    session,
-                    msg,
-                    worker=worker,
-                    error=str(exc),
-                    permanent=exc.permanent,
-                    max_attempts=max_attempts,
-                    lease_s=lease_s,
-                )
-            log.warning("outbox %s attempt %s failed: %s", msg.id, msg.attempts, exc)
-            if status is None:
-                result.lost += 1
-            elif status == OutboxStatus.FAILED:
-                result.failed += 1
-            else:
-                result.retried += 1
-            continue
+        attempt = begin_attempt(session, outbox_id, executor=executor, is_live=is_live)
+    if isinstance(attempt, str):
+        return attempt
+    msg = attempt.message
+    try:
+        sender(msg)
+    except DeliveryError as exc:
         with sessions() as session:
-            if mark_sent(session, msg, worker=worker):
-                result.sent += 1
-            else:
-                result.lost += 1
-    return result
-
-
-def run_worker(
-    sessions: sessionmaker[Session],
-    sender: Sender,
-    *,
-    worker: str | None = None,
-    poll_s: float = 1.0,
-    limit: int = 10,
-    lease_s: float = DEFAULT_LEASE_S,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    once: bool = False,
-    should_stop: Callable[[], bool] = lambda: False,
-    settings: Settings | None = None,
-) -> WorkResult:
-    """Deliver until stopped (or until the outbox is drained, with ``once``)."""
-    worker = worker or f"worker-{uuid.uuid4().hex[:8]}"
-    total = WorkResult()
-    while not should_stop():
-        release_due(sessions, settings)
-        r = deliver_batch(
-            sessions, sender, worker=worker, limit=limit, lease_s=lease_s, max_attempts=max_attempts
-        )
-        for field in ("claimed", "sent", "retried", "failed", "lost"):
-            setattr(total, field, getattr(total, field) + getattr(r, field))
-        if r.claimed == 0:
-            if once:
-                break
-            time.sleep(poll_s)
-    return total
-
-
-def release_due(sessions: sessionmaker[Session], settings: Settings | None = None) -> list[int]:
-    """Queue approved drafts whose deferral (quiet hours, Autopilot spacing) has passed."""
-    from tools.drafts import release_deferred
-
+            status = mark_failed(
+                session,
+                msg,
+                worker=executor,
+                error=str(exc),
+                permanent=exc.permanent,
+                max_attempts=max_attempts,
+                recipient_refused=exc.recipient_refused,
+            )
+        log.warning("outbox %s hand-off failed: %s", msg.id, exc)
+        if status is None:
+            return LOST
+        return FAILED if status == OutboxStatus.FAILED else RETRY
     with sessions() as session:
-        released = release_deferred(session, settings=settings)
-        session.commit()
-    return released
+        return SENT if mark_sent(session, msg, worker=executor) else LOST
+
+
+# --- a person resolves what the workers could not ------------------------------------------------
+
+RESOLUTIONS = ("confirm_sent", "resend", "cancel")
+
+
+def resolve(
+    session: Session,
+    org_id: int,
+    outbox_id: int,
+    *,
+    user: User,
+    action: str,
+    now: datetime | None = None,
+) -> OutboxMessage:
+    """Confirm an uncertain message sent, resend an uncertain or failed one, or cancel it.
+
+    Needs the ``manage_delivery`` permission; audited. A resend starts a new delivery round (a
+    new workflow) with the *same* Message-ID, so a copy the payer may already have is recognisable.
+    Nothing else changes in the caller's transaction on refusal.
+    """
+    from policies.access import allowed
+
+    if not allowed(user.role.value, "manage_delivery"):
+        raise OutboxPermissionError(f"{user.role.value} may not resolve deliveries.")
+    if user.org_id != org_id:
+        raise OutboxNotFound(f"No outbox message {outbox_id} in your organisation.")
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None or row.org_id != org_id:
+        raise OutboxNotFound(f"No outbox message {outbox_id} in your organisation.")
+    if action not in RESOLUTIONS:
+        raise OutboxError(f"Unknown action {action!r}: use {', '.join(RESOLUTIONS)}.")
+    allowed_from = {
+        "confirm_sent": (OutboxStatus.UNCERTAIN,),
+        "resend": (OutboxStatus.UNCERTAIN, OutboxStatus.FAILED),
+        "cancel": (OutboxStatus.UNCERTAIN, OutboxStatus.FAILED, OutboxStatus.QUEUED),
+    }[action]
+    if row.status not in allowed_from:
+        raise OutboxConflict(
+            f"The message is {row.status.value}; {action.replace('_', ' ')} applies to "
+            f"{' or '.join(s.value for s in allowed_from)} messages."
+        )
+    from_state = row.status.value
+    if action == "confirm_sent":
+        row.status = OutboxStatus.SENT
+        row.sent_at = now or _now()
+        _record_touch(
+            session, _snapshot(row, row.claimed_by or ""), actor=user.name, now=row.sent_at
+        )  # type: ignore[arg-type]
+    elif action == "resend":
+        row.status = OutboxStatus.QUEUED
+        row.delivery_round = (row.delivery_round or 0) + 1
+        row.attempts = 0
+        row.claimed_by = None
+        _requeue_draft(session, row, user)
+    else:
+        row.status = OutboxStatus.CANCELLED
+        _cancel_draft(session, row, user)
+    session.flush()
+    audit.record(
+        session,
+        org_id,
+        actor=user,
+        action=f"outbox.{action}",
+        subject_type="outbox",
+        subject_id=row.id,
+        from_state=from_state,
+        to_state=row.status.value,
+        detail={"message_id": row.message_id, "round": row.delivery_round},
+    )
+    return row
+
+
+def _requeue_draft(session: Session, row: OutboxMessage, user: User) -> None:
+    draft = session.get(Draft, row.draft_id) if row.draft_id is not None else None
+    if draft is not None and draft.status != DraftStatus.QUEUED:
+        from_state = draft.status.value
+        draft.status = DraftStatus.QUEUED
+        draft.hold_reason = None
+        audit.record(
+            session,
+            draft.org_id,
+            actor=user,
+            action="draft.queued",
+            subject_type="draft",
+            subject_id=draft.id,
+            from_state=from_state,
+            to_state=DraftStatus.QUEUED.value,
+            detail={"outbox_id": row.id, "resend": True},
+        )
+
+
+def _cancel_draft(session: Session, row: OutboxMessage, user: User) -> None:
+    draft = session.get(Draft, row.draft_id) if row.draft_id is not None else None
+    if draft is not None and draft.status == DraftStatus.QUEUED:
+        draft.status = DraftStatus.FAILED
+        draft.hold_reason = f"Delivery cancelled by {user.name}."
+
+
+class OutboxPermissionError(OutboxError):
+    http_status = 403
+
+
+class OutboxNotFound(OutboxError):
+    http_status = 404
+
+
+class OutboxConflict(OutboxError):
+    http_status = 409
 
 
 def list_messages(

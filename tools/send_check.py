@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy import and_, delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,9 +48,6 @@ from memory.models import (
 from tools import audit
 from tools.date_wording import date_wording_problems
 from tools.grounding import draft_pay_link, ground_text, ledger_truth, locale_for
-
-if TYPE_CHECKING:
-    from tools.outbox import ClaimedMessage
 
 log = logging.getLogger("plixo.send_check")
 
@@ -209,27 +206,29 @@ def apply_send_check(session: Session, draft: Draft, check: SendCheck, *, actor:
     )
 
 
-def vet_before_delivery(
+def withhold_if_untrue(
     sessions: sessionmaker[Session],
-    msg: ClaimedMessage,
+    outbox_id: int,
     *,
-    worker: str,
+    executor: str,
     at: datetime | None = None,
     settings: Settings | None = None,
-) -> bool:
-    """The outbox's last step before the transport: True to deliver ``msg`` as written.
+) -> str | None:
+    """The durable delivery's last look before the hand-off: ``None`` to deliver the queued
+    message as written, else the action taken (its row withdrawn, its draft held with the
+    reasons by ``apply_send_check``, both audited in one transaction).
 
-    False when the message may not leave as written (its outbox row is withdrawn and the draft
-    moved by ``apply_send_check``, both audited, in one transaction) or when this worker lost the
-    lease meanwhile. A check that fails with an error holds the draft too (fail closed).
-    """
-    if msg.draft_id is None:  # receipts and notifications carry no draft wording to re-check
-        return True
+    Only a row still ``queued`` is withdrawn: one a worker already attempted is left to the
+    hand-off, which never sends a message twice. A check that fails with an error holds the draft
+    too (fail closed)."""
     at = at or clock.now()
     with sessions() as session:
-        draft = session.get(Draft, msg.draft_id)
+        row = session.get(OutboxMessage, outbox_id)
+        if row is None or row.draft_id is None or row.status != OutboxStatus.QUEUED:
+            return None
+        draft = session.get(Draft, row.draft_id)
         if draft is None:
-            return True
+            return None
         try:
             check = recheck_before_send(session, draft, at, settings=settings)
         except Exception as exc:  # a check that cannot run must not let the message through
@@ -237,31 +236,28 @@ def vet_before_delivery(
             today = clock.org_business_date(session, draft.org_id, at)
             check = SendCheck("hold", today, (f"the send-time check failed: {exc}",))
         if check.ok:
-            return True
+            return None
         withdrawn = session.execute(
             delete(OutboxMessage).where(
-                and_(
-                    OutboxMessage.id == msg.id,
-                    OutboxMessage.status == OutboxStatus.CLAIMED,
-                    OutboxMessage.claimed_by == msg.lease,
-                )
+                and_(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.QUEUED)
             )
         )
         if withdrawn.rowcount != 1:  # type: ignore[attr-defined]
             session.rollback()
-            return False
-        apply_send_check(session, draft, check, actor=f"outbox worker {worker}")
+            return None
+        actor = f"outbox worker {executor}"
+        apply_send_check(session, draft, check, actor=actor)
         audit.record(
             session,
             draft.org_id,
-            actor=f"outbox worker {worker}",
+            actor=actor,
             action="outbox.withdrawn",
             subject_type="outbox",
-            subject_id=msg.id,
-            from_state=OutboxStatus.CLAIMED.value,
+            subject_id=outbox_id,
+            from_state=OutboxStatus.QUEUED.value,
             to_state=None,
-            detail={"message_id": msg.message_id, "draft_id": draft.id, "action": check.action},
+            detail={"message_id": row.message_id, "draft_id": draft.id, "action": check.action},
         )
         session.commit()
-        log.info("outbox %s withdrawn at send time: %s", msg.id, check.action)
-        return False
+        log.info("outbox %s withdrawn at send time: %s", outbox_id, check.action)
+        return check.action

@@ -54,6 +54,7 @@ BatchApprover = Annotated[User, Depends(require("batch_approve"))]
 NoteAuthor = Annotated[User, Depends(require("add_note"))]
 Nudger = Annotated[User, Depends(require("send_nudge"))]
 ModeSwitcher = Annotated[User, Depends(require("set_sending_mode"))]
+DeliveryManager = Annotated[User, Depends(require("manage_delivery"))]
 
 DraftId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -1126,7 +1127,8 @@ def list_outbox(
     user: ViewQueue,
     db: DbSession,
     status_: Annotated[
-        Literal["queued", "claimed", "sent", "failed"] | None, Query(alias="status")
+        Literal["queued", "claimed", "sent", "failed", "uncertain", "cancelled"] | None,
+        Query(alias="status"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -1157,6 +1159,41 @@ def list_outbox(
         )
         for m in rows
     ]
+
+
+class OutboxResolveIn(BaseModel):
+    action: Literal["confirm_sent", "resend", "cancel"] = Field(
+        description="confirm_sent: you found it in the relay's log or the mailbox; resend: send "
+        "it again with the same Message-ID; cancel: do not send it."
+    )
+
+
+@router.post("/outbox/{outbox_id}/resolve", response_model=OutboxOut)
+def resolve_outbox(
+    outbox_id: DraftId, body: OutboxResolveIn, user: DeliveryManager, db: DbSession
+) -> OutboxOut:
+    """A person decides for a message whose delivery is uncertain (or failed); audited."""
+    try:
+        m = outbox.resolve(db, user.org_id, outbox_id, user=user, action=body.action)
+    except outbox.OutboxError as exc:
+        db.rollback()
+        raise HTTPException(exc.http_status, str(exc)) from exc
+    db.commit()
+    return OutboxOut(
+        id=m.id,
+        draft_id=m.draft_id,
+        channel=m.channel.value,
+        recipient=m.recipient,
+        subject=m.subject,
+        message_id=m.message_id,
+        status=m.status.value,
+        attempts=m.attempts,
+        claimed_by=m.claimed_by,
+        claimed_at=m.claimed_at,
+        sent_at=m.sent_at,
+        last_error=m.last_error,
+        created_at=m.created_at,
+    )
 
 
 # --- sending modes ----------------------------------------------------------------------------

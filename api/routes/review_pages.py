@@ -52,6 +52,7 @@ BatchApprover = Annotated[User, Depends(require("batch_approve"))]
 NoteAuthor = Annotated[User, Depends(require("add_note"))]
 Nudger = Annotated[User, Depends(require("send_nudge"))]
 ModeSwitcher = Annotated[User, Depends(require("set_sending_mode"))]
+DeliveryManager = Annotated[User, Depends(require("manage_delivery"))]
 Version = Annotated[int, Form(ge=1, le=2**31 - 1)]
 
 OPEN_DISPUTES = (
@@ -580,10 +581,43 @@ def outbox_page(
     user: ViewQueue,
     db: DbSession,
     status_: Annotated[
-        Literal["queued", "claimed", "sent", "failed"] | None, Query(alias="status")
+        Literal["queued", "claimed", "sent", "failed", "uncertain", "cancelled"] | None,
+        Query(alias="status"),
     ] = None,
 ) -> HTMLResponse:
     rows = outbox.list_messages(
         db, user.org_id, status=OutboxStatus(status_) if status_ else None, limit=200
     )
-    return _render(request, "outbox.html", user, messages=rows, status=status_)
+    from policies.access import allowed
+
+    return _render(
+        request,
+        "outbox.html",
+        user,
+        messages=rows,
+        status=status_,
+        may_resolve=allowed(user.role.value, "manage_delivery"),
+    )
+
+
+@router.post("/outbox/{outbox_id}/resolve")
+def outbox_resolve(
+    request: Request,
+    outbox_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    user: DeliveryManager,
+    db: DbSession,
+    _csrf: CsrfChecked,
+    action: Annotated[Literal["confirm_sent", "resend", "cancel"], Form()],
+) -> Response:
+    """Confirm sent, resend or cancel an uncertain or failed message (audited)."""
+    try:
+        row = outbox.resolve(db, user.org_id, outbox_id, user=user, action=action)
+        db.commit()
+        _flash(request, f"Message {row.message_id} is now {row.status.value}.")
+    except outbox.OutboxNotFound as exc:
+        db.rollback()
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except outbox.OutboxError as exc:
+        db.rollback()
+        _flash(request, str(exc), "bad")
+    return RedirectResponse("/outbox", status_code=303)

@@ -3,6 +3,7 @@ a run is repeated, interrupted or races another run."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -169,27 +170,52 @@ def test_limit_then_the_rest(
 
 
 def test_an_interrupted_run_keeps_committed_batches_and_resumes(
-    session: Session, sessions: sessionmaker[Session], settings: Settings
+    session: Session,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Ctrl-C after the first chunk: the pass stops (workflows not started are cancelled, a
+    running one finishes its chunk), its summary says so, and the same command drafts the rest,
+    resuming the cancelled chunks by their ids; nothing twice."""
+    from agent import autopilot_flow
+    from agent.autopilot_flow import ensure_launched
+
     led, _ = _busy_ledger(session)
 
-    def stop_after_three(done: int, total: int) -> None:
-        if done == 3:
+    def stop_after_the_first_chunk(done: int, total: int) -> None:
+        if done >= 2:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        run_sync(
-            arun_autopilot(
-                sessions, led.org.id, as_of=AS_OF, settings=settings, now=NOW,
-                progress=stop_after_three, batch_size=2, concurrency=1,
-            )
-        )  # fmt: skip
-    kept = session.scalar(select(func.count()).select_from(Draft))
-    assert kept == 2  # the first batch was committed; the interrupted one was not
-    run = session.scalars(select(AutopilotRun)).one()
-    assert run.summary["interrupted"] and run.summary["drafted"] == 2
-    rest = run_autopilot(sessions, led.org.id, as_of=AS_OF, settings=settings, now=NOW)
-    assert rest.drafted == 4 and rest.skipped_existing == 2
+    one_at_a_time = settings.model_copy(update={"autopilot_concurrency": 1})
+    real_draft = autopilot_flow._draft
+
+    def slow_draft(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(1.5)  # long enough for Ctrl-C to land while the next chunk waits
+        return real_draft(*args, **kwargs)
+
+    monkeypatch.setattr(autopilot_flow, "_draft", slow_draft)
+    saved, autopilot_flow.CHUNK = autopilot_flow.CHUNK, 2
+    ensure_launched(settings, sessions)
+    autopilot_flow.register_queues(one_at_a_time)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_sync(
+                arun_autopilot(
+                    sessions, led.org.id, as_of=AS_OF, settings=one_at_a_time, now=NOW,
+                    progress=stop_after_the_first_chunk, batch_size=2, concurrency=1,
+                )
+            )  # fmt: skip
+        run = session.scalars(select(AutopilotRun)).one()
+        assert run.summary["interrupted"] and run.summary["drafted"] == 2
+        time.sleep(2.5)  # a chunk already running when Ctrl-C came finishes meanwhile
+        kept = int(session.scalar(select(func.count()).select_from(Draft)) or 0)
+        assert 2 <= kept < 6
+        rest = run_autopilot(sessions, led.org.id, as_of=AS_OF, settings=settings, now=NOW)
+    finally:
+        autopilot_flow.CHUNK = saved
+        autopilot_flow.register_queues(settings)
+    assert rest.drafted == 6 - kept and rest.skipped_existing == kept
     keys = session.scalars(select(Draft.run_key)).all()
     assert len(keys) == len(set(keys)) == 6
 
@@ -287,13 +313,29 @@ def test_missed_promise_status_gets_a_follow_up(session: Session) -> None:
     assert [i.template for i in items] == ["promise_broken"]
 
 
-def test_worker_processes_share_the_run(
+def test_the_run_goes_through_the_dbos_queue_in_chunks(
     session: Session, sessions: sessionmaker[Session], settings: Settings
 ) -> None:
+    from dbos import DBOS
+
+    from agent import autopilot_flow
+
     led, _ = _busy_ledger(session)
-    summary = run_autopilot(
-        sessions, led.org.id, as_of=AS_OF, settings=settings, now=NOW, workers=2, batch_size=2
+    saved, autopilot_flow.CHUNK = autopilot_flow.CHUNK, 2
+    try:
+        summary = run_autopilot(
+            sessions, led.org.id, as_of=AS_OF, settings=settings, now=NOW, batch_size=2
+        )
+    finally:
+        autopilot_flow.CHUNK = saved
+    chunks = DBOS.list_workflows(
+        name="plixo.autopilot.chunk", queue_name=autopilot_flow.CHUNK_QUEUE, load_input=False
     )
+    from memory import durable
+
+    key = durable.ledger_key(session)
+    mine = [w for w in chunks if f":{key}:{led.org.id}:" in w.workflow_id]
+    assert len(mine) == 3 and all(w.status == "SUCCESS" for w in mine)
     assert summary.drafted == 6 and summary.errors == 0
     keys = session.scalars(select(Draft.run_key)).all()
     assert len(keys) == len(set(keys)) == 6

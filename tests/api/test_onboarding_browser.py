@@ -26,14 +26,16 @@ from typer.testing import CliRunner
 
 from api.app import create_app
 from api.cli import app as cli_app
+from memory import durable
 from memory.models import Draft, Organisation, SendingDomain
 from tests.api.factories import settings_for
 from tests.api.review_fixtures import LiveServer
 from tests.api.smtp_server import SmtpSink, start_smtp
 from tests.api.test_review_browser import ARGS, CHROMIUM
 from tests.dns_server import ZoneResolver, dns_server
+from tools import delivery_flow
 from tools.admin import sending_domain as sd
-from tools.outbox import deliver_batch, smtp_sender
+from tools.outbox import smtp_sender
 
 IBM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ibm-accounts-receivable.csv"
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # a Tuesday afternoon in New York
@@ -107,6 +109,8 @@ def test_empty_database_to_first_signed_email(
     mail,
     zone,
     db_url: str,  # type: ignore[no-untyped-def]
+    worker_id: str,
+    durable_settings: Any,
 ) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -228,8 +232,10 @@ def test_empty_database_to_first_signed_email(
         browser.close()
     assert offsite == []
     # 8. the outbox delivers to aiosmtpd, DKIM-signed and verifiable through the loopback DNS
-    result = deliver_batch(sessions, smtp_sender(settings), worker="test")
-    assert result.sent == 1, result
+    durable.set_ledger(sessions, durable_settings)
+    with delivery_flow.use_sender(lambda _s: smtp_sender(settings)):
+        outcomes = delivery_flow.drain(sessions, timeout_s=60)
+    assert outcomes["sent"] == 1, outcomes
     deadline = time.monotonic() + 5
     while not any("dana@payer.test" in m.rcpt_tos for m in sink.received):
         assert time.monotonic() < deadline

@@ -5,6 +5,7 @@ nothing (malformed JSON, oversized bodies, foreign ids, stale versions, expired 
 
 from __future__ import annotations
 
+import html
 import json
 import threading
 import time
@@ -472,6 +473,44 @@ def test_concurrent_edits_second_gets_a_conflict(
         )
     )
     assert edits == 1
+
+
+def test_an_uncertain_delivery_is_shown_and_resolved_by_a_manager_only(
+    client: TestClient, seeded: Seeded, session: Session
+) -> None:
+    from tools import outbox
+
+    d = seeded.drafts[0]
+    h = seeded.auth(Persona.COLLECTOR)
+    view = client.get(f"/api/drafts/{d.id}", headers=h).json()
+    assert client.post(f"/api/drafts/{d.id}/approve", headers=h, json={"version": view["version"]})
+    row = session.scalars(select(OutboxMessage)).one()
+    # a worker recorded its attempt and died before recording the outcome
+    assert isinstance(outbox.begin_attempt(session, row.id, executor="dead"), outbox.Attempt)
+    assert outbox.begin_attempt(session, row.id, executor="alive") == outbox.SKIP_UNCERTAIN
+    listed = client.get("/api/outbox?status=uncertain", headers=h).json()
+    assert [m["message_id"] for m in listed] == [row.message_id]
+    refused = client.post(
+        f"/api/outbox/{row.id}/resolve", headers=h, json={"action": "confirm_sent"}
+    )
+    assert refused.status_code == 403
+    manager = seeded.auth(Persona.COLLECTIONS_MANAGER)
+    bad = client.post(f"/api/outbox/{row.id}/resolve", headers=manager, json={"action": "send"})
+    assert bad.status_code == 422
+    login(client, seeded, Persona.COLLECTIONS_MANAGER)
+    page = client.get("/outbox")
+    assert "delivery uncertain" in page.text and html.escape(row.message_id) in page.text
+    assert 'value="confirm_sent"' in page.text
+    ok = client.post(
+        f"/api/outbox/{row.id}/resolve", headers=manager, json={"action": "confirm_sent"}
+    )
+    assert ok.status_code == 200 and ok.json()["status"] == "sent"
+    again = client.post(f"/api/outbox/{row.id}/resolve", headers=manager, json={"action": "resend"})
+    assert again.status_code == 409
+    session.expire_all()
+    assert session.get(Draft, d.id).status is DraftStatus.SENT  # type: ignore[union-attr]
+    audited = session.scalar(select(func.count()).where(AuditEvent.action == "outbox.confirm_sent"))
+    assert audited == 1
 
 
 @pytest.mark.parametrize("path", ["/", "/queue", "/batch", "/outbox", "/sending-modes"])

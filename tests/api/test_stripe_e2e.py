@@ -45,7 +45,7 @@ from tests.stripe_server import (
     run_smtp_sink,
 )
 from tests.tools.commit_factories import Factory, app_settings, bearer, client_for
-from tools import outbox, plans, promises, stripe_pay
+from tools import plans, promises, stripe_pay
 
 WEBHOOK_SECRET = "whsec_plixo_test_secret"
 TODAY = datetime.now(UTC).date()
@@ -130,6 +130,18 @@ def post_event(api: TestClient, payload: str, header: str | None) -> Any:
     return api.post("/webhooks/stripe", content=payload.encode(), headers=headers)
 
 
+def _deliver(
+    sessions: sessionmaker[Session], settings: Settings, durable_settings: Settings
+) -> dict[str, int]:
+    """The delivery workflows, run in this process (a worker), with this test's SMTP server."""
+    from memory import durable
+    from tools import delivery_flow
+
+    smtp = {k: getattr(settings, k) for k in ("smtp_host", "smtp_port", "smtp_from")}
+    durable.set_ledger(sessions, durable_settings.model_copy(update=smtp))
+    return dict(delivery_flow.drain(sessions, timeout_s=60))
+
+
 def _n(session: Session, model: type) -> int:
     session.expire_all()
     return int(session.scalar(select(func.count()).select_from(model)) or 0)
@@ -142,6 +154,8 @@ def test_portal_to_receipt_end_to_end(
     cf: Factory,
     settings: Settings,
     smtp_sink: SmtpSink,
+    worker_id: str,
+    durable_settings: Settings,
 ) -> None:
     customer = cf.customer("Hooli Inc", email="ap@hooli.example")
     invoice = cf.invoice(customer, 120_000)
@@ -211,8 +225,8 @@ def test_portal_to_receipt_end_to_end(
     assert receipt.draft_id is None and receipt.recipient == "ap@hooli.example"
 
     # 5. The outbox worker delivers the receipt to the local SMTP server.
-    work = outbox.run_worker(sessions, outbox.smtp_sender(settings), worker="test", once=True)
-    assert work.sent == 1
+    work = _deliver(sessions, settings, durable_settings)
+    assert work == {"sent": 1}
     (mail,) = smtp_sink.wait_for(1)
     assert mail["To"] == "ap@hooli.example" and mail["Subject"] == "Payment received: $1,200"
     body = mail.get_payload()
@@ -224,9 +238,7 @@ def test_portal_to_receipt_end_to_end(
     replay = post_event(api, payload, header)
     assert replay.status_code == 200 and replay.json()["outcome"] == "duplicate"
     assert (_n(session, Payment), _n(session, OutboxMessage), _n(session, StripeEvent)) == (1, 1, 1)
-    assert (
-        outbox.run_worker(sessions, outbox.smtp_sender(settings), worker="t2", once=True).sent == 0
-    )
+    assert _deliver(sessions, settings, durable_settings) == {}
     assert len(smtp_sink.wait_for(2, timeout=0.3)) == 1
 
     # 7. A new event id for the same intent (Stripe resends) posts nothing either.

@@ -7,12 +7,15 @@ Prints ONE JSON object. Two passes on fresh ledgers:
 - ``slow_model``: the same agent, tools and templates behind a model that answers every request
   after ``--delay-ms`` (300 ms): drafts/s with ``--concurrency`` drafts in flight.
 
-Usage: ``python tests/benchmarks/bench_autopilot.py [--n 10000] [--workers 2] [--slow-n 2000]
-[--delay-ms 300] [--concurrency 64] [--db-url URL] [--skip-slow]``. Quick check:
-``--n 500 --slow-n 200``. ``cpu_ms_per_draft`` includes every process's CPU (this one, the fork
-server that imports plixo once, the workers it forks); on a shared machine compare it, not only
-drafts/s: ``cores * 1000 / cpu_ms_per_draft`` is the ceiling.
-Targets (issue 4): offline >= 200 drafts/s on 2 cores; slow model >= 50 drafts/s.
+Usage: ``python tests/benchmarks/bench_autopilot.py [--n 10000] [--processes 1,2]
+[--slow-n 2000] [--delay-ms 300] [--concurrency 16] [--db-url URL] [--skip-slow]``. Quick check:
+``--n 500 --slow-n 200``. The pass runs through the DBOS queues (``agent.autopilot_flow``): this
+process enqueues and works embedded, and ``--processes 2`` adds one ``plixo worker`` process
+sharing the queue (the offline pass is run once per entry). ``cpu_ms_per_draft`` includes every
+process's CPU (this one and the workers, counted when they exit); on a shared machine compare it,
+not only drafts/s: ``cores * 1000 / cpu_ms_per_draft`` is the ceiling.
+Targets: offline >= 200 drafts/s on 2 cores, the 2-process figure >= 1.6x the 1-process one on
+PostgreSQL; slow model >= 85% of concurrency / (requests per draft x delay).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import json
 import os
 import platform
 import resource
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -166,28 +171,58 @@ def slow_model(delay_s: float) -> FunctionModel:
     return FunctionModel(answer, model_name="slow-offline")
 
 
-def forkserver_cpu_s() -> float:
-    """CPU seconds of multiprocessing's fork server so far (it imports plixo once for the
-    workers it forks), from /proc; 0.0 when there is none or no /proc."""
-    from multiprocessing import forkserver
+def start_workers(n: int, url: str, data_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """``n`` ``plixo worker`` processes on this ledger (and its DBOS system database), ready."""
+    from memory.models import WorkerHeartbeat
 
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
-    if not pid:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    env = dict(os.environ)
+    env.update(
+        PLIXO_DATABASE_URL=url,
+        PLIXO_DATA_DIR=str(data_dir),
+        PLIXO_PUBLIC_BASE_URL="https://ar.bench.example",
+        PLIXO_WORKER_POLL_S="0.05",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "api.cli_worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(n)
+    ]
+    engine = make_engine(url)
+    deadline = time.monotonic() + 120
+    pids = {p.pid for p in procs}
+    while pids and time.monotonic() < deadline:
+        with engine.connect() as conn:
+            seen = set(conn.scalars(select(WorkerHeartbeat.pid)))
+        pids -= seen
+        time.sleep(0.1)
+    engine.dispose()
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(timeout=60)
 
 
 def run_pass(
-    label: str, n: int, url: str, settings: Settings, **kwargs: object
+    label: str, n: int, url: str, settings: Settings, processes: int = 1, **kwargs: object
 ) -> dict[str, object]:
+    from agent import autopilot_flow
+
     org_id, sessions = build_ledger(url, n)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    settings = settings.model_copy(update={"database_url": url})
+    autopilot_flow.ensure_launched(settings, sessions)  # type: ignore[arg-type]
+    autopilot_flow.register_queues(settings)
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server0 = forkserver_cpu_s()
+    helpers = start_workers(processes - 1, url, settings.data_dir)
+    cpu0, t0 = time.process_time(), time.perf_counter()
     summary = run_autopilot(
         sessions,  # type: ignore[arg-type]
         org_id,
@@ -198,15 +233,15 @@ def run_pass(
         **kwargs,  # type: ignore[arg-type]
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    stop_workers(helpers)
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    # every process counts: this one, exited children, the fork server (its one import of
-    # plixo included) and the workers it forked (which report their own CPU in the summary)
+    # every process counts: this one and the workers (their start-up import included)
     cpu += (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
-    cpu += (forkserver_cpu_s() - server0) + summary.worker_cpu_s
     with sessions() as s:  # type: ignore[operator]
         stored = len(s.scalars(select(Draft.id).where(Draft.org_id == org_id)).all())
     return {
         "label": label,
+        "processes": processes,
         "invoices_due": n,
         "drafts_stored": stored,
         "wall_s": round(wall, 2),
@@ -248,13 +283,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="due invoices for the offline pass")
     ap.add_argument("--slow-n", type=int, default=2_000, help="due invoices for the slow pass")
     ap.add_argument("--delay-ms", type=float, default=300.0)
-    ap.add_argument("--concurrency", type=int, default=64, help="drafts in flight (slow pass)")
+    ap.add_argument("--concurrency", type=int, default=16, help="drafts in flight (slow pass)")
     ap.add_argument("--db-url", default=None, help="ledger URL (default: a fresh SQLite file)")
-    ap.add_argument("--workers", type=int, default=2, help="processes for the offline pass")
+    ap.add_argument(
+        "--processes", default="1,2", help="offline passes: processes drafting (this + workers)"
+    )
     ap.add_argument("--skip-slow", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="plixo-bench-"))
-    settings = Settings(model="offline", data_dir=tmp, public_base_url="https://ar.bench.example")
+    settings = Settings(
+        model="offline",
+        data_dir=tmp,
+        public_base_url="https://ar.bench.example",
+        worker_poll_s=0.05,
+        model_requests_per_minute=1_000_000,
+    )
     out: dict[str, object] = {
         "benchmark": "autopilot",
         "python": platform.python_version(),
@@ -262,23 +305,25 @@ def main() -> None:
         "backend": "postgresql" if args.db_url and "postgres" in args.db_url else "sqlite",
     }
     url1 = args.db_url or f"sqlite:///{tmp / 'offline.db'}"
-    out["offline"] = run_pass(
-        "offline", args.n, url1, settings, concurrency=8, workers=args.workers
-    )
-    out["offline"]["workers"] = args.workers  # type: ignore[index]
-    out["offline"]["target_drafts_per_s"] = 200  # type: ignore[index]
+    for p in [int(x) for x in args.processes.split(",") if x.strip()]:
+        key = "offline" if p == 1 else f"offline_{p}_processes"
+        out[key] = run_pass("offline", args.n, url1, settings, processes=p, concurrency=8)
+        out[key]["target_drafts_per_s"] = 200  # type: ignore[index]
     if not args.skip_slow:
         url2 = args.db_url or f"sqlite:///{tmp / 'slow.db'}"
         out["slow_model"] = run_pass(
             f"model answering after {args.delay_ms:.0f} ms",
             args.slow_n,
             url2,
-            settings,
+            settings.model_copy(update={"autopilot_concurrency": args.concurrency}),
             model=slow_model(args.delay_ms / 1000),
             concurrency=args.concurrency,
         )
         out["slow_model"]["concurrency"] = args.concurrency  # type: ignore[index]
-        out["slow_model"]["target_drafts_per_s"] = 50  # type: ignore[index]
+        rpd = float(out["slow_model"].get("requests_per_draft", 1.0) or 1.0)  # type: ignore[union-attr]
+        out["slow_model"]["target_drafts_per_s"] = round(  # type: ignore[index]
+            0.85 * args.concurrency / (max(1.0, rpd) * args.delay_ms / 1000), 1
+        )
     print(json.dumps(out))
 
 

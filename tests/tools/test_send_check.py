@@ -13,14 +13,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import time_machine
+from dbos import DBOS
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory import durable
 from memory.config import Settings
 from memory.models import AuditEvent, Draft, DraftStatus, Organisation, OutboxMessage, Persona
 from tests.api.factories import Seeded, make_draft, make_invoice, seed_review, settings_for
 from tests.api.smtp_server import SmtpSink, start_smtp
-from tools import drafts, outbox
+from tools import delivery_flow, drafts, outbox
 from tools.account360 import pay_link
 from tools.grounding import format_amount, format_day
 from tools.send_check import recheck_before_send
@@ -47,6 +49,17 @@ def seeded(session: Session, org: Organisation, tmp_path: Path) -> Seeded:
 
 def _smtp(port: int) -> Settings:
     return Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_from="ar@acme.test")
+
+
+def _deliver(sessions: sessionmaker[Session], settings: Settings, port: int) -> None:
+    """What a worker does now: release deferrals that are due (the guardrails again), then run
+    every queued delivery workflow, whose last step before the relay is the send-time re-check."""
+    durable.set_ledger(sessions, settings)
+    with delivery_flow.use_sender(lambda _s: outbox.smtp_sender(_smtp(port))):
+        for wid in delivery_flow.dispatch(sessions):
+            if wid.startswith("release:"):
+                DBOS.retrieve_workflow(wid).get_result()
+        delivery_flow.drain(sessions, timeout_s=60)
 
 
 def _date_worded_draft(
@@ -102,6 +115,8 @@ def _approve_at_night(session: Session, seeded: Seeded, draft: Draft, tmp_path: 
 
 def test_wording_that_turned_false_while_deferred_is_held_never_sent(
     sessions: sessionmaker[Session],
+    worker_id: str,
+    durable_settings: Settings,
     session: Session,
     seeded: Seeded,
     tmp_path: Path,
@@ -112,7 +127,7 @@ def test_wording_that_turned_false_while_deferred_is_held_never_sent(
     _approve_at_night(session, seeded, draft, tmp_path)
 
     with time_machine.travel(MONDAY_MORNING.astimezone(SERVER_ZONE), tick=True):
-        outbox.run_worker(sessions, outbox.smtp_sender(_smtp(port)), once=True)
+        _deliver(sessions, durable_settings, port)
 
     assert sink.received == []  # never sent as written
     with sessions() as s:
@@ -161,7 +176,7 @@ def test_wording_that_turned_false_while_deferred_is_held_never_sent(
     with time_machine.travel(
         (MONDAY_MORNING + timedelta(minutes=5)).astimezone(SERVER_ZONE), tick=True
     ):
-        outbox.run_worker(sessions, outbox.smtp_sender(_smtp(port)), once=True)
+        _deliver(sessions, durable_settings, port)
     assert len(sink.received) == 1
     assert (
         "was due on October 10, 2025" in sink.received[0].message.get_payload(decode=True).decode()
@@ -170,6 +185,8 @@ def test_wording_that_turned_false_while_deferred_is_held_never_sent(
 
 def test_wording_still_true_at_send_time_is_delivered_as_written(
     sessions: sessionmaker[Session],
+    worker_id: str,
+    durable_settings: Settings,
     session: Session,
     seeded: Seeded,
     tmp_path: Path,
@@ -180,7 +197,7 @@ def test_wording_still_true_at_send_time_is_delivered_as_written(
     draft = _date_worded_draft(session, seeded, tmp_path, due=due, number="INV-D-2")
     _approve_at_night(session, seeded, draft, tmp_path)
     with time_machine.travel(MONDAY_MORNING.astimezone(SERVER_ZONE), tick=True):
-        outbox.run_worker(sessions, outbox.smtp_sender(_smtp(port)), once=True)
+        _deliver(sessions, durable_settings, port)
     assert len(sink.received) == 1
     assert (
         "is due on October 20, 2025" in sink.received[0].message.get_payload(decode=True).decode()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from memory.models import AuditEvent, Organisation, Persona, Segment
+from memory.models import AuditEvent, Organisation, OutboxMessage, Persona, Segment
 from tests.api.factories import NOW, Seeded, seed_review, settings_for
 from tools import drafts, outbox, sending_modes
 from tools.sending_modes import ModeRefused
@@ -160,4 +159,12 @@ def test_maintenance_keeps_approved_messages_in_the_outbox(
         False,
         "The maintenance toggle is on: nothing leaves.",
     )
-    assert outbox.claim(session, worker="w", now=datetime.now(UTC)) == []
+    row = session.scalars(select(OutboxMessage)).one()
+    sent: list[str] = []
+    assert (
+        outbox.hand_off(
+            sessionmaker(bind=session.get_bind()), row.id, lambda m: sent.append(m.id), executor="w"
+        )
+        == outbox.SKIP_PAUSED
+    )
+    assert sent == []

@@ -1,0 +1,318 @@
+"""Autopilot drafting on DBOS: the due items of a pass become workflows on a queue that any number
+of worker processes share, partitioned per organisation.
+
+Why: a pass over ten thousand invoices must survive a killed process without drafting anything
+twice, and must spread over several processes (offline drafting is CPU-bound: one core each) or
+machines. Two shapes, by what a crash would waste:
+
+* **offline model**: drafting costs CPU only, so items go in chunks (``CHUNK`` items per workflow)
+  to keep DBOS's per-workflow cost (a few checkpoints, ~3-5 ms each) small against ~5 ms per draft.
+  The chunk is one step; killed half-way, it runs again and skips what it already stored.
+* **a real model**: one workflow per item whose model requests run through pydantic-ai's DBOS
+  integration (``DBOSModel``: each request is a checkpointed step), so a model call completed
+  before a crash is replayed from the system database, never paid for twice.
+
+Workflow ids are deterministic: a chunk's is ``autopilot:<ledger>:<org>:<as of>:<hash of its run
+keys>`` and an item's ``autopilot:<ledger>:<org>:<invoice>:<step>:<step date>`` (its run key), so a
+pass started twice enqueues each once. Whatever the path, the ledger's unique run key per
+organisation is the last word: a draft is stored once even if two workflows wrote it.
+
+The queue is partitioned per organisation (one large organisation cannot starve the rest) with a
+per-organisation concurrency limit (``PLIXO_AUTOPILOT_CONCURRENCY``) and, for real models, a rate
+limit on drafting workflows started per minute (``PLIXO_MODEL_REQUESTS_PER_MINUTE``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any
+
+from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
+from pydantic_ai.models import Model
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory import durable
+from memory.config import Settings
+from tools.autopilot_select import DueItem
+
+log = logging.getLogger("plixo.autopilot")
+
+CHUNK_QUEUE = "plixo_autopilot"
+MODEL_QUEUE = "plixo_autopilot_model"
+CHUNK = 50
+
+_models: dict[str, Model] = {}
+_lent: dict[str, Model] = {}
+_drafters: dict[tuple[int, str, bool], tuple[Settings, Any]] = {}
+_models_lock = threading.Lock()
+
+
+def register_queues(settings: Settings) -> None:
+    DBOS.register_queue(
+        CHUNK_QUEUE,
+        partition_concurrency=settings.autopilot_concurrency,
+        worker_concurrency=max(1, settings.worker_concurrency // 4),
+        polling_interval_sec=min(settings.worker_poll_s, 0.1),
+        on_conflict="always_update",
+    )
+    DBOS.register_queue(
+        MODEL_QUEUE,
+        partition_concurrency=settings.autopilot_concurrency,
+        partition_limiter={"limit": settings.model_requests_per_minute, "period": 60.0},
+        polling_interval_sec=min(settings.worker_poll_s, 0.05),
+        on_conflict="always_update",
+    )
+
+
+durable.on_launch(register_queues)
+
+
+def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
+    """Launch DBOS in this process if no command did (embedded mode); the executor id."""
+    import tools.delivery_flow  # noqa: F401 - every workflow registered before launch
+
+    ident = durable.launch(settings, sessions, kind="embedded")
+    with sessions() as session:
+        durable.beat(session, ident, kind="embedded")
+    # e.g. the previous run of this command, killed: its workflows go back to the queue
+    durable.recover_dead(sessions, settings.worker_stale_s, mine=ident)
+    return ident
+
+
+def lend_model(model: Model) -> str:
+    """Make a model object (a test's FunctionModel, a benchmark's slow model) usable by this
+    process's workflows under a name (wrapped like a real model: its requests are DBOS steps);
+    only this process can run them."""
+    from agent.models import model_name_of
+    from agent.offline import OFFLINE_MODEL_NAME
+
+    name = f"lent:{id(model)}"
+    with _models_lock:
+        if _lent.get(name) is not model:  # a new object may reuse a collected one's id
+            _lent[name] = model
+            offline = model_name_of(model) == OFFLINE_MODEL_NAME
+            _models[name] = model if offline else _durable_model(name, model)
+    return name
+
+
+def _drafter(settings: Settings, model_ref: str | None, shadow: bool) -> Any:
+    """A Drafter for this chunk or item; a real model is wrapped (once per process and model)
+    so each of its requests is a DBOS step, checkpointed in the system database."""
+    from agent.autopilot import ACTOR
+    from agent.drafter import Drafter
+    from agent.models import build_model, is_offline
+
+    ref = model_ref or settings.model
+    with _models_lock:
+        model = _models.get(ref)
+    if model is None:
+        if model_ref is not None:
+            raise RuntimeError(
+                f"Model {model_ref} was lent to another process; run this pass embedded."
+            )
+        model = build_model(settings)
+        if not is_offline(settings):
+            model = _durable_model(ref, model)
+        with _models_lock:
+            _models[ref] = model
+    key = (id(settings), ref, shadow)
+    with _models_lock:
+        cached = _drafters.get(key)
+        if cached is not None and cached[0] is settings and cached[1].model is model:
+            return cached[1]
+    drafter = Drafter(settings, model=model, shadow=True if shadow else None, actor=ACTOR)
+    with _models_lock:  # one per settings object, model and Shadow flag: built once per process
+        if len(_drafters) > 64:
+            _drafters.clear()
+        _drafters[key] = (settings, drafter)
+    return drafter
+
+
+def _durable_model(ref: str, model: Model) -> Model:
+    from pydantic_ai.durable_exec.dbos import DBOSModel
+
+    # Step names are what a recovered workflow replays by: stable for a configured model
+    # (``PLIXO_MODEL``); a lent model's differ per object (tests), and duplicates only warn.
+    prefix = "plixo_drafter_" + hashlib.sha256(ref.encode()).hexdigest()[:8]
+    return DBOSModel(
+        model, step_name_prefix=prefix, step_config={}, get_event_stream_handler=lambda: None
+    )
+
+
+async def _adraft(
+    org_id: int,
+    items: list[dict[str, Any]],
+    args: dict[str, Any],
+) -> dict[str, Any]:
+    """Draft and store ``items`` for one organisation; the partial summary (JSON)."""
+    from agent.autopilot import AutopilotSummary, _draft_items
+
+    settings = durable.ledger_settings()
+    shadow = bool(args["shadow"])
+    drafter = _drafter(settings, args.get("model_ref"), shadow)
+    part = AutopilotSummary(
+        org_id=org_id,
+        as_of=date.fromisoformat(args["as_of"]),
+        shadow=shadow,
+        model_name=drafter.model_name,
+        offline_model=drafter.offline,
+    )
+    cpu = time.thread_time()
+    await _draft_items(
+        durable.ledger_sessions(),
+        org_id,
+        [DueItem.from_dict(d) for d in items],
+        as_of=part.as_of,
+        now=datetime.fromisoformat(args["now"]),
+        settings=settings,
+        drafter=drafter,
+        summary=part,
+        concurrency=int(args["concurrency"]),
+        batch_size=int(args["batch_size"]),
+        progress=None,
+    )
+    part.worker_cpu_s = round(time.thread_time() - cpu, 3)
+    return part.model_dump(mode="json")
+
+
+def _draft(org_id: int, items: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
+    """``_adraft`` from a worker thread (its own event loop), with fewer GC pauses."""
+    from agent.autopilot import fewer_gc_pauses
+    from agent.drafter import run_sync
+
+    with fewer_gc_pauses():
+        return run_sync(_adraft(org_id, items, args))
+
+
+@DBOS.step(name="plixo.autopilot.draft_chunk", retries_allowed=True, max_attempts=5)
+def _draft_chunk_step(org_id: int, items: list[dict[str, Any]], args: dict[str, Any]) -> Any:
+    return _draft(org_id, items, args)
+
+
+@DBOS.workflow(name="plixo.autopilot.chunk", max_recovery_attempts=50)
+def draft_chunk(
+    ledger: str, org_id: int, items: list[dict[str, Any]], args: dict[str, Any]
+) -> dict[str, Any]:
+    """Draft a chunk of due items (offline model): one step, skipping items already stored."""
+    result: dict[str, Any] = _draft_chunk_step(org_id, items, args)
+    return result
+
+
+@DBOS.workflow(name="plixo.autopilot.item", max_recovery_attempts=50)
+async def draft_item(
+    ledger: str, org_id: int, item: dict[str, Any], args: dict[str, Any]
+) -> dict[str, Any]:
+    """Draft one due item with a real model; its model requests are checkpointed steps. Async:
+    every item workflow of a process shares DBOS's event loop, and so the model's client and
+    its concurrency limit."""
+    async with _connection_slots():
+        return await _adraft(org_id, [item], args)
+
+
+_slots: Any = None
+
+
+def _connection_slots() -> Any:
+    """Item workflows share DBOS's event loop and each holds a ledger connection while its model
+    answers: at most half the pool's connections at once (the rest stay for chunk threads, the
+    heartbeat and dispatch), or a blocking checkout would stall the loop every holder needs.
+    So a process drafts at most that many real-model items at once; give the ledger a larger pool
+    for more."""
+    import asyncio
+
+    global _slots
+    if _slots is None:
+        engine = durable.ledger_sessions().kw.get("bind")
+        pool = getattr(engine, "pool", None)
+        size = pool.size() + max(0, getattr(pool, "_max_overflow", 0)) if pool else 10
+        _slots = asyncio.Semaphore(max(2, int(size) // 2))
+    return _slots
+
+
+def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date) -> str:
+    digest = hashlib.sha256("\n".join(i.run_key for i in items).encode()).hexdigest()[:20]
+    return f"autopilot:{ledger}:{org_id}:{as_of.isoformat()}:{digest}"
+
+
+def enqueue_pass(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    items: list[DueItem],
+    args: dict[str, Any],
+    *,
+    per_item: bool,
+) -> list[tuple[str, int]]:
+    """Enqueue the pass's workflows (idempotent by id); their ids and item counts."""
+    with sessions() as session:
+        ledger = durable.ledger_key(session)
+    as_of = date.fromisoformat(args["as_of"])
+    out: list[tuple[str, int]] = []
+    with SetEnqueueOptions(queue_partition_key=str(org_id)):
+        if per_item:
+            for item in items:
+                wid = f"autopilot:{ledger}:{org_id}:{item.run_key}"
+                with SetWorkflowID(wid):
+                    DBOS.enqueue_workflow(
+                        MODEL_QUEUE, draft_item, ledger, org_id, item.to_dict(), args
+                    )
+                out.append((wid, 1))
+            _resume_cancelled([w for w, _ in out])
+            return out
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            wid = _key(ledger, org_id, chunk, as_of)
+            with SetWorkflowID(wid):
+                DBOS.enqueue_workflow(
+                    CHUNK_QUEUE, draft_chunk, ledger, org_id, [i.to_dict() for i in chunk], args
+                )
+            out.append((wid, len(chunk)))
+    _resume_cancelled([w for w, _ in out])
+    return out
+
+
+def _resume_cancelled(ids: list[str]) -> None:
+    """A pass stopped with Ctrl-C cancelled its unstarted workflows; the same items enqueued
+    again (same ids) resume them instead of finding them cancelled."""
+    for w in DBOS.list_workflows(workflow_ids=ids, status="CANCELLED", load_input=False):
+        DBOS.resume_workflow(w.workflow_id)
+
+
+def cancel_unfinished(ids: list[str]) -> None:
+    """Ctrl-C: stop what has not finished (a running step completes; nothing is half-stored)."""
+    for w in DBOS.list_workflows(
+        workflow_ids=ids, status=["ENQUEUED", "PENDING", "DELAYED"], load_input=False
+    ):
+        DBOS.cancel_workflow(w.workflow_id)
+
+
+_DONE = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
+def wait_for(
+    flows: list[tuple[str, int]],
+    *,
+    progress: Callable[[int], None] | None,
+    on_part: Callable[[dict[str, Any]], None],
+    on_error: Callable[[str], None],
+    poll_s: float = 0.1,
+) -> None:
+    """Wait until every workflow is done; parts and errors are handed over as they finish."""
+    left = dict(flows)
+    while left:
+        statuses = DBOS.list_workflows(workflow_ids=list(left), load_input=False, load_output=False)
+        finished = [w for w in statuses if w.status in _DONE]
+        for w in finished:
+            size = left.pop(w.workflow_id)
+            if w.status == "SUCCESS":
+                on_part(DBOS.retrieve_workflow(w.workflow_id).get_result())
+            else:
+                on_error(f"{w.workflow_id}: {w.status} {w.error or ''}"[:300])
+            if progress:
+                progress(size)
+        if left:
+            time.sleep(poll_s)

@@ -1,0 +1,287 @@
+"""The worker runtime: launch DBOS with plixo's workflows, keep the heartbeat, recover the dead.
+
+``plixo worker`` runs ``run_worker``; ``plixo autopilot run`` calls ``start`` to work embedded
+(the CLI process is then one more worker until it exits). Any number of workers, on any number of
+machines sharing the PostgreSQL ledger, share the queues.
+
+Why heartbeats: DBOS recovers a workflow for the executor that ran it; a worker that dies and is
+never restarted (a machine gone) would strand its workflows. Every worker beats every few seconds
+into ``worker_heartbeat``; one not seen for ``PLIXO_WORKER_STALE_S`` is presumed dead and live
+workers hand its pending workflows back to their queues (idempotent: DBOS re-enqueues a workflow
+only while it is still pending on the dead executor), then forget it. A presumed-dead worker that
+was only slow cannot send twice: the hand-off step commits its attempt first and a live holder is
+never overtaken (``tools.outbox``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from memory import durable
+from memory.config import Settings
+from memory.db import LedgerUnavailable
+from memory.models import Organisation, OutboxMessage, OutboxStatus, User
+
+log = logging.getLogger("plixo.worker")
+
+
+def start(settings: Settings, sessions: sessionmaker[Session], *, kind: str = "worker") -> str:
+    """Register every workflow, launch DBOS (once per process), beat once; the executor id."""
+    import agent.autopilot_flow  # noqa: F401 - registers the Autopilot workflows and queues
+    import tools.delivery_flow  # noqa: F401 - registers the delivery workflows and queues
+
+    ident = durable.launch(settings, sessions, kind=kind)
+    with sessions() as session:
+        durable.beat(session, ident, kind=kind)
+    return ident
+
+
+def recover_dead(settings: Settings, sessions: sessionmaker[Session], ident: str) -> list[str]:
+    """Hand the pending workflows of workers not seen for a while back to their queues."""
+    return durable.recover_dead(sessions, settings.worker_stale_s, mine=ident)
+
+
+@dataclass
+class WorkerResult:
+    executor_id: str = ""
+    dispatched: int = 0
+    recovered_from: list[str] = field(default_factory=list)
+    ticks: int = 0
+
+
+def tick(
+    settings: Settings, sessions: sessionmaker[Session], ident: str, into: WorkerResult
+) -> None:
+    """One round: heartbeat, recovery of the dead, dispatch of new deliveries."""
+    from tools import delivery_flow
+
+    with sessions() as session:
+        durable.beat(session, ident)
+    into.recovered_from += recover_dead(settings, sessions, ident)
+    into.dispatched += len(delivery_flow.dispatch(sessions))
+    into.ticks += 1
+
+
+def run_worker(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    once: bool = False,
+    should_stop: Callable[[], bool] = lambda: False,
+    timeout_s: float = 600.0,
+) -> WorkerResult:
+    """Work until stopped; with ``once``, until nothing deliverable is left (or ``timeout_s``)."""
+    from tools import delivery_flow
+
+    ident = start(settings, sessions)
+    result = WorkerResult(executor_id=ident)
+    deadline = time.monotonic() + timeout_s
+    interval = max(settings.worker_poll_s, 0.05)
+    beat_every = min(5.0, settings.worker_stale_s / 3)
+    last = 0.0
+    try:
+        while not should_stop():
+            if time.monotonic() - last >= beat_every or once:
+                tick(settings, sessions, ident, result)
+                last = time.monotonic()
+            else:
+                result.dispatched += len(delivery_flow.dispatch(sessions))
+            if once and (delivery_flow.pending(sessions) == 0 or time.monotonic() > deadline):
+                break
+            time.sleep(interval)
+    finally:
+        with sessions() as session:
+            durable.forget(session, ident)
+    return result
+
+
+# --- status and operations ---------------------------------------------------------------------
+
+
+def _org_of_outbox(session: Session, ids: list[int]) -> dict[int, int]:
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(OutboxMessage.id, OutboxMessage.org_id).where(OutboxMessage.id.in_(ids))
+    ).all()
+    return {r.id: r.org_id for r in rows}
+
+
+def _org_of(workflow_id: str, outbox_orgs: dict[int, int]) -> int | None:
+    parts = workflow_id.split(":")
+    if parts[0] == "deliver" and len(parts) >= 3 and parts[2].isdigit():
+        return outbox_orgs.get(int(parts[2]))
+    if parts[0] in ("autopilot", "autopilot-pass") and len(parts) >= 3 and parts[2].isdigit():
+        return int(parts[2])
+    return None
+
+
+def client(settings: Settings) -> Any:
+    """A DBOS client on the system database: reads and acts on workflows without executing any
+    (``--status``, ``--retry``, ``--cancel`` never pick up work)."""
+    from dbos import DBOSClient
+
+    try:
+        return DBOSClient(system_database_url=durable.system_database_url(settings))
+    except Exception as exc:
+        raise LedgerUnavailable(
+            f"Cannot reach the DBOS system database: {exc}. Check PLIXO_DATABASE_URL."
+        ) from exc
+
+
+def status(sessions: sessionmaker[Session], settings: Settings, dbos: Any) -> dict[str, Any]:
+    """Queues, live workers, in-flight and failed workflows per organisation, and the messages
+    waiting for a person (uncertain or failed)."""
+    DBOS = dbos  # noqa: N806 - a DBOSClient has the same methods as DBOS
+
+    with sessions() as session:
+        key = durable.ledger_key(session)
+        live = durable.live_executors(session, settings.worker_stale_s)
+        slugs = {o.id: o.slug for o in session.scalars(select(Organisation))}
+        waiting = session.execute(
+            select(
+                OutboxMessage.id,
+                OutboxMessage.org_id,
+                OutboxMessage.status,
+                OutboxMessage.message_id,
+                OutboxMessage.last_error,
+            ).where(OutboxMessage.status.in_((OutboxStatus.UNCERTAIN, OutboxStatus.FAILED)))
+        ).all()
+        flows = DBOS.list_workflows(
+            status=[
+                "PENDING",
+                "ENQUEUED",
+                "DELAYED",
+                "ERROR",
+                "CANCELLED",
+                "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+            ],
+            load_input=False,
+            load_output=False,
+            limit=5000,
+            sort_desc=True,
+        )
+        flows = [f for f in flows if f":{key}:" in f":{f.workflow_id}:" or key in f.workflow_id]
+        outbox_ids = [
+            int(p[2])
+            for p in (f.workflow_id.split(":") for f in flows)
+            if p[0] == "deliver" and len(p) > 2 and p[2].isdigit()
+        ]
+        orgs_of = _org_of_outbox(session, outbox_ids)
+    per_org: dict[str, dict[str, Any]] = {}
+
+    def bucket(org_id: int | None) -> dict[str, Any]:
+        name = slugs.get(org_id, "unknown") if org_id is not None else "unknown"
+        return per_org.setdefault(
+            name, {"in_flight": [], "failed": [], "uncertain": [], "failed_messages": []}
+        )
+
+    for f in flows:
+        entry = {
+            "workflow_id": f.workflow_id,
+            "name": f.name,
+            "status": f.status,
+            "queue": f.queue_name,
+            "executor": f.executor_id,
+        }
+        kind = (
+            "failed"
+            if f.status in ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED", "CANCELLED")
+            else "in_flight"
+        )
+        bucket(_org_of(f.workflow_id, orgs_of))[kind].append(entry)
+    for m in waiting:
+        b = bucket(m.org_id)
+        item = {"outbox_id": m.id, "message_id": m.message_id, "reason": m.last_error}
+        (b["uncertain"] if m.status == OutboxStatus.UNCERTAIN else b["failed_messages"]).append(
+            item
+        )
+    queues = []
+    for q in DBOS.list_queues():
+        queues.append({"name": q.name, "worker_concurrency": q.worker_concurrency})
+    return {
+        "ledger": key,
+        "queues": sorted(queues, key=lambda q: str(q["name"])),
+        "workers": [
+            {
+                "executor_id": w.executor_id,
+                "host": w.host,
+                "pid": w.pid,
+                "kind": w.kind,
+                "seen_at": w.seen_at.isoformat(),
+            }  # fmt: skip
+            for w in live
+        ],
+        "organisations": per_org,
+    }
+
+
+class OperationRefused(Exception):
+    """A retry or cancel the caller may not do, or that does not apply; says why."""
+
+
+def act_on_workflow(
+    sessions: sessionmaker[Session], workflow_id: str, *, action: str, user_email: str, dbos: Any
+) -> str:
+    """Retry (resume a cancelled one, fork a failed one from the start) or cancel a workflow of
+    this ledger, as a person holding ``manage_delivery``; audited in that person's organisation."""
+    from policies.access import allowed
+    from tools import audit
+
+    with sessions() as session:
+        key = durable.ledger_key(session)
+        user = session.scalar(select(User).where(User.email == user_email))
+        if user is None or not user.active:
+            raise OperationRefused(f"No active user {user_email!r}.")
+        if not allowed(user.role.value, "manage_delivery"):
+            raise OperationRefused(f"{user.role.value} may not retry or cancel workflows.")
+        if key not in workflow_id:
+            raise OperationRefused(f"Workflow {workflow_id} does not belong to this ledger.")
+        found = dbos.list_workflows(workflow_ids=[workflow_id], load_input=False)
+        if not found:
+            raise OperationRefused(f"No workflow {workflow_id}.")
+        wf = found[0]
+        org_id = _org_of(workflow_id, _org_of_outbox(session, _outbox_ids([workflow_id])))
+        if org_id is not None and org_id != user.org_id:
+            raise OperationRefused(f"Workflow {workflow_id} belongs to another organisation.")
+        if action == "cancel":
+            dbos.cancel_workflow(workflow_id)
+            outcome = "cancelled"
+        elif action == "retry":
+            if wf.status == "CANCELLED":
+                dbos.resume_workflow(workflow_id)
+                outcome = "resumed"
+            elif wf.status in ("ERROR", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
+                outcome = f"forked as {dbos.fork_workflow(workflow_id, 1).get_workflow_id()}"
+            else:
+                raise OperationRefused(f"Workflow {workflow_id} is {wf.status}: nothing to retry.")
+        else:
+            raise OperationRefused(f"Unknown action {action!r}: use retry or cancel.")
+        audit.record(
+            session,
+            org_id or user.org_id,
+            actor=user,
+            action=f"workflow.{action}",
+            subject_type="workflow",
+            subject_id=None,
+            from_state=str(wf.status),
+            detail={"workflow_id": workflow_id, "outcome": outcome},
+        )
+        session.commit()
+    return outcome
+
+
+def _outbox_ids(workflow_ids: list[str]) -> list[int]:
+    out = []
+    for wid in workflow_ids:
+        p = wid.split(":")
+        if p[0] == "deliver" and len(p) > 2 and p[2].isdigit():
+            out.append(int(p[2]))
+    return out
