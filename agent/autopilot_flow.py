@@ -89,7 +89,7 @@ def lend_model(model: Model) -> str:
     process's workflows under a name (wrapped like a real model: its requests are DBOS steps);
     only this process can run them."""
     from agent.models import model_name_of
-    from agent.offline import OFFLINE_MODEL_NAME
+    from agent.schemas import OFFLINE_MODEL_NAME
 
     name = f"lent:{id(model)}"
     with _models_lock:

@@ -656,7 +656,9 @@ class OutboxMessage(Base):
     """A message to deliver exactly once: one row per draft, claimed before it is sent."""
 
     __tablename__ = "outbox_message"
-    __table_args__ = (UniqueConstraint("draft_id"),)
+    # Ids name delivery workflows (``deliver:<ledger>:<id>:<round>``): SQLite must never hand a
+    # withdrawn row's id to a new one, or the new message would meet the old, finished workflow.
+    __table_args__ = (UniqueConstraint("draft_id"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)

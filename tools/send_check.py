@@ -40,6 +40,7 @@ from memory.models import (
     DraftStatus,
     Invoice,
     InvoiceStatus,
+    MailThread,
     OutboxMessage,
     OutboxStatus,
     PromiseStatus,
@@ -237,6 +238,9 @@ def withhold_if_untrue(
             check = SendCheck("hold", today, (f"the send-time check failed: {exc}",))
         if check.ok:
             return None
+        # the reply thread opened when the message was queued goes with it (a new approval
+        # opens a new one for the new message)
+        session.execute(delete(MailThread).where(MailThread.outbox_message_id == outbox_id))
         withdrawn = session.execute(
             delete(OutboxMessage).where(
                 and_(OutboxMessage.id == outbox_id, OutboxMessage.status == OutboxStatus.QUEUED)

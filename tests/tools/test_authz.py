@@ -200,6 +200,9 @@ UNGUARDED_WITH_A_REASON = {
     "tools.sessions.revoke_token": "the authenticated person's own token",
     "tools.sessions.start_session": "the authenticated person's own session (log-in)",
     "tools.users.authenticate": "log-in itself",
+    "tools.outbox.resolve": "checks manage_delivery itself (OutboxPermissionError) before writing",
+    "tools.contact_status.mark_contacts": "records what a payer's own mail said (opt-out, bounce); "
+    "its actor is the mailbox reader or the relay, never a person's request",
 }
 
 

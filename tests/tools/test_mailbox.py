@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from api.cli import app
-from memory.config import get_settings
+from memory import durable
+from memory.config import Settings, get_settings
 from memory.models import (
     Activity,
     AuditEvent,
@@ -40,7 +41,7 @@ from tests.api.factories import NOW, Seeded, seed_review, settings_for
 from tests.api.smtp_server import SmtpSink, start_smtp
 from tests.dovecot_server import Dovecot, available, start_dovecot
 from tests.tools import mail_samples as samples
-from tools import conversations, drafts, outbox
+from tools import conversations, delivery_flow, drafts, outbox
 from tools.drafts import approver_roles, make_recheck
 
 runner = CliRunner()
@@ -98,6 +99,15 @@ def seeded(session: Session, org: Organisation, tmp_path: Path) -> Seeded:
     return seed_review(session, org, settings_for(str(tmp_path)), drafts=3)
 
 
+@pytest.fixture(autouse=True)
+def _durable_delivery(
+    worker_id: str, durable_settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """DBOS runs in this test process (a worker) against this test's ledger: approved reminders
+    are delivered by the durable delivery workflow, as in production."""
+    durable.set_ledger(sessions, durable_settings)
+
+
 def _append(server: Dovecot, *messages: bytes, folder: str = "INBOX") -> None:
     client = IMAPClient("127.0.0.1", port=server.port, ssl=False)
     client.login(server.username, server.password)
@@ -128,7 +138,8 @@ def _send_reminder(
         )
         s.commit()
     before = len(sink.received)
-    outbox.run_worker(sessions, outbox.smtp_sender(get_settings()), once=True)
+    with delivery_flow.use_sender(lambda _s: outbox.smtp_sender(get_settings())):
+        delivery_flow.drain(sessions, timeout_s=60)
     assert len(sink.received) == before + 1
     return sink.received[-1].message
 

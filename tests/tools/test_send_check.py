@@ -56,9 +56,8 @@ def _deliver(sessions: sessionmaker[Session], settings: Settings, port: int) -> 
     every queued delivery workflow, whose last step before the relay is the send-time re-check."""
     durable.set_ledger(sessions, settings)
     with delivery_flow.use_sender(lambda _s: outbox.smtp_sender(_smtp(port))):
-        for wid in delivery_flow.dispatch(sessions):
-            if wid.startswith("release:"):
-                DBOS.retrieve_workflow(wid).get_result()
+        for wid in delivery_flow.dispatch(sessions):  # releases and deliveries: wait for each
+            DBOS.retrieve_workflow(wid).get_result()
         delivery_flow.drain(sessions, timeout_s=60)
 
 

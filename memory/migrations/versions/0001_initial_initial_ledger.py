@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 05:09:49.334963
+Create Date: 2026-12-06 07:08:57.808711
 """
 
 from collections.abc import Sequence
@@ -846,7 +846,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('draft_id'),
-    sa.UniqueConstraint('message_id')
+    sa.UniqueConstraint('message_id'),
+    sqlite_autoincrement=True
     )
     with op.batch_alter_table('outbox_message', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_outbox_message_org_id'), ['org_id'], unique=False)
