@@ -12,7 +12,6 @@ here: the caller owns the transaction; a refusal leaves nothing behind.
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
