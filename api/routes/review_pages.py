@@ -35,7 +35,7 @@ from memory.models import (
     PromiseToPay,
     User,
 )
-from tools import batch, conversations, drafts, nudges, outbox, sending_modes
+from tools import batch, conversations, drafts, nudges, outbox, sending_modes, shadow_agreement
 from tools.drafts import DraftError
 
 router = APIRouter(include_in_schema=False)
@@ -513,7 +513,8 @@ def batch_submit(
 @router.get("/sending-modes", response_class=HTMLResponse)
 def modes_page(request: Request, user: ViewConsole, db: DbSession) -> HTMLResponse:
     state = sending_modes.sending_state(db, user.org_id)
-    return _render(request, "sending_modes.html", user, state=state)
+    agreement = shadow_agreement.agreement_report(db, user.org_id, weeks=8)
+    return _render(request, "sending_modes.html", user, state=state, agreement=agreement)
 
 
 @router.post("/sending-modes")
