@@ -163,7 +163,9 @@ INSPECTOR: Agent[AgentDeps, InspectorOutput] = Agent(
 TRIAGE: Agent[AgentDeps, TriageOutput] = Agent(
     None,
     deps_type=AgentDeps,
-    output_type=ToolOutput(TriageOutput, name=TRIAGE_TOOL, description="Submit the classification."),
+    output_type=ToolOutput(
+        TriageOutput, name=TRIAGE_TOOL, description="Submit the classification."
+    ),
     retries=2,
     name="plixo-triage",
 )

@@ -368,7 +368,9 @@ def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
         if f.shadow_decided is not None and f.shadow_unchanged is not None:
             p["sh_n"] = f.shadow_decided
             # approved unchanged in basis points, rounded down: 94.99 % never passes a 95 % bar
-            p["sh_bps"] = (f.shadow_unchanged * 10_000) // f.shadow_decided if f.shadow_decided else 0
+            p["sh_bps"] = (
+                (f.shadow_unchanged * 10_000) // f.shadow_decided if f.shadow_decided else 0
+            )
     return Ctx(f, ps, payload=p)
 
 

@@ -307,9 +307,16 @@ def decisions(
         kind, distance, changes = decided
         out.append(
             Decision(
-                draft.id, draft.segment_id, draft.cadence_step_id, at, _week_of(at, tz_name),
-                kind, reason if kind == "rejected" else None, distance, changes,
-            )  # fmt: skip
+                draft.id,
+                draft.segment_id,
+                draft.cadence_step_id,
+                at,
+                _week_of(at, tz_name),
+                kind,
+                reason if kind == "rejected" else None,
+                distance,
+                changes,
+            )
         )
     return out
 
@@ -335,8 +342,10 @@ def _decision(
     original = _full(o_subject, o_body)
     if original == final:
         return "unchanged", 0, ()
-    return "edited", Levenshtein.distance(original, final), what_changed(
-        original, final, draft.language
+    return (
+        "edited",
+        Levenshtein.distance(original, final),
+        what_changed(original, final, draft.language),
     )
 
 
@@ -401,10 +410,14 @@ def agreement_report(
         ]
         out.append(
             SegmentAgreement(
-                window=scope.window, weeks=scope.weeks, segment_id=seg_id, name=name,
-                steps=steps, meets_minimum=meets_minimum(scope.window, window, min_pct),
+                window=scope.window,
+                weeks=scope.weeks,
+                segment_id=seg_id,
+                name=name,
+                steps=steps,
+                meets_minimum=meets_minimum(scope.window, window, min_pct),
                 requirement=bar,
-            )  # fmt: skip
+            )
         )
     return AgreementReport(
         org_id=org_id,
@@ -421,5 +434,7 @@ def segment_record(session: Session, org_id: int, segment_id: int) -> Figures:
     ``shadow_window_drafts`` decisions (every decision when the window is 0)."""
     window = policy_set_for(session, org_id).autopilot.shadow_window_drafts
     # a few more rows than the window: drafts sent back to review are read and skipped
-    ds = decisions(session, org_id, segment_id=segment_id, limit=window * 2 + 50 if window else MAX_DECISIONS)
+    ds = decisions(
+        session, org_id, segment_id=segment_id, limit=window * 2 + 50 if window else MAX_DECISIONS
+    )
     return figures(ds[:window] if window else ds)

@@ -30,7 +30,8 @@ def _decide_three(client: TestClient, seeded: Seeded) -> None:
     r = client.post(f"/api/drafts/{same.id}/approve", headers=h, json={"version": 1})
     assert r.status_code == 200, r.text
     new_body = edited.body.replace(
-        "Thank you,", "Please arrange payment immediately; we must close this account.\n\nThank you,"
+        "Thank you,",
+        "Please arrange payment immediately; we must close this account.\n\nThank you,",
     )
     r = client.post(
         f"/api/drafts/{edited.id}/edit",
@@ -115,8 +116,9 @@ def test_agreement_figures_are_read_back_and_gate_autopilot(
     refused = _switch_on(client, seeded)
     body = refused.json()  # type: ignore[attr-defined]
     assert refused.status_code == 403, body  # type: ignore[attr-defined]
-    assert "1 of the last 3 drafts decided in Shadow Mode were approved unchanged (33.3%)" in (
-        body["detail"]
+    assert (
+        "1 of the last 3 drafts decided in Shadow Mode were approved unchanged (33.3%)"
+        in (body["detail"])
     )
     assert [x["rule_id"] for x in body["reasons"]] == ["autopilot.enable_shadow_disagreement"]
     session.expire_all()
@@ -124,7 +126,9 @@ def test_agreement_figures_are_read_back_and_gate_autopilot(
     assert segment is not None and segment.autopilot_enabled is False
 
     # a bar the record meets: switched on, and the audit keeps the figures it was decided on
-    update_policy(session, seeded.org.id, controller, {"autopilot": {"shadow_min_unchanged_pct": 33}})
+    update_policy(
+        session, seeded.org.id, controller, {"autopilot": {"shadow_min_unchanged_pct": 33}}
+    )
     session.commit()
     ok = _switch_on(client, seeded)
     assert ok.status_code == 200, ok.text  # type: ignore[attr-defined]

@@ -103,7 +103,13 @@ def test_enabling_autopilot_is_gated_by_data_ready(session: Session, seeded: See
     # Data-Ready now, but no draft of the segment has been decided in Shadow Mode yet
     with pytest.raises(ModeRefused) as err:
         sending_modes.set_segment_switch(
-            session, seeded.org.id, segment.id, user=manager, switch="autopilot", value=True, now=NOW
+            session,
+            seeded.org.id,
+            segment.id,
+            user=manager,
+            switch="autopilot",
+            value=True,
+            now=NOW,
         )
     assert "Only 0 drafts" in str(err.value) and "Data-Ready" not in str(err.value)
     assert err.value.agreement is not None and err.value.agreement["decided"] == 0

@@ -29,7 +29,10 @@ BEFORE = (
         (BEFORE.replace("September 26", "September 29"), ("dates",)),
         (BEFORE.replace("Thank you,", "Pay immediately."), ("tone",)),
         (BEFORE.replace("Hello Acme team", "Dear Acme team"), ("wording",)),
-        (BEFORE + "\n\nP.S. Our bank details changed last month; the link has the new ones.", ("length",)),
+        (
+            BEFORE + "\n\nP.S. Our bank details changed last month; the link has the new ones.",
+            ("length",),
+        ),
     ],
 )
 def test_what_changed_names_the_kind_of_edit(after: str, kinds: tuple[str, ...]) -> None:
