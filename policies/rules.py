@@ -365,6 +365,8 @@ def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
     elif isinstance(f, EnableAutopilotFacts):
         p["score"] = f.data_ready_score
         p["domain"] = f.sending_domain_verified
+        # a flag, not the count's existence: durable_rules' $ex does not see a 0
+        p["sh_rec"] = f.shadow_decided is not None and f.shadow_unchanged is not None
         if f.shadow_decided is not None and f.shadow_unchanged is not None:
             p["sh_n"] = f.shadow_decided
             # approved unchanged in basis points, rounded down: 94.99 % never passes a 95 % bar
@@ -1268,7 +1270,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_record_missing",
             rule_id="autopilot.enable_shadow_record_missing",
             outcome=Outcome.BLOCK,
-            cond=c.absent("sh_n"),
+            cond=c.eq("sh_rec", False),
             explain="Autopilot without the segment's Shadow Mode record is blocked (fail closed).",
             message=lambda x: (
                 "Missing facts shadow_decided and shadow_unchanged, needed by "
@@ -1279,7 +1281,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_too_few",
             rule_id="autopilot.enable_shadow_too_few",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.present("sh_n"), c.lt("sh_n", window)),
+            cond=c.all_of(c.eq("sh_rec", True), c.lt("sh_n", window)),
             explain=f"Autopilot can be enabled only after {window} drafts decided in Shadow Mode.",
             message=lambda x: (
                 f"Only {x.f.shadow_decided} drafts of {x.f.segment!r} have been decided in Shadow "
@@ -1290,7 +1292,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_disagreement",
             rule_id="autopilot.enable_shadow_disagreement",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.present("sh_bps"), c.lt("sh_bps", pct * 100)),
+            cond=c.all_of(c.eq("sh_rec", True), c.lt("sh_bps", pct * 100)),
             explain=f"Autopilot can be enabled only with {bar}.",
             message=lambda x: (
                 f"{_cap(_shadow_record(x))} in {x.f.segment!r}; the policy requires {bar}: "

@@ -32,7 +32,9 @@ _TOKEN_IN_ADDRESS = re.compile(r"\+([a-z2-7]{" + str(TOKEN_CHARS) + r"})@", re.I
 
 def thread_token(settings: Settings, message_id: str) -> str:
     """The reply token of an outbound Message-ID (deterministic, so a resend reuses it)."""
-    key = settings.secret_key.get_secret_value().encode()
+    # signing_key(): PLIXO_SECRET_KEY, else the key generated once in the data directory (the
+    # secret is optional since the security merge; ``secret_key`` alone is None without it)
+    key = settings.signing_key().encode()
     digest = hmac.new(key, b"plixo-thread:" + message_id.encode(), hashlib.sha256).digest()
     return base64.b32encode(digest).decode().lower()[:TOKEN_CHARS]
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from rapidfuzz.distance import Levenshtein
 from sqlalchemy import and_, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from memory import clock
 from memory.models import (
@@ -279,20 +279,20 @@ def decisions(
         .group_by(Approval.subject_id)
         .subquery()
     )
-    first = DraftRevision.__table__.alias("first_turn")
+    first = aliased(DraftRevision, name="first_turn")
     query = (
         select(
             Draft,
             Approval.outcome,
             Approval.reason,
             Approval.created_at,
-            first.c.subject,
-            first.c.body,
-            first.c.author,
+            first.subject,
+            first.body,
+            first.author,
         )
         .join(Approval, and_(Approval.subject_id == Draft.id, Approval.subject_type == "draft"))
         .join(latest, latest.c.aid == Approval.id)
-        .outerjoin(first, and_(first.c.draft_id == Draft.id, first.c.seq == 1))
+        .outerjoin(first, and_(first.draft_id == Draft.id, first.seq == 1))
         .where(Draft.org_id == org_id, Draft.persona == DraftPersona.AUTOPILOT)
         .order_by(Approval.created_at.desc(), Approval.id.desc())
         .limit(limit)

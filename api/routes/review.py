@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Integer, bindparam, func, or_, select, update
@@ -1252,6 +1253,6 @@ def set_segment_mode(
         refused: dict[str, Any] = {"detail": str(exc), "reasons": exc.reasons}
         if exc.agreement is not None:
             refused["shadow_agreement"] = exc.agreement
-        return JSONResponse(refused, status_code=status.HTTP_403_FORBIDDEN)
+        return JSONResponse(jsonable_encoder(refused), status_code=status.HTTP_403_FORBIDDEN)
     db.commit()
     return _modes_out(db, user.org_id)

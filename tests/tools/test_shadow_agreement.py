@@ -95,7 +95,7 @@ def test_decisions_by_business_week_and_drafts_sent_back_wait(
         d = seeded.drafts[1]
         drafts.edit_draft(
             session, seeded.org.id, d.id, user=collector, expected_version=d.version,
-            subject="Invoice reminder", body=d.body, settings=settings_for(), now=NOW,
+            subject=d.subject.replace(" is past due", ": payment past due"), body=d.body, settings=settings_for(), now=NOW,
         )  # fmt: skip
         session.commit()
         _approve(session, seeded, 1)
@@ -115,7 +115,7 @@ def test_decisions_by_business_week_and_drafts_sent_back_wait(
     assert seg is not None
     f = seg.window
     assert (f.decided, f.unchanged, f.edited, f.rejected) == (3, 1, 1, 1)
-    assert f.changes["wording"] == 1 and f.edit_distance_max
+    assert f.changes["wording"] == 1 and f.edit_distance_max, f.changes
     assert [(w.week, w.decided, w.unchanged) for w in seg.weeks] == [
         (date(2025, 9, 22), 0, 0),
         (date(2025, 9, 29), 1, 1),
