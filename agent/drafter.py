@@ -697,8 +697,8 @@ def hold_reason_for(exc: BaseException) -> str:
         lead = "The model needed too many steps"
     elif "ContentFilter" in name:  # a refusal (OpenAI's ``refusal``) or a provider's filter
         lead = "The model refused"
-    elif "IncompleteToolCall" in name:  # finish_reason "length" mid-answer: the same limit would
-        lead = "The model's answer was cut off at its token limit"  # cut a retry too
+    elif "IncompleteToolCall" in name:  # finish_reason "length" mid-answer, retries used up
+        lead = "The model's answer was cut off at its token limit"
     elif "UnexpectedModelBehavior" in name or "ToolRetry" in name:
         lead = "The model's answer was unusable"
     elif "OutOfScope" in name or "NotInOrganisation" in name:

@@ -222,7 +222,7 @@ def test_a_refusal_is_held_with_the_models_words(
     assert len(server.requests) == 1  # a refusal is not argued with
 
 
-def test_a_truncated_answer_is_held_not_retried(
+def test_a_truncated_answer_is_sent_back_then_held(
     session: Session, ledger: Ledger, correct_args: dict[str, Any], allow_local_http: None
 ) -> None:
     cut = json.dumps(correct_args)[:120]
@@ -248,7 +248,7 @@ def test_a_truncated_answer_is_held_not_retried(
     assert (result.hold_reason or "").startswith("The model's answer was cut off"), (
         result.hold_reason
     )
-    assert len(server.requests) == 1  # the same token limit would cut a retry too
+    assert len(server.requests) == 3  # sent back up to the agent's retries, then held
 
 
 def _german(args: dict[str, Any]) -> dict[str, Any]:
