@@ -95,7 +95,8 @@ def test_decisions_by_business_week_and_drafts_sent_back_wait(
         d = seeded.drafts[1]
         drafts.edit_draft(
             session, seeded.org.id, d.id, user=collector, expected_version=d.version,
-            subject=d.subject.replace(" is past due", ": payment past due"), body=d.body, settings=settings_for(), now=NOW,
+            subject=d.subject.replace(" is past due", ": payment past due"), body=d.body,
+            settings=settings_for(), now=NOW,
         )  # fmt: skip
         session.commit()
         _approve(session, seeded, 1)
