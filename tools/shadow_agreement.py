@@ -19,9 +19,9 @@ What counts, read from the ledger (nothing is stored twice):
   was never changed. Texts are compared with line endings and trailing spaces normalised.
 
 "What changed" on an edit: *amounts* / *dates* when the figures read back from the two texts by
-the grounding reader differ; *tone* when the firm or courteous markers below (per language,
-matched by stem after normalisation) differ in count; *length* when the word count moved by at
-least 10 % (and 3 words); *wording* when none of these did.
+the grounding reader differ; *tone* when the firm or courteous markers below (in the draft's
+language, matched by stem after normalisation) differ in count; *length* when the word count
+moved by at least 10 % (and 3 words); *wording* when none of these did.
 """
 
 from __future__ import annotations
@@ -83,9 +83,13 @@ TONE_MARKERS: dict[str, dict[str, list[str]]] = {
 }  # fmt: skip
 
 
-@lru_cache(maxsize=2)
-def _matcher(register: str) -> PhraseMatcher:
-    return PhraseMatcher(TONE_MARKERS[register])
+@lru_cache(maxsize=8)
+def _matcher(language: str) -> tuple[PhraseMatcher, frozenset[str]]:
+    """One matcher for both registers in ``language`` (English when it has no markers), and the
+    firm phrases among them: a text is stemmed once, in its own language."""
+    lang = language if language in TONE_MARKERS["firm"] else "en"
+    firm = TONE_MARKERS["firm"][lang]
+    return PhraseMatcher({lang: [*firm, *TONE_MARKERS["courteous"][lang]]}), frozenset(firm)
 
 
 # --- one decided draft --------------------------------------------------------------------------
@@ -121,8 +125,12 @@ def _figures(text: str, language: str) -> tuple[Counter[tuple[str, str]], Counte
     return amounts, Counter(facts.dates)
 
 
-def _tone(text: str) -> tuple[int, int]:
-    return len(_matcher("firm").find_all(text)), len(_matcher("courteous").find_all(text))
+def _tone(text: str, language: str) -> tuple[int, int]:
+    """How many firm and how many courteous markers ``text`` carries."""
+    matcher, firm = _matcher(language)
+    hits = matcher.find_all(text)
+    n_firm = sum(1 for h in hits if h.phrase.text in firm)
+    return n_firm, len(hits) - n_firm
 
 
 def what_changed(before: str, after: str, language: str = "en") -> tuple[str, ...]:
@@ -135,7 +143,7 @@ def what_changed(before: str, after: str, language: str = "en") -> tuple[str, ..
         kinds.append("amounts")
     if a_dates != b_dates:
         kinds.append("dates")
-    if _tone(before) != _tone(after):
+    if _tone(before, lang) != _tone(after, lang):
         kinds.append("tone")
     words_before, words_after = len(before.split()), len(after.split())
     moved = abs(words_after - words_before)
