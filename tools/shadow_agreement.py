@@ -198,7 +198,8 @@ def figures(decisions: Sequence[Decision]) -> Figures:
         out.edit_distance_mean = round(statistics.fmean(distances), 1)
         out.edit_distance_median = float(statistics.median(distances))
         out.edit_distance_max = max(distances)
-    out.changes = {k: changes[k] for k in CHANGE_KINDS}
+    # edits read without classification (the gate's counts) say nothing about what changed
+    out.changes = {k: changes[k] for k in CHANGE_KINDS} if changes or not out.edited else {}
     out.rejection_reasons = [
         {"reason": shown[k], "count": n} for k, n in reasons.most_common(TOP_REASONS)
     ]
@@ -278,8 +279,11 @@ def decisions(
     *,
     segment_id: int | None = None,
     limit: int = MAX_DECISIONS,
+    classify: bool = True,
 ) -> list[Decision]:
-    """The organisation's decided Autopilot drafts, newest decision first (see the module doc)."""
+    """The organisation's decided Autopilot drafts, newest decision first (see the module doc).
+
+    ``classify=False`` skips the edit distance and what changed (the gate needs only counts)."""
     tz_name = clock.org_zone(session, org_id)
     latest = (
         select(func.max(Approval.id).label("aid"))
@@ -309,7 +313,7 @@ def decisions(
         query = query.where(Draft.segment_id == segment_id)
     out: list[Decision] = []
     for draft, outcome, reason, at, o_subject, o_body, o_author in session.execute(query):
-        decided = _decision(draft, outcome, reason, o_subject, o_body, o_author)
+        decided = _decision(draft, outcome, reason, o_subject, o_body, o_author, classify)
         if decided is None:
             continue
         kind, distance, changes = decided
@@ -336,6 +340,7 @@ def _decision(
     o_subject: str | None,
     o_body: str | None,
     o_author: str | None,
+    classify: bool = True,
 ) -> tuple[str, int | None, tuple[str, ...]] | None:
     """(kind, distance, changes) for a decided draft, None while it waits for a new decision."""
     if outcome == "rejected":
@@ -350,6 +355,8 @@ def _decision(
     original = _full(o_subject, o_body)
     if original == final:
         return "unchanged", 0, ()
+    if not classify:
+        return "edited", None, ()
     return (
         "edited",
         Levenshtein.distance(original, final),
@@ -439,10 +446,15 @@ def agreement_report(
 
 def segment_record(session: Session, org_id: int, segment_id: int) -> Figures:
     """The figures the guardrails read when Autopilot is switched on: the segment's last
-    ``shadow_window_drafts`` decisions (every decision when the window is 0)."""
+    ``shadow_window_drafts`` decisions (every decision when the window is 0); counts and
+    rejection reasons only (no edit classification: the page shows that)."""
     window = policy_set_for(session, org_id).autopilot.shadow_window_drafts
     # a few more rows than the window: drafts sent back to review are read and skipped
     ds = decisions(
-        session, org_id, segment_id=segment_id, limit=window * 2 + 50 if window else MAX_DECISIONS
+        session,
+        org_id,
+        segment_id=segment_id,
+        limit=window * 2 + 50 if window else MAX_DECISIONS,
+        classify=False,
     )
     return figures(ds[:window] if window else ds)
