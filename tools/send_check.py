@@ -40,6 +40,7 @@ from memory.models import (
     DraftStatus,
     Invoice,
     InvoiceStatus,
+    MailThread,
     OutboxMessage,
     OutboxStatus,
     PromiseStatus,
@@ -238,6 +239,13 @@ def vet_before_delivery(
             check = SendCheck("hold", today, (f"the send-time check failed: {exc}",))
         if check.ok:
             return True
+        # the message never left: no payer can answer it, so its reply thread goes with it (the
+        # thread references the outbox row; a new approval opens a new one)
+        session.execute(
+            delete(MailThread).where(
+                MailThread.outbox_message_id == msg.id, MailThread.message_id == msg.message_id
+            )
+        )
         withdrawn = session.execute(
             delete(OutboxMessage).where(
                 and_(
