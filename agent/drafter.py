@@ -695,6 +695,10 @@ def hold_reason_for(exc: BaseException) -> str:
         lead = "The model timed out"
     elif "UsageLimit" in name:
         lead = "The model needed too many steps"
+    elif "ContentFilter" in name:  # a refusal (OpenAI's ``refusal``) or a provider's filter
+        lead = "The model refused"
+    elif "IncompleteToolCall" in name:  # finish_reason "length" mid-answer, retries used up
+        lead = "The model's answer was cut off at its token limit"
     elif "UnexpectedModelBehavior" in name or "ToolRetry" in name:
         lead = "The model's answer was unusable"
     elif "OutOfScope" in name or "NotInOrganisation" in name:

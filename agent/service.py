@@ -66,7 +66,13 @@ from prompts.registry import load
 from tools import account360 as a360
 from tools import audit
 from tools.disputes import REASONS
-from tools.drafts import EDITABLE, InvalidDraftInput, InvalidTransition, get_draft
+from tools.drafts import (
+    EDITABLE,
+    InvalidDraftInput,
+    InvalidTransition,
+    ensure_original_turn,
+    get_draft,
+)
 
 if TYPE_CHECKING:
     from memory.recall import Recall
@@ -89,9 +95,6 @@ NATURAL_PROPOSAL: dict[str, str] = {
     "question": "answer_question",
 }
 MAX_REPLY_CHARS = 20_000
-
-_INSPECTOR: Agent[AgentDeps, InspectorOutput] | None = None
-_TRIAGE: Agent[AgentDeps, TriageOutput] | None = None
 
 #: The reviser agent, defined once; its instructions and grounding read ``AgentDeps.draft``.
 REVISER: Agent[AgentDeps, RevisionOutput] = Agent(
@@ -144,35 +147,36 @@ def _reviser() -> Agent[AgentDeps, RevisionOutput]:
     return REVISER
 
 
+#: The inspector (next best action), defined once like the drafter; the model is chosen per run.
+INSPECTOR: Agent[AgentDeps, InspectorOutput] = Agent(
+    None,
+    deps_type=AgentDeps,
+    output_type=ToolOutput(
+        InspectorOutput, name=INSPECTOR_TOOL, description="Submit the next best action."
+    ),
+    toolsets=[read_toolset()],
+    retries=2,
+    name="plixo-inspector",
+)
+
+#: Reply triage, defined once; it reads no ledger tools (the reply and the case are in the prompt).
+TRIAGE: Agent[AgentDeps, TriageOutput] = Agent(
+    None,
+    deps_type=AgentDeps,
+    output_type=ToolOutput(
+        TriageOutput, name=TRIAGE_TOOL, description="Submit the classification."
+    ),
+    retries=2,
+    name="plixo-triage",
+)
+
+
 def _inspector() -> Agent[AgentDeps, InspectorOutput]:
-    global _INSPECTOR
-    if _INSPECTOR is None:
-        _INSPECTOR = Agent(
-            None,
-            deps_type=AgentDeps,
-            output_type=ToolOutput(
-                InspectorOutput, name=INSPECTOR_TOOL, description="Submit the next best action."
-            ),
-            toolsets=[read_toolset()],
-            retries=2,
-            name="plixo-inspector",
-        )
-    return _INSPECTOR
+    return INSPECTOR
 
 
 def _triage() -> Agent[AgentDeps, TriageOutput]:
-    global _TRIAGE
-    if _TRIAGE is None:
-        _TRIAGE = Agent(
-            None,
-            deps_type=AgentDeps,
-            output_type=ToolOutput(
-                TriageOutput, name=TRIAGE_TOOL, description="Submit the classification."
-            ),
-            retries=2,
-            name="plixo-triage",
-        )
-    return _TRIAGE
+    return TRIAGE
 
 
 def _timeout(settings: Settings) -> float:
@@ -272,6 +276,7 @@ def revise_draft(
         task = _task_for(session, draft, settings, as_of)
     except TaskError as exc:
         raise InvalidTransition(f"Draft {draft.id} cannot be revised: {exc}") from exc
+    ensure_original_turn(session, draft)  # the model's first text stays turn 1
     seq = _next_seq(session, draft.id)
     session.add(
         DraftRevision(

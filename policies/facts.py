@@ -245,6 +245,19 @@ class EnableAutopilotFacts(_Actor):
     segment: Name
     data_ready_score: Score
     sending_domain_verified: StrictBool
+    # The segment's Shadow Mode record (tools/shadow_agreement.py): of its last drafts a person
+    # decided (at most the policy's window), how many were approved unchanged. Absent while the
+    # policy requires a minimum: blocked (fail closed).
+    shadow_decided: NonNegInt | None = None
+    shadow_unchanged: NonNegInt | None = None
+
+    @model_validator(mode="after")
+    def _unchanged_within_decided(self) -> EnableAutopilotFacts:
+        if (self.shadow_decided is None) != (self.shadow_unchanged is None):
+            raise ValueError("give shadow_decided and shadow_unchanged together")
+        if (self.shadow_unchanged or 0) > (self.shadow_decided or 0):
+            raise ValueError("shadow_unchanged cannot exceed shadow_decided")
+        return self
 
 
 class ApplyCashFacts(_Facts):
@@ -364,6 +377,8 @@ EXAMPLES: dict[ActionType, dict[str, Any]] = {
         "segment": "SMB",
         "data_ready_score": 86,
         "sending_domain_verified": True,
+        "shadow_decided": 200,
+        "shadow_unchanged": 193,
     },
     ActionType.SET_SENDING_MODE: {
         "actor_role": "Controller",

@@ -65,6 +65,10 @@ class ShadowModePolicy(_Section):
 
 class AutopilotPolicy(_Section):
     data_ready_threshold: Annotated[StrictInt, Field(ge=0, le=100)] = 80
+    # Shadow Mode earns its way out: of the segment's last ``shadow_window_drafts`` drafts a
+    # person decided, at least ``shadow_min_unchanged_pct`` % approved unchanged (0 and 0: off).
+    shadow_min_unchanged_pct: Annotated[StrictInt, Field(ge=0, le=100)] = 95
+    shadow_window_drafts: NonNegInt = 200
 
 
 class SendingPolicy(_Section):

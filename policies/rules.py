@@ -380,6 +380,14 @@ def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
     elif isinstance(f, EnableAutopilotFacts):
         p["score"] = f.data_ready_score
         p["domain"] = f.sending_domain_verified
+        # a flag, not the count's existence: durable_rules' $ex does not see a 0
+        p["sh_rec"] = f.shadow_decided is not None and f.shadow_unchanged is not None
+        if f.shadow_decided is not None and f.shadow_unchanged is not None:
+            p["sh_n"] = f.shadow_decided
+            # approved unchanged in basis points, rounded down: 94.99 % never passes a 95 % bar
+            p["sh_bps"] = (
+                (f.shadow_unchanged * 10_000) // f.shadow_decided if f.shadow_decided else 0
+            )
     return Ctx(f, ps, payload=p)
 
 
@@ -1259,7 +1267,56 @@ def _enable_autopilot_rules(ps: PolicySet) -> list[Rule]:
             ),
         ),
     ]
-    return rules
+    return rules + _shadow_agreement_rules(ps)
+
+
+def _shadow_record(x: Ctx) -> str:
+    n, same = x.f.shadow_decided or 0, x.f.shadow_unchanged or 0
+    pct = f"{(same * 1000 // n) / 10:.1f}" if n else "0.0"
+    return f"{same} of the last {n} drafts decided in Shadow Mode were approved unchanged ({pct}%)"
+
+
+def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
+    """Shadow Mode earns its way out: enough drafts decided by people, enough approved unchanged."""
+    pct, window = ps.autopilot.shadow_min_unchanged_pct, ps.autopilot.shadow_window_drafts
+    if pct == 0 and window == 0:
+        return []
+    bar = f"{pct}% approved unchanged over the last {window} drafts decided in Shadow Mode"
+    return [
+        Rule(
+            name="autopilot.enable_shadow_record_missing",
+            rule_id="autopilot.enable_shadow_record_missing",
+            outcome=Outcome.BLOCK,
+            cond=c.eq("sh_rec", False),
+            explain="Autopilot without the segment's Shadow Mode record is blocked (fail closed).",
+            message=lambda x: (
+                "Missing facts shadow_decided and shadow_unchanged, needed by "
+                f"autopilot.enable_shadow_too_few: Autopilot cannot be enabled for {x.f.segment!r}"
+            ),
+        ),
+        Rule(
+            name="autopilot.enable_shadow_too_few",
+            rule_id="autopilot.enable_shadow_too_few",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(c.eq("sh_rec", True), c.lt("sh_n", window)),
+            explain=f"Autopilot can be enabled only after {window} drafts decided in Shadow Mode.",
+            message=lambda x: (
+                f"Only {x.f.shadow_decided} drafts of {x.f.segment!r} have been decided in Shadow "
+                f"Mode; {window} are needed ({bar}): Autopilot cannot be enabled"
+            ),
+        ),
+        Rule(
+            name="autopilot.enable_shadow_disagreement",
+            rule_id="autopilot.enable_shadow_disagreement",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(c.eq("sh_rec", True), c.lt("sh_bps", pct * 100)),
+            explain=f"Autopilot can be enabled only with {bar}.",
+            message=lambda x: (
+                f"{_cap(_shadow_record(x))} in {x.f.segment!r}; the policy requires {bar}: "
+                "Autopilot cannot be enabled"
+            ),
+        ),
+    ]
 
 
 def _cash_rules(ps: PolicySet) -> list[Rule]:

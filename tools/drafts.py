@@ -733,6 +733,7 @@ def edit_draft(
         raise InvalidTransition(
             f"Draft {draft.id} is {draft.status.value}; it can no longer be edited."
         )
+    ensure_original_turn(session, draft)  # keep the model's text: Shadow Mode agreement reads it
     draft.subject = subject
     draft.body = body
     with session.no_autoflush:  # the one flush is ours, where a lost race becomes a conflict

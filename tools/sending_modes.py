@@ -9,7 +9,7 @@ Every change is audited with the decision that allowed it; refusals change nothi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ from tools.admin.sending_domain import recheck_before_autopilot as recheck_domai
 from tools.authz import guarded
 from tools.policy_admin import policy_set_for
 from tools.readiness import data_ready
+from tools.shadow_agreement import segment_record
 
 OrgSwitch = Literal["shadow_mode", "maintenance", "cron_pause"]
 SegmentSwitch = Literal["shadow_mode", "autopilot"]
@@ -37,11 +38,21 @@ _ORG_COLUMNS: dict[str, str] = {
 
 
 class ModeRefused(Exception):
-    """The caller may not flip this switch now; the message gives the matrix's or a rule's why."""
+    """The caller may not flip this switch now; the message gives the matrix's or a rule's why.
 
-    def __init__(self, message: str, reasons: list[dict[str, Any]] | None = None) -> None:
+    ``agreement``: when enabling Autopilot, the segment's Shadow Mode figures the guardrails read
+    (``tools.shadow_agreement.Figures`` as a dict), so a refusal shows the evidence.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        reasons: list[dict[str, Any]] | None = None,
+        agreement: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.reasons = reasons or []
+        self.agreement = agreement
 
 
 class SegmentNotFound(LookupError):
@@ -165,6 +176,35 @@ def set_org_switch(
     return True
 
 
+def _decide_enable_autopilot(
+    session: Session, org: Organisation, segment: Segment, user: User, now: datetime | None
+) -> dict[str, Any]:
+    """Ask the guardrails whether Autopilot may be switched on for ``segment``: Data-Ready, the
+    sending domain, and the segment's Shadow Mode record (the policy's minimum share of drafts
+    approved unchanged); refused with the figures, nothing changed."""
+    score = data_ready(session, org.id, now or clock.now()).score
+    record = segment_record(session, org.id, segment.id)
+    decision = decide(
+        "enable_autopilot",
+        {
+            "actor_role": user.role.value,
+            "segment": segment.name,
+            "data_ready_score": score,
+            "sending_domain_verified": org.sending_domain_verified,
+            "shadow_decided": record.decided,
+            "shadow_unchanged": record.unchanged,
+        },
+        policy_set_for(session, org.id),
+    ).as_dict()
+    decision["shadow_agreement"] = asdict(record)
+    try:
+        _enforce(decision, f"enable Autopilot for {segment.name}")
+    except ModeRefused as exc:
+        exc.agreement = asdict(record)
+        raise
+    return decision
+
+
 @guarded("set_sending_mode", actor="user", refuse=_refused, foreign=_foreign)
 def set_segment_switch(
     session: Session,
@@ -210,18 +250,7 @@ def set_segment_switch(
             return False
         if value:
             recheck_domain(session, org_id, now or clock.now())  # the domain's DNS first
-            score = data_ready(session, org_id, now or clock.now()).score
-            decision = decide(
-                "enable_autopilot",
-                {
-                    "actor_role": user.role.value,
-                    "segment": segment.name,
-                    "data_ready_score": score,
-                    "sending_domain_verified": org.sending_domain_verified,
-                },
-                policy_set,
-            ).as_dict()
-            _enforce(decision, f"enable Autopilot for {segment.name}")
+            decision = _decide_enable_autopilot(session, org, segment, user, now)
         # Turning Autopilot off only makes sending stricter: the matrix check above suffices.
         segment.autopilot_enabled = value
     else:

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Integer, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -37,7 +39,7 @@ from memory.models import (
     Segment,
     User,
 )
-from tools import audit, batch, drafts, nudges, outbox, sending_modes
+from tools import audit, batch, drafts, nudges, outbox, sending_modes, shadow_agreement
 from tools.users import CallerSnapshot
 
 router = APIRouter(prefix="/api", tags=["review"])
@@ -1241,14 +1243,34 @@ def set_org_mode(body: OrgSwitchIn, user: ModeSwitcher, db: DbSession) -> Sendin
     return _modes_out(db, user.org_id)
 
 
+@router.get("/shadow-agreement", response_model=shadow_agreement.AgreementReport)
+def get_shadow_agreement(
+    user: ViewConsole,
+    db: DbSession,
+    clock: Clock,
+    weeks: Annotated[int, Query(ge=1, le=104)] = 12,
+) -> shadow_agreement.AgreementReport:
+    """Shadow Mode agreement for the organisation, each segment and cadence step: Autopilot
+    drafts approved unchanged, edited (edit distance, what changed) and rejected (reasons) over
+    the policy's window of recent decisions, week by week, and whether each segment meets the
+    policy's minimum for Autopilot."""
+    return shadow_agreement.agreement_report(db, user.org_id, weeks=weeks, now=clock())
+
+
 @router.put(
     "/segments/{segment_id}/sending-modes",
     response_model=SendingModesOut,
-    responses={**NOT_FOUND, 403: {"description": "Refused by the matrix or the guardrails"}},
+    responses={
+        **NOT_FOUND,
+        403: {
+            "description": "Refused by the matrix or the guardrails: `detail`, `reasons` and, "
+            "when enabling Autopilot, `shadow_agreement` (the figures the guardrails read)"
+        },
+    },
 )
 def set_segment_mode(
     segment_id: DraftId, body: SegmentSwitchIn, user: ModeSwitcher, db: DbSession, clock: Clock
-) -> SendingModesOut:
+) -> SendingModesOut | JSONResponse:
     """Flip a segment's Shadow Mode or Autopilot (audited; enabling Autopilot is gated)."""
     try:
         sending_modes.set_segment_switch(
@@ -1265,6 +1287,9 @@ def set_segment_mode(
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except sending_modes.ModeRefused as exc:
         db.rollback()
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+        refused: dict[str, Any] = {"detail": str(exc), "reasons": exc.reasons}
+        if exc.agreement is not None:
+            refused["shadow_agreement"] = exc.agreement
+        return JSONResponse(jsonable_encoder(refused), status_code=status.HTTP_403_FORBIDDEN)
     db.commit()
     return _modes_out(db, user.org_id)

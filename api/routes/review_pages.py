@@ -35,7 +35,7 @@ from memory.models import (
     PromiseToPay,
     User,
 )
-from tools import batch, conversations, drafts, nudges, outbox, sending_modes
+from tools import batch, conversations, drafts, nudges, outbox, sending_modes, shadow_agreement
 from tools.drafts import DraftError
 
 router = APIRouter(include_in_schema=False)
@@ -515,7 +515,10 @@ def batch_submit(
 def modes_page(request: Request, user: ViewConsole, db: DbSession) -> HTMLResponse:
     state = sending_modes.sending_state(db, user.org_id)
     confirm = request.session.pop("confirm_shadow_off", None)
-    return _render(request, "sending_modes.html", user, state=state, confirm=confirm)
+    agreement = shadow_agreement.agreement_report(db, user.org_id, weeks=8)
+    return _render(
+        request, "sending_modes.html", user, state=state, confirm=confirm, agreement=agreement
+    )
 
 
 def _autopilot_on(db: Session, org_id: int, segment_id: int | None) -> list[str]:

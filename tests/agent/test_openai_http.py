@@ -191,3 +191,100 @@ def test_build_model_points_at_the_base_url() -> None:
         settings_for(model="openai-compatible:m", model_base_url="http://127.0.0.1:9/v1")
     )
     assert "127.0.0.1:9" in str(getattr(model, "wrapped", model).base_url)  # type: ignore[attr-defined]
+
+
+# --- issue 19 item 7: one request, a refusal, a truncated answer, the wrong language -----------
+
+
+def test_a_typical_draft_is_one_request(
+    session: Session, ledger: Ledger, correct_args: dict[str, Any], allow_local_http: None
+) -> None:
+    """The case file is in the prompt, so the model answers at once: one request, no tool round."""
+    script: list[Reply] = [lambda body: _tool_call("submit_draft", json.dumps(correct_args))]
+    with ChatServer(script) as server:
+        result = draft_outreach(_deps(session, ledger, server.url), invoice_id=ledger.invoice.id)
+    assert result.status is DraftStatus.PENDING_REVIEW, result.hold_reason
+    assert len(server.requests) == 1
+    assert result.usage.requests == 1 and result.usage.input_tokens == 321
+
+
+def test_a_refusal_is_held_with_the_models_words(
+    session: Session, ledger: Ledger, allow_local_http: None
+) -> None:
+    refusal = "I'm sorry, but I can't help with debt collection messages."
+    script: list[Reply] = [
+        lambda body: _completion({"role": "assistant", "content": None, "refusal": refusal}, "stop")
+    ]
+    with ChatServer(script) as server:
+        result = draft_outreach(_deps(session, ledger, server.url), invoice_id=ledger.invoice.id)
+    assert result.status is DraftStatus.HELD and result.body == ""
+    assert (result.hold_reason or "").startswith("The model refused"), result.hold_reason
+    assert len(server.requests) == 1  # a refusal is not argued with
+
+
+def test_a_truncated_answer_is_sent_back_then_held(
+    session: Session, ledger: Ledger, correct_args: dict[str, Any], allow_local_http: None
+) -> None:
+    cut = json.dumps(correct_args)[:120]
+    script: list[Reply] = [
+        lambda body: _completion(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "submit_draft", "arguments": cut},
+                    }
+                ],
+            },
+            "length",
+        )  # fmt: skip
+    ]
+    with ChatServer(script) as server:
+        result = draft_outreach(_deps(session, ledger, server.url), invoice_id=ledger.invoice.id)
+    assert result.status is DraftStatus.HELD and result.body == ""
+    assert (result.hold_reason or "").startswith("The model's answer was cut off"), (
+        result.hold_reason
+    )
+    assert len(server.requests) == 3  # sent back up to the agent's retries, then held
+
+
+def _german(args: dict[str, Any]) -> dict[str, Any]:
+    """The same figures in a German letter, declared as English."""
+    amount = args["body"].split(" for ")[1].split(" ")[0] if " for " in args["body"] else ""
+    body = (
+        "Guten Tag,\n\nbitte beachten Sie, dass die Rechnung "
+        f"{args['invoice_numbers'][0]} über {amount} noch offen ist. Sie können sie hier "
+        f"bezahlen: {args['pay_link']}\n\nVielen Dank und freundliche Grüße\nIhre Buchhaltung"
+    )
+    return {**args, "subject": "Offene Rechnung", "body": body, "dates": []}
+
+
+def test_an_answer_in_the_wrong_language_is_sent_back_once_then_held(
+    session: Session, ledger: Ledger, correct_args: dict[str, Any], allow_local_http: None
+) -> None:
+    german = _german(correct_args)
+    script: list[Reply] = [lambda body: _tool_call("submit_draft", json.dumps(german))]
+    with ChatServer(script) as server:
+        result = draft_outreach(_deps(session, ledger, server.url), invoice_id=ledger.invoice.id)
+    assert result.status is DraftStatus.HELD, result.hold_reason
+    assert "reads as 'de' but must be in 'en'" in (result.hold_reason or "")
+    assert len(server.requests) == 2  # the problem went back to the model once
+    retry = server.requests[1]["body"]["messages"]
+    assert any("reads as 'de'" in str(m.get("content")) for m in retry)
+
+
+def test_an_answer_in_the_wrong_language_corrected_on_retry_is_a_draft(
+    session: Session, ledger: Ledger, correct_args: dict[str, Any], allow_local_http: None
+) -> None:
+    german = _german(correct_args)
+    script: list[Reply] = [
+        lambda body: _tool_call("submit_draft", json.dumps(german)),
+        lambda body: _tool_call("submit_draft", json.dumps(correct_args), "call_2"),
+    ]
+    with ChatServer(script) as server:
+        result = draft_outreach(_deps(session, ledger, server.url), invoice_id=ledger.invoice.id)
+    assert result.status is DraftStatus.PENDING_REVIEW, result.hold_reason
+    assert len(server.requests) == 2

@@ -70,7 +70,10 @@ def test_revisions_shorter_formal_promise_and_language(
     assert "3. Oktober 2025" in german.body  # the promise mention survives, localised
     session.commit()
 
-    turns = _turns(session, draft)
+    first, *turns = _turns(session, draft)
+    # the model's own text stays turn 1 (Shadow Mode agreement compares with it)
+    assert (first.seq, first.author, first.instruction) == (1, "copilot", None)
+    assert len(first.body or "") == before_len
     assert [t.author for t in turns] == ["operator", "copilot"] * 4
     assert turns[0].instruction == "shorter" and turns[0].user_id == user.id
     assert all(_g(t)["applied"] and _g(t)["ok"] for t in turns[1::2])

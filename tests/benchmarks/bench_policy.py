@@ -178,6 +178,8 @@ def make_facts(action: str, rng: random.Random) -> dict[str, Any]:
             "segment": "SMB",
             "data_ready_score": rng.randint(50, 100),
             "sending_domain_verified": rng.random() < 0.9,
+            "shadow_decided": (decided := rng.randint(150, 250)),
+            "shadow_unchanged": rng.randint(decided * 9 // 10, decided),
         }
     if action == "set_sending_mode":
         return {

@@ -473,6 +473,17 @@ def _enable(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]
         out.append(_R("autopilot.enable_not_data_ready", "block"))
     if not f["sending_domain_verified"]:
         out.append(_R("autopilot.enable_domain_unverified", "block"))
+    pct, window = ps.autopilot.shadow_min_unchanged_pct, ps.autopilot.shadow_window_drafts
+    if pct or window:
+        decided, same = f.get("shadow_decided"), f.get("shadow_unchanged")
+        if decided is None:
+            out.append(_R("autopilot.enable_shadow_record_missing", "block"))
+        else:
+            if decided < window:
+                out.append(_R("autopilot.enable_shadow_too_few", "block"))
+            # 100 * same / decided < pct, in exact integers (no rounding up to the bar)
+            if decided == 0 or same * 100 < pct * decided:
+                out.append(_R("autopilot.enable_shadow_disagreement", "block"))
     return out, {}
 
 

@@ -500,12 +500,20 @@ def actor_facts(draw: st.DrawFn, ps: PolicySet, action: str) -> dict[str, Any]:
         return {"actor_role": role, "dispute_status": pick(draw, DISPUTE_STATUSES)}
     if action == "enable_autopilot":
         t = ps.autopilot.data_ready_threshold
-        return {
+        out = {
             "actor_role": role,
             "segment": "SMB",
             "data_ready_score": pick(draw, [t - 1, t, 100, 0]),
             "sending_domain_verified": draw(BOOL),
         }
+        if draw(st.integers(0, 5)):  # mostly with the Shadow Mode record, sometimes without
+            w, pct = ps.autopilot.shadow_window_drafts, ps.autopilot.shadow_min_unchanged_pct
+            decided = pick(draw, [0, 1, max(w - 1, 0), w, w + 7])
+            # around the bar: the least share that passes, one fewer, all, none
+            least = -((-pct * decided) // 100)
+            same = pick(draw, [least, max(least - 1, 0), decided, 0])
+            out |= {"shadow_decided": decided, "shadow_unchanged": min(same, decided)}
+        return out
     if action == "set_sending_mode":
         scope = pick(draw, ["org", "segment"])
         out = {

@@ -229,10 +229,43 @@ def test_enabling_autopilot_is_gated(score: int, domain: bool, outcome: str) -> 
         "segment": "SMB",
         "data_ready_score": score,
         "sending_domain_verified": domain,
+        "shadow_decided": 200,
+        "shadow_unchanged": 190,
     }
     assert check("enable_autopilot", facts).outcome == outcome
     facts["actor_role"] = "Collector"
     assert check("enable_autopilot", facts).outcome == "block"
+
+
+@pytest.mark.parametrize(
+    ("decided", "unchanged", "fired"),
+    [
+        (200, 190, None),  # exactly 95 %
+        (200, 189, "autopilot.enable_shadow_disagreement"),  # 94.5 %
+        (199, 199, "autopilot.enable_shadow_too_few"),  # all unchanged, one draft short
+        (None, None, "autopilot.enable_shadow_record_missing"),  # fail closed
+    ],
+)
+def test_enabling_autopilot_needs_the_shadow_mode_record(
+    decided: int | None, unchanged: int | None, fired: str | None
+) -> None:
+    facts: dict[str, object] = {
+        "actor_role": "Controller",
+        "segment": "SMB",
+        "data_ready_score": 90,
+        "sending_domain_verified": True,
+    }
+    if decided is not None:
+        facts |= {"shadow_decided": decided, "shadow_unchanged": unchanged}
+    d = check("enable_autopilot", facts)
+    ids = [r.rule_id for r in d.reasons if r.outcome == "block"]
+    if fired is None:
+        assert d.outcome == "allow", d.reasons
+    else:
+        assert d.outcome == "block" and ids == [fired], d.reasons
+    if fired == "autopilot.enable_shadow_disagreement":
+        message = next(r.message for r in d.reasons if r.rule_id == fired)
+        assert "189 of the last 200" in message and "94.5%" in message and "95%" in message
 
 
 def test_a_segment_switch_names_its_segment() -> None:

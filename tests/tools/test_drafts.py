@@ -164,6 +164,7 @@ def test_edit_reruns_grounding_and_blocks_a_wrong_amount(
     collector = seeded.users[Persona.COLLECTOR]
     d = seeded.drafts[0]
     v0 = d.version
+    seeded_body = d.body
     bad_body = d.body.replace("$1,200.00", "$1,250.00")
     assert bad_body != d.body
     drafts.edit_draft(
@@ -182,8 +183,12 @@ def test_edit_reruns_grounding_and_blocks_a_wrong_amount(
     assert d.grounding["ok"] is False
     assert any("1,250.00" in m["message"] for m in d.grounding["mismatches"])
     assert d.decision_outcome == "block"
-    rev = session.scalars(select(DraftRevision).where(DraftRevision.draft_id == d.id)).one()
-    assert (rev.author, rev.user_id, rev.body) == ("editor", collector.id, bad_body)
+    original, rev = session.scalars(
+        select(DraftRevision).where(DraftRevision.draft_id == d.id).order_by(DraftRevision.seq)
+    ).all()
+    # the model's text is kept as turn 1 before the edit replaces it (Shadow Mode agreement)
+    assert (original.seq, original.author, original.body) == (1, "copilot", seeded_body)
+    assert (rev.seq, rev.author, rev.user_id, rev.body) == (2, "editor", collector.id, bad_body)
     # a blocked draft can be fixed by another edit, which re-checks clean
     good_body = bad_body.replace("$1,250.00", "$1,200.00") + "\nKind regards."
     drafts.edit_draft(

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from memory.models import AuditEvent, Organisation, OutboxMessage, Persona, Segment
 from tests.api.factories import NOW, Seeded, seed_review, settings_for
 from tools import drafts, outbox, sending_modes
+from tools.policy_admin import update_policy
 from tools.sending_modes import ModeRefused
 
 
@@ -97,6 +98,38 @@ def test_enabling_autopilot_is_gated_by_data_ready(session: Session, seeded: See
     org = session.get(Organisation, seeded.org.id)
     assert org is not None
     org.last_import_at = NOW
+    session.commit()
+    # Data-Ready now, but no draft of the segment has been decided in Shadow Mode yet
+    with pytest.raises(ModeRefused) as err:
+        sending_modes.set_segment_switch(
+            session,
+            seeded.org.id,
+            segment.id,
+            user=manager,
+            switch="autopilot",
+            value=True,
+            now=NOW,
+        )
+    assert "Only 0 drafts" in str(err.value) and "Data-Ready" not in str(err.value)
+    assert err.value.agreement is not None and err.value.agreement["decided"] == 0
+    session.rollback()
+    # a policy asking for one draft approved unchanged, and one approved as written: allowed
+    update_policy(
+        session,
+        seeded.org.id,
+        seeded.users[Persona.CONTROLLER],
+        {"autopilot": {"shadow_window_drafts": 1}},
+    )
+    d = seeded.drafts[0]
+    drafts.approve_draft(
+        session,
+        seeded.org.id,
+        d.id,
+        user=seeded.users[Persona.COLLECTOR],
+        expected_version=d.version,
+        settings=settings_for(),
+        now=NOW,
+    )
     session.commit()
     assert sending_modes.set_segment_switch(
         session, seeded.org.id, segment.id, user=manager, switch="autopilot", value=True, now=NOW
