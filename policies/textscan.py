@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -101,9 +102,16 @@ def fold(text: str) -> list[str]:
     return _join_spelled(_WORD.findall(text))
 
 
-@lru_cache(maxsize=8)
+_local = threading.local()
+
+
 def _stemmer(language: str) -> snowballstemmer.Stemmer:
-    return snowballstemmer.stemmer(_SNOWBALL[language])
+    """This thread's stemmer for ``language``: a Snowball stemmer keeps the word it is working on
+    in itself, so one shared by Autopilot's drafting threads corrupts (IndexError mid-word)."""
+    stemmers: dict[str, snowballstemmer.Stemmer] = _local.__dict__.setdefault("stemmers", {})
+    if language not in stemmers:
+        stemmers[language] = snowballstemmer.stemmer(_SNOWBALL[language])
+    return stemmers[language]
 
 
 @lru_cache(maxsize=65_536)

@@ -330,3 +330,28 @@ def test_an_unknown_language_is_refused_with_the_fix() -> None:
 def test_variants_are_distinct_per_wording() -> None:
     for words, _ in itertools.chain(*THREATS.values()):
         assert len(set(variants(words, 0))) >= 8
+
+
+def test_stemming_is_safe_from_many_threads_at_once() -> None:
+    """Autopilot decides drafts on several threads: a stemmer shared between them corrupted its
+    state mid-word (IndexError inside Snowball, the draft blocked as an engine error)."""
+    import threading
+
+    from policies.textscan import _stemmer
+
+    words = [f"zahlungserinnerungen{i}" for i in range(3000)]
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for w in words:
+                _stemmer("de").stemWord(w)
+        except BaseException as exc:  # noqa: BLE001 - the test collects what a thread raised
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
