@@ -198,6 +198,10 @@ def test_an_interrupted_run_keeps_committed_batches_and_resumes(
     saved, autopilot_flow.CHUNK = autopilot_flow.CHUNK, 2
     ensure_launched(settings, sessions)
     autopilot_flow.register_queues(one_at_a_time)
+    # DBOS's dispatcher reads a queue's limits once per poll, then waits its polling interval
+    # (0.1 s here) and dequeues: a poll that read the old limit just before would start all three
+    # chunks at once. Several intervals later every poll has read the limit of one.
+    time.sleep(1.0)
     try:
         with pytest.raises(KeyboardInterrupt):
             run_sync(
