@@ -69,7 +69,7 @@ from policies.engine import engine_for as policy_engine_for
 from policies.facts import PromiseFacts
 from policies.types import ActionType
 from prompts.registry import Prompt, load
-from tools import audit
+from tools import draft_lifecycle as lifecycle
 from tools.drafts import status_for_decision, store_new_draft, supersede_older
 from tools.grounding import (
     DeclaredFacts,
@@ -553,15 +553,16 @@ class Drafter:
         for c in batch:
             d = c.draft
             if c.hold is not None:
-                d.status = DraftStatus.HELD
+                lifecycle.begin(d, DraftStatus.HELD)
                 d.hold_reason = c.hold[:MAX_HOLD_CHARS]
                 d.decision = {}
                 d.decision_outcome = None
             else:
                 d.decision = c.decision
                 d.decision_outcome = str(c.decision.get("outcome"))
-                d.status = status_for_decision(
-                    d.decision_outcome, grounding_blocked=c.grounding_blocked
+                lifecycle.begin(
+                    d,
+                    status_for_decision(d.decision_outcome, grounding_blocked=c.grounding_blocked),
                 )
         session.add_all([c.draft for c in batch])
         session.add_all([cost_row(c.draft, c.usage) for c in batch])
@@ -573,17 +574,7 @@ class Drafter:
                 if c.hold is not None
                 else {"outcome": d.decision_outcome, "run_key": d.run_key}
             )
-            audit.record(
-                session,
-                d.org_id,
-                actor=self.actor,
-                action="draft.created",
-                subject_type="draft",
-                subject_id=d.id,
-                from_state=DraftStatus.DRAFTED.value,
-                to_state=d.status.value,
-                detail=detail,
-            )
+            lifecycle.record_created(session, d, actor=self.actor, detail=detail)
         supersede_older(session, [c.draft for c in batch], actor=self.actor)
         session.flush()
         return [
@@ -664,21 +655,16 @@ def store_held_draft(session: Session, draft: Draft, *, reason: str, actor: User
     Held drafts carry no policy decision (there is no text to decide on); a person writes or
     edits the text, and the edit is re-checked like any other.
     """
-    draft.status = DraftStatus.HELD
+    lifecycle.begin(draft, DraftStatus.HELD)
     draft.hold_reason = reason[:MAX_HOLD_CHARS]
     draft.decision = {}
     draft.decision_outcome = None
     session.add(draft)
     session.flush()
-    audit.record(
+    lifecycle.record_created(
         session,
-        draft.org_id,
+        draft,
         actor=actor,
-        action="draft.created",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=DraftStatus.DRAFTED.value,
-        to_state=DraftStatus.HELD.value,
         detail={"hold_reason": draft.hold_reason, "run_key": draft.run_key},
     )
     return draft

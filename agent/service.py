@@ -64,7 +64,7 @@ from policies.engine import engine_for as policy_engine_for
 from policies.types import ActionType
 from prompts.registry import load
 from tools import account360 as a360
-from tools import audit
+from tools import draft_lifecycle as lifecycle
 from tools.disputes import REASONS
 from tools.drafts import (
     EDITABLE,
@@ -384,7 +384,6 @@ def revise_draft(
         pay_link=task.case.pay_link,
         instructions=[*stated.get("instructions", []), text][-10:],
     )
-    from_state = draft.status
     draft.subject = out.subject[:300]
     draft.body = out.body
     draft.language = out.language
@@ -400,18 +399,12 @@ def revise_draft(
     if prompt_v.version_id not in base_version.split("+"):
         base_version = f"{base_version}+{prompt_v.version_id}"
     draft.prompt_version = base_version[:64]
-    draft.status = (
-        DraftStatus.BLOCKED if draft.decision_outcome == "block" else DraftStatus.PENDING_REVIEW
-    )
-    audit.record(
+    lifecycle.move(
         session,
-        org_id,
+        draft,
+        DraftStatus.BLOCKED if draft.decision_outcome == "block" else DraftStatus.PENDING_REVIEW,
         actor=user,
         action="draft.copilot_revision",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=from_state.value,
-        to_state=draft.status.value,
         detail={"instruction": text[:500], "outcome": draft.decision_outcome},
     )
     session.flush()

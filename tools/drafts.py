@@ -30,6 +30,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from memory import clock
 from memory.config import Settings, get_settings
+from memory.errors import PlixoError
 from memory.models import (
     Approval,
     Contact,
@@ -42,7 +43,7 @@ from memory.models import (
 )
 from policies.access import allowed, at_least
 from policies.money import format_money
-from tools import audit
+from tools import draft_lifecycle as lifecycle
 from tools.authz import denial, guarded
 from tools.users import own_limit
 
@@ -75,18 +76,15 @@ def store_new_draft(
     """Persist a new draft with its decision and first state, and audit the transition."""
     draft.decision = decision
     draft.decision_outcome = str(decision.get("outcome"))
-    draft.status = status_for_decision(draft.decision_outcome, grounding_blocked=grounding_blocked)
+    lifecycle.begin(
+        draft, status_for_decision(draft.decision_outcome, grounding_blocked=grounding_blocked)
+    )
     session.add(draft)
     session.flush()
-    audit.record(
+    lifecycle.record_created(
         session,
-        draft.org_id,
+        draft,
         actor=actor,
-        action="draft.created",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=DraftStatus.DRAFTED.value,
-        to_state=draft.status.value,
         detail={"outcome": draft.decision_outcome, "run_key": draft.run_key},
     )
     supersede_older(session, [draft], actor=actor)
@@ -136,7 +134,7 @@ def supersede_older(session: Session, new: Sequence[Draft], *, actor: User | str
         if successor is None or old.id >= successor.id or old.org_id != successor.org_id:
             continue
         old.hold_reason = f"Superseded by draft {successor.id}, written from newer facts."
-        _transition(
+        lifecycle.move(
             session,
             old,
             DraftStatus.SUPERSEDED,
@@ -176,7 +174,7 @@ MAX_SUBJECT_CHARS = 300
 MAX_BODY_CHARS = 20000
 
 
-class DraftError(Exception):
+class DraftError(PlixoError):
     """A review action that cannot be done; the message says why and what to do instead."""
 
     http_status = 400
@@ -301,30 +299,6 @@ def commit_or_conflict(session: Session, draft: Draft) -> None:
         raise StaleDraft(
             f"Draft {draft_id} is being changed by someone else right now; reload it."
         ) from exc
-
-
-def _transition(
-    session: Session,
-    draft: Draft,
-    to: DraftStatus,
-    *,
-    actor: User | str,
-    action: str,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    from_state = draft.status.value
-    draft.status = to
-    audit.record(
-        session,
-        draft.org_id,
-        actor=actor,
-        action=action,
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=from_state,
-        to_state=to.value,
-        detail=detail,
-    )
 
 
 def role_satisfies(role: str, required: str) -> bool:
@@ -477,7 +451,7 @@ def approve_draft(
         )
     )
     not_before = _not_before(result.decision) if result.outcome == "defer" else None
-    _transition(
+    lifecycle.move(
         session,
         draft,
         DraftStatus.APPROVED,
@@ -598,7 +572,7 @@ def release_one(session: Session, draft_id: int, *, now: datetime, settings: Set
                     if r.get("outcome") == outcome
                 ]
                 draft.hold_reason = "Held at release: " + "; ".join(reasons)
-                _transition(
+                lifecycle.move(
                     session,
                     draft,
                     DraftStatus.BLOCKED if outcome == "block" else DraftStatus.PENDING_REVIEW,
@@ -655,7 +629,7 @@ def reject_draft(
             batch_id=batch_id,
         )
     )
-    _transition(
+    lifecycle.move(
         session,
         draft,
         DraftStatus.REJECTED,
@@ -755,7 +729,7 @@ def edit_draft(
             created_at=now,
         )
     )
-    _transition(
+    lifecycle.move(
         session,
         draft,
         DraftStatus.BLOCKED if blocked else DraftStatus.EDITED,

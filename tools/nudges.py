@@ -44,6 +44,7 @@ from policies.access import allowed
 from policies.engine import decide
 from policies.facts import SendNudgeFacts
 from tools import audit, outbox
+from tools import draft_lifecycle as lifecycle
 from tools.authz import denial, guarded
 from tools.drafts import (
     DraftNotFound,
@@ -392,7 +393,6 @@ def _apply_decision(
     say when (or whether) it may leave.
     """
     outcome = str(decision.get("outcome"))
-    from_state = draft.status.value
     draft.decision = dict(decision)
     draft.decision_outcome = outcome
     if outcome in ("allow", "defer"):
@@ -406,23 +406,18 @@ def _apply_decision(
                 reason=f"nudge sent by {user.role.value}",
             )
         )
-        draft.status = DraftStatus.APPROVED
+        to = DraftStatus.APPROVED
         not_before = decision.get("not_before")
         if outcome == "defer" and not_before:
             draft.hold_reason = f"Nudge deferred until {not_before} by the guardrails."
-    elif outcome == "needs_approval":
-        draft.status = DraftStatus.PENDING_REVIEW
     else:
-        draft.status = DraftStatus.BLOCKED
-    audit.record(
+        to = DraftStatus.PENDING_REVIEW if outcome == "needs_approval" else DraftStatus.BLOCKED
+    lifecycle.move(
         session,
-        draft.org_id,
+        draft,
+        to,
         actor=user,
         action="nudge.decided",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=from_state,
-        to_state=draft.status.value,
         detail={"outcome": outcome, "not_before": decision.get("not_before")},
     )
     session.flush()
@@ -499,7 +494,7 @@ def request_nudge(
         now=now,
     )
     decision = decide("send_nudge", facts, policy_set_for(session, org_id)).as_dict()
-    draft.status = DraftStatus.DRAFTED
+    lifecycle.begin(draft, DraftStatus.DRAFTED)
     session.add(draft)
     session.flush()
     audit.record(
@@ -722,7 +717,6 @@ def dismiss_suggestion(
     if expected_version is not None:
         check_version(draft, expected_version)
     _check_owner(draft, user)
-    draft.status = DraftStatus.REJECTED
     draft.rejection_reason = reason
     session.add(
         Approval(
@@ -734,15 +728,12 @@ def dismiss_suggestion(
             reason=reason,
         )
     )
-    audit.record(
+    lifecycle.move(
         session,
-        org_id,
+        draft,
+        DraftStatus.REJECTED,
         actor=user,
         action="nudge.dismissed",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=DraftStatus.DRAFTED.value,
-        to_state=DraftStatus.REJECTED.value,
         detail={"reason": reason},
     )
     try:

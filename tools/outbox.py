@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memory import clock
 from memory.config import Settings, get_settings
+from memory.errors import PlixoError
 from memory.models import (
     Activity,
     ActivityKind,
@@ -51,6 +52,7 @@ from memory.models import (
     User,
 )
 from tools import audit, conversations
+from tools import draft_lifecycle as lifecycle
 from tools.delivery import DeliveryError, send_email
 
 log = logging.getLogger("plixo.outbox")
@@ -58,7 +60,7 @@ log = logging.getLogger("plixo.outbox")
 DEFAULT_MAX_ATTEMPTS = 5
 
 
-class OutboxError(Exception):
+class OutboxError(PlixoError):
     """A message could not be enqueued or resolved; the message says what to fix."""
 
     http_status = 422
@@ -132,21 +134,16 @@ def enqueue_draft(session: Session, draft: Draft, *, actor: User | str) -> Outbo
         status=OutboxStatus.QUEUED,
     )
     session.add(msg)
-    from_state = draft.status.value
-    draft.status = DraftStatus.QUEUED
     session.flush()
-    conversations.open_thread(session, get_settings(), msg, draft)
-    audit.record(
+    lifecycle.move(
         session,
-        draft.org_id,
+        draft,
+        DraftStatus.QUEUED,
         actor=actor,
         action="draft.queued",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=from_state,
-        to_state=DraftStatus.QUEUED.value,
         detail={"outbox_id": msg.id, "message_id": msg.message_id},
     )
+    conversations.open_thread(session, get_settings(), msg, draft)
     return msg
 
 
@@ -372,9 +369,17 @@ def _record_touch(session: Session, msg: ClaimedMessage, *, actor: str, now: dat
             detail={"message_id": msg.message_id},
         )
         return
-    from_state = draft.status.value
-    draft.status = DraftStatus.SENT
+    if draft.status is DraftStatus.SENT:  # recorded already (a replayed step): one touch only
+        return
     draft.hold_reason = None
+    lifecycle.move(
+        session,
+        draft,
+        DraftStatus.SENT,
+        actor=actor,
+        action="draft.sent",
+        detail={"outbox_id": msg.id, "message_id": msg.message_id},
+    )
     session.add(
         Activity(
             org_id=draft.org_id,
@@ -388,17 +393,6 @@ def _record_touch(session: Session, msg: ClaimedMessage, *, actor: str, now: dat
             body=draft.body,
             occurred_at=now,
         )
-    )
-    audit.record(
-        session,
-        draft.org_id,
-        actor=actor,
-        action="draft.sent",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=from_state,
-        to_state=DraftStatus.SENT.value,
-        detail={"outbox_id": msg.id, "message_id": msg.message_id},
     )
 
 
@@ -456,18 +450,13 @@ def _fail_draft(
             detail={"error": error[:500], "attempts": attempts},
         )
         return
-    from_state = draft.status.value
-    draft.status = DraftStatus.FAILED
     draft.hold_reason = error[:2000]
-    audit.record(
+    lifecycle.move(
         session,
-        draft.org_id,
+        draft,
+        DraftStatus.FAILED,
         actor=f"outbox worker {worker}",
         action="draft.failed",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=from_state,
-        to_state=DraftStatus.FAILED.value,
         detail={"outbox_id": msg.id, "error": error[:500], "attempts": attempts},
     )
 
@@ -638,18 +627,13 @@ def resolve(
 def _requeue_draft(session: Session, row: OutboxMessage, user: User) -> None:
     draft = session.get(Draft, row.draft_id) if row.draft_id is not None else None
     if draft is not None and draft.status != DraftStatus.QUEUED:
-        from_state = draft.status.value
-        draft.status = DraftStatus.QUEUED
         draft.hold_reason = None
-        audit.record(
+        lifecycle.move(
             session,
-            draft.org_id,
+            draft,
+            DraftStatus.QUEUED,
             actor=user,
             action="draft.queued",
-            subject_type="draft",
-            subject_id=draft.id,
-            from_state=from_state,
-            to_state=DraftStatus.QUEUED.value,
             detail={"outbox_id": row.id, "resend": True},
         )
 
@@ -657,8 +641,15 @@ def _requeue_draft(session: Session, row: OutboxMessage, user: User) -> None:
 def _cancel_draft(session: Session, row: OutboxMessage, user: User) -> None:
     draft = session.get(Draft, row.draft_id) if row.draft_id is not None else None
     if draft is not None and draft.status == DraftStatus.QUEUED:
-        draft.status = DraftStatus.FAILED
         draft.hold_reason = f"Delivery cancelled by {user.name}."
+        lifecycle.move(
+            session,
+            draft,
+            DraftStatus.FAILED,
+            actor=user,
+            action="draft.delivery_cancelled",
+            detail={"outbox_id": row.id},
+        )
 
 
 class OutboxPermissionError(OutboxError):

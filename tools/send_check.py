@@ -47,6 +47,7 @@ from memory.models import (
     PromiseToPay,
 )
 from tools import audit
+from tools import draft_lifecycle as lifecycle
 from tools.date_wording import date_wording_problems
 from tools.grounding import draft_pay_link, ground_text, ledger_truth, locale_for
 
@@ -189,17 +190,12 @@ def apply_send_check(session: Session, draft: Draft, check: SendCheck, *, actor:
         draft.grounding = check.grounding
     reasons = "; ".join(check.reasons)
     draft.hold_reason = f"Held at send time ({check.business_date.isoformat()}): {reasons}"
-    from_state = draft.status.value
-    draft.status = DraftStatus.PENDING_REVIEW
-    audit.record(
+    lifecycle.move(
         session,
-        draft.org_id,
+        draft,
+        DraftStatus.PENDING_REVIEW,
         actor=actor,
         action="draft.held_at_send",
-        subject_type="draft",
-        subject_id=draft.id,
-        from_state=from_state,
-        to_state=draft.status.value,
         detail={
             "business_date": check.business_date.isoformat(),
             "reasons": list(check.reasons)[:10],
