@@ -11,7 +11,6 @@ import gc
 import importlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,11 +31,8 @@ from api.security import SecurityHeadersMiddleware
 from api.uploads import PortalUploadGuard
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
+from memory.errors import PlixoError
 from policies.money import format_money
-from tools.authz import PermissionDenied
-from tools.drafts import DraftError
-from tools.plans import PolicyRefused
-from tools.promises import CommitmentError
 from tools.sessions import LoginLimiter
 
 HERE = Path(__file__).parent
@@ -149,58 +145,19 @@ async def _too_large(send: Send, detail: str, status: int = 413) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(DraftError)
-    async def draft_error(request: Request, exc: DraftError) -> Response:
-        body: dict[str, Any] = {"detail": str(exc)}
-        reasons = getattr(exc, "reasons", None)
-        if reasons:
-            body["reasons"] = reasons
+    @app.exception_handler(PlixoError)
+    async def refused(request: Request, exc: PlixoError) -> Response:
+        """Every domain's refusal (``memory.errors``): its status, its message, its reasons; the
+        panel shows the error page, the API answers JSON."""
+        status = exc.http_status
         if wants_html(request):
             return templates.TemplateResponse(
                 request,
                 "error.html",
-                {"user": None, "status": exc.http_status, "message": str(exc), "reasons": reasons},
-                status_code=exc.http_status,
+                {"user": None, "status": status, "message": str(exc), "reasons": exc.reasons},
+                status_code=status,
             )
-        return JSONResponse(body, status_code=exc.http_status)
-
-    @app.exception_handler(PermissionDenied)
-    async def permission_denied(request: Request, exc: PermissionDenied) -> Response:
-        """A tool refused the caller (the access matrix, checked where the write happens)."""
-        if wants_html(request):
-            return templates.TemplateResponse(
-                request,
-                "error.html",
-                {"user": None, "status": 403, "message": str(exc), "reasons": None},
-                status_code=403,
-            )
-        return JSONResponse({"detail": str(exc)}, status_code=403)
-
-    @app.exception_handler(CommitmentError)
-    async def commitment_error(request: Request, exc: CommitmentError) -> Response:
-        """A commitment tool's refusal, for every route: 4xx with the message; a guardrail
-        refusal is 403 when someone else must approve, 422 when a cap blocks, with every reason."""
-        body: dict[str, Any] = {"detail": str(exc)}
-        status_code = exc.status_code
-        reasons = None
-        if isinstance(exc, PolicyRefused):
-            blocked = exc.decision.get("outcome") == "block"
-            denied = getattr(exc, "access_denied", None) is not None  # the matrix said no: 403
-            status_code = 422 if blocked and not denied else 403
-            reasons = exc.decision.get("reasons", [])
-            body |= {
-                "outcome": exc.decision.get("outcome"),
-                "approver_roles": exc.decision.get("approver_roles", []),
-                "reasons": reasons,
-            }
-        if wants_html(request):
-            return templates.TemplateResponse(
-                request,
-                "error.html",
-                {"user": None, "status": status_code, "message": str(exc), "reasons": reasons},
-                status_code=status_code,
-            )
-        return JSONResponse(body, status_code=status_code)
+        return JSONResponse(exc.body(), status_code=status)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

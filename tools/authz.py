@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from memory.errors import PlixoError
 from memory.models import User
 from policies.access import access_matrix, allowed
 
@@ -31,13 +32,13 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class PermissionDenied(PermissionError):
+class PermissionDenied(PlixoError, PermissionError):
     """The caller's persona may not do this (403), said with the matrix's own sentence.
 
     Its own type rather than a commitment or draft error: no caller catches it by accident and
     carries on; the API answers it with 403 for every route."""
 
-    status_code = 403
+    http_status = 403
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,29 @@ class PolicyRefused(CommitmentError):
     API and pages can show the guardrail message inline.
     """
 
-    status_code = 403
-
     def __init__(self, message: str, decision: dict[str, Any]) -> None:
         super().__init__(message)
         self.decision = decision
+
+    @property
+    def http_status(self) -> int:  # type: ignore[override]  # follows the decision
+        """403 when someone else must approve or the access matrix said no; 422 when a cap
+        blocks whoever asks."""
+        blocked = self.decision.get("outcome") == "block"
+        denied = getattr(self, "access_denied", None) is not None
+        return 422 if blocked and not denied else 403
+
+    @property
+    def reasons(self) -> list[dict[str, Any]]:  # type: ignore[override]
+        return list(self.decision.get("reasons", []))
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "detail": str(self),
+            "outcome": self.decision.get("outcome"),
+            "approver_roles": self.decision.get("approver_roles", []),
+            "reasons": self.reasons,
+        }
 
 
 def access_refused(role: str, permission: str) -> PolicyRefused:

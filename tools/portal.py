@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from memory.errors import PlixoError
 from memory.models import (
     Activity,
     ActivityKind,
@@ -59,13 +60,12 @@ DENIED_MESSAGE = "This link is not valid or has expired. Ask the sender for a ne
 RATE_LIMITED_MESSAGE = "Too many attempts from your network. Wait 15 minutes and try again."
 
 
-class PortalDenied(Exception):
+class PortalDenied(PlixoError):
     """A refused portal request; ``reason`` is for the log, ``public`` for the payer."""
 
     def __init__(self, reason: str, *, status_code: int = 404, public: str = DENIED_MESSAGE):
-        super().__init__(reason)
+        super().__init__(reason, http_status=status_code)
         self.reason = reason
-        self.status_code = status_code
         self.public = public
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory import clock
+from memory.errors import PlixoError
 from memory.models import (
     Contact,
     Customer,
@@ -46,16 +47,16 @@ REMINDER_RUN_KEY = "promise-reminder:{promise_id}"
 # --- errors shared by the commitment tools --------------------------------------------------------
 
 
-class CommitmentError(ValueError):
+class CommitmentError(PlixoError, ValueError):
     """Bad input to a commitment operation. The message says what to do; nothing was changed."""
 
-    status_code = 400
+    http_status = 400
 
 
 class NotFound(CommitmentError):
     """The id does not exist in the caller's organisation (foreign ids look the same as missing)."""
 
-    status_code = 404
+    http_status = 404
 
 
 def foreign_not_found() -> NotFound:
@@ -66,7 +67,7 @@ def foreign_not_found() -> NotFound:
 class Conflict(CommitmentError):
     """The subject is in a state that does not allow the operation (e.g. a kept promise)."""
 
-    status_code = 409
+    http_status = 409
 
 
 # --- small helpers the other commitment tools reuse ----------------------------------------------

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memory import clock
+from memory.errors import PlixoError
 from memory.models import Organisation, Segment, User
 from policies.access import allowed
 from policies.engine import decide
@@ -37,7 +38,7 @@ _ORG_COLUMNS: dict[str, str] = {
 }
 
 
-class ModeRefused(Exception):
+class ModeRefused(PlixoError):
     """The caller may not flip this switch now; the message gives the matrix's or a rule's why.
 
     ``agreement``: when enabling Autopilot, the segment's Shadow Mode figures the guardrails read

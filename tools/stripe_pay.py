@@ -50,13 +50,13 @@ REUSABLE_STATUSES = frozenset(
 
 
 class StripeNotConfigured(CommitmentError):
-    status_code = 503
+    http_status = 503
 
 
 class StripeFailure(CommitmentError):
     """Stripe refused or could not be reached; the message is safe to show the payer."""
 
-    status_code = 502
+    http_status = 502
 
 
 class WebhookRejected(Exception):

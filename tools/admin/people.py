@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from memory.config import Settings
+from memory.errors import PlixoError
 from memory.models import Customer, Invitation, Organisation, Persona, User
 from policies.access import allowed
 from tools import audit
@@ -35,12 +36,11 @@ _OWNER_COLUMN = {
 }
 
 
-class PeopleError(ValueError):
+class PeopleError(PlixoError, ValueError):
     """A refused people change; ``status_code`` is what the API answers (nothing was saved)."""
 
     def __init__(self, message: str, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, http_status=status_code)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from memory.errors import PlixoError
 from memory.models import Contact, Customer, Invoice, InvoiceStatus, Organisation, User
 from policies.access import allowed
 from tools import importer
@@ -25,10 +26,9 @@ UPLOAD_KINDS = ("invoices", "customers", "contacts")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
-class UploadError(ValueError):
+class UploadError(PlixoError, ValueError):
     def __init__(self, message: str, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, http_status=status_code)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from memory.errors import PlixoError
 from memory.models import (
     Cadence,
     CadenceStep,
@@ -49,12 +50,11 @@ MODES = ("autopilot", "shadow")
 _RULE_KEYS = {"min_size", "max_size", "regions", "tags", "owners"}
 
 
-class ConfigError(ValueError):
+class ConfigError(PlixoError, ValueError):
     """A segment or cadence that cannot be saved as given; nothing was written."""
 
     def __init__(self, message: str, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, http_status=status_code)
 
 
 def _authorize(session: Session, org_id: int, actor: User, action: str, target: str) -> None:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory.errors import PlixoError
 from memory.models import Organisation, Segment, SendingDomain, User
 from policies.access import allowed
 from tools import audit
@@ -34,12 +35,11 @@ RECHECK_EVERY = timedelta(days=1)
 _DOMAIN = re.compile(r"^(?=.{4,200}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
-class DomainError(ValueError):
+class DomainError(PlixoError, ValueError):
     """A sending-domain request that cannot be carried out; nothing was saved."""
 
     def __init__(self, message: str, status_code: int = 422) -> None:
-        super().__init__(message)
-        self.status_code = status_code
+        super().__init__(message, http_status=status_code)
 
 
 @dataclass(frozen=True)
