@@ -113,7 +113,8 @@ class OutreachGroup:
         """Stable per customer, contact, date and covered items (idempotent like single items)."""
         keys = ",".join(sorted(i.run_key for i in self.items))
         digest = hashlib.sha256(keys.encode()).hexdigest()[:16]
-        return f"{GROUP_PREFIX}{self.customer_id}:{self.contact_id}:{self.as_of.isoformat()}:{digest}"
+        day = self.as_of.isoformat()
+        return f"{GROUP_PREFIX}{self.customer_id}:{self.contact_id}:{day}:{digest}"
 
     def reviewer_notes(self) -> list[str]:
         """What the reviewer sees and the payer never does."""
@@ -367,7 +368,7 @@ def consolidate(
         for member in [*group.items, *group.dropped]:
             folded[member.run_key] = None
         folded[group.items[0].run_key] = item
-    items = [folded[i.run_key] if i.run_key in folded else i for i in fresh]
+    items = [folded.get(i.run_key, i) for i in fresh]
     out = [i for i in items if i is not None]
     group_keys = [i.run_key for i in out if i.run_key.startswith(GROUP_PREFIX)]
     done = existing_run_keys(session, org_id, group_keys)

@@ -89,9 +89,7 @@ def build_message(
                 permanent=True,
             )
         maintype, subtype = file.mime_type.split("/", 1)
-        msg.add_attachment(
-            file.content, maintype=maintype, subtype=subtype, filename=file.filename
-        )
+        msg.add_attachment(file.content, maintype=maintype, subtype=subtype, filename=file.filename)
     return msg
 
 

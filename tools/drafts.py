@@ -175,11 +175,7 @@ def _listed_invoices(session: Session, drafts: Sequence[Draft]) -> dict[int, lis
         ):
             ids[(org_id, customer_id, number)] = inv_id
     return {
-        d.id: [
-            ids[key]
-            for n in named[d.id]
-            if (key := (d.org_id, d.customer_id, n)) in ids
-        ]
+        d.id: [ids[key] for n in named[d.id] if (key := (d.org_id, d.customer_id, n)) in ids]
         for d in drafts
         if d.id in named
     }
