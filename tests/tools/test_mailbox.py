@@ -442,7 +442,8 @@ def test_consolidated_reminder_reply_round_trip(
         assert proposal["kind"] == "log_promise"
         assert proposal["amount"] == {"amount_minor": usd_total, "currency": "USD"}
         assert proposal["on_date"] == pay_on.isoformat()
-        print("PROPOSAL", proposal)
+        # No invoice named: the USD invoices the amount covers, oldest first (payments apply so).
+        assert proposal["invoice_numbers"] == ["C-201", "C-202", "C-203"]
         items = conversations.conversation(session, b.org.id, draft_id=draft.id)
         assert [i.direction for i in items] == ["out", "in"]
         before = _state(session, b.org.id)
