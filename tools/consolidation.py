@@ -147,34 +147,58 @@ def group_due(
             continue
         buckets.setdefault((item.customer_id, item.contact_id), []).append(item)
     groups: list[OutreachGroup] = []
-    for (customer_id, contact_id), members in buckets.items():
-        if len(members) < 2:
-            single.extend(members)
-            continue
-        groups.append(_group(session, org_id, customer_id, contact_id, members, as_of))
+    grouped = {k: m for k, m in buckets.items() if len(m) >= 2}
+    for members in (m for m in buckets.values() if len(m) < 2):
+        single.extend(members)
+    if not grouped:
+        return groups, single
+    # Three reads for all groups (Autopilot passes cover thousands of customers).
+    members_all = [m for ms in grouped.values() for m in ms]
+    invoices = {
+        inv.id: inv
+        for inv in session.scalars(
+            select(Invoice).where(
+                Invoice.org_id == org_id,
+                Invoice.id.in_(sorted({m.invoice_id for m in members_all})),
+            )
+        )
+    }
+    disputed = _disputed(session, org_id, sorted({c for c, _ in grouped}))
+    position = _positions(session, members_all)
+    for (customer_id, contact_id), members in grouped.items():
+        groups.append(
+            _group(
+                customer_id,
+                contact_id,
+                members,
+                as_of,
+                invoices,
+                disputed.get(customer_id, {}),
+                position,
+            )  # fmt: skip
+        )
     return groups, single
 
 
 def _group(
-    session: Session,
-    org_id: int,
     customer_id: int,
     contact_id: int,
     members: list[DueItem],
     as_of: date,
+    invoices: dict[int, Invoice],
+    disputed: dict[int, tuple[str, str]],
+    position: dict[int, int],
 ) -> OutreachGroup:
     by_id = {m.invoice_id: m for m in members}
-    invoices = session.scalars(
-        select(Invoice).where(Invoice.org_id == org_id, Invoice.id.in_(list(by_id)))
-    ).all()
     group = OutreachGroup(
         customer_id=customer_id, contact_id=contact_id, segment_id=members[0].segment_id,
         segment=members[0].segment, as_of=as_of, items=list(members),
     )  # fmt: skip
-    disputed = _disputed(session, org_id, customer_id)
-    for inv in sorted(invoices, key=lambda i: (i.due_date, i.id)):
+    mine = [invoices[i] for i in by_id if i in invoices]
+    for inv in sorted(mine, key=lambda i: (i.due_date, i.id)):
         if inv.id in disputed or inv.disputed or inv.status != InvoiceStatus.OPEN:
-            group.left_out.append((inv.number, disputed.get(inv.id, "in dispute")))
+            reason = disputed[inv.id][1] if inv.id in disputed else "in dispute"
+            group.left_out.append((inv.number, reason))
             group.dropped += [m for m in group.items if m.invoice_id == inv.id]
             group.items = [m for m in group.items if m.invoice_id != inv.id]
             continue
@@ -194,44 +218,53 @@ def _group(
     }
     # Invoices of the customer in dispute that were not due anyway: still said to the reviewer.
     named = {n for n, _ in group.left_out}
-    for inv_id, reason in disputed.items():
-        number = session.scalar(select(Invoice.number).where(Invoice.id == inv_id))
-        if number and number not in named:
+    for number, reason in disputed.values():
+        if number not in named:
             group.left_out.append((number, reason))
-    latest = _latest_step(session, group.items)
-    if latest is not None:
+    if group.items:
+        latest = max(
+            group.items, key=lambda m: (position.get(m.step_id or 0, -1), m.step_date)
+        )  # a group speaks at its firmest: the step that comes last in its cadence
         group.step_key, group.template, group.lead = latest.step_key, latest.template, latest
     group.attach_statement = any(m.template in STATEMENT_STEPS for m in group.items)
     return group
 
 
-def _disputed(session: Session, org_id: int, customer_id: int) -> dict[int, str]:
-    """The customer's open invoices in an open dispute, with the reason in words."""
+def _disputed(
+    session: Session, org_id: int, customer_ids: Sequence[int]
+) -> dict[int, dict[int, tuple[str, str]]]:
+    """Per customer, its open invoices in an open dispute: number and the reason in words."""
     rows = session.execute(
-        select(Dispute.invoice_id, Dispute.reason, Dispute.status)
+        select(
+            Invoice.customer_id, Dispute.invoice_id, Invoice.number, Dispute.reason, Dispute.status
+        )
         .join(Invoice, Invoice.id == Dispute.invoice_id)
         .where(
             Dispute.org_id == org_id,
-            Invoice.customer_id == customer_id,
+            Invoice.customer_id.in_(customer_ids),
             Invoice.status == InvoiceStatus.OPEN,
             Dispute.status.in_(_OPEN_DISPUTES),
         )
+        .order_by(Invoice.due_date, Invoice.id)
     ).all()
     words = lambda v: str(v).replace("_", " ")  # noqa: E731
-    return {r.invoice_id: f"in dispute ({words(r.reason)}, {words(r.status.value)})" for r in rows}
+    out: dict[int, dict[int, tuple[str, str]]] = {}
+    for r in rows:
+        reason = f"in dispute ({words(r.reason)}, {words(r.status.value)})"
+        out.setdefault(r.customer_id, {})[r.invoice_id] = (r.number, reason)
+    return out
 
 
-def _latest_step(session: Session, items: Sequence[DueItem]) -> DueItem | None:
-    """The item whose cadence step comes last in its cadence (a group speaks at its firmest)."""
-    if not items:
-        return None
-    ids = [m.step_id for m in items if m.step_id is not None]
-    position = dict(
+def _positions(session: Session, items: Sequence[DueItem]) -> dict[int, int]:
+    """Each cadence step's position in its cadence (which of a group's steps is the firmest)."""
+    ids = sorted({m.step_id for m in items if m.step_id is not None})
+    if not ids:
+        return {}
+    return dict(
         session.execute(select(CadenceStep.id, CadenceStep.position).where(CadenceStep.id.in_(ids)))
         .tuples()
         .all()
     )
-    return max(items, key=lambda m: (position.get(m.step_id or 0, -1), m.step_date))
 
 
 def payer_lines(group: OutreachGroup, locale: str = "en_US") -> list[str]:
