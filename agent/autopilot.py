@@ -59,6 +59,7 @@ from tools.autopilot_select import (
     promise_reminder_items,
     select_due,
 )
+from tools.consolidation import consolidate
 from tools.grounding import (
     UNSEGMENTED,
     OrgSwitches,
@@ -528,6 +529,8 @@ async def arun_autopilot(
         )
         session.commit()
         selection = select_due(session, org_id, as_of, segment=segment, limit=limit)
+        # One message per customer and contact for the cadence steps due together (issue 18).
+        selection = consolidate(session, org_id, selection, as_of)
         run = AutopilotRun(
             org_id=org_id,
             as_of=as_of,

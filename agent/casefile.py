@@ -603,6 +603,12 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
         f"- {label_inv} {i.number}: {i.balance_text}, {label_due} {i.due_date_text}"
         for i in case.invoices
     )
+    if name == "account_statement":
+        label_total = book.labels.get("total", "Total")
+        lines += "".join(
+            f"\n{label_total} {cur}: {format_amount(minor, cur, case.locale)}"
+            for minor, cur in listing_totals(case)
+        )
     values: dict[str, Any] = {
         "first_name": case.first_name,
         "full_name": case.contact_name,
@@ -666,6 +672,19 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
     return subject, f"{greeting}\n\n{text}\n\n{signoff}", book
 
 
+def listing_totals(case: CaseFile) -> list[tuple[int, str]]:
+    """The open balance of a statement's listed invoices per currency (never summed across
+    currencies), in the order the currencies first appear; none for a single invoice. Grounding
+    accepts these figures: a total of the invoices the message names (``tools.grounding.check``).
+    """
+    if len(case.invoices) < 2:
+        return []
+    totals: dict[str, int] = {}
+    for inv in case.invoices:
+        totals[inv.currency] = totals.get(inv.currency, 0) + inv.balance_minor
+    return [(minor, cur) for cur, minor in totals.items()]
+
+
 def sms_text(book: TemplateBook, values: Mapping[str, Any], text: str) -> str:
     """An SMS: the short text with the contact's first name and the sender, within
     ``SMS_MAX_CHARS``; the greeting and then the sender go first when it would not fit (the
@@ -700,6 +719,8 @@ def stated_facts(case: CaseFile, style: Style | None = None) -> dict[str, Any]:
     if name == "installment_missed" and case.installment is not None:
         amounts.append((case.installment.amount_minor, case.installment.currency))
         dates.append(case.installment.date)
+    if name == "account_statement":
+        amounts.extend(listing_totals(case))
     if short and name in LISTING_TEMPLATES - {"account_statement"}:
         numbers, amounts, dates = numbers[:1], amounts[-1:], dates[-1:]
     primary = case.invoices[0]

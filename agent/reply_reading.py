@@ -167,13 +167,20 @@ def _amounts_in(sentence: str, case: TriageCase) -> list[MoneyOut]:
 
 def _targets(sentence: str, reply: str, case: TriageCase, amount: MoneyOut | None) -> list[str]:
     """The invoices a promise is about: named in its sentence, else in the reply, else the one
-    whose balance it equals, else the oldest in its currency that the amount reaches."""
+    whose balance it equals, else the oldest in its currency that the amount reaches (of those
+    not in dispute)."""
     known = [i.number for i in case.invoices]
     for text in (sentence, reply):
         named = [n for n in known if re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", text, re.I)]
         if named:
             return named
-    pool = [i for i in case.invoices if amount is None or i.currency == amount.currency]
+    # Unnamed, a promise pays what is being chased: an invoice in dispute is not (still payable
+    # when the payer names it).
+    pool = [
+        i
+        for i in case.invoices
+        if (amount is None or i.currency == amount.currency) and not i.disputed
+    ]
     if amount is not None:
         exact = [i.number for i in pool if i.balance_minor == amount.amount_minor]
         if exact:
@@ -279,13 +286,22 @@ def reconcile(out: TriageOutput, case: TriageCase, text: str) -> TriageOutput:
                     detail="Open a dispute so the invoice is not chased while it is checked.",
                 )
             )
-    logged = {(c.on_date, c.amount.amount_minor if c.amount else None) for c in changes
-              if c.kind == "log_promise"}  # fmt: skip
+    logged = {(c.on_date, c.amount.amount_minor if c.amount else None): i
+              for i, c in enumerate(changes) if c.kind == "log_promise"}  # fmt: skip
     for p in reading.promises:
         key = (p.on_date, p.amount.amount_minor if p.amount else None)
-        if key in logged or len(changes) >= 5:
+        if key in logged:
+            # The same promise without its invoices (a reply to a statement names none): the
+            # invoices this reading finds, else nobody could accept it.
+            same = changes[logged[key]]
+            if not same.invoice_numbers and p.invoice_numbers:
+                changes[logged[key]] = same.model_copy(
+                    update={"invoice_numbers": p.invoice_numbers}
+                )
             continue
-        logged.add(key)
+        if len(changes) >= 5:
+            continue
+        logged[key] = len(changes)
         changes.append(
             ProposedChange(
                 kind="log_promise",

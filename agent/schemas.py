@@ -217,6 +217,7 @@ class TriageInvoice(BaseModel):
     currency: str
     balance_minor: int
     due_date: date
+    disputed: bool = Field(default=False, description="In dispute: a promise names it or not.")
 
 
 class TriageCase(BaseModel):

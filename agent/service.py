@@ -576,6 +576,7 @@ def triage_reply(
                 currency=i.currency,
                 balance_minor=i.balance_minor,
                 due_date=i.due_date,
+                disputed=i.disputed,
             )
             for i in invoices
         ],  # fmt: skip

@@ -140,6 +140,8 @@ class CadencePolicy(_Section):
     max_touches: PosInt = 3
     window_days: PosInt = 7
     min_gap_hours: NonNegInt = 48
+    # Segments whose customers get one message per invoice instead of one per customer.
+    one_message_per_invoice_segments: list[StrictStr] = Field(default_factory=list)
 
 
 class NudgePolicy(_Section):

@@ -17,6 +17,11 @@ into an ``OutreachGroup``:
 - segments named in ``keep_separate`` keep one message per invoice, and follow-ups about a broken
   promise or a missed installment stay single (they are about one commitment).
 
+``consolidate`` is the step Autopilot runs after selection: each group becomes one ``DueItem``
+(the ``account_statement`` listing, at the tone of the group's firmest step, under the group's
+``run_key``), and an item a group draft already covered (a group draft of an earlier pass that
+named the invoice, written on or after the item's step date) is not drafted again.
+
 Everything here is read from the ledger; the drafter writes around ``payer_lines`` and grounding
 checks every figure as for any draft. This module only groups: it sends nothing and writes nothing.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 from sqlalchemy import select
@@ -34,18 +39,24 @@ from sqlalchemy.orm import Session
 from memory.models import (
     AgingBucket,
     CadenceStep,
+    Channel,
     Dispute,
     DisputeStatus,
+    Draft,
     DraftKind,
     Invoice,
     InvoiceStatus,
     aging_bucket,
 )
-from tools.autopilot_select import DueItem
+from tools.autopilot_select import DueItem, Selection, existing_run_keys
 from tools.grounding import format_amount, format_day
+from tools.policy_admin import policy_set_for
+from tools.statement import STATEMENT_STEPS
 
-#: Cadence step templates whose message carries the PDF statement of account.
-STATEMENT_STEPS = frozenset({"statement", "final_notice"})
+#: The drafter template a consolidated message is written from (it lists every invoice).
+GROUP_TEMPLATE = "account_statement"
+#: Run keys of consolidated drafts start with this (``OutreachGroup.run_key``).
+GROUP_PREFIX = "group:"
 _OPEN_DISPUTES = (
     DisputeStatus.OPEN,
     DisputeStatus.INVESTIGATING,
@@ -90,6 +101,8 @@ class OutreachGroup:
     step_key: str = ""
     template: str = ""
     attach_statement: bool = False
+    lead: DueItem | None = None
+    dropped: list[DueItem] = field(default_factory=list)
 
     @property
     def invoices(self) -> list[GroupedInvoice]:
@@ -100,7 +113,8 @@ class OutreachGroup:
         """Stable per customer, contact, date and covered items (idempotent like single items)."""
         keys = ",".join(sorted(i.run_key for i in self.items))
         digest = hashlib.sha256(keys.encode()).hexdigest()[:16]
-        return f"group:{self.customer_id}:{self.contact_id}:{self.as_of.isoformat()}:{digest}"
+        day = self.as_of.isoformat()
+        return f"{GROUP_PREFIX}{self.customer_id}:{self.contact_id}:{day}:{digest}"
 
     def reviewer_notes(self) -> list[str]:
         """What the reviewer sees and the payer never does."""
@@ -124,39 +138,68 @@ def group_due(
     single: list[DueItem] = []
     buckets: dict[tuple[int, int], list[DueItem]] = {}
     for item in items:
-        if item.kind != DraftKind.CADENCE or (item.segment or "") in keep_separate:
+        if (
+            item.kind != DraftKind.CADENCE
+            or item.channel != Channel.EMAIL
+            or (item.segment or "") in keep_separate
+        ):
             single.append(item)
             continue
         buckets.setdefault((item.customer_id, item.contact_id), []).append(item)
     groups: list[OutreachGroup] = []
-    for (customer_id, contact_id), members in buckets.items():
-        if len(members) < 2:
-            single.extend(members)
-            continue
-        groups.append(_group(session, org_id, customer_id, contact_id, members, as_of))
+    grouped = {k: m for k, m in buckets.items() if len(m) >= 2}
+    for members in (m for m in buckets.values() if len(m) < 2):
+        single.extend(members)
+    if not grouped:
+        return groups, single
+    # Three reads for all groups (Autopilot passes cover thousands of customers).
+    members_all = [m for ms in grouped.values() for m in ms]
+    invoices = {
+        inv.id: inv
+        for inv in session.scalars(
+            select(Invoice).where(
+                Invoice.org_id == org_id,
+                Invoice.id.in_(sorted({m.invoice_id for m in members_all})),
+            )
+        )
+    }
+    disputed = _disputed(session, org_id, sorted({c for c, _ in grouped}))
+    position = _positions(session, members_all)
+    for (customer_id, contact_id), members in grouped.items():
+        groups.append(
+            _group(
+                customer_id,
+                contact_id,
+                members,
+                as_of,
+                invoices,
+                disputed.get(customer_id, {}),
+                position,
+            )  # fmt: skip
+        )
     return groups, single
 
 
 def _group(
-    session: Session,
-    org_id: int,
     customer_id: int,
     contact_id: int,
     members: list[DueItem],
     as_of: date,
+    invoices: dict[int, Invoice],
+    disputed: dict[int, tuple[str, str]],
+    position: dict[int, int],
 ) -> OutreachGroup:
     by_id = {m.invoice_id: m for m in members}
-    invoices = session.scalars(
-        select(Invoice).where(Invoice.org_id == org_id, Invoice.id.in_(list(by_id)))
-    ).all()
     group = OutreachGroup(
         customer_id=customer_id, contact_id=contact_id, segment_id=members[0].segment_id,
         segment=members[0].segment, as_of=as_of, items=list(members),
     )  # fmt: skip
-    disputed = _disputed(session, org_id, customer_id)
-    for inv in sorted(invoices, key=lambda i: (i.due_date, i.id)):
+    mine = [invoices[i] for i in by_id if i in invoices]
+    for inv in sorted(mine, key=lambda i: (i.due_date, i.id)):
         if inv.id in disputed or inv.disputed or inv.status != InvoiceStatus.OPEN:
-            group.left_out.append((inv.number, disputed.get(inv.id, "in dispute")))
+            reason = disputed[inv.id][1] if inv.id in disputed else "in dispute"
+            group.left_out.append((inv.number, reason))
+            group.dropped += [m for m in group.items if m.invoice_id == inv.id]
             group.items = [m for m in group.items if m.invoice_id != inv.id]
             continue
         item = by_id[inv.id]
@@ -175,44 +218,53 @@ def _group(
     }
     # Invoices of the customer in dispute that were not due anyway: still said to the reviewer.
     named = {n for n, _ in group.left_out}
-    for inv_id, reason in disputed.items():
-        number = session.scalar(select(Invoice.number).where(Invoice.id == inv_id))
-        if number and number not in named:
+    for number, reason in disputed.values():
+        if number not in named:
             group.left_out.append((number, reason))
-    latest = _latest_step(session, group.items)
-    if latest is not None:
-        group.step_key, group.template = latest.step_key, latest.template
+    if group.items:
+        latest = max(
+            group.items, key=lambda m: (position.get(m.step_id or 0, -1), m.step_date)
+        )  # a group speaks at its firmest: the step that comes last in its cadence
+        group.step_key, group.template, group.lead = latest.step_key, latest.template, latest
     group.attach_statement = any(m.template in STATEMENT_STEPS for m in group.items)
     return group
 
 
-def _disputed(session: Session, org_id: int, customer_id: int) -> dict[int, str]:
-    """The customer's open invoices in an open dispute, with the reason in words."""
+def _disputed(
+    session: Session, org_id: int, customer_ids: Sequence[int]
+) -> dict[int, dict[int, tuple[str, str]]]:
+    """Per customer, its open invoices in an open dispute: number and the reason in words."""
     rows = session.execute(
-        select(Dispute.invoice_id, Dispute.reason, Dispute.status)
+        select(
+            Invoice.customer_id, Dispute.invoice_id, Invoice.number, Dispute.reason, Dispute.status
+        )
         .join(Invoice, Invoice.id == Dispute.invoice_id)
         .where(
             Dispute.org_id == org_id,
-            Invoice.customer_id == customer_id,
+            Invoice.customer_id.in_(customer_ids),
             Invoice.status == InvoiceStatus.OPEN,
             Dispute.status.in_(_OPEN_DISPUTES),
         )
+        .order_by(Invoice.due_date, Invoice.id)
     ).all()
     words = lambda v: str(v).replace("_", " ")  # noqa: E731
-    return {r.invoice_id: f"in dispute ({words(r.reason)}, {words(r.status.value)})" for r in rows}
+    out: dict[int, dict[int, tuple[str, str]]] = {}
+    for r in rows:
+        reason = f"in dispute ({words(r.reason)}, {words(r.status.value)})"
+        out.setdefault(r.customer_id, {})[r.invoice_id] = (r.number, reason)
+    return out
 
 
-def _latest_step(session: Session, items: Sequence[DueItem]) -> DueItem | None:
-    """The item whose cadence step comes last in its cadence (a group speaks at its firmest)."""
-    if not items:
-        return None
-    ids = [m.step_id for m in items if m.step_id is not None]
-    position = dict(
+def _positions(session: Session, items: Sequence[DueItem]) -> dict[int, int]:
+    """Each cadence step's position in its cadence (which of a group's steps is the firmest)."""
+    ids = sorted({m.step_id for m in items if m.step_id is not None})
+    if not ids:
+        return {}
+    return dict(
         session.execute(select(CadenceStep.id, CadenceStep.position).where(CadenceStep.id.in_(ids)))
         .tuples()
         .all()
     )
-    return max(items, key=lambda m: (position.get(m.step_id or 0, -1), m.step_date))
 
 
 def payer_lines(group: OutreachGroup, locale: str = "en_US") -> list[str]:
@@ -234,4 +286,129 @@ def _line(i: GroupedInvoice, locale: str) -> str:
     return (
         f"- {i.number}: {format_amount(i.balance_minor, i.currency, locale)}, "
         f"due {format_day(i.due_date, locale)}"
+    )
+
+
+# --- Autopilot's step ---------------------------------------------------------------------------
+
+
+def as_item(group: OutreachGroup) -> DueItem | None:
+    """The group as one item to draft: every grouped invoice listed (overdue, oldest bucket first,
+    then coming due), at the tone and step of its firmest member, under the group's run key.
+    None when fewer than two invoices are left to list (its items then go out one by one)."""
+    lines = group.invoices
+    if len(lines) < 2 or group.lead is None:
+        return None
+    lead = group.lead
+    return DueItem(
+        invoice_id=lines[0].invoice_id,
+        customer_id=group.customer_id,
+        contact_id=group.contact_id,
+        segment_id=group.segment_id,
+        segment=group.segment,
+        kind=DraftKind.CADENCE,
+        step_key=lead.step_key,
+        step_date=lead.step_date,
+        template=GROUP_TEMPLATE,
+        channel=Channel.EMAIL,
+        tone=lead.tone,
+        step_id=lead.step_id,
+        related_invoice_ids=tuple(i.invoice_id for i in lines[1:]),
+        key=group.run_key,
+    )
+
+
+def covered_run_keys(session: Session, org_id: int, items: Sequence[DueItem]) -> set[str]:
+    """Run keys of cadence items an earlier consolidated draft already covered.
+
+    Why it can be read back without a table of its own: a group draft's run key carries the date
+    it was written for, and its stated facts the invoice numbers its text names (the grounding
+    reader's). An invoice's due step has a step date on or before that date; its next step's date
+    is after it (else that step would have been the due one). So an item is covered exactly when a
+    group draft of the customer names its invoice and was written on or after its step date.
+    """
+    cadence = [i for i in items if i.kind == DraftKind.CADENCE]
+    if not cadence:
+        return set()
+    customers = sorted({i.customer_id for i in cadence})
+    named: dict[tuple[int, str], date] = {}
+    for customer_id, run_key, stated in session.execute(
+        select(Draft.customer_id, Draft.run_key, Draft.stated_facts).where(
+            Draft.org_id == org_id,
+            Draft.customer_id.in_(customers),
+            Draft.run_key.like(f"{GROUP_PREFIX}%"),
+        )
+    ):
+        written = _group_date(run_key)
+        if written is None:
+            continue
+        for number in (stated or {}).get("invoice_numbers") or []:
+            key = (customer_id, str(number))
+            if key not in named or named[key] < written:
+                named[key] = written
+    if not named:
+        return set()
+    numbers = dict(
+        session.execute(
+            select(Invoice.id, Invoice.number).where(
+                Invoice.org_id == org_id, Invoice.id.in_(sorted({i.invoice_id for i in cadence}))
+            )
+        )
+        .tuples()
+        .all()
+    )
+    return {
+        i.run_key
+        for i in cadence
+        if named.get((i.customer_id, numbers.get(i.invoice_id, "")), date.min) >= i.step_date
+    }
+
+
+def _group_date(run_key: str | None) -> date | None:
+    parts = (run_key or "").split(":")
+    try:
+        return date.fromisoformat(parts[3]) if len(parts) >= 5 else None
+    except ValueError:
+        return None
+
+
+def consolidate(
+    session: Session,
+    org_id: int,
+    selection: Selection,
+    as_of: date,
+    *,
+    keep_separate: Collection[str] | None = None,
+) -> Selection:
+    """Autopilot's selection with each customer's due cadence steps folded into one message.
+
+    Items covered by an earlier group draft, and groups already drafted today, count as
+    ``existing``; what stays single keeps its place, a group takes its first member's place.
+    ``keep_separate``: segment names that keep one message per invoice (default: the
+    organisation's policy, ``cadence.one_message_per_invoice_segments``).
+    """
+    if keep_separate is None:
+        keep_separate = policy_set_for(session, org_id).cadence.one_message_per_invoice_segments
+    covered = covered_run_keys(session, org_id, selection.items)
+    fresh = [i for i in selection.items if i.run_key not in covered]
+    groups, _ = group_due(session, org_id, fresh, as_of, keep_separate=keep_separate)
+    folded: dict[str, DueItem | None] = {}
+    for group in groups:
+        item = as_item(group)
+        if item is None:
+            continue
+        # Members left out (in dispute) are not drafted alone either: the dispute owns them.
+        for member in [*group.items, *group.dropped]:
+            folded[member.run_key] = None
+        folded[group.items[0].run_key] = item
+    items = [folded.get(i.run_key, i) for i in fresh]
+    out = [i for i in items if i is not None]
+    group_keys = [i.run_key for i in out if i.run_key.startswith(GROUP_PREFIX)]
+    done = existing_run_keys(session, org_id, group_keys)
+    out = [i for i in out if i.run_key not in done]
+    return replace(
+        selection,
+        items=out,
+        existing=selection.existing + len(covered) + len(done),
+        excluded=selection.excluded,
     )

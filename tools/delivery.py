@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 
@@ -19,6 +21,15 @@ from tools.dkim_signing import sign_message
 
 _MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
 _HEADER_BREAK = re.compile(r"[\r\n]")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with a message (the statement of account as PDF)."""
+
+    filename: str
+    content: bytes
+    mime_type: str = "application/pdf"
 
 
 class DeliveryError(Exception):
@@ -49,6 +60,7 @@ def build_message(
     body: str,
     message_id: str,
     reply_to: str | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> EmailMessage:
     """The MIME message exactly as it will be sent (split out so it can be inspected in tests)."""
     _check_address(to, "Recipient")
@@ -70,6 +82,14 @@ def build_message(
     if reply_to:  # the thread's reply address (tools.conversations), so replies find their way
         msg["Reply-To"] = _check_address(reply_to, "Reply-To")
     msg.set_content(body)
+    for file in attachments:
+        if _HEADER_BREAK.search(file.filename) or "/" not in file.mime_type:
+            raise DeliveryError(
+                f"Attachment {file.filename!r} ({file.mime_type}) cannot be sent as named.",
+                permanent=True,
+            )
+        maintype, subtype = file.mime_type.split("/", 1)
+        msg.add_attachment(file.content, maintype=maintype, subtype=subtype, filename=file.filename)
     return msg
 
 
@@ -95,14 +115,16 @@ def send_email(
     timeout: float = 30.0,
     reply_to: str | None = None,
     org_id: int | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> str:
     """Hand one message to the SMTP relay and return its Message-ID.
 
     Raises ``DeliveryError``; never returns unless the relay accepted the message for ``to``.
     """
     msg = build_message(
-        settings, to=to, subject=subject, body=body, message_id=message_id, reply_to=reply_to
-    )
+        settings, to=to, subject=subject, body=body, message_id=message_id, reply_to=reply_to,
+        attachments=attachments,
+    )  # fmt: skip
     msg = sign_message(msg, org_id, settings) if org_id is not None else msg  # DKIM
     where = f"{settings.smtp_host}:{settings.smtp_port}"
     try:

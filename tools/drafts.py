@@ -108,13 +108,15 @@ def supersede_older(session: Session, new: Sequence[Draft], *, actor: User | str
     (they need ids); the caller commits. Returns the superseded ids.
     """
     newest: dict[int, Draft] = {}
+    covers = _listed_invoices(session, new)
     for d in new:
         if d.invoice_id is None or d.id is None or d.kind == DraftKind.NUDGE:
             continue
         if d.status is DraftStatus.HELD:  # no text yet: it cannot replace a written draft
             continue
-        if d.invoice_id not in newest or d.id > newest[d.invoice_id].id:
-            newest[d.invoice_id] = d
+        for invoice_id in (d.invoice_id, *covers.get(d.id, ())):
+            if invoice_id not in newest or d.id > newest[invoice_id].id:
+                newest[invoice_id] = d
     if not newest:
         return []
     org_ids = {d.org_id for d in newest.values()}
@@ -146,6 +148,35 @@ def supersede_older(session: Session, new: Sequence[Draft], *, actor: User | str
     if retired:
         session.flush()
     return retired
+
+
+def _listed_invoices(session: Session, drafts: Sequence[Draft]) -> dict[int, list[int]]:
+    """Per consolidated draft (one message for several invoices, ``tools.consolidation``), the
+    invoices its text names: it is the newest word on each of them, not only on its first."""
+    named = {
+        d.id: [str(n) for n in (d.stated_facts or {}).get("invoice_numbers") or []]
+        for d in drafts
+        if d.id is not None and (d.run_key or "").startswith("group:")
+    }
+    if not any(named.values()):
+        return {}
+    customers: dict[int, set[int]] = {}
+    for d in drafts:
+        if d.id in named:
+            customers.setdefault(d.org_id, set()).add(d.customer_id)
+    ids: dict[tuple[int, int, str], int] = {}
+    for org_id, customer_ids in customers.items():
+        for inv_id, customer_id, number in session.execute(
+            select(Invoice.id, Invoice.customer_id, Invoice.number).where(
+                Invoice.org_id == org_id, Invoice.customer_id.in_(sorted(customer_ids))
+            )
+        ):
+            ids[(org_id, customer_id, number)] = inv_id
+    return {
+        d.id: [ids[key] for n in named[d.id] if (key := (d.org_id, d.customer_id, n)) in ids]
+        for d in drafts
+        if d.id in named
+    }
 
 
 # --- review transitions -----------------------------------------------------------------------

@@ -559,9 +559,34 @@ class LedgerTruth(BaseModel):
     invoice_numbers: list[str]
     links: list[str]
     locale: str = "en_US"
+    open_balances: dict[str, tuple[str, int]] = Field(
+        default_factory=dict, description="open invoice number -> (currency, balance minor)"
+    )
 
     def amount_set(self, currency: str) -> frozenset[int]:
         return frozenset(self.amounts.get(currency, ()))
+
+    def with_named_totals(self, invoice_numbers: Iterable[str]) -> LedgerTruth:
+        """This truth plus, per currency, the open balance of the open invoices a text names.
+
+        Why: a statement lists several invoices and totals them per currency; that total is a
+        ledger figure for exactly the invoices the same text names (it changes when the text
+        names others), so it is allowed for that text only. Unchanged when fewer than two named.
+        """
+        named = {n.lower() for n in invoice_numbers}
+        totals: dict[str, int] = {}
+        count = 0
+        for number, (currency, balance) in self.open_balances.items():
+            if number.lower() in named:
+                totals[currency] = totals.get(currency, 0) + balance
+                count += 1
+        if count < 2:
+            return self
+        amounts = {cur: list(v) for cur, v in self.amounts.items()}
+        for cur, total in totals.items():
+            if total not in amounts.setdefault(cur, []):
+                amounts[cur] = sorted([*amounts[cur], total])
+        return self.model_copy(update={"amounts": amounts})
 
     def describe_amounts(self, limit: int = 6) -> str:
         parts: list[str] = []
@@ -615,6 +640,7 @@ def ledger_truths(
     dates: dict[int, set[date]] = {c: {as_of} for c in ids}
     numbers: dict[int, list[str]] = {c: [] for c in ids}
     currencies: dict[int, set[str]] = {c: set() for c in ids}
+    balances: dict[int, dict[str, tuple[str, int]]] = {c: {} for c in ids}
 
     def add(cid: int, cur: str, value: int) -> None:
         if value > 0:
@@ -648,6 +674,7 @@ def ledger_truths(
         if inv.amount_minor > inv.balance_minor > 0:
             add(cid, inv.currency, inv.amount_minor - inv.balance_minor)
         if inv.status is InvoiceStatus.OPEN and inv.balance_minor > 0:
+            balances[cid][inv.number] = (inv.currency, inv.balance_minor)
             key = (cid, inv.currency)
             open_total[key] = open_total.get(key, 0) + inv.balance_minor
             if inv.due_date < as_of:
@@ -708,6 +735,7 @@ def ledger_truths(
             invoice_numbers=numbers[cid],
             links=sorted({_normalize_link(u) for u in links.get(cid, ())}),
             locale=locales.get(cid, "en_US"),
+            open_balances=balances[cid],
         )
         for cid in ids
     }
@@ -776,6 +804,7 @@ def check(
     stated: StatedFacts, truth: LedgerTruth, declared: DeclaredFacts | None = None
 ) -> GroundingReport:
     """Compare what a text states with the ledger (and with what the drafter declared)."""
+    truth = truth.with_named_totals(stated.invoice_numbers)
     mism: list[Mismatch] = []
     loc = truth.locale
     for amt in stated.amounts:
@@ -1248,6 +1277,7 @@ def send_draft_facts(
         if allowed_link and allowed_link in stated_links
         else (stated_links[0] if stated_links else None)
     )
+    truth = truth.with_named_totals(report.stated.invoice_numbers)
     amounts = [m for a in report.stated.amounts for m in [_money_of(a, truth)]]
     ledger_amounts = [
         PolicyMoney(amount_minor=v, currency=cur) for cur, vs in truth.amounts.items() for v in vs

@@ -28,7 +28,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -51,9 +51,9 @@ from memory.models import (
     OutboxStatus,
     User,
 )
-from tools import audit, conversations
+from tools import audit, conversations, statement
 from tools import draft_lifecycle as lifecycle
-from tools.delivery import DeliveryError, send_email
+from tools.delivery import Attachment, DeliveryError, send_email
 
 log = logging.getLogger("plixo.outbox")
 
@@ -84,6 +84,7 @@ class ClaimedMessage:
     message_id: str
     attempts: int
     lease: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 def _now() -> datetime:
@@ -503,9 +504,27 @@ def smtp_sender(settings: Settings) -> Sender:
             if msg.draft_id is not None
             else None,
             org_id=msg.org_id,
+            attachments=msg.attachments,
         )
 
     return send
+
+
+def statement_files(session: Session, outbox_id: int) -> tuple[Attachment, ...]:
+    """The PDF statement of account an outbox row's e-mail carries: for drafts written from a
+    statement or final-notice template (``tools.statement.attaches``), built from the ledger on
+    the organisation's date with the pay link the draft states; none for other messages.
+    Raises ``statement.StatementUnavailable`` when PDFs cannot be made here."""
+    row = session.get(OutboxMessage, outbox_id)
+    if row is None or row.draft_id is None or row.channel != Channel.EMAIL:
+        return ()
+    draft = session.get(Draft, row.draft_id)
+    facts = (draft.stated_facts or {}) if draft is not None else {}
+    if draft is None or not statement.attaches(str(facts.get("template") or "")):
+        return ()
+    pay_url = facts.get("pay_link") if isinstance(facts.get("pay_link"), str) else None
+    st = statement.build_statement(session, draft.org_id, draft.customer_id, pay_url=pay_url)
+    return (Attachment(statement.filename(st), statement.render_pdf(st)),)
 
 
 #: ``hand_off`` outcomes besides the ``SKIP_*`` answers of ``begin_attempt``.
@@ -525,13 +544,25 @@ def hand_off(
     is_live: Callable[[str], bool] = lambda _e: False,
 ) -> str:
     """Record the attempt, hand the message to the relay, record the outcome: the one step that
-    talks to SMTP. Returns ``SENT``, ``RETRY``, ``FAILED``, ``LOST`` or a ``SKIP_*`` answer."""
+    talks to SMTP. Returns ``SENT``, ``RETRY``, ``FAILED``, ``LOST`` or a ``SKIP_*`` answer.
+
+    The statement of account a statement or final notice carries is rendered before the attempt
+    is recorded (a slow or failing render never leaves a claimed row behind)."""
+    unavailable: str | None = None
+    with sessions() as session:
+        try:
+            files = statement_files(session, outbox_id)
+        except statement.StatementUnavailable as exc:
+            files, unavailable = (), str(exc)
+        session.rollback()
     with sessions() as session:
         attempt = begin_attempt(session, outbox_id, executor=executor, is_live=is_live)
     if isinstance(attempt, str):
         return attempt
-    msg = attempt.message
+    msg = replace(attempt.message, attachments=files)
     try:
+        if unavailable:  # promised in the text ("attached"), so never sent without it
+            raise DeliveryError(unavailable, permanent=True)
         sender(msg)
     except DeliveryError as exc:
         with sessions() as session:

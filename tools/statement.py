@@ -35,6 +35,10 @@ from tools.account360 import get_customer, org_today
 from tools.grounding import format_amount, format_day
 
 PAYMENT_DAYS = 90
+#: Cadence step templates whose message carries the PDF statement of account (a statement, the
+#: final notice) and the drafter template of a consolidated message (``tools.consolidation``).
+STATEMENT_STEPS = frozenset({"statement", "final_notice"})
+ATTACHED_TO = STATEMENT_STEPS | {"account_statement"}
 BUCKETS = [b.value for b in AgingBucket]
 _LOCALES = {"en": "en_US", "de": "de_DE", "fr": "fr_FR", "es": "es_ES"}
 
@@ -260,3 +264,8 @@ def render_pdf(st: Statement) -> bytes:
 def filename(st: Statement) -> str:
     safe = "".join(c if c.isalnum() else "-" for c in st.customer_name).strip("-")[:60]
     return f"statement-{safe or st.customer_id}-{st.as_of.isoformat()}.pdf"
+
+
+def attaches(template: str | None) -> bool:
+    """Whether an e-mail written from this template carries the statement (``tools.outbox``)."""
+    return (template or "") in ATTACHED_TO

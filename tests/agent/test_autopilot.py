@@ -24,6 +24,7 @@ from memory.models import (
     DraftKind,
     DraftStatus,
     PlanStatus,
+    PolicySetVersion,
     PromiseStatus,
 )
 from tests.agent.factories import AS_OF, NOW, Builder, Ledger, small_ledger
@@ -73,6 +74,16 @@ def _busy_ledger(session: Session) -> tuple[Ledger, dict[str, Any]]:
     c8 = b.customer("No Segment Co")
     b.contact(c8, "Someone")
     made["unsegmented"] = b.invoice(c8, number="INV-8003", days_overdue=3)
+    # These tests are about selection and run mechanics item by item: the segment keeps one
+    # message per invoice (consolidated outreach: tests/agent/test_autopilot_consolidation.py).
+    session.add(
+        PolicySetVersion(
+            org_id=led.org.id,
+            version=1,
+            content={"cadence": {"one_message_per_invoice_segments": [seg.name]}},
+            active=True,
+        )
+    )
     session.commit()
     return led, made
 

@@ -378,3 +378,75 @@ def test_wrong_password_says_what_to_check(
     result = runner.invoke(app, ["mailbox", "sync"])
     assert result.exit_code != 0
     assert "PLIXO_IMAP_PASSWORD" in result.output and "not-it" not in result.output
+
+
+def test_consolidated_reminder_reply_round_trip(
+    env: Dovecot,
+    sessions: sessionmaker[Session],
+    session: Session,
+    smtp: tuple[int, SmtpSink],
+) -> None:
+    """The issue's whole way round with a consolidated reminder: Autopilot writes one message for
+    the customer's six due invoices (two currencies), it goes out through aiosmtpd with the PDF
+    statement, the payer's reply promising the USD total lands in Dovecot, ``plixo mailbox sync``
+    threads it to that message with a promise proposal of that amount and date, and a second
+    sync changes nothing."""
+    import time_machine
+
+    from agent.autopilot import run_autopilot
+    from tests.agent.factories import AS_OF, NOW, Builder
+    from tests.tools.test_consolidation import _book
+
+    b, customer_id, _ = _book(session)
+    approver = Builder(session, b.org).user(Persona.COLLECTOR)
+    session.commit()
+    settings = get_settings()
+    usd_total = 990_000 + 12_345 + 500_000
+    pay_on = AS_OF + timedelta(days=12)
+    with time_machine.travel(NOW, tick=True):
+        summary = run_autopilot(
+            sessions, b.org.id, as_of=AS_OF, shadow=True, settings=settings, now=NOW
+        )
+        assert summary.drafted == 2
+        draft = session.scalars(select(Draft).where(Draft.run_key.like("group:%"))).one()
+        with sessions() as s:
+            row, user = s.get(Draft, draft.id), s.get(type(approver), approver.id)
+            assert row is not None and user is not None
+            drafts.approve_draft(
+                s, b.org.id, row.id, user=user, expected_version=row.version,
+                settings=settings, now=NOW,
+            )  # fmt: skip
+            s.commit()
+        with delivery_flow.use_sender(lambda _s: outbox.smtp_sender(get_settings())):
+            delivery_flow.drain(sessions, timeout_s=60)
+        [received] = smtp[1].received
+        sent = received.message
+        assert [p.get_content_type() for p in sent.walk()].count("application/pdf") == 1
+        _append(
+            env,
+            samples.outlook_reply(
+                sender="Ana Payables <ap@contoso.example>",
+                to=str(sent["Reply-To"]),
+                in_reply_to=str(sent["Message-ID"]),
+                body="Hello,\n\nthanks for the statement. We will pay $15,023.45 on "
+                f"{pay_on.strftime('%d %B %Y')} for the USD invoices.",
+            ),
+        )
+        first = _sync()
+        assert first["stored"] == 1 and first["kinds"] == {"reply": 1}
+        stored = session.scalars(select(InboundMessage)).one()
+        assert stored.draft_id == draft.id and stored.customer_id == customer_id
+        assert stored.thread_id is not None
+        assert stored.triage is not None and stored.triage["classification"] == "promise"
+        [proposal] = stored.triage["acceptable"]
+        assert proposal["kind"] == "log_promise"
+        assert proposal["amount"] == {"amount_minor": usd_total, "currency": "USD"}
+        assert proposal["on_date"] == pay_on.isoformat()
+        # No invoice named: the USD invoices the amount covers, oldest first (payments apply so).
+        assert proposal["invoice_numbers"] == ["C-201", "C-202", "C-203"]
+        items = conversations.conversation(session, b.org.id, draft_id=draft.id)
+        assert [i.direction for i in items] == ["out", "in"]
+        before = _state(session, b.org.id)
+        second = _sync()
+        assert second["stored"] == 0 and second["fetched"] == 0
+        assert _state(session, b.org.id) == before

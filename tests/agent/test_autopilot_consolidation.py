@@ -1,0 +1,197 @@
+"""Consolidated outreach in Autopilot: one statement-style draft per customer and contact per pass,
+its totals per currency grounded, each invoice's step covered once (also on the days after), and
+the e-mail delivered through a real SMTP server (aiosmtpd) with the PDF statement attached, whose
+figures are the ledger's."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from email.message import Message
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.autopilot import run_autopilot
+from memory import durable
+from memory.config import Settings
+from memory.models import Draft, DraftStatus, Invoice, Persona, PolicySetVersion
+from tests.agent.factories import AS_OF, NOW, Builder
+from tests.api.smtp_server import SmtpSink, start_smtp
+from tests.tools.test_consolidation import _book
+from tools import delivery_flow, drafts, outbox
+from tools.grounding import format_amount
+from tools.statement import unavailable
+
+EUR_TOTAL = 400_000 + 150_000 + 75_050
+USD_TOTAL = 990_000 + 12_345 + 500_000
+
+
+def _plain(text: str) -> str:
+    return text.replace("\xa0", " ").replace("\u202f", " ")
+
+
+def _run(sessions: sessionmaker[Session], org_id: int, settings: Settings, days: int = 0) -> object:
+    return run_autopilot(
+        sessions, org_id, as_of=AS_OF + timedelta(days=days), shadow=True, settings=settings,
+        now=NOW + timedelta(days=days),
+    )  # fmt: skip
+
+
+def _group_draft(session: Session, org_id: int, customer_id: int) -> Draft:
+    [draft] = session.scalars(
+        select(Draft).where(Draft.org_id == org_id, Draft.customer_id == customer_id)
+    ).all()
+    return draft
+
+
+def test_one_draft_per_customer_with_totals_per_currency_and_no_second_chase(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    b, customer_id, ids = _book(session)
+    summary = _run(sessions, b.org.id, settings)
+    assert summary.drafted == 2 and summary.errors == 0  # type: ignore[attr-defined]
+    assert summary.grounding_mismatches == 0  # type: ignore[attr-defined]
+    draft = _group_draft(session, b.org.id, customer_id)
+    assert draft.run_key and draft.run_key.startswith(f"group:{customer_id}:")
+    assert draft.status is DraftStatus.PENDING_REVIEW and draft.grounding["ok"] is True
+    assert draft.stated_facts["template"] == "account_statement"
+    body = _plain(draft.body)
+    numbers = ["C-101", "C-102", "C-103", "C-201", "C-202", "C-203"]
+    for number in numbers:
+        assert number in body
+    assert "C-204" not in body  # in dispute: the dispute workflow owns it
+    assert f"Total EUR: {_plain(format_amount(EUR_TOTAL, 'EUR'))}" in body
+    assert f"Total USD: {_plain(format_amount(USD_TOTAL, 'USD'))}" in body
+    # oldest first: the 60-day invoice leads, the one coming due closes the listing
+    assert body.index("C-101") < body.index("C-201") < body.index("C-203")
+    assert len(set(re.findall(r"https?://\S+", body))) == 1  # one pay link for all of them
+    assert draft.invoice_id == ids["EUR-60"] and draft.cadence_step_id is not None
+    # Fabrikam's single due invoice keeps its own message.
+    fab = session.scalars(select(Draft).where(Draft.invoice_id == ids["fabrikam"])).one()
+    assert fab.run_key and not fab.run_key.startswith("group:")
+
+    again = _run(sessions, b.org.id, settings)
+    assert again.drafted == 0 and again.skipped_existing == 7  # type: ignore[attr-defined]
+    # The next day the same steps are still inside the catch-up window: covered, not re-sent.
+    next_day = _run(sessions, b.org.id, settings, days=1)
+    assert next_day.drafted == 0  # type: ignore[attr-defined]
+    session.expire_all()
+    assert len(session.scalars(select(Draft).where(Draft.org_id == b.org.id)).all()) == 2
+
+
+def test_a_segment_that_keeps_one_message_per_invoice(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    b, customer_id, _ = _book(session)
+    session.add(
+        PolicySetVersion(
+            org_id=b.org.id, version=1, active=True,
+            content={"cadence": {"one_message_per_invoice_segments": ["Mid-market"]}},
+        )
+    )  # fmt: skip
+    session.commit()
+    summary = _run(sessions, b.org.id, settings)
+    assert summary.drafted == 7  # type: ignore[attr-defined]
+    keys = session.scalars(select(Draft.run_key).where(Draft.customer_id == customer_id)).all()
+    assert len(keys) == 6 and not any(k and k.startswith("group:") for k in keys)
+
+
+def test_the_group_draft_supersedes_pending_drafts_of_every_invoice_it_names(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    b, customer_id, ids = _book(session)
+    # Yesterday's single reminder for C-201 (not the group's first invoice), still waiting.
+    older = Draft(
+        org_id=b.org.id, customer_id=customer_id, invoice_id=ids["USD-14"], run_key="old:C-201",
+        subject="Invoice C-201", body="Invoice C-201 is overdue.",
+        status=DraftStatus.PENDING_REVIEW, stated_facts={"invoice_numbers": ["C-201"]},
+    )  # fmt: skip
+    session.add(older)
+    session.commit()
+    _run(sessions, b.org.id, settings)
+    session.expire_all()
+    group = session.scalars(select(Draft).where(Draft.run_key.like("group:%"))).one()
+    assert group.invoice_id != ids["USD-14"] and "C-201" in group.stated_facts["invoice_numbers"]
+    retired = session.get(Draft, older.id)
+    assert retired is not None and retired.status is DraftStatus.SUPERSEDED
+    assert retired.hold_reason == f"Superseded by draft {group.id}, written from newer facts."
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, SmtpSink]]:
+    controller, sink = start_smtp()
+    yield controller.port, sink
+    controller.stop()
+
+
+def _deliver(
+    sessions: sessionmaker[Session], draft_id: int, approver_id: int, settings: Settings,
+    sink: SmtpSink,
+) -> Message:  # fmt: skip
+    with sessions() as s:
+        draft = s.get(Draft, draft_id)
+        approver = s.get(drafts.User, approver_id)
+        assert draft is not None and approver is not None
+        drafts.approve_draft(
+            s, draft.org_id, draft.id, user=approver, expected_version=draft.version,
+            settings=settings, now=NOW,
+        )  # fmt: skip
+        s.commit()
+    with delivery_flow.use_sender(lambda _s: outbox.smtp_sender(settings)):
+        delivery_flow.drain(sessions, timeout_s=60)
+    assert len(sink.received) == 1, [r.message["Subject"] for r in sink.received]
+    return sink.received[0].message
+
+
+def test_the_consolidated_email_carries_the_statement_of_the_ledger(
+    session: Session,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    durable_settings: Settings,
+    worker_id: str,
+    smtp: tuple[int, SmtpSink],
+) -> None:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    import pdfplumber
+    import time_machine
+
+    durable.set_ledger(sessions, durable_settings)
+    b, customer_id, _ = _book(session)
+    approver = Builder(session, b.org).user(Persona.COLLECTOR)
+    session.commit()
+    mail = settings.model_copy(
+        update={"smtp_host": "127.0.0.1", "smtp_port": smtp[0], "smtp_from": "ar@acme.example"}
+    )
+    with time_machine.travel(NOW, tick=True):
+        _run(sessions, b.org.id, settings)
+        draft = _group_draft(session, b.org.id, customer_id)
+        sent = _deliver(sessions, draft.id, approver.id, mail, smtp[1])
+    [pdf] = [p for p in sent.walk() if p.get_content_type() == "application/pdf"]
+    assert str(pdf.get_filename()).startswith("statement-Contoso-Retail-Ltd-")
+    body = _plain(next(p for p in sent.walk() if p.get_content_type() == "text/plain").get_payload(
+        decode=True
+    ).decode())  # fmt: skip
+    assert f"Total EUR: {_plain(format_amount(EUR_TOTAL, 'EUR'))}" in body
+    assert f"Total USD: {_plain(format_amount(USD_TOTAL, 'USD'))}" in body
+    raw = pdf.get_payload(decode=True)
+    assert isinstance(raw, bytes) and raw.startswith(b"%PDF-")
+    with pdfplumber.open(io.BytesIO(raw)) as doc:
+        text = _plain("\n".join(p.extract_text() or "" for p in doc.pages))
+    session.expire_all()
+    ledger = session.scalars(select(Invoice).where(Invoice.customer_id == customer_id)).all()
+    for inv in ledger:  # every open item, each with its ledger balance
+        assert inv.number in text
+        assert _plain(format_amount(inv.balance_minor, inv.currency)) in text
+    for currency in ("EUR", "USD"):
+        open_total = sum(i.balance_minor for i in ledger if i.currency == currency)
+        assert _plain(format_amount(open_total, currency)) in text
+    [link] = set(re.findall(r"https?://\S+", body))
+    assert link in text.replace("\n", "")  # the statement's pay link is the message's
+    session.expire_all()
+    assert session.get(Draft, draft.id).status is DraftStatus.SENT  # type: ignore[union-attr]
