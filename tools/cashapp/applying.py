@@ -38,8 +38,8 @@ from memory.models import (
     utcnow,
 )
 from memory.money import format_money
-from policies.access import allowed
 from tools import audit, payments
+from tools.authz import authorize
 from tools.cashapp.matching import normal_iban
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.payments import PaymentRequest
@@ -54,12 +54,17 @@ def period_of(line: CashLine) -> str:
 
 
 def require(actor: User | str, permission: str) -> None:
-    """People need the access-matrix permission; a string actor is plixo itself or the CLI."""
-    if isinstance(actor, User) and not allowed(actor.role.value, permission):
-        raise PolicyRefused(
-            f"{actor.role.value} may not do this: it needs the {permission} permission.",
-            {"outcome": "block", "reasons": []},
-        )
+    """The access matrix's check (:func:`tools.authz.authorize`): people need ``permission``, a
+    string actor is plixo itself or the CLI. Refused as :class:`PolicyRefused`, which the cash
+    pages and routes already answer."""
+    authorize(actor, None, permission, refuse=_refused)
+
+
+def _refused(role: str, permission: str) -> Exception:
+    return PolicyRefused(
+        f"{role} may not do this: it needs the {permission} permission.",
+        {"outcome": "block", "reasons": []},
+    )
 
 
 def get_line(session: Session, org_id: int, line_id: int) -> CashLine:
