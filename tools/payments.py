@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from memory import clock
@@ -318,10 +318,18 @@ class Posting:
         return result
 
     def finish(self) -> None:
-        """Flush the payments (their ids) and write their activity and audit rows."""
+        """Flush the payments (their ids) and write their activity and audit rows, each kind in
+        one INSERT."""
         self.session.flush()
-        for payment, allocations in self._unfinished:
-            _record_posted(self.session, self.org_id, payment, allocations, self.actor, self.now)
+        if self._unfinished:
+            self.session.execute(
+                insert(Activity),
+                [_activity_row(self.org_id, p, self.now) for p, _ in self._unfinished],
+            )
+            audit.record_many(
+                self.session,
+                [_audit_row(self.org_id, p, a, self.actor) for p, a in self._unfinished],
+            )
         self._unfinished = []
 
     def _existing(self, ref: str) -> Payment | None:
@@ -379,28 +387,23 @@ class Posting:
         return (payment.customer_id, payment.currency) in self._promisers
 
 
-def _record_posted(
-    session: Session,
-    org_id: int,
-    payment: Payment,
-    allocations: list[Allocation],
-    actor: User | str,
-    now: datetime,
-) -> None:
-    session.add(
-        Activity(
-            org_id=org_id,
-            customer_id=payment.customer_id,
-            invoice_id=payment.invoice_id,
-            kind=ActivityKind.PAYMENT,
-            direction="in",
-            summary=f"Payment of {format_money(payment.amount_minor, payment.currency)} received "
-            f"({payment.method})",
-            occurred_at=now,
-        )
-    )
-    audit.record(
-        session,
+def _activity_row(org_id: int, payment: Payment, now: datetime) -> dict[str, object]:
+    return {
+        "org_id": org_id,
+        "customer_id": payment.customer_id,
+        "invoice_id": payment.invoice_id,
+        "kind": ActivityKind.PAYMENT,
+        "direction": "in",
+        "summary": f"Payment of {format_money(payment.amount_minor, payment.currency)} received "
+        f"({payment.method})",
+        "occurred_at": now,
+    }
+
+
+def _audit_row(
+    org_id: int, payment: Payment, allocations: list[Allocation], actor: User | str
+) -> dict[str, object]:
+    return audit.row(
         org_id,
         actor=actor,
         action="payment.posted",

@@ -346,12 +346,12 @@ def _apply_in(
             applied, decision = _apply_one(session, org_id, item, actor, now, reads, posting)
             done.append((applied, item, decision))
     posting.finish()
-    for applied, item, _ in done:
+    for applied, _, _ in done:
         for app, pay in zip(
             [a for a in applied.applications if a.amount_minor > 0], applied.payments, strict=True
         ):
             app.payment_id = pay.id
-        _audit_applied(session, org_id, applied, item, actor)
+    audit.record_many(session, [_applied_row(org_id, a, it, actor) for a, it, _ in done])
     session.flush()
     return [a for a, _, _ in done]
 
@@ -420,12 +420,11 @@ def _apply_one(
     return Applied(line, apps, posted), decision
 
 
-def _audit_applied(
-    session: Session, org_id: int, applied: Applied, item: LineToApply, actor: User | str
-) -> None:
+def _applied_row(
+    org_id: int, applied: Applied, item: LineToApply, actor: User | str
+) -> dict[str, Any]:
     line, s = applied.line, item.suggestion
-    audit.record(
-        session,
+    return audit.row(
         org_id,
         actor=actor,
         action="cash.applied",
