@@ -7,7 +7,9 @@ so drafts, imports and grounding all agree on one rendering.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
+from babel import Locale
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 
 _KNOWN = frozenset(list_currencies())
@@ -50,4 +52,10 @@ def to_decimal(minor: int, currency: str) -> Decimal:
 
 def format_money(minor: int, currency: str, locale: str = "en_US") -> str:
     """How plixo writes an amount for people, e.g. ``$1,234.56`` or ``€1.234,56`` (de_DE)."""
-    return str(format_currency(to_decimal(minor, currency), currency, locale=locale))
+    return str(format_currency(to_decimal(minor, currency), currency, locale=_locale(locale)))
+
+
+@lru_cache(maxsize=64)
+def _locale(name: str) -> Locale:
+    """Babel parses a locale name on every call; a bank file formats thousands of amounts."""
+    return Locale.parse(name)

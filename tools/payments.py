@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from memory import clock
@@ -35,7 +35,10 @@ from memory.models import (
     Payment,
     PlanInstallment,
     PlanStatus,
+    PromiseStatus,
+    PromiseToPay,
     User,
+    plan_invoice,
     utcnow,
 )
 from policies.money import format_money
@@ -137,126 +140,291 @@ def post_payment(
     Targets: an installment (its plan's invoices, oldest due first), one invoice, or neither (the
     whole amount is on-account credit for ``customer_id``).
     """
-    now = now or utcnow()
-    if external_ref:
-        existing = find_by_ref(session, org_id, external_ref)
-        if existing is not None:
-            return PaymentResult(payment=existing, duplicate=True)
-    if amount_minor <= 0:
-        raise CommitmentError("A payment amount must be greater than zero.")
-    cur = _check_currency(currency)
-    if received_on > clock.org_business_date(session, org_id, now) + timedelta(days=1):
-        raise CommitmentError(
-            f"The payment date {received_on.isoformat()} is in the future; use the day the money "
-            "arrived."
+    posting = Posting(session, org_id, actor=actor, now=now)
+    result = posting.post(
+        PaymentRequest(
+            amount_minor=amount_minor,
+            currency=currency,
+            received_on=received_on,
+            customer_id=customer_id,
+            invoice_id=invoice_id,
+            installment_id=installment_id,
+            method=method,
+            external_ref=external_ref,
         )
-
-    installment: PlanInstallment | None = None
-    targets: list[Invoice] = []
-    if installment_id is not None:
-        installment = plans.get_installment(session, org_id, installment_id)
-        plan = installment.plan
-        if plan.status not in (PlanStatus.ACTIVE, PlanStatus.DEFAULTED):
-            raise Conflict(
-                f"Plan {plan.id} is {plan.status.value}; only an approved, running plan takes "
-                "installment payments."
-            )
-        if plan.currency != cur:
-            raise CommitmentError(f"Plan {plan.id} is in {plan.currency}, not {cur}.")
-        if customer_id is not None and customer_id != plan.customer_id:
-            raise CommitmentError("The installment belongs to another customer.")
-        customer_id = plan.customer_id
-        targets = sorted(plan.invoices, key=lambda i: (i.due_date, i.id))
-    elif invoice_id is not None:
-        inv = get_invoice(session, org_id, invoice_id)
-        if customer_id is not None and customer_id != inv.customer_id:
-            raise CommitmentError(f"Invoice {inv.number} belongs to another customer.")
-        if inv.currency != cur:
-            raise CommitmentError(
-                f"Invoice {inv.number} is in {inv.currency}; a {cur} payment cannot be applied "
-                "to it. Post it on account instead."
-            )
-        customer_id = inv.customer_id
-        targets = [inv]
-    elif customer_id is None:
-        raise CommitmentError(
-            "Say whose money this is: give a customer, an invoice or an installment."
-        )
-    customer = get_customer(session, org_id, customer_id)
-
-    allocations = _apply(targets, amount_minor, received_on)
-    applied = sum(a.amount_minor for a in allocations)
-    single = {a.invoice_id for a in allocations}
-    payment = Payment(
-        org_id=org_id,
-        customer_id=customer.id,
-        invoice_id=invoice_id
-        if invoice_id is not None
-        else (single.pop() if len(single) == 1 else None),
-        installment_id=installment.id if installment else None,
-        amount_minor=amount_minor,
-        applied_minor=applied,
-        unapplied_minor=amount_minor - applied,
-        currency=cur,
-        received_on=received_on,
-        method=method,
-        external_ref=external_ref,
-        created_at=now,
     )
-    session.add(payment)
+    posting.finish()
+    if send_receipt and not result.duplicate:
+        result.receipt, result.receipt_skipped = queue_receipt(session, result, actor=actor)
     session.flush()
+    return result
 
-    advance = plans.apply_payment(
-        session,
-        org_id,
-        payment,
-        applied_by_invoice={a.invoice_id: a.amount_minor for a in allocations},
-        installment=installment,
-        actor=actor,
-        now=now,
-    )
-    kept = promises.on_payment(session, org_id, payment, actor=actor, now=now)
-    session.add(
-        Activity(
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    """One payment to post: :func:`post_payment`'s arguments, for posting many at once."""
+
+    amount_minor: int
+    currency: str
+    received_on: date
+    customer_id: int | None = None
+    invoice_id: int | None = None
+    installment_id: int | None = None
+    method: str = "manual"
+    external_ref: str | None = None
+
+
+@guarded("post_payment", foreign=foreign_not_found)
+def payment_batch(
+    session: Session,
+    org_id: int,
+    *,
+    actor: User | str,
+    requests: list[PaymentRequest],
+    now: datetime | None = None,
+) -> Posting:
+    """A :class:`Posting` for ``requests`` with what they read loaded once (no receipts: a batch
+    is bank cash, acknowledged by the bank statement, not a payer's own act).
+
+    Why: posting one payment at a time costs a handful of queries and a flush each (its reference,
+    its invoice and customer, its plans, the customer's promises); a bank statement of 10,000
+    lines would spend minutes there. Post each request with ``Posting.post`` (same rules, same
+    order, same results as :func:`post_payment` one after another), then ``Posting.finish``.
+    """
+    posting = Posting(session, org_id, actor=actor, now=now)
+    posting.preload(requests)
+    return posting
+
+
+class Posting:
+    """Posting payments in one transaction: the rules of :func:`post_payment`, with the reads a
+    batch shares done once and the flush (which gives payments their ids) done at the end.
+
+    A payment whose invoices are in a payment plan, or whose customer has an open promise in its
+    currency, is flushed and followed up (installments, promises) at once, in order, so a later
+    payment sees exactly what it would have seen one at a time; the rest (almost all bank cash)
+    only need their ids for the activity and audit rows written in :meth:`finish`.
+    """
+
+    def __init__(
+        self, session: Session, org_id: int, *, actor: User | str, now: datetime | None
+    ) -> None:
+        self.session = session
+        self.org_id = org_id
+        self.actor = actor
+        self.now = now or utcnow()
+        self.today = clock.org_business_date(session, org_id, self.now)
+        self._refs: dict[str, Payment] | None = None  # None: look each reference up
+        self._in_plans: set[int] | None = None  # invoices in some plan (None: ask each time)
+        self._promisers: set[tuple[int, str]] | None = None  # (customer, currency) with promises
+        self._unfinished: list[tuple[Payment, list[Allocation]]] = []
+        self._held: list[object] = []  # rows preloaded: the identity map keeps only held ones
+
+    def preload(self, requests: list[PaymentRequest]) -> None:
+        """Read once what ``requests`` will look at (references, invoices, customers, plan and
+        promise membership); rows land in the session's identity map."""
+        s, org = self.session, self.org_id
+        refs = [r.external_ref for r in requests if r.external_ref]
+        self._refs = {}
+        for chunk in _chunks(refs):
+            for p in s.scalars(
+                select(Payment).where(Payment.org_id == org, Payment.external_ref.in_(chunk))
+            ):
+                self._refs[p.external_ref or ""] = p
+        inv_ids = sorted({r.invoice_id for r in requests if r.invoice_id is not None})
+        customer_ids = {r.customer_id for r in requests if r.customer_id is not None}
+        self._in_plans = set()
+        for chunk in _chunks(inv_ids):
+            for inv in s.scalars(select(Invoice).where(Invoice.id.in_(chunk))):
+                customer_ids.add(inv.customer_id)
+                self._held.append(inv)
+            self._in_plans.update(
+                s.scalars(
+                    select(plan_invoice.c.invoice_id).where(plan_invoice.c.invoice_id.in_(chunk))
+                )
+            )
+        self._promisers = set()
+        for chunk in _chunks(sorted(customer_ids)):
+            self._held += s.scalars(select(Customer).where(Customer.id.in_(chunk)))
+            self._promisers.update(
+                (cid, cur)
+                for cid, cur in s.execute(
+                    select(PromiseToPay.customer_id, PromiseToPay.currency).where(
+                        PromiseToPay.org_id == org,
+                        PromiseToPay.customer_id.in_(chunk),
+                        PromiseToPay.status == PromiseStatus.OPEN,
+                    )
+                )
+            )
+
+    def post(self, req: PaymentRequest) -> PaymentResult:
+        """Post one payment (see :func:`post_payment`); its id is set by :meth:`finish` at the
+        latest."""
+        session, org_id = self.session, self.org_id
+        if req.external_ref:
+            existing = self._existing(req.external_ref)
+            if existing is not None:
+                return PaymentResult(payment=existing, duplicate=True)
+        if req.amount_minor <= 0:
+            raise CommitmentError("A payment amount must be greater than zero.")
+        cur = _check_currency(req.currency)
+        if req.received_on > self.today + timedelta(days=1):
+            raise CommitmentError(
+                f"The payment date {req.received_on.isoformat()} is in the future; use the day "
+                "the money arrived."
+            )
+        installment, targets, customer_id = self._targets(req, cur)
+        customer = get_customer(session, org_id, customer_id)
+
+        allocations = _apply(targets, req.amount_minor, req.received_on)
+        applied = sum(a.amount_minor for a in allocations)
+        single = {a.invoice_id for a in allocations}
+        payment = Payment(
             org_id=org_id,
             customer_id=customer.id,
-            invoice_id=payment.invoice_id,
-            kind=ActivityKind.PAYMENT,
-            direction="in",
-            summary=f"Payment of {format_money(amount_minor, cur)} received ({method})",
-            occurred_at=now,
+            invoice_id=req.invoice_id
+            if req.invoice_id is not None
+            else (single.pop() if len(single) == 1 else None),
+            installment_id=installment.id if installment else None,
+            amount_minor=req.amount_minor,
+            applied_minor=applied,
+            unapplied_minor=req.amount_minor - applied,
+            currency=cur,
+            received_on=req.received_on,
+            method=req.method,
+            external_ref=req.external_ref,
+            created_at=self.now,
         )
-    )
-    audit.record(
-        session,
+        session.add(payment)
+        if self._refs is not None and req.external_ref:
+            self._refs[req.external_ref] = payment
+        result = PaymentResult(payment=payment, allocations=allocations)
+        if self._follows_up(payment, installment, allocations):
+            session.flush()
+            advance = plans.apply_payment(
+                session,
+                org_id,
+                payment,
+                applied_by_invoice={a.invoice_id: a.amount_minor for a in allocations},
+                installment=installment,
+                actor=self.actor,
+                now=self.now,
+            )
+            kept = promises.on_payment(session, org_id, payment, actor=self.actor, now=self.now)
+            result.promises_kept = [p.id for p in kept]
+            result.installments_paid = advance.installments_paid
+            result.plans_completed = advance.plans_completed
+        self._unfinished.append((payment, allocations))
+        return result
+
+    def finish(self) -> None:
+        """Flush the payments (their ids) and write their activity and audit rows, each kind in
+        one INSERT."""
+        self.session.flush()
+        if self._unfinished:
+            self.session.execute(
+                insert(Activity),
+                [_activity_row(self.org_id, p, self.now) for p, _ in self._unfinished],
+            )
+            audit.record_many(
+                self.session,
+                [_audit_row(self.org_id, p, a, self.actor) for p, a in self._unfinished],
+            )
+        self._unfinished = []
+
+    def _existing(self, ref: str) -> Payment | None:
+        if self._refs is None:
+            return find_by_ref(self.session, self.org_id, ref)
+        return self._refs.get(ref)
+
+    def _targets(
+        self, req: PaymentRequest, cur: str
+    ) -> tuple[PlanInstallment | None, list[Invoice], int]:
+        """The installment, the invoices the money goes to (in order) and whose money it is."""
+        session, org_id = self.session, self.org_id
+        customer_id = req.customer_id
+        if req.installment_id is not None:
+            installment = plans.get_installment(session, org_id, req.installment_id)
+            plan = installment.plan
+            if plan.status not in (PlanStatus.ACTIVE, PlanStatus.DEFAULTED):
+                raise Conflict(
+                    f"Plan {plan.id} is {plan.status.value}; only an approved, running plan "
+                    "takes installment payments."
+                )
+            if plan.currency != cur:
+                raise CommitmentError(f"Plan {plan.id} is in {plan.currency}, not {cur}.")
+            if customer_id is not None and customer_id != plan.customer_id:
+                raise CommitmentError("The installment belongs to another customer.")
+            return (
+                installment,
+                sorted(plan.invoices, key=lambda i: (i.due_date, i.id)),
+                (plan.customer_id),
+            )
+        if req.invoice_id is not None:
+            inv = get_invoice(session, org_id, req.invoice_id)
+            if customer_id is not None and customer_id != inv.customer_id:
+                raise CommitmentError(f"Invoice {inv.number} belongs to another customer.")
+            if inv.currency != cur:
+                raise CommitmentError(
+                    f"Invoice {inv.number} is in {inv.currency}; a {cur} payment cannot be "
+                    "applied to it. Post it on account instead."
+                )
+            return None, [inv], inv.customer_id
+        if customer_id is None:
+            raise CommitmentError(
+                "Say whose money this is: give a customer, an invoice or an installment."
+            )
+        return None, [], customer_id
+
+    def _follows_up(
+        self, payment: Payment, installment: PlanInstallment | None, allocations: list[Allocation]
+    ) -> bool:
+        """Whether a plan or a promise may move with this payment (unknown: yes)."""
+        if installment is not None or self._in_plans is None or self._promisers is None:
+            return True
+        if any(a.invoice_id in self._in_plans for a in allocations):
+            return True
+        return (payment.customer_id, payment.currency) in self._promisers
+
+
+def _activity_row(org_id: int, payment: Payment, now: datetime) -> dict[str, object]:
+    return {
+        "org_id": org_id,
+        "customer_id": payment.customer_id,
+        "invoice_id": payment.invoice_id,
+        "kind": ActivityKind.PAYMENT,
+        "direction": "in",
+        "summary": f"Payment of {format_money(payment.amount_minor, payment.currency)} received "
+        f"({payment.method})",
+        "occurred_at": now,
+    }
+
+
+def _audit_row(
+    org_id: int, payment: Payment, allocations: list[Allocation], actor: User | str
+) -> dict[str, object]:
+    return audit.row(
         org_id,
         actor=actor,
         action="payment.posted",
         subject_type="payment",
         subject_id=payment.id,
         detail={
-            "amount_minor": amount_minor,
-            "currency": cur,
-            "applied_minor": applied,
+            "amount_minor": payment.amount_minor,
+            "currency": payment.currency,
+            "applied_minor": payment.applied_minor,
             "unapplied_minor": payment.unapplied_minor,
             "allocations": [
                 {"invoice_id": a.invoice_id, "amount_minor": a.amount_minor} for a in allocations
             ],
-            "external_ref": external_ref,
-            "method": method,
+            "external_ref": payment.external_ref,
+            "method": payment.method,
         },
     )
-    result = PaymentResult(
-        payment=payment,
-        allocations=allocations,
-        promises_kept=[p.id for p in kept],
-        installments_paid=advance.installments_paid,
-        plans_completed=advance.plans_completed,
-    )
-    if send_receipt:
-        result.receipt, result.receipt_skipped = queue_receipt(session, result, actor=actor)
-    session.flush()
-    return result
+
+
+def _chunks(items: list, size: int = 500) -> list[list]:  # type: ignore[type-arg]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @guarded("post_payment", foreign=foreign_not_found)

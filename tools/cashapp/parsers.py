@@ -101,12 +101,36 @@ def _clean(text: str | None) -> str:
 # --- CAMT.053 ---------------------------------------------------------------------------------
 
 
-def parse_camt053(data: bytes) -> ParsedFile:
-    from lxml import etree
+def _camt053_parser(data: bytes) -> Any:
+    """pycamt's parser, with each statement's account IBAN looked up once.
+
+    Why: pycamt looks the statement's IBAN up again for every entry with a descendant search of
+    the whole statement (``.//Acct//Id//IBAN``), which makes reading quadratic in the number of
+    entries: 2,000 lines read in 1.2 s, 10,000 in 39 s. The answer is the same for every entry
+    of a statement, so it is kept per statement element (held, so lxml keeps its proxy).
+    """
     from pycamt.parser import Camt053Parser
 
+    class _Parser(Camt053Parser):  # type: ignore[misc]
+        statement_iban: dict[Any, str | None]
+
+        def _find_text(self, element: Any, xpath: str) -> str | None:
+            if xpath != ".//Acct//Id//IBAN" or element is None:
+                return super()._find_text(element, xpath)  # type: ignore[no-any-return]
+            if element not in self.statement_iban:
+                self.statement_iban[element] = super()._find_text(element, xpath)
+            return self.statement_iban[element]
+
+    parser = _Parser(data)
+    parser.statement_iban = {}
+    return parser
+
+
+def parse_camt053(data: bytes) -> ParsedFile:
+    from lxml import etree
+
     try:
-        parser = Camt053Parser(data)
+        parser = _camt053_parser(data)
         header = parser.get_group_header() or {}
         txs = parser.get_transactions()
         infos = parser.get_statement_info()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +34,10 @@ from memory.models import (
 from memory.money import format_money
 from policies.engine import engine_for
 from tools.cashapp import parsers
-from tools.cashapp.applying import AUTO_ACTOR, apply_line, require
+from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, require
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
-from tools.plans import PolicyRefused
 from tools.policy_admin import policy_set_for
-from tools.promises import CommitmentError
 
 CHUNK = 500
 
@@ -233,12 +231,19 @@ def _match_and_decide(
     report: ImportReport,
     now: datetime,
 ) -> None:
+    """Suggest for every line; the lines auto-apply may take are posted a chunk at a time.
+
+    The matcher is told at once what each allowed line will pay (so the next line of the file
+    sees today's balances) and the posting follows in :func:`apply_lines`; a line refused there
+    waits in the queue, and its invoices are read back into the matcher as they really are.
+    """
     if not lines:
         return
     policy = policy_set_for(session, org_id)
     matcher = Matcher(session, org_id, policy.cash_app)
     engine = engine_for(policy)
     open_currencies = _open_currencies(session, org_id)
+    queued: list[tuple[CashLine, LineToApply]] = []
     for row, line in lines:
         suggestions = matcher.suggest(line)
         row.suggestions = [s.as_dict() for s in suggestions]
@@ -252,23 +257,21 @@ def _match_and_decide(
                     "it as unapplied cash, or refund it).",
                 )
             )
-        if suggestions and _auto(session, org_id, engine, row, suggestions[0], now):
-            report.auto_applied += 1
-            _consume(matcher, session, suggestions[0])
-        else:
+        item = _auto_item(engine, row, suggestions[0]) if suggestions else None
+        if item is None:
             report.exceptions += 1
+            continue
+        _consume(matcher, item.suggestion)
+        queued.append((row, item))
+        if len(queued) >= CHUNK:
+            _post_queued(session, org_id, matcher, queued, report, now)
+            queued = []
+    _post_queued(session, org_id, matcher, queued, report, now)
     session.flush()
 
 
-def _auto(
-    session: Session,
-    org_id: int,
-    engine: Any,
-    row: CashLine,
-    best: Suggestion,
-    now: datetime,
-) -> bool:
-    """Ask the guardrails whether plixo may apply ``best`` alone; apply it if so."""
+def _auto_item(engine: Any, row: CashLine, best: Suggestion) -> LineToApply | None:
+    """Ask the guardrails whether plixo may apply ``best`` alone (``None``: a person decides)."""
     facts = {
         "confidence": best.score,
         "amount_minor": row.amount_minor,
@@ -278,46 +281,64 @@ def _auto(
     decision = engine.decide("apply_cash", facts).as_dict()
     row.decision = decision
     if decision["outcome"] != "allow":
-        return False
-    try:
-        apply_line(
-            session,
-            org_id,
-            row.id,
-            actor=AUTO_ACTOR,
-            suggestion=best,
-            now=now,
-            auto_decision=decision,
-        )
-    except (CommitmentError, PolicyRefused) as exc:
-        row.decision = {**decision, "outcome": "needs_approval", "error": str(exc)}
-        return False
-    return True
+        return None
+    return LineToApply(row.id, best, auto_decision=decision)
 
 
-def _consume(matcher: Matcher, session: Session, s: Suggestion) -> None:
-    """Tell the matcher what auto-apply just paid, so later lines see today's balances."""
+def _post_queued(
+    session: Session,
+    org_id: int,
+    matcher: Matcher,
+    queued: list[tuple[CashLine, LineToApply]],
+    report: ImportReport,
+    now: datetime,
+) -> None:
+    results = apply_lines(session, org_id, [it for _, it in queued], actor=AUTO_ACTOR, now=now)
+    for (row, item), result in zip(queued, results, strict=True):
+        if isinstance(result, Applied):
+            report.auto_applied += 1
+            continue
+        report.exceptions += 1
+        row.decision = {
+            **(item.auto_decision or {}),
+            "outcome": "needs_approval",
+            "error": str(result),
+        }
+        _resync(matcher, session, item.suggestion)
+
+
+def _consume(matcher: Matcher, s: Suggestion) -> None:
+    """Tell the matcher what auto-apply is about to pay, so later lines see today's balances."""
     for a in s.allocations:
-        if a.invoice_id is None:
-            continue
-        inv = session.get(Invoice, a.invoice_id)
-        if inv is None:
-            continue
-        old = matcher.invoices.get(inv.id)
+        old = matcher.invoices.get(a.invoice_id) if a.invoice_id is not None else None
         if old is None:
             continue
         matcher.remove_invoice(old)
+        left = old.balance_minor - a.amount_minor - a.adjustment_minor
+        if left > 0:
+            matcher.add_invoice(replace(old, balance_minor=left))
+
+
+def _resync(matcher: Matcher, session: Session, s: Suggestion) -> None:
+    """A queued line was refused after all: its invoices are open as the ledger says."""
+    for a in s.allocations:
+        inv = session.get(Invoice, a.invoice_id) if a.invoice_id is not None else None
+        if inv is None:
+            continue
+        old = matcher.invoices.get(inv.id)
+        if old is not None:
+            matcher.remove_invoice(old)
         if inv.status == InvoiceStatus.OPEN and inv.balance_minor > 0:
             matcher.add_invoice(
                 OpenInvoice(
-                    old.id,
-                    old.number,
-                    old.customer_id,
-                    old.currency,
+                    inv.id,
+                    inv.number,
+                    inv.customer_id,
+                    inv.currency,
                     inv.balance_minor,
-                    old.amount_minor,
-                    old.due_date,
-                    old.disputed,
+                    inv.amount_minor,
+                    inv.due_date,
+                    inv.disputed,
                 )
             )
 
