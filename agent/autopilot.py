@@ -51,6 +51,7 @@ from memory.models import (
     Organisation,
     Segment,
 )
+from policies.engine import PolicyEngine
 from policies.engine import engine_for as policy_engine_for
 from tools import account360 as a360
 from tools.autopilot_select import (
@@ -381,18 +382,23 @@ async def _draft_items(
     concurrency: int,
     batch_size: int,
     progress: Callable[[int], None] | None,
+    context: Callable[[Session], tuple[OrgSwitches, PolicyEngine]] | None = None,
 ) -> None:
     """Draft ``items`` through a pipeline: up to ``concurrency`` compositions in flight (reads
     only), and every ``batch_size`` finished drafts stored and committed in one short write.
 
     The pipeline never waits for a whole batch before starting the next items, so a slow model
     keeps all ``concurrency`` slots busy. Counts go into ``summary`` only for committed drafts, so
-    an interrupted run's summary matches the ledger.
+    an interrupted run's summary matches the ledger. ``context``: where the organisation's
+    switches and policy engine come from (default: loaded here; one-item workflows share them).
     """
     sem = asyncio.Semaphore(max(1, concurrency))
     with sessions() as session:
-        switches = OrgSwitches.load(session, org_id, now)
-        engine = policy_engine_for(policy_set_for(session, org_id))
+        if context is not None:
+            switches, engine = context(session)
+        else:
+            switches = OrgSwitches.load(session, org_id, now)
+            engine = policy_engine_for(policy_set_for(session, org_id))
         deps = AgentDeps(session=session, org_id=org_id, settings=settings, as_of=as_of, now=now)
         finished: list[Composed | str] = []
 

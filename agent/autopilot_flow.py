@@ -24,20 +24,25 @@ limit on drafting workflows started per minute (``PLIXO_MODEL_REQUESTS_PER_MINUT
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime
+from functools import partial
+from itertools import islice
 from typing import Any
 
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 from pydantic_ai.models import Model
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from memory import durable
 from memory.config import Settings
+from memory.db import make_engine, session_factory
 from tools.autopilot_select import DueItem
 
 log = logging.getLogger("plixo.autopilot")
@@ -148,12 +153,21 @@ async def _adraft(
     org_id: int,
     items: list[dict[str, Any]],
     args: dict[str, Any],
+    *,
+    item_of: str | None = None,
 ) -> dict[str, Any]:
-    """Draft and store ``items`` for one organisation; the partial summary (JSON)."""
+    """Draft and store ``items`` for one organisation; the partial summary (JSON). ``item_of``:
+    the ledger key when this is one real-model item (its own sessions, the pass's context)."""
     from agent.autopilot import AutopilotSummary, _draft_items
 
     settings = durable.ledger_settings()
     shadow = bool(args["shadow"])
+    now = datetime.fromisoformat(args["now"])
+    sessions = durable.ledger_sessions()
+    context: Callable[[Session], tuple[Any, Any]] | None = None
+    if item_of is not None:
+        sessions = _item_ledger(settings)[0]
+        context = partial(_pass_context, item_of, org_id, now)
     drafter = _drafter(settings, args.get("model_ref"), shadow)
     part = AutopilotSummary(
         org_id=org_id,
@@ -164,17 +178,18 @@ async def _adraft(
     )
     cpu = time.thread_time()
     await _draft_items(
-        durable.ledger_sessions(),
+        sessions,
         org_id,
         [DueItem.from_dict(d) for d in items],
         as_of=part.as_of,
-        now=datetime.fromisoformat(args["now"]),
+        now=now,
         settings=settings,
         drafter=drafter,
         summary=part,
         concurrency=int(args["concurrency"]),
         batch_size=int(args["batch_size"]),
         progress=None,
+        context=context,
     )
     part.worker_cpu_s = round(time.thread_time() - cpu, 3)
     return part.model_dump(mode="json")
@@ -210,28 +225,71 @@ async def draft_item(
     """Draft one due item with a real model; its model requests are checkpointed steps. Async:
     every item workflow of a process shares DBOS's event loop, and so the model's client and
     its concurrency limit."""
-    async with _connection_slots():
-        return await _adraft(org_id, [item], args)
+    async with _item_ledger(durable.ledger_settings())[1]:
+        return await _adraft(org_id, [item], args, item_of=ledger)
 
 
-_slots: Any = None
+_Pool = tuple[sessionmaker[Session], sessionmaker[Session], int, asyncio.Semaphore]
+_item_ledgers: dict[int, _Pool] = {}
 
 
-def _connection_slots() -> Any:
-    """Item workflows share DBOS's event loop and each holds a ledger connection while its model
-    answers: at most half the pool's connections at once (the rest stay for chunk threads, the
-    heartbeat and dispatch), or a blocking checkout would stall the loop every holder needs.
-    So a process drafts at most that many real-model items at once; give the ledger a larger pool
-    for more."""
-    import asyncio
+def _item_ledger(settings: Settings) -> tuple[sessionmaker[Session], asyncio.Semaphore]:
+    """The sessions real-model item workflows use, and how many may draft at once.
 
-    global _slots
-    if _slots is None:
-        engine = durable.ledger_sessions().kw.get("bind")
-        pool = getattr(engine, "pool", None)
-        size = pool.size() + max(0, getattr(pool, "_max_overflow", 0)) if pool else 10
-        _slots = asyncio.Semaphore(max(2, int(size) // 2))
-    return _slots
+    Item workflows share DBOS's event loop and each holds a ledger connection while its model
+    answers, so a checkout that had to wait would stall the loop every holder needs to finish.
+    They get their own pool, sized to the organisation's concurrency
+    (``PLIXO_AUTOPILOT_CONCURRENCY``, plus overflow for a tool's lookup), with as many slots:
+    with the command's pool (5 + 10 connections) only 7 drafted at once, whatever the setting.
+    The command's pool stays for chunk threads, the heartbeat and dispatch. A ledger whose pool
+    is not a ``QueuePool`` (no fixed size) is used as it is.
+    """
+    ledger = durable.ledger_sessions()
+    slots = max(2, settings.autopilot_concurrency)
+    found = _item_ledgers.get(id(ledger))
+    if found is not None and found[0] is ledger and found[2] == slots:
+        return found[1], found[3]
+    engine = ledger.kw.get("bind")
+    sessions = ledger
+    if isinstance(getattr(engine, "pool", None), QueuePool):
+        own = make_engine(
+            engine.url.render_as_string(hide_password=False),  # type: ignore[union-attr]
+            pool_size=slots,
+            max_overflow=slots // 2 + 2,
+        )
+        sessions = session_factory(own)
+    for old, old_sessions, _, _ in _item_ledgers.values():  # re-pointed (tests), or resized
+        if old_sessions is not old:
+            old_sessions.kw["bind"].dispose()
+    _item_ledgers.clear()
+    _item_ledgers[id(ledger)] = (ledger, sessions, slots, asyncio.Semaphore(slots))
+    return sessions, _item_ledgers[id(ledger)][3]
+
+
+#: How long item workflows reuse their organisation's switches and policy engine: a chunk holds
+#: them for its fifty drafts, so this is no staler, and the send-time check reads them again.
+CONTEXT_S = 2.0
+_contexts: dict[tuple[str, int, str], tuple[float, Any, Any]] = {}
+
+
+def _pass_context(ledger: str, org_id: int, now: datetime, session: Session) -> tuple[Any, Any]:
+    """The organisation's switches (at the pass's ``now``) and policy engine, loaded at most
+    every ``CONTEXT_S`` for the item workflows of a pass: ~5 ms of queries each item saves."""
+    from policies.engine import engine_for
+    from tools.grounding import OrgSwitches
+    from tools.policy_admin import policy_set_for
+
+    key = (ledger, org_id, now.isoformat())
+    at = time.monotonic()
+    hit = _contexts.get(key)
+    if hit is not None and at - hit[0] < CONTEXT_S:
+        return hit[1], hit[2]
+    switches = OrgSwitches.load(session, org_id, now)
+    engine = engine_for(policy_set_for(session, org_id))
+    if len(_contexts) > 256:
+        _contexts.clear()
+    _contexts[key] = (at, switches, engine)
+    return switches, engine
 
 
 def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date) -> str:
@@ -300,16 +358,23 @@ def wait_for(
     on_part: Callable[[dict[str, Any]], None],
     on_error: Callable[[str], None],
     poll_s: float = 0.1,
+    window: int = 256,
 ) -> None:
-    """Wait until every workflow is done; parts and errors are handed over as they finish."""
+    """Wait until every workflow is done; parts and errors are handed over as they finish.
+
+    Each poll asks about the oldest ``window`` unfinished workflows only (queues start them in
+    order) and reads the finished ones' results in the same query: a poll costs the same for a
+    pass of ten items or ten thousand (asking about all of them, 10 times a second, cost a
+    pass of 2,000 real-model items more CPU than its drafting's bookkeeping)."""
     left = dict(flows)
     while left:
-        statuses = DBOS.list_workflows(workflow_ids=list(left), load_input=False, load_output=False)
-        finished = [w for w in statuses if w.status in _DONE]
-        for w in finished:
+        ids = list(islice(left, window))
+        for w in DBOS.list_workflows(
+            workflow_ids=ids, status=list(_DONE), load_input=False, load_output=True
+        ):
             size = left.pop(w.workflow_id)
             if w.status == "SUCCESS":
-                on_part(DBOS.retrieve_workflow(w.workflow_id).get_result())
+                on_part(dict(w.output or {}))
             else:
                 on_error(f"{w.workflow_id}: {w.status} {w.error or ''}"[:300])
             if progress:

@@ -649,6 +649,43 @@ def cost_row(draft: Draft, usage: RunUsage) -> DraftCost:
     )
 
 
+def add_revision_cost(
+    session: Session, draft: Draft, usage: RunUsage, model_name: str
+) -> DraftCost:
+    """Add a co-pilot revision's model usage to the draft's cost record (created if the draft
+    has none): what a draft cost includes the rewrites an operator asked for.
+
+    The revision is priced by its own model. The total keeps a cost only while every part of it
+    has one: a draft or revision whose model the price table does not know leaves the cost
+    unknown (None), never a partial sum passed off as the whole.
+    """
+    row = session.get(DraftCost, draft.id)
+    if row is None:
+        row = DraftCost(
+            draft_id=draft.id,
+            org_id=draft.org_id,
+            model_name=(model_name or "unknown")[:120],
+            requests=0,
+            input_tokens=0,
+            output_tokens=0,
+            cost_micro_usd=0,
+        )
+        session.add(row)
+    price = price_for(model_name)
+    spent = usage.input_tokens + usage.output_tokens
+    row.requests = (row.requests or 0) + usage.requests
+    row.input_tokens = (row.input_tokens or 0) + usage.input_tokens
+    row.output_tokens = (row.output_tokens or 0) + usage.output_tokens
+    if price is not None and row.cost_micro_usd is not None:
+        row.cost_micro_usd += price.cost_micro_usd(usage.input_tokens, usage.output_tokens)
+        row.priced_as = row.priced_as or price.priced_as
+    elif spent or usage.requests:
+        row.cost_micro_usd = None
+    if row.cost_micro_usd is None:
+        row.priced_as = None
+    return row
+
+
 def store_held_draft(session: Session, draft: Draft, *, reason: str, actor: User | str) -> Draft:
     """Persist a draft the co-pilot could not write, ``held`` for a human, and audit it.
 

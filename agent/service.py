@@ -26,6 +26,7 @@ from agent.deps import AgentDeps
 from agent.drafter import (
     USAGE_LIMITS,
     Checked,
+    add_revision_cost,
     check_output,
     hold_reason_for,
     run_sync,
@@ -338,6 +339,7 @@ def revise_draft(
     session.add(turn)
     draft.input_tokens = (draft.input_tokens or 0) + usage.input_tokens
     draft.output_tokens = (draft.output_tokens or 0) + usage.output_tokens
+    add_revision_cost(session, draft, usage, model_name_of(model))
     if failure is not None or out is None or checked is None:
         turn.grounding = {"applied": False, "copilot_note": failure or "no answer from the model"}
         session.flush()

@@ -354,3 +354,45 @@ def test_the_run_goes_through_the_dbos_queue_in_chunks(
     assert summary.drafted == 6 and summary.errors == 0
     keys = session.scalars(select(Draft.run_key)).all()
     assert len(keys) == len(set(keys)) == 6
+
+
+def test_real_model_items_draft_as_many_at_once_as_the_concurrency_setting(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    """Each item workflow holds a ledger connection while its model answers: with the command's
+    pool (5 + 10) only 7 drafted at once whatever PLIXO_AUTOPILOT_CONCURRENCY said."""
+    import asyncio
+
+    from agent import autopilot_flow
+
+    b = Builder.new_org(session)
+    seg = b.segment("SMB", cadence=b.cadence())
+    for n in range(14):
+        c = b.customer(f"Wide {n} Inc.", segment=seg)
+        b.contact(c, f"Payer {n}")
+        b.invoice(c, number=f"INV-9{n:03d}", days_overdue=3)
+    session.commit()
+    wide = settings.model_copy(update={"autopilot_concurrency": 10})
+    seen = {"now": 0, "max": 0}
+
+    async def gathering(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        """Answers once 10 requests are in flight together (or after 30 s: the test fails)."""
+        seen["now"] += 1
+        seen["max"] = max(seen["max"], seen["now"])
+        deadline = time.monotonic() + 30
+        while seen["max"] < 10 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        seen["now"] -= 1
+        return await offline_function(messages, info)
+
+    autopilot_flow.ensure_launched(wide, sessions)
+    autopilot_flow.register_queues(wide)
+    try:
+        summary = run_autopilot(
+            sessions, b.org.id, as_of=AS_OF, settings=wide, now=NOW,
+            model=FunctionModel(gathering, model_name="gathering"),
+        )  # fmt: skip
+    finally:
+        autopilot_flow.register_queues(settings)
+    assert summary.drafted == 14 and summary.errors == 0
+    assert seen["max"] == 10  # never more than the setting, and no pool cap below it

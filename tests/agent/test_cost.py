@@ -13,8 +13,9 @@ from agent.deps import AgentDeps
 from agent.drafter import draft_outreach
 from agent.offline import offline_function
 from agent.pricing import price_for, price_table
+from memory.config import Settings
 from memory.models import DraftCost
-from tests.agent.factories import Ledger
+from tests.agent.factories import NOW, Ledger
 from tools.draft_costs import cost_per_100_drafts
 
 
@@ -56,3 +57,50 @@ def test_provider_prefixed_names_find_their_price() -> None:
     assert price_for("plixo-offline-v1") is None and price_for(None) is None
     mistral = price_for("mistral:mistral-small-latest")
     assert mistral is not None and mistral.priced_as == "mistral/mistral-small-latest"
+
+
+def test_a_revision_adds_its_requests_tokens_and_cost_to_the_drafts_record(
+    session: Session, ledger: Ledger, deps: AgentDeps, settings: Settings
+) -> None:
+    from agent.service import revise_draft
+    from memory.models import Draft
+
+    priced = draft_outreach(deps, invoice_id=ledger.invoice.id, model=_named("gpt-4o-mini"))
+    session.commit()
+    row = session.get(DraftCost, priced.draft_id)
+    assert row is not None
+    before = (row.requests, row.input_tokens, row.output_tokens, row.cost_micro_usd)
+    assert before[3] is not None and before[3] > 0
+
+    revise_draft(
+        session, ledger.org.id, priced.draft_id, "shorter", ledger.collector, settings,
+        model=_named("gpt-4o-mini"), now=NOW,
+    )  # fmt: skip
+    session.commit()
+    session.expire_all()
+    row = session.get(DraftCost, priced.draft_id)
+    draft = session.get(Draft, priced.draft_id)
+    assert row is not None and draft is not None
+    added_in, added_out = row.input_tokens - before[1], row.output_tokens - before[2]
+    assert row.requests > before[0] and added_in > 0 and added_out > 0
+    # the draft's own counters and its cost record agree
+    assert (draft.input_tokens, draft.output_tokens) == (row.input_tokens, row.output_tokens)
+    price = price_for("gpt-4o-mini")
+    assert price is not None
+    assert row.cost_micro_usd == before[3] + price.cost_micro_usd(added_in, added_out)
+    per_100 = {m.model_name: m for m in cost_per_100_drafts(session, ledger.org.id)}
+    assert per_100["gpt-4o-mini"].requests_per_draft == Decimal(row.requests).quantize(
+        Decimal("0.01")
+    )
+    requests = row.requests
+
+    # a revision by a model without a price leaves the total unknown, not a partial sum
+    revise_draft(
+        session, ledger.org.id, priced.draft_id, "more formal please", ledger.collector,
+        settings, now=NOW,
+    )  # fmt: skip
+    session.commit()
+    session.expire_all()
+    row = session.get(DraftCost, priced.draft_id)
+    assert row is not None and row.requests > requests
+    assert row.cost_micro_usd is None and row.priced_as is None
