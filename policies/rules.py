@@ -443,8 +443,7 @@ def _access_rules(ps: PolicySet, action: ActionType, scope: c.Cond = c.ALWAYS) -
                 explain=f"Roles with {perm} may {ACTION_PHRASES[action]}.",
                 message=lambda x: (
                     f"{x.f.actor_role} holds the "
-                    f"{' or '.join(p for p in perms if matrix.allowed(x.f.actor_role, p))} "
-                    "permission"
+                    f"{next(p for p in perms if matrix.allowed(x.f.actor_role, p))} permission"
                 ),
                 grants=True,
             )

@@ -118,6 +118,8 @@ def approval_due(
 def waiting_words(since: datetime, now: datetime) -> str:
     """'5 minutes', '3 hours', '2 days': how long it has waited, in plain words."""
     secs = max(0, int((now - since).total_seconds()))
+    if secs < 60:
+        return "less than a minute"
     if secs < 3600:
         n, unit = max(1, secs // 60), "minute"
     elif secs < 2 * 86400:
