@@ -78,6 +78,11 @@ def long_date(day: date | datetime | None) -> str:
     return f"{day:%a} {day.day} {day:%b %Y}"
 
 
+def _amount(minor: int | None, currency: str) -> str:
+    """Money in full with its own currency ("€18,500.00"), never converted."""
+    return "" if minor is None else format_money(int(minor), currency)
+
+
 def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
@@ -88,6 +93,7 @@ def _render(
     from api.app import templates
 
     templates.env.filters.setdefault("long_date", long_date)
+    templates.env.filters.setdefault("amount", _amount)
     templates.env.globals.setdefault("plural", plural)
     flash = request.session.pop("flash", None)
     return templates.TemplateResponse(
@@ -676,12 +682,36 @@ def plan_page(
         reasons=[
             str(r["message"])
             for r in decision.get("reasons") or []
-            if r.get("outcome") == decision.get("outcome") and r.get("message")
+            if decision.get("outcome") in ("needs_approval", "block")
+            and r.get("outcome") == decision.get("outcome")
+            and r.get("message")
         ],
+        rationales=_rationales(db, plan),
         awaiting=list(decision.get("approver_roles") or []),
         running=plan.status in plans.RUNNING,
         undecided=plan.status in plans.UNDECIDED,
     )
+
+
+def _rationales(db: Session, plan: PaymentPlan) -> list[str]:
+    """Who decided the plan and why, as written in the approvals inbox."""
+    from memory.models import Approval
+
+    out: list[str] = []
+    for row in db.scalars(
+        select(Approval)
+        .where(
+            Approval.org_id == plan.org_id,
+            Approval.subject_type == "plan",
+            Approval.subject_id == plan.id,
+        )
+        .order_by(Approval.id)
+    ):
+        who = db.get(User, row.approver_user_id)
+        verb = "Approved" if row.outcome == "approved" else "Turned down"
+        name = f"{who.name} ({who.role.value})" if who else "someone"
+        out.append(f"{verb} by {name}" + (f": {row.reason}" if row.reason else "."))
+    return out
 
 
 @router.post("/plans/{plan_id}/{action}")

@@ -179,7 +179,7 @@ def test_collector_logs_a_promise_and_marks_it_missed(
     page.click("#add-promise-link")
     page.wait_for_url(re.compile(r".*/promises/new\?customer_id=\d+"))
     text = _check(page, shots, "promise-new")
-    assert "INV-7001 · due Sun 7 Sep 2025" in text and "$1,200" in text
+    assert "INV-7001 · due Sun 7 Sep 2025 · $1,200.00 open" in text
     # a partial promise: $1,200.00 of $2,000.00 covers the older invoice only
     page.check(f"input[data-invoice={newer.number}]")
     page.fill("#amount", "1200.00")
@@ -188,7 +188,7 @@ def test_collector_logs_a_promise_and_marks_it_missed(
     text = _check(page, shots, "promise-inspector")
     assert "Promise of $1,200.00 logged." in text
     assert _words(page, "#promise-status") == "Open"
-    assert "Chasing paused for: INV-7001" in _words(page, "#paused")
+    assert "Chasing paused for: INV-7001 ($1,200.00)" in _words(page, "#paused")
     assert "INV-7002" in _words(page, "#still-chased")
     promise = session.scalars(
         select(PromiseToPay).where(PromiseToPay.customer_id == customer.id)
@@ -293,6 +293,10 @@ def test_collector_plans_in_euros_over_their_limit_and_the_controller_approves(
     boss.goto(f"{live.url}/plans/{plan.id}")
     _check(boss, shots, "plan-panel-active")
     assert _words(boss, "#plan-status") == "Active"
+    assert (
+        "Approved by Controller User (Controller): Ten-year customer; the schedule fits their "
+        "cycle." in _words(boss, "#decisions")
+    )
     assert offsite == []
 
 
