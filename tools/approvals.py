@@ -169,10 +169,11 @@ def _plan_item(session: Session, plan: PaymentPlan, customer: Customer) -> dict[
     if plan.non_standard_terms:
         changes.append(f"Non-standard terms: {plan.terms_note}")
     proposer = session.get(User, plan.proposed_by_user_id) if plan.proposed_by_user_id else None
-    awaiting = list((plan.decision or {}).get("approver_roles") or [])
+    ps = policy_set_for(session, plan.org_id)
+    # A plan only proposed (a CSM's) within the guardrails still waits for the escalation role.
+    awaiting = list((plan.decision or {}).get("approver_roles") or [ps.plans.escalation_role])
     if plans.legal_signed(session, plan):  # Legal has signed; only the others remain
-        legal = policy_set_for(session, plan.org_id).plans.legal_role
-        awaiting = [r for r in awaiting if r != legal]
+        awaiting = [r for r in awaiting if r != ps.plans.legal_role]
     return {
         "kind": "plan",
         "subject_id": plan.id,

@@ -51,6 +51,7 @@ PromiseManager = Annotated[User, Depends(require("manage_promises"))]
 PlanManager = Annotated[User, Depends(require("manage_plans"))]
 PaymentPoster = Annotated[User, Depends(require("post_payment"))]
 PlanApprover = Annotated[User, Depends(require("approve_plan"))]
+PlanProposer = Annotated[User, Depends(require("propose_plan"))]
 
 PROMISE_STATUS = {
     PromiseStatus.OPEN: "Open",
@@ -412,10 +413,6 @@ def schedule_templates(db: Session, org_id: int) -> list[ScheduleTemplate]:
     return out
 
 
-def _may_propose(user: User) -> bool:
-    return can(user, "manage_plans") or can(user, "propose_plan")
-
-
 @dataclass
 class PlanForm:
     customer: Customer
@@ -538,7 +535,7 @@ def _plan_form(
 @router.get("/plans/new", response_class=HTMLResponse)
 def plan_form(
     request: Request,
-    user: AccountViewer,
+    user: PlanProposer,
     db: DbSession,
     clock: Clock,
     customer_id: QueryId = None,
@@ -546,8 +543,6 @@ def plan_form(
     invoice_id: QueryId = None,
 ) -> HTMLResponse:
     """The "Create payment plan" card (``promise_id``: prefilled from that promise)."""
-    if not _may_propose(user):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"{user.role.value} may not propose plans.")
     today = org_today(db, user.org_id, clock())
     form = _plan_form(
         db, user, customer_id=customer_id, promise_id=promise_id, invoice_id=invoice_id, today=today
@@ -586,7 +581,7 @@ def _plan_page(
 @router.post("/plans/new", response_model=None)
 def plan_submit(
     request: Request,
-    user: AccountViewer,
+    user: PlanProposer,
     db: DbSession,
     clock: Clock,
     _csrf: CsrfChecked,
@@ -601,8 +596,6 @@ def plan_submit(
     promise_id: Annotated[str, Form(max_length=12)] = "",
 ) -> Response:
     """ "Check with the guardrails" re-renders the card with their answer; "Submit" proposes."""
-    if not _may_propose(user):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"{user.role.value} may not propose plans.")
     now = clock()
     today = org_today(db, user.org_id, now)
     customer = _customer(db, user.org_id, customer_id)

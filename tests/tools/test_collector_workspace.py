@@ -131,8 +131,9 @@ def test_a_csm_cannot_start_a_plan_and_a_viewer_cannot_propose(
 def test_a_collector_proposing_for_approval_does_not_start_the_plan(
     session: Session, cf: Factory
 ) -> None:
-    with pytest.raises(PolicyRefused, match="may not propose a payment plan"):
-        _plan(session, cf, cf.user(Persona.COLLECTOR), 10_000, "USD", for_approval=True)
+    out = _plan(session, cf, cf.user(Persona.COLLECTOR), 10_000, "USD", for_approval=True)
+    assert out.plan.status == PlanStatus.PENDING_APPROVAL  # within the limit, but only proposed
+    assert out.awaiting_roles == ["Controller"]
 
 
 # --- partial promises -----------------------------------------------------------------------------
@@ -332,3 +333,12 @@ def test_the_one_business_day_clock_skips_weekends_and_holidays() -> None:
     assert approvals.waiting_words(friday, friday + timedelta(hours=26)) == "26 hours"
     assert approvals.waiting_words(friday, friday + timedelta(days=3)) == "3 days"
     assert approvals.waiting_words(friday, friday + timedelta(seconds=61)) == "1 minute"
+
+
+def test_a_plan_only_proposed_within_the_guardrails_still_reaches_the_controller(
+    session: Session, cf: Factory
+) -> None:
+    plan = _plan(session, cf, cf.user(Persona.COLLECTOR), 10_000, "USD", for_approval=True).plan
+    controller = cf.user(Persona.CONTROLLER)
+    [item] = approvals.pending_items(session, cf.org.id, viewer=controller, now=NOW)
+    assert (item.subject_id, item.awaiting_roles) == (plan.id, ["Controller"])
