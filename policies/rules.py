@@ -1069,6 +1069,10 @@ def _limit_rules(
     return rules
 
 
+def _threshold_message(threshold: str, role: str) -> Callable[[Ctx], str]:
+    return lambda x: f"Plan exceeds {threshold}: {role} approval required"
+
+
 def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
     pl = ps.plans
     staff = c.eq("via", "staff")
@@ -1144,11 +1148,7 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
                     c.eq("cur", cur), c.gt("total", above), c.ne("role", pl.escalation_role)
                 ),
                 explain=f"Plans above {threshold} always need {_role_phrase(pl.escalation_role)}.",
-                message=(
-                    lambda x, threshold=threshold: (
-                        f"Plan exceeds {threshold}: {pl.escalation_role} approval required"
-                    )
-                ),
+                message=_threshold_message(threshold, pl.escalation_role),
                 approver=pl.escalation_role,
             )
         )

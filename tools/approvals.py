@@ -512,7 +512,7 @@ def decline_credit(
 
 
 def counts_by_kind(items: Sequence[ApprovalItem]) -> dict[str, int]:
-    out = dict.fromkeys(KINDS, 0)
+    out: dict[str, int] = dict.fromkeys(KINDS, 0)
     for item in items:
         out[item.kind] += 1
     return out

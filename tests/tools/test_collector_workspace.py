@@ -187,8 +187,9 @@ def test_a_partial_promise_pauses_only_the_invoices_it_covers(
 
 def _send_facts(number: str, promise_facts: list) -> dict:
     from policies.facts import EXAMPLES
+    from policies.types import ActionType
 
-    base = dict(EXAMPLES["send_draft"])
+    base = dict(EXAMPLES[ActionType.SEND_DRAFT])
     base["invoices"] = [{"number": number, "disputed": False}]
     base["promises"] = [f.model_dump(mode="json") for f in promise_facts]
     base["now"] = NOW.isoformat()
