@@ -112,7 +112,7 @@ def approval_due(
     if not _is_business_day(day, weekend, holidays):
         day, at = _next_business_day(day, weekend, holidays), time(0)
     due_day = _next_business_day(day, weekend, holidays)
-    return datetime.combine(due_day, at, tzinfo=tz).astimezone(submitted.tzinfo)
+    return datetime.combine(due_day, at, tzinfo=tz)  # on the organisation's clock
 
 
 def waiting_words(since: datetime, now: datetime) -> str:
