@@ -137,3 +137,49 @@ def test_a_plan_in_a_currency_without_limits_is_refused_on_the_card(
     )
     assert r.status_code == 200 and "The plan is not allowed" in r.text
     assert _count(session, PaymentPlan) == 0
+
+
+def test_send_reminder_drafts_through_the_guardrails_and_waits_for_review(
+    client: TestClient, seeded: Seeded, session: Session
+) -> None:
+    from memory.models import Draft, DraftStatus
+    from tools import promises
+
+    customer = make_customer(session, seeded.org, seeded.segment, name="Harbour Foods Ltd")
+    inv = make_invoice(
+        session,
+        seeded.org,
+        customer,
+        number="INV-7001",
+        amount_minor=120_000,
+        due=NOW.date() - timedelta(days=20),
+    )
+    promise = promises.add_promise(
+        session,
+        seeded.org.id,
+        customer_id=customer.id,
+        amount_minor=120_000,
+        promised_date=NOW.date() + timedelta(days=2),
+        actor=seeded.users[Persona.COLLECTOR],
+        invoice_ids=[inv.id],
+        contact_id=customer.contacts[0].id,
+        now=NOW,
+    )
+    session.commit()
+    login(client, seeded, Persona.COLLECTOR)
+    page = client.get(f"/promises/{promise.id}")
+    r = client.post(
+        f"/promises/{promise.id}/reminder",
+        data={"csrf": csrf_of(page.text)},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and r.headers["location"].startswith("/drafts/")
+    session.expire_all()
+    draft = session.scalars(
+        select(Draft).where(Draft.run_key == f"promise-reminder:{promise.id}")
+    ).one()
+    assert draft.status == DraftStatus.PENDING_REVIEW  # Shadow Mode: a person approves it
+    rules = {r["rule_id"] for r in draft.decision["reasons"]}
+    assert "promise.open" not in rules and "promise.reminder_not_open" not in rules
+    assert "shadow.review_required" in rules
+    assert "INV-7001" in draft.body
