@@ -39,7 +39,6 @@ from memory.models import (
     PromiseToPay,
     User,
     plan_invoice,
-    promise_invoice,
 )
 from prompts.registry import (
     PromptError,
@@ -51,6 +50,7 @@ from prompts.registry import (
 )
 from tools import account360 as a360
 from tools.grounding import extract_facts, format_amount, format_day, invoice_shapes, locale_for
+from tools.promises import covered_invoices
 
 MAX_CASE_INVOICES = 15
 #: An SMS is at most two concatenated segments; longer texts are split or cut by carriers.
@@ -442,14 +442,8 @@ def _promise(
     p = session.get(PromiseToPay, promise_id)
     if p is None or p.org_id != org_id or p.customer_id != customer_id:
         raise a360.NotInOrganisation(f"promise {promise_id} is not this customer's")
-    nums = list(
-        session.scalars(
-            select(Invoice.number)
-            .join(promise_invoice, promise_invoice.c.invoice_id == Invoice.id)
-            .where(promise_invoice.c.promise_id == p.id)
-            .order_by(Invoice.number)
-        )
-    )
+    # An open promise is about the invoices its amount covers (the ones it pauses).
+    nums = sorted(i.number for i in covered_invoices(p))
     return _commitment(
         p.id, p.amount_minor, p.currency, p.promised_date, p.status.value, nums, locale
     )

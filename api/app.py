@@ -62,6 +62,7 @@ ROUTER_MODULES = (
     "api.routes.conversation_pages",
     "api.routes.admin",
     "api.routes.cashapp",
+    "api.routes.commitment_pages",
 )
 
 log = logging.getLogger("plixo.api")

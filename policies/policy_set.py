@@ -243,6 +243,15 @@ class ContentPolicy(_Section):
         return out
 
 
+class CurrencyLimits(_Section):
+    """A currency's own plan and credit limits (minor units of that currency). Limits are never
+    converted from another currency: a currency without an entry has no plans or credits."""
+
+    approval_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    credit_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    controller_above_minor: NonNegInt
+
+
 class PolicySet(_Section):
     """One organisation's guardrails: see :func:`load_default`, :func:`load` and :func:`merge`."""
 
@@ -261,13 +270,24 @@ class PolicySet(_Section):
     cash_app: CashAppPolicy = CashAppPolicy()
     approval_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
     credit_limits: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
-    action_permissions: dict[ActionType, StrictStr] = Field(default_factory=dict)
+    # Plans and credits in other currencies: their own limits and threshold, never converted.
+    currency_limits: dict[StrictStr, CurrencyLimits] = Field(default_factory=dict)
+    # One permission, or a list of which any one suffices (offer_plan: manage_plans, propose_plan).
+    action_permissions: dict[ActionType, StrictStr | list[StrictStr]] = Field(default_factory=dict)
 
     @field_validator("currency")
     @classmethod
     def _currency(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Z]{3}", value):
             raise ValueError(f"{value!r} is not an ISO 4217 code such as USD")
+        return value
+
+    @field_validator("currency_limits")
+    @classmethod
+    def _limit_currencies(cls, value: dict[str, CurrencyLimits]) -> dict[str, CurrencyLimits]:
+        for cur in value:
+            if not re.fullmatch(r"[A-Z]{3}", cur):
+                raise ValueError(f"{cur!r} is not an ISO 4217 code such as EUR")
         return value
 
     @model_validator(mode="after")
@@ -286,18 +306,30 @@ class PolicySet(_Section):
         for where, role in role_fields.items():
             if role not in matrix.roles:
                 raise ValueError(f"{where}: unknown role {role!r}; use one of {list(matrix.roles)}")
-        for table in ("approval_limits", "credit_limits"):
-            for role in getattr(self, table):
+        tables: list[tuple[str, dict[str, int]]] = [
+            ("approval_limits", self.approval_limits),
+            ("credit_limits", self.credit_limits),
+        ]
+        for cur, cl in self.currency_limits.items():
+            # An entry for the policy currency itself is superseded by the top-level tables (an
+            # override that switches `currency` keeps the seed's entry for the new currency).
+            tables += [
+                (f"currency_limits.{cur}.approval_limits", cl.approval_limits),
+                (f"currency_limits.{cur}.credit_limits", cl.credit_limits),
+            ]
+        for table, limits in tables:
+            for role in limits:
                 if role not in matrix.roles:
                     raise ValueError(
                         f"{table}: unknown role {role!r}; use one of {list(matrix.roles)}"
                     )
-        for action, perm in self.action_permissions.items():
-            if perm not in matrix.permissions:
-                raise ValueError(
-                    f"action_permissions.{action.value}: unknown permission {perm!r} "
-                    "(see policies/access.yaml)"
-                )
+        for action in self.action_permissions:
+            for perm in self.permissions_for_action(action):
+                if perm not in matrix.permissions:
+                    raise ValueError(
+                        f"action_permissions.{action.value}: unknown permission {perm!r} "
+                        "(see policies/access.yaml)"
+                    )
         for action in ACTOR_ACTIONS:
             if action not in self.action_permissions:
                 raise ValueError(
@@ -310,11 +342,39 @@ class PolicySet(_Section):
     def access(self) -> AccessMatrix:
         return access_matrix()
 
-    def approval_limit(self, role: str) -> int:
-        return self.approval_limits.get(role, 0)
+    def permissions_for_action(self, action: ActionType) -> tuple[str, ...]:
+        """The permissions of which any one lets a person take ``action``."""
+        perm = self.action_permissions[action]
+        return (perm,) if isinstance(perm, str) else tuple(perm)
 
-    def credit_limit(self, role: str) -> int:
-        return self.credit_limits.get(role, 0)
+    def limit_currencies(self) -> tuple[str, ...]:
+        """Every currency plans and credits may be in: the policy currency, then the others."""
+        return (self.currency, *sorted(c for c in self.currency_limits if c != self.currency))
+
+    def approval_limits_in(self, currency: str) -> dict[str, int]:
+        """The plan limits in ``currency`` (empty for a currency without limits)."""
+        if currency == self.currency:
+            return self.approval_limits
+        cl = self.currency_limits.get(currency)
+        return cl.approval_limits if cl else {}
+
+    def credit_limits_in(self, currency: str) -> dict[str, int]:
+        if currency == self.currency:
+            return self.credit_limits
+        cl = self.currency_limits.get(currency)
+        return cl.credit_limits if cl else {}
+
+    def controller_above_in(self, currency: str) -> int:
+        """The total above which a plan in ``currency`` always needs the escalation role."""
+        if currency == self.currency:
+            return self.plans.controller_above_minor
+        return self.currency_limits[currency].controller_above_minor
+
+    def approval_limit(self, role: str, currency: str | None = None) -> int:
+        return self.approval_limits_in(currency or self.currency).get(role, 0)
+
+    def credit_limit(self, role: str, currency: str | None = None) -> int:
+        return self.credit_limits_in(currency or self.currency).get(role, 0)
 
     @cached_property
     def digest(self) -> str:
@@ -381,7 +441,7 @@ def _deep_merge(
     out = copy.deepcopy(base)
     for key, value in override.items():
         where = f"{path}.{key}" if path else key
-        if key not in out and path not in _OPEN_MAPPINGS:
+        if key not in out and not _open_mapping(path):
             line = (lines or {}).get(tuple(where.split(".")))
             at = f"line {line}: " if line else ""
             raise PolicyError(f"{source}: {at}unknown key {where!r}; check the spelling")
@@ -397,8 +457,16 @@ _OPEN_MAPPINGS = {
     "approval_limits",
     "credit_limits",
     "action_permissions",
+    "currency_limits",
     "cash_app.max_auto_apply_minor",
 }
+
+
+def _open_mapping(path: str) -> bool:
+    """A mapping whose keys are data (also each currency's own limit tables)."""
+    return path in _OPEN_MAPPINGS or bool(
+        re.fullmatch(r"currency_limits\.[A-Z]{3}\.(approval|credit)_limits", path)
+    )
 
 
 def merge(

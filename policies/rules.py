@@ -414,10 +414,11 @@ def derive(action: ActionType, facts: _Facts, ps: PolicySet, scanner: ThreatScan
 
 
 def _access_rules(ps: PolicySet, action: ActionType, scope: c.Cond = c.ALWAYS) -> list[Rule]:
-    perm = ps.action_permissions[action]
+    perms = ps.permissions_for_action(action)
     matrix = ps.access
-    holders = matrix.roles_with(perm)
-    sentence = matrix.permissions[perm].rstrip(".").lower()
+    holders = [r for r in matrix.roles if any(matrix.allowed(r, p) for p in perms)]
+    perm = " or ".join(perms)
+    sentence = "; or ".join(matrix.permissions[p].rstrip(".").lower() for p in perms)
     who = ", ".join(holders) if holders else "no role"
     rules = [
         Rule(
@@ -440,7 +441,10 @@ def _access_rules(ps: PolicySet, action: ActionType, scope: c.Cond = c.ALWAYS) -
                 outcome=Outcome.ALLOW,
                 cond=c.all_of(scope, c.one_of("role", holders)),
                 explain=f"Roles with {perm} may {ACTION_PHRASES[action]}.",
-                message=lambda x: f"{x.f.actor_role} holds the {perm} permission",
+                message=lambda x: (
+                    f"{x.f.actor_role} holds the "
+                    f"{next(p for p in perms if matrix.allowed(x.f.actor_role, p))} permission"
+                ),
                 grants=True,
             )
         )
@@ -948,23 +952,23 @@ def _send_nudge_rules(ps: PolicySet) -> list[Rule]:
 
 
 def _over_limit_message(
-    ps: PolicySet, noun: str, role: str, limit: int, amount: Callable[[Ctx], int], escalation: str
+    noun: str, role: str, limit: int, cur: str, amount: Callable[[Ctx], int], escalation: str
 ) -> Callable[[Ctx], str]:
     def message(x: Ctx) -> str:
         return (
-            f"{_cap(noun)} of {_money(ps, amount(x))} exceeds the {role} limit of "
-            f"{_money(ps, limit)}: {escalation} approval required"
+            f"{_cap(noun)} of {format_money(amount(x), cur)} exceeds the {role} limit of "
+            f"{format_money(limit, cur)}: {escalation} approval required"
         )
 
     return message
 
 
 def _within_limit_message(
-    ps: PolicySet, noun: str, role: str, limit: int, amount: Callable[[Ctx], int]
+    noun: str, role: str, limit: int, cur: str, amount: Callable[[Ctx], int]
 ) -> Callable[[Ctx], str]:
     def message(x: Ctx) -> str:
-        within = f"is within the {role} limit of {_money(ps, limit)}"
-        return f"{_cap(noun)} of {_money(ps, amount(x))} {within}"
+        within = f"is within the {role} limit of {format_money(limit, cur)}"
+        return f"{_cap(noun)} of {format_money(amount(x), cur)} {within}"
 
     return message
 
@@ -975,12 +979,13 @@ def _limit_rules(
     noun: str,
     plural: str,
     verb: str,
-    limits: dict[str, int],
+    limits_in: Callable[[str], dict[str, int]],
     amount_field: str,
     escalation: str,
     scope: c.Cond,
 ) -> list[Rule]:
-    """Per-role limit rules compiled from the limits table (absent roles have a limit of 0)."""
+    """Per-role limit rules compiled from the limits table of each currency the policy sets limits
+    in (absent roles have a limit of 0). A limit applies only to amounts in its own currency."""
     matrix = ps.access
     rules: list[Rule] = []
     boss = _role_phrase(escalation)
@@ -988,42 +993,50 @@ def _limit_rules(
     def amount(x: Ctx) -> int:
         return int(x.d["payload"][amount_field])
 
-    for role in matrix.roles:
-        limit = limits.get(role, 0)
-        is_role = c.all_of(scope, c.eq("role", role))
-        if limit:
-            above = f"another {escalation}" if role == escalation else boss
-            sentence = (
-                f"{_cap(_role_phrase(role))} may {verb} {plural} up to {_money(ps, limit)} alone; "
-                f"above that {above} must approve."
+    for cur in ps.limit_currencies():
+        limits = limits_in(cur)
+        tag = "" if cur == ps.currency else f":{cur}"
+        in_cur = c.eq("cur", cur)
+        for role in matrix.roles:
+            limit = limits.get(role, 0)
+            is_role = c.all_of(scope, in_cur, c.eq("role", role))
+            if limit:
+                above = f"another {escalation}" if role == escalation else boss
+                sentence = (
+                    f"{_cap(_role_phrase(role))} may {verb} {plural} up to "
+                    f"{format_money(limit, cur)} alone; above that {above} must approve."
+                )
+            elif cur == ps.currency:
+                sentence = f"Every {noun} {_role_phrase(role)} {verb}s needs {boss}'s approval."
+            else:
+                sentence = (
+                    f"Every {noun} in {cur} {_role_phrase(role)} {verb}s needs {boss}'s approval."
+                )
+            rules.append(
+                Rule(
+                    name=f"{prefix}.above_role_limit[{role}{tag}]",
+                    rule_id=f"{prefix}.above_role_limit",
+                    outcome=Outcome.NEEDS_APPROVAL,
+                    cond=c.all_of(is_role, c.gt(amount_field, limit)),
+                    explain=sentence,
+                    message=_over_limit_message(noun, role, limit, cur, amount, escalation),
+                    approver=escalation,
+                )
             )
-        else:
-            sentence = f"Every {noun} {_role_phrase(role)} {verb}s needs {boss}'s approval."
-        rules.append(
-            Rule(
-                name=f"{prefix}.above_role_limit[{role}]",
-                rule_id=f"{prefix}.above_role_limit",
-                outcome=Outcome.NEEDS_APPROVAL,
-                cond=c.all_of(is_role, c.gt(amount_field, limit)),
-                explain=sentence,
-                message=_over_limit_message(ps, noun, role, limit, amount, escalation),
-                approver=escalation,
+            rules.append(
+                Rule(
+                    name=f"{prefix}.within_limit[{role}{tag}]",
+                    rule_id=f"{prefix}.within_limit",
+                    outcome=Outcome.ALLOW,
+                    cond=c.all_of(
+                        is_role,
+                        c.lte(amount_field, limit),
+                        c.any_of(c.absent("ulim"), c.lte(amount_field, c.ref("ulim"))),
+                    ),
+                    explain=sentence,
+                    message=_within_limit_message(noun, role, limit, cur, amount),
+                )
             )
-        )
-        rules.append(
-            Rule(
-                name=f"{prefix}.within_limit[{role}]",
-                rule_id=f"{prefix}.within_limit",
-                outcome=Outcome.ALLOW,
-                cond=c.all_of(
-                    is_role,
-                    c.lte(amount_field, limit),
-                    c.any_of(c.absent("ulim"), c.lte(amount_field, c.ref("ulim"))),
-                ),
-                explain=sentence,
-                message=_within_limit_message(ps, noun, role, limit, amount),
-            )
-        )
     rules.append(
         Rule(
             name=f"{prefix}.above_role_limit[unknown]",
@@ -1046,13 +1059,18 @@ def _limit_rules(
             cond=c.all_of(scope, c.present("ulim"), c.gt(amount_field, c.ref("ulim"))),
             explain=f"A user's own limit, when lower than their role's, also applies to {plural}.",
             message=lambda x: (
-                f"{_cap(noun)} of {_money(ps, amount(x))} exceeds this user's limit of "
-                f"{_money(ps, x.d['payload']['ulim'])}: {escalation} approval required"
+                f"{_cap(noun)} of {format_money(amount(x), x.f.currency)} exceeds this user's "
+                f"limit of {format_money(x.d['payload']['ulim'], x.f.currency)}: {escalation} "
+                "approval required"
             ),
             approver=escalation,
         )
     )
     return rules
+
+
+def _threshold_message(threshold: str, role: str) -> Callable[[Ctx], str]:
+    return lambda x: f"Plan exceeds {threshold}: {role} approval required"
 
 
 def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
@@ -1066,22 +1084,25 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
         "plan",
         "payment plans",
         verb,
-        ps.approval_limits,
+        ps.approval_limits_in,
         "total",
         pl.escalation_role,
         scope=staff,
     )
-    threshold = _money(ps, pl.controller_above_minor)
+    listed = ", ".join(ps.limit_currencies())
     rules += [
         Rule(
             name="plan.currency",
             rule_id="plan.currency",
             outcome=Outcome.BLOCK,
-            cond=c.ne("cur", ps.currency),
-            explain=f"Plans must be in {ps.currency}, the currency the limits are set in.",
+            cond=c.none_of("cur", list(ps.limit_currencies())),
+            explain=(
+                f"Plans must be in a currency the policy sets limits in ({listed}); limits are "
+                "never converted."
+            ),
             message=lambda x: (
-                f"Plan currency {x.f.currency} is not {ps.currency}, the currency of the limits: "
-                "blocked"
+                f"The policy sets no plan limits in {x.f.currency} (only {listed}); an Admin must "
+                "add them before plans in it: blocked"
             ),
         ),
         Rule(
@@ -1113,17 +1134,25 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
                 f"{format_bps(pl.max_discount_bps)}: blocked"
             ),
         ),
-        Rule(
-            name="plan.above_controller_threshold",
-            rule_id="plan.above_controller_threshold",
-            outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(
-                c.gt("total", pl.controller_above_minor), c.ne("role", pl.escalation_role)
-            ),
-            explain=f"Plans above {threshold} always need {_role_phrase(pl.escalation_role)}.",
-            message=lambda x: f"Plan exceeds {threshold}: {pl.escalation_role} approval required",
-            approver=pl.escalation_role,
-        ),
+    ]
+    for cur in ps.limit_currencies():
+        above = ps.controller_above_in(cur)
+        threshold = format_money(above, cur)
+        tag = "" if cur == ps.currency else f"[{cur}]"
+        rules.append(
+            Rule(
+                name=f"plan.above_controller_threshold{tag}",
+                rule_id="plan.above_controller_threshold",
+                outcome=Outcome.NEEDS_APPROVAL,
+                cond=c.all_of(
+                    c.eq("cur", cur), c.gt("total", above), c.ne("role", pl.escalation_role)
+                ),
+                explain=f"Plans above {threshold} always need {_role_phrase(pl.escalation_role)}.",
+                message=_threshold_message(threshold, pl.escalation_role),
+                approver=pl.escalation_role,
+            )
+        )
+    rules += [
         Rule(
             name="plan.non_standard_terms",
             rule_id="plan.non_standard_terms",
@@ -1166,7 +1195,7 @@ def _credit_rules(ps: PolicySet) -> list[Rule]:
         "credit",
         "credits and discounts",
         "grant",
-        ps.credit_limits,
+        ps.credit_limits_in,
         "amt",
         cr.escalation_role,
         scope=c.ALWAYS,
@@ -1176,9 +1205,15 @@ def _credit_rules(ps: PolicySet) -> list[Rule]:
             name="credit.currency",
             rule_id="credit.currency",
             outcome=Outcome.BLOCK,
-            cond=c.ne("cur", ps.currency),
-            explain=f"Credits and discounts must be in {ps.currency}, the currency of the limits.",
-            message=lambda x: f"Credit currency {x.f.currency} is not {ps.currency}: blocked",
+            cond=c.none_of("cur", list(ps.limit_currencies())),
+            explain=(
+                "Credits and discounts must be in a currency the policy sets limits in "
+                f"({', '.join(ps.limit_currencies())}); limits are never converted."
+            ),
+            message=lambda x: (
+                f"The policy sets no credit limits in {x.f.currency} (only "
+                f"{', '.join(ps.limit_currencies())}): blocked"
+            ),
         ),
         Rule(
             name="credit.exceeds_balance",

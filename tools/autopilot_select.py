@@ -57,7 +57,7 @@ from memory.models import (
     plan_invoice,
     promise_invoice,
 )
-from tools.promises import PromiseReminder
+from tools.promises import PromiseReminder, covered_keys
 
 CATCH_UP_DAYS = 7
 INSTALLMENT_GRACE_DAYS = 3
@@ -363,23 +363,30 @@ def select_due(
             PromiseToPay.promised_date,
             PromiseToPay.grace_days,
             PromiseToPay.status,
+            PromiseToPay.amount_minor,
             promise_invoice.c.invoice_id,
+            Invoice.due_date,
+            Invoice.balance_minor,
+            Invoice.status,
         )
         .join(promise_invoice, promise_invoice.c.promise_id == PromiseToPay.id)
+        .join(Invoice, Invoice.id == promise_invoice.c.invoice_id)
         .where(
             PromiseToPay.org_id == org_id,
             PromiseToPay.status.in_((PromiseStatus.OPEN, PromiseStatus.MISSED)),
         )
         .order_by(PromiseToPay.id)
     ).all()
-    promises: dict[int, tuple[int, date, PromiseStatus, list[int]]] = {}
-    for pid, cust, pdate, grace, status, inv_id in promise_rows:
+    promises: dict[int, tuple[int, date, PromiseStatus, int, list[tuple[int, date, int, int]]]] = {}
+    for pid, cust, pdate, grace, status, amount, inv_id, due, balance, inv_status in promise_rows:
         deadline = pdate + timedelta(days=grace)
-        entry = promises.setdefault(pid, (cust, deadline, status, []))
-        entry[3].append(inv_id)
-    for pid, (cust, deadline, status, inv_ids) in promises.items():
+        entry = promises.setdefault(pid, (cust, deadline, status, amount, []))
+        entry[4].append((inv_id, due, inv_id, balance if inv_status == InvoiceStatus.OPEN else 0))
+    for pid, (cust, deadline, status, amount, links) in promises.items():
+        inv_ids = [link[0] for link in links]
         if status is PromiseStatus.OPEN and deadline >= as_of:
-            paused.update(inv_ids)
+            # A partial promise pauses only the invoices its amount covers.
+            paused.update(covered_keys(amount, links))
             continue
         follow_date = deadline + timedelta(days=1)
         if not (0 <= (as_of - follow_date).days < catch_up_days):

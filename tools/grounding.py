@@ -65,6 +65,7 @@ from policies.facts import StatedFacts as PolicyStatedFacts
 from policies.types import ActionType
 from tools.account360 import pay_link
 from tools.policy_admin import policy_set_for
+from tools.promises import covered_keys
 from tools.readiness import data_ready
 
 # --- rendering ---------------------------------------------------------------------------------
@@ -1106,20 +1107,28 @@ def promise_facts_by_customer(
             PromiseToPay.promised_date,
             PromiseToPay.status,
             PromiseToPay.grace_days,
+            PromiseToPay.amount_minor,
             Invoice.number,
+            Invoice.due_date,
+            Invoice.id,
+            Invoice.balance_minor,
+            Invoice.status,
         )
         .join(promise_invoice, promise_invoice.c.promise_id == PromiseToPay.id)
         .join(Invoice, Invoice.id == promise_invoice.c.invoice_id)
         .where(PromiseToPay.org_id == org_id, PromiseToPay.customer_id.in_(ids))
         .order_by(PromiseToPay.id, Invoice.number)
     ).all()
-    grouped: dict[int, tuple[int, date, str, int, list[str]]] = {}
-    for pid, cid, pdate, status, grace, number in rows:
+    grouped: dict[int, tuple[int, date, str, int, int, list[tuple[str, date, int, int]]]] = {}
+    for pid, cid, pdate, status, grace, amount, number, due, inv_id, balance, inv_status in rows:
         label = str(getattr(status, "value", status))
-        entry = grouped.setdefault(pid, (cid, pdate, label, grace, []))
-        entry[4].append(number)
+        entry = grouped.setdefault(pid, (cid, pdate, label, grace, amount, []))
+        open_balance = balance if inv_status == InvoiceStatus.OPEN else 0
+        entry[5].append((number, due, inv_id, open_balance))
     out: dict[int, list[PromiseFacts]] = {}
-    for cid, pdate, state, grace, nums in grouped.values():
+    for cid, pdate, state, grace, amount, links in grouped.values():
+        # An open promise pauses only what its amount covers; a decided one names every link.
+        nums = sorted(covered_keys(amount, links)) if state == "open" else [n for n, *_ in links]
         out.setdefault(cid, []).append(
             PromiseFacts.model_validate(
                 {

@@ -325,7 +325,19 @@ class PlanOutcome:
     awaiting_roles: list[str] = field(default_factory=list)
 
 
-@guarded("manage_plans", actor="proposer", payer_source=True, **COMMITMENT_GUARD)
+def _proposing_permissions(args: dict[str, Any]) -> tuple[str, ...]:
+    """Administering plans (``manage_plans``) lets a plan within the proposer's limit start at
+    once; ``for_approval`` (a CSM from Account 360) needs only ``propose_plan``."""
+    return ("propose_plan",) if args.get("for_approval") else ("manage_plans",)
+
+
+@guarded(
+    "manage_plans",
+    actor="proposer",
+    payer_source=True,
+    permissions_for=_proposing_permissions,
+    **COMMITMENT_GUARD,
+)
 def propose_plan(
     session: Session,
     org_id: int,
@@ -339,6 +351,7 @@ def propose_plan(
     terms_note: str | None = None,
     from_promise_id: int | None = None,
     source: str = "manual",
+    for_approval: bool = False,
     now: datetime | None = None,
 ) -> PlanOutcome:
     """Validate a schedule, ask the guardrails (``offer_plan``) and store the plan.
@@ -346,7 +359,8 @@ def propose_plan(
     ``proposer=None`` means the payer proposed it in the mini-portal: the plan always waits for a
     person. Outcomes: block → :class:`PolicyRefused`, nothing saved; needs_approval → the plan waits
     in ``pending_approval`` for the named role; allow → the proposer's own authority covers it and
-    the plan is active at once.
+    the plan is active at once. ``for_approval``: the proposer only proposes (``propose_plan``);
+    the plan waits for an approver whatever their limit says.
     """
     now = now or utcnow()
     today = org_today(session, org_id, now)
@@ -398,8 +412,9 @@ def propose_plan(
         raise PolicyRefused(f"The plan is not allowed: {message}", decision)
     if outcome not in ("allow", "needs_approval"):
         raise PolicyRefused(f"The guardrails did not approve the plan: {message}", decision)
-    # The payer can never approve their own plan, whatever the engine said.
-    active = outcome == "allow" and proposer is not None
+    # The payer can never approve their own plan, whatever the engine said; nor can a proposer
+    # who only proposes.
+    active = outcome == "allow" and proposer is not None and not for_approval
 
     plan = PaymentPlan(
         org_id=org_id,
@@ -457,8 +472,9 @@ def propose_plan(
         )
         session.flush()
     awaiting = [] if active else list(decision.get("approver_roles") or [])
-    if not active and proposer is None and not awaiting:
-        awaiting = [decision.get("approver_role") or "Collector"]
+    if not active and not awaiting:
+        ps = policy_set_for(session, org_id)
+        awaiting = [ps.plans.portal_approver_role if proposer is None else ps.plans.escalation_role]
     return PlanOutcome(plan=plan, decision=decision, message=message, awaiting_roles=awaiting)
 
 
@@ -474,6 +490,11 @@ def _legal_approved(session: Session, plan: PaymentPlan) -> bool:
         )
     ).all()
     return any(r[0] == Persona.LEGAL for r in rows)
+
+
+def legal_signed(session: Session, plan: PaymentPlan) -> bool:
+    """Has Legal already approved this plan's terms (the approvals inbox stops asking Legal)?"""
+    return _legal_approved(session, plan)
 
 
 def _next_approvers(session: Session, plan: PaymentPlan, facts: dict[str, Any]) -> list[str]:
@@ -503,9 +524,13 @@ def approve_plan(
     plan_id: int,
     *,
     approver: User,
+    rationale: str | None = None,
     now: datetime | None = None,
 ) -> PlanOutcome:
     """A person approves a pending plan; the guardrails decide whether their approval suffices.
+
+    ``rationale``: why (kept on the approval row and in the audit trail; the approvals inbox
+    requires one).
 
     Legal's approval of non-standard terms is recorded and the plan keeps waiting for any other
     role still required (e.g. the Controller above $50,000); any other refusal raises
@@ -555,7 +580,7 @@ def approve_plan(
                 subject_id=plan.id,
                 approver_user_id=approver.id,
                 outcome="approved",
-                reason="non-standard terms approved by Legal",
+                reason=rationale or "non-standard terms approved by Legal",
                 created_at=now,
             )
         )
@@ -570,7 +595,7 @@ def approve_plan(
             subject_id=plan.id,
             from_state=plan.status.value,
             to_state=plan.status.value,
-            detail={"message": message},
+            detail={"message": message, "rationale": rationale},
         )
         session.flush()
         return PlanOutcome(
@@ -593,6 +618,7 @@ def approve_plan(
             subject_id=plan.id,
             approver_user_id=approver.id,
             outcome="approved",
+            reason=rationale,
             created_at=now,
         )
     )
@@ -605,7 +631,7 @@ def approve_plan(
         subject_id=plan.id,
         from_state=before.value,
         to_state=PlanStatus.ACTIVE.value,
-        detail={"message": message},
+        detail={"message": message, "rationale": rationale},
     )
     session.flush()
     return PlanOutcome(plan=plan, decision=decision, message=message)

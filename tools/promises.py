@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -36,6 +37,8 @@ from memory.models import (
 )
 from tools import audit, metrics
 from tools.authz import guarded
+
+K = TypeVar("K")
 
 DEFAULT_GRACE_DAYS = 3  # the seed policy's promises.default_grace_days
 MAX_GRACE_DAYS = 30
@@ -136,6 +139,40 @@ def get_promise(session: Session, org_id: int, promise_id: int) -> PromiseToPay:
     if promise is None or promise.org_id != org_id:
         raise NotFound(f"Promise {promise_id} does not exist in this organisation.")
     return promise
+
+
+def covered_keys(amount_minor: int, invoices: Sequence[tuple[K, date, int, int]]) -> list[K]:
+    """What a promise covers: its linked invoices the promised amount reaches, oldest due first.
+
+    ``invoices``: (key, due date, id, open balance) per linked invoice. The amount is spread over
+    the open ones by due date; each invoice it reaches (fully or in part) is covered and paused,
+    the rest stay in the cadence: a promise of $1,000 on three invoices of $1,000 pauses only the
+    oldest. With no open invoice left every link is returned (nothing is chased anyway, and a
+    promise always names its invoices)."""
+    open_ones = sorted((i for i in invoices if i[3] > 0), key=lambda i: (i[1], i[2]))
+    if not open_ones:
+        return [i[0] for i in invoices]
+    left = amount_minor
+    out: list[K] = []
+    for key, _due, _id, balance in open_ones:
+        if left <= 0:
+            break
+        out.append(key)
+        left -= balance
+    return out
+
+
+def covered_invoices(promise: PromiseToPay) -> list[Invoice]:
+    """The invoices an open promise pauses (see :func:`covered_keys`); every link otherwise."""
+    if promise.status != PromiseStatus.OPEN:
+        return list(promise.invoices)
+    return covered_keys(
+        promise.amount_minor,
+        [
+            (i, i.due_date, i.id, i.balance_minor if i.status == InvoiceStatus.OPEN else 0)
+            for i in promise.invoices
+        ],
+    )
 
 
 def promise_deadline(promise: PromiseToPay) -> date:

@@ -191,8 +191,8 @@ def _has_perm(role: str | None, perm: str) -> bool:
 
 
 def _access_rules(ps: PolicySet, action: str, role: str | None) -> list[_R]:
-    perm = ps.action_permissions[action]  # type: ignore[index]
-    if _has_perm(role, perm):
+    perms = ps.permissions_for_action(action)  # type: ignore[arg-type]
+    if any(_has_perm(role, perm) for perm in perms):
         return [_R("access.granted", "allow", grants=True)]
     return [_R("access.denied", "block")]
 
@@ -355,12 +355,13 @@ def _send_nudge(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, A
 
 
 def _limits(
-    prefix: str, role: str, amount: int, limits: dict[str, int], user: int | None, esc: str
+    prefix: str, role: str, amount: int, limits: dict[str, int] | None, user: int | None, esc: str
 ) -> list[_R]:
+    """``limits`` None: the currency has no limits in the policy (only its block rule fires)."""
     out = []
     if role not in RANKS:
         out.append(_R(f"{prefix}.above_role_limit", "needs_approval", approver=esc))
-    else:
+    elif limits is not None:
         limit = limits.get(role, 0)
         if amount > limit:
             out.append(_R(f"{prefix}.above_role_limit", "needs_approval", approver=esc))
@@ -378,6 +379,7 @@ def _bps_over(part: int, whole: int, cap: int) -> bool:
 
 def _plan(ps: PolicySet, f: dict[str, Any], action: str) -> tuple[list[_R], dict[str, Any]]:
     pl = ps.plans
+    listed = f["currency"] in ps.limit_currencies()
     via = f.get("proposed_via", "staff") if action == "offer_plan" else "staff"
     role = f.get("actor_role") or ""
     out: list[_R] = []
@@ -387,13 +389,13 @@ def _plan(ps: PolicySet, f: dict[str, Any], action: str) -> tuple[list[_R], dict
             "plan",
             role,
             f["total_minor"],
-            ps.approval_limits,
+            ps.approval_limits_in(f["currency"]) if listed else None,
             f.get("actor_limit_minor"),
             pl.escalation_role,
         )
     else:
         out.append(_R("plan.portal_proposal", "needs_approval", approver=pl.portal_approver_role))
-    if f["currency"] != ps.currency:
+    if not listed:
         out.append(_R("plan.currency", "block"))
     if f["installments"] > pl.max_installments:
         out.append(_R("plan.max_installments", "block"))
@@ -401,7 +403,11 @@ def _plan(ps: PolicySet, f: dict[str, Any], action: str) -> tuple[list[_R], dict
         out.append(_R("plan.max_months", "block"))
     if _bps_over(f.get("discount_minor", 0), f["total_minor"], pl.max_discount_bps):
         out.append(_R("plan.max_discount", "block"))
-    if f["total_minor"] > pl.controller_above_minor and role != pl.escalation_role:
+    if (
+        listed
+        and f["total_minor"] > ps.controller_above_in(f["currency"])
+        and role != pl.escalation_role
+    ):
         out.append(
             _R("plan.above_controller_threshold", "needs_approval", approver=pl.escalation_role)
         )
@@ -413,16 +419,17 @@ def _plan(ps: PolicySet, f: dict[str, Any], action: str) -> tuple[list[_R], dict
 
 def _credit(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
     cr = ps.credits
+    listed = f["currency"] in ps.limit_currencies()
     out = _access_rules(ps, "grant_credit", f["actor_role"])
     out += _limits(
         "credit",
         f["actor_role"],
         f["amount_minor"],
-        ps.credit_limits,
+        ps.credit_limits_in(f["currency"]) if listed else None,
         f.get("actor_limit_minor"),
         cr.escalation_role,
     )
-    if f["currency"] != ps.currency:
+    if not listed:
         out.append(_R("credit.currency", "block"))
     if f["amount_minor"] > f["invoice_balance_minor"]:
         out.append(_R("credit.exceeds_balance", "block"))

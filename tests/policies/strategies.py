@@ -409,7 +409,9 @@ def _amount(draw: st.DrawFn, limits: list[int]) -> int:
 @st.composite
 def plan_facts(draw: st.DrawFn, ps: PolicySet, action: str) -> dict[str, Any]:
     pl = ps.plans
-    total = _amount(draw, [*ps.approval_limits.values(), pl.controller_above_minor])
+    other = [v for cl in ps.currency_limits.values() for v in cl.approval_limits.values()]
+    other += [cl.controller_above_minor for cl in ps.currency_limits.values()]
+    total = _amount(draw, [*ps.approval_limits.values(), pl.controller_above_minor, *other])
     cap = pl.max_discount_bps
     edge_discount = max(0, min(total, total * cap // 10_000 + draw(_ints(-1, 1))))
     if draw(BOOL):  # clean terms: only limits and approvals decide
@@ -424,7 +426,7 @@ def plan_facts(draw: st.DrawFn, ps: PolicySet, action: str) -> dict[str, Any]:
     else:
         facts = {
             "total_minor": total,
-            "currency": pick(draw, [ps.currency, ps.currency, "GBP"]),
+            "currency": pick(draw, [ps.currency, ps.currency, "GBP", "EUR", "JPY"]),
             "installments": pick(draw, [1, pl.max_installments, pl.max_installments + 1, 3]),
             "months": pick(draw, [1, pl.max_months, pl.max_months + 1, 6]),
             "discount_minor": pick(draw, [0, edge_discount, min(total, 1)]),
@@ -454,7 +456,7 @@ def credit_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
         "actor_role": pick(draw, ROLES_PLUS),
         "kind": pick(draw, ["discount", "credit"]),
         "amount_minor": amount,
-        "currency": pick(draw, [ps.currency, ps.currency, "JPY"]),
+        "currency": pick(draw, [ps.currency, ps.currency, "GBP", "JPY"]),
         "invoice_amount_minor": invoice,
         "invoice_balance_minor": pick(draw, [invoice, amount, amount - 1, 0]),
     }

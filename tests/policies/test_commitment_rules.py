@@ -70,7 +70,7 @@ def test_non_standard_terms_need_legal_and_the_controller_leads_when_both_are_ne
         ({"installments": 13}, "plan.max_installments"),
         ({"months": 13}, "plan.max_months"),
         ({"discount_minor": 50_001}, "plan.max_discount"),  # 10.0002 % of 500,000
-        ({"currency": "EUR"}, "plan.currency"),
+        ({"currency": "JPY"}, "plan.currency"),
     ],
 )
 def test_plan_caps_block_outright(change: dict, rule: str) -> None:
@@ -166,7 +166,7 @@ def test_a_credit_larger_than_the_open_balance_is_blocked() -> None:
 def test_who_may_grant_credits() -> None:
     assert check("grant_credit", credit(actor_role="Billing Admin", amount_minor=250_000)).allowed
     assert check("grant_credit", credit(actor_role="Sales")).outcome == "block"
-    assert check("grant_credit", credit(currency="GBP")).outcome == "block"
+    assert check("grant_credit", credit(currency="JPY")).outcome == "block"
 
 
 # --- disputes -------------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ def _dynamic_variants() -> dict[str, list[tuple[str, dict[str, Any], tuple[str, 
             (kind, {"proposal": SimpleNamespace(kind=kind)}, (permission,))
             for kind, permission in ACCEPTABLE.items()
         ],
+        "tools.plans.propose_plan": [
+            ("", {}, ("manage_plans",)),
+            ("for approval", {"for_approval": True}, ("propose_plan",)),
+        ],
         "tools.sessions.change_password": [
             ("own", {"user_id": 1}, ()),  # persona_user has id 1
             ("another user's", {"user_id": 2}, ("manage_users",)),
@@ -190,6 +194,7 @@ def test_a_system_caller_is_let_through_but_a_blank_one_is_not() -> None:
 # on their own account. Anything new that takes a User must be guarded or listed here with why.
 UNGUARDED_WITH_A_REASON = {
     "tools.audit.record": "writes the trail of the guarded operation that calls it",
+    "tools.approvals.decide": "decides through each subject's own guarded tool",
     "tools.payments.queue_receipt": "called by post_payment after its check",
     "tools.plans.apply_payment": "called by post_payment after its check",
     "tools.promises.on_payment": "called by post_payment after its check",
