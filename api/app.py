@@ -51,7 +51,7 @@ DEFAULT_BODY_LIMIT = 1 * 1024 * 1024  # JSON and forms: 1 MiB is far above any r
 # Routes that accept file uploads (dispute evidence in the mini-portal) get more room; their own
 # handlers enforce the exact per-file limits and types.
 UPLOAD_BODY_LIMIT = 25 * 1024 * 1024
-UPLOAD_PREFIXES = ("/portal", "/api/portal", "/api/disputes")
+UPLOAD_PREFIXES = ("/portal", "/api/portal", "/api/disputes", "/disputes")
 
 ROUTER_MODULES = (
     "api.routes.auth",
@@ -66,6 +66,9 @@ ROUTER_MODULES = (
     "api.routes.conversation_pages",
     "api.routes.admin",
     "api.routes.cashapp",
+    "api.routes.dispute_pages",
+    "api.routes.message_pages",
+    "api.routes.inbox_pages",
 )
 
 log = logging.getLogger("plixo.api")

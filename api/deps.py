@@ -400,6 +400,7 @@ def page_words(request: Request, user: User | None) -> dict[str, Any]:
         "rule_label": labels.rule_label,
         "plural": labels.plural,
         "listing": labels.listing,
+        "hours": labels.hours,
         "money_text": labels.money,
         "when": lambda moment: labels.when(moment, locale=locale, tz=tz),
         "day": lambda value: labels.day(value, locale=locale),

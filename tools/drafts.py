@@ -71,8 +71,12 @@ def store_new_draft(
     decision: dict[str, Any],
     actor: User | str,
     grounding_blocked: bool = False,
+    supersede: bool = True,
 ) -> Draft:
-    """Persist a new draft with its decision and first state, and audit the transition."""
+    """Persist a new draft with its decision and first state, and audit the transition.
+
+    ``supersede=False``: older waiting drafts of the invoice stay (a person's blocked attempt
+    must not retire a message that can still be approved)."""
     draft.decision = decision
     draft.decision_outcome = str(decision.get("outcome"))
     draft.status = status_for_decision(draft.decision_outcome, grounding_blocked=grounding_blocked)
@@ -89,7 +93,8 @@ def store_new_draft(
         to_state=draft.status.value,
         detail={"outcome": draft.decision_outcome, "run_key": draft.run_key},
     )
-    supersede_older(session, [draft], actor=actor)
+    if supersede:
+        supersede_older(session, [draft], actor=actor)
     return draft
 
 

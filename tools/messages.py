@@ -165,6 +165,7 @@ def compose(
         decision=check.decision,
         actor=user,
         grounding_blocked=check.grounding_blocked,
+        supersede=not check.grounding_blocked and check.decision.get("outcome") != "block",
     )
     if draft.status == DraftStatus.PENDING_REVIEW and approval_problem(session, draft, user):
         approvers = notifications.people_who(
