@@ -32,7 +32,7 @@ from api.security import SecurityHeadersMiddleware
 from api.uploads import PortalUploadGuard
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
-from policies.money import format_money
+from tools import labels
 from tools.authz import PermissionDenied
 from tools.drafts import DraftError
 from tools.plans import PolicyRefused
@@ -41,9 +41,8 @@ from tools.sessions import LoginLimiter
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters["money"] = lambda minor, currency="USD": (
-    format_money(int(minor), str(currency)) if minor is not None else ""
-)
+# Money as money on every page: the currency's own digits ("$999.00", never "$999").
+templates.env.filters["money"] = lambda minor, currency="USD": labels.money(minor, currency)
 
 SESSION_MAX_AGE_S = 8 * 3600  # a working day; an expired session logs in again
 
