@@ -33,6 +33,7 @@ from memory.models import (
     DraftStatus,
     InboundMessage,
     Invoice,
+    Organisation,
     Persona,
     User,
     utcnow,
@@ -152,6 +153,8 @@ def compose(
             "written_by": user.id,
             "invoice_numbers": [invoice.number] if invoice else [],
             "in_reply_to": reply.id if reply else None,
+            # the link this message may state, fixed now as Autopilot's drafts fix theirs
+            "pay_link": _pay_link(session, settings, org_id, invoice),
         },
         created_by_user_id=user.id,
         created_at=now,
@@ -185,6 +188,17 @@ def compose(
             now=now,
         )
     return draft
+
+
+def _pay_link(
+    session: Session, settings: Settings, org_id: int, invoice: Invoice | None
+) -> str | None:
+    from tools.account360 import pay_link
+
+    org = session.get(Organisation, org_id)
+    if invoice is None or org is None:
+        return None
+    return pay_link(settings, org.slug, invoice.number)
 
 
 # --- the account timeline: calls and outside e-mails --------------------------------------------

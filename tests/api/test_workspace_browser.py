@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,22 @@ class Person:
         assert not RAW.findall(text), f"raw identifiers on {name}: {RAW.findall(text)}"
 
 
+def deliver(
+    sessions: sessionmaker[Session], durable_settings: Settings, settings: Settings, port: int
+) -> Counter[str]:
+    """Drain the outbox through DBOS to the SMTP server, on a thread of its own: DBOS's sync
+    calls refuse to run beside Playwright's event loop on this one."""
+
+    def run() -> Counter[str]:
+        durable.set_ledger(sessions, durable_settings)
+        sending = settings.model_copy(update={"smtp_port": port})
+        with delivery_flow.use_sender(lambda _s: smtp_sender(sending)):
+            return delivery_flow.drain(sessions, timeout_s=60)
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
 def test_legal_works_an_escalated_dispute_with_evidence_to_a_credit(
     browser: Any,
     live: LiveServer,
@@ -205,6 +223,8 @@ def test_legal_works_an_escalated_dispute_with_evidence_to_a_credit(
 
 
 def test_collector_message_is_approved_and_arrives_at_the_smtp_server(
+    worker_id: str,  # DBOS first: its queues register outside Playwright's event loop
+    durable_settings: Settings,
     browser: Any,
     live: LiveServer,  # noqa: F811
     seeded: Seeded,
@@ -213,8 +233,6 @@ def test_collector_message_is_approved_and_arrives_at_the_smtp_server(
     settings: Settings,  # noqa: F811
     mail: tuple[int, SmtpSink],
     shots: Path,
-    worker_id: str,
-    durable_settings: Settings,
 ) -> None:
     port, sink = mail
     customer, invoice = seeded.customers[1], seeded.invoices[1]
@@ -243,11 +261,12 @@ def test_collector_message_is_approved_and_arrives_at_the_smtp_server(
     assert "queued for delivery" in page.inner_text(".flash")
     assert collector.offsite == []
     draft = session.scalars(select(Draft).where(Draft.kind == "manual")).one()
-    durable.set_ledger(sessions, durable_settings)
-    sending = settings.model_copy(update={"smtp_port": port})
-    with delivery_flow.use_sender(lambda _s: smtp_sender(sending)):
-        outcomes = delivery_flow.drain(sessions, timeout_s=60)
-    assert outcomes["sent"] == 1, outcomes
+    outcomes = deliver(sessions, durable_settings, settings, port)
+    session.expire_all()
+    assert outcomes["sent"] == 1, (
+        outcomes,
+        [(d.id, d.hold_reason) for d in session.scalars(select(Draft))],
+    )
     deadline = time.monotonic() + 5
     while not sink.received:
         assert time.monotonic() < deadline, "nothing arrived at the SMTP server"
@@ -294,6 +313,8 @@ def test_a_mention_reaches_the_mentioned_persons_inbox(
 
 
 def test_scheduled_view_lists_a_deferred_message_until_it_is_sent(
+    worker_id: str,  # DBOS first: its queues register outside Playwright's event loop
+    durable_settings: Settings,
     browser: Any,
     live: LiveServer,  # noqa: F811
     app: Any,  # noqa: F811
@@ -303,8 +324,6 @@ def test_scheduled_view_lists_a_deferred_message_until_it_is_sent(
     settings: Settings,  # noqa: F811
     mail: tuple[int, SmtpSink],
     shots: Path,
-    worker_id: str,
-    durable_settings: Settings,
 ) -> None:
     port, sink = mail
     night = NOW.replace(hour=3)  # 23:00 in New York: the contact's quiet hours
@@ -329,12 +348,13 @@ def test_scheduled_view_lists_a_deferred_message_until_it_is_sent(
     page = viewer.go("/scheduled")
     assert page.locator(f"[data-draft-id='{draft.id}']").count() == 1
     morning = NOW.replace(hour=14)  # 10:00 in New York
-    assert drafts.release_deferred(session, now=morning, settings=settings) == [draft.id]
+    session.expire_all()
+    held = session.get(Draft, draft.id)
+    assert held is not None and held.status == DraftStatus.APPROVED
+    released = drafts.release_deferred(session, now=morning, settings=settings)
+    assert released == [draft.id], (held.status, held.decision.get("not_before"), held.hold_reason)
     session.commit()
-    durable.set_ledger(sessions, durable_settings)
-    sending = settings.model_copy(update={"smtp_port": port})
-    with delivery_flow.use_sender(lambda _s: smtp_sender(sending)):
-        outcomes = delivery_flow.drain(sessions, timeout_s=60)
+    outcomes = deliver(sessions, durable_settings, settings, port)
     assert outcomes["sent"] == 1, outcomes
     page = viewer.go("/scheduled")
     assert page.locator(f"[data-draft-id='{draft.id}']").count() == 0
