@@ -42,12 +42,13 @@ def _count(session: Session, model: type) -> int:
 
 def test_log_touch_refuses_bad_input_and_writes_nothing(session: Session, seeded: Seeded) -> None:
     collector, customer = seeded.users[Persona.COLLECTOR], seeded.customers[0]
+    later, long_ago = NOW + timedelta(hours=1), NOW - timedelta(days=91)
     cases = [
         ({"kind": ActivityKind.NUDGE, "summary": "x"}, "Only a call or an outside e-mail"),
         ({"kind": ActivityKind.CALL, "summary": " "}, "Say in a line"),
         ({"kind": ActivityKind.CALL, "summary": "x", "direction": "up"}, "in or out"),
-        ({"kind": ActivityKind.CALL, "summary": "x", "occurred_at": NOW + timedelta(hours=1)}, "future"),
-        ({"kind": ActivityKind.CALL, "summary": "x", "occurred_at": NOW - timedelta(days=91)}, "90 days"),
+        ({"kind": ActivityKind.CALL, "summary": "x", "occurred_at": later}, "future"),
+        ({"kind": ActivityKind.CALL, "summary": "x", "occurred_at": long_ago}, "90 days"),
     ]  # fmt: skip
     for kwargs, message in cases:
         with pytest.raises(messages.MessageError, match=message):
