@@ -160,6 +160,9 @@ WORDS: dict[str, str] = {
     "approval": "Approval waiting",
     "sla_breach": "Dispute SLA breached",
     "promise_missed": "Promise missed",
+    # triage proposals
+    "log_promise": "Log a promise-to-pay",
+    "open_dispute": "Open a dispute",
     # sources
     "portal": "Mini-portal",
     "reply_triage": "Reply triage",

@@ -92,12 +92,19 @@ def compose_page(
     user: Writer,
     db: DbSession,
     settings: AppSettings,
-    customer_id: Annotated[int, Query(ge=1, le=2**31 - 1)],
+    customer_id: OptId = None,
     invoice_id: OptId = None,
     reply_to: OptId = None,
     dispute_id: OptId = None,
     template: Annotated[str | None, Query(max_length=40)] = None,
 ) -> HTMLResponse:
+    if customer_id is None and reply_to is not None:
+        try:  # a reply: the customer is the one who wrote
+            customer_id = messages.reply_target(db, user.org_id, reply_to).customer_id
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from exc
+    if customer_id is None:
+        raise HTTPException(422, "Say whom to write to: open the composer from an account.")
     customer = _customer(db, user, customer_id)
     invoices = _open_invoices(db, customer)
     invoice = next((i for i in invoices if i.id == invoice_id), None)
@@ -113,9 +120,8 @@ def compose_page(
         )
     )
     contact = next((c for c in contacts if c.email), None)
-    subject, body = _starting_text(
-        db, user, customer, invoice or (invoices[:1] or [None])[0], contact, settings
-    )
+    about: Invoice | None = invoice or (invoices[0] if invoices else None)
+    subject, body = _starting_text(db, user, customer, about, contact, settings)
     reply = None
     if reply_to is not None:
         try:
@@ -124,6 +130,7 @@ def compose_page(
             raise HTTPException(404, str(exc)) from exc
         if reply.customer_id != customer.id:
             raise HTTPException(404, "That message is not from this customer.")
+        contact = next((c for c in contacts if c.id == reply.contact_id and c.email), contact)
         subject = (
             reply.subject if reply.subject.lower().startswith("re:") else f"Re: {reply.subject}"
         )
@@ -132,6 +139,7 @@ def compose_page(
         if (
             dispute is None
             or dispute.org_id != user.org_id
+            or dispute.customer_id != customer.id
             or template not in dispute_replies.TEMPLATES
         ):
             raise HTTPException(404, "No such dispute or reply template.")
@@ -139,18 +147,18 @@ def compose_page(
             db, dispute, template, sender=user.name, contact_name=contact.name if contact else None
         )
         org = db.get(Organisation, user.org_id)
-        inv = db.get(Invoice, dispute.invoice_id)
-        body = (
-            f"{text}\n\n{pay_link(settings, org.slug, inv.number)}" if inv.balance_minor else text
-        )
-        invoice = inv
+        about = db.get(Invoice, dispute.invoice_id)
+        if org is None or about is None:
+            raise HTTPException(404, "No such dispute or reply template.")
+        link = pay_link(settings, org.slug, about.number)
+        body = f"{text}\n\n{link}" if about.balance_minor else text
     return _render(
         request,
         "compose.html",
         user,
         customer=customer,
         invoices=invoices,
-        invoice=invoice or (invoices[:1] or [None])[0],
+        invoice=about,
         contacts=contacts,
         contact=contact,
         subject=subject,

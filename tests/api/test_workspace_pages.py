@@ -326,3 +326,38 @@ def test_scheduled_view_lists_a_deferred_message_with_its_approver(
     page = client.get("/scheduled")
     assert f'data-draft-id="{draft.id}"' not in page.text
     assert "No approved message is waiting" in page.text
+
+
+def test_reply_in_a_thread_and_a_dispute_reply_template(
+    client: TestClient, session: Session, seeded: Seeded, settings: Settings
+) -> None:
+    from tests.api.test_conversation_pages import _reply
+
+    inbound = _reply(session, seeded, settings, "Can you send me the invoice again?")
+    customer = seeded.customers[0]
+    login(client, seeded, Persona.COLLECTOR)
+    account = client.get(f"/accounts/{customer.id}")
+    assert f'href="/compose?reply_to={inbound}"' in account.text
+    page = client.get(f"/compose?reply_to={inbound}")
+    assert page.status_code == 200 and 'data-testid="replying-to"' in page.text
+    assert "Can you send me the invoice again?" in page.text
+    subject = re.search(r'name="subject" value="([^"]*)"', page.text).group(1)
+    assert subject.lower().startswith("re: ") and subject.lower().count("re:") == 1
+    assert_words(page.text)
+    # a dispute's reply template fills the composer with the dispute's facts
+    d = disputes.open_dispute(
+        session, seeded.org.id, invoice_id=seeded.invoices[1].id, reason="not_received",
+        actor=seeded.users[Persona.COLLECTOR], now=NOW,
+    )  # fmt: skip
+    session.commit()
+    other = seeded.customers[1]
+    page = client.get(
+        f"/compose?customer_id={other.id}&dispute_id={d.id}&template=request_information"
+    )
+    assert page.status_code == 200
+    assert f"Invoice {seeded.invoices[1].number}: information we need" in page.text
+    assert "could you send us the documents" in page.text
+    wrong = client.get(f"/compose?customer_id={customer.id}&dispute_id={d.id}&template=acknowledge")
+    assert wrong.status_code == 404  # another customer's dispute
+    unknown = client.get(f"/compose?customer_id={other.id}&dispute_id={d.id}&template=threaten")
+    assert unknown.status_code == 404
