@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.deps import Clock, CsrfChecked, CurrentUser, DbSession
+from api.deps import Clock, CsrfChecked, DbSession, require
 from api.routes.review_pages import _flash, _render
+from memory.models import User
 from tools import notifications
 
 router = APIRouter(include_in_schema=False)
+
+#: Every persona holds view_queue; the inbox shows and changes only the reader's own items.
+CurrentUser = Annotated[User, Depends(require("view_queue"))]
 
 
 @router.get("/inbox", response_class=HTMLResponse)
