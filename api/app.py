@@ -32,14 +32,13 @@ from api.uploads import PortalUploadGuard
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from memory.errors import PlixoError
-from policies.money import format_money
+from tools import labels
 from tools.sessions import LoginLimiter
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters["money"] = lambda minor, currency="USD": (
-    format_money(int(minor), str(currency)) if minor is not None else ""
-)
+# Money as money on every page: the currency's own digits ("$999.00", never "$999").
+templates.env.filters["money"] = lambda minor, currency="USD": labels.money(minor, currency)
 
 SESSION_MAX_AGE_S = 8 * 3600  # a working day; an expired session logs in again
 
@@ -47,7 +46,7 @@ DEFAULT_BODY_LIMIT = 1 * 1024 * 1024  # JSON and forms: 1 MiB is far above any r
 # Routes that accept file uploads (dispute evidence in the mini-portal) get more room; their own
 # handlers enforce the exact per-file limits and types.
 UPLOAD_BODY_LIMIT = 25 * 1024 * 1024
-UPLOAD_PREFIXES = ("/portal", "/api/portal", "/api/disputes")
+UPLOAD_PREFIXES = ("/portal", "/api/portal", "/api/disputes", "/disputes")
 
 ROUTER_MODULES = (
     "api.routes.auth",
@@ -63,6 +62,9 @@ ROUTER_MODULES = (
     "api.routes.admin",
     "api.routes.cashapp",
     "api.routes.commitment_pages",
+    "api.routes.dispute_pages",
+    "api.routes.message_pages",
+    "api.routes.inbox_pages",
 )
 
 log = logging.getLogger("plixo.api")

@@ -372,5 +372,37 @@ def template_context(request: Request, user: User | None, **extra: Any) -> dict[
         "csrf": csrf_token(request) if "session" in request.scope else "",
         "can": lambda permission: can(user, permission),
     }
+    ctx.update(page_words(request, user))
     ctx.update(extra)
     return ctx
+
+
+def page_words(request: Request, user: User | None) -> dict[str, Any]:
+    """Labels, plurals, dates in the reader's locale and the header's unread count for pages
+    (``tools.labels``, ``tools.notifications``); the count is read only if the page shows it."""
+    from sqlalchemy import inspect as sa_inspect
+
+    from memory.models import Organisation
+    from tools import labels, notifications
+
+    locale = labels.locale_from_header(request.headers.get("accept-language"))
+    session = sa_inspect(user).session if user is not None else None
+    org = session.get(Organisation, user.org_id) if session is not None and user else None
+    tz = org.timezone if org is not None else None
+
+    def unread() -> int:
+        if session is None or user is None:
+            return 0
+        return notifications.unread_count(session, user.id)
+
+    return {
+        "label": labels.label,
+        "rule_label": labels.rule_label,
+        "plural": labels.plural,
+        "listing": labels.listing,
+        "hours": labels.hours,
+        "money_text": labels.money,
+        "when": lambda moment: labels.when(moment, locale=locale, tz=tz),
+        "day": lambda value: labels.day(value, locale=locale),
+        "unread_notifications": unread,
+    }

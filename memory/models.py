@@ -1284,3 +1284,42 @@ class WorkerHeartbeat(Base):
     kind: Mapped[str] = mapped_column(String(32), default="worker")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+# --- notifications people receive ---------------------------------------------------------------
+
+
+class Notification(Base):
+    """One item of a person's in-app inbox (an @mention, an approval waiting, a nudge the A/R team
+    must know about, a breached SLA, a missed promise). ``key`` makes each one idempotent per
+    person: a sweep or a retried request cannot notify twice about the same event."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        UniqueConstraint("user_id", "key"),
+        Index("ix_notification_user_unread", "user_id", "read_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    org_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")
+    link: Mapped[str | None] = mapped_column(String(500))
+    key: Mapped[str] = mapped_column(String(200))
+    emailed: Mapped[bool] = mapped_column(Boolean, default=False)
+    slacked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    read_at: Mapped[datetime | None]
+
+
+class NotificationPreference(Base):
+    """Where a person wants notifications besides the in-app inbox: e-mail and/or Slack."""
+
+    __tablename__ = "notification_preference"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("app_user.id"), primary_key=True)
+    email: Mapped[bool] = mapped_column(Boolean, default=False)
+    slack: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

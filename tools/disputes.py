@@ -36,10 +36,12 @@ from sqlalchemy.orm import Session
 from memory import clock
 from memory.models import (
     Approval,
+    Customer,
     Dispute,
     DisputeEvidence,
     DisputeStatus,
     InvoiceStatus,
+    Persona,
     User,
     utcnow,
 )
@@ -327,7 +329,49 @@ def change_status(
                 f"The dispute cannot be escalated: {decision_message(decision)}", decision
             )
         detail = {"decision": decision, "notify": decision.get("notify", [])}
-    return _move(session, dispute, to, actor=actor, now=now, note=note, detail=detail)
+    moved = _move(session, dispute, to, actor=actor, now=now, note=note, detail=detail)
+    if to == DisputeStatus.ESCALATED_LEGAL:
+        _tell(
+            session,
+            dispute,
+            "escalation",
+            f"Dispute escalated to Legal by {actor.name}",
+            now,
+            roles=[Persona.LEGAL],
+            exclude=actor.id,
+            body=note or "",
+        )
+    return moved
+
+
+def _tell(
+    session: Session,
+    dispute: Dispute,
+    kind: str,
+    title: str,
+    now: datetime,
+    *,
+    roles: Sequence[Persona],
+    exclude: int,
+    body: str = "",
+) -> None:
+    """Notify the people of ``roles`` who work disputes (tools.notifications), once per event."""
+    from tools import notifications
+
+    permission = "manage_disputes" if kind == "escalation" else "grant_credit"
+    people = notifications.people_who(session, dispute.org_id, permission, roles=roles)
+    customer = session.get(Customer, dispute.customer_id)
+    notifications.notify(
+        session,
+        dispute.org_id,
+        [u.id for u in people if u.id != exclude],
+        kind,
+        f"{title}: {customer.name if customer else ''}".rstrip(": "),
+        key=f"dispute:{dispute.id}:{kind}:{now.isoformat()}",
+        body=body,
+        link=f"/disputes/{dispute.id}",
+        now=now,
+    )
 
 
 # --- credits ------------------------------------------------------------------------------------
@@ -441,6 +485,16 @@ def propose_credit(
         detail={"credit_minor": amount_minor, "decision": decision, "note": note},
     )
     session.flush()
+    _tell(
+        session,
+        dispute,
+        "approval",
+        f"Credit waiting for your approval, proposed by {actor.name}",
+        now,
+        roles=[Persona.CONTROLLER, Persona.COLLECTIONS_MANAGER, Persona.ADMIN],
+        exclude=actor.id,
+        body=message,
+    )
     return CreditOutcome(dispute, False, decision, message)
 
 

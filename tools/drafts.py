@@ -72,8 +72,12 @@ def store_new_draft(
     decision: dict[str, Any],
     actor: User | str,
     grounding_blocked: bool = False,
+    supersede: bool = True,
 ) -> Draft:
-    """Persist a new draft with its decision and first state, and audit the transition."""
+    """Persist a new draft with its decision and first state, and audit the transition.
+
+    ``supersede=False``: older waiting drafts of the invoice stay (a person's blocked attempt
+    must not retire a message that can still be approved)."""
     draft.decision = decision
     draft.decision_outcome = str(decision.get("outcome"))
     lifecycle.begin(
@@ -87,7 +91,8 @@ def store_new_draft(
         actor=actor,
         detail={"outcome": draft.decision_outcome, "run_key": draft.run_key},
     )
-    supersede_older(session, [draft], actor=actor)
+    if supersede:
+        supersede_older(session, [draft], actor=actor)
     return draft
 
 

@@ -43,7 +43,7 @@ from memory.models import (
 from policies.access import allowed
 from policies.engine import decide
 from policies.facts import SendNudgeFacts
-from tools import audit, outbox
+from tools import audit, labels, notifications, outbox
 from tools import draft_lifecycle as lifecycle
 from tools.authz import denial, guarded
 from tools.drafts import (
@@ -362,7 +362,8 @@ def _notify_ar_team(
         when = f" (deferred until {not_before})"
     body = (
         f"Nudge by {user.name} ({user.role.value}) with template '{template.label}' about "
-        f"{', '.join(draft.stated_facts.get('invoice_numbers', []))}: {draft.status.value}"
+        f"{labels.listing(draft.stated_facts.get('invoice_numbers', []))}: "
+        f"{labels.label(draft.status).lower()}"
         f"{when}. " + " ".join(f"@{u.email.split('@', 1)[0]}" for u in mentioned)
     ).strip()
     session.add(
@@ -375,6 +376,16 @@ def _notify_ar_team(
             body=body,
             mentions=[u.id for u in mentioned],
         )
+    )
+    notifications.notify(
+        session,
+        customer.org_id,
+        [u.id for u in mentioned],
+        "nudge",
+        f"{user.name} ({user.role.value}) nudged {customer.name}",
+        key=f"nudge:{draft.id}",
+        body=body,
+        link=f"/drafts/{draft.id}",
     )
     return [f"ar_team: {u.name}" for u in mentioned] or ["ar_team"]
 

@@ -207,3 +207,12 @@ def parse_action(body: bytes) -> NudgeAction:
         channel_id=str(channel.get("id")) if channel.get("id") else None,
         message_ts=str(message.get("ts")) if message.get("ts") else None,
     )
+
+
+def post_text(settings: Settings, slack_user_id: str, text: str) -> str:
+    """A plain direct message (a notification from the person's plixo inbox); returns its ``ts``."""
+    try:
+        response = client(settings).chat_postMessage(channel=slack_user_id, text=text[:3000])
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        raise SlackError(f"Slack refused the notification: {exc}") from exc
+    return str(response.get("ts") or "")

@@ -39,7 +39,16 @@ from memory.models import (
     Segment,
     User,
 )
-from tools import audit, batch, drafts, nudges, outbox, sending_modes, shadow_agreement
+from tools import (
+    audit,
+    batch,
+    drafts,
+    notifications,
+    nudges,
+    outbox,
+    sending_modes,
+    shadow_agreement,
+)
 from tools.users import CallerSnapshot
 
 router = APIRouter(prefix="/api", tags=["review"])
@@ -1005,6 +1014,16 @@ def add_note(
         subject_type="customer",
         subject_id=customer.id,
         detail={"note_id": note.id, "mentions": sorted(mentioned)},
+    )
+    notifications.notify(
+        db,
+        user.org_id,
+        [i for i in mentioned if i != user.id],
+        "mention",
+        f"{user.name} mentioned you on {customer.name}",
+        key=f"note:{note.id}",
+        body=note.body,
+        link=f"/accounts/{customer.id}",
     )
     return note
 

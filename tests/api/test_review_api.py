@@ -499,7 +499,10 @@ def test_an_uncertain_delivery_is_shown_and_resolved_by_a_manager_only(
     assert bad.status_code == 422
     login(client, seeded, Persona.COLLECTIONS_MANAGER)
     page = client.get("/outbox")
-    assert "delivery uncertain" in page.text and html.escape(row.message_id) in page.text
+    assert (
+        'status-uncertain">Delivery uncertain</span>' in page.text
+        and html.escape(row.message_id) in page.text
+    )
     assert 'value="confirm_sent"' in page.text
     ok = client.post(
         f"/api/outbox/{row.id}/resolve", headers=manager, json={"action": "confirm_sent"}

@@ -109,7 +109,10 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
     first = seeded.drafts[0]
     page.click(f"tr[data-draft-id='{first.id}'] a.draft-link")
     page.wait_for_url(f"{live.url}/drafts/{first.id}")
-    assert page.locator("[data-testid=decision]").inner_text().count("shadow.review_required") == 1
+    decision = page.locator("[data-testid=decision]")
+    assert decision.inner_text().count("Shadow Mode: a person reviews") == 1
+    assert "shadow.review_required" not in decision.inner_text()  # words, not the rule id
+    assert decision.locator("[data-rule='shadow.review_required']").count() == 1
     assert page.locator("[data-testid=inspector]").inner_text().strip() != "Inspector"
     turns_before = page.locator("[data-testid=turn]").count()
     page.fill("[data-testid=revise-input]", "shorter")
@@ -128,7 +131,7 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
     page.click("[data-testid=approve]")
     page.wait_for_selector(".flash")
     assert "queued for delivery" in page.inner_text(".flash")
-    assert page.inner_text("[data-testid=draft-status]") == "queued"
+    assert page.inner_text("[data-testid=draft-status]") == "Queued for delivery"
     assert page.locator("[data-testid=approve]").count() == 0
     assert _outbox(session) == 1
     row = session.scalars(select(OutboxMessage)).one()
@@ -158,7 +161,7 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
     _login(sales, live, seeded, Persona.SALES)
     fresh = seed_more(session, seeded, live)
     sales.goto(f"{live.url}/drafts/{fresh.id}")
-    assert sales.inner_text("[data-testid=draft-status]") == "pending review"
+    assert sales.inner_text("[data-testid=draft-status]") == "Waiting for review"
     assert sales.locator("[data-testid=approve]").count() == 0
     assert sales.locator("[data-testid=revise]").count() == 0
     assert sales.locator("[data-testid=actions]").count() == 0

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises: 
-Create Date: 2026-12-06 07:08:57.808711
+Create Date: 2026-12-06 08:40:11.957101
 """
 
 from collections.abc import Sequence
@@ -335,6 +335,36 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_invitation_org_id'), ['org_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_invitation_user_id'), ['user_id'], unique=False)
 
+    op.create_table('notification',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('org_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=32), nullable=False),
+    sa.Column('title', sa.String(length=300), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('link', sa.String(length=500), nullable=True),
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('emailed', sa.Boolean(), nullable=False),
+    sa.Column('slacked', sa.Boolean(), nullable=False),
+    sa.Column('created_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('read_at', memory.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['org_id'], ['organisation.id'], ),
+    sa.ForeignKeyConstraint(['user_id'], ['app_user.id'], ),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('user_id', 'key')
+    )
+    with op.batch_alter_table('notification', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_notification_org_id'), ['org_id'], unique=False)
+        batch_op.create_index('ix_notification_user_unread', ['user_id', 'read_at'], unique=False)
+
+    op.create_table('notification_preference',
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('email', sa.Boolean(), nullable=False),
+    sa.Column('slack', sa.Boolean(), nullable=False),
+    sa.Column('updated_at', memory.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['app_user.id'], ),
+    sa.PrimaryKeyConstraint('user_id')
+    )
     op.create_table('policy_set_version',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('org_id', sa.Integer(), nullable=False),
@@ -1232,6 +1262,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_policy_set_version_org_id'))
 
     op.drop_table('policy_set_version')
+    op.drop_table('notification_preference')
+    with op.batch_alter_table('notification', schema=None) as batch_op:
+        batch_op.drop_index('ix_notification_user_unread')
+        batch_op.drop_index(batch_op.f('ix_notification_org_id'))
+
+    op.drop_table('notification')
     with op.batch_alter_table('invitation', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_invitation_user_id'))
         batch_op.drop_index(batch_op.f('ix_invitation_org_id'))

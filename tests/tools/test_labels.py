@@ -1,0 +1,67 @@
+"""Words, not identifiers: labels, plurals, dates in the reader's locale and money."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from memory.models import DisputeStatus, DraftKind, DraftStatus, OutboxStatus, PromiseStatus
+from tools import labels
+
+
+def test_every_status_and_kind_has_words() -> None:
+    for enum in (DraftStatus, DraftKind, DisputeStatus, OutboxStatus, PromiseStatus):
+        for member in enum:
+            text = labels.label(member)
+            assert text and "_" not in text and text[0].isupper(), (member, text)
+    assert labels.label(DraftStatus.PENDING_REVIEW) == "Waiting for review"
+    assert labels.label("follow_up") == "Follow-up"
+
+
+def test_every_rule_the_engine_writes_has_a_label() -> None:
+    root = Path(__file__).resolve().parents[2]
+    ids = set()
+    for source in [*(root / "policies").glob("*.py"), *(root / "tools").rglob("*.py")]:
+        ids |= set(re.findall(r'rule_id="([a-z_]+\.[a-z_]+)"', source.read_text()))
+    assert len(ids) > 40
+    missing = sorted(i for i in ids if i not in labels.RULES)
+    assert missing == [], f"rule ids without a label in tools/labels.py: {missing}"
+
+
+def test_rule_ids_read_as_words_and_unknown_ones_are_humanized() -> None:
+    assert labels.rule_label("shadow.review_required") == "Shadow Mode: a person reviews"
+    assert labels.rule_label("quiet_hours.window") == "Quiet hours"
+    assert labels.rule_label("brand_new.some_rule") == "Brand new: some rule"
+    assert labels.rule_label(None) == ""
+
+
+def test_plurals_and_lists() -> None:
+    assert labels.plural(1, "draft") == "1 draft"
+    assert labels.plural(0, "draft") == "0 drafts"
+    assert labels.plural(2, "reply", "replies") == "2 replies"
+    assert labels.plural(1200, "draft") == "1,200 drafts"
+    assert labels.listing(["INV-1"]) == "INV-1"
+    assert labels.listing(["INV-1", "INV-2", "INV-3"]) == "INV-1, INV-2 and INV-3"
+
+
+def test_money_keeps_its_digits_and_currency() -> None:
+    assert labels.money(99_900, "USD") == "$999.00"
+    assert labels.money(99_900, "AUD") == "A$999.00"
+    assert labels.money(125_050, "EUR") == "€1,250.50"
+    assert labels.money(1000, "JPY") == "¥1,000"
+    assert labels.money(None, "USD") == ""
+
+
+def test_dates_follow_the_readers_locale_in_the_organisations_zone() -> None:
+    moment = datetime(2025, 10, 7, 18, 0, tzinfo=UTC)
+    assert labels.locale_from_header("de-DE,de;q=0.9,en;q=0.8") == "de_DE"
+    assert labels.locale_from_header("xx-YY, fr-FR") == "fr_FR"
+    assert labels.locale_from_header(None) == "en_US"
+    us = labels.when(moment, locale="en_US", tz="America/New_York")
+    assert us.startswith("Oct 7, 2025") and "2:00" in us
+    de = labels.when(moment, locale="de_DE", tz="Europe/Berlin")
+    assert de.startswith("07.10.2025") and "20:00" in de
+    assert labels.day(date(2025, 10, 7), locale="en_GB") == "7 Oct 2025"
+    assert labels.hours(49.5) == "2 days 1 hour"
+    assert labels.hours(-0.5) == "30 minutes"
