@@ -239,6 +239,7 @@ def _prepare(
                 contact,
                 task.case.channel.value,
                 fallback_timezone=customer.timezone or switches.timezone,
+                country=customer.country_code or switches.country,
             ),
             invoices=tuple(
                 PolicyInvoice(number=numbers[i], disputed=i in disputed) for i in task.invoice_ids

@@ -58,6 +58,14 @@ class ContactFacts(_Facts):
     opted_out: StrictBool
     bounced: StrictBool
     consent: StrictBool
+    country: StrictStr | None = Field(
+        default=None,
+        description=(
+            'ISO 3166 country of the contact ("US", or with a subdivision "US-CA"): picks the '
+            "public-holiday calendar when the policy names 'contact'. Unknown: none applies."
+        ),
+    )
+    subdivision: StrictStr | None = None
 
     @field_validator("timezone")
     @classmethod

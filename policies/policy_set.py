@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from policies.access import AccessMatrix, access_matrix
+from policies.holidaycal import CONTACT, parse_place
 from policies.types import ActionType, PolicyError
 from policies.yamlfile import LineMap, line_for, read_yaml, read_yaml_file
 
@@ -80,6 +81,9 @@ class QuietHoursPolicy(_Section):
     end: StrictStr = "08:00"
     weekend_days: list[Weekday] = Field(default_factory=lambda: [Weekday.SATURDAY, Weekday.SUNDAY])
     holidays: list[date] = Field(default_factory=list)
+    # Which public-holiday calendars close a day (``policies.holidaycal``): "contact" for the
+    # contact's own country and subdivision, or an ISO code such as "US" or "CH-ZH".
+    holiday_calendars: list[StrictStr] = Field(default_factory=lambda: [CONTACT])
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -113,6 +117,16 @@ class QuietHoursPolicy(_Section):
                         raise ValueError(f"{item!r} is not an ISO date (YYYY-MM-DD)") from exc
                 elif not isinstance(item, date):
                     raise ValueError(f"{item!r} is not an ISO date (YYYY-MM-DD)")
+        return value
+
+    @field_validator("holiday_calendars")
+    @classmethod
+    def _calendars(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a calendar twice")
+        for entry in value:
+            if entry != CONTACT:
+                parse_place(entry)  # a ValueError names what to write instead
         return value
 
     @property

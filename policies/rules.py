@@ -35,6 +35,7 @@ from policies.facts import (
     SetSendingModeFacts,
     _Facts,
 )
+from policies.holidaycal import CONTACT, place_or_none
 from policies.money import format_bps, format_money
 from policies.policy_set import ContentPolicy, PolicySet
 from policies.textscan import PhraseMatcher
@@ -211,6 +212,11 @@ def _derive_outreach(
     p["lmin"] = loc.hour * 60 + loc.minute
     p["lwd"] = loc.weekday()
     p["ldate"] = today.isoformat()
+    # The contact's holidays: the policy's calendars, "contact" meaning the contact's country.
+    cal = QuietCalendar(ps.quiet_hours, place_or_none(f.contact.country, f.contact.subdivision))
+    d["cal"] = cal
+    d["holiday"] = cal.holiday(today)
+    p["lhol"] = d["holiday"] is not None
     # The organisation's calendar: promise dates are its dates (the contact's only sets when).
     business_day = f.business_date or today
     p["bday"] = business_day.toordinal()
@@ -455,7 +461,8 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
     recheck = timedelta(minutes=ps.sending.pause_recheck_minutes)
 
     def quiet_nb(x: Ctx) -> datetime:
-        opened: datetime = x.once("next_open", lambda: cal.next_open(x.d["now"], x.d["tz"]))
+        contact_cal: QuietCalendar = x.d["cal"]
+        opened: datetime = x.once("next_open", lambda: contact_cal.next_open(x.d["now"], x.d["tz"]))
         return opened
 
     def quiet_msg(prefix: Callable[[Ctx], str]) -> Callable[[Ctx], str]:
@@ -647,19 +654,33 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
                 not_before=quiet_nb,
             )
         )
-    if qh.holidays:
+    if qh.holidays or qh.holiday_calendars:
+        calendars = ", ".join(
+            "the contact's country" if e == CONTACT else e for e in qh.holiday_calendars
+        )
         rules.append(
             Rule(
                 name="quiet_hours.holiday",
                 rule_id="quiet_hours.holiday",
                 outcome=Outcome.DEFER,
-                cond=c.one_of("ldate", sorted({h.isoformat() for h in qh.holidays})),
+                cond=c.eq("lhol", True),
                 explain=(
-                    f"No outreach on the {len(qh.holidays)} listed holidays in the contact's "
-                    "time zone."
+                    "No outreach on "
+                    + " or ".join(
+                        part
+                        for part in (
+                            f"a public holiday of {calendars}" if calendars else "",
+                            f"the {len(qh.holidays)} listed holidays" if qh.holidays else "",
+                        )
+                        if part
+                    )
+                    + " in the contact's time zone."
                 ),
                 message=quiet_msg(
-                    lambda x: f"{x.d['loc'].date().isoformat()} is a holiday for the contact"
+                    lambda x: (
+                        f"{x.d['loc'].date().isoformat()} is a holiday for the contact "
+                        f"({x.d['holiday']})"
+                    )
                 ),
                 not_before=quiet_nb,
             )
