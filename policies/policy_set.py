@@ -74,6 +74,22 @@ class AutopilotPolicy(_Section):
 
 class SendingPolicy(_Section):
     pause_recheck_minutes: PosInt = 15
+    # A new sending domain's warm-up ramp: on day N after it was verified (day 0 is that day) at
+    # most ``warmup_daily_caps[N]`` messages leave; after the last entry, no cap. [] = no ramp.
+    warmup_daily_caps: list[PosInt] = Field(
+        default_factory=lambda: [50, 100, 200, 400, 800, 1600, 3200]
+    )
+
+    @field_validator("warmup_daily_caps")
+    @classmethod
+    def _ramp(cls, value: list[int]) -> list[int]:
+        for day, (before, after) in enumerate(zip(value, value[1:], strict=False), start=1):
+            if after < before:
+                raise ValueError(
+                    f"day {day}'s cap {after} is below day {day - 1}'s {before}: a warm-up ramp "
+                    "only grows"
+                )
+        return value
 
 
 class QuietHoursPolicy(_Section):
