@@ -147,6 +147,13 @@ class SendDraftFacts(_OutreachFacts):
     segment: Name
     org_shadow_mode: StrictBool
     segment_shadow_mode: StrictBool
+    step_shadow_mode: StrictBool = Field(
+        default=False,
+        description=(
+            "The cadence step this draft is for is itself in Shadow Mode: a person reviews it "
+            "whatever the segment says."
+        ),
+    )
     autopilot_enabled: StrictBool
     data_ready_score: Score | None = None
     sending_domain_verified: StrictBool | None = None

@@ -281,6 +281,7 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     _derive_outreach(f, ps, p, d)
     p["org_shadow"] = f.org_shadow_mode
     p["seg_shadow"] = f.segment_shadow_mode
+    p["step_shadow"] = f.step_shadow_mode
     p["ap_enabled"] = f.autopilot_enabled
     if f.data_ready_score is not None:
         p["score"] = f.data_ready_score
@@ -706,7 +707,9 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
     threshold = ps.autopilot.data_ready_threshold
     unreviewed = c.lt("rev_rank", min_rank)
     reviewed = c.gte("rev_rank", min_rank)
-    no_shadow = c.all_of(c.eq("org_shadow", False), c.eq("seg_shadow", False))
+    no_shadow = c.all_of(
+        c.eq("org_shadow", False), c.eq("seg_shadow", False), c.eq("step_shadow", False)
+    )
     autopilot_path = c.all_of(unreviewed, no_shadow)
     review = f"{_or_above(min_role)} must review this draft"
 
@@ -717,6 +720,8 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             where.append("the organisation")
         if f.segment_shadow_mode:
             where.append(f"segment {f.segment!r}")
+        if f.step_shadow_mode:
+            where.append("this cadence step")
         return f"Shadow Mode is on for {' and '.join(where)}: {review}"
 
     rules = [
@@ -724,9 +729,15 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="shadow.review_required",
             rule_id="shadow.review_required",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(unreviewed, c.any_of(c.eq("org_shadow", True), c.eq("seg_shadow", True))),
+            cond=c.all_of(
+                unreviewed,
+                c.any_of(
+                    c.eq("org_shadow", True), c.eq("seg_shadow", True), c.eq("step_shadow", True)
+                ),
+            ),
             explain=(
-                "While the organisation or the segment is in Shadow Mode every outbound draft "
+                "While the organisation, the segment or the cadence step is in Shadow Mode every "
+                "outbound draft "
                 f"needs human review by {_or_above(min_role)}, whatever else allows it."
             ),
             message=shadow_msg,

@@ -1030,6 +1030,8 @@ class OutreachContext:
     invoices: tuple[InvoiceFacts, ...]
     promises: tuple[PromiseFacts, ...]
     touches: tuple[datetime, ...]
+    # The cadence step's own mode is Shadow Mode (``CadenceStepMode``): Autopilot only drafts it.
+    step_shadow_mode: bool = False
 
 
 def _valid_zone(*names: str | None) -> str:
@@ -1301,6 +1303,7 @@ def send_draft_facts(
         segment=ctx.segment_name[:200] or UNSEGMENTED,
         org_shadow_mode=True if shadow else ctx.switches.shadow_mode,
         segment_shadow_mode=True if shadow else ctx.segment_shadow_mode,
+        step_shadow_mode=ctx.step_shadow_mode,
         autopilot_enabled=ctx.autopilot_enabled,
         data_ready_score=ctx.switches.data_ready_score,
         sending_domain_verified=ctx.switches.sending_domain_verified,

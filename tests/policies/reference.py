@@ -306,7 +306,7 @@ def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, A
     approvers = f.get("approved_by_roles", [])
     need = RANKS[ps.shadow_mode.reviewer_min_role]
     reviewed = any(r in RANKS and RANKS[r] >= need for r in approvers)
-    shadow = f["org_shadow_mode"] or f["segment_shadow_mode"]
+    shadow = f["org_shadow_mode"] or f["segment_shadow_mode"] or f.get("step_shadow_mode", False)
     who = ps.shadow_mode.reviewer_min_role
     if reviewed:
         out.append(_R("review.approved", "allow", grants=True))

@@ -378,6 +378,7 @@ def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
                 "segment": pick(draw, ["SMB", "Enterprise"]),
                 "org_shadow_mode": draw(BOOL),
                 "segment_shadow_mode": draw(BOOL),
+                **({"step_shadow_mode": draw(BOOL)} if draw(BOOL) else {}),
                 "autopilot_enabled": draw(BOOL),
                 "approved_by_roles": some(draw, ROLES_PLUS, 3),
                 "content": content,

@@ -50,6 +50,15 @@ def test_shadow_mode_needs_collector_review_whatever_else_allows(
     assert len(d.reasons) == 1  # one rule, fired once, even when both switches are on
 
 
+def test_a_cadence_step_in_shadow_mode_needs_review_in_an_autopilot_segment() -> None:
+    d = check("send_draft", draft(step_shadow_mode=True))
+    assert d.outcome == "needs_approval" and ids(d) == {"shadow.review_required"}
+    assert "Shadow Mode is on for this cadence step" in d.reasons[0].message
+    reviewed = check("send_draft", draft(step_shadow_mode=True, approved_by_roles=["Collector"]))
+    assert reviewed.outcome == "allow" and ids(reviewed) == {"review.approved"}
+    assert check("send_draft", draft(step_shadow_mode=False)).outcome == "allow"
+
+
 @pytest.mark.parametrize(
     ("roles", "outcome"),
     [
