@@ -54,6 +54,7 @@ from memory.models import (
 from policies.engine import PolicyEngine
 from policies.engine import engine_for as policy_engine_for
 from tools import account360 as a360
+from tools.admin.segments import step_modes
 from tools.autopilot_select import (
     DueItem,
     existing_run_keys,
@@ -226,6 +227,8 @@ def _prepare(
     promises = promise_facts_by_customer(session, org_id, customers)
     touches = touches_by_contact(session, org_id, contact_ids, now)
     segments = {s.id: s for s in session.scalars(select(Segment).where(Segment.org_id == org_id))}
+    # A step set to Shadow Mode on its own is drafted for review whatever its segment says.
+    shadow_steps = {sid for sid, mode in step_modes(session, org_id).items() if mode == "shadow"}
     prepared: dict[str, Prepared] = {}
     for item, task in tasks:
         customer = cust_rows[task.customer_id]
@@ -241,12 +244,14 @@ def _prepare(
                 contact,
                 task.case.channel.value,
                 fallback_timezone=customer.timezone or switches.timezone,
+                country=customer.country_code or switches.country,
             ),
             invoices=tuple(
                 PolicyInvoice(number=numbers[i], disputed=i in disputed) for i in task.invoice_ids
             ),
             promises=tuple(promises.get(task.customer_id, [])),
             touches=tuple(touches.get(task.contact_id, []) if task.contact_id else []),
+            step_shadow_mode=item.step_id in shadow_steps,
         )
         prepared[item.run_key] = Prepared(
             truth=truths[task.customer_id],

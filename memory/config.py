@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         default=None,
         description="host:port of the resolver for sending-domain checks (default: system).",
     )
+    domain_recheck_cron: str | None = Field(
+        default="0 7 * * * *",
+        description=(
+            "When workers re-check sending domains (a DBOS cron with seconds; a domain is "
+            "checked when its last check is a day old). Empty: no scheduled re-check."
+        ),
+    )
 
     # Replies in from a real mailbox (``plixo mailbox sync``); unset host: no mailbox.
     imap_host: str | None = None

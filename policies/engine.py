@@ -307,7 +307,7 @@ class PolicyEngine:
             if isinstance(ctx.f, SendNudgeFacts):
                 scheduled = ctx.d["scheduled"]
                 gap = timedelta(hours=self.policy_set.nudges.min_gap_to_autopilot_hours)
-            calendar, tz = self.book.calendar, ctx.d["tz"]
+            calendar, tz = ctx.d["cal"], ctx.d["tz"]
             if lower == now and not (scheduled and gap):  # quiet hours alone: already computed
                 lower = ctx.once("next_open", lambda: calendar.next_open(now, tz))
             else:

@@ -58,6 +58,14 @@ class ContactFacts(_Facts):
     opted_out: StrictBool
     bounced: StrictBool
     consent: StrictBool
+    country: StrictStr | None = Field(
+        default=None,
+        description=(
+            'ISO 3166 country of the contact ("US", or with a subdivision "US-CA"): picks the '
+            "public-holiday calendar when the policy names 'contact'. Unknown: none applies."
+        ),
+    )
+    subdivision: StrictStr | None = None
 
     @field_validator("timezone")
     @classmethod
@@ -139,6 +147,13 @@ class SendDraftFacts(_OutreachFacts):
     segment: Name
     org_shadow_mode: StrictBool
     segment_shadow_mode: StrictBool
+    step_shadow_mode: StrictBool = Field(
+        default=False,
+        description=(
+            "The cadence step this draft is for is itself in Shadow Mode: a person reviews it "
+            "whatever the segment says."
+        ),
+    )
     autopilot_enabled: StrictBool
     data_ready_score: Score | None = None
     sending_domain_verified: StrictBool | None = None

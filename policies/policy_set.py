@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from policies.access import AccessMatrix, access_matrix
+from policies.holidaycal import CONTACT, parse_place
 from policies.types import ActionType, PolicyError
 from policies.yamlfile import LineMap, line_for, read_yaml, read_yaml_file
 
@@ -73,6 +74,22 @@ class AutopilotPolicy(_Section):
 
 class SendingPolicy(_Section):
     pause_recheck_minutes: PosInt = 15
+    # A new sending domain's warm-up ramp: on day N after it was verified (day 0 is that day) at
+    # most ``warmup_daily_caps[N]`` messages leave; after the last entry, no cap. [] = no ramp.
+    warmup_daily_caps: list[PosInt] = Field(
+        default_factory=lambda: [50, 100, 200, 400, 800, 1600, 3200]
+    )
+
+    @field_validator("warmup_daily_caps")
+    @classmethod
+    def _ramp(cls, value: list[int]) -> list[int]:
+        for day, (before, after) in enumerate(zip(value, value[1:], strict=False), start=1):
+            if after < before:
+                raise ValueError(
+                    f"day {day}'s cap {after} is below day {day - 1}'s {before}: a warm-up ramp "
+                    "only grows"
+                )
+        return value
 
 
 class QuietHoursPolicy(_Section):
@@ -80,6 +97,9 @@ class QuietHoursPolicy(_Section):
     end: StrictStr = "08:00"
     weekend_days: list[Weekday] = Field(default_factory=lambda: [Weekday.SATURDAY, Weekday.SUNDAY])
     holidays: list[date] = Field(default_factory=list)
+    # Which public-holiday calendars close a day (``policies.holidaycal``): "contact" for the
+    # contact's own country and subdivision, or an ISO code such as "US" or "CH-ZH".
+    holiday_calendars: list[StrictStr] = Field(default_factory=lambda: [CONTACT])
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -113,6 +133,16 @@ class QuietHoursPolicy(_Section):
                         raise ValueError(f"{item!r} is not an ISO date (YYYY-MM-DD)") from exc
                 elif not isinstance(item, date):
                     raise ValueError(f"{item!r} is not an ISO date (YYYY-MM-DD)")
+        return value
+
+    @field_validator("holiday_calendars")
+    @classmethod
+    def _calendars(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists a calendar twice")
+        for entry in value:
+            if entry != CONTACT:
+                parse_place(entry)  # a ValueError names what to write instead
         return value
 
     @property

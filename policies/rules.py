@@ -35,6 +35,7 @@ from policies.facts import (
     SetSendingModeFacts,
     _Facts,
 )
+from policies.holidaycal import CONTACT, place_or_none
 from policies.money import format_bps, format_money
 from policies.policy_set import ContentPolicy, PolicySet
 from policies.textscan import PhraseMatcher
@@ -211,6 +212,11 @@ def _derive_outreach(
     p["lmin"] = loc.hour * 60 + loc.minute
     p["lwd"] = loc.weekday()
     p["ldate"] = today.isoformat()
+    # The contact's holidays: the policy's calendars, "contact" meaning the contact's country.
+    cal = QuietCalendar(ps.quiet_hours, place_or_none(f.contact.country, f.contact.subdivision))
+    d["cal"] = cal
+    d["holiday"] = cal.holiday(today)
+    p["lhol"] = d["holiday"] is not None
     # The organisation's calendar: promise dates are its dates (the contact's only sets when).
     business_day = f.business_date or today
     p["bday"] = business_day.toordinal()
@@ -275,6 +281,7 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     _derive_outreach(f, ps, p, d)
     p["org_shadow"] = f.org_shadow_mode
     p["seg_shadow"] = f.segment_shadow_mode
+    p["step_shadow"] = f.step_shadow_mode
     p["ap_enabled"] = f.autopilot_enabled
     if f.data_ready_score is not None:
         p["score"] = f.data_ready_score
@@ -459,7 +466,8 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
     recheck = timedelta(minutes=ps.sending.pause_recheck_minutes)
 
     def quiet_nb(x: Ctx) -> datetime:
-        opened: datetime = x.once("next_open", lambda: cal.next_open(x.d["now"], x.d["tz"]))
+        contact_cal: QuietCalendar = x.d["cal"]
+        opened: datetime = x.once("next_open", lambda: contact_cal.next_open(x.d["now"], x.d["tz"]))
         return opened
 
     def quiet_msg(prefix: Callable[[Ctx], str]) -> Callable[[Ctx], str]:
@@ -651,19 +659,33 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
                 not_before=quiet_nb,
             )
         )
-    if qh.holidays:
+    if qh.holidays or qh.holiday_calendars:
+        calendars = ", ".join(
+            "the contact's country" if e == CONTACT else e for e in qh.holiday_calendars
+        )
         rules.append(
             Rule(
                 name="quiet_hours.holiday",
                 rule_id="quiet_hours.holiday",
                 outcome=Outcome.DEFER,
-                cond=c.one_of("ldate", sorted({h.isoformat() for h in qh.holidays})),
+                cond=c.eq("lhol", True),
                 explain=(
-                    f"No outreach on the {len(qh.holidays)} listed holidays in the contact's "
-                    "time zone."
+                    "No outreach on "
+                    + " or ".join(
+                        part
+                        for part in (
+                            f"a public holiday of {calendars}" if calendars else "",
+                            f"the {len(qh.holidays)} listed holidays" if qh.holidays else "",
+                        )
+                        if part
+                    )
+                    + " in the contact's time zone."
                 ),
                 message=quiet_msg(
-                    lambda x: f"{x.d['loc'].date().isoformat()} is a holiday for the contact"
+                    lambda x: (
+                        f"{x.d['loc'].date().isoformat()} is a holiday for the contact "
+                        f"({x.d['holiday']})"
+                    )
                 ),
                 not_before=quiet_nb,
             )
@@ -689,7 +711,9 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
     threshold = ps.autopilot.data_ready_threshold
     unreviewed = c.lt("rev_rank", min_rank)
     reviewed = c.gte("rev_rank", min_rank)
-    no_shadow = c.all_of(c.eq("org_shadow", False), c.eq("seg_shadow", False))
+    no_shadow = c.all_of(
+        c.eq("org_shadow", False), c.eq("seg_shadow", False), c.eq("step_shadow", False)
+    )
     autopilot_path = c.all_of(unreviewed, no_shadow)
     review = f"{_or_above(min_role)} must review this draft"
 
@@ -700,6 +724,8 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             where.append("the organisation")
         if f.segment_shadow_mode:
             where.append(f"segment {f.segment!r}")
+        if f.step_shadow_mode:
+            where.append("this cadence step")
         return f"Shadow Mode is on for {' and '.join(where)}: {review}"
 
     rules = [
@@ -707,9 +733,15 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="shadow.review_required",
             rule_id="shadow.review_required",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(unreviewed, c.any_of(c.eq("org_shadow", True), c.eq("seg_shadow", True))),
+            cond=c.all_of(
+                unreviewed,
+                c.any_of(
+                    c.eq("org_shadow", True), c.eq("seg_shadow", True), c.eq("step_shadow", True)
+                ),
+            ),
             explain=(
-                "While the organisation or the segment is in Shadow Mode every outbound draft "
+                "While the organisation, the segment or the cadence step is in Shadow Mode every "
+                "outbound draft "
                 f"needs human review by {_or_above(min_role)}, whatever else allows it."
             ),
             message=shadow_msg,

@@ -4,8 +4,9 @@ outreach is allowed, and Autopilot proximity for nudges.
 The definitions (also in the README):
 
 * A moment is *open* for a contact when, on the contact's local clock, the date is neither a weekend
-  day nor a listed holiday and the wall time is outside the quiet interval ``[start, end)`` (which
-  crosses midnight when ``start > end``; ``start == end`` means no quiet hours).
+  day nor a holiday (listed, or in one of the policy's public-holiday calendars) and the wall
+  time is outside the quiet interval ``[start, end)`` (which crosses midnight when
+  ``start > end``; ``start == end`` means no quiet hours).
 * The *next allowed moment* from ``t`` is the earliest instant ``>= t`` that is open and (for
   nudges) at least the configured gap away from every scheduled Autopilot touch.
 
@@ -20,6 +21,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from policies.holidaycal import Place, holiday_name, places_for
 from policies.policy_set import QuietHoursPolicy
 
 _MAX_STEPS = 2000
@@ -87,18 +89,48 @@ def first_at_wall(d: date, wall: time, tz: ZoneInfo, after: datetime) -> datetim
 
 
 class QuietCalendar:
-    """Quiet hours, weekend days and holidays of one policy set, ready for fast checks."""
+    """Quiet hours, weekend days and holidays of one policy set, ready for fast checks.
 
-    __slots__ = ("start", "end", "start_time", "end_time", "weekend", "holidays", "has_window")
+    The policy's calendar is the same for every contact except the public holidays; a contact's
+    own calendar is :meth:`for_place` (the contact's country), built per decision.
+    """
 
-    def __init__(self, policy: QuietHoursPolicy) -> None:
+    __slots__ = (
+        "policy",
+        "start",
+        "end",
+        "start_time",
+        "end_time",
+        "weekend",
+        "holidays",
+        "places",
+        "has_window",
+    )
+
+    def __init__(self, policy: QuietHoursPolicy, contact_place: Place | None = None) -> None:
+        self.policy = policy
         self.start = policy.start_minute
         self.end = policy.end_minute
         self.start_time = policy.start_time
         self.end_time = policy.end_time
         self.weekend = policy.weekend_indexes
         self.holidays = frozenset(policy.holidays)
+        self.places = places_for(policy.holiday_calendars, contact_place)
         self.has_window = self.start != self.end
+
+    def for_place(self, contact_place: Place | None) -> QuietCalendar:
+        """This calendar for a contact in ``contact_place`` (None: country unknown)."""
+        return QuietCalendar(self.policy, contact_place)
+
+    def holiday(self, d: date) -> str | None:
+        """Why ``d`` is a holiday ("listed holiday", "Christmas Day (US)"), or None."""
+        if d in self.holidays:
+            return "listed holiday"
+        return holiday_name(d, self.places)
+
+    def closed_day(self, d: date) -> bool:
+        """A weekend day or a holiday: no outreach at any hour."""
+        return d.weekday() in self.weekend or self.holiday(d) is not None
 
     def in_window(self, minute: int) -> bool:
         """Whether a local minute-of-day falls inside the quiet interval."""
@@ -111,7 +143,7 @@ class QuietCalendar:
     def is_open(self, t: datetime, tz: ZoneInfo) -> bool:
         loc = t.astimezone(tz)
         d = loc.date()
-        if d in self.holidays or d.weekday() in self.weekend:
+        if self.closed_day(d):
             return False
         return not self.in_window(loc.hour * 60 + loc.minute)
 
@@ -120,7 +152,7 @@ class QuietCalendar:
         for _ in range(_MAX_STEPS):
             loc = t.astimezone(tz)
             d = loc.date()
-            if d in self.holidays or d.weekday() in self.weekend:
+            if self.closed_day(d):
                 t = start_of_local_day(d + timedelta(days=1), tz)
                 continue
             minute = loc.hour * 60 + loc.minute

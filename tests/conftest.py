@@ -180,6 +180,7 @@ def durable_settings(tmp_path: Path, db_url: str, _dbos_system_url: str) -> Sett
         delivery_backoff_s=(0.05, 0.1),
         delivery_max_attempts=3,
         smtp_from="ar@acme.test",
+        domain_recheck_cron=None,  # no DNS lookup at the top of an hour; a test applies its own
     )
 
 

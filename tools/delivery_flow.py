@@ -143,7 +143,23 @@ def deliver(ledger: str, outbox_id: int, round_: int) -> str:
         if outcome == outbox.SKIP_PAUSED:
             DBOS.sleep(PAUSE_RECHECK_S)
             continue
+        if outcome == outbox.SKIP_WARMUP:  # the domain's warm-up cap: sleep until its next day
+            DBOS.sleep(_seconds_to_next_send_day(outbox_id))
+            continue
         return outcome
+
+
+@DBOS.step(name="plixo.delivery.warmup_wait", **_DB_RETRY)
+def _seconds_to_next_send_day(outbox_id: int) -> float:
+    """Seconds until the organisation's next business day, when a warm-up cap starts afresh."""
+    from tools.admin.sending_domain import next_send_day
+
+    with durable.ledger_sessions()() as session:
+        row = session.get(OutboxMessage, outbox_id)
+        if row is None:
+            return 0.0
+        until = next_send_day(session, row.org_id, clock.now())
+    return max(1.0, (until - clock.now()).total_seconds())
 
 
 def delivery_workflow_id(ledger: str, outbox_id: int, round_: int) -> str:

@@ -50,6 +50,7 @@ from memory.models import (
     Invoice,
     InvoiceStatus,
     Organisation,
+    OrganisationProfile,
     Payment,
     PaymentPlan,
     PlanInstallment,
@@ -1011,6 +1012,9 @@ class OrgSwitches:
     sending_domain_verified: bool
     data_ready_score: int | None
     timezone: str
+    # The organisation's country ("US", "CH-BE"): the holiday calendar of a contact whose
+    # customer has no country of its own. None for an organisation without a profile.
+    country: str | None = None
 
     @classmethod
     def load(cls, session: Session, org_id: int, now: datetime) -> OrgSwitches:
@@ -1028,7 +1032,19 @@ class OrgSwitches:
             sending_domain_verified=org.sending_domain_verified,
             data_ready_score=score,
             timezone=org.timezone or "UTC",
+            country=_org_country(session, org_id),
         )
+
+
+def _org_country(session: Session, org_id: int) -> str | None:
+    profile = session.get(OrganisationProfile, org_id)
+    if profile is None:
+        return None
+    return (
+        f"{profile.country_code}-{profile.subdivision}"
+        if profile.subdivision
+        else (profile.country_code)
+    )
 
 
 @dataclass(frozen=True)
@@ -1044,6 +1060,8 @@ class OutreachContext:
     invoices: tuple[InvoiceFacts, ...]
     promises: tuple[PromiseFacts, ...]
     touches: tuple[datetime, ...]
+    # The cadence step's own mode is Shadow Mode (``CadenceStepMode``): Autopilot only drafts it.
+    step_shadow_mode: bool = False
 
 
 def _valid_zone(*names: str | None) -> str:
@@ -1059,17 +1077,26 @@ def _valid_zone(*names: str | None) -> str:
 
 
 def contact_facts(
-    contact: Contact | None, channel: str, *, fallback_timezone: str = "UTC"
+    contact: Contact | None,
+    channel: str,
+    *,
+    fallback_timezone: str = "UTC",
+    country: str | None = None,
 ) -> ContactFacts:
     """The contact as the guardrails see it on ``channel``.
 
     E-mail and portal use the e-mail flags; SMS the SMS flags; a call counts as consented when the
     contact has a phone number and has not opted out of SMS (the ledger keeps no separate flag);
     Slack messages go to colleagues, never to payers. No contact at all is not consented.
+    ``country`` (the customer's, else the organisation's) picks the contact's holiday calendar.
     """
     if contact is None:
         return ContactFacts(
-            timezone=_valid_zone(fallback_timezone), opted_out=False, bounced=False, consent=False
+            timezone=_valid_zone(fallback_timezone),
+            opted_out=False,
+            bounced=False,
+            consent=False,
+            country=country or None,
         )
     tz = _valid_zone(contact.timezone, fallback_timezone)
     if channel in ("email", "portal"):
@@ -1078,6 +1105,7 @@ def contact_facts(
             opted_out=contact.opted_out_email,
             bounced=contact.bounced,
             consent=contact.consent_email and bool(contact.email),
+            country=country or None,
         )
     if channel == "sms":
         return ContactFacts(
@@ -1085,12 +1113,19 @@ def contact_facts(
             opted_out=contact.opted_out_sms,
             bounced=False,
             consent=contact.consent_sms and bool(contact.phone),
+            country=country or None,
         )
     if channel == "call":
         return ContactFacts(
-            timezone=tz, opted_out=contact.opted_out_sms, bounced=False, consent=bool(contact.phone)
+            timezone=tz,
+            opted_out=contact.opted_out_sms,
+            bounced=False,
+            consent=bool(contact.phone),
+            country=country or None,
         )
-    return ContactFacts(timezone=tz, opted_out=False, bounced=False, consent=True)
+    return ContactFacts(
+        timezone=tz, opted_out=False, bounced=False, consent=True, country=country or None
+    )
 
 
 def promise_facts_by_customer(
@@ -1237,7 +1272,10 @@ def outreach_context(
         autopilot_enabled=segment.autopilot_enabled if segment else False,
         channel=channel,
         contact=contact_facts(
-            contact, channel, fallback_timezone=customer.timezone or switches.timezone
+            contact,
+            channel,
+            fallback_timezone=customer.timezone or switches.timezone,
+            country=customer.country_code or switches.country,
         ),
         invoices=tuple(InvoiceFacts(number=i.number, disputed=i.id in disputed) for i in invoices),
         promises=tuple(
@@ -1304,6 +1342,7 @@ def send_draft_facts(
         segment=ctx.segment_name[:200] or UNSEGMENTED,
         org_shadow_mode=True if shadow else ctx.switches.shadow_mode,
         segment_shadow_mode=True if shadow else ctx.segment_shadow_mode,
+        step_shadow_mode=ctx.step_shadow_mode,
         autopilot_enabled=ctx.autopilot_enabled,
         data_ready_score=ctx.switches.data_ready_score,
         sending_domain_verified=ctx.switches.sending_domain_verified,

@@ -53,6 +53,7 @@ from memory.models import (
 )
 from tools import audit, conversations, statement
 from tools import draft_lifecycle as lifecycle
+from tools.admin.sending_domain import warmup_hold
 from tools.delivery import Attachment, DeliveryError, send_email
 
 log = logging.getLogger("plixo.outbox")
@@ -212,6 +213,7 @@ class Attempt:
 #: What ``begin_attempt`` answers instead of an attempt.
 SKIP_DONE = "done"  # sent, failed, cancelled or uncertain already: nothing to hand over
 SKIP_PAUSED = "paused"  # maintenance or cron pause: try again later
+SKIP_WARMUP = "warmup"  # the new sending domain's cap for today is reached: try tomorrow
 SKIP_HELD = "held"  # a live worker holds it right now
 SKIP_UNCERTAIN = "uncertain"  # a dead worker held it mid hand-off: now waits for a person
 
@@ -265,6 +267,11 @@ def begin_attempt(
     if not _sendable(session, row.org_id):
         session.rollback()
         return SKIP_PAUSED
+    capped = warmup_hold(session, row.org_id, now)
+    if capped is not None:
+        session.rollback()
+        log.info("outbox %s waits: %s", outbox_id, capped)
+        return SKIP_WARMUP
     holder = f"{executor[:80]}|{secrets.token_hex(8)}"
     won = session.execute(
         update(OutboxMessage)

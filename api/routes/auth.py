@@ -28,6 +28,7 @@ from api.deps import (
     template_context,
 )
 from memory import clock
+from memory.models import User
 from policies.access import permissions_for
 from tools import audit, sessions
 from tools.sessions import LimitVerdict, LoginLimiter, PasswordRefused
@@ -348,3 +349,62 @@ def change_password(
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
     db.commit()
     return Response(status_code=204)
+
+
+# --- the password page: the same change as ``/api/auth/password``, from a form ------------------
+
+
+def _password_page(
+    request: Request, user: User, message: str | None, *, ok: bool = False, status_code: int = 200
+) -> Response:
+    from api.app import templates
+
+    return templates.TemplateResponse(
+        request,
+        "account_password.html",
+        template_context(request, user, message=message, ok=ok),
+        status_code=status_code,
+    )
+
+
+@router.get("/account/password", response_class=HTMLResponse, include_in_schema=False)
+def password_page(request: Request, user: CurrentUser) -> Response:
+    return _password_page(request, user, None)
+
+
+@router.post("/account/password", include_in_schema=False)
+def password_submit(
+    request: Request,
+    user: CurrentUser,
+    db: DbSession,
+    _csrf: CsrfChecked,
+    current_password: Annotated[str, Form(max_length=200)],
+    new_password: Annotated[str, Form(max_length=200)],
+    confirm_password: Annotated[str, Form(max_length=200)],
+) -> Response:
+    """Change your own password from the panel; this session stays, every other one ends."""
+    if new_password != confirm_password:
+        return _password_page(
+            request,
+            user,
+            "The two new passwords differ; type the same new password twice.",
+            status_code=422,
+        )
+    sid = request.session.get("sid")
+    try:
+        sessions.change_password(
+            db,
+            user.org_id,
+            user.id,
+            actor=user,
+            current_password=current_password,
+            new_password=new_password,
+            keep_session=sid if isinstance(sid, str) else None,
+        )
+    except PasswordRefused as exc:
+        db.rollback()
+        return _password_page(request, user, str(exc), status_code=422)
+    db.commit()
+    return _password_page(
+        request, user, "Password changed. Your other sessions and API tokens have ended.", ok=True
+    )

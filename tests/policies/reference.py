@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import holidays
 import yaml
 
 from policies.policy_set import ContentPolicy, PolicySet
@@ -74,14 +75,36 @@ def _hm(text: str) -> tuple[int, int]:
     return int(h), int(m)
 
 
-def _closed_reasons(t: datetime, tz: ZoneInfo, ps: PolicySet) -> set[str]:
-    """Which quiet-hour rules hold at instant ``t`` on the contact's clock."""
+def public_holidays(ps: PolicySet, contact: dict[str, Any]) -> frozenset[date]:
+    """Every date closed for ``contact``: the listed ones plus each named calendar's public
+    holidays (straight from the ``holidays`` package; "contact" is the contact's country, an
+    unknown country adds nothing, an unknown subdivision means the whole country)."""
+    out = set(ps.quiet_hours.holidays)
+    for entry in ps.quiet_hours.holiday_calendars:
+        if entry == "contact":
+            country, _, sub = str(contact.get("country") or "").upper().partition("-")
+            sub = str(contact.get("subdivision") or sub).upper()
+        else:
+            country, _, sub = entry.upper().partition("-")
+        supported = holidays.list_supported_countries()
+        if country not in supported:
+            continue
+        sub_or_none = sub if sub in supported[country] else None
+        out.update(holidays.country_holidays(country, subdiv=sub_or_none, years=range(2024, 2030)))
+    return frozenset(out)
+
+
+def _closed_reasons(
+    t: datetime, tz: ZoneInfo, ps: PolicySet, closed: frozenset[date] = frozenset()
+) -> set[str]:
+    """Which quiet-hour rules hold at instant ``t`` on the contact's clock (``closed``: its
+    holidays, from :func:`public_holidays`)."""
     qh = ps.quiet_hours
     loc = t.astimezone(tz)
     out = set()
     if WEEKDAYS[loc.weekday()] in [w.value for w in qh.weekend_days]:
         out.add("quiet_hours.weekend")
-    if loc.date() in set(qh.holidays):
+    if loc.date() in closed:
         out.add("quiet_hours.holiday")
     sh, sm = _hm(qh.start)
     eh, em = _hm(qh.end)
@@ -136,6 +159,7 @@ def _earliest_allowed(
     scheduled: list[datetime],
     gap: timedelta,
     horizon_days: int = 60,
+    closed: frozenset[date] = frozenset(),
 ) -> datetime:
     qh = ps.quiet_hours
     candidates = {lower}
@@ -153,7 +177,7 @@ def _earliest_allowed(
     )
     candidates.update(s + gap for s in scheduled)
     for cand in sorted(x for x in candidates if x >= lower):
-        if _closed_reasons(cand, tz, ps):
+        if _closed_reasons(cand, tz, ps, closed):
             continue
         if gap > timedelta(0) and any(abs(cand - s) < gap for s in scheduled):
             continue
@@ -232,9 +256,10 @@ def _outreach(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any
         out.append(_R("sending.maintenance", "defer", recheck))
     if f["cron_paused"]:
         out.append(_R("sending.cron_paused", "defer", recheck))
-    closed = _closed_reasons(now, tz, ps)
+    holiday_dates = public_holidays(ps, f["contact"])
+    closed = _closed_reasons(now, tz, ps, holiday_dates)
     if closed:
-        opens = _earliest_allowed(now, tz, ps, [], timedelta(0))
+        opens = _earliest_allowed(now, tz, ps, [], timedelta(0), closed=holiday_dates)
         for rid in sorted(closed):
             out.append(_R(rid, "defer", opens))
     touches = sorted(_dt(t) for t in f["touches"])
@@ -273,7 +298,7 @@ def _outreach(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any
         out.append(_R("promise.missed", "allow"))
     if about is not None and not exempted:
         out.append(_R("promise.reminder_not_open", "block"))
-    return out, {"tz": tz, "now": now}
+    return out, {"tz": tz, "now": now, "closed": holiday_dates}
 
 
 def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
@@ -281,7 +306,7 @@ def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, A
     approvers = f.get("approved_by_roles", [])
     need = RANKS[ps.shadow_mode.reviewer_min_role]
     reviewed = any(r in RANKS and RANKS[r] >= need for r in approvers)
-    shadow = f["org_shadow_mode"] or f["segment_shadow_mode"]
+    shadow = f["org_shadow_mode"] or f["segment_shadow_mode"] or f.get("step_shadow_mode", False)
     who = ps.shadow_mode.reviewer_min_role
     if reviewed:
         out.append(_R("review.approved", "allow", grants=True))
@@ -526,7 +551,12 @@ def reference_decide(action: str, facts: dict[str, Any], ps: PolicySet) -> Expec
             [env["now"], *(r.not_before for r in fired if r.outcome == "defer" and r.not_before)]
         )
         expected.not_before = _earliest_allowed(
-            lower, env["tz"], ps, env.get("scheduled", []), env.get("gap", timedelta(0))
+            lower,
+            env["tz"],
+            ps,
+            env.get("scheduled", []),
+            env.get("gap", timedelta(0)),
+            closed=env.get("closed", frozenset()),
         )
     if outcome == "needs_approval":
         roles = {r.approver for r in fired if r.outcome == "needs_approval" and r.approver}

@@ -28,6 +28,16 @@ ROLES = [
     "Viewer",
 ]
 ROLES_PLUS = [*ROLES, "Payer", "collector"]  # unknown roles must fail closed
+# Where a contact is, for the public-holiday calendars: unknown, a country, a subdivision (given
+# both ways), a subdivision the package does not know and a country it does not know.
+CONTACT_PLACES: list[dict[str, Any]] = [
+    {},
+    {"country": "US"},
+    {"country": "CH", "subdivision": "BE"},
+    {"country": "GB-SCT"},
+    {"country": "US", "subdivision": "QQ"},
+    {"country": "ZZ"},
+]
 ZONES = [
     "UTC",
     "America/New_York",
@@ -62,6 +72,7 @@ def _variants() -> list[PolicySet]:
                     "end": "13:30",
                     "weekend_days": ["friday", "saturday"],
                     "holidays": ["2025-03-09", "2025-11-02", "2026-03-29", "2025-12-31"],
+                    "holiday_calendars": ["contact", "DE-BY"],
                 },
                 "cadence": {"max_touches": 2, "window_days": 3, "min_gap_hours": 12},
                 "nudges": {"min_gap_to_autopilot_hours": 6, "notify": ["ar_team", "csm_lead"]},
@@ -93,6 +104,7 @@ def _variants() -> list[PolicySet]:
                     "end": "02:30",
                     "weekend_days": [],
                     "holidays": [],
+                    "holiday_calendars": [],
                 },
                 "cadence": {"max_touches": 5, "window_days": 14, "min_gap_hours": 0},
                 "nudges": {"min_gap_to_autopilot_hours": 0},
@@ -309,7 +321,8 @@ def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
             "opted_out": ok(False),
             "bounced": ok(False),
             "consent": ok(True),
-        },
+        }
+        | pick(draw, CONTACT_PLACES),
         "invoices": [{"number": n, "disputed": ok(False)} for n in invoices],
         "promises": promises,
         "touches": touches,
@@ -365,6 +378,7 @@ def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
                 "segment": pick(draw, ["SMB", "Enterprise"]),
                 "org_shadow_mode": draw(BOOL),
                 "segment_shadow_mode": draw(BOOL),
+                **({"step_shadow_mode": draw(BOOL)} if draw(BOOL) else {}),
                 "autopilot_enabled": draw(BOOL),
                 "approved_by_roles": some(draw, ROLES_PLUS, 3),
                 "content": content,

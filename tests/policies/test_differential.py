@@ -18,10 +18,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.engine import PolicyEngine
+from policies.holidaycal import place_or_none
 from policies.timewin import next_allowed
 from policies.types import Decision
-from tests.policies.reference import Expected, _earliest_allowed, reference_decide
-from tests.policies.strategies import ZONES, actions, moments, variants
+from tests.policies.reference import (
+    Expected,
+    _earliest_allowed,
+    public_holidays,
+    reference_decide,
+)
+from tests.policies.strategies import CONTACT_PLACES, ZONES, actions, moments, variants
 
 EXAMPLES = 10_000
 
@@ -132,9 +138,13 @@ def test_next_allowed_moment_matches_reference(data: st.DataObject) -> None:
         now + timedelta(minutes=m) for m in data.draw(st.lists(st.integers(-600, 3000), max_size=3))
     ]
     gap = timedelta(hours=data.draw(st.sampled_from([0, 1, 6, 24])))
-    calendar = engine(index).book.calendar
+    contact = data.draw(st.sampled_from(CONTACT_PLACES))
+    calendar = engine(index).book.calendar.for_place(
+        place_or_none(contact.get("country"), contact.get("subdivision"))
+    )
     got = next_allowed(now, calendar, tz, scheduled, gap)
-    want = _earliest_allowed(now, tz, ps, scheduled, gap)
+    closed = public_holidays(ps, contact)
+    want = _earliest_allowed(now, tz, ps, scheduled, gap, closed=closed)
     assert got == want, (zone, now, got, want)
     assert calendar.is_open(got, tz)
 

@@ -50,6 +50,15 @@ def test_shadow_mode_needs_collector_review_whatever_else_allows(
     assert len(d.reasons) == 1  # one rule, fired once, even when both switches are on
 
 
+def test_a_cadence_step_in_shadow_mode_needs_review_in_an_autopilot_segment() -> None:
+    d = check("send_draft", draft(step_shadow_mode=True))
+    assert d.outcome == "needs_approval" and ids(d) == {"shadow.review_required"}
+    assert "Shadow Mode is on for this cadence step" in d.reasons[0].message
+    reviewed = check("send_draft", draft(step_shadow_mode=True, approved_by_roles=["Collector"]))
+    assert reviewed.outcome == "allow" and ids(reviewed) == {"review.approved"}
+    assert check("send_draft", draft(step_shadow_mode=False)).outcome == "allow"
+
+
 @pytest.mark.parametrize(
     ("roles", "outcome"),
     [
@@ -208,15 +217,62 @@ def test_friday_evening_defers_to_monday_morning() -> None:
     ],
 )
 def test_holidays_are_skipped(local: str, next_local: str) -> None:
-    d = check("send_draft", draft(now=at(local)))
+    d = check("send_draft", draft(now=at(local), contact={"country": "US"}))
     assert d.outcome == "defer"
     assert d.not_before == datetime.fromisoformat(at(next_local))
 
 
 def test_holiday_rule_names_the_day() -> None:
-    d = check("send_draft", draft(now=at("2025-12-25T10:00")))
+    d = check("send_draft", draft(now=at("2025-12-25T10:00"), contact={"country": "US"}))
     assert ids(d) == {"autopilot.allowed", "quiet_hours.holiday"}
-    assert "2025-12-25 is a holiday" in d.reasons[0].message  # defer sorts before allow
+    assert "2025-12-25 is a holiday for the contact (Christmas Day (US))" in d.reasons[0].message
+
+
+def test_holidays_follow_the_contacts_country_and_subdivision() -> None:
+    # Friday 2 January 2026: Berchtoldstag in Bern, a working day in New York and in Geneva.
+    bern = {"timezone": "Europe/Zurich", "country": "CH", "subdivision": "BE"}
+    d = check("send_draft", draft(now=at("2026-01-02T10:00", "Europe/Zurich"), contact=bern))
+    assert ids(d) == {"autopilot.allowed", "quiet_hours.holiday"}
+    assert "Berchtold" in d.reasons[0].message and "(CH-BE)" in d.reasons[0].message
+    assert d.not_before == datetime.fromisoformat(at("2026-01-05T08:00", "Europe/Zurich"))
+    geneva = {"timezone": "Europe/Zurich", "country": "CH-GE"}
+    in_geneva = draft(now=at("2026-01-02T10:00", "Europe/Zurich"), contact=geneva)
+    assert check("send_draft", in_geneva).outcome == "allow"
+    new_york = draft(now=at("2026-01-02T10:00"), contact={"country": "US"})
+    assert check("send_draft", new_york).outcome == "allow"
+    # Thanksgiving closes the day for a US contact, not for a Swiss one.
+    thanksgiving = at("2025-11-27T10:00")
+    assert check("send_draft", draft(now=thanksgiving, contact={"country": "US"})).outcome == (
+        "defer"
+    )
+    swiss_in_ny = {"country": "CH"}
+    assert check("send_draft", draft(now=thanksgiving, contact=swiss_in_ny)).outcome == "allow"
+
+
+def test_an_unknown_country_applies_no_national_calendar() -> None:
+    for contact in ({}, {"country": "ZZ"}, {"country": ""}):
+        d = check("send_draft", draft(now=at("2025-12-25T10:00"), contact=contact))
+        assert d.outcome == "allow", contact
+
+
+def test_the_policy_names_calendars_for_every_contact_and_extra_closures() -> None:
+    eng = PolicyEngine(
+        merge(
+            load_default(),
+            {"quiet_hours": {"holiday_calendars": ["GB-SCT"], "holidays": ["2025-10-08"]}},
+        )
+    )
+    # 2 January is a bank holiday in Scotland: it applies to a US contact too (no "contact").
+    d = eng.decide("send_draft", draft(now=at("2026-01-02T10:00"), contact={"country": "US"}))
+    assert d.outcome == "defer" and "(GB-SCT)" in d.reasons[0].message
+    listed = eng.decide("send_draft", draft(now=at("2025-10-08T10:00")))
+    assert listed.outcome == "defer" and "listed holiday" in listed.reasons[0].message
+    assert listed.not_before == datetime.fromisoformat(at("2025-10-09T08:00"))
+    # Thanksgiving for a US contact is not closed: the policy no longer names "contact".
+    us = {"country": "US"}
+    assert eng.decide("send_draft", draft(now=at("2025-11-27T10:00"), contact=us)).outcome == (
+        "allow"
+    )
 
 
 def test_dst_spring_forward_gap_opens_at_the_transition() -> None:

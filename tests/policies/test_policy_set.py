@@ -18,7 +18,7 @@ def test_the_seed_policy_set_loads_and_holds_the_issue_numbers() -> None:
     assert ps.shadow_mode.reviewer_min_role == "Collector"
     assert ps.quiet_hours.start == "20:00" and ps.quiet_hours.end == "08:00"
     assert {d.value for d in ps.quiet_hours.weekend_days} == {"saturday", "sunday"}
-    assert ps.quiet_hours.holidays and ps.content.legal_threat_phrases
+    assert ps.quiet_hours.holiday_calendars == ["contact"] and ps.content.legal_threat_phrases
     assert set(ps.action_permissions) == set(ActionType) - {ActionType.SEND_DRAFT}
 
 
@@ -47,6 +47,12 @@ def test_load_reads_a_full_policy_file(tmp_path: Path) -> None:
         ("quiet_hours:\n  start: 20:00\n", "line 2: quiet_hours.start: must be a quoted 'HH:MM'"),
         ("quiet_hours:\n  end: '25:00'\n", "'25:00' is not a 24-hour 'HH:MM' time"),
         ("quiet_hours:\n  holidays: [2025-13-01]\n", "line 2: quiet_hours.holidays"),
+        (
+            "quiet_hours:\n  holiday_calendars: [contact, XX]\n",
+            "'XX' is not a country with a holiday calendar",
+        ),
+        ("quiet_hours:\n  holiday_calendars: [CH-QQ]\n", "'QQ' is not a subdivision of CH"),
+        ("quiet_hours:\n  holiday_calendars: [US, US]\n", "lists a calendar twice"),
         (
             "quiet_hours:\n  weekend_days:\n    [monday, tuesday, wednesday, thursday, friday, "
             "saturday, sunday]\n",

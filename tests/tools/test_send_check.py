@@ -29,9 +29,11 @@ from tools.send_check import recheck_before_send
 
 NY = ZoneInfo("America/New_York")
 SEEDED_AT = datetime(2025, 10, 7, 14, 0, tzinfo=NY)  # Tuesday afternoon
-FRIDAY_NIGHT = datetime(2025, 10, 10, 21, 0, tzinfo=NY)  # quiet hours, then the weekend
-MONDAY_MORNING = datetime(2025, 10, 13, 8, 5, tzinfo=NY)  # the deferral has passed
-DUE_FRIDAY = date(2025, 10, 10)
+# The week after Columbus Day (Monday 13 October 2025 is a US public holiday: the seeded US
+# customer's contact is not written to on it, so a weekend deferral would run to Tuesday).
+FRIDAY_NIGHT = datetime(2025, 10, 17, 21, 0, tzinfo=NY)  # quiet hours, then the weekend
+MONDAY_MORNING = datetime(2025, 10, 20, 8, 5, tzinfo=NY)  # the deferral has passed
+DUE_FRIDAY = date(2025, 10, 17)
 SERVER_ZONE = ZoneInfo("UTC")  # time-machine runs the process in this zone while travelling
 
 
@@ -132,9 +134,9 @@ def test_wording_that_turned_false_while_deferred_is_held_never_sent(
     with sessions() as s:
         held = s.get(Draft, draft.id)
         assert held is not None and held.status is DraftStatus.PENDING_REVIEW
-        assert "Held at send time (2025-10-13)" in (held.hold_reason or "")
-        assert "is due on October 10, 2025" in (held.hold_reason or "")
-        assert "ahead of October 10, 2025" in (held.hold_reason or "")
+        assert "Held at send time (2025-10-20)" in (held.hold_reason or "")
+        assert "is due on October 17, 2025" in (held.hold_reason or "")
+        assert "ahead of October 17, 2025" in (held.hold_reason or "")
         assert held.grounding["ok"] is False
         assert (
             s.scalars(select(OutboxMessage).where(OutboxMessage.draft_id == draft.id)).all() == []
@@ -178,7 +180,7 @@ def test_wording_that_turned_false_while_deferred_is_held_never_sent(
         _deliver(sessions, durable_settings, port)
     assert len(sink.received) == 1
     assert (
-        "was due on October 10, 2025" in sink.received[0].message.get_payload(decode=True).decode()
+        "was due on October 17, 2025" in sink.received[0].message.get_payload(decode=True).decode()
     )
 
 
@@ -192,14 +194,14 @@ def test_wording_still_true_at_send_time_is_delivered_as_written(
     smtp: tuple[int, SmtpSink],
 ) -> None:
     port, sink = smtp
-    due = date(2025, 10, 20)
+    due = date(2025, 10, 27)
     draft = _date_worded_draft(session, seeded, tmp_path, due=due, number="INV-D-2")
     _approve_at_night(session, seeded, draft, tmp_path)
     with time_machine.travel(MONDAY_MORNING.astimezone(SERVER_ZONE), tick=True):
         _deliver(sessions, durable_settings, port)
     assert len(sink.received) == 1
     assert (
-        "is due on October 20, 2025" in sink.received[0].message.get_payload(decode=True).decode()
+        "is due on October 27, 2025" in sink.received[0].message.get_payload(decode=True).decode()
     )
     with sessions() as s:
         assert s.get(Draft, draft.id).status is DraftStatus.SENT  # type: ignore[union-attr]

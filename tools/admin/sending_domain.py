@@ -16,22 +16,33 @@ import base64
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import dns.exception
 import dns.resolver
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from memory import clock
 from memory.errors import PlixoError
-from memory.models import Organisation, Segment, SendingDomain, User
+from memory.models import (
+    Organisation,
+    OutboxMessage,
+    OutboxStatus,
+    Segment,
+    SendingDomain,
+    User,
+)
 from policies.access import allowed
 from tools import audit
+from tools.policy_admin import active_policy_set
 
 MIN_DKIM_BITS = 1024
 RECHECK_EVERY = timedelta(days=1)
+#: Messages that count against a warm-up day: handed over, being handed over, or maybe handed.
+_COUNTED = (OutboxStatus.CLAIMED, OutboxStatus.SENT, OutboxStatus.UNCERTAIN)
 _DOMAIN = re.compile(r"^(?=.{4,200}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
@@ -308,3 +319,58 @@ def recheck_before_autopilot(session: Session, org_id: int, now: datetime) -> No
     from memory.config import get_settings
 
     recheck_if_due(session, org_id, nameserver=get_settings().dns_nameserver, now=now, force=True)
+
+
+# --- the warm-up ramp: a new domain's daily send cap ------------------------------------------
+#
+# Why: receivers judge a domain by its history; a domain that goes from silence to thousands of
+# messages a day lands in spam folders. The policy's ``sending.warmup_daily_caps`` grows the
+# allowance day by day from the date the domain's check first passed (``verified_since``).
+
+
+def warmup_cap(caps: list[int], verified_since: date, today: date) -> int | None:
+    """Today's cap for a domain verified on ``verified_since``; None once the ramp is over."""
+    day = max(0, (today - verified_since).days)
+    return caps[day] if day < len(caps) else None
+
+
+def warmup_hold(session: Session, org_id: int, now: datetime) -> str | None:
+    """Why one more message may not leave now (today's cap reached), or None when it may.
+
+    Called inside the transaction that claims the message (``outbox.begin_attempt``), after
+    locking the domain row, so two workers cannot both take the last place of the day. Counted:
+    messages of the organisation claimed or sent since the start of its business day."""
+    row = session.scalars(
+        select(SendingDomain).where(SendingDomain.org_id == org_id).with_for_update()
+    ).first()
+    if row is None or row.verified_since is None:
+        return None
+    tz = clock.org_zone(session, org_id)
+    today = clock.business_date(tz, now)
+    caps = active_policy_set(session, org_id).sending.warmup_daily_caps
+    cap = warmup_cap(caps, row.verified_since, today)
+    if cap is None:
+        return None
+    start = clock.start_of_business_day(today, tz)
+    sent = session.scalar(
+        select(func.count())
+        .select_from(OutboxMessage)
+        .where(
+            OutboxMessage.org_id == org_id,
+            OutboxMessage.status.in_(_COUNTED),
+            func.coalesce(OutboxMessage.sent_at, OutboxMessage.claimed_at) >= start,
+        )
+    )
+    if int(sent or 0) < cap:
+        return None
+    day = (today - row.verified_since).days
+    return (
+        f"{row.domain} is warming up (day {day} since its check passed): today's cap of {cap} "
+        f"messages is reached; the rest leave from {(today + timedelta(days=1)).isoformat()}"
+    )
+
+
+def next_send_day(session: Session, org_id: int, now: datetime) -> datetime:
+    """The first instant of the organisation's next business day (when a capped day ends)."""
+    tz = clock.org_zone(session, org_id)
+    return clock.start_of_business_day(clock.business_date(tz, now) + timedelta(days=1), tz)
