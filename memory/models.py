@@ -157,6 +157,15 @@ class DisputeStatus(enum.StrEnum):
     REJECTED = "rejected"
 
 
+#: A dispute still being worked: its invoice is not chased, not totalled as due, not dunned.
+OPEN_DISPUTE_STATUSES = (
+    DisputeStatus.OPEN,
+    DisputeStatus.INVESTIGATING,
+    DisputeStatus.AWAITING_CUSTOMER,
+    DisputeStatus.ESCALATED_LEGAL,
+)
+
+
 class ActivityKind(enum.StrEnum):
     EMAIL = "email"
     NUDGE = "nudge"

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from memory import clock
 from memory.config import Settings
 from memory.models import (
+    OPEN_DISPUTE_STATUSES,
     Activity,
     AgingBucket,
     Contact,
@@ -48,12 +49,6 @@ from memory.models import (
 MAX_INVOICES = 50
 MAX_ITEMS = 20
 MAX_TEXT = 1_000
-OPEN_DISPUTE = (
-    DisputeStatus.OPEN,
-    DisputeStatus.INVESTIGATING,
-    DisputeStatus.AWAITING_CUSTOMER,
-    DisputeStatus.ESCALATED_LEGAL,
-)
 ACTIVE_PLAN = (PlanStatus.ACTIVE, PlanStatus.PENDING_APPROVAL, PlanStatus.PROPOSED)
 #: Note sources written by staff; anything else (payer, portal, reply, import) is payer text.
 INTERNAL_SOURCES = frozenset({"internal", "collector", "system"})
@@ -372,7 +367,7 @@ def _dispute_view(d: Dispute, number: str, now: datetime) -> DisputeView:
         status=d.status,
         opened_at=d.opened_at,
         sla_due_at=d.sla_due_at,
-        sla_breached=hours is not None and hours < 0 and d.status in OPEN_DISPUTE,
+        sla_breached=hours is not None and hours < 0 and d.status in OPEN_DISPUTE_STATUSES,
         hours_to_sla=None if hours is None else round(hours, 1),
         credit_minor=d.credit_minor,
         description=_clip(d.description) if d.description else None,
@@ -447,7 +442,7 @@ def dispute_status(
         get_invoice(session, org_id, invoice_id)
         query = query.where(Dispute.invoice_id == invoice_id)
     if open_only:
-        query = query.where(Dispute.status.in_(OPEN_DISPUTE))
+        query = query.where(Dispute.status.in_(OPEN_DISPUTE_STATUSES))
     rows = session.execute(query.order_by(Dispute.opened_at.desc()).limit(MAX_ITEMS)).all()
     moment = now or clock.now()
     return [_dispute_view(d, number, moment) for d, number in rows]

@@ -37,13 +37,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memory.models import (
+    OPEN_DISPUTE_STATUSES,
     Cadence,
     CadenceStep,
     Channel,
     Contact,
     Customer,
     Dispute,
-    DisputeStatus,
     Draft,
     DraftKind,
     Invoice,
@@ -64,12 +64,6 @@ INSTALLMENT_GRACE_DAYS = 3
 PROMISE_TEMPLATE = "promise_broken"
 PROMISE_REMINDER_TEMPLATE = "promise_reminder"
 INSTALLMENT_TEMPLATE = "installment_missed"
-_OPEN_DISPUTES = (
-    DisputeStatus.OPEN,
-    DisputeStatus.INVESTIGATING,
-    DisputeStatus.AWAITING_CUSTOMER,
-    DisputeStatus.ESCALATED_LEGAL,
-)
 _LIVE_PLANS = (PlanStatus.PROPOSED, PlanStatus.PENDING_APPROVAL, PlanStatus.ACTIVE)
 _CHASED_PLANS = (PlanStatus.ACTIVE, PlanStatus.DEFAULTED)
 
@@ -203,7 +197,7 @@ def promise_reminder_items(
     disputed = set(
         session.scalars(
             select(Dispute.invoice_id).where(
-                Dispute.org_id == org_id, Dispute.status.in_(_OPEN_DISPUTES)
+                Dispute.org_id == org_id, Dispute.status.in_(OPEN_DISPUTE_STATUSES)
             )
         )
     )
@@ -347,7 +341,7 @@ def select_due(
     disputed |= set(
         session.scalars(
             select(Dispute.invoice_id).where(
-                Dispute.org_id == org_id, Dispute.status.in_(_OPEN_DISPUTES)
+                Dispute.org_id == org_id, Dispute.status.in_(OPEN_DISPUTE_STATUSES)
             )
         )
     )

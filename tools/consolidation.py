@@ -37,11 +37,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memory.models import (
+    OPEN_DISPUTE_STATUSES,
     AgingBucket,
     CadenceStep,
     Channel,
     Dispute,
-    DisputeStatus,
     Draft,
     DraftKind,
     Invoice,
@@ -57,12 +57,6 @@ from tools.statement import STATEMENT_STEPS
 GROUP_TEMPLATE = "account_statement"
 #: Run keys of consolidated drafts start with this (``OutreachGroup.run_key``).
 GROUP_PREFIX = "group:"
-_OPEN_DISPUTES = (
-    DisputeStatus.OPEN,
-    DisputeStatus.INVESTIGATING,
-    DisputeStatus.AWAITING_CUSTOMER,
-    DisputeStatus.ESCALATED_LEGAL,
-)
 #: Oldest bucket first: what a payer should settle first comes first.
 _OVERDUE_ORDER = [
     AgingBucket.D90_PLUS,
@@ -243,7 +237,7 @@ def _disputed(
             Dispute.org_id == org_id,
             Invoice.customer_id.in_(customer_ids),
             Invoice.status == InvoiceStatus.OPEN,
-            Dispute.status.in_(_OPEN_DISPUTES),
+            Dispute.status.in_(OPEN_DISPUTE_STATUSES),
         )
         .order_by(Invoice.due_date, Invoice.id)
     ).all()

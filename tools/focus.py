@@ -40,6 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from memory import clock
 from memory.models import (
+    OPEN_DISPUTE_STATUSES,
     AgingBucket,
     Customer,
     Dispute,
@@ -83,12 +84,6 @@ HIGH_EXPOSURE_SHARE = 0.10
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
-OPEN_DISPUTE = (
-    DisputeStatus.OPEN,
-    DisputeStatus.INVESTIGATING,
-    DisputeStatus.AWAITING_CUSTOMER,
-    DisputeStatus.ESCALATED_LEGAL,
-)
 #: Personas who see only the accounts they own, and which owner column says so.
 OWNER_COLUMN = {
     Persona.COLLECTOR: Customer.collector_user_id,
@@ -270,7 +265,7 @@ def invoice_flags(org_id: int, as_of: date, dialect: str) -> Any:
         literal(0),
         literal(0),
         literal(0),
-        case((Dispute.status.in_(OPEN_DISPUTE), Dispute.sla_due_at), else_=no_sla),
+        case((Dispute.status.in_(OPEN_DISPUTE_STATUSES), Dispute.sla_due_at), else_=no_sla),
         literal(1),
     ).where(Dispute.org_id == org_id)
     every = union_all(promises, plans, disputes).subquery("flag_rows")

@@ -41,11 +41,11 @@ from sqlalchemy.orm import Session
 from memory import clock
 from memory.config import Settings, get_settings
 from memory.models import (
+    OPEN_DISPUTE_STATUSES,
     Activity,
     Contact,
     Customer,
     Dispute,
-    DisputeStatus,
     Draft,
     Invoice,
     InvoiceStatus,
@@ -1222,14 +1222,6 @@ def disputed_invoice_ids(session: Session, org_id: int, invoice_ids: Sequence[in
         )
     )
     return flagged
-
-
-OPEN_DISPUTE_STATUSES = (
-    DisputeStatus.OPEN,
-    DisputeStatus.INVESTIGATING,
-    DisputeStatus.AWAITING_CUSTOMER,
-    DisputeStatus.ESCALATED_LEGAL,
-)
 
 
 def outreach_context(

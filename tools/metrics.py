@@ -59,10 +59,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from memory import clock
 from memory.models import (
+    OPEN_DISPUTE_STATUSES,
     AgingBucket,
     Customer,
     Dispute,
-    DisputeStatus,
     InstallmentStatus,
     Invoice,
     InvoiceStatus,
@@ -80,12 +80,6 @@ COUNTBACK_MONTHS = 24
 SALES_WINDOW_MIN_DAYS = 28  # February: a whole month is its own sales window
 SALES_WINDOW_DAYS = 30
 BUCKETS: tuple[AgingBucket, ...] = tuple(AgingBucket)
-OPEN_DISPUTE = (
-    DisputeStatus.OPEN,
-    DisputeStatus.INVESTIGATING,
-    DisputeStatus.AWAITING_CUSTOMER,
-    DisputeStatus.ESCALATED_LEGAL,
-)
 
 OwnerRole = Literal["any", "collector", "sales", "csm"]
 
@@ -857,7 +851,7 @@ def exposure(session: Session, scope: Scope, as_of: date) -> Exposure:
             Dispute.opened_at < after,
             or_(
                 Dispute.resolved_at >= after,
-                and_(Dispute.resolved_at.is_(None), Dispute.status.in_(OPEN_DISPUTE)),
+                and_(Dispute.resolved_at.is_(None), Dispute.status.in_(OPEN_DISPUTE_STATUSES)),
             ),
         )
         .distinct()

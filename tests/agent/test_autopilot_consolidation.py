@@ -191,6 +191,11 @@ def test_the_consolidated_email_carries_the_statement_of_the_ledger(
     for currency in ("EUR", "USD"):
         open_total = sum(i.balance_minor for i in ledger if i.currency == currency)
         assert _plain(format_amount(open_total, currency)) in text
+    # The disputed C-204 is listed as such, and what the statement asks for is the message's total.
+    assert "C-204 (In dispute)" in text
+    assert f"of which in dispute (USD) {_plain(format_amount(222_200, 'USD'))}" in text
+    assert f"To pay (USD) {_plain(format_amount(USD_TOTAL, 'USD'))}" in text
+    assert "To pay (EUR)" not in text  # nothing in dispute in euros: the open total is the ask
     [link] = set(re.findall(r"https?://\S+", body))
     assert link in text.replace("\n", "")  # the statement's pay link is the message's
     session.expire_all()
