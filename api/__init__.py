@@ -1,0 +1,4 @@
+"""The outside world's doors: the FastAPI app (JSON API, review panel, mini-portal, webhooks)
+and the ``plixo`` command line. Routes parse, authenticate and render; what they do is a tool or
+agent call, and refusals are ``memory.errors.PlixoError`` answered by the app's one handler.
+"""
