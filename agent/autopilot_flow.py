@@ -175,6 +175,7 @@ async def _adraft(
         concurrency=int(args["concurrency"]),
         batch_size=int(args["batch_size"]),
         progress=None,
+        pass_id=args.get("pass_id"),
     )
     part.worker_cpu_s = round(time.thread_time() - cpu, 3)
     return part.model_dump(mode="json")
