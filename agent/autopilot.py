@@ -389,7 +389,7 @@ def _org_reads(
     """
     if pass_id is None:
         return _read_org(session, org_id, now)
-    key = (str(session.get_bind().url), org_id, pass_id)
+    key = (str(session.get_bind().engine.url), org_id, pass_id)
     with _org_reads_lock:
         hit = _org_reads_cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < ORG_READS_TTL_S:
