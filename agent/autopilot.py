@@ -374,6 +374,46 @@ def _merge(into: AutopilotSummary, part: dict[str, object]) -> None:
             into.error_samples.append(str(sample))
 
 
+#: How long a process reuses a pass's organisation-wide reads (``_org_reads``).
+ORG_READS_TTL_S = 2.0
+_org_reads_cache: dict[tuple[str, int, int], tuple[float, OrgSwitches, PolicyEngine]] = {}
+_org_reads_lock = threading.Lock()
+
+
+def _org_reads(
+    session: Session, org_id: int, now: datetime, pass_id: int | None
+) -> tuple[OrgSwitches, PolicyEngine]:
+    """The organisation's switches (with its Data-Ready score) and policy engine for a pass,
+    read at most once every ``ORG_READS_TTL_S`` per process and pass.
+
+    Why: both are organisation-wide (Data-Ready counts over the whole ledger), and with a real
+    model a pass runs one workflow per item: read per item they cost more CPU than the draft
+    itself, and more as the ledger grows. A chunk of the offline path reads them once per chunk
+    anyway; here a switch turned during a pass applies to the items started after at most
+    ``ORG_READS_TTL_S``, as it would from the next chunk. No pass id (a caller outside a pass):
+    read now.
+    """
+    if pass_id is None:
+        return _read_org(session, org_id, now)
+    key = (str(session.get_bind().engine.url), org_id, pass_id)
+    with _org_reads_lock:
+        hit = _org_reads_cache.get(key)
+    if hit is not None and time.monotonic() - hit[0] < ORG_READS_TTL_S:
+        return hit[1], hit[2]
+    switches, engine = _read_org(session, org_id, now)
+    with _org_reads_lock:
+        if len(_org_reads_cache) > 256:
+            _org_reads_cache.clear()
+        _org_reads_cache[key] = (time.monotonic(), switches, engine)
+    return switches, engine
+
+
+def _read_org(session: Session, org_id: int, now: datetime) -> tuple[OrgSwitches, PolicyEngine]:
+    return OrgSwitches.load(session, org_id, now), policy_engine_for(
+        policy_set_for(session, org_id)
+    )
+
+
 async def _draft_items(
     sessions: sessionmaker[Session],
     org_id: int,
@@ -387,7 +427,7 @@ async def _draft_items(
     concurrency: int,
     batch_size: int,
     progress: Callable[[int], None] | None,
-    context: Callable[[Session], tuple[OrgSwitches, PolicyEngine]] | None = None,
+    pass_id: int | None = None,
 ) -> None:
     """Draft ``items`` through a pipeline: up to ``concurrency`` compositions in flight (reads
     only), and every ``batch_size`` finished drafts stored and committed in one short write.
@@ -399,11 +439,7 @@ async def _draft_items(
     """
     sem = asyncio.Semaphore(max(1, concurrency))
     with sessions() as session:
-        if context is not None:
-            switches, engine = context(session)
-        else:
-            switches = OrgSwitches.load(session, org_id, now)
-            engine = policy_engine_for(policy_set_for(session, org_id))
+        switches, engine = _org_reads(session, org_id, now, pass_id)
         deps = AgentDeps(session=session, org_id=org_id, settings=settings, as_of=as_of, now=now)
         finished: list[Composed | str] = []
 
@@ -582,6 +618,7 @@ async def arun_autopilot(
         "concurrency": concurrency_n,
         "batch_size": batch_size,
         "model_ref": autopilot_flow.lend_model(model) if model is not None else None,
+        "pass_id": run_id,
     }
     try:
         await asyncio.to_thread(

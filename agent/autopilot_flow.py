@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import date, datetime
-from functools import partial
 from itertools import islice
 from typing import Any
 
@@ -157,17 +156,15 @@ async def _adraft(
     item_of: str | None = None,
 ) -> dict[str, Any]:
     """Draft and store ``items`` for one organisation; the partial summary (JSON). ``item_of``:
-    the ledger key when this is one real-model item (its own sessions, the pass's context)."""
+    the ledger key when this is one real-model item (its own ledger sessions)."""
     from agent.autopilot import AutopilotSummary, _draft_items
 
     settings = durable.ledger_settings()
     shadow = bool(args["shadow"])
     now = datetime.fromisoformat(args["now"])
     sessions = durable.ledger_sessions()
-    context: Callable[[Session], tuple[Any, Any]] | None = None
     if item_of is not None:
         sessions = _item_ledger(settings)[0]
-        context = partial(_pass_context, item_of, org_id, now)
     drafter = _drafter(settings, args.get("model_ref"), shadow)
     part = AutopilotSummary(
         org_id=org_id,
@@ -189,7 +186,7 @@ async def _adraft(
         concurrency=int(args["concurrency"]),
         batch_size=int(args["batch_size"]),
         progress=None,
-        context=context,
+        pass_id=args.get("pass_id"),
     )
     part.worker_cpu_s = round(time.thread_time() - cpu, 3)
     return part.model_dump(mode="json")
@@ -264,32 +261,6 @@ def _item_ledger(settings: Settings) -> tuple[sessionmaker[Session], asyncio.Sem
     _item_ledgers.clear()
     _item_ledgers[id(ledger)] = (ledger, sessions, slots, asyncio.Semaphore(slots))
     return sessions, _item_ledgers[id(ledger)][3]
-
-
-#: How long item workflows reuse their organisation's switches and policy engine: a chunk holds
-#: them for its fifty drafts, so this is no staler, and the send-time check reads them again.
-CONTEXT_S = 2.0
-_contexts: dict[tuple[str, int, str], tuple[float, Any, Any]] = {}
-
-
-def _pass_context(ledger: str, org_id: int, now: datetime, session: Session) -> tuple[Any, Any]:
-    """The organisation's switches (at the pass's ``now``) and policy engine, loaded at most
-    every ``CONTEXT_S`` for the item workflows of a pass: ~5 ms of queries each item saves."""
-    from policies.engine import engine_for
-    from tools.grounding import OrgSwitches
-    from tools.policy_admin import policy_set_for
-
-    key = (ledger, org_id, now.isoformat())
-    at = time.monotonic()
-    hit = _contexts.get(key)
-    if hit is not None and at - hit[0] < CONTEXT_S:
-        return hit[1], hit[2]
-    switches = OrgSwitches.load(session, org_id, now)
-    engine = engine_for(policy_set_for(session, org_id))
-    if len(_contexts) > 256:
-        _contexts.clear()
-    _contexts[key] = (at, switches, engine)
-    return switches, engine
 
 
 def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date) -> str:

@@ -238,15 +238,20 @@ class DraftRun:
 
 
 @DRAFTER.instructions
-def _instructions(ctx: RunContext[AgentDeps]) -> str:
-    """The step's versioned prompt with its template filled from the case file."""
+async def _instructions(ctx: RunContext[AgentDeps]) -> str:
+    """The step's versioned prompt with its template filled from the case file (async: a plain
+    function would be run in a worker thread per draft, a thread hop for a string lookup)."""
     run = ctx.deps.draft
     return run.instructions if isinstance(run, DraftRun) else ""
 
 
 @DRAFTER.output_validator
-def _grounded(ctx: RunContext[AgentDeps], out: DraftOutput) -> DraftOutput:
+async def _grounded(ctx: RunContext[AgentDeps], out: DraftOutput) -> DraftOutput:
     """Ground the submitted draft; send the problems back once (``ModelRetry``).
+
+    Async although it never awaits: the checks are CPU only (the ledger's truth was read
+    before the run), and a plain function would be sent to a worker thread for every draft,
+    a thread hop and a GIL hand-over per draft for nothing.
 
     A second submission is accepted as it is: its grounding mismatches then block it through the
     guardrails (``content.*_mismatch``), and a wrong language, recipient or channel holds it for a

@@ -31,9 +31,11 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import threading
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
@@ -67,13 +69,33 @@ def _confusables() -> dict[int, str]:
     return table
 
 
+@cache
+def _tables() -> tuple[dict[int, str | None], dict[int, None]]:
+    """``str.translate`` tables, built once per process from this Python's Unicode database:
+    format characters removed and confusables mapped (one pass), and combining marks removed.
+
+    Why tables: a test per character (``unicodedata.category``, ``combining``) on every draft
+    of an Autopilot pass cost more than the rest of the guardrails' decision."""
+    formats: dict[int, str | None] = {}
+    combining: dict[int, None] = {}
+    for cp in range(sys.maxunicode + 1):
+        ch = chr(cp)
+        if unicodedata.category(ch) == "Cf":
+            formats[cp] = None
+        if unicodedata.combining(ch):
+            combining[cp] = None
+    return {**_confusables(), **formats}, combining
+
+
 def _strip_format(text: str) -> str:
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    """Format characters removed and confusables mapped (``text`` already NFKC)."""
+    return text if text.isascii() else text.translate(_tables()[0])
 
 
 def _strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if text.isascii():  # nothing decomposes, nothing combines
+        return text
+    return unicodedata.normalize("NFKD", text).translate(_tables()[1])
 
 
 def _join_spelled(words: list[str]) -> list[str]:
@@ -97,9 +119,14 @@ def _join_spelled(words: list[str]) -> list[str]:
 def fold(text: str) -> list[str]:
     """The words of ``text`` after normalisation (see the module docstring), in order."""
     text = unicodedata.normalize("NFKC", text or "")
-    text = _strip_format(text).translate(_confusables())
-    text = _strip_accents(text.casefold())
+    text = _strip_accents(_strip_format(text).casefold())
     return _join_spelled(_WORD.findall(text))
+
+
+@lru_cache(maxsize=256)
+def _folded(text: str) -> tuple[str, ...]:
+    """``fold`` remembered for the last texts: a draft is scanned by several matchers."""
+    return tuple(fold(text))
 
 
 _local = threading.local()
@@ -121,7 +148,9 @@ def stem(language: str, word: str) -> str:
     A stem shorter than four letters is ambiguous across languages (English "sued" and "suing"
     stem to "su", the Spanish "your"), so such words match only as written: list their forms.
     """
-    root = str(_stemmer(language).stemWord(word))
+    # Digits only: no stemmer here changes a digit (their suffixes are letters), so the word is
+    # its own stem; amounts and invoice numbers are new words in every draft.
+    root = word if word.isdigit() else str(_stemmer(language).stemWord(word))
     return root if len(root) >= _MIN_STEM else "=" + word
 
 
@@ -165,6 +194,8 @@ class PhraseMatcher:
             )
         self.by_language: dict[str, dict[str, list[Phrase]]] = {}
         self.joined: dict[str, dict[str, Phrase]] = {}
+        self.heads: dict[str, set[str]] = {}
+        self.letters_only: dict[str, bool] = {}
         for language, texts in phrases.items():
             firsts: dict[str, list[Phrase]] = {}
             joined: dict[str, Phrase] = {}
@@ -186,6 +217,9 @@ class PhraseMatcher:
                 group.sort(key=lambda p: -len(p.stems))  # the longest phrase first
             self.by_language[language] = firsts
             self.joined[language] = joined
+            if head is not None:  # a compound's first ``head`` letters name its candidates
+                self.heads[language] = {p.joined[:head] for p in firsts[""]}
+            self.letters_only[language] = all(k.lstrip("=").isalpha() for k in joined)
 
     def __bool__(self) -> bool:
         return any(self.by_language.values())
@@ -196,13 +230,20 @@ class PhraseMatcher:
 
     def find_all(self, text: str, *, first_only: bool = False) -> list[Hit]:
         """Every phrase found in ``text``, in the order of the text."""
-        words = fold(text)
+        words = _folded(text)
+        # Words holding a digit (or another non-letter): no Snowball stemmer here adds or
+        # removes one (their suffixes are letters), so a join of words holding one cannot stem
+        # to a phrase made of letters; amounts and invoice numbers are new in every draft,
+        # and stemming their joins was most of a decision's time.
+        mixed = [not w.isalpha() for w in words]
         hits: list[Hit] = []
         for language, firsts in self.by_language.items():
             stems = [stem(language, w) for w in words]
             joined = self.joined[language]
+            heads = self.heads.get(language)
+            skip = mixed if self.letters_only[language] else None
             for i in range(len(words)):
-                hit = _at(words, stems, i, firsts, joined, language)
+                hit = _at(words, stems, i, firsts, joined, language, heads, skip)
                 if hit is not None:
                     hits.append(hit)
                     if first_only:
@@ -217,21 +258,34 @@ def _at(
     firsts: Mapping[str, list[Phrase]],
     joined: Mapping[str, Phrase],
     language: str,
+    heads: AbstractSet[str] | None = None,
+    mixed: Sequence[bool] | None = None,
 ) -> Hit | None:
-    for p in [*firsts.get(stems[i], ()), *firsts.get("=" + words[i], ())]:
-        n = len(p.stems)
-        if _same(p.stems, words[i : i + n], stems[i : i + n]):
-            return Hit(p, " ".join(words[i : i + n]))
+    """The phrase found at word ``i``: one starting with its stem (or the word as written), a
+    compound opening with a listed word, or up to three words whose join is a listed phrase's.
+
+    ``heads``: the compound heads' first letters (none of them: no compound to try);
+    ``mixed``: which words hold a non-letter (joins with one are skipped, see ``find_all``).
+    """
+    word, key = words[i], stems[i]
+    listed, exact = firsts.get(key), firsts.get("=" + word)
+    if listed is not None or exact is not None:
+        for p in [*(listed or ()), *(exact or ())]:
+            n = len(p.stems)
+            if _same(p.stems, words[i : i + n], stems[i : i + n]):
+                return Hit(p, " ".join(words[i : i + n]))
     head = _COMPOUNDING.get(language)
-    if head is not None:  # "Inkassobüros", "Rechtsanwältin": a listed word opening a compound
-        for p in firsts.get("", ()):
-            if words[i].startswith(p.joined):
-                return Hit(p, words[i])
-    for k in range(1, _MAX_JOIN + 1):
-        if i + k > len(words):
+    if head is not None and (heads is None or word[:head] in heads):
+        for p in firsts.get("", ()):  # "Inkassobüros": a listed word opening a compound
+            if word.startswith(p.joined):
+                return Hit(p, word)
+    found = joined.get(key)
+    if found is not None:
+        return Hit(found, word)
+    for k in range(2, _MAX_JOIN + 1):
+        if i + k > len(words) or (mixed is not None and (mixed[i] or mixed[i + k - 1])):
             break
-        key = stems[i] if k == 1 else stem(language, "".join(words[i : i + k]))
-        found = joined.get(key)
+        found = joined.get(stem(language, "".join(words[i : i + k])))
         if found is not None:
             return Hit(found, " ".join(words[i : i + k]))
     return None
