@@ -597,7 +597,7 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
         f"- {label_inv} {i.number}: {i.balance_text}, {label_due} {i.due_date_text}"
         for i in case.invoices
     )
-    if name == "account_statement":
+    if name == "account_statement" and not sms:  # an SMS keeps its room for invoices and link
         label_total = book.labels.get("total", "Total")
         lines += "".join(
             f"\n{label_total} {cur}: {format_amount(minor, cur, case.locale)}"

@@ -312,8 +312,9 @@ def as_item(group: OutreachGroup) -> DueItem | None:
     )
 
 
-def covered_run_keys(session: Session, org_id: int, items: Sequence[DueItem]) -> set[str]:
-    """Run keys of cadence items an earlier consolidated draft already covered.
+def covered_run_keys(session: Session, org_id: int, items: Sequence[DueItem]) -> dict[str, str]:
+    """Run keys of cadence items an earlier consolidated draft already covered, each with the run
+    key of the (latest) group draft that covered it.
 
     Why it can be read back without a table of its own: a group draft's run key carries the date
     it was written for, and its stated facts the invoice numbers its text names (the grounding
@@ -323,9 +324,9 @@ def covered_run_keys(session: Session, org_id: int, items: Sequence[DueItem]) ->
     """
     cadence = [i for i in items if i.kind == DraftKind.CADENCE]
     if not cadence:
-        return set()
+        return {}
     customers = sorted({i.customer_id for i in cadence})
-    named: dict[tuple[int, str], date] = {}
+    named: dict[tuple[int, str], tuple[date, str]] = {}
     for customer_id, run_key, stated in session.execute(
         select(Draft.customer_id, Draft.run_key, Draft.stated_facts).where(
             Draft.org_id == org_id,
@@ -338,10 +339,10 @@ def covered_run_keys(session: Session, org_id: int, items: Sequence[DueItem]) ->
             continue
         for number in (stated or {}).get("invoice_numbers") or []:
             key = (customer_id, str(number))
-            if key not in named or named[key] < written:
-                named[key] = written
+            if key not in named or named[key][0] < written:
+                named[key] = (written, str(run_key))
     if not named:
-        return set()
+        return {}
     numbers = dict(
         session.execute(
             select(Invoice.id, Invoice.number).where(
@@ -351,11 +352,12 @@ def covered_run_keys(session: Session, org_id: int, items: Sequence[DueItem]) ->
         .tuples()
         .all()
     )
-    return {
-        i.run_key
-        for i in cadence
-        if named.get((i.customer_id, numbers.get(i.invoice_id, "")), date.min) >= i.step_date
-    }
+    covered: dict[str, str] = {}
+    for i in cadence:
+        written, group = named.get((i.customer_id, numbers.get(i.invoice_id, "")), (date.min, ""))
+        if written >= i.step_date:
+            covered[i.run_key] = group
+    return covered
 
 
 def _group_date(run_key: str | None) -> date | None:
@@ -377,7 +379,8 @@ def consolidate(
     """Autopilot's selection with each customer's due cadence steps folded into one message.
 
     Items covered by an earlier group draft, and groups already drafted today, count as
-    ``existing``; what stays single keeps its place, a group takes its first member's place.
+    ``existing``, one per message (as they counted when drafted); what stays single keeps its
+    place, a group takes its first member's place.
     ``keep_separate``: segment names that keep one message per invoice (default: the
     organisation's policy, ``cadence.one_message_per_invoice_segments``).
     """
@@ -403,6 +406,7 @@ def consolidate(
     return replace(
         selection,
         items=out,
-        existing=selection.existing + len(covered) + len(done),
+        # a message already written counts once, however many invoices it named
+        existing=selection.existing + len(set(covered.values()) - done) + len(done),
         excluded=selection.excluded,
     )

@@ -75,7 +75,8 @@ def test_one_draft_per_customer_with_totals_per_currency_and_no_second_chase(
     assert fab.run_key and not fab.run_key.startswith("group:")
 
     again = _run(sessions, b.org.id, settings)
-    assert again.drafted == 0 and again.skipped_existing == 7  # type: ignore[attr-defined]
+    # already written: counted once per message, as drafted (the group and Fabrikam's)
+    assert again.drafted == 0 and again.skipped_existing == 2  # type: ignore[attr-defined]
     # The next day the same steps are still inside the catch-up window: covered, not re-sent.
     next_day = _run(sessions, b.org.id, settings, days=1)
     assert next_day.drafted == 0  # type: ignore[attr-defined]

@@ -47,6 +47,8 @@ ANY_USER = {
     ("POST", "/api/auth/tokens"),
     ("DELETE", "/api/auth/tokens/{token_id}"),
     ("POST", "/api/auth/password"),
+    ("GET", "/account/password"),
+    ("POST", "/account/password"),
 }
 
 UNKNOWN_ID = "999999"

@@ -59,6 +59,7 @@ from memory.models import (  # noqa: E402
     Draft,
     Invoice,
     Organisation,
+    PolicySetVersion,
     Segment,
 )
 
@@ -74,8 +75,11 @@ STEPS = (
 )
 
 
-def build_ledger(url: str, n: int) -> tuple[int, object]:
-    """An organisation with ``n`` open invoices, each with a cadence step due on AS_OF."""
+def build_ledger(url: str, n: int, *, per_invoice: bool = True) -> tuple[int, object]:
+    """An organisation with ``n`` open invoices, each with a cadence step due on AS_OF, two per
+    customer. ``per_invoice`` (the default, so figures stay comparable across rounds): the segment
+    keeps one message per invoice (``cadence.one_message_per_invoice_segments``); otherwise
+    Autopilot writes one consolidated message per customer, half as many drafts."""
     engine = make_engine(url)
     migrate.upgrade(engine)
     sessions = session_factory(engine)
@@ -160,6 +164,13 @@ def build_ledger(url: str, n: int) -> tuple[int, object]:
                 }
             )
         s.execute(insert(Invoice), rows)
+        if per_invoice:
+            s.add(
+                PolicySetVersion(
+                    org_id=org.id, version=1, active=True,
+                    content={"cadence": {"one_message_per_invoice_segments": [seg.name]}},
+                )
+            )  # fmt: skip
         s.commit()
         return org.id, sessions
 

@@ -208,6 +208,10 @@ UNGUARDED_WITH_A_REASON = {
     "tools.outbox.resolve": "checks manage_delivery itself (OutboxPermissionError) before writing",
     "tools.contact_status.mark_contacts": "records what a payer's own mail said (opt-out, bounce); "
     "its actor is the mailbox reader or the relay, never a person's request",
+    "tools.draft_lifecycle.move": "moves a draft for the guarded operation that calls it "
+    "(review, revision, nudges, delivery) and writes that move's audit event",
+    "tools.draft_lifecycle.record_created": "audits a new draft its (guarded) caller stored",
+    "tools.notifications.set_preferences": "the authenticated person's own notification choice",
 }
 
 
