@@ -444,11 +444,15 @@ def _start_doomed(mode: str, marker: Path, env: dict[str, str]) -> subprocess.Po
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 60
+    # A guard against a hang, not a timing check: a worker on a loaded machine (two suites on two
+    # cores) can take over a minute to start, launch DBOS and claim the message.
+    deadline = time.monotonic() + 180
     while not marker.exists():
         if proc.poll() is not None:
             raise AssertionError(proc.stderr.read().decode() if proc.stderr else "worker exited")
-        assert time.monotonic() < deadline, "the worker never reached the hand-off"
+        if time.monotonic() >= deadline:
+            _kill(proc)  # never left running (and polling) after the test gives up
+            raise AssertionError("the worker never reached the hand-off")
         time.sleep(0.05)
     return proc
 
