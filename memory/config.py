@@ -144,6 +144,19 @@ class Settings(BaseSettings):
         description="DBOS system database; default: the ledger when it is PostgreSQL, else a "
         "SQLite file in data_dir.",
     )
+    ledger_pool_size: int = Field(
+        default=5, ge=1, description="Ledger connections a CLI or worker process keeps open."
+    )
+    ledger_max_overflow: int = Field(
+        default=10, ge=0, description="Ledger connections it may open beyond those, for a burst."
+    )
+    dbos_pool_size: int = Field(
+        default=10,
+        ge=2,
+        description="DBOS system-database connections per process (DBOS's own default is 20). "
+        "A worker on PostgreSQL holds at most ledger_pool_size + ledger_max_overflow + "
+        "dbos_pool_size + 3 connections: keep the sum over all processes under max_connections.",
+    )
     worker_concurrency: int = Field(
         default=16, ge=1, description="Workflows one worker process runs at once, per queue."
     )
@@ -168,6 +181,13 @@ class Settings(BaseSettings):
         default=(30.0, 120.0, 600.0, 1800.0),
         description="Waits between hand-offs after a temporary SMTP error.",
     )
+
+    @property
+    def worker_connection_budget(self) -> int:
+        """The most database connections one worker process opens: its ledger pool (with
+        overflow), DBOS's system-database pool, DBOS's notification listener and the two of
+        the DKIM key lookup (``tools.dkim_signing``)."""
+        return self.ledger_pool_size + self.ledger_max_overflow + self.dbos_pool_size + 3
 
     @property
     def resolved_database_url(self) -> str:

@@ -57,6 +57,11 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         # The bundled driver is psycopg 3; a bare postgresql:// URL would ask for psycopg2.
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         kwargs.setdefault("pool_pre_ping", True)
+    in_memory = parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+    if "poolclass" not in kwargs and not in_memory:  # a bounded pool (PLIXO_LEDGER_POOL_SIZE)
+        settings = get_settings()
+        kwargs.setdefault("pool_size", settings.ledger_pool_size)
+        kwargs.setdefault("max_overflow", settings.ledger_max_overflow)
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

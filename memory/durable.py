@@ -139,6 +139,7 @@ def launch(
                     "executor_id": ident,
                     "log_level": "WARNING",
                     "notification_listener_polling_interval_sec": 0.1,
+                    "sys_db_pool_size": settings.dbos_pool_size,
                 }
             )
             DBOS.launch()

@@ -32,7 +32,9 @@ SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id"]
 
 @lru_cache(maxsize=8)
 def _engine(url: str) -> Engine:
-    return make_engine(url)
+    """A small pool of its own: keys are cached for a minute, so a worker's sends seldom read
+    them, and the connections count against the worker's budget (``worker_connection_budget``)."""
+    return make_engine(url, pool_size=1, max_overflow=1)
 
 
 def _load(session: Session, org_id: int) -> tuple[str, str, bytes] | None:

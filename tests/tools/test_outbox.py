@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import NullPool, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import durable
@@ -419,6 +419,37 @@ _DOOMED_WORKER = textwrap.dedent(
 )
 
 
+class _ConnectionPeak:
+    """Samples, in a thread, the most connections other processes hold to this database."""
+
+    def __init__(self, db_url: str) -> None:
+        self._engine = make_engine(db_url, poolclass=NullPool)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.workers = 0
+
+    def _sample(self) -> None:
+        pids = text(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+        with self._engine.connect() as conn:
+            own = set(conn.execute(pids).scalars())  # the test's own pool, open before
+            while not self._stop.wait(0.1):
+                now = set(conn.execute(pids).scalars())
+                self.workers = max(self.workers, len(now - own))
+                conn.rollback()
+
+    def __enter__(self) -> _ConnectionPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self._engine.dispose()
+
+
 def _env(db_url: str, port: int, tmp_path: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -617,8 +648,13 @@ def test_two_worker_processes_on_postgresql_deliver_500_messages_once_each(
         )
         for _ in range(2)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
+    with _ConnectionPeak(db_url) as peak:
+        outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1].decode()[-2000:] for o in outs]
+    # Each worker stays within its budget (ledger pool + DBOS pool + listener), so processes
+    # sharing one PostgreSQL can be counted against max_connections; the test's own pool aside.
+    budget = Settings(database_url=db_url).worker_connection_budget
+    assert 0 < peak.workers <= 2 * budget, (peak.workers, budget)
     with sessions() as s:
         ids = s.scalars(select(OutboxMessage.message_id)).all()
         statuses = set(s.scalars(select(OutboxMessage.status)).all())
