@@ -383,7 +383,7 @@ def page_words(request: Request, user: User | None) -> dict[str, Any]:
     from sqlalchemy import inspect as sa_inspect
 
     from memory.models import Organisation
-    from tools import labels, notifications
+    from tools import disputes, labels, notifications
 
     locale = labels.locale_from_header(request.headers.get("accept-language"))
     session = sa_inspect(user).session if user is not None else None
@@ -398,11 +398,16 @@ def page_words(request: Request, user: User | None) -> dict[str, Any]:
     return {
         "label": labels.label,
         "rule_label": labels.rule_label,
+        "promise_label": labels.promise_label,
+        "plan_label": labels.plan_label,
+        "installment_label": labels.installment_label,
         "plural": labels.plural,
         "listing": labels.listing,
         "hours": labels.hours,
         "money_text": labels.money,
         "when": lambda moment: labels.when(moment, locale=locale, tz=tz),
-        "day": lambda value: labels.day(value, locale=locale),
+        "day": lambda value, weekday=False: labels.day(value, locale=locale, weekday=weekday),
+        "language": labels.language,  # in the panel's own language, like its other words
+        "dispute_reason": lambda key: disputes.REASONS.get(key) or labels.humanize(key or ""),
         "unread_notifications": unread,
     }

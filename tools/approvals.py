@@ -12,7 +12,7 @@ module adds only the rule that a decision from the inbox carries a written ratio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -36,7 +36,7 @@ from memory.models import (
     utcnow,
 )
 from memory.money import format_money
-from tools import audit, plans
+from tools import audit, labels, plans
 from tools.authz import guarded
 from tools.drafts import REVIEWABLE, required_roles, role_satisfies
 from tools.policy_admin import policy_set_for
@@ -146,14 +146,16 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
-def _plan_item(session: Session, plan: PaymentPlan, customer: Customer) -> dict[str, Any]:
+def _plan_item(
+    session: Session, plan: PaymentPlan, customer: Customer, day: Callable[[date], str]
+) -> dict[str, Any]:
     cur = plan.currency
     inst = plan.installments
     numbers = ", ".join(i.number for i in plans.invoices_of(plan))
     count = len(inst)
     changes = [
         f"New plan of {count} installment{'' if count == 1 else 's'} from "
-        f"{inst[0].due_date:%-d %b %Y} to {inst[-1].due_date:%-d %b %Y}, settling {numbers}.",
+        f"{day(inst[0].due_date)} to {day(inst[-1].due_date)}, settling {numbers}.",
     ]
     if plan.discount_minor:
         changes.append(f"Forgives {format_money(plan.discount_minor, cur)} on completion.")
@@ -162,7 +164,7 @@ def _plan_item(session: Session, plan: PaymentPlan, customer: Customer) -> dict[
             promise = get_promise(session, plan.org_id, plan.from_promise_id)
             changes.append(
                 f"Replaces the promise of {format_money(promise.amount_minor, promise.currency)} "
-                f"for {promise.promised_date:%-d %b %Y}."
+                f"for {day(promise.promised_date)}."
             )
         except NotFound:
             pass
@@ -269,9 +271,11 @@ def pending_items(
     viewer: User | None = None,
     now: datetime | None = None,
     limit: int = 200,
+    day: Callable[[date], str] = labels.day,
 ) -> list[ApprovalItem]:
     """Everything waiting above someone's limit, oldest first. With ``viewer``: only what their
-    role may decide (the Controller's plans and credits, Legal's terms and legal language)."""
+    role may decide (the Controller's plans and credits, Legal's terms and legal language).
+    ``day`` writes the dates in the sentences (the panel passes the reader's locale)."""
     now = now or utcnow()
     ps = policy_set_for(session, org_id)
     tz = clock.org_zone(session, org_id)
@@ -297,7 +301,7 @@ def pending_items(
         .limit(limit)
     ):
         c = customer(plan.customer_id)
-        raw.append((_plan_item(session, plan, c), c))
+        raw.append((_plan_item(session, plan, c, day), c))
     for dispute in session.scalars(
         select(Dispute)
         .where(

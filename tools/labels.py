@@ -19,7 +19,7 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime
+from babel.dates import format_date, format_datetime, format_skeleton
 
 from memory.money import format_money
 
@@ -166,7 +166,41 @@ WORDS: dict[str, str] = {
     # sources
     "portal": "Mini-portal",
     "reply_triage": "Reply triage",
+    "internal": "Internal note",
+    "system": "plixo",
+    "payer": "From the payer",
+    "import": "Imported",
+    # aging buckets (the stored values are already the vocabulary; the badge says "days")
+    "Current": "Current",
+    "1-30": "1-30 days",
+    "31-60": "31-60 days",
+    "61-90": "61-90 days",
+    "90+": "90+ days",
 }
+
+#: Promise-to-pay statuses as the commitment pages say them ("cancelled" is the payer's word
+#: taken back, so "Withdrawn"); a promise still open past its date and grace is "Broken".
+PROMISE_WORDS: dict[str, str] = {
+    "open": "Open",
+    "kept": "Kept",
+    "missed": "Missed",
+    "cancelled": "Withdrawn",
+    "lapsed": "Broken",
+}
+
+#: Payment plan statuses as the commitment pages say them.
+PLAN_WORDS: dict[str, str] = {
+    "proposed": "Proposed",
+    "pending_approval": "Waiting for approval",
+    "active": "Active",
+    "defaulted": "Behind schedule",
+    "completed": "Completed",
+    "cancelled": "Cancelled",
+    "rejected": "Turned down",
+}
+
+#: Plan installment statuses.
+INSTALLMENT_WORDS: dict[str, str] = {"due": "Due", "paid": "Paid", "missed": "Missed"}
 
 
 def humanize(value: str) -> str:
@@ -190,6 +224,21 @@ def label(value: object, extra: Mapping[str, str] | None = None) -> str:
     if raw in RULES:
         return RULES[raw]
     return WORDS.get(raw) or humanize(raw)
+
+
+def promise_label(status: object, *, lapsed: bool = False) -> str:
+    """A promise's status in words; an open promise past its date and grace reads "Broken"."""
+    return PROMISE_WORDS["lapsed"] if lapsed else label(status, PROMISE_WORDS)
+
+
+def plan_label(status: object) -> str:
+    """A payment plan's status in words ("Waiting for approval", "Behind schedule")."""
+    return label(status, PLAN_WORDS)
+
+
+def installment_label(status: object) -> str:
+    """A plan installment's status in words."""
+    return label(status, INSTALLMENT_WORDS)
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:
@@ -241,13 +290,30 @@ def when(moment: datetime | None, *, locale: str = DEFAULT_LOCALE, tz: str | Non
     return str(format_datetime(moment, format="medium", tzinfo=zone(tz), locale=locale))
 
 
-def day(value: date | datetime | None, *, locale: str = DEFAULT_LOCALE) -> str:
-    """A business date in the reader's locale ("Oct 7, 2025", "07.10.2025")."""
+def day(
+    value: date | datetime | None, *, locale: str = DEFAULT_LOCALE, weekday: bool = False
+) -> str:
+    """A business date in the reader's locale ("Oct 7, 2025", "07.10.2025"); with ``weekday``
+    the day's name too ("Tue, Oct 7, 2025", "Di., 7. Okt. 2025"), where it matters which working
+    day a promise or an installment falls on."""
     if value is None:
         return ""
     if isinstance(value, datetime):
         value = value.date()
+    if weekday:
+        return str(format_skeleton("yMMMEd", value, locale=locale))
     return str(format_date(value, format="medium", locale=locale))
+
+
+def language(code: str | None, *, locale: str = DEFAULT_LOCALE) -> str:
+    """A language code in the reader's words ("en" → "English", "de" → "German"/"Deutsch")."""
+    if not code:
+        return ""
+    try:
+        name = Locale.parse(code.replace("-", "_")).get_display_name(locale)
+    except (ValueError, UnknownLocaleError):
+        return code
+    return (name[:1].upper() + name[1:]) if name else code
 
 
 def hours(value: float | None) -> str:

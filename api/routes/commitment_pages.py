@@ -15,7 +15,7 @@ in its own currency, never converted; statuses and rules are shown in words.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, status
@@ -36,7 +36,7 @@ from memory.models import (
     User,
 )
 from memory.money import MoneyError, format_money, parse_amount
-from tools import approvals, plans, portal, promises
+from tools import approvals, labels, plans, portal, promises
 from tools.authz import PermissionDenied
 from tools.plans import InstallmentSpec, PolicyRefused
 from tools.policy_admin import policy_set_for
@@ -53,39 +53,7 @@ PaymentPoster = Annotated[User, Depends(require("post_payment"))]
 PlanApprover = Annotated[User, Depends(require("approve_plan"))]
 PlanProposer = Annotated[User, Depends(require("propose_plan"))]
 
-PROMISE_STATUS = {
-    PromiseStatus.OPEN: "Open",
-    PromiseStatus.KEPT: "Kept",
-    PromiseStatus.MISSED: "Missed",
-    PromiseStatus.CANCELLED: "Withdrawn",
-}
-PLAN_STATUS = {
-    PlanStatus.PROPOSED: "Proposed",
-    PlanStatus.PENDING_APPROVAL: "Waiting for approval",
-    PlanStatus.ACTIVE: "Active",
-    PlanStatus.DEFAULTED: "Behind schedule",
-    PlanStatus.COMPLETED: "Completed",
-    PlanStatus.CANCELLED: "Cancelled",
-    PlanStatus.REJECTED: "Turned down",
-}
-INSTALLMENT_STATUS = {"due": "Due", "paid": "Paid", "missed": "Missed"}
 INTERVALS = {1: "monthly", 2: "every two months", 3: "quarterly"}
-
-
-def long_date(day: date | datetime | None) -> str:
-    """'Tue 12 Jan 2027' (the panel's own date style, the same for every persona)."""
-    if day is None:
-        return "—"
-    return f"{day:%a} {day.day} {day:%b %Y}"
-
-
-def _amount(minor: int | None, currency: str) -> str:
-    """Money in full with its own currency ("€18,500.00"), never converted."""
-    return "" if minor is None else format_money(int(minor), currency)
-
-
-def plural(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
 def _render(
@@ -93,9 +61,6 @@ def _render(
 ) -> HTMLResponse:
     from api.app import templates
 
-    templates.env.filters.setdefault("long_date", long_date)
-    templates.env.filters.setdefault("amount", _amount)
-    templates.env.globals.setdefault("plural", plural)
     flash = request.session.pop("flash", None)
     return templates.TemplateResponse(
         request, name, template_context(request, user, flash=flash, **ctx), status_code=status_code
@@ -277,7 +242,7 @@ def _promise_view(db: Session, org_id: int, promise_id: int) -> PromiseView:
     ).first()
     return PromiseView(
         promise=p,
-        status_label=PROMISE_STATUS[p.status],
+        status_label=labels.promise_label(p.status),
         deadline=promises.promise_deadline(p),
         covered=sorted(covered, key=lambda i: (i.due_date, i.id)),
         still_chased=sorted(rest, key=lambda i: (i.due_date, i.id)),
@@ -398,7 +363,7 @@ class ScheduleTemplate:
 
     @property
     def label(self) -> str:
-        return f"{plural(self.count, 'installment')}, {INTERVALS[self.interval_months]}"
+        return f"{labels.plural(self.count, 'installment')}, {INTERVALS[self.interval_months]}"
 
 
 def schedule_templates(db: Session, org_id: int) -> list[ScheduleTemplate]:
@@ -667,8 +632,7 @@ def plan_page(
         plan=plan,
         customer=customer,
         summary=plans.summarize(plan, today),
-        status_label=PLAN_STATUS[plan.status],
-        installment_label=INSTALLMENT_STATUS,
+        status_label=labels.plan_label(plan.status),
         invoices=plans.invoices_of(plan),
         proposer=proposer,
         approver=approver,
@@ -780,7 +744,10 @@ def approvals_page(
 ) -> HTMLResponse:
     """What waits for the caller's decision, oldest first, with the one-business-day target."""
     now = clock()
-    items = approvals.pending_items(db, user.org_id, viewer=user, now=now)
+    locale = labels.locale_from_header(request.headers.get("accept-language"))
+    items = approvals.pending_items(
+        db, user.org_id, viewer=user, now=now, day=lambda d: labels.day(d, locale=locale)
+    )
     return _render(
         request,
         "approvals.html",

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import AppSettings, DbSession, require, template_context
+from api.deps import AppSettings, Clock, DbSession, require, template_context
 from memory.models import (
     Dispute,
     DisputeStatus,
@@ -993,18 +993,20 @@ def commitment_radar(
     return _radar(radar.commitment_radar(db, user.org_id, high_exposure_minor=high_exposure_minor))
 
 
-def radar_context(session: Session, org_id: int) -> dict[str, Any]:
+def radar_context(session: Session, org_id: int, now: datetime | None = None) -> dict[str, Any]:
     """What ``radar_card.html`` needs; the review panel includes the card with this context."""
     return {
-        "radar": radar.commitment_radar(session, org_id),
-        "sla": disputes.sla_snapshot(session, org_id),
+        "radar": radar.commitment_radar(session, org_id, now=now),
+        "sla": disputes.sla_snapshot(session, org_id, now=now),
     }
 
 
 @router.get("/radar", response_class=HTMLResponse, include_in_schema=False)
-def radar_page(request: Request, db: DbSession, user: Viewer) -> HTMLResponse:
+def radar_page(request: Request, db: DbSession, user: Viewer, clock: Clock) -> HTMLResponse:
+    """The Radar on the app's clock (the same "today" as the rest of the panel)."""
     from api.app import templates
 
+    context = radar_context(db, user.org_id, clock())
     return templates.TemplateResponse(
-        request, "radar.html", template_context(request, user, **radar_context(db, user.org_id))
+        request, "radar.html", template_context(request, user, **context)
     )

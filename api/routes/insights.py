@@ -11,7 +11,7 @@ import dataclasses
 import io
 import re
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -20,7 +20,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import DbSession, require, template_context
+from api.deps import Clock, DbSession, require, template_context
 from memory import clock
 from memory.models import (
     AgingBucket,
@@ -52,11 +52,11 @@ CONSOLE_TABLES = ("cash_collected", "dso", "aging", "promise_adherence", "exposu
 # --- shared helpers ---------------------------------------------------------------------------
 
 
-def org_today(db: Session, org_id: int) -> date:
+def org_today(db: Session, org_id: int, now: datetime | None = None) -> date:
     """Today in the organisation's time zone (the tool owner's helper when present)."""
     from tools.account360 import org_today as today_for
 
-    return today_for(db, org_id)
+    return today_for(db, org_id, now)
 
 
 def _currency(value: str | None) -> str | None:
@@ -517,13 +517,13 @@ def account_risk_api(customer_id: CustomerId, user: AccountViewer, db: DbSession
 
 @router.get("/accounts/{customer_id}", response_class=HTMLResponse, include_in_schema=False)
 def account_page(
-    request: Request, customer_id: CustomerId, user: AccountViewer, db: DbSession
+    request: Request, customer_id: CustomerId, user: AccountViewer, db: DbSession, clock: Clock
 ) -> HTMLResponse:
     from tools import nudges
     from tools.account360 import account_360
 
     customer = _customer(db, user.org_id, customer_id)
-    as_of = org_today(db, user.org_id)
+    as_of = org_today(db, user.org_id, clock())  # the app's clock, as on every other page
     view = account_360(db, user.org_id, customer_id, as_of=as_of)
     risks, model = _account_risk(db, user.org_id, customer_id, as_of)
     segment = db.get(Segment, customer.segment_id) if customer.segment_id else None

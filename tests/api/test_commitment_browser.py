@@ -179,7 +179,7 @@ def test_collector_logs_a_promise_and_marks_it_missed(
     page.click("#add-promise-link")
     page.wait_for_url(re.compile(r".*/promises/new\?customer_id=\d+"))
     text = _check(page, shots, "promise-new")
-    assert "INV-7001 · due Sun 7 Sep 2025 · $1,200.00 open" in text
+    assert "INV-7001 · due Sun, Sep 7, 2025 · $1,200.00 open" in text
     # a partial promise: $1,200.00 of $2,000.00 covers the older invoice only
     page.check(f"input[data-invoice={newer.number}]")
     page.fill("#amount", "1200.00")

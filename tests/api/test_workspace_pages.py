@@ -69,6 +69,13 @@ def test_dispute_queue_panel_escalation_evidence_and_credit(
     panel = client.get(f"/disputes/{d.id}")
     assert panel.status_code == 200
     assert_words(panel.text)
+    assert "Opened Oct 4, 2025, 2:00" in panel.text  # the reader's locale, the org's clock
+    german = client.get(f"/disputes/{d.id}", headers={"Accept-Language": "de-DE"}).text
+    assert "Opened 04.10.2025, 14:00" in german
+    assert (
+        "due 06.10.2025, 14:00" in client.get("/disputes", headers={"Accept-Language": "de"}).text
+    )
+    assert_words(german)
     r = client.post(
         f"/disputes/{d.id}/status",
         data={"csrf": csrf_of(panel.text), "to": "escalated_legal", "note": "Contract question"},
@@ -320,6 +327,15 @@ def test_scheduled_view_lists_a_deferred_message_with_its_approver(
     assert "Collector User" in page.text and "Quiet hours" in page.text
     assert "1 message waiting" in page.text
     assert_words(page.text)
+    goes_out = re.compile(r'data-testid="scheduled-row".*?<td>([^<]+)</td>', re.S)
+    english = goes_out.search(page.text)
+    assert english and re.fullmatch(
+        r"[A-Z][a-z]{2} \d{1,2}, 2025, \d{1,2}:\d{2}:\d{2}\s[AP]M", english.group(1).strip()
+    ), english
+    german = goes_out.search(client.get("/scheduled", headers={"Accept-Language": "de-DE"}).text)
+    assert german and re.fullmatch(
+        r"\d{2}\.\d{2}\.2025, \d{2}:\d{2}:\d{2}", german.group(1).strip()
+    ), german
     assert session.scalars(select(Approval).where(Approval.subject_id == draft.id)).one()
     drafts.release_deferred(session, now=NOW + timedelta(days=1), settings=settings)
     session.commit()

@@ -65,3 +65,25 @@ def test_dates_follow_the_readers_locale_in_the_organisations_zone() -> None:
     assert labels.day(date(2025, 10, 7), locale="en_GB") == "7 Oct 2025"
     assert labels.hours(49.5) == "2 days 1 hour"
     assert labels.hours(-0.5) == "30 minutes"
+
+
+def test_buckets_commitment_statuses_and_weekday_dates_read_as_words() -> None:
+    from memory.models import AgingBucket, PlanStatus
+
+    assert [labels.label(b) for b in AgingBucket] == [
+        "Current", "1-30 days", "31-60 days", "61-90 days", "90+ days",
+    ]  # fmt: skip
+    for status in PlanStatus:
+        text = labels.plan_label(status)
+        assert text and "_" not in text and text[0].isupper(), (status, text)
+    assert labels.plan_label(PlanStatus.PENDING_APPROVAL) == "Waiting for approval"
+    assert labels.plan_label("defaulted") == "Behind schedule"
+    assert labels.promise_label(PromiseStatus.CANCELLED) == "Withdrawn"
+    assert labels.promise_label(PromiseStatus.OPEN, lapsed=True) == "Broken"
+    assert labels.installment_label("paid") == "Paid"
+    assert labels.day(date(2025, 10, 7), weekday=True) == "Tue, Oct 7, 2025"
+    assert labels.day(date(2025, 10, 7), locale="de_DE", weekday=True) == "Di., 7. Okt. 2025"
+    assert labels.day(None, weekday=True) == ""
+    assert labels.language("de") == "German" and labels.language("pt-BR") == "Portuguese (Brazil)"
+    assert labels.language("zz-not-a-language") == "zz-not-a-language"
+    assert labels.language(None) == ""
