@@ -5,6 +5,8 @@ never shared across organisations or personal filters, and never a way around au
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -145,3 +147,52 @@ def test_browser_sessions_get_the_same_page(client: TestClient, seeded: Seeded) 
     by_cookie = client.get("/api/queue")
     assert by_cookie.status_code == 200
     assert by_cookie.content == by_token.content
+
+
+def _inbox_badge(html: str) -> str | None:
+    """The header's unread count as the person sees it (None: no badge, nothing unread)."""
+    match = re.search(
+        r'data-testid="inbox-count"[^>]*>Inbox(?: <span class="badge warn">(\d+)<)?', html
+    )
+    assert match, "no inbox link in the header"
+    return match.group(1)
+
+
+def test_the_header_count_is_fresh_while_the_queue_is_served_from_the_cache(
+    app: FastAPI, client: TestClient, seeded: Seeded, sessions: sessionmaker[Session]
+) -> None:
+    """A notification does not change the queue (no new version), so cached queue pages stay
+    cached; the header's unread count is the caller's own and is read per request, never taken
+    from a cached page."""
+    from tools import notifications
+
+    collector = seeded.users[Persona.COLLECTOR]
+    auth = seeded.auth(Persona.COLLECTOR)
+    cache = _cache(app)
+    login(client, seeded, Persona.COLLECTOR)
+    for path in ("/queue", "/"):
+        assert _inbox_badge(client.get(path).text) is None, path
+    cached = client.get("/api/queue", headers=auth)
+    assert client.get("/api/queue", headers=auth).content == cached.content
+    hits, builds = cache.hits, cache.builds
+    assert hits >= 1
+
+    with sessions() as other:  # the mention arrives through another worker's session
+        made = notifications.notify(
+            other, seeded.org.id, [collector.id], "mention", "You were mentioned", key="n-1"
+        )
+        other.commit()
+    assert len(made) == 1
+    for path in ("/queue", "/", "/queue?status=pending_review"):
+        assert _inbox_badge(client.get(path).text) == "1", path
+    # ... and the queue itself is still served from the cache, for tokens and cookies alike
+    assert client.get("/api/queue", headers=auth).content == cached.content
+    assert client.get("/api/queue").content == cached.content
+    assert cache.builds == builds and cache.hits == hits + 2
+
+    with sessions() as other:
+        notifications.notify(other, seeded.org.id, [collector.id], "mention", "Again", key="n-2")
+        other.commit()
+    assert _inbox_badge(client.get("/queue").text) == "2"
+    assert client.get("/api/queue", headers=auth).content == cached.content
+    assert cache.builds == builds
