@@ -134,6 +134,12 @@ def test_a_revision_keeps_the_final_notice_the_headings_and_the_reviewer_notes(
     assert f"Zwischensumme EUR: {_plain(format_amount(225_050, 'EUR', 'de_DE'))}" in body
     assert f"Summe USD: {_plain(format_amount(USD_TOTAL, 'USD', 'de_DE'))}" in body
     assert german.stated_facts["reviewer_notes"] == notes and "C-204" not in body
+    shorter = revise_draft(session, b.org.id, draft.id, "shorter", user, settings, now=NOW)
+    session.commit()
+    short = _plain(shorter.body)
+    assert shorter.grounding["ok"], shorter.grounding
+    assert len(short) < len(body) and "letzte Erinnerung an die Rechnung C-101" in short
+    assert "Überfällig seit 1-30 Tagen:" in short and "Summe EUR" in short
 
 
 def test_the_model_is_told_the_headings_and_a_wrong_subtotal_is_sent_back(
