@@ -195,6 +195,10 @@ def _prepare(
                 promise_id=item.promise_id,
                 installment_id=item.installment_id,
                 note_bodies=notes.get(item.customer_id, []),
+                final_notice_numbers=[
+                    invoice_rows[i].number for i in item.final_notice_ids if i in invoice_rows
+                ],
+                reviewer_notes=item.reviewer_notes,
             )
         except (TaskError, a360.NotInOrganisation) as exc:
             _error(summary, f"{item.run_key}: {exc}")
@@ -251,7 +255,8 @@ def _prepare(
             ),
             promises=tuple(promises.get(task.customer_id, [])),
             touches=tuple(touches.get(task.contact_id, []) if task.contact_id else []),
-            step_shadow_mode=item.step_id in shadow_steps,
+            # a consolidated message is in review when any of its invoices' steps is
+            step_shadow_mode=not shadow_steps.isdisjoint({item.step_id, *item.member_step_ids}),
         )
         prepared[item.run_key] = Prepared(
             truth=truths[task.customer_id],

@@ -45,10 +45,18 @@ from prompts.registry import (
     TemplateBook,
     fill,
     latest,
+    resolve_template_name,
     template_languages,
     templates,
 )
 from tools import account360 as a360
+from tools.consolidation import (
+    GROUP_FINAL_TEMPLATE,
+    GROUP_TEMPLATE,
+    listing_amounts,
+    listing_lines,
+    listing_totals,
+)
 from tools.grounding import extract_facts, format_amount, format_day, invoice_shapes, locale_for
 from tools.promises import covered_invoices
 
@@ -123,6 +131,13 @@ class CaseFile(BaseModel):
     template_version: str = Field(
         default_factory=lambda: latest("drafter"), description="The drafter templates to fill."
     )
+    final_notice_invoices: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Invoices of this message whose cadence reached its final notice: the final-notice "
+            "wording is about these invoices only."
+        ),
+    )
 
     def to_prompt(self) -> str:
         return f"{CASE_OPEN}\n{self.model_dump_json(indent=1)}\n{CASE_CLOSE}"
@@ -172,6 +187,9 @@ class DraftTask:
     promise_id: int | None = None
     installment_id: int | None = None
     pay_links: list[str] = field(default_factory=list)
+    #: for the reviewer only (what a consolidated message left out and why); stored with the
+    #: draft, shown in the inspector, never in the case file the model reads
+    reviewer_notes: list[str] = field(default_factory=list)
 
     @property
     def primary_invoice_id(self) -> int | None:
@@ -266,6 +284,8 @@ def build_task(
     include_promises: bool = False,
     template_version: str | None = None,
     note_bodies: Sequence[str] | None = None,
+    final_notice_numbers: Sequence[str] = (),
+    reviewer_notes: Sequence[str] = (),
 ) -> DraftTask:
     """Read one drafting task from the ledger, scoped to ``org_id``.
 
@@ -273,7 +293,9 @@ def build_task(
     with only ``customer_id`` it covers the customer's open, undisputed invoices (a statement).
     ``note_bodies``: the customer's recent internal notes, newest first, when the caller has
     preloaded them (Autopilot, per batch); else they are read here. ``template_version``: the
-    drafter templates to write with (default: the newest).
+    drafter templates to write with (default: the newest). ``final_notice_numbers``: of a
+    consolidated message, the invoices at their final notice; ``reviewer_notes``: what the
+    reviewer should read about it (never the model, never the payer).
     """
     org = session.get(Organisation, org_id)
     if org is None:
@@ -341,6 +363,7 @@ def build_task(
     if contact is not None:
         recipient = contact.phone if channel in (Channel.CALL, Channel.SMS) else contact.email
         recipient = recipient or contact.email or contact.phone
+    finals = set(final_notice_numbers)
     case = CaseFile(
         as_of=as_of,
         org_name=org.name,
@@ -366,6 +389,7 @@ def build_task(
         promises=promises,
         po_reference=payment_reference(note_bodies, [i.number for i in invoices]),
         template_version=template_version or latest("drafter"),
+        final_notice_invoices=[i.number for i in invoices if i.number in finals],
     )
     return DraftTask(
         case=case,
@@ -379,6 +403,7 @@ def build_task(
         promise_id=promise_id,
         installment_id=installment_id,
         pay_links=[c.pay_link for c in case_invoices],
+        reviewer_notes=list(reviewer_notes),
     )
 
 
@@ -513,40 +538,21 @@ def relocalize(case: CaseFile, language: str) -> CaseFile:
 Length = Literal["normal", "short"]
 #: Templates about a promise (its amount and date are stated); a case without one gets the generic.
 PROMISE_TEMPLATES = frozenset({"promise_broken", "promise_reminder"})
+#: Statement-style templates: every invoice under its aging-bucket heading, with totals per
+#: currency (``tools.consolidation.listing_lines``); the second is the final-notice wording of a
+#: consolidated message one of whose invoices reached its final notice.
+STATEMENT_TEMPLATES = frozenset({GROUP_TEMPLATE, GROUP_FINAL_TEMPLATE})
 #: Templates that list every invoice of the case (the others are about the first invoice only).
-LISTING_TEMPLATES = frozenset(
-    {"account_statement", "promise_broken", "promise_reminder", "installment_missed"}
-)
-
-_FALLBACKS: tuple[tuple[str, str], ...] = (
-    ("promise_remind", "generic_reminder"),  # never "promise_broken" for a promise still open
-    ("statement", "account_statement"),
-    ("final", "final_notice"),
-    ("firm", "firm_reminder"),
-    ("second", "second_reminder"),
-    ("courtesy", "pre_due_courtesy"),
-    ("pre_due", "pre_due_courtesy"),
-    ("today", "due_today"),
-    ("call", "account_review_call"),
-    ("promise", "promise_broken"),
-    ("install", "installment_missed"),
-    ("csm", "csm_nudge"),
-    ("sales", "sales_nudge"),
-    ("nudge", "sales_nudge"),
-    ("friendly", "friendly_reminder"),
-    ("remind", "friendly_reminder"),
-)
+LISTING_TEMPLATES = STATEMENT_TEMPLATES | {
+    "promise_broken",
+    "promise_reminder",
+    "installment_missed",
+}
 
 
 def resolve_template(name: str, book: TemplateBook) -> str:
     """The template to use for a step's template name (an organisation may invent its own)."""
-    if name in book.templates:
-        return name
-    low = name.lower()
-    for needle, target in _FALLBACKS:
-        if needle in low and target in book.templates:
-            return target
-    return "generic_reminder"
+    return resolve_template_name(name, book.templates)
 
 
 @dataclass
@@ -578,31 +584,42 @@ def is_sms(case: CaseFile) -> bool:
     return case.channel is Channel.SMS
 
 
+def template_name(case: CaseFile, book: TemplateBook) -> str:
+    """The template the case is written from: its step's, unless the case lacks what that one
+    states (a promise, an installment, invoices at their final notice)."""
+    name = resolve_template(case.template, book)
+    if name in PROMISE_TEMPLATES and case.promise is None:
+        return "generic_reminder"
+    if name == "installment_missed" and case.installment is None:
+        return "generic_reminder"
+    if name == GROUP_FINAL_TEMPLATE and not case.final_notice_invoices:
+        return GROUP_TEMPLATE
+    return name
+
+
+def _headings(book: TemplateBook) -> bool:
+    """Whether the book has the words of a statement's aging-bucket headings (v2 on)."""
+    return "coming_due" in book.labels and "overdue_bucket" in book.labels
+
+
 def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, TemplateBook]:
     """Subject and body for the case, filled from the versioned templates."""
     style = style or Style(tone=case.tone)
     book = case_book(case)
-    name = resolve_template(case.template, book)
+    name = template_name(case, book)
     sms = is_sms(case)
     short = style.length == "short" or sms
-    if name in PROMISE_TEMPLATES and case.promise is None:
-        name = "generic_reminder"
-    if name == "installment_missed" and case.installment is None:
-        name = "generic_reminder"
     tmpl = book.template(name)
     primary = case.invoices[0]
-    label_inv = book.labels.get("invoice", "Invoice")
-    label_due = book.labels.get("due", "due")
+    # A statement's listing: headings by aging bucket, subtotals and totals per currency, except
+    # in an SMS, which keeps its room for the invoices and the link.
+    statement = name in STATEMENT_TEMPLATES and not sms
     lines = "\n".join(
-        f"- {label_inv} {i.number}: {i.balance_text}, {label_due} {i.due_date_text}"
-        for i in case.invoices
-    )
-    if name == "account_statement" and not sms:  # an SMS keeps its room for invoices and link
-        label_total = book.labels.get("total", "Total")
-        lines += "".join(
-            f"\n{label_total} {cur}: {format_amount(minor, cur, case.locale)}"
-            for minor, cur in listing_totals(case)
+        listing_lines(
+            case.invoices, case.as_of, book.labels, case.locale,
+            headings=statement and _headings(book), totals=statement,
         )
+    )  # fmt: skip
     values: dict[str, Any] = {
         "first_name": case.first_name,
         "full_name": case.contact_name,
@@ -618,6 +635,15 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
         "invoice_lines": lines,
         "paid_amount": primary.paid_text or "",
     }
+    if case.final_notice_invoices:
+        finals = case.final_notice_invoices
+        joined = f" {book.labels.get('and', 'and')} ".join(
+            [", ".join(finals[:-1]), finals[-1]] if len(finals) > 1 else finals
+        )
+        values["final_invoices"] = joined
+        key = "final_one" if len(finals) == 1 else "final_many"
+        if key in book.mentions:
+            values["final_notice"] = fill(book.mentions[key], values)
     if case.promise is not None:
         values.update(promise_amount=case.promise.amount_text, promise_date=case.promise.date_text)
     if case.installment is not None:
@@ -666,19 +692,6 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
     return subject, f"{greeting}\n\n{text}\n\n{signoff}", book
 
 
-def listing_totals(case: CaseFile) -> list[tuple[int, str]]:
-    """The open balance of a statement's listed invoices per currency (never summed across
-    currencies), in the order the currencies first appear; none for a single invoice. Grounding
-    accepts these figures: a total of the invoices the message names (``tools.grounding.check``).
-    """
-    if len(case.invoices) < 2:
-        return []
-    totals: dict[str, int] = {}
-    for inv in case.invoices:
-        totals[inv.currency] = totals.get(inv.currency, 0) + inv.balance_minor
-    return [(minor, cur) for cur, minor in totals.items()]
-
-
 def sms_text(book: TemplateBook, values: Mapping[str, Any], text: str) -> str:
     """An SMS: the short text with the contact's first name and the sender, within
     ``SMS_MAX_CHARS``; the greeting and then the sender go first when it would not fit (the
@@ -694,11 +707,8 @@ def sms_text(book: TemplateBook, values: Mapping[str, Any], text: str) -> str:
 
 def stated_facts(case: CaseFile, style: Style | None = None) -> dict[str, Any]:
     """The facts a rendered message states, as the typed output declares them."""
-    name = resolve_template(case.template, case_book(case))
-    if name in PROMISE_TEMPLATES and case.promise is None:
-        name = "generic_reminder"
-    if name == "installment_missed" and case.installment is None:
-        name = "generic_reminder"
+    book = case_book(case)
+    name = template_name(case, book)
     amounts: list[tuple[int, str]] = []
     dates: list[date] = []
     invoices = case.invoices if name in LISTING_TEMPLATES else case.invoices[:1]
@@ -713,9 +723,13 @@ def stated_facts(case: CaseFile, style: Style | None = None) -> dict[str, Any]:
     if name == "installment_missed" and case.installment is not None:
         amounts.append((case.installment.amount_minor, case.installment.currency))
         dates.append(case.installment.date)
-    if name == "account_statement":
-        amounts.extend(listing_totals(case))
-    if short and name in LISTING_TEMPLATES - {"account_statement"}:
+    if name in STATEMENT_TEMPLATES and not is_sms(case):  # as ``render`` lists them
+        amounts.extend(
+            listing_amounts(case.invoices, case.as_of)
+            if _headings(book)
+            else listing_totals(case.invoices)
+        )
+    if short and name in LISTING_TEMPLATES - STATEMENT_TEMPLATES:
         numbers, amounts, dates = numbers[:1], amounts[-1:], dates[-1:]
     primary = case.invoices[0]
     if (

@@ -46,7 +46,7 @@ from agent.casefile import (
     build_task,
     case_book,
     render,
-    resolve_template,
+    template_name,
 )
 from agent.deps import AgentDeps
 from agent.models import build_model, model_name_of
@@ -330,7 +330,7 @@ class Drafter:
     def instructions(self, task: DraftTask) -> str:
         case = task.case
         book = case_book(case)
-        name = resolve_template(case.template, book)
+        name = template_name(case, book)
         subject, body, _ = render(case)
         return self.prompt.render(
             template=name, language=case.language, skeleton_subject=subject, skeleton_body=body
@@ -612,6 +612,10 @@ class Drafter:
             "step_date": case.step_date.isoformat() if case.step_date else None,
             "instructions": [],
         }
+        if case.final_notice_invoices:  # a revision writes the final-notice wording again
+            stated["final_notice_invoices"] = list(case.final_notice_invoices)
+        if task.reviewer_notes:  # the reviewer's, shown in the inspector (never sent)
+            stated["reviewer_notes"] = list(task.reviewer_notes)
         return Draft(
             org_id=task.org_id,
             customer_id=task.customer_id,

@@ -222,6 +222,7 @@ def _task_for(session: Session, draft: Draft, settings: Settings, as_of: Any) ->
         step_id=draft.cadence_step_id,
         run_key=draft.run_key,
         include_promises=True,
+        final_notice_numbers=[str(n) for n in facts.get("final_notice_invoices") or []],
     )
     case = task.case
     if draft.language and draft.language != case.language:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -130,6 +130,41 @@ def template_languages(version: str = "v1") -> list[str]:
         if len(parts) == 3 and parts[0] == version and parts[2] == "yaml":
             out.append(parts[1])
     return sorted(out)
+
+
+_FALLBACKS: tuple[tuple[str, str], ...] = (
+    ("promise_remind", "generic_reminder"),  # never "promise_broken" for a promise still open
+    ("statement", "account_statement"),
+    ("final", "final_notice"),
+    ("firm", "firm_reminder"),
+    ("second", "second_reminder"),
+    ("courtesy", "pre_due_courtesy"),
+    ("pre_due", "pre_due_courtesy"),
+    ("today", "due_today"),
+    ("call", "account_review_call"),
+    ("promise", "promise_broken"),
+    ("install", "installment_missed"),
+    ("csm", "csm_nudge"),
+    ("sales", "sales_nudge"),
+    ("nudge", "sales_nudge"),
+    ("friendly", "friendly_reminder"),
+    ("remind", "friendly_reminder"),
+)
+
+
+def resolve_template_name(name: str, available: Collection[str]) -> str:
+    """The drafter template a cadence step's template name is written from, of ``available``.
+
+    Why here: an organisation may invent step names ("final_demand"); the drafter and the
+    consolidation (which must know whether a step is a final notice) read them the same way.
+    """
+    if name in available:
+        return name
+    low = name.lower()
+    for needle, target in _FALLBACKS:
+        if needle in low and target in available:
+            return target
+    return "generic_reminder"
 
 
 def placeholders(text: str) -> set[str]:

@@ -92,6 +92,11 @@ class DueItem:
     installment_id: int | None = None
     related_invoice_ids: tuple[int, ...] = ()
     key: str | None = None
+    #: a consolidated message (``tools.consolidation``): its invoices at their final-notice
+    #: step, the cadence steps of all its invoices, and what the reviewer should know in words
+    final_notice_ids: tuple[int, ...] = ()
+    member_step_ids: tuple[int, ...] = ()
+    reviewer_notes: tuple[str, ...] = ()
 
     @property
     def run_key(self) -> str:
@@ -113,6 +118,9 @@ class DueItem:
             channel=self.channel.value,
             step_date=self.step_date.isoformat(),
             related_invoice_ids=list(self.related_invoice_ids),
+            final_notice_ids=list(self.final_notice_ids),
+            member_step_ids=list(self.member_step_ids),
+            reviewer_notes=list(self.reviewer_notes),
         )
         return data
 
@@ -124,6 +132,9 @@ class DueItem:
             channel=Channel(values["channel"]),
             step_date=date.fromisoformat(values["step_date"]),
             related_invoice_ids=tuple(values.get("related_invoice_ids", ())),
+            final_notice_ids=tuple(values.get("final_notice_ids", ())),
+            member_step_ids=tuple(values.get("member_step_ids", ())),
+            reviewer_notes=tuple(values.get("reviewer_notes", ())),
         )
         return cls(**values)
 

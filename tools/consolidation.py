@@ -6,21 +6,27 @@ in the trackers of the open-source dunning tools). ``group_due`` takes Autopilot
 into an ``OutreachGroup``:
 
 - the invoices are grouped as the payer reads them: overdue by aging bucket (oldest bucket first),
-  then coming due;
+  then coming due, each heading with a subtotal per currency where it helps (``sections``,
+  ``listing_lines``: the drafter writes this same listing, in the contact's language);
 - totals are **per currency**, never summed across currencies;
 - the group keeps every item it covers (``items``), so each invoice's cadence history can still
-  record its own step (its ``run_key``), and the group's step is the most advanced of them;
+  record its own step (its ``run_key``); the group speaks at its firmest member's step and tone,
+  a final notice above all: then the message keeps the final-notice wording, about the invoices
+  that reached it only (``GROUP_FINAL_TEMPLATE``), within the same guardrails as any draft (no
+  legal threat, a step in Shadow Mode keeps the whole message in review);
 - a disputed invoice of the customer is left out and listed in ``left_out`` with the reason, for
-  the reviewer only (``payer_lines`` never mentions it);
+  the reviewer only (``reviewer_notes``, stored with the draft and shown in the inspector;
+  ``payer_lines`` never mentions it);
 - ``attach_statement`` says the message should carry the PDF statement of account
   (``tools.statement``): statements and the final-notice step;
 - segments named in ``keep_separate`` keep one message per invoice, and follow-ups about a broken
   promise or a missed installment stay single (they are about one commitment).
 
 ``consolidate`` is the step Autopilot runs after selection: each group becomes one ``DueItem``
-(the ``account_statement`` listing, at the tone of the group's firmest step, under the group's
-``run_key``), and an item a group draft already covered (a group draft of an earlier pass that
-named the invoice, written on or after the item's step date) is not drafted again.
+(the ``account_statement`` listing, or ``final_notice_statement``, at the tone of the group's
+firmest step, under the group's ``run_key``), and an item a group draft already covered (a
+group draft of an earlier pass that named the invoice, written on or after the item's step date)
+is not drafted again.
 
 Everything here is read from the ledger; the drafter writes around ``payer_lines`` and grounding
 checks every figure as for any draft. This module only groups: it sends nothing and writes nothing.
@@ -29,9 +35,10 @@ checks every figure as for any draft. This module only groups: it sends nothing 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
+from typing import Generic, Protocol, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -48,6 +55,7 @@ from memory.models import (
     InvoiceStatus,
     aging_bucket,
 )
+from prompts.registry import latest, resolve_template_name, templates
 from tools.autopilot_select import DueItem, Selection, existing_run_keys
 from tools.grounding import format_amount, format_day
 from tools.policy_admin import policy_set_for
@@ -55,6 +63,14 @@ from tools.statement import STATEMENT_STEPS
 
 #: The drafter template a consolidated message is written from (it lists every invoice).
 GROUP_TEMPLATE = "account_statement"
+#: The same listing with the final-notice wording, for a group one of whose invoices has reached
+#: the final-notice step of its cadence (the wording names those invoices only).
+GROUP_FINAL_TEMPLATE = "final_notice_statement"
+#: The drafter template of a cadence's final notice (what a step's template name resolves to).
+FINAL_NOTICE = "final_notice"
+#: The tones of cadence steps, gentlest first (``tools.admin.segments.TONES``; "formal" is what a
+#: reviser may ask for): a group speaks in the firmest tone of its invoices' steps.
+TONE_ORDER = ("warm", "friendly", "formal", "professional", "firm")
 #: Run keys of consolidated drafts start with this (``OutreachGroup.run_key``).
 GROUP_PREFIX = "group:"
 #: Oldest bucket first: what a payer should settle first comes first.
@@ -64,6 +80,8 @@ _OVERDUE_ORDER = [
     AgingBucket.D31_60,
     AgingBucket.D1_30,
 ]
+#: The headings of a consolidated message, in order: overdue by bucket, then coming due.
+SECTION_ORDER = [*_OVERDUE_ORDER, AgingBucket.CURRENT]
 
 
 @dataclass(frozen=True)
@@ -97,6 +115,8 @@ class OutreachGroup:
     attach_statement: bool = False
     lead: DueItem | None = None
     dropped: list[DueItem] = field(default_factory=list)
+    #: numbers of the grouped invoices whose cadence has reached its final-notice step
+    final_notice: list[str] = field(default_factory=list)
 
     @property
     def invoices(self) -> list[GroupedInvoice]:
@@ -111,8 +131,17 @@ class OutreachGroup:
         return f"{GROUP_PREFIX}{self.customer_id}:{self.contact_id}:{day}:{digest}"
 
     def reviewer_notes(self) -> list[str]:
-        """What the reviewer sees and the payer never does."""
-        return [f"{number} is left out: {reason}." for number, reason in self.left_out]
+        """What the reviewer sees and the payer never does: what was left out and why, and why
+        the message speaks as a final notice when it does."""
+        notes = [f"{number} is left out: {reason}." for number, reason in self.left_out]
+        if self.final_notice:
+            which = ", ".join(self.final_notice)
+            verb = "has" if len(self.final_notice) == 1 else "have"
+            notes.append(
+                f"Final-notice wording: {which} {verb} reached the final-notice step of the "
+                "cadence; the other invoices are listed without it."
+            )
+        return notes
 
 
 def group_due(
@@ -216,12 +245,32 @@ def _group(
         if number not in named:
             group.left_out.append((number, reason))
     if group.items:
-        latest = max(
-            group.items, key=lambda m: (position.get(m.step_id or 0, -1), m.step_date)
-        )  # a group speaks at its firmest: the step that comes last in its cadence
-        group.step_key, group.template, group.lead = latest.step_key, latest.template, latest
+        lead = max(group.items, key=lambda m: _severity(m, position))
+        group.step_key, group.template, group.lead = lead.step_key, lead.template, lead
+        finals = {m.invoice_id for m in group.items if is_final_notice(m.template)}
+        group.final_notice = [i.number for i in group.invoices if i.invoice_id in finals]
     group.attach_statement = any(m.template in STATEMENT_STEPS for m in group.items)
     return group
+
+
+def is_final_notice(template: str) -> bool:
+    """Whether a cadence step's template is written as a final notice (an organisation may name
+    its steps itself: "final_demand" is one too, as the drafter reads it)."""
+    return resolve_template_name(template, templates("en", latest("drafter")).templates) == (
+        FINAL_NOTICE
+    )
+
+
+def _severity(item: DueItem, position: dict[int, int]) -> tuple[bool, int, int, date]:
+    """How firm an item's step is: a final notice above all, then the firmer tone, then the step
+    that comes last in its cadence. A group speaks at its firmest member's step and tone."""
+    tone = TONE_ORDER.index(item.tone) if item.tone in TONE_ORDER else 1
+    return (
+        is_final_notice(item.template),
+        tone,
+        position.get(item.step_id or 0, -1),
+        item.step_date,
+    )
 
 
 def _disputed(
@@ -261,25 +310,130 @@ def _positions(session: Session, items: Sequence[DueItem]) -> dict[int, int]:
     )
 
 
-def payer_lines(group: OutreachGroup, locale: str = "en_US") -> list[str]:
-    """The invoice listing of the message, grouped and totalled per currency, every figure from
-    the ledger (the grounding check reads them back). Disputed invoices never appear."""
+class Listed(Protocol):
+    """An invoice as a listing shows it (a ``GroupedInvoice``, or the drafter's case invoice)."""
+
+    @property
+    def number(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def balance_minor(self) -> int: ...
+    @property
+    def due_date(self) -> date: ...
+
+
+L = TypeVar("L", bound=Listed)
+
+
+@dataclass(frozen=True)
+class Section(Generic[L]):
+    """One heading of a consolidated listing: an aging bucket (Current: coming due), its
+    invoices (due first, first), and its subtotal per currency where one helps the reader."""
+
+    bucket: AgingBucket
+    invoices: list[L]
+    subtotals: list[tuple[int, str]]
+
+
+def sections(invoices: Sequence[L], as_of: date) -> list[Section[L]]:
+    """The invoices under their headings: overdue by aging bucket, oldest first, then coming due.
+
+    A bucket shows a subtotal in a currency when it holds two or more invoices in it and other
+    buckets hold some too (a single invoice's balance, or a subtotal equal to the total, says
+    nothing new). Totals stay per currency (``listing_totals``). Grounding accepts these
+    subtotals: each is the sum of named invoices due within one period
+    (``tools.grounding.LedgerTruth.with_named_totals``).
+    """
+    grouped: dict[AgingBucket, list[L]] = {}
+    for inv in sorted(invoices, key=lambda i: i.due_date):
+        grouped.setdefault(aging_bucket(inv.due_date, as_of), []).append(inv)
+    spread: dict[str, int] = {}
+    for members in grouped.values():
+        for cur in {i.currency for i in members}:
+            spread[cur] = spread.get(cur, 0) + 1
+    out: list[Section[L]] = []
+    for bucket in SECTION_ORDER:
+        members = grouped.get(bucket, [])
+        if not members:
+            continue
+        subtotals: list[tuple[int, str]] = []
+        for cur in dict.fromkeys(i.currency for i in members):
+            mine = [i.balance_minor for i in members if i.currency == cur]
+            if len(mine) >= 2 and spread[cur] >= 2:
+                subtotals.append((sum(mine), cur))
+        out.append(Section(bucket, members, subtotals))
+    return out
+
+
+def listing_totals(invoices: Sequence[Listed]) -> list[tuple[int, str]]:
+    """The open balance of the listed invoices per currency (never summed across currencies), in
+    the order the currencies first appear; none for a single invoice."""
+    if len(invoices) < 2:
+        return []
+    totals: dict[str, int] = {}
+    for inv in invoices:
+        totals[inv.currency] = totals.get(inv.currency, 0) + inv.balance_minor
+    return [(minor, cur) for cur, minor in totals.items()]
+
+
+def listing_lines(
+    invoices: Sequence[Listed],
+    as_of: date,
+    labels: Mapping[str, str],
+    locale: str,
+    *,
+    headings: bool = True,
+    totals: bool = True,
+) -> list[str]:
+    """The invoice listing of a statement-style message, line by line: with ``headings`` under
+    its aging-bucket headings with their subtotals (``sections``), else oldest first; then the
+    total per currency. Every figure is the ledger's, formatted for ``locale``; the labels are
+    the template book's (its language). The e-mail and ``payer_lines`` are this same text."""
+    label_total = labels.get("total", "Total")
+    label_sub = labels.get("subtotal", label_total)
     lines: list[str] = []
-    for bucket, invoices in group.overdue.items():
-        lines.append(f"Overdue {bucket} days:" if bucket != "90+" else "Overdue 90+ days:")
-        lines += [_line(i, locale) for i in invoices]
-    if group.coming_due:
-        lines.append("Coming due:")
-        lines += [_line(i, locale) for i in group.coming_due]
-    for currency, total in sorted(group.totals.items()):
-        lines.append(f"Total {currency}: {format_amount(total, currency, locale)}")
+    if headings:
+        for section in sections(invoices, as_of):
+            if section.bucket == AgingBucket.CURRENT:
+                lines.append(labels.get("coming_due", "Coming due:"))
+            else:
+                heading = labels.get("overdue_bucket", "Overdue {bucket} days:")
+                lines.append(heading.replace("{bucket}", section.bucket.value))
+            lines += [_line(i, labels, locale) for i in section.invoices]
+            lines += [
+                f"{label_sub} {cur}: {format_amount(minor, cur, locale)}"
+                for minor, cur in section.subtotals
+            ]
+    else:
+        lines += [_line(i, labels, locale) for i in invoices]
+    if totals:
+        lines += [
+            f"{label_total} {cur}: {format_amount(minor, cur, locale)}"
+            for minor, cur in listing_totals(invoices)
+        ]
     return lines
 
 
-def _line(i: GroupedInvoice, locale: str) -> str:
+def listing_amounts(invoices: Sequence[Listed], as_of: date) -> list[tuple[int, str]]:
+    """The subtotals and totals ``listing_lines`` states (what a drafter declares with it)."""
+    subtotals = [t for s in sections(invoices, as_of) for t in s.subtotals]
+    return subtotals + listing_totals(invoices)
+
+
+def payer_lines(group: OutreachGroup, locale: str = "en_US", language: str = "en") -> list[str]:
+    """The invoice listing of the group's message, as the drafter writes it (the labels of its
+    newest templates in ``language``): headings by aging bucket, subtotals, totals per currency,
+    every figure from the ledger. Disputed invoices never appear."""
+    labels = templates(language, latest("drafter")).labels
+    return listing_lines(group.invoices, group.as_of, labels, locale)
+
+
+def _line(i: Listed, labels: Mapping[str, str], locale: str) -> str:
     return (
-        f"- {i.number}: {format_amount(i.balance_minor, i.currency, locale)}, "
-        f"due {format_day(i.due_date, locale)}"
+        f"- {labels.get('invoice', 'Invoice')} {i.number}: "
+        f"{format_amount(i.balance_minor, i.currency, locale)}, "
+        f"{labels.get('due', 'due')} {format_day(i.due_date, locale)}"
     )
 
 
@@ -288,12 +442,17 @@ def _line(i: GroupedInvoice, locale: str) -> str:
 
 def as_item(group: OutreachGroup) -> DueItem | None:
     """The group as one item to draft: every grouped invoice listed (overdue, oldest bucket first,
-    then coming due), at the tone and step of its firmest member, under the group's run key.
+    then coming due), at the step and tone of its firmest member, under the group's run key.
+    A group with an invoice at its final-notice step is written with the final-notice wording
+    about those invoices (``GROUP_FINAL_TEMPLATE``). The reviewer notes, the invoices at the
+    final notice and the steps of every member travel with the item (a step in Shadow Mode on
+    its own keeps the whole message in review).
     None when fewer than two invoices are left to list (its items then go out one by one)."""
     lines = group.invoices
     if len(lines) < 2 or group.lead is None:
         return None
     lead = group.lead
+    finals = set(group.final_notice)
     return DueItem(
         invoice_id=lines[0].invoice_id,
         customer_id=group.customer_id,
@@ -303,12 +462,15 @@ def as_item(group: OutreachGroup) -> DueItem | None:
         kind=DraftKind.CADENCE,
         step_key=lead.step_key,
         step_date=lead.step_date,
-        template=GROUP_TEMPLATE,
+        template=GROUP_FINAL_TEMPLATE if finals else GROUP_TEMPLATE,
         channel=Channel.EMAIL,
         tone=lead.tone,
         step_id=lead.step_id,
         related_invoice_ids=tuple(i.invoice_id for i in lines[1:]),
         key=group.run_key,
+        final_notice_ids=tuple(i.invoice_id for i in lines if i.number in finals),
+        member_step_ids=tuple(sorted({m.step_id for m in group.items if m.step_id is not None})),
+        reviewer_notes=tuple(group.reviewer_notes()),
     )
 
 

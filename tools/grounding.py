@@ -564,30 +564,43 @@ class LedgerTruth(BaseModel):
     open_balances: dict[str, tuple[str, int]] = Field(
         default_factory=dict, description="open invoice number -> (currency, balance minor)"
     )
+    open_due_dates: dict[str, date] = Field(
+        default_factory=dict, description="open invoice number -> due date"
+    )
 
     def amount_set(self, currency: str) -> frozenset[int]:
         return frozenset(self.amounts.get(currency, ()))
 
     def with_named_totals(self, invoice_numbers: Iterable[str]) -> LedgerTruth:
-        """This truth plus, per currency, the open balance of the open invoices a text names.
+        """This truth plus, per currency, the open balance of the open invoices a text names, and
+        the subtotals of those named invoices that fall due within one period.
 
         Why: a statement lists several invoices and totals them per currency; that total is a
         ledger figure for exactly the invoices the same text names (it changes when the text
-        names others), so it is allowed for that text only. Unchanged when fewer than two named.
+        names others), so it is allowed for that text only. A consolidated message also heads
+        its invoices by aging bucket with a subtotal per bucket (``tools.consolidation``); a
+        bucket is a range of due dates, so its subtotal is the sum of the named invoices due in
+        one such range. Every such range is allowed (not only today's buckets): the message is
+        checked again when it is approved and sent, days later, when the buckets have moved.
+        Unchanged when fewer than two are named.
         """
         named = {n.lower() for n in invoice_numbers}
-        totals: dict[str, int] = {}
+        by_currency: dict[str, dict[date | None, int]] = {}
         count = 0
         for number, (currency, balance) in self.open_balances.items():
             if number.lower() in named:
-                totals[currency] = totals.get(currency, 0) + balance
+                due = self.open_due_dates.get(number)
+                per_day = by_currency.setdefault(currency, {})
+                per_day[due] = per_day.get(due, 0) + balance
                 count += 1
         if count < 2:
             return self
         amounts = {cur: list(v) for cur, v in self.amounts.items()}
-        for cur, total in totals.items():
-            if total not in amounts.setdefault(cur, []):
-                amounts[cur] = sorted([*amounts[cur], total])
+        for cur, per_day in by_currency.items():
+            have = amounts.setdefault(cur, [])
+            extra = _range_sums(per_day) - set(have)
+            if extra:
+                amounts[cur] = sorted([*have, *extra])
         return self.model_copy(update={"amounts": amounts})
 
     def describe_amounts(self, limit: int = 6) -> str:
@@ -596,6 +609,28 @@ class LedgerTruth(BaseModel):
             for v in sorted(set(values))[:limit]:
                 parts.append(format_amount(v, cur, self.locale))
         return ", ".join(parts)
+
+
+#: Above this many distinct due dates among the named invoices of one currency only their total
+#: is allowed (the subtotals of every period would be too many figures to allow).
+MAX_SUBTOTAL_DATES = 40
+
+
+def _range_sums(per_day: dict[date | None, int]) -> set[int]:
+    """The total of ``per_day`` (balance per due date), and the sum over every run of
+    consecutive due dates when all dates are known and there are not too many."""
+    total = sum(per_day.values())
+    days = sorted(d for d in per_day if d is not None)
+    if len(days) != len(per_day) or len(days) > MAX_SUBTOTAL_DATES:
+        return {total}
+    values = [per_day[d] for d in days]
+    sums = {total}
+    for start in range(len(values)):
+        running = 0
+        for value in values[start:]:
+            running += value
+            sums.add(running)
+    return sums
 
 
 def ledger_truth(
@@ -643,6 +678,7 @@ def ledger_truths(
     numbers: dict[int, list[str]] = {c: [] for c in ids}
     currencies: dict[int, set[str]] = {c: set() for c in ids}
     balances: dict[int, dict[str, tuple[str, int]]] = {c: {} for c in ids}
+    due_dates: dict[int, dict[str, date]] = {c: {} for c in ids}
 
     def add(cid: int, cur: str, value: int) -> None:
         if value > 0:
@@ -677,6 +713,7 @@ def ledger_truths(
             add(cid, inv.currency, inv.amount_minor - inv.balance_minor)
         if inv.status is InvoiceStatus.OPEN and inv.balance_minor > 0:
             balances[cid][inv.number] = (inv.currency, inv.balance_minor)
+            due_dates[cid][inv.number] = inv.due_date
             key = (cid, inv.currency)
             open_total[key] = open_total.get(key, 0) + inv.balance_minor
             if inv.due_date < as_of:
@@ -738,6 +775,7 @@ def ledger_truths(
             links=sorted({_normalize_link(u) for u in links.get(cid, ())}),
             locale=locales.get(cid, "en_US"),
             open_balances=balances[cid],
+            open_due_dates=due_dates[cid],
         )
         for cid in ids
     }

@@ -39,9 +39,10 @@ from tools.grounding import format_amount, format_day
 
 PAYMENT_DAYS = 90
 #: Cadence step templates whose message carries the PDF statement of account (a statement, the
-#: final notice) and the drafter template of a consolidated message (``tools.consolidation``).
+#: final notice) and the drafter templates of a consolidated message (``tools.consolidation``:
+#: the statement, and the same with the final-notice wording).
 STATEMENT_STEPS = frozenset({"statement", "final_notice"})
-ATTACHED_TO = STATEMENT_STEPS | {"account_statement"}
+ATTACHED_TO = STATEMENT_STEPS | {"account_statement", "final_notice_statement"}
 BUCKETS = [b.value for b in AgingBucket]
 _LOCALES = {"en": "en_US", "de": "de_DE", "fr": "fr_FR", "es": "es_ES"}
 

@@ -149,6 +149,13 @@ class DraftOut(BaseModel):
     approver_roles: list[str]
     grounding: dict[str, Any]
     stated_facts: dict[str, Any]
+    reviewer_notes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "What the reviewer should know and the payer never reads: for a consolidated "
+            "message, the invoices left out and why, and why it speaks as a final notice."
+        ),
+    )
     recommendation: dict[str, Any] | None
     hold_reason: str | None
     rejection_reason: str | None
@@ -355,6 +362,12 @@ def draft_actions(session: Session, draft: Draft, user: User) -> dict[str, bool]
     }
 
 
+def _reviewer_notes(draft: Draft) -> list[str]:
+    """The notes the drafter stored for the reviewer (``stated_facts.reviewer_notes``), as text."""
+    notes = (draft.stated_facts or {}).get("reviewer_notes") or []
+    return [str(n) for n in notes if str(n).strip()] if isinstance(notes, list) else []
+
+
 def draft_out(session: Session, draft: Draft, user: User) -> DraftOut:
     decision = draft.decision or {}
     revisions = session.scalars(
@@ -381,6 +394,7 @@ def draft_out(session: Session, draft: Draft, user: User) -> DraftOut:
         approver_roles=drafts.required_roles(decision),
         grounding=draft.grounding or {},
         stated_facts=draft.stated_facts or {},
+        reviewer_notes=_reviewer_notes(draft),
         recommendation=draft.recommendation,
         hold_reason=draft.hold_reason,
         rejection_reason=draft.rejection_reason,

@@ -10,19 +10,31 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 from email.message import Message
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.autopilot import run_autopilot
+from agent.service import revise_draft
 from memory import durable
 from memory.config import Settings
-from memory.models import Draft, DraftStatus, Invoice, Persona, PolicySetVersion
+from memory.models import (
+    CadenceStepMode,
+    Draft,
+    DraftStatus,
+    Invoice,
+    Persona,
+    PolicySetVersion,
+)
 from tests.agent.factories import AS_OF, NOW, Builder
+from tests.agent.models_for_tests import tampering
 from tests.api.smtp_server import SmtpSink, start_smtp
 from tests.tools.test_consolidation import _book
 from tools import delivery_flow, drafts, outbox
+from tools.autopilot_select import select_due
+from tools.consolidation import group_due, payer_lines
 from tools.grounding import format_amount
 from tools.statement import unavailable
 
@@ -52,22 +64,41 @@ def test_one_draft_per_customer_with_totals_per_currency_and_no_second_chase(
     session: Session, sessions: sessionmaker[Session], settings: Settings
 ) -> None:
     b, customer_id, ids = _book(session)
+    [group], _ = group_due(session, b.org.id, select_due(session, b.org.id, AS_OF).items, AS_OF)
     summary = _run(sessions, b.org.id, settings)
     assert summary.drafted == 2 and summary.errors == 0  # type: ignore[attr-defined]
     assert summary.grounding_mismatches == 0  # type: ignore[attr-defined]
     draft = _group_draft(session, b.org.id, customer_id)
     assert draft.run_key and draft.run_key.startswith(f"group:{customer_id}:")
     assert draft.status is DraftStatus.PENDING_REVIEW and draft.grounding["ok"] is True
-    assert draft.stated_facts["template"] == "account_statement"
+    # C-101 reached its final notice: the message speaks as one, about C-101 only
+    assert draft.stated_facts["template"] == "final_notice_statement"
+    assert draft.stated_facts["final_notice_invoices"] == ["C-101"]
+    assert draft.tone == "firm" and draft.subject.startswith("Final notice: ")
     body = _plain(draft.body)
     numbers = ["C-101", "C-102", "C-103", "C-201", "C-202", "C-203"]
     for number in numbers:
         assert number in body
     assert "C-204" not in body  # in dispute: the dispute workflow owns it
+    assert "This is our final reminder about invoice C-101, which remains unpaid" in body
+    assert "Without a payment or a reply, we will need to review the terms" in body
+    # the listing is the group's, under its aging-bucket headings with subtotals and totals
+    assert _plain("\n".join(payer_lines(group))) in body
+    assert f"Subtotal EUR: {_plain(format_amount(150_000 + 75_050, 'EUR'))}" in body
     assert f"Total EUR: {_plain(format_amount(EUR_TOTAL, 'EUR'))}" in body
     assert f"Total USD: {_plain(format_amount(USD_TOTAL, 'USD'))}" in body
-    # oldest first: the 60-day invoice leads, the one coming due closes the listing
-    assert body.index("C-101") < body.index("C-201") < body.index("C-203")
+    # oldest bucket first, the one coming due closes the listing
+    marks = [
+        "Overdue 31-60 days:", "- Invoice C-101", "Overdue 1-30 days:", "- Invoice C-201",
+        "Coming due:", "- Invoice C-203",
+    ]  # fmt: skip
+    assert [body.index(m) for m in marks] == sorted(body.index(m) for m in marks)
+    # what the reviewer should know is stored with the draft, in words, and never in the text
+    assert draft.stated_facts["reviewer_notes"] == group.reviewer_notes()
+    assert draft.stated_facts["reviewer_notes"][0] == (
+        "C-204 is left out: in dispute (pricing, open)."
+    )
+    assert "dispute" not in body.lower() and "left out" not in body
     assert len(set(re.findall(r"https?://\S+", body))) == 1  # one pay link for all of them
     assert draft.invoice_id == ids["EUR-60"] and draft.cadence_step_id is not None
     # Fabrikam's single due invoice keeps its own message.
@@ -82,6 +113,88 @@ def test_one_draft_per_customer_with_totals_per_currency_and_no_second_chase(
     assert next_day.drafted == 0  # type: ignore[attr-defined]
     session.expire_all()
     assert len(session.scalars(select(Draft).where(Draft.org_id == b.org.id)).all()) == 2
+
+
+def test_a_revision_keeps_the_final_notice_the_headings_and_the_reviewer_notes(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    b, customer_id, _ = _book(session)
+    user = b.user(Persona.COLLECTOR, "Sam Okafor")
+    session.commit()
+    _run(sessions, b.org.id, settings)
+    draft = _group_draft(session, b.org.id, customer_id)
+    notes = list(draft.stated_facts["reviewer_notes"])
+    german = revise_draft(session, b.org.id, draft.id, "in German", user, settings, now=NOW)
+    session.commit()
+    body = _plain(german.body)
+    assert german.language == "de" and german.grounding["ok"], german.grounding
+    assert german.subject.startswith("Letzte Erinnerung: ")
+    assert "dies ist unsere letzte Erinnerung an die Rechnung C-101" in body
+    assert body.index("Überfällig seit 31-60 Tagen:") < body.index("Demnächst fällig:")
+    assert f"Zwischensumme EUR: {_plain(format_amount(225_050, 'EUR', 'de_DE'))}" in body
+    assert f"Summe USD: {_plain(format_amount(USD_TOTAL, 'USD', 'de_DE'))}" in body
+    assert german.stated_facts["reviewer_notes"] == notes and "C-204" not in body
+    shorter = revise_draft(session, b.org.id, draft.id, "shorter", user, settings, now=NOW)
+    session.commit()
+    short = _plain(shorter.body)
+    assert shorter.grounding["ok"], shorter.grounding
+    assert len(short) < len(body) and "letzte Erinnerung an die Rechnung C-101" in short
+    assert "Überfällig seit 1-30 Tagen:" in short and "Summe EUR" in short
+
+
+def test_the_model_is_told_the_headings_and_a_wrong_subtotal_is_sent_back(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    b, customer_id, _ = _book(session)
+    subtotal = _plain(format_amount(150_000 + 75_050, "EUR"))
+
+    def wrong_subtotal(args: dict[str, Any]) -> dict[str, Any]:
+        if "Subtotal EUR" in _plain(args["body"]):
+            args["body"] = _plain(args["body"]).replace(subtotal, "€2,205.50")
+        return args
+
+    model, seen = tampering(wrong_subtotal, times=2)
+    summary = run_autopilot(
+        sessions, b.org.id, as_of=AS_OF, shadow=True, settings=settings, now=NOW, model=model
+    )
+    assert summary.errors == 0 and summary.grounding_mismatches == 0
+    assert summary.grounding_retries >= 1  # the group's first text was sent back once
+    draft = _group_draft(session, b.org.id, customer_id)
+    assert draft.grounding["ok"] and subtotal in _plain(draft.body) and "2,205.50" not in draft.body
+    told = "\n".join(
+        [str(getattr(m, "instructions", "") or "") for msgs in seen for m in msgs]
+        + [str(getattr(p, "content", "")) for msgs in seen for m in msgs for p in m.parts]
+    )
+    assert "Overdue 31-60 days:" in told and "Coming due:" in told  # the skeleton's headings
+    assert "final reminder about invoice C-101" in told
+    assert "'€2,205.50'" in told and "not in the ledger" in told
+    # the reviewer's notes are never in what the model reads
+    assert "C-204" not in told and "left out" not in told
+
+
+def test_a_step_in_shadow_mode_keeps_the_whole_group_in_review(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    b = Builder.new_org(session, shadow=False)
+    cadence = b.cadence()
+    segment = b.segment("SMB", cadence=cadence, shadow=False, autopilot=True)
+    customer = b.customer("Northwind Foods Inc.", segment=segment)
+    b.contact(customer, "Dana Smith", email="dana@northwind.example")
+    b.invoice(customer, number="N-60", amount_minor=60_000, days_overdue=60)  # final notice
+    b.invoice(customer, number="N-3", amount_minor=3_000, days_overdue=3)  # friendly reminder
+    friendly = next(s for s in cadence.steps if s.template == "friendly_reminder")
+    session.add(CadenceStepMode(step_id=friendly.id, org_id=b.org.id, mode="shadow"))
+    session.commit()
+    summary = run_autopilot(sessions, b.org.id, as_of=AS_OF, settings=settings, now=NOW)
+    assert summary.drafted == 1 and summary.errors == 0
+    draft = _group_draft(session, b.org.id, customer.id)
+    # the group speaks at N-60's final notice, but N-3's step is in Shadow Mode: a person reviews
+    assert draft.stated_facts["template"] == "final_notice_statement"
+    assert draft.cadence_step_id != friendly.id
+    assert draft.decision_outcome == "needs_approval"
+    assert draft.status is DraftStatus.PENDING_REVIEW
+    reason = next(r for r in draft.decision["reasons"] if r["rule_id"] == "shadow.review_required")
+    assert "Shadow Mode is on for this cadence step" in reason["message"]
 
 
 def test_a_segment_that_keeps_one_message_per_invoice(
@@ -120,6 +233,19 @@ def test_the_group_draft_supersedes_pending_drafts_of_every_invoice_it_names(
     retired = session.get(Draft, older.id)
     assert retired is not None and retired.status is DraftStatus.SUPERSEDED
     assert retired.hold_reason == f"Superseded by draft {group.id}, written from newer facts."
+
+
+def _headings_by_invoice(body: str) -> dict[str, str]:
+    """The aging bucket each listed invoice is under in a message ("Current" when coming due)."""
+    out: dict[str, str] = {}
+    bucket = ""
+    for line in body.splitlines():
+        head = re.fullmatch(r"Overdue (\S+) days:", line)
+        if head or line == "Coming due:":
+            bucket = head.group(1) if head else "Current"
+        elif (m := re.match(r"- Invoice (\S+):", line)) and bucket:
+            out[m.group(1)] = bucket
+    return out
 
 
 @pytest.fixture
@@ -199,5 +325,13 @@ def test_the_consolidated_email_carries_the_statement_of_the_ledger(
     assert "To pay (EUR)" not in text  # nothing in dispute in euros: the open total is the ask
     [link] = set(re.findall(r"https?://\S+", body))
     assert link in text.replace("\n", "")  # the statement's pay link is the message's
+    # Each invoice sits in the same aging bucket in the e-mail's headings and the statement's rows.
+    heading_of = _headings_by_invoice(body)
+    assert set(heading_of) == {"C-101", "C-102", "C-103", "C-201", "C-202", "C-203"}
+    rows = {
+        ln.split()[0]: ln for ln in text.splitlines() if ln.split()[:1] in [[n] for n in heading_of]
+    }
+    for number, bucket in heading_of.items():
+        assert f" {bucket} " in rows[number], (number, bucket, rows[number])
     session.expire_all()
     assert session.get(Draft, draft.id).status is DraftStatus.SENT  # type: ignore[union-attr]

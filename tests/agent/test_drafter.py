@@ -21,7 +21,7 @@ from memory.models import (
     DraftStatus,
     Persona,
 )
-from tests.agent.factories import AS_OF, NOW, Ledger, small_ledger
+from tests.agent.factories import AS_OF, NOW, Builder, Ledger, small_ledger
 
 
 def test_cadence_step_draft_is_grounded_decided_and_stored(
@@ -125,6 +125,27 @@ def test_customer_statement_lists_open_undisputed_invoices(
     assert "INV-2001" in result.body and "INV-1042" in result.body
     assert "INV-2002" not in result.body
     assert result.grounding["ok"] and result.status is DraftStatus.PENDING_REVIEW
+
+
+def test_a_statement_by_sms_states_what_it_lists_and_no_totals(
+    session: Session, settings: Settings
+) -> None:
+    """The SMS variant of a statement lists the invoices and the link (no headings, no totals);
+    what the drafter declares is what the text says, so grounding passes."""
+    b = Builder.new_org(session)
+    cadence = b.cadence(steps=[(3, Channel.SMS, "account_statement", "friendly")])
+    customer = b.customer("Northwind Foods Inc.", segment=b.segment("SMB", cadence=cadence))
+    b.contact(customer, "Dana Smith", email="dana@northwind.example", phone="+1 555 0100")
+    b.invoice(customer, number="S-1", amount_minor=40_000, days_overdue=3)
+    b.invoice(customer, number="S-2", amount_minor=2_500, days_overdue=-2)
+    session.commit()
+    deps = AgentDeps(session=session, org_id=b.org.id, settings=settings, as_of=AS_OF, now=NOW)
+    result = draft_outreach(deps, customer_id=customer.id, step=cadence.steps[0].id)
+    assert result.channel is Channel.SMS and len(result.body) <= 320
+    assert "S-1" in result.body and "S-2" in result.body
+    assert "Total" not in result.body and "Coming due" not in result.body
+    assert result.grounding["ok"], result.grounding["mismatches"]
+    assert sorted(m.amount_minor for m in result.amounts) == [2_500, 40_000]
 
 
 def test_partial_payment_is_acknowledged_with_exact_figures(

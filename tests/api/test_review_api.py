@@ -555,3 +555,35 @@ def test_requests_never_hold_more_sessions_than_the_pool_has_connections(db_url:
     asyncio.run(main())
     engine.dispose()
     assert peak == 3
+
+
+def test_the_reviewer_notes_are_in_the_inspector_and_never_in_the_message(
+    client: TestClient, seeded: Seeded, session: Session
+) -> None:
+    """A consolidated draft's notes (what was left out, why it speaks as a final notice) are
+    shown to the Shadow Mode reviewer in the inspector, in words; drafts without notes show none."""
+    d = seeded.drafts[0]
+    notes = [
+        "C-204 is left out: in dispute (pricing, open).",
+        "Final-notice wording: C-101 has reached the final-notice step of the cadence; the other "
+        "invoices are listed without it.",
+    ]
+    d.stated_facts = {**(d.stated_facts or {}), "reviewer_notes": notes}
+    session.commit()
+    h = seeded.auth(Persona.COLLECTOR)
+    assert client.get(f"/api/drafts/{d.id}", headers=h).json()["reviewer_notes"] == notes
+    assert (
+        client.get(f"/api/drafts/{seeded.drafts[1].id}", headers=h).json()["reviewer_notes"] == []
+    )
+    login(client, seeded, Persona.COLLECTOR)
+    page = client.get(f"/drafts/{d.id}").text
+    inspector = page[page.index('data-testid="inspector"') :]
+    section = inspector[inspector.index('data-testid="reviewer-notes"') :]
+    section = html.unescape(section[: section.index("</section>")])
+    assert "For the reviewer" in section
+    for note in notes:
+        assert f"<li>{note}</li>" in section
+    body_start = page.index('data-testid="draft-body"')
+    assert "left out" not in page[body_start : page.index("</pre>", body_start)]
+    other = client.get(f"/drafts/{seeded.drafts[1].id}").text
+    assert 'data-testid="reviewer-notes"' not in other

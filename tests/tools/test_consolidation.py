@@ -4,14 +4,28 @@ invoices left out for the reviewer only, each invoice's own step kept, a stateme
 from __future__ import annotations
 
 import io
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy.orm import Session
 
+from memory.models import Channel, Invoice
+from prompts.registry import templates
 from tests.agent.factories import AS_OF, Builder
-from tools.autopilot_select import select_due
-from tools.consolidation import group_due, payer_lines
-from tools.grounding import format_amount, format_day
+from tools.autopilot_select import DueItem, select_due
+from tools.consolidation import (
+    GROUP_FINAL_TEMPLATE,
+    GROUP_TEMPLATE,
+    as_item,
+    group_due,
+    is_final_notice,
+    listing_lines,
+    payer_lines,
+    sections,
+)
+from tools.grounding import format_amount, format_day, ground_text, ledger_truth
 
 
 def _book(session: Session) -> tuple[Builder, int, dict[str, int]]:
@@ -67,21 +81,154 @@ def test_six_due_invoices_in_two_currencies_make_one_group(session: Session) -> 
     )
     assert len({i.run_key for i in group.items}) == 6
     assert group.template == "final_notice" and group.attach_statement
-    # the disputed invoice is said to the reviewer, never to the payer
-    assert group.reviewer_notes() == ["C-204 is left out: in dispute (pricing, open)."]
+    # the disputed invoice is said to the reviewer, never to the payer; so is the final notice
+    assert group.final_notice == ["C-101"]
+    assert group.reviewer_notes() == [
+        "C-204 is left out: in dispute (pricing, open).",
+        "Final-notice wording: C-101 has reached the final-notice step of the cadence; the other "
+        "invoices are listed without it.",
+    ]
     lines = payer_lines(group)
     text = "\n".join(lines)
     assert "C-204" not in text and "dispute" not in text.lower()
     assert f"Total EUR: {format_amount(625_050, 'EUR')}" in lines
     assert f"Total USD: {format_amount(1_502_345, 'USD')}" in lines
-    assert lines[0] == "Overdue 31-60 days:"
-    c101 = next(i for i in group.invoices if i.number == "C-101")
-    assert lines[1] == (
-        f"- C-101: {format_amount(400_000, 'EUR')}, due {format_day(c101.due_date, 'en_US')}"
-    )
-    assert lines[6].startswith("- C-202: ") and lines[7:9] == ["Coming due:", lines[8]]
-    assert lines[8].startswith("- C-203: ")
+    due = {i.number: format_day(i.due_date, "en_US") for i in group.invoices}
+
+    def line(number: str, minor: int, currency: str) -> str:
+        return f"- Invoice {number}: {format_amount(minor, currency)}, due {due[number]}"
+
+    # under their aging-bucket headings, oldest first; a subtotal per currency where a bucket
+    # holds several invoices of a currency that other buckets hold too; totals per currency
+    assert lines == [
+        "Overdue 31-60 days:",
+        line("C-101", 400_000, "EUR"),
+        "Overdue 1-30 days:",
+        line("C-102", 150_000, "EUR"),
+        line("C-201", 990_000, "USD"),
+        line("C-103", 75_050, "EUR"),
+        line("C-202", 12_345, "USD"),
+        f"Subtotal EUR: {format_amount(150_000 + 75_050, 'EUR')}",
+        f"Subtotal USD: {format_amount(990_000 + 12_345, 'USD')}",
+        "Coming due:",
+        line("C-203", 500_000, "USD"),
+        f"Total EUR: {format_amount(625_050, 'EUR')}",
+        f"Total USD: {format_amount(1_502_345, 'USD')}",
+    ]
     assert group.run_key == group_due(session, b.org.id, selection.items, AS_OF)[0][0].run_key
+
+
+@dataclass(frozen=True)
+class _Inv:
+    number: str
+    currency: str
+    balance_minor: int
+    due_date: date
+
+
+def test_headings_run_from_the_oldest_bucket_to_coming_due_with_subtotals_where_they_help() -> None:
+    def inv(number: str, days: int, minor: int, currency: str = "USD") -> _Inv:
+        return _Inv(number, currency, minor, AS_OF - timedelta(days=days))
+
+    listed = [
+        inv("D-5", -5, 700), inv("D-1", 1, 100), inv("D-95", 95, 9_500), inv("D-120", 120, 12_000),
+        inv("D-70", 70, 7_000, "EUR"), inv("D-20", 20, 2_000), inv("D-0", 0, 50),
+    ]  # fmt: skip
+    got = [(s.bucket.value, [i.number for i in s.invoices], s.subtotals)
+           for s in sections(listed, AS_OF)]  # fmt: skip
+    assert got == [
+        ("90+", ["D-120", "D-95"], [(21_500, "USD")]),
+        ("61-90", ["D-70"], []),  # one invoice: its balance says it
+        ("1-30", ["D-20", "D-1"], [(2_100, "USD")]),
+        ("Current", ["D-0", "D-5"], [(750, "USD")]),  # due today is not overdue yet
+    ]
+    # a bucket holding every invoice of a currency shows no subtotal (the total says it)
+    alone = sections([inv("A", 10, 100), inv("B", 12, 200), inv("C", 40, 5, "EUR")], AS_OF)
+    assert [s.subtotals for s in alone] == [[], []]
+    lines = listing_lines(listed, AS_OF, templates("de", "v2").labels, "de_DE")
+    assert lines[0] == "Überfällig seit 90+ Tagen:" and "Demnächst fällig:" in lines
+    assert f"Zwischensumme USD: {format_amount(21_500, 'USD', 'de_DE')}" in lines
+    assert lines[-2:] == [
+        f"Summe USD: {format_amount(24_350, 'USD', 'de_DE')}",
+        f"Summe EUR: {format_amount(7_000, 'EUR', 'de_DE')}",
+    ]
+    flat = listing_lines(listed, AS_OF, templates("en", "v2").labels, "en_US", headings=False)
+    assert [x.split(":")[0] for x in flat[:2]] == ["- Invoice D-5", "- Invoice D-1"]
+
+
+def test_the_listing_is_grounded_now_and_after_its_buckets_have_moved(session: Session) -> None:
+    b, customer_id, ids = _book(session)
+    [group], _ = group_due(session, b.org.id, select_due(session, b.org.id, AS_OF).items, AS_OF)
+    text = "\n".join(payer_lines(group))
+    for days in (0, 10, 40):  # approved and sent days later: C-102 is in 31-60 by then
+        day = AS_OF + timedelta(days=days)
+        truth = ledger_truth(session, b.org.id, customer_id, as_of=day)
+        report = ground_text(text, truth, as_of=day)
+        assert report.ok, (days, [m.message for m in report.mismatches])
+    truth = ledger_truth(session, b.org.id, customer_id, as_of=AS_OF)
+    sub = format_amount(150_000 + 75_050, "EUR")
+    for wrong in (
+        format_amount(150_000 + 75_050 + 1, "EUR"),  # off by a cent
+        format_amount(400_000 + 75_050, "EUR"),  # C-101 and C-103 without C-102: no period
+    ):
+        report = ground_text(text.replace(sub, wrong), truth, as_of=AS_OF)
+        assert [m.kind for m in report.mismatches] == ["amount"], wrong
+    # a subtotal is a figure of the invoices the text names: without them it is not allowed
+    alone = ground_text(f"Invoice C-101: {sub}", truth, as_of=AS_OF)
+    assert [m.kind for m in alone.mismatches] == ["amount"]
+
+
+def _later_gentle_step(session: Session) -> tuple[Builder, dict[str, int]]:
+    """A cadence whose last e-mail step (75 days) is a friendly one after the final notice."""
+    b = Builder.new_org(session)
+    steps = [
+        (14, Channel.EMAIL, "second_reminder", "professional"),
+        (60, Channel.EMAIL, "final_demand", "firm"),  # the organisation's own name for it
+        (75, Channel.EMAIL, "friendly_reminder", "friendly"),
+    ]
+    segment = b.segment("Enterprise", cadence=b.cadence(steps=steps))
+    customer = b.customer("Tailspin Toys", segment=segment)
+    b.contact(customer, "Lee AP", email="ap@tailspin.example")
+    made = {
+        "75": b.invoice(customer, number="T-75", amount_minor=75_000, days_overdue=75),
+        "60": b.invoice(customer, number="T-60", amount_minor=60_000, days_overdue=60),
+        "14": b.invoice(customer, number="T-14", amount_minor=14_000, days_overdue=14),
+    }
+    session.commit()
+    return b, {k: v.id for k, v in made.items()}
+
+
+def test_a_group_speaks_at_its_final_notice_even_when_a_later_step_is_gentler(
+    session: Session,
+) -> None:
+    b, ids = _later_gentle_step(session)
+    [group], single = group_due(
+        session, b.org.id, select_due(session, b.org.id, AS_OF).items, AS_OF
+    )
+    assert single == [] and group.template == "final_demand" and group.final_notice == ["T-60"]
+    item = as_item(group)
+    assert item is not None
+    assert item.template == GROUP_FINAL_TEMPLATE and item.tone == "firm"
+    assert item.final_notice_ids == (ids["60"],)  # the final-notice wording is about T-60 only
+    assert item.reviewer_notes == tuple(group.reviewer_notes())
+    assert "T-60 has reached the final-notice step" in item.reviewer_notes[0]
+    assert len(item.member_step_ids) == 3  # every member's step, for its Shadow Mode
+    assert DueItem.from_dict(json.loads(json.dumps(item.to_dict()))) == item
+
+
+def test_a_group_without_a_final_notice_keeps_the_statement_at_its_firmest_tone(
+    session: Session,
+) -> None:
+    b, ids = _later_gentle_step(session)
+    session.delete(session.get(Invoice, ids["60"]))
+    session.commit()
+    [group], _ = group_due(session, b.org.id, select_due(session, b.org.id, AS_OF).items, AS_OF)
+    item = as_item(group)
+    assert item is not None and group.final_notice == [] and group.reviewer_notes() == []
+    assert item.template == GROUP_TEMPLATE and item.final_notice_ids == ()
+    assert item.tone == "professional"  # T-14's second reminder is firmer than T-75's friendly one
+    assert is_final_notice("final_notice") and is_final_notice("Final demand")
+    assert not is_final_notice("firm_reminder") and not is_final_notice("statement")
 
 
 def test_a_segment_can_keep_one_message_per_invoice(session: Session) -> None:
