@@ -160,3 +160,42 @@ def test_a_viewer_sees_no_reply_form_and_cannot_post_one(
     )
     assert r.status_code == 403
     assert _drafts(session) == []
+
+
+def test_a_credit_issued_reply_on_a_fully_credited_invoice_is_queued_and_still_true_at_send(
+    client: TestClient, session: Session, seeded: Seeded
+) -> None:
+    from tools.send_check import recheck_before_send
+
+    d = _open(session, seeded)
+    invoice = session.get(Invoice, d.invoice_id)
+    outcome = disputes.propose_credit(
+        session, seeded.org.id, d.id, amount_minor=invoice.balance_minor,
+        actor=seeded.users[Persona.CONTROLLER], note="Quoted price honoured", now=NOW,
+    )  # fmt: skip
+    session.commit()
+    assert outcome.granted
+    session.expire_all()
+    assert session.get(Invoice, invoice.id).balance_minor == 0
+    login(client, seeded, Persona.COLLECTOR)
+    panel = client.get(f"/disputes/{d.id}")
+    assert 'data-testid="reply-template-credit_granted"' in panel.text
+    assert 'data-testid="reply-template-acknowledge"' not in panel.text  # the dispute is closed
+    page = client.get(f"/disputes/{d.id}?template=credit_granted")
+    subject, body = _form(page.text)
+    assert "settled in full" in body and "resolved with a credit" in body
+    r = client.post(
+        f"/disputes/{d.id}/reply",
+        data={"csrf": csrf_of(page.text), "subject": subject, "body": body},
+    )
+    (draft,) = _drafts(session)
+    assert draft.status == DraftStatus.PENDING_REVIEW, draft.decision
+    approve = client.post(
+        f"/drafts/{draft.id}/approve", data={"csrf": csrf_of(r.text), "version": draft.version}
+    )
+    assert "queued for delivery" in approve.text, approve.text[:500]
+    session.expire_all()
+    draft = session.get(Draft, draft.id)
+    assert draft.status == DraftStatus.QUEUED
+    check = recheck_before_send(session, draft, NOW)
+    assert check.ok, check.reasons  # it chases nothing: a settled invoice is no reason to hold it
