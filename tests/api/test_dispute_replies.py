@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory.models import Customer, Dispute, Draft, DraftStatus, Invoice, OutboxMessage, Persona
+from memory import clock
+from memory.models import (
+    Customer,
+    Dispute,
+    DisputeStatus,
+    Draft,
+    DraftStatus,
+    Invoice,
+    OutboxMessage,
+    Persona,
+)
 from tests.api.factories import NOW, Seeded
 from tests.api.review_fixtures import app, client, csrf_of, login, seeded, settings  # noqa: F401
 from tests.api.test_workspace_pages import assert_words
@@ -66,7 +76,8 @@ def test_a_reply_template_for_an_open_dispute_is_prefilled_checked_approved_and_
     assert invoice.number in subject and invoice.number in body
     assert format_amount(invoice.amount_minor, invoice.currency, locale) in body
     assert "Your query is open" in body
-    sla = format_day((d.sla_due_at).date(), locale)
+    due = d.sla_due_at if d.sla_due_at.tzinfo else d.sla_due_at.replace(tzinfo=UTC)
+    sla = format_day(clock.org_business_date(session, seeded.org.id, due), locale)
     assert f"by {sla}" in body
     assert "/pay/" not in body and "http" not in body
     # the person edits it, then it is checked like any draft
@@ -199,3 +210,34 @@ def test_a_credit_issued_reply_on_a_fully_credited_invoice_is_queued_and_still_t
     assert draft.status == DraftStatus.QUEUED
     check = recheck_before_send(session, draft, NOW)
     assert check.ok, check.reasons  # it chases nothing: a settled invoice is no reason to hold it
+
+
+def test_a_rejection_reply_gives_the_reason_recorded_when_the_dispute_was_rejected(
+    client: TestClient, session: Session, seeded: Seeded
+) -> None:
+    d = _open(session, seeded)
+    disputes.change_status(
+        session, seeded.org.id, d.id, DisputeStatus.REJECTED,
+        actor=seeded.users[Persona.COLLECTOR], note="the quote you sent expired in June",
+        now=NOW,
+    )  # fmt: skip
+    session.commit()
+    login(client, seeded, Persona.COLLECTOR)
+    page = client.get(f"/disputes/{d.id}?template=rejected")
+    assert_words(page.text)
+    subject, body = _form(page.text)
+    assert "for this reason: the quote you sent expired in June" in body
+    assert "outcome of your query" in subject
+    r = client.post(
+        f"/disputes/{d.id}/reply",
+        data={"csrf": csrf_of(page.text), "subject": subject, "body": body},
+    )
+    assert r.status_code == 200
+    (draft,) = _drafts(session)
+    # the invoice is no longer disputed: no dispute rule, no pay link needed for the reply
+    assert draft.status == DraftStatus.PENDING_REVIEW, draft.decision
+    rules = {x["rule_id"] for x in draft.decision["reasons"]}
+    assert "dispute.correspondence_review" in rules and "content.missing_pay_link" not in rules
+    # an unknown or unfitting template leaves the form empty rather than inventing text
+    other = client.get(f"/disputes/{d.id}?template=acknowledge")
+    assert _form(other.text) == ("", "")
