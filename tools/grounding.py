@@ -48,6 +48,7 @@ from memory.models import (
     Dispute,
     Draft,
     DraftKind,
+    DraftPersona,
     Invoice,
     InvoiceStatus,
     Organisation,
@@ -1382,7 +1383,12 @@ def is_dispute_correspondence(draft: Draft) -> bool:
     """Whether the draft is a reply a person wrote from the dispute panel: a person's own message
     (never Autopilot's) that the dispute reply path marked with its dispute."""
     dispute_id = (draft.stated_facts or {}).get("dispute_id")
-    return draft.kind == DraftKind.MANUAL and isinstance(dispute_id, int) and dispute_id > 0
+    return (
+        draft.kind == DraftKind.MANUAL
+        and draft.persona == DraftPersona.COLLECTOR
+        and isinstance(dispute_id, int)
+        and dispute_id > 0
+    )
 
 
 # --- re-checking a stored draft ------------------------------------------------------------------
