@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memory import clock
 from memory.config import Settings
-from memory.models import Customer, Dispute, DisputeStatus, Draft, Invoice, User
+from memory.models import AuditEvent, Customer, Dispute, DisputeStatus, Draft, Invoice, User
 from tools.authz import guarded
 from tools.disputes import ACTIVE, REASONS, get_dispute
 from tools.drafts import DRAFT_GUARD
@@ -108,10 +109,6 @@ def _sla_due(dispute: Dispute) -> datetime | None:
 
 def _rejection_reason(session: Session, dispute: Dispute) -> str:
     """The note given when the dispute was rejected (required then: the payer is told why)."""
-    from sqlalchemy import select
-
-    from memory.models import AuditEvent
-
     detail = session.scalars(
         select(AuditEvent.detail)
         .where(
