@@ -142,6 +142,7 @@ class SendDraftFacts(_OutreachFacts):
     ``about_promise`` marks a reminder about one open promise-to-pay itself, so that promise does
     not pause it (``promise.open``); it must be one of ``promises``, open on these invoices and not
     past its grace, or the draft is blocked (fail closed). Its ``grace_days`` may be left out.
+    ``dispute_correspondence`` marks a reply from the dispute panel (below).
     """
 
     segment: Name
@@ -161,6 +162,15 @@ class SendDraftFacts(_OutreachFacts):
     content: StatedFacts
     ledger: LedgerFacts
     about_promise: PromiseFacts | None = None
+    dispute_correspondence: StrictBool = Field(
+        default=False,
+        description=(
+            "A reply a person writes to the payer from the dispute panel (acknowledgement, "
+            "request for evidence, outcome): it may name a disputed invoice and needs no pay "
+            "link, but must not ask for payment of a disputed invoice. Set only by the dispute "
+            "reply path, never by Autopilot or the generic composer."
+        ),
+    )
 
 
 class SendNudgeFacts(_OutreachFacts):

@@ -235,8 +235,10 @@ class ContentPolicy(_Section):
     ``legal_threat_phrases`` are English; ``legal_threat_phrases_by_language`` adds the other
     supported languages. ``concession_phrases`` are offers of discounts, waivers or terms: a draft
     that makes one the ledger does not back (no approved concession on its invoices) needs the
-    ``concession_role``. Each phrase is matched after normalisation and by stem in its own
-    language, so plurals, verb forms, hyphens, zero-width and look-alike characters do not hide it.
+    ``concession_role``. ``payment_demand_phrases`` ask for payment: dispute correspondence
+    carrying one about a disputed invoice is blocked (it would dun the disputed amount). Each
+    phrase is matched after normalisation and by stem in its own language, so plurals, verb forms,
+    hyphens, zero-width and look-alike characters do not hide it.
     """
 
     legal_role: StrictStr = "Legal"
@@ -244,6 +246,7 @@ class ContentPolicy(_Section):
     legal_threat_phrases_by_language: dict[StrictStr, list[StrictStr]] = Field(default_factory=dict)
     concession_role: StrictStr = "Controller"
     concession_phrases: dict[StrictStr, list[StrictStr]] = Field(default_factory=dict)
+    payment_demand_phrases: dict[StrictStr, list[StrictStr]] = Field(default_factory=dict)
 
     @field_validator("legal_threat_phrases")
     @classmethod
@@ -253,7 +256,9 @@ class ContentPolicy(_Section):
                 raise ValueError("contains an empty phrase")
         return value
 
-    @field_validator("legal_threat_phrases_by_language", "concession_phrases")
+    @field_validator(
+        "legal_threat_phrases_by_language", "concession_phrases", "payment_demand_phrases"
+    )
     @classmethod
     def _by_language(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         from policies.textscan import SUPPORTED_LANGUAGES

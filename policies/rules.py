@@ -177,6 +177,7 @@ class ThreatScanner:
     def __init__(self, content: ContentPolicy) -> None:
         self.threats = PhraseMatcher(content.threat_phrases())
         self.concessions = PhraseMatcher(content.concession_phrases)
+        self.demands = PhraseMatcher(content.payment_demand_phrases)
 
     def search(self, text: str) -> str | None:
         """The first legal-threat phrase found (the text's words that matched), or None."""
@@ -186,6 +187,11 @@ class ThreatScanner:
     def concession(self, text: str) -> str | None:
         """The first concession phrase found (the text's words that matched), or None."""
         hit = self.concessions.find(text)
+        return hit.found if hit else None
+
+    def demand(self, text: str) -> str | None:
+        """The first payment-demand phrase found (the text's words that matched), or None."""
+        hit = self.demands.find(text)
         return hit.found if hit else None
 
 
@@ -208,6 +214,8 @@ def _derive_outreach(
     disputed = [i.number for i in f.invoices if i.disputed]
     d["disputed"] = disputed
     p["disputed"] = len(disputed)
+    # Dispute correspondence (a reply from the dispute panel) is not dunning: its own rules.
+    p["corr"] = isinstance(f, SendDraftFacts) and f.dispute_correspondence
     # The contact's clock.
     p["lmin"] = loc.hour * 60 + loc.minute
     p["lwd"] = loc.weekday()
@@ -301,6 +309,10 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     d["concession"] = concession
     p["concession"] = concession is not None and not ledger.concession_approved
     p["conc_ok"] = ps.content.concession_role in f.approved_by_roles
+    # Dunning wording matters only in dispute correspondence (elsewhere asking is the point).
+    demand = scanner.demand(s.body) if f.dispute_correspondence else None
+    d["demand"] = demand
+    p["demand"] = demand is not None
     p["stated_inv"] = len(s.invoice_numbers)
     known_inv = set(ledger.invoice_numbers)
     bad_inv = [n for n in s.invoice_numbers if n not in known_inv]
@@ -536,8 +548,11 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="dispute.no_dunning",
             rule_id="dispute.no_dunning",
             outcome=Outcome.BLOCK,
-            cond=c.gt("disputed", 0),
-            explain="Disputed invoices are never dunned: outreach goes to the dispute workflow.",
+            cond=c.all_of(c.gt("disputed", 0), c.eq("corr", False)),
+            explain=(
+                "Disputed invoices are never dunned: outreach goes to the dispute workflow (only "
+                "dispute correspondence may name them)."
+            ),
             message=lambda x: (
                 f"Invoice {', '.join(x.d['disputed'])} is disputed: outreach blocked, route it "
                 "to the dispute workflow"
@@ -886,8 +901,8 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.missing_pay_link",
             rule_id="content.missing_pay_link",
             outcome=Outcome.BLOCK,
-            cond=c.eq("has_link", False),
-            explain="A draft without a pay link is blocked.",
+            cond=c.all_of(c.eq("has_link", False), c.eq("corr", False)),
+            explain="A draft without a pay link is blocked (dispute correspondence needs none).",
             message=lambda x: "Draft has no pay link: blocked",
         ),
         Rule(
@@ -933,7 +948,72 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             message=lambda x: "Draft's pay link differs from the ledger's: blocked",
         ),
     ]
-    return rules
+    return rules + _correspondence_rules(ps)
+
+
+def _correspondence_rules(ps: PolicySet) -> list[Rule]:
+    """Dispute correspondence: a reply from the dispute panel may name the disputed invoice and
+    needs no pay link, but never asks for the disputed amount, and a person always reviews it."""
+    min_role = ps.shadow_mode.reviewer_min_role
+    corr = c.eq("corr", True)
+    about_dispute = c.all_of(corr, c.gt("disputed", 0))
+
+    def invoices(x: Ctx) -> str:
+        return ", ".join(x.d["disputed"])
+
+    return [
+        Rule(
+            name="dispute.correspondence",
+            rule_id="dispute.correspondence",
+            outcome=Outcome.ALLOW,
+            cond=about_dispute,
+            explain=(
+                "Dispute correspondence (a reply from the dispute panel) may name a disputed "
+                "invoice and needs no pay link."
+            ),
+            message=lambda x: (
+                f"Dispute correspondence about {invoices(x)}: it may name the disputed invoice "
+                "and needs no pay link, but may not ask for payment"
+            ),
+        ),
+        Rule(
+            name="dispute.correspondence_demand",
+            rule_id="dispute.correspondence_demand",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(about_dispute, c.eq("demand", True)),
+            explain=(
+                "Dispute correspondence asking for payment of a disputed invoice (dunning wording, "
+                "`content.payment_demand_phrases`) is blocked."
+            ),
+            message=lambda x: (
+                f"Dispute correspondence asks for payment ({x.d['demand']!r}) of {invoices(x)}, "
+                "which is disputed: blocked"
+            ),
+        ),
+        Rule(
+            name="dispute.correspondence_pay_link",
+            rule_id="dispute.correspondence_pay_link",
+            outcome=Outcome.BLOCK,
+            cond=c.all_of(about_dispute, c.eq("has_link", True)),
+            explain="Dispute correspondence carrying a pay link for a disputed invoice is blocked.",
+            message=lambda x: (
+                f"Dispute correspondence carries a pay link while {invoices(x)} is disputed: "
+                "blocked"
+            ),
+        ),
+        Rule(
+            name="dispute.correspondence_review",
+            rule_id="dispute.correspondence_review",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(corr, c.lt("rev_rank", ps.access.rank(min_role))),
+            explain=(
+                f"Dispute correspondence always needs review by {_or_above(min_role)}, Shadow "
+                "Mode or not."
+            ),
+            message=lambda x: f"Dispute correspondence: {_or_above(min_role)} must review it",
+            approver=min_role,
+        ),
+    ]
 
 
 def _send_nudge_rules(ps: PolicySet) -> list[Rule]:

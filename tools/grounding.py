@@ -18,7 +18,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal
@@ -47,6 +47,8 @@ from memory.models import (
     Customer,
     Dispute,
     Draft,
+    DraftKind,
+    DraftPersona,
     Invoice,
     InvoiceStatus,
     Organisation,
@@ -758,6 +760,19 @@ def ledger_truths(
     ):
         add(pay.customer_id, pay.currency, pay.amount_minor)
         dates[pay.customer_id].add(pay.received_on)
+    # A dispute's SLA date is the ledger's too (a dispute reply tells the payer when to expect
+    # an answer), on the organisation's calendar as the dispute panel's replies write it.
+    slas = session.execute(
+        select(Dispute.customer_id, Dispute.sla_due_at).where(
+            Dispute.org_id == org_id,
+            Dispute.customer_id.in_(ids),
+            Dispute.sla_due_at.is_not(None),
+        )
+    ).all()
+    org_tz = clock.org_zone(session, org_id) if slas else "UTC"
+    for cid, sla_due in slas:
+        if sla_due is not None:
+            dates[cid].add(clock.business_date(org_tz, _aware(sla_due)))
     for cid, renewal in session.execute(
         select(Customer.id, Customer.renewal_date).where(
             Customer.org_id == org_id, Customer.id.in_(ids)
@@ -1238,6 +1253,11 @@ def touches_by_contact(
     return out
 
 
+def _aware(moment: datetime) -> datetime:
+    """A stored UTC moment (naive on SQLite) as an aware one."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def disputed_invoice_ids(session: Session, org_id: int, invoice_ids: Sequence[int]) -> set[int]:
     """Invoices flagged disputed or with a dispute still open (either one stops dunning)."""
     ids = sorted(set(invoice_ids))
@@ -1340,12 +1360,14 @@ def send_draft_facts(
     shadow: bool | None = None,
     approved_by_roles: Sequence[str] = (),
     about_promise: PromiseFacts | None = None,
+    dispute_correspondence: bool = False,
 ) -> SendDraftFacts:
     """The ``send_draft`` facts for a text: the ledger's side, and what the text states.
 
     ``shadow=True`` forces Shadow Mode (``plixo autopilot run --shadow``); None reads the ledger.
     ``about_promise``: the open promise a reminder is about; the guardrails then let that one
     promise's pause through (``promise.open``) and check the promise is really open.
+    ``dispute_correspondence``: a reply written from the dispute panel (its own guardrails).
     """
     allowed_link = _normalize_link(pay_link) if pay_link else None
     stated_links = report.stated.links
@@ -1391,6 +1413,19 @@ def send_draft_facts(
             pay_link=allowed_link,
         ),
         about_promise=about_promise,
+        dispute_correspondence=dispute_correspondence,
+    )
+
+
+def is_dispute_correspondence(draft: Draft) -> bool:
+    """Whether the draft is a reply a person wrote from the dispute panel: a person's own message
+    (never Autopilot's) that the dispute reply path marked with its dispute."""
+    dispute_id = (draft.stated_facts or {}).get("dispute_id")
+    return (
+        draft.kind == DraftKind.MANUAL
+        and draft.persona == DraftPersona.COLLECTOR
+        and isinstance(dispute_id, int)
+        and dispute_id > 0
     )
 
 
@@ -1523,5 +1558,6 @@ def draft_send_facts(
         now=now,
         shadow=shadow,
         approved_by_roles=approved_by_roles,
+        dispute_correspondence=is_dispute_correspondence(draft),
     )
     return facts, report

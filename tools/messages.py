@@ -27,6 +27,7 @@ from memory.models import (
     Channel,
     Contact,
     Customer,
+    Dispute,
     Draft,
     DraftKind,
     DraftPersona,
@@ -115,6 +116,40 @@ def compose(
     decide. Returns it ``pending_review`` (Shadow Mode), ``blocked`` with the reasons, or as the
     decision says; an approval then queues it. Refused whole: no subject or body, no e-mail
     address for the contact, another organisation's customer, contact or invoice."""
+    return write_message(
+        session,
+        org_id,
+        user=user,
+        customer_id=customer_id,
+        subject=subject,
+        body=body,
+        invoice_id=invoice_id,
+        contact_id=contact_id,
+        reply_to_id=reply_to_id,
+        settings=settings,
+        now=now,
+    )
+
+
+def write_message(
+    session: Session,
+    org_id: int,
+    *,
+    user: User,
+    customer_id: int,
+    subject: str,
+    body: str,
+    invoice_id: int | None = None,
+    contact_id: int | None = None,
+    reply_to_id: int | None = None,
+    dispute: Dispute | None = None,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+) -> Draft:
+    """The one home of a person's message: the draft, its grounding, the guardrails' decision and
+    the approvers told. The caller has checked the permission (``compose``: edit_draft; a dispute
+    reply, ``tools.dispute_replies.send_reply``: manage_disputes). ``dispute`` marks the draft as
+    dispute correspondence about that dispute's invoice (its own guardrails, no pay link)."""
     from tools.grounding import recheck_draft
 
     now = now or utcnow()
@@ -132,6 +167,8 @@ def compose(
     if reply is not None and reply.customer_id != customer.id:
         raise LookupError(f"Message {reply_to_id} is not from {customer.name}.")
     invoice = _invoice(session, customer, invoice_id)
+    if dispute is not None and (invoice is None or dispute.invoice_id != invoice.id):
+        raise LookupError(f"Dispute {dispute.id} is not about this customer's invoice.")
     contact = _contact(session, customer, contact_id)
     if contact is None or not contact.email:
         raise InvalidDraftInput(
@@ -153,8 +190,11 @@ def compose(
             "written_by": user.id,
             "invoice_numbers": [invoice.number] if invoice else [],
             "in_reply_to": reply.id if reply else None,
-            # the link this message may state, fixed now as Autopilot's drafts fix theirs
-            "pay_link": _pay_link(session, settings, org_id, invoice),
+            # the link this message may state, fixed now as Autopilot's drafts fix theirs (a
+            # dispute reply states none: the guardrails block one while the invoice is disputed)
+            "pay_link": None if dispute else _pay_link(session, settings, org_id, invoice),
+            # dispute correspondence (tools.grounding.is_dispute_correspondence): set here only
+            **({"dispute_id": dispute.id} if dispute else {}),
         },
         created_by_user_id=user.id,
         created_at=now,

@@ -49,7 +49,13 @@ from memory.models import (
 from tools import audit
 from tools import draft_lifecycle as lifecycle
 from tools.date_wording import date_wording_problems
-from tools.grounding import draft_pay_link, ground_text, ledger_truth, locale_for
+from tools.grounding import (
+    draft_pay_link,
+    ground_text,
+    is_dispute_correspondence,
+    ledger_truth,
+    locale_for,
+)
 
 log = logging.getLogger("plixo.send_check")
 
@@ -72,7 +78,10 @@ class SendCheck:
 
 
 def _invoice_problems(session: Session, draft: Draft, numbers: list[str]) -> list[str]:
-    """Invoices the draft chases that are no longer open (paid, credited or voided since)."""
+    """Invoices the draft chases that are no longer open (paid, credited or voided since). A reply
+    about a dispute chases nothing: its "credit issued" may settle the invoice in full."""
+    if is_dispute_correspondence(draft):
+        return []
     q = select(Invoice).where(Invoice.org_id == draft.org_id)
     if draft.invoice_id is not None:
         q = q.where((Invoice.id == draft.invoice_id) | Invoice.number.in_(numbers))

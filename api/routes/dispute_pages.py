@@ -17,12 +17,13 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import select
 
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
+from api.routes.message_pages import checked_message
 from api.routes.review_pages import _flash, _render
-from memory.models import Customer, Dispute, DisputeStatus, Invoice, Persona, User
+from memory.models import Contact, Customer, Dispute, DisputeStatus, Invoice, Persona, User
 from memory.money import MoneyError, parse_amount
-from tools import disputes, labels
+from tools import dispute_replies, disputes, labels
 from tools.authz import PermissionDenied
-from tools.dispute_replies import TEMPLATES
+from tools.drafts import DraftError
 from tools.promises import CommitmentError
 
 router = APIRouter(include_in_schema=False)
@@ -100,7 +101,39 @@ def queue(
     )
 
 
-def _panel_context(db: Any, user: User, dispute_id: int, now: datetime) -> dict[str, Any]:
+def _reply_form(db: Any, user: User, d: Dispute, template: str | None) -> dict[str, Any]:
+    """The reply form: the templates that fit the dispute's status, the payer's contacts, and the
+    chosen template's text filled with the dispute's facts (editable before it is checked)."""
+    fitting = dispute_replies.templates_for(d)
+    contacts = list(
+        db.scalars(
+            select(Contact)
+            .where(Contact.customer_id == d.customer_id, Contact.email.is_not(None))
+            .order_by(Contact.is_primary.desc(), Contact.id)
+        )
+    )
+    chosen = template if template in fitting else None
+    subject = body = ""
+    if chosen:
+        subject, body = dispute_replies.render(
+            db,
+            d,
+            chosen,
+            sender=user.name,
+            contact_name=contacts[0].name if contacts else None,
+        )
+    return {
+        "templates": fitting,
+        "template": chosen,
+        "reply_subject": subject,
+        "reply_body": body,
+        "reply_contacts": contacts,
+    }
+
+
+def _panel_context(
+    db: Any, user: User, dispute_id: int, now: datetime, template: str | None = None
+) -> dict[str, Any]:
     try:
         d = disputes.get_dispute(db, user.org_id, dispute_id)
     except LookupError as exc:
@@ -114,7 +147,7 @@ def _panel_context(db: Any, user: User, dispute_id: int, now: datetime) -> dict[
         "history": history,
         "targets": targets,
         "slots": disputes.EVIDENCE_SLOTS,
-        "templates": TEMPLATES,
+        **_reply_form(db, user, d, template),
         "active": d.status in disputes.ACTIVE,
         "credit_waiting": d.status in disputes.ACTIVE and d.credit_minor > 0,
         "max_mb": disputes.MAX_EVIDENCE_BYTES // (1024 * 1024),
@@ -152,9 +185,51 @@ def _history(db: Any, d: Dispute) -> list[dict[str, Any]]:
 
 @router.get("/disputes/{dispute_id}", response_class=HTMLResponse)
 def panel(
-    request: Request, dispute_id: PageId, user: Viewer, db: DbSession, clock: Clock
+    request: Request,
+    dispute_id: PageId,
+    user: Viewer,
+    db: DbSession,
+    clock: Clock,
+    template: Annotated[str | None, Query(max_length=40)] = None,
 ) -> HTMLResponse:
-    return _render(request, "dispute.html", user, **_panel_context(db, user, dispute_id, clock()))
+    """One dispute; ``?template=`` fills the reply form with that reply template."""
+    context = _panel_context(db, user, dispute_id, clock(), template)
+    return _render(request, "dispute.html", user, **context)
+
+
+@router.post("/disputes/{dispute_id}/reply")
+def reply(
+    request: Request,
+    dispute_id: PageId,
+    user: Worker,
+    db: DbSession,
+    clock: Clock,
+    settings: AppSettings,
+    _csrf: CsrfChecked,
+    subject: Annotated[str, Form(max_length=400)],
+    body: Annotated[str, Form(max_length=25_000)],
+    contact_id: Annotated[str, Form(max_length=12)] = "",
+) -> Response:
+    """Send a reply template (as edited) to the payer: a draft of dispute correspondence, checked
+    like any message, that then waits for review and goes out through the outbox."""
+    try:
+        draft = dispute_replies.send_reply(
+            db,
+            user.org_id,
+            dispute_id,
+            user=user,
+            subject=subject,
+            body=body,
+            contact_id=int(contact_id) if contact_id.isdigit() else None,
+            settings=settings,
+            now=clock(),
+        )
+    except (DraftError, LookupError, PermissionDenied) as exc:
+        db.rollback()
+        _flash(request, str(exc), "error")
+        return _done(request, dispute_id)
+    db.commit()
+    return checked_message(request, draft)
 
 
 def _done(request: Request, dispute_id: int) -> RedirectResponse:

@@ -23,6 +23,7 @@ from memory.models import (
     Contact,
     Customer,
     Dispute,
+    Draft,
     Invoice,
     InvoiceStatus,
     Organisation,
@@ -97,7 +98,7 @@ def compose_page(
     reply_to: OptId = None,
     dispute_id: OptId = None,
     template: Annotated[str | None, Query(max_length=40)] = None,
-) -> HTMLResponse:
+) -> Response:
     if customer_id is None and reply_to is not None:
         try:  # a reply: the customer is the one who wrote
             customer_id = messages.reply_target(db, user.org_id, reply_to).customer_id
@@ -135,6 +136,7 @@ def compose_page(
             reply.subject if reply.subject.lower().startswith("re:") else f"Re: {reply.subject}"
         )
     if template and dispute_id is not None:
+        # a dispute's reply templates live in the dispute panel (one home): send the person there
         dispute = db.get(Dispute, dispute_id)
         if (
             dispute is None
@@ -143,15 +145,9 @@ def compose_page(
             or template not in dispute_replies.TEMPLATES
         ):
             raise HTTPException(404, "No such dispute or reply template.")
-        subject, text = dispute_replies.render(
-            db, dispute, template, sender=user.name, contact_name=contact.name if contact else None
+        return RedirectResponse(
+            f"/disputes/{dispute.id}?template={template}#reply", status_code=303
         )
-        org = db.get(Organisation, user.org_id)
-        about = db.get(Invoice, dispute.invoice_id)
-        if org is None or about is None:
-            raise HTTPException(404, "No such dispute or reply template.")
-        link = pay_link(settings, org.slug, about.number)
-        body = f"{text}\n\n{link}" if about.balance_minor else text
     return _render(
         request,
         "compose.html",
@@ -203,6 +199,11 @@ def compose_submit(
         _flash(request, str(exc), "error")
         return RedirectResponse(back, status_code=303)
     db.commit()
+    return checked_message(request, draft)
+
+
+def checked_message(request: Request, draft: Draft) -> RedirectResponse:
+    """Tell the person what grounding and the guardrails decided, and land on the draft."""
     outcome = labels.label(draft.status).lower()
     kind = "ok" if draft.status.value == "pending_review" else "warn"
     reasons = [

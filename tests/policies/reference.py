@@ -222,11 +222,16 @@ def _access_rules(ps: PolicySet, action: str, role: str | None) -> list[_R]:
 
 
 @lru_cache(maxsize=64)
-def _matchers(content_json: str) -> tuple[PhraseMatcher, PhraseMatcher]:
+def _matchers(content_json: str) -> tuple[PhraseMatcher, PhraseMatcher, PhraseMatcher]:
     """The phrase matchers for a content policy (the matching itself is tested in test_textscan,
-    against generated variant and ordinary corpora; here only the rules around it are checked)."""
+    against generated variant and ordinary corpora; here only the rules around it are checked):
+    legal threats, concessions, payment demands."""
     content = ContentPolicy.model_validate_json(content_json)
-    return PhraseMatcher(content.threat_phrases()), PhraseMatcher(content.concession_phrases)
+    return (
+        PhraseMatcher(content.threat_phrases()),
+        PhraseMatcher(content.concession_phrases),
+        PhraseMatcher(content.payment_demand_phrases),
+    )
 
 
 def _same_promise(about: dict[str, Any], p: dict[str, Any], grace: int) -> bool:
@@ -249,7 +254,8 @@ def _outreach(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any
         out.append(_R("contact.bounced", "block"))
     if not f["contact"]["consent"]:
         out.append(_R("contact.no_consent", "block"))
-    if any(i["disputed"] for i in f["invoices"]):
+    # Dispute correspondence (send_draft only) is judged by its own rules in _send_draft.
+    if any(i["disputed"] for i in f["invoices"]) and not f.get("dispute_correspondence", False):
         out.append(_R("dispute.no_dunning", "block"))
     recheck = now + timedelta(minutes=ps.sending.pause_recheck_minutes)
     if f["maintenance"]:
@@ -334,7 +340,7 @@ def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, A
             out.append(_R("autopilot.allowed", "allow", grants=True))
     content, ledger = f["content"], f["ledger"]
     legal = ps.content.legal_role
-    threats, concessions = _matchers(ps.content.model_dump_json())
+    threats, concessions, demands = _matchers(ps.content.model_dump_json())
     if legal not in approvers and threats.find(content["body"]) is not None:
         out.append(_R("content.legal_threat", "needs_approval", approver=legal))
     conceder = ps.content.concession_role
@@ -347,8 +353,12 @@ def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, A
     if not content["invoice_numbers"]:
         out.append(_R("content.missing_invoice_reference", "block"))
     link = (content.get("pay_link") or "").strip()
+    corr = f.get("dispute_correspondence", False)
+    if corr:
+        out += _correspondence(ps, f, reviewed, bool(link), demands)
     if not link:
-        out.append(_R("content.missing_pay_link", "block"))
+        if not corr:
+            out.append(_R("content.missing_pay_link", "block"))
     elif link != (ledger.get("pay_link") or "").strip():
         out.append(_R("content.pay_link_mismatch", "block"))
     if any(n not in ledger["invoice_numbers"] for n in content["invoice_numbers"]):
@@ -361,6 +371,29 @@ def _send_draft(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, A
         out.append(_R("content.date_mismatch", "block"))
     env["scheduled"], env["gap"] = [], timedelta(0)
     return out, env
+
+
+def _correspondence(
+    ps: PolicySet, f: dict[str, Any], reviewed: bool, has_link: bool, demands: PhraseMatcher
+) -> list[_R]:
+    """Dispute correspondence: a person reviews it; about a disputed invoice it is allowed
+    without a pay link, but neither a pay link nor a payment demand may go with it."""
+    out: list[_R] = []
+    if not reviewed:
+        out.append(
+            _R(
+                "dispute.correspondence_review",
+                "needs_approval",
+                approver=ps.shadow_mode.reviewer_min_role,
+            )
+        )
+    if any(i["disputed"] for i in f["invoices"]):
+        out.append(_R("dispute.correspondence", "allow"))
+        if demands.find(f["content"]["body"]) is not None:
+            out.append(_R("dispute.correspondence_demand", "block"))
+        if has_link:
+            out.append(_R("dispute.correspondence_pay_link", "block"))
+    return out
 
 
 def _send_nudge(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:

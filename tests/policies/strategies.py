@@ -230,6 +230,8 @@ BODY_PARTS = [
     "Sué",
     "we can w\u200baive the late balance",
     "Thanks!",
+    "We have received your query about INV-1.",
+    "The balance is overdue.",
 ]
 STATUSES = ["open", "open", "kept", "missed", "cancelled"]
 
@@ -392,6 +394,8 @@ def outreach_facts(draw: st.DrawFn, ps: PolicySet, kind: str) -> dict[str, Any]:
         domain = pick(draw, [True, True, False, None])
         if domain is not None:
             facts["sending_domain_verified"] = domain
+        if draw(_ints(0, 3)) == 0:
+            facts["dispute_correspondence"] = draw(BOOL)
         about = draw(_about_promise(promises, invoices, local_today))
         if about is not None:
             facts["about_promise"] = about

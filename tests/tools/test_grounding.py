@@ -350,3 +350,24 @@ def test_amounts_are_parsed_by_babel_in_the_contact_locale(
     lang = locale.split("_")[0]
     facts = extract_facts(f"Bitte zahlen: {written}.", language=lang, locale=locale)
     assert [(a.text, a.value) for a in facts.amounts] == [(written, value)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "persona", "facts", "expected"),
+    [
+        ("manual", "collector", {"dispute_id": 7}, True),
+        ("manual", "collector", {}, False),
+        ("manual", "collector", {"dispute_id": "7"}, False),
+        ("manual", "autopilot", {"dispute_id": 7}, False),  # a model-written on-demand draft
+        ("cadence", "autopilot", {"dispute_id": 7}, False),  # Autopilot's cadence draft
+        ("nudge", "sales_nudge", {"dispute_id": 7}, False),
+    ],
+)
+def test_only_a_persons_message_marked_by_the_dispute_reply_path_is_dispute_correspondence(
+    kind: str, persona: str, facts: dict[str, object], expected: bool
+) -> None:
+    from memory.models import Draft, DraftKind, DraftPersona
+    from tools.grounding import is_dispute_correspondence
+
+    draft = Draft(kind=DraftKind(kind), persona=DraftPersona(persona), stated_facts=facts)
+    assert is_dispute_correspondence(draft) is expected
