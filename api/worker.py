@@ -37,6 +37,7 @@ def start(settings: Settings, sessions: sessionmaker[Session], *, kind: str = "w
     import agent.autopilot_flow  # noqa: F401 - registers the Autopilot workflows and queues
     import tools.admin.domain_schedule  # noqa: F401 - the daily sending-domain re-check
     import tools.delivery_flow  # noqa: F401 - registers the delivery workflows and queues
+    import tools.notification_schedule  # noqa: F401 - breached SLAs and missed promises
 
     ident = durable.launch(settings, sessions, kind=kind)
     with sessions() as session:

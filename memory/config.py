@@ -80,6 +80,13 @@ class Settings(BaseSettings):
             "checked when its last check is a day old). Empty: no scheduled re-check."
         ),
     )
+    notification_sweep_cron: str | None = Field(
+        default="0 */5 * * * *",
+        description=(
+            "When workers notify people of breached dispute SLAs and missed promises (a DBOS "
+            "cron with seconds; each event is notified once). Empty: no scheduled sweep."
+        ),
+    )
 
     # Replies in from a real mailbox (``plixo mailbox sync``); unset host: no mailbox.
     imap_host: str | None = None

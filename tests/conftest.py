@@ -181,6 +181,7 @@ def durable_settings(tmp_path: Path, db_url: str, _dbos_system_url: str) -> Sett
         delivery_max_attempts=3,
         smtp_from="ar@acme.test",
         domain_recheck_cron=None,  # no DNS lookup at the top of an hour; a test applies its own
+        notification_sweep_cron=None,  # no sweep of a test's ledger mid-test; a test triggers it
     )
 
 

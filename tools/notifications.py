@@ -1,15 +1,17 @@
 """Notifications people receive: an in-app inbox (its unread count in the panel's header), and,
-as each person chooses, the same item by e-mail (through the outbox and SMTP) and/or Slack.
+as each person chooses, the same item by e-mail and/or Slack.
 
-Sources call :func:`notify` (idempotent per person and ``key``, so a retried request or a sweep
-never notifies twice): @mentions in notes, approvals waiting (a credit above someone's limit, a
-person's message waiting for review), Sales/CSM nudges the A/R team must know about, disputes
-escalated to Legal; :func:`sweep` adds breached dispute SLAs and missed promises, whoever looks
-first (the inbox page runs it for the reader's organisation).
+Sources call :func:`notify` (idempotent per person and ``key``, so a retried request, a repeated
+sweep or two sweeps racing never notify twice): @mentions in notes, approvals waiting (a credit
+above someone's limit, a person's message waiting for review), Sales/CSM nudges the A/R team must
+know about, disputes escalated to Legal. :func:`sweep` adds breached dispute SLAs and missed
+promises; the worker runs it for every organisation on a schedule
+(``tools.notification_schedule``), so nobody has to open the inbox for them to arrive.
 
-E-mail goes through :func:`tools.outbox.enqueue_email` in the caller's transaction, so it leaves
-only if the event it reports is committed. Slack is a direct message to the person's Slack user
-id through the existing Slack client; it is best-effort and a failure is recorded, not raised.
+E-mail and Slack both go through the outbox in the caller's transaction
+(:func:`tools.outbox.enqueue_email`, :func:`tools.outbox.enqueue_slack`), so they leave only if
+the event they report is committed, and the delivery workflow (``tools.delivery_flow``) hands
+them over with the same retries, failures and records as every other message.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, cast, exists, func, literal, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from memory.config import Settings, get_settings
@@ -119,21 +122,27 @@ def notify(
             key=key[:200],
             created_at=now,
         )
-        session.add(item)
-        session.flush()
+        try:
+            with session.begin_nested():  # another sweep may have inserted it since we looked
+                session.add(item)
+                session.flush()
+        except IntegrityError:
+            continue  # UNIQUE(user_id, key): that person is notified already
         _deliver(session, person, item, settings)
         created.append(item)
     return created
 
 
 def _deliver(session: Session, person: User, item: Notification, settings: Settings | None) -> None:
+    """Queue the item by e-mail and/or Slack as the person chose (Slack also needs their Slack
+    user id and a configured Slack bot). ``emailed`` and ``slacked`` record what was queued."""
     prefs = preferences(session, person.id)
     if not (prefs.email or prefs.slack):
         return
     settings = settings or get_settings()
     url = f"{settings.public_base_url.rstrip('/')}{item.link}" if item.link else ""
-    text = "\n\n".join(p for p in (item.title, item.body, url) if p)
     if prefs.email:
+        text = "\n\n".join(p for p in (item.title, item.body, url) if p)
         outbox.enqueue_email(
             session,
             item.org_id,
@@ -144,13 +153,32 @@ def _deliver(session: Session, person: User, item: Notification, settings: Setti
         )
         item.emailed = True
     if prefs.slack and person.slack_user_id and settings.slack_bot_token is not None:
-        from tools.slack_nudges import SlackError, post_text
-
         try:
-            post_text(settings, person.slack_user_id, text)
-            item.slacked = True
-        except SlackError as exc:
-            log.warning("slack notification %s not delivered: %s", item.id, type(exc).__name__)
+            outbox.enqueue_slack(
+                session,
+                item.org_id,
+                slack_user_id=person.slack_user_id,
+                subject=item.title[:300],
+                text=slack_text(item, url),
+                idempotency_key=f"notification:{item.id}:slack",
+            )
+        except outbox.OutboxError as exc:  # a malformed Slack id must not undo the event itself
+            log.warning("slack notification %s not queued: %s", item.id, exc)
+            return
+        item.slacked = True
+
+
+def slack_text(item: Notification, url: str) -> str:
+    """The Slack message in words: the title in bold, the body, and the page as a named link
+    ("Open in plixo") rather than a bare address. Slack's control characters are escaped."""
+
+    def esc(text: str) -> str:
+        return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+    parts = [f"*{esc(item.title)}*", esc(item.body)]
+    if url:
+        parts.append(f"<{url}|Open in plixo>")
+    return "\n".join(p for p in parts if p)
 
 
 # --- reading the inbox --------------------------------------------------------------------------
@@ -235,19 +263,37 @@ def people_who(
     ]
 
 
-def sweep(session: Session, org_id: int, *, now: datetime | None = None) -> int:
-    """Notify breached dispute SLAs and missed promises not yet notified (idempotent by key)."""
+def sweep(
+    session: Session,
+    org_id: int,
+    *,
+    now: datetime | None = None,
+    settings: Settings | None = None,
+) -> int:
+    """Notify breached dispute SLAs and missed promises not yet notified; returns how many items
+    were created. Idempotent by key (a dispute's breach once per status it breaches in, a missed
+    promise once), so the schedule, a retried step or two workers may all run it. Reads only
+    active disputes past their SLA and missed promises nobody was told about, so it stays cheap
+    however many promises were missed over the years."""
+    now = now or utcnow()
+    return _sweep_disputes(session, org_id, now, settings) + _sweep_promises(
+        session, org_id, now, settings
+    )
+
+
+def _sweep_disputes(session: Session, org_id: int, now: datetime, settings: Settings | None) -> int:
     from tools.disputes import ACTIVE
 
-    now = now or utcnow()
     count = 0
     breached = session.scalars(
-        select(Dispute).where(
+        select(Dispute)
+        .where(
             Dispute.org_id == org_id,
             Dispute.status.in_(list(ACTIVE)),
             Dispute.sla_due_at.is_not(None),
             Dispute.sla_due_at < now,
         )
+        .order_by(Dispute.id)
     ).all()
     for d in breached:
         customer = session.get(Customer, d.customer_id)
@@ -270,13 +316,27 @@ def sweep(session: Session, org_id: int, *, now: datetime | None = None) -> int:
                 f"Dispute SLA breached: {customer.name} ({labels.label(d.status)})",
                 key=f"sla_breach:{d.id}:{d.status.value}:{stamp}",
                 link=f"/disputes/{d.id}",
+                settings=settings,
                 now=now,
             )
         )
+    return count
+
+
+def _sweep_promises(session: Session, org_id: int, now: datetime, settings: Settings | None) -> int:
+    count = 0
+    told = exists().where(
+        Notification.org_id == org_id,
+        Notification.key == literal("promise_missed:", String) + cast(PromiseToPay.id, String),
+    )
     missed = session.scalars(
-        select(PromiseToPay).where(
-            PromiseToPay.org_id == org_id, PromiseToPay.status == PromiseStatus.MISSED
+        select(PromiseToPay)
+        .where(
+            PromiseToPay.org_id == org_id,
+            PromiseToPay.status == PromiseStatus.MISSED,
+            ~told,
         )
+        .order_by(PromiseToPay.id)
     ).all()
     for p in missed:
         customer = session.get(Customer, p.customer_id)
@@ -295,6 +355,7 @@ def sweep(session: Session, org_id: int, *, now: datetime | None = None) -> int:
                 f"promised for {labels.day(p.promised_date)}",
                 key=f"promise_missed:{p.id}",
                 link=f"/accounts/{customer.id}",
+                settings=settings,
                 now=now,
             )
         )

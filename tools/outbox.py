@@ -19,12 +19,16 @@ Crashes never use up the retry budget (``attempts`` counts hand-offs that ended 
 temporary errors retry with back-off, permanent ones fail with the relay's reason (shown on the
 draft; a refused recipient flags the contact as bounced). Organisations in maintenance or with the
 cron pause on are held: nothing leaves while either is on.
+
+Slack direct messages (people's notifications, ``enqueue_slack``) are rows too, with channel
+``slack``: the same workflow hands them to Slack's Web API under the same rules.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -166,6 +170,48 @@ def enqueue_email(
     """
     if not to or "@" not in to:
         raise OutboxError(f"Cannot queue an e-mail to {to!r}: not an e-mail address.")
+    return _enqueue_notice(
+        session, org_id, Channel.EMAIL, to, subject, body, idempotency_key, actor=actor
+    )
+
+
+_SLACK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def enqueue_slack(
+    session: Session,
+    org_id: int,
+    *,
+    slack_user_id: str,
+    subject: str,
+    text: str,
+    idempotency_key: str,
+    actor: User | str = "system",
+) -> OutboxMessage:
+    """Queue a Slack direct message to a person (a notification) once per ``idempotency_key``.
+
+    Slack takes the same durable path as e-mail: a row here, then the delivery workflow hands it
+    to Slack's Web API (``smtp_sender``) with the same retries, failures and records. ``subject``
+    is what the outbox lists; ``text`` is what Slack shows."""
+    if not _SLACK_ID.match(slack_user_id or ""):
+        raise OutboxError(f"Cannot queue a Slack message to {slack_user_id!r}: not a Slack id.")
+    return _enqueue_notice(
+        session, org_id, Channel.SLACK, slack_user_id, subject, text, idempotency_key, actor=actor
+    )
+
+
+def _enqueue_notice(
+    session: Session,
+    org_id: int,
+    channel: Channel,
+    recipient: str,
+    subject: str,
+    body: str,
+    idempotency_key: str,
+    *,
+    actor: User | str,
+) -> OutboxMessage:
+    """The row for a message that is not a draft; the same key twice returns the first row."""
     message_id = new_message_id(session, org_id, key=idempotency_key)
     existing = session.scalars(
         select(OutboxMessage).where(OutboxMessage.message_id == message_id)
@@ -175,8 +221,8 @@ def enqueue_email(
     msg = OutboxMessage(
         org_id=org_id,
         draft_id=None,
-        channel=Channel.EMAIL,
-        recipient=to,
+        channel=channel,
+        recipient=recipient,
         subject=subject,
         body=body,
         message_id=message_id,
@@ -267,7 +313,8 @@ def begin_attempt(
     if not _sendable(session, row.org_id):
         session.rollback()
         return SKIP_PAUSED
-    capped = warmup_hold(session, row.org_id, now)
+    # A new sending domain's warm-up caps e-mail; a Slack message never touches the domain.
+    capped = warmup_hold(session, row.org_id, now) if row.channel != Channel.SLACK else None
     if capped is not None:
         session.rollback()
         log.info("outbox %s waits: %s", outbox_id, capped)
@@ -493,9 +540,15 @@ Sender = Callable[[ClaimedMessage], None]
 
 
 def smtp_sender(settings: Settings) -> Sender:
-    """The production sender: e-mail over SMTP; other channels have no automatic transport."""
+    """The production sender: e-mail over SMTP, Slack messages (notifications) through Slack's
+    Web API; other channels have no automatic transport."""
 
     def send(msg: ClaimedMessage) -> None:
+        if msg.channel == Channel.SLACK:
+            from tools.slack_nudges import send_text  # slack_sdk only where Slack is used
+
+            send_text(settings, msg.recipient, msg.body)
+            return
         if msg.channel != Channel.EMAIL:
             raise DeliveryError(
                 f"No automatic transport for {msg.channel.value} messages; handle it by hand.",

@@ -209,10 +209,39 @@ def parse_action(body: bytes) -> NudgeAction:
     )
 
 
-def post_text(settings: Settings, slack_user_id: str, text: str) -> str:
-    """A plain direct message (a notification from the person's plixo inbox); returns its ``ts``."""
+#: Slack's answers a later attempt can get past (with HTTP 429 and 5xx); any other refusal is final.
+TEMPORARY_ERRORS = frozenset(
+    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
+     "request_timeout"}
+)  # fmt: skip
+
+
+def send_text(settings: Settings, slack_user_id: str, text: str) -> str:
+    """Post a plain direct message (a notification from the person's plixo inbox) and return its
+    ``ts``. The outbox's delivery workflow calls this; it raises ``DeliveryError``, temporary for
+    a rate limit, a Slack outage or a lost connection (the workflow retries with back-off),
+    permanent for a refusal no retry fixes (an unknown user, a revoked token). The error names
+    Slack's answer, never the token."""
+    from tools.delivery import DeliveryError
+
     try:
         response = client(settings).chat_postMessage(channel=slack_user_id, text=text[:3000])
-    except (SlackApiError, SlackClientError, OSError) as exc:
-        raise SlackError(f"Slack refused the notification: {exc}") from exc
+    except SlackError as exc:
+        raise DeliveryError(str(exc), permanent=True) from exc
+    except SlackApiError as exc:
+        status = int(getattr(exc.response, "status_code", 0) or 0)
+        error = str(exc.response.get("error") or "unknown") if exc.response is not None else ""
+        temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS
+        wait = exc.response.headers.get("retry-after") if exc.response is not None else None
+        reason = f"Slack answered {status} ({error[:200]})"
+        if temporary and wait:
+            reason += f"; it asks to wait {wait} s"
+        elif not temporary:
+            reason += (
+                f" for {slack_user_id}: check the person's Slack user id on People and the "
+                "scopes of PLIXO_SLACK_BOT_TOKEN"
+            )
+        raise DeliveryError(reason, permanent=not temporary) from exc
+    except (SlackClientError, OSError) as exc:
+        raise DeliveryError(f"Cannot reach Slack: {type(exc).__name__}", permanent=False) from exc
     return str(response.get("ts") or "")

@@ -27,13 +27,10 @@ def inbox_page(
     request: Request,
     user: CurrentUser,
     db: DbSession,
-    clock: Clock,
     unread: Annotated[bool, Query()] = False,
 ) -> HTMLResponse:
-    """The reader's notifications, newest first; breached SLAs and missed promises of the
-    organisation are swept in first (idempotent), so nobody waits for a nightly job."""
-    if notifications.sweep(db, user.org_id, now=clock()):
-        db.commit()
+    """The reader's notifications, newest first. Only reads: breached SLAs and missed promises
+    arrive from the worker's schedule (``tools.notification_schedule``), inbox open or not."""
     items = notifications.inbox(db, user, unread_only=unread)
     return _render(
         request,

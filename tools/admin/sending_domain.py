@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from memory import clock
 from memory.errors import PlixoError
 from memory.models import (
+    Channel,
     Organisation,
     OutboxMessage,
     OutboxStatus,
@@ -339,7 +340,8 @@ def warmup_hold(session: Session, org_id: int, now: datetime) -> str | None:
 
     Called inside the transaction that claims the message (``outbox.begin_attempt``), after
     locking the domain row, so two workers cannot both take the last place of the day. Counted:
-    messages of the organisation claimed or sent since the start of its business day."""
+    messages of the organisation (Slack excepted) claimed or sent since the start of its business
+    day."""
     row = session.scalars(
         select(SendingDomain).where(SendingDomain.org_id == org_id).with_for_update()
     ).first()
@@ -358,6 +360,7 @@ def warmup_hold(session: Session, org_id: int, now: datetime) -> str | None:
         .where(
             OutboxMessage.org_id == org_id,
             OutboxMessage.status.in_(_COUNTED),
+            OutboxMessage.channel != Channel.SLACK,  # Slack messages never use the domain
             func.coalesce(OutboxMessage.sent_at, OutboxMessage.claimed_at) >= start,
         )
     )
