@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
 from memory import clock
+from memory.errors import PlixoError
 from memory.models import CadenceStep, Customer, Draft, Invoice, Segment, User
 from tools import audit
 from tools.authz import guarded
@@ -156,8 +157,10 @@ class BatchResult:
         return sum(1 for r in self.results if r.outcome == "refused")
 
 
-class BatchError(ValueError):
-    """The batch request itself is malformed (empty, too large, duplicate items, no reason)."""
+class BatchError(PlixoError, ValueError):
+    """The batch request itself is malformed (empty, too large, duplicate items, no reason): 422."""
+
+    http_status = 422
 
 
 @guarded("batch_approve", actor="user")

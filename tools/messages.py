@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from memory.config import Settings, get_settings
+from memory.errors import PlixoError
 from memory.models import (
     Activity,
     ActivityKind,
@@ -60,10 +61,17 @@ class MessageError(ValueError):
     """Bad input for a message or a logged touch: the sentence says what to fix (422)."""
 
 
+class MessageNotFound(PlixoError, LookupError):
+    """A customer, contact, invoice or message the caller named is not theirs (404); still a
+    ``LookupError`` for the callers that catch it as one."""
+
+    http_status = 404
+
+
 def _customer(session: Session, org_id: int, customer_id: int) -> Customer:
     customer = session.get(Customer, customer_id)
     if customer is None or customer.org_id != org_id:
-        raise LookupError(f"Customer {customer_id} does not exist in this organisation.")
+        raise MessageNotFound(f"Customer {customer_id} does not exist in this organisation.")
     return customer
 
 
@@ -71,7 +79,7 @@ def _contact(session: Session, customer: Customer, contact_id: int | None) -> Co
     if contact_id is not None:
         contact = session.get(Contact, contact_id)
         if contact is None or contact.customer_id != customer.id:
-            raise LookupError(f"Contact {contact_id} is not a contact of {customer.name}.")
+            raise MessageNotFound(f"Contact {contact_id} is not a contact of {customer.name}.")
         return contact
     return session.scalars(
         select(Contact)
@@ -85,7 +93,7 @@ def _invoice(session: Session, customer: Customer, invoice_id: int | None) -> In
         return None
     invoice = session.get(Invoice, invoice_id)
     if invoice is None or invoice.customer_id != customer.id:
-        raise LookupError(f"Invoice {invoice_id} is not an invoice of {customer.name}.")
+        raise MessageNotFound(f"Invoice {invoice_id} is not an invoice of {customer.name}.")
     return invoice
 
 
@@ -93,7 +101,7 @@ def reply_target(session: Session, org_id: int, inbound_id: int) -> InboundMessa
     """The payer's message being answered (this organisation's, filed to a customer)."""
     message = session.get(InboundMessage, inbound_id)
     if message is None or message.org_id != org_id or message.customer_id is None:
-        raise LookupError(f"Message {inbound_id} is not a filed message of this organisation.")
+        raise MessageNotFound(f"Message {inbound_id} is not a filed message of this organisation.")
     return message
 
 
@@ -165,7 +173,7 @@ def write_message(
     customer = _customer(session, org_id, customer_id)
     reply = reply_target(session, org_id, reply_to_id) if reply_to_id is not None else None
     if reply is not None and reply.customer_id != customer.id:
-        raise LookupError(f"Message {reply_to_id} is not from {customer.name}.")
+        raise MessageNotFound(f"Message {reply_to_id} is not from {customer.name}.")
     invoice = _invoice(session, customer, invoice_id)
     if dispute is not None and (invoice is None or dispute.invoice_id != invoice.id):
         raise LookupError(f"Dispute {dispute.id} is not about this customer's invoice.")

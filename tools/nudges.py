@@ -23,6 +23,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from memory import clock
 from memory.config import Settings
+from memory.errors import PlixoError
 from memory.models import (
     Approval,
     Channel,
@@ -125,12 +126,16 @@ _ELEVATED = {
 }
 
 
-class NudgeError(ValueError):
-    """The nudge cannot be made as asked; the message says what to change."""
+class NudgeError(PlixoError, ValueError):
+    """The nudge cannot be made as asked; the message says what to change (422)."""
+
+    http_status = 422
 
 
 class NudgeNotFound(NudgeError):
-    """An id that is not in the caller's organisation (or not on this customer)."""
+    """An id that is not in the caller's organisation (or not on this customer): 404."""
+
+    http_status = 404
 
 
 def _refused(role: str, permission: str) -> NudgeError:

@@ -28,6 +28,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from memory import clock
+from memory.errors import PlixoError
 from memory.models import (
     Customer,
     Dispute,
@@ -118,8 +119,10 @@ class RenewalReport:
         }
 
 
-class RenewalInputError(ValueError):
-    """A filter that cannot be honoured; the message says what to send instead."""
+class RenewalInputError(PlixoError, ValueError):
+    """A filter that cannot be honoured; the message says what to send instead (422)."""
+
+    http_status = 422
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -45,6 +45,8 @@ class ModeRefused(PlixoError):
     (``tools.shadow_agreement.Figures`` as a dict), so a refusal shows the evidence.
     """
 
+    http_status = 403
+
     def __init__(
         self,
         message: str,
@@ -55,9 +57,19 @@ class ModeRefused(PlixoError):
         self.reasons = reasons or []
         self.agreement = agreement
 
+    def body(self) -> dict[str, Any]:
+        """The message and the reasons (always, even none), and the Shadow Mode figures the
+        guardrails read when enabling Autopilot was refused."""
+        out: dict[str, Any] = {"detail": str(self), "reasons": self.reasons}
+        if self.agreement is not None:
+            out["shadow_agreement"] = self.agreement
+        return out
 
-class SegmentNotFound(LookupError):
-    pass
+
+class SegmentNotFound(PlixoError, LookupError):
+    """No such segment in the caller's organisation (404)."""
+
+    http_status = 404
 
 
 def _refused(role: str, permission: str) -> ModeRefused:

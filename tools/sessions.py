@@ -24,6 +24,7 @@ from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection, Engine, bindparam, select, update
 from sqlalchemy.orm import Session
 
+from memory.errors import PlixoError
 from memory.models import ApiToken, Organisation, User, UserSession, utcnow
 from memory.ratelimit import LedgerStorage
 from tools import audit
@@ -115,8 +116,10 @@ def snapshot_for_session(
 # --- passwords ----------------------------------------------------------------------------------
 
 
-class PasswordRefused(ValueError):
+class PasswordRefused(PlixoError, ValueError):
     """The new password, or the current one given, is not acceptable; nothing was changed."""
+
+    http_status = 422
 
 
 def _own_or_manage_users(args: dict[str, Any]) -> tuple[str, ...]:

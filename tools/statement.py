@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from memory.errors import PlixoError
 from memory.models import (
     OPEN_DISPUTE_STATUSES,
     AgingBucket,
@@ -263,8 +264,10 @@ def render_html(st: Statement) -> str:
     )
 
 
-class StatementUnavailable(RuntimeError):
-    """WeasyPrint cannot run here; the message says what to install."""
+class StatementUnavailable(PlixoError, RuntimeError):
+    """WeasyPrint cannot run here; the message says what to install (503: the server's lack)."""
+
+    http_status = 503
 
 
 def unavailable() -> str | None:

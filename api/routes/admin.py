@@ -15,11 +15,11 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, template_context
+from memory.errors import PlixoError
 from memory.models import Customer, Organisation, User
 from tools.admin import people as people_tool
 from tools.admin import segments as seg_tool
 from tools.admin.people import PeopleError
-from tools.admin.segments import ConfigError
 from tools.delivery import DeliveryError
 
 router = APIRouter()
@@ -58,8 +58,9 @@ def _person(user: User) -> dict[str, Any]:
     }
 
 
-def _people_error(exc: PeopleError | ConfigError) -> HTTPException:
-    return HTTPException(exc.status_code, str(exc))
+def _refusal(exc: HTTPException | PlixoError) -> str:
+    """What a form shows when its write was refused: the API's message, whichever way it came."""
+    return str(exc.detail) if isinstance(exc, HTTPException) else str(exc)
 
 
 def _invite(db: DbSession, settings: Any, user: User, body: InviteIn, now: Any) -> User:
@@ -78,9 +79,6 @@ def _invite(db: DbSession, settings: Any, user: User, body: InviteIn, now: Any) 
         org = db.get(Organisation, user.org_id)
         assert org is not None
         people_tool.send_invitation(settings, org, issued)
-    except PeopleError as exc:
-        db.rollback()
-        raise _people_error(exc) from None
     except DeliveryError as exc:
         db.rollback()
         raise HTTPException(
@@ -124,11 +122,7 @@ def _apply_patch(db: DbSession, user: User, person_id: int, body: PersonPatch) -
 @router.patch("/api/admin/people/{person_id}", tags=["admin"])
 def change_person(person_id: Id, body: PersonPatch, user: Manager, db: DbSession) -> dict[str, Any]:
     """Change persona, approval limits, owned accounts or active state (all or nothing)."""
-    try:
-        person = _apply_patch(db, user, person_id, body)
-    except PeopleError as exc:
-        db.rollback()
-        raise _people_error(exc) from None
+    person = _apply_patch(db, user, person_id, body)
     db.commit()
     return _person(person)
 
@@ -142,9 +136,6 @@ def resend_invitation(
         org = db.get(Organisation, user.org_id)
         assert org is not None
         people_tool.send_invitation(settings, org, issued)
-    except PeopleError as exc:
-        db.rollback()
-        raise _people_error(exc) from None
     except DeliveryError as exc:
         db.rollback()
         raise HTTPException(
@@ -268,8 +259,8 @@ def people_invite_form(
             clock(),
         )
         _flash(request, f"Invitation sent to {person.email}.")
-    except HTTPException as exc:
-        _flash(request, str(exc.detail), "bad")
+    except (HTTPException, PlixoError) as exc:
+        _flash(request, _refusal(exc), "bad")
     return RedirectResponse("/people", status_code=303)
 
 
@@ -401,21 +392,17 @@ def list_config(user: Viewer, db: DbSession) -> dict[str, Any]:
 def _save_segment(
     db: DbSession, user: User, body: SegmentIn, clock: Clock, segment_id: int | None
 ) -> dict[str, Any]:
-    try:
-        segment = seg_tool.save_segment(
-            db,
-            user.org_id,
-            user,
-            name=body.name,
-            rule=body.rule,
-            priority=body.priority,
-            cadence_id=body.cadence_id,
-            segment_id=segment_id,
-        )
-        moves = seg_tool.place_customers(db, user.org_id, user, clock())
-    except ConfigError as exc:
-        db.rollback()
-        raise _people_error(exc) from None
+    segment = seg_tool.save_segment(
+        db,
+        user.org_id,
+        user,
+        name=body.name,
+        rule=body.rule,
+        priority=body.priority,
+        cadence_id=body.cadence_id,
+        segment_id=segment_id,
+    )
+    moves = seg_tool.place_customers(db, user.org_id, user, clock())
     db.commit()
     return {**_segment_out(db, _org(db, user), segment), "moved": moves}
 
@@ -438,13 +425,9 @@ def edit_segment(
 def _save_cadence(
     db: DbSession, user: User, body: CadenceIn, cadence_id: int | None
 ) -> dict[str, Any]:
-    try:
-        cadence = seg_tool.save_cadence(
-            db, user.org_id, user, name=body.name, steps=body.steps, cadence_id=cadence_id
-        )
-    except ConfigError as exc:
-        db.rollback()
-        raise _people_error(exc) from None
+    cadence = seg_tool.save_cadence(
+        db, user.org_id, user, name=body.name, steps=body.steps, cadence_id=cadence_id
+    )
     db.commit()
     return _cadence_out(cadence, seg_tool.step_modes(db, user.org_id))
 
@@ -519,8 +502,8 @@ def segments_form(
             request,
             f"Segment {out['name']} saved; {len(out['moved'])} customers moved.",
         )
-    except HTTPException as exc:
-        _flash(request, str(exc.detail), "bad")
+    except (HTTPException, PlixoError) as exc:
+        _flash(request, _refusal(exc), "bad")
     return RedirectResponse("/segments", status_code=303)
 
 
@@ -546,8 +529,8 @@ def cadences_form(
     try:
         _save_cadence(db, user, CadenceIn(name=name, steps=steps), None)
         _flash(request, f"Cadence {name} saved.")
-    except HTTPException as exc:
-        _flash(request, str(exc.detail), "bad")
+    except (HTTPException, PlixoError) as exc:
+        _flash(request, _refusal(exc), "bad")
     return RedirectResponse("/segments", status_code=303)
 
 
@@ -696,11 +679,7 @@ def sending_domain(user: Viewer, db: DbSession) -> dict[str, Any]:
 def _set_up_domain(db: DbSession, user: User, body: DomainIn, now: Any) -> dict[str, Any]:
     from tools.admin import sending_domain as sd
 
-    try:
-        sd.set_up(db, user.org_id, user, domain=body.domain, spf_include=body.spf_include, now=now)
-    except sd.DomainError as exc:
-        db.rollback()
-        raise HTTPException(exc.status_code, str(exc)) from None
+    sd.set_up(db, user.org_id, user, domain=body.domain, spf_include=body.spf_include, now=now)
     db.commit()
     return _domain_state(db, user.org_id)
 
@@ -717,11 +696,7 @@ def _check_domain(db: DbSession, user: User, settings: Any, now: Any) -> dict[st
     from tools.admin import sending_domain as sd
     from tools.dkim_signing import forget_keys
 
-    try:
-        result = sd.check(db, user.org_id, nameserver=settings.dns_nameserver, now=now, actor=user)
-    except sd.DomainError as exc:
-        db.rollback()
-        raise HTTPException(exc.status_code, str(exc)) from None
+    result = sd.check(db, user.org_id, nameserver=settings.dns_nameserver, now=now, actor=user)
     db.commit()
     forget_keys()
     return {**_domain_state(db, user.org_id), "paused_segments": result.paused_segments}
@@ -753,8 +728,8 @@ def sending_domain_form(
     try:
         _set_up_domain(db, user, DomainIn(domain=domain, spf_include=spf_include), clock())
         _flash(request, "Publish these three records at your DNS provider, then check them.")
-    except HTTPException as exc:
-        _flash(request, str(exc.detail), "bad")
+    except (HTTPException, PlixoError) as exc:
+        _flash(request, _refusal(exc), "bad")
     return RedirectResponse("/sending-domain", status_code=303)
 
 
@@ -779,8 +754,8 @@ def sending_domain_check_form(
                 "kind": "bad",
                 "reasons": state["reasons"],
             }
-    except HTTPException as exc:
-        _flash(request, str(exc.detail), "bad")
+    except (HTTPException, PlixoError) as exc:
+        _flash(request, _refusal(exc), "bad")
     return RedirectResponse("/sending-domain", status_code=303)
 
 

@@ -335,18 +335,15 @@ def change_password(
 ) -> Response:
     """Change your password: every other session and every bearer token of yours ends."""
     sid = request.session.get("sid") if "session" in request.scope else None
-    try:
-        sessions.change_password(
-            db,
-            user.org_id,
-            user.id,
-            actor=user,
-            current_password=body.current_password,
-            new_password=body.new_password,
-            keep_session=sid if isinstance(sid, str) else None,
-        )
-    except PasswordRefused as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+    sessions.change_password(
+        db,
+        user.org_id,
+        user.id,
+        actor=user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        keep_session=sid if isinstance(sid, str) else None,
+    )
     db.commit()
     return Response(status_code=204)
 

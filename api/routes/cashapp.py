@@ -30,7 +30,7 @@ from tools.cashapp import applying, export, service
 from tools.cashapp.parsers import MAX_FILE_BYTES, CashFileError
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.plans import PolicyRefused
-from tools.promises import CommitmentError, Conflict, NotFound
+from tools.promises import CommitmentError
 
 router = APIRouter(tags=["cash app"])
 
@@ -53,16 +53,6 @@ async def _read_upload(upload: UploadFile) -> bytes:
     if not data:
         raise HTTPException(400, "The file is empty; choose the bank statement to upload.")
     return data
-
-
-def _status_for(exc: Exception) -> int:
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, PolicyRefused):
-        return 403
-    if isinstance(exc, Conflict):
-        return 409
-    return 400
 
 
 def _names(session: Session, org_id: int, lines: list[CashLine]) -> dict[str, dict[int, str]]:
@@ -200,19 +190,15 @@ async def api_import(
     profile: Annotated[str | None, Form(max_length=80)] = None,
 ) -> JSONResponse:
     data = await _read_upload(file)
-    try:
-        report = service.import_cash_file(
-            db,
-            user.org_id,
-            data,
-            filename=file.filename or "upload",
-            actor=user,
-            profile=profile,
-            now=clock(),
-        )
-    except (CashFileError, CommitmentError) as exc:
-        db.rollback()
-        raise HTTPException(_status_for(exc), str(exc)) from exc
+    report = service.import_cash_file(
+        db,
+        user.org_id,
+        data,
+        filename=file.filename or "upload",
+        actor=user,
+        profile=profile,
+        now=clock(),
+    )
     db.commit()
     return JSONResponse(report.as_dict())
 
@@ -237,18 +223,20 @@ def api_lines(
 def api_apply(
     line_id: Id, body: ApplyIn, db: DbSession, user: CashClerk, clock: Clock
 ) -> dict[str, Any]:
+    line = applying.get_line(db, user.org_id, line_id)
+    if body.parts or body.on_account_minor:
+        sugg = _suggestion_from_parts(db, user.org_id, line, body.parts, body.on_account_minor)
+    else:
+        index = body.suggestion or 0
+        if index >= len(line.suggestions or []):
+            raise CommitmentError("There is no such suggestion; give the parts instead.")
+        sugg = Suggestion.from_dict(line.suggestions[index])
     try:
-        line = applying.get_line(db, user.org_id, line_id)
-        if body.parts or body.on_account_minor:
-            sugg = _suggestion_from_parts(db, user.org_id, line, body.parts, body.on_account_minor)
-        else:
-            index = body.suggestion or 0
-            if index >= len(line.suggestions or []):
-                raise CommitmentError("There is no such suggestion; give the parts instead.")
-            sugg = Suggestion.from_dict(line.suggestions[index])
         done = _apply_and_commit(db, user, line_id, sugg, body.note, clock())
-    except CommitmentError as exc:
-        raise HTTPException(_status_for(exc), str(exc)) from exc
+    except PolicyRefused as exc:
+        # The cash API answers every guardrail refusal with 403, a block included; the app's
+        # handler would answer a block with 422 (what the plan and credit routes say).
+        raise HTTPException(403, str(exc)) from exc
     return {**_line_out(done.line), "payments": [p.id for p in done.payments]}
 
 
@@ -256,22 +244,14 @@ def api_apply(
 def api_park(
     line_id: Id, body: ParkIn, db: DbSession, user: CashClerk, clock: Clock
 ) -> dict[str, Any]:
-    try:
-        line = applying.park_line(db, user.org_id, line_id, actor=user, note=body.note, now=clock())
-    except CommitmentError as exc:
-        db.rollback()
-        raise HTTPException(_status_for(exc), str(exc)) from exc
+    line = applying.park_line(db, user.org_id, line_id, actor=user, note=body.note, now=clock())
     db.commit()
     return _line_out(line)
 
 
 @router.post("/api/cash/lines/{line_id}/undo")
 def api_undo(line_id: Id, db: DbSession, user: CashClerk, clock: Clock) -> dict[str, Any]:
-    try:
-        line = applying.undo_line(db, user.org_id, line_id, actor=user, now=clock())
-    except CommitmentError as exc:
-        db.rollback()
-        raise HTTPException(_status_for(exc), str(exc)) from exc
+    line = applying.undo_line(db, user.org_id, line_id, actor=user, now=clock())
     db.commit()
     return _line_out(line)
 
@@ -283,10 +263,7 @@ def api_export(
     period: Period,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> dict[str, Any] | PlainTextResponse:
-    try:
-        data = export.applied_cash(db, user.org_id, period, actor=user)
-    except CommitmentError as exc:
-        raise HTTPException(_status_for(exc), str(exc)) from exc
+    data = export.applied_cash(db, user.org_id, period, actor=user)
     if format == "csv":
         return PlainTextResponse(
             export.to_csv(data),
@@ -303,11 +280,7 @@ def api_close(
     user: Closer,
     clock: Clock,
 ) -> dict[str, Any]:
-    try:
-        row = applying.close_period(db, user.org_id, period, actor=user, now=clock())
-    except CommitmentError as exc:
-        db.rollback()
-        raise HTTPException(_status_for(exc), str(exc)) from exc
+    row = applying.close_period(db, user.org_id, period, actor=user, now=clock())
     db.commit()
     return {"period": row.period, "closed_by": row.closed_by, "closed_at": row.closed_at}
 

@@ -224,10 +224,7 @@ class PromiseView:
 
 
 def _promise_view(db: Session, org_id: int, promise_id: int) -> PromiseView:
-    try:
-        p = promises.get_promise(db, org_id, promise_id)
-    except CommitmentError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    p = promises.get_promise(db, org_id, promise_id)
     covered = promises.covered_invoices(p)
     rest = [
         i
@@ -476,10 +473,7 @@ def _plan_form(
 ) -> PlanForm:
     promise = None
     if promise_id is not None:
-        try:
-            promise = promises.get_promise(db, user.org_id, promise_id)
-        except CommitmentError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        promise = promises.get_promise(db, user.org_id, promise_id)
         customer_id = promise.customer_id
     if invoice_id is not None:
         inv = db.get(Invoice, invoice_id)
@@ -566,10 +560,7 @@ def plan_submit(
     customer = _customer(db, user.org_id, customer_id)
     promise = None
     if promise_id.isdigit():
-        try:
-            promise = promises.get_promise(db, user.org_id, int(promise_id))
-        except CommitmentError as exc:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        promise = promises.get_promise(db, user.org_id, int(promise_id))
     form = PlanForm(
         customer,
         _open_invoices(db, user.org_id, customer.id),
@@ -616,10 +607,7 @@ def plan_page(
     request: Request, plan_id: PageId, user: AccountViewer, db: DbSession, clock: Clock
 ) -> HTMLResponse:
     """The plan panel: schedule, adherence, next due, and what the caller may do with it."""
-    try:
-        plan = plans.get_plan(db, user.org_id, plan_id)
-    except CommitmentError as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    plan = plans.get_plan(db, user.org_id, plan_id)
     today = org_today(db, user.org_id, clock())
     customer = _customer(db, user.org_id, plan.customer_id)
     proposer = db.get(User, plan.proposed_by_user_id) if plan.proposed_by_user_id else None

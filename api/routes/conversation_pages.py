@@ -72,12 +72,8 @@ def accept_form(
 
 
 def _pdf(st: statement.Statement) -> Response:
-    try:
-        data = statement.render_pdf(st)
-    except statement.StatementUnavailable as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return Response(
-        data,
+        statement.render_pdf(st),
         media_type="application/pdf",
         headers={
             "Content-Disposition": f'attachment; filename="{statement.filename(st)}"',

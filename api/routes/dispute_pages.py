@@ -134,10 +134,7 @@ def _reply_form(db: Any, user: User, d: Dispute, template: str | None) -> dict[s
 def _panel_context(
     db: Any, user: User, dispute_id: int, now: datetime, template: str | None = None
 ) -> dict[str, Any]:
-    try:
-        d = disputes.get_dispute(db, user.org_id, dispute_id)
-    except LookupError as exc:
-        raise HTTPException(404, "No such dispute in your organisation.") from exc
+    d = disputes.get_dispute(db, user.org_id, dispute_id)
     invoice = db.get(Invoice, d.invoice_id)
     customer = db.get(Customer, d.customer_id)
     history = _history(db, d)
@@ -312,10 +309,7 @@ def add_evidence(
 def evidence_file(
     dispute_id: PageId, evidence_id: PageId, user: Viewer, db: DbSession, settings: AppSettings
 ) -> FileResponse:
-    try:
-        d = disputes.get_dispute(db, user.org_id, dispute_id)
-    except LookupError as exc:
-        raise HTTPException(404, "No such dispute in your organisation.") from exc
+    d = disputes.get_dispute(db, user.org_id, dispute_id)
     item = next((e for e in d.evidence if e.id == evidence_id), None)
     if item is None:
         raise HTTPException(404, "No such evidence on this dispute.")

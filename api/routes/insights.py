@@ -35,7 +35,7 @@ from policies.money import format_money
 from tools import conversations, draft_costs, metrics
 from tools.csvsafe import safe_writer
 from tools.focus import FocusList, todays_focus
-from tools.renewal import RenewalInputError, RenewalReport, renewal_risk
+from tools.renewal import RenewalReport, renewal_risk
 from tools.risk import current_model, score_customer_invoices
 
 router = APIRouter(tags=["insights"])
@@ -576,18 +576,15 @@ def _renewal(
 ) -> RenewalReport:
     _check_segment(db, user.org_id, segment_id)
     _check_user(db, user.org_id, owner_id)
-    try:
-        return renewal_risk(
-            db,
-            user.org_id,
-            as_of=org_today(db, user.org_id),
-            window_days=window,
-            segment_id=segment_id,
-            owner_user_id=owner_id,
-            owner_role=owner_role,
-        )
-    except RenewalInputError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return renewal_risk(
+        db,
+        user.org_id,
+        as_of=org_today(db, user.org_id),
+        window_days=window,
+        segment_id=segment_id,
+        owner_user_id=owner_id,
+        owner_role=owner_role,
+    )
 
 
 @router.get("/api/renewal-risk", response_model=dict[str, Any])

@@ -100,10 +100,8 @@ def compose_page(
     template: Annotated[str | None, Query(max_length=40)] = None,
 ) -> Response:
     if customer_id is None and reply_to is not None:
-        try:  # a reply: the customer is the one who wrote
-            customer_id = messages.reply_target(db, user.org_id, reply_to).customer_id
-        except LookupError as exc:
-            raise HTTPException(404, str(exc)) from exc
+        # a reply: the customer is the one who wrote
+        customer_id = messages.reply_target(db, user.org_id, reply_to).customer_id
     if customer_id is None:
         raise HTTPException(422, "Say whom to write to: open the composer from an account.")
     customer = _customer(db, user, customer_id)
@@ -125,10 +123,7 @@ def compose_page(
     subject, body = _starting_text(db, user, customer, about, contact, settings)
     reply = None
     if reply_to is not None:
-        try:
-            reply = messages.reply_target(db, user.org_id, reply_to)
-        except LookupError as exc:
-            raise HTTPException(404, str(exc)) from exc
+        reply = messages.reply_target(db, user.org_id, reply_to)
         if reply.customer_id != customer.id:
             raise HTTPException(404, "That message is not from this customer.")
         contact = next((c for c in contacts if c.id == reply.contact_id and c.email), contact)

@@ -14,8 +14,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Integer, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -838,20 +836,16 @@ def decide_batch(
     body: BatchIn, user: BatchApprover, db: DbSession, settings: AppSettings, clock: Clock
 ) -> BatchOut:
     """Approve or reject many drafts; items over your limit or changed meanwhile are refused."""
-    try:
-        result = batch.decide_batch(
-            db,
-            user.org_id,
-            user=user,
-            action=body.action,
-            items=[(i.draft_id, i.version) for i in body.items],
-            reason=body.reason,
-            recheck=drafts.make_recheck(settings, approved_by=[user.role.value]),
-            now=clock(),
-        )
-    except batch.BatchError as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    result = batch.decide_batch(
+        db,
+        user.org_id,
+        user=user,
+        action=body.action,
+        items=[(i.draft_id, i.version) for i in body.items],
+        reason=body.reason,
+        recheck=drafts.make_recheck(settings, approved_by=[user.role.value]),
+        now=clock(),
+    )
     db.commit()
     return BatchOut(
         batch_id=result.batch_id,
@@ -1096,24 +1090,17 @@ def send_nudge(
     clock: Clock,
 ) -> NudgeOut:
     """Send a pre-approved nudge through the nudge rules (quiet hours, Autopilot spacing)."""
-    try:
-        result = nudges.request_nudge(
-            db,
-            user.org_id,
-            user=user,
-            customer_id=customer_id,
-            template_id=body.template_id,
-            invoice_id=body.invoice_id,
-            contact_id=body.contact_id,
-            settings=settings,
-            now=clock(),
-        )
-    except nudges.NudgeNotFound as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except nudges.NudgeError as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    result = nudges.request_nudge(
+        db,
+        user.org_id,
+        user=user,
+        customer_id=customer_id,
+        template_id=body.template_id,
+        invoice_id=body.invoice_id,
+        contact_id=body.contact_id,
+        settings=settings,
+        now=clock(),
+    )
     db.commit()
     return _nudge_out(result)
 
@@ -1132,24 +1119,17 @@ def suggest_nudge(
     settings: AppSettings,
 ) -> NudgeOut:
     """Suggest a nudge to the account's owner (Sales, else CSM), in Slack with Approve / Dismiss."""
-    try:
-        result = nudges.suggest_nudge(
-            db,
-            user.org_id,
-            user=user,
-            customer_id=customer_id,
-            template_id=body.template_id,
-            invoice_id=body.invoice_id,
-            contact_id=body.contact_id,
-            settings=settings,
-            notify_slack=body.notify_slack,
-        )
-    except nudges.NudgeNotFound as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except nudges.NudgeError as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    result = nudges.suggest_nudge(
+        db,
+        user.org_id,
+        user=user,
+        customer_id=customer_id,
+        template_id=body.template_id,
+        invoice_id=body.invoice_id,
+        contact_id=body.contact_id,
+        settings=settings,
+        notify_slack=body.notify_slack,
+    )
     db.commit()
     return _nudge_out(result)
 
@@ -1208,11 +1188,7 @@ def resolve_outbox(
     outbox_id: DraftId, body: OutboxResolveIn, user: DeliveryManager, db: DbSession
 ) -> OutboxOut:
     """A person decides for a message whose delivery is uncertain (or failed); audited."""
-    try:
-        m = outbox.resolve(db, user.org_id, outbox_id, user=user, action=body.action)
-    except outbox.OutboxError as exc:
-        db.rollback()
-        raise HTTPException(exc.http_status, str(exc)) from exc
+    m = outbox.resolve(db, user.org_id, outbox_id, user=user, action=body.action)
     db.commit()
     return OutboxOut(
         id=m.id,
@@ -1265,13 +1241,7 @@ def get_sending_modes(user: ViewConsole, db: DbSession) -> SendingModesOut:
 )
 def set_org_mode(body: OrgSwitchIn, user: ModeSwitcher, db: DbSession) -> SendingModesOut:
     """Flip an organisation switch (audited; the guardrails may refuse)."""
-    try:
-        sending_modes.set_org_switch(
-            db, user.org_id, user=user, switch=body.switch, value=body.value
-        )
-    except sending_modes.ModeRefused as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
+    sending_modes.set_org_switch(db, user.org_id, user=user, switch=body.switch, value=body.value)
     db.commit()
     return _modes_out(db, user.org_id)
 
@@ -1303,26 +1273,16 @@ def get_shadow_agreement(
 )
 def set_segment_mode(
     segment_id: DraftId, body: SegmentSwitchIn, user: ModeSwitcher, db: DbSession, clock: Clock
-) -> SendingModesOut | JSONResponse:
+) -> SendingModesOut:
     """Flip a segment's Shadow Mode or Autopilot (audited; enabling Autopilot is gated)."""
-    try:
-        sending_modes.set_segment_switch(
-            db,
-            user.org_id,
-            segment_id,
-            user=user,
-            switch=body.switch,
-            value=body.value,
-            now=clock(),
-        )
-    except sending_modes.SegmentNotFound as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except sending_modes.ModeRefused as exc:
-        db.rollback()
-        refused: dict[str, Any] = {"detail": str(exc), "reasons": exc.reasons}
-        if exc.agreement is not None:
-            refused["shadow_agreement"] = exc.agreement
-        return JSONResponse(jsonable_encoder(refused), status_code=status.HTTP_403_FORBIDDEN)
+    sending_modes.set_segment_switch(
+        db,
+        user.org_id,
+        segment_id,
+        user=user,
+        switch=body.switch,
+        value=body.value,
+        now=clock(),
+    )
     db.commit()
     return _modes_out(db, user.org_id)

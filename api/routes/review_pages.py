@@ -569,9 +569,6 @@ def modes_submit(
         _flash(
             request, f"{switch.replace('_', ' ').capitalize()} is now {'on' if value else 'off'}."
         )
-    except sending_modes.SegmentNotFound as exc:
-        db.rollback()
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except sending_modes.ModeRefused as exc:
         db.rollback()
         _flash(request, str(exc), "bad")

@@ -16,7 +16,6 @@ from sqlalchemy import select
 from api.deps import AppSettings, Clock, DbSession
 from memory.models import User
 from tools import nudges, slack_nudges
-from tools.drafts import DraftError
 
 router = APIRouter(prefix="/api/slack", tags=["slack"])
 
@@ -102,10 +101,8 @@ def interactivity(
             )
             text = f"Dismissed by {user.name}. The A/R team keeps the account."
         db.commit()
-    except DraftError as exc:
-        db.rollback()
-        raise HTTPException(exc.http_status, str(exc)) from exc
     except nudges.NudgeError as exc:
+        # Slack's buttons answer a nudge refusal with 403 (the nudge API answers 422).
         db.rollback()
         raise HTTPException(status.HTTP_403_FORBIDDEN, str(exc)) from exc
     slack_nudges.update_outcome(settings, action, text)

@@ -6,12 +6,10 @@ the audit show each step. Uploading the same statement again applies nothing. No
 loopback: every request the browser makes is checked against the test server's origin.
 """
 
-# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures by name
+# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures and .browser by name
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,64 +27,17 @@ from memory.models import (
     Payment,
     Persona,
 )
-from tests.api.factories import Seeded, password_for, seed_review
+from tests.api.browser import MARKS, browser, login_as, new_page, screenshot, shots  # noqa: F401
+from tests.api.factories import Seeded, seed_review
 from tests.api.review_fixtures import LiveServer, app, live, settings  # noqa: F401 - fixtures
 from tests.api.test_cashapp_api import seed_cash
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: apt-get install -y chromium (CI installs it)",
-    ),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
 def seeded(session: Session, org: Organisation, settings: Settings) -> Seeded:  # noqa: F811
     return seed_review(session, org, settings, drafts=0)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
-def _page(browser: Any, live: LiveServer, offsite: list[str]) -> Any:  # noqa: F811
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(15_000)
-
-    def guard(route: Any) -> None:
-        if route.request.url.startswith(live.url):
-            route.continue_()
-        else:
-            offsite.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", guard)
-    return context.new_page()
-
-
-def _shot(page: Any, name: str) -> None:
-    target = os.environ.get("PLIXO_SCREENSHOT_DIR")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
 def _count(session: Session, model: Any) -> int:
@@ -104,17 +55,14 @@ def test_collector_clears_a_camt053_statement_in_the_browser(
     seeded: Seeded,
     session: Session,
     tmp_path: Path,
+    shots: Path,
 ) -> None:
     world = seed_cash(session, seeded.org)
     statement = tmp_path / "statement-camt053.xml"
     statement.write_bytes(world.statement)
     offsite: list[str] = []
-    page = _page(browser, live, offsite)
-    page.goto(f"{live.url}/login")
-    page.fill("input[name=email]", seeded.email(Persona.COLLECTOR))
-    page.fill("input[name=password]", password_for(Persona.COLLECTOR))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live.url}/")
+    page = new_page(browser, live.url, offsite)
+    login_as(page, live.url, seeded, Persona.COLLECTOR)
     page.click("nav >> text=Cash App Assist")
     page.wait_for_url(f"{live.url}/cash")
 
@@ -125,7 +73,7 @@ def test_collector_clears_a_camt053_statement_in_the_browser(
     assert "3 new lines" in page.inner_text(".flash")
     assert page.inner_text("[data-testid=waiting-count]") == "3"
     assert "Auto-apply is off" in _card(page, world.a.number).inner_text()
-    _shot(page, "cash-queue")
+    screenshot(page, shots, "cash-queue", full_page=True)
     assert _count(session, Payment) == 0
 
     # accept the suggested one-to-many match

@@ -8,13 +8,11 @@ test's own directory) and its text is checked for raw identifiers (rule ids, sta
 snake_case names, "1 installments"). Nothing leaves loopback.
 """
 
-# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures by name
+# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures and .browser by name
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,105 +31,24 @@ from memory.models import (
     PromiseStatus,
     PromiseToPay,
 )
-from tests.api.factories import (
-    NOW,
-    Seeded,
-    make_customer,
-    make_invoice,
-    password_for,
-    seed_review,
+from tests.api.browser import (  # noqa: F401 - browser and shots are fixtures
+    MARKS,
+    browser,
+    check,
+    login_as,
+    new_page,
+    shots,
+    words,
 )
+from tests.api.factories import NOW, Seeded, make_customer, make_invoice, seed_review
 from tests.api.review_fixtures import LiveServer, app, live, settings  # noqa: F401 - fixtures
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: apt-get install -y chromium (CI installs it)",
-    ),
-]
-
-# What must never reach a person: rule ids, status codes and internal names, bad plurals.
-RAW = [
-    re.compile(
-        r"\b(plan|credit|promise|shadow|access|content|cadence|quiet_hours|dispute|review)"
-        r"\.[a-z_]+\b"
-    ),
-    re.compile(r"\b[a-z]+_[a-z_]+\b"),  # pending_approval, manage_plans, follow_up ...
-    re.compile(r"\b1 (installments|days|items|drafts|promises|invoices)\b"),
-    re.compile(r"\[\s*['\"]INV-"),  # a Python list of invoice numbers
-    re.compile(r"\bNone\b"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
 def seeded(session: Session, org: Organisation, settings: Settings) -> Seeded:  # noqa: F811
     return seed_review(session, org, settings, drafts=0)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = Path(os.environ.get("PLIXO_SCREENSHOT_DIR") or tmp_path / "screenshots")
-    target.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def _page(browser: Any, live: LiveServer, offsite: list[str]) -> Any:  # noqa: F811
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
-    context.set_default_timeout(20_000)
-
-    def guard(route: Any) -> None:
-        if route.request.url.startswith(live.url):
-            route.continue_()
-        else:
-            offsite.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", guard)
-    return context.new_page()
-
-
-def _login(page: Any, live: LiveServer, seeded: Seeded, role: Persona) -> None:  # noqa: F811
-    page.goto(f"{live.url}/login")
-    page.fill("input[name=email]", seeded.email(role))
-    page.fill("input[name=password]", password_for(role))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live.url}/")
-
-
-def _check(page: Any, shots: Path, name: str) -> str:
-    """Screenshot the page at 1440x900 and assert it shows words, not identifiers."""
-    page.screenshot(path=str(shots / f"{name}.png"))
-    text = _words(page, "main")
-    for pattern in RAW:
-        found = pattern.search(text)
-        assert found is None, f"{name} shows {found.group(0)!r}"
-    return text
-
-
-def _words(page: Any, selector: str) -> str:
-    """The element's text with whitespace collapsed (layout puts line breaks inside rows)."""
-    return " ".join(page.inner_text(selector).split())
 
 
 def _customer(session: Session, seeded: Seeded, name: str, *invoices: tuple[str, int, str]):  # type: ignore[no-untyped-def]
@@ -173,23 +90,23 @@ def test_collector_logs_a_promise_and_marks_it_missed(
         ("INV-7002", 80_000, "USD"),
     )
     offsite: list[str] = []
-    page = _page(browser, live, offsite)
-    _login(page, live, seeded, Persona.COLLECTOR)
+    page = new_page(browser, live.url, offsite)
+    login_as(page, live.url, seeded, Persona.COLLECTOR)
     page.goto(f"{live.url}/accounts/{customer.id}")
     page.click("#add-promise-link")
     page.wait_for_url(re.compile(r".*/promises/new\?customer_id=\d+"))
-    text = _check(page, shots, "promise-new")
+    text = check(page, shots, "promise-new")
     assert "INV-7001 · due Sun, Sep 7, 2025 · $1,200.00 open" in text
     # a partial promise: $1,200.00 of $2,000.00 covers the older invoice only
     page.check(f"input[data-invoice={newer.number}]")
     page.fill("#amount", "1200.00")
     page.click("#add-promise")
     page.wait_for_url(re.compile(r".*/promises/\d+$"))
-    text = _check(page, shots, "promise-inspector")
+    text = check(page, shots, "promise-inspector")
     assert "Promise of $1,200.00 logged." in text
-    assert _words(page, "#promise-status") == "Open"
-    assert "Chasing paused for: INV-7001 ($1,200.00)" in _words(page, "#paused")
-    assert "INV-7002" in _words(page, "#still-chased")
+    assert words(page, "#promise-status") == "Open"
+    assert "Chasing paused for: INV-7001 ($1,200.00)" in words(page, "#paused")
+    assert "INV-7002" in words(page, "#still-chased")
     promise = session.scalars(
         select(PromiseToPay).where(PromiseToPay.customer_id == customer.id)
     ).one()
@@ -202,8 +119,8 @@ def test_collector_logs_a_promise_and_marks_it_missed(
 
     page.click("#mark-missed")
     page.wait_for_url(re.compile(r".*/promises/\d+$"))
-    text = _check(page, shots, "promise-missed")
-    assert _words(page, "#promise-status") == "Missed"
+    text = check(page, shots, "promise-missed")
+    assert words(page, "#promise-status") == "Missed"
     assert "back in the cadence" in text
     session.expire_all()
     assert session.get(PromiseToPay, promise.id).status == PromiseStatus.MISSED  # type: ignore[union-attr]
@@ -224,8 +141,8 @@ def test_collector_plans_in_euros_over_their_limit_and_the_controller_approves(
         session, seeded, "Lyon Outillage SA", ("F-2026-118", 1_850_000, "EUR")
     )
     offsite: list[str] = []
-    page = _page(browser, live, offsite)
-    _login(page, live, seeded, Persona.COLLECTOR)
+    page = new_page(browser, live.url, offsite)
+    login_as(page, live.url, seeded, Persona.COLLECTOR)
     # the promise first: €18,500.00 by next week
     page.goto(f"{live.url}/promises/new?invoice_id={inv.id}")
     page.fill("#amount", "18500")
@@ -235,36 +152,36 @@ def test_collector_plans_in_euros_over_their_limit_and_the_controller_approves(
     page.goto(f"{live.url}/plans/new?customer_id={customer.id}")
     page.click("#prefill")
     page.wait_for_url(re.compile(r".*/plans/new\?promise_id=\d+"))
-    text = _check(page, shots, "plan-new")
+    text = check(page, shots, "plan-new")
     assert "Prefilled from the promise of €18,500.00" in text
     assert page.is_checked(f"input[data-invoice={inv.number}]")
     # the guardrails' answer, inline, before anything is submitted
-    assert "wait for Controller approval" in _words(page, "#guardrail-headline")
+    assert "wait for Controller approval" in words(page, "#guardrail-headline")
     assert (
         "Plan of €18,500 exceeds the Collector limit of €10,000: Controller approval required"
-        in _words(page, "#guardrail-reasons")
+        in words(page, "#guardrail-reasons")
     )
-    assert "€6,166.67" in _words(page, "#schedule-preview")  # 3 monthly, odd cent first
-    assert "$" not in _words(page, "#guardrails")
+    assert "€6,166.67" in words(page, "#schedule-preview")  # 3 monthly, odd cent first
+    assert "$" not in words(page, "#guardrails")
     page.select_option("#template", "4x1")
     page.click("#check")
     page.wait_for_load_state()
-    assert "€4,625.00" in _words(page, "#schedule-preview")
+    assert "€4,625.00" in words(page, "#schedule-preview")
     page.click("#submit-plan")
     page.wait_for_url(re.compile(r".*/plans/\d+$"))
-    text = _check(page, shots, "plan-panel-waiting")
-    assert _words(page, "#plan-status") == "Waiting for approval"
-    assert "waiting for Controller" in _words(page, "#plan-panel")
+    text = check(page, shots, "plan-panel-waiting")
+    assert words(page, "#plan-status") == "Waiting for approval"
+    assert "waiting for Controller" in words(page, "#plan-panel")
     plan = session.scalars(select(PaymentPlan).where(PaymentPlan.customer_id == customer.id)).one()
     assert (plan.currency, plan.total_minor, len(plan.installments)) == ("EUR", 1_850_000, 4)
     assert plan.status == PlanStatus.PENDING_APPROVAL and plan.from_promise_id is not None
 
     # the Controller's inbox
-    boss = _page(browser, live, offsite)
-    _login(boss, live, seeded, Persona.CONTROLLER)
+    boss = new_page(browser, live.url, offsite)
+    login_as(boss, live.url, seeded, Persona.CONTROLLER)
     boss.click("nav >> text=Approvals")
     boss.wait_for_url(f"{live.url}/approvals")
-    text = _check(boss, shots, "approvals-inbox")
+    text = check(boss, shots, "approvals-inbox")
     item = boss.locator("[data-testid=approval-item][data-kind=plan]")
     card = " ".join(item.inner_text().split())
     assert "Payment plan for Lyon Outillage SA · €18,500.00" in card
@@ -282,7 +199,7 @@ def test_collector_plans_in_euros_over_their_limit_and_the_controller_approves(
     )
     item.locator("button[value=approve]").click()
     boss.wait_for_load_state()
-    text = _check(boss, shots, "approvals-after")
+    text = check(boss, shots, "approvals-after")
     assert "Plan approved: it is active and the payer can see it." in text
     assert "Nothing waits for your decision." in text
     session.expire_all()
@@ -291,11 +208,11 @@ def test_collector_plans_in_euros_over_their_limit_and_the_controller_approves(
     assert row.reason == "Ten-year customer; the schedule fits their cycle."
     assert row.approver_user_id == controller.id
     boss.goto(f"{live.url}/plans/{plan.id}")
-    _check(boss, shots, "plan-panel-active")
-    assert _words(boss, "#plan-status") == "Active"
+    check(boss, shots, "plan-panel-active")
+    assert words(boss, "#plan-status") == "Active"
     assert (
         "Approved by Controller User (Controller): Ten-year customer; the schedule fits their "
-        "cycle." in _words(boss, "#decisions")
+        "cycle." in words(boss, "#decisions")
     )
     assert offsite == []
 
@@ -309,20 +226,20 @@ def test_a_csm_proposes_a_plan_from_account_360(
 ) -> None:
     customer, (inv,) = _customer(session, seeded, "Northwind Traders", ("INV-8801", 90_000, "USD"))
     offsite: list[str] = []
-    page = _page(browser, live, offsite)
-    _login(page, live, seeded, Persona.CSM)
+    page = new_page(browser, live.url, offsite)
+    login_as(page, live.url, seeded, Persona.CSM)
     page.goto(f"{live.url}/accounts/{customer.id}")
     assert page.locator("#add-promise-link").count() == 0  # CSMs do not record promises
     page.click("#propose-plan-link")
     page.wait_for_url(re.compile(r".*/plans/new\?customer_id=\d+"))
-    text = _check(page, shots, "plan-propose-csm")
+    text = check(page, shots, "plan-propose-csm")
     assert "Propose a payment plan" in text
     assert "every plan you propose waits for an approver" in text
-    assert "exceeds the CSM limit of $0" in _words(page, "#guardrail-reasons")
+    assert "exceeds the CSM limit of $0" in words(page, "#guardrail-reasons")
     page.click("#submit-plan")
     page.wait_for_url(re.compile(r".*/plans/\d+$"))
-    _check(page, shots, "plan-panel-csm")
-    assert _words(page, "#plan-status") == "Waiting for approval"
+    check(page, shots, "plan-panel-csm")
+    assert words(page, "#plan-status") == "Waiting for approval"
     assert page.locator("#cancel-plan").count() == 0  # proposing is not administering
     plan = session.scalars(select(PaymentPlan).where(PaymentPlan.customer_id == customer.id)).one()
     assert plan.status == PlanStatus.PENDING_APPROVAL

@@ -2,9 +2,10 @@
 CSM, Account 360 as Sales (with a Nudge sent), Today's Focus as a Collector. Each page is
 screenshotted (``PLIXO_SCREENSHOT_DIR`` keeps them) and no request leaves loopback."""
 
+# ruff: noqa: F811 - pytest fixtures are imported from tests.api.browser by name
+
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from memory.config import Settings
 from memory.models import Contact, Organisation
+from tests.api.browser import MARKS, browser, login, new_page, shots  # noqa: F401 - fixtures
 from tests.tools.test_focus import Book, build_book
 
-CHROMIUM = Path("/usr/bin/chromium")
 PASSWORDS = {
     "collector1": "pw-collector-1",
     "sales": "pw-sales-1",
@@ -28,10 +29,7 @@ PASSWORDS = {
     "controller": "pw-controller-1",
 }
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed"),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
@@ -91,49 +89,18 @@ def live_app(engine: Engine, tmp_path: Path) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _shots(tmp_path: Path) -> Path:
-    keep = os.environ.get("PLIXO_SCREENSHOT_DIR")
-    d = Path(keep) if keep else tmp_path / "shots"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def _login(browser: Any, base: str, book: Book, key: str, requests: list[str]) -> Any:
-    page = browser.new_page(viewport={"width": 1360, "height": 1000})
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(f"{base}/login")
-    page.fill("input[name=email]", book.users[key].email)
-    page.fill("input[name=password]", PASSWORDS[key])
-    page.click("button[type=submit]")
+    """A page of its own, logged in as the book's user ``key``; every request it makes is
+    recorded in ``requests`` and only loopback ones are let through."""
+    page = new_page(browser, base, [], seen=requests)
+    login(page, base, book.users[key].email, PASSWORDS[key])
     page.wait_for_load_state("networkidle")
     return page
 
 
 def test_insight_pages_render_in_chromium(
-    live_app: str, browser: Any, book: Book, tmp_path: Path
+    live_app: str, browser: Any, book: Book, shots: Path
 ) -> None:
-    shots = _shots(tmp_path)
     requests: list[str] = []
 
     # The CFO console, as a Controller: KPI cards, SVG charts with bars and lines, tables.

@@ -28,10 +28,10 @@ from api.app import create_app
 from api.cli import app as cli_app
 from memory import durable
 from memory.models import Draft, Organisation, SendingDomain
+from tests.api.browser import MARKS, launch, login, new_page
 from tests.api.factories import settings_for
 from tests.api.review_fixtures import LiveServer
 from tests.api.smtp_server import SmtpSink, start_smtp
-from tests.api.test_review_browser import ARGS, CHROMIUM
 from tests.dns_server import ZoneResolver, dns_server
 from tools import delivery_flow
 from tools.admin import sending_domain as sd
@@ -42,10 +42,7 @@ NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # a Tuesday afternoon in New Yor
 runner = CliRunner()
 
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason=f"{CHROMIUM} is missing: apt-get install chromium"
-    ),
+    *MARKS,
     pytest.mark.skipif(not IBM.exists(), reason="../shared/data is not beside the repository"),
 ]
 
@@ -77,14 +74,6 @@ def _set_password(page: Any, url: str, password: str) -> None:
     page.fill("input[name=confirm]", password)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r".*/login"))
-
-
-def _login(page: Any, live: LiveServer, email: str, password: str) -> None:
-    page.goto(f"{live.url}/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live.url}/")
 
 
 def _write_open_invoice(tmp: Path) -> tuple[Path, Path]:
@@ -148,20 +137,10 @@ def test_empty_database_to_first_signed_email(
     application.state.clock = lambda: NOW
     offsite: list[str] = []
     with LiveServer(application) as live, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(20_000)
-        context.route(
-            "**/*",
-            lambda route: (
-                route.continue_()
-                if route.request.url.startswith(live.url)
-                else (offsite.append(route.request.url), route.abort())
-            ),
-        )
-        page = context.new_page()
+        browser = launch(p)
+        page = new_page(browser, live.url, offsite)
         _set_password(page, live.url + admin_link, "admin-password-123")
-        _login(page, live, "ann@acme.test", "admin-password-123")
+        login(page, live.url, "ann@acme.test", "admin-password-123")
         # 3. invite a Collector
         page.click("text=People")
         page.fill("[data-testid=invite-form] input[name=name]", "Sam Collector")
@@ -211,19 +190,9 @@ def test_empty_database_to_first_signed_email(
             assert draft.recipient == "dana@payer.test" and "INV-9001" in draft.body
         assert (summary.drafted, summary.by_outcome) == (1, {"needs_approval": 1})
         # 7. the Collector sets a password and approves
-        other = browser.new_context(viewport={"width": 1400, "height": 1000})  # own cookies
-        other.set_default_timeout(20_000)
-        other.route(
-            "**/*",
-            lambda route: (
-                route.continue_()
-                if route.request.url.startswith(live.url)
-                else (offsite.append(route.request.url), route.abort())
-            ),
-        )
-        collector = other.new_page()
+        collector = new_page(browser, live.url, offsite)  # a context of its own: own cookies
         _set_password(collector, live.url + _link(sink, "sam@acme.test"), "collector-pass-123")
-        _login(collector, live, "sam@acme.test", "collector-pass-123")
+        login(collector, live.url, "sam@acme.test", "collector-pass-123")
         assert collector.locator("a[href='/people']").count() == 0
         collector.goto(f"{live.url}/drafts/{draft.id}")
         collector.click("[data-testid=approve]")

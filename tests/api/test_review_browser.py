@@ -6,12 +6,10 @@ no approve button and the API refuses the call. Nothing leaves loopback: every r
 makes is checked against the test server's origin.
 """
 
-# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures by name
+# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures and .browser by name
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,72 +19,16 @@ from sqlalchemy.orm import Session
 
 from memory.config import Settings
 from memory.models import Draft, DraftStatus, Organisation, OutboxMessage, Persona
-from tests.api.factories import Seeded, password_for, seed_review
+from tests.api.browser import MARKS, browser, login_as, new_page, screenshot, shots  # noqa: F401
+from tests.api.factories import Seeded, seed_review
 from tests.api.review_fixtures import LiveServer, app, live, settings  # noqa: F401 - fixtures
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: apt-get install -y chromium (CI installs it)",
-    ),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
 def seeded(session: Session, org: Organisation, settings: Settings) -> Seeded:  # noqa: F811
     return seed_review(session, org, settings, drafts=11)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
-
-
-def _page(browser: Any, live: LiveServer, offsite: list[str]) -> Any:  # noqa: F811
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(15_000)
-
-    def guard(route: Any) -> None:
-        if route.request.url.startswith(live.url):
-            route.continue_()
-        else:
-            offsite.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", guard)
-    return context.new_page()
-
-
-def _login(page: Any, live: LiveServer, seeded: Seeded, role: Persona) -> None:  # noqa: F811
-    page.goto(f"{live.url}/login")
-    page.fill("input[name=email]", seeded.email(role))
-    page.fill("input[name=password]", password_for(role))
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live.url}/")
-    assert role.value in page.inner_text(".who")
-
-
-def _shot(page: Any, name: str) -> None:
-    target = os.environ.get("PLIXO_SCREENSHOT_DIR")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / f"{name}.png"), full_page=True)
 
 
 def _outbox(session: Session) -> int:
@@ -99,12 +41,13 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
     live: LiveServer,  # noqa: F811
     seeded: Seeded,
     session: Session,
+    shots: Path,
 ) -> None:
     offsite: list[str] = []
 
     # --- a Collector: open, revise, see the new turn, approve --------------------------------
-    page = _page(browser, live, offsite)
-    _login(page, live, seeded, Persona.COLLECTOR)
+    page = new_page(browser, live.url, offsite)
+    login_as(page, live.url, seeded, Persona.COLLECTOR)
     assert page.locator(".focus-card").count() >= 4  # Today's Focus cards
     first = seeded.drafts[0]
     page.click(f"tr[data-draft-id='{first.id}'] a.draft-link")
@@ -127,7 +70,7 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
         .last.inner_text()
         .endswith("shorter")
     )
-    _shot(page, "collector-revised")
+    screenshot(page, shots, "collector-revised", full_page=True)
     page.click("[data-testid=approve]")
     page.wait_for_selector(".flash")
     assert "queued for delivery" in page.inner_text(".flash")
@@ -136,11 +79,11 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
     assert _outbox(session) == 1
     row = session.scalars(select(OutboxMessage)).one()
     assert row.draft_id == first.id
-    _shot(page, "collector-approved")
+    screenshot(page, shots, "collector-approved", full_page=True)
 
     # --- a Collections Manager: batch-approve the ten others --------------------------------
-    manager = _page(browser, live, offsite)
-    _login(manager, live, seeded, Persona.COLLECTIONS_MANAGER)
+    manager = new_page(browser, live.url, offsite)
+    login_as(manager, live.url, seeded, Persona.COLLECTIONS_MANAGER)
     manager.click("text=Batch approval")
     manager.wait_for_url(f"{live.url}/batch")
     assert manager.locator("[data-testid=batch-item]").count() == 10
@@ -149,7 +92,7 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
     manager.click("[data-testid=batch-approve]")
     manager.wait_for_selector("[data-testid=batch-result]")
     assert "10 done, 0 refused" in manager.inner_text("[data-testid=batch-result]")
-    _shot(manager, "manager-batch")
+    screenshot(manager, shots, "manager-batch", full_page=True)
     assert _outbox(session) == 11
     queued = session.scalar(
         select(func.count()).select_from(Draft).where(Draft.status == DraftStatus.QUEUED)
@@ -157,15 +100,15 @@ def test_collector_revises_and_approves_manager_batches_sales_cannot(
     assert queued == 11
 
     # --- a Sales user: no approve button, and the API refuses --------------------------------
-    sales = _page(browser, live, offsite)
-    _login(sales, live, seeded, Persona.SALES)
+    sales = new_page(browser, live.url, offsite)
+    login_as(sales, live.url, seeded, Persona.SALES)
     fresh = seed_more(session, seeded, live)
     sales.goto(f"{live.url}/drafts/{fresh.id}")
     assert sales.inner_text("[data-testid=draft-status]") == "Waiting for review"
     assert sales.locator("[data-testid=approve]").count() == 0
     assert sales.locator("[data-testid=revise]").count() == 0
     assert sales.locator("[data-testid=actions]").count() == 0
-    _shot(sales, "sales-draft")
+    screenshot(sales, shots, "sales-draft", full_page=True)
     refused = sales.request.post(
         f"{live.url}/api/drafts/{fresh.id}/approve", data={"version": fresh.version}
     )

@@ -11,11 +11,10 @@ Every new page is screenshotted at 1440x900 (``PLIXO_SCREENSHOT_DIR`` keeps them
 text is checked for raw identifiers; no request leaves loopback.
 """
 
-# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures by name
+# ruff: noqa: F811 - pytest fixtures are imported from tests.api.review_fixtures and .browser by name
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -41,36 +40,20 @@ from memory.models import (
     OutboxStatus,
     Persona,
 )
-from tests.api.factories import NOW, Seeded, password_for, seed_review
+from tests.api.browser import MARKS, browser, check, login_as, new_page, shots  # noqa: F401
+from tests.api.factories import NOW, Seeded, seed_review
 from tests.api.review_fixtures import LiveServer, app, live, settings  # noqa: F401 - fixtures
 from tests.api.smtp_server import SmtpSink, start_smtp
-from tests.api.test_review_browser import ARGS, CHROMIUM
 from tests.api.test_workspace_pages import RAW
 from tools import delivery_flow, disputes, drafts
 from tools.outbox import smtp_sender
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason=f"{CHROMIUM} is missing: apt-get install -y chromium (CI installs it)",
-    ),
-]
+pytestmark = MARKS
 
 
 @pytest.fixture
 def seeded(session: Session, org: Organisation, settings: Settings) -> Seeded:  # noqa: F811
     return seed_review(session, org, settings, drafts=3)
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -80,37 +63,14 @@ def mail() -> Iterator[tuple[int, SmtpSink]]:
     controller.stop()
 
 
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    keep = os.environ.get("PLIXO_SCREENSHOT_DIR")
-    d = Path(keep) if keep else tmp_path / "shots"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 class Person:
     """One persona's browser context (own cookies), kept on loopback."""
 
     def __init__(self, browser: Any, live: LiveServer, seeded: Seeded, role: Persona) -> None:  # noqa: F811
-        self.live, self.offsite = live, []
-        context = browser.new_context(viewport={"width": 1440, "height": 900})
-        context.set_default_timeout(20_000)
-
-        def guard(route: Any) -> None:
-            if route.request.url.startswith(live.url):
-                route.continue_()
-            else:
-                self.offsite.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", guard)
-        self.page = context.new_page()
-        self.page.goto(f"{live.url}/login")
-        self.page.fill("input[name=email]", seeded.email(role))
-        self.page.fill("input[name=password]", password_for(role))
-        self.page.click("button[type=submit]")
-        self.page.wait_for_url(f"{live.url}/")
-        assert role.value in self.page.inner_text(".who")
+        self.live = live
+        self.offsite: list[str] = []
+        self.page = new_page(browser, live.url, self.offsite)
+        login_as(self.page, live.url, seeded, role)
 
     def go(self, path: str) -> Any:
         self.page.goto(f"{self.live.url}{path}")
@@ -118,9 +78,7 @@ class Person:
 
     def shot(self, shots: Path, name: str) -> None:
         """A 1440x900 screenshot of the page, and no raw identifier in what a person reads."""
-        self.page.screenshot(path=str(shots / f"{name}.png"))
-        text = self.page.inner_text("body")
-        assert not RAW.findall(text), f"raw identifiers on {name}: {RAW.findall(text)}"
+        check(self.page, shots, name, raw=[RAW], selector="body")
 
 
 def deliver(

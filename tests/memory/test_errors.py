@@ -63,6 +63,43 @@ def test_the_domain_families_share_the_base(path: str, name: str) -> None:
     assert issubclass(getattr(importlib.import_module(path), name), PlixoError)
 
 
+@pytest.mark.parametrize(
+    ("path", "name", "status"),
+    [
+        ("tools.batch", "BatchError", 422),
+        ("tools.nudges", "NudgeError", 422),
+        ("tools.nudges", "NudgeNotFound", 404),
+        ("tools.sending_modes", "ModeRefused", 403),
+        ("tools.sending_modes", "SegmentNotFound", 404),
+        ("tools.sessions", "PasswordRefused", 422),
+        ("tools.renewal", "RenewalInputError", 422),
+        ("tools.statement", "StatementUnavailable", 503),
+        ("tools.messages", "MessageNotFound", 404),
+        ("tools.cashapp.parsers", "CashFileError", 400),
+    ],
+)
+def test_errors_the_routes_no_longer_convert_carry_their_status(
+    path: str, name: str, status: int
+) -> None:
+    """The routes stopped catching these one by one: the app's handler answers with the status
+    the route used to give, and the message unchanged."""
+    cls = getattr(importlib.import_module(path), name)
+    assert issubclass(cls, PlixoError)
+    err = cls("Say what to do instead.")
+    assert (err.http_status, err.body()["detail"]) == (status, "Say what to do instead.")
+
+
+def test_a_refused_sending_mode_keeps_its_reasons_and_figures() -> None:
+    from tools.sending_modes import ModeRefused
+
+    bare = ModeRefused("Viewer may not switch sending modes.")
+    assert bare.body() == {"detail": "Viewer may not switch sending modes.", "reasons": []}
+    figures = {"decided": 40, "unchanged": 31}
+    gated = ModeRefused("Too few drafts agreed.", [{"rule_id": "shadow.min"}], figures)
+    assert gated.body()["shadow_agreement"] == figures
+    assert gated.body()["reasons"] == [{"rule_id": "shadow.min"}]
+
+
 def test_the_app_has_one_handler_for_them() -> None:
     from api.app import create_app
 

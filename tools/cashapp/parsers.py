@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from memory.errors import PlixoError
 from memory.money import MoneyError, check_currency, parse_amount
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile
 
@@ -30,8 +31,10 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 KINDS = ("camt053", "mt940", "bai2", "csv", "pdf", "email")
 
 
-class CashFileError(ValueError):
-    """The file as a whole cannot be read; nothing was imported."""
+class CashFileError(PlixoError, ValueError):
+    """The file as a whole cannot be read; nothing was imported (400, said to the person)."""
+
+    http_status = 400
 
 
 def detect_kind(data: bytes) -> str:
