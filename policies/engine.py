@@ -5,11 +5,15 @@ fact (events would be consumed by the first matching rule; a fact lets every gua
 collects every rule that fired, retracts the fact, and folds the reasons into one :class:`Decision`
 (block > needs_approval > defer > allow, all reasons kept).
 
-We drive durable_rules' engine module (``durable_rules_engine``, the same native engine
-``durable.lang`` uses) directly rather than through ``durable.engine.Host``: the Host starts timer
-threads that dispatch actions on the rulesets outside any lock of ours, and runs every fired rule
-through a JSON state round-trip that costs several times the whole decision. Rulesets are global in
-the process and not thread-safe, so one process-wide lock serializes every call into the engine.
+Each action type's rules are one ``durable.engine.Ruleset`` (durable_rules' public Python API,
+the class ``durable.lang`` builds on), and every rule's action is a Python callback that records the
+rule's name: the engine tells us what fired, nothing is parsed out of its messages. We use rulesets
+without a ``durable.engine.Host``: a Host starts timer threads that dispatch actions on its
+rulesets outside any lock of ours. Rulesets are global in the process and not thread-safe, so one
+process-wide lock serializes every call into the engine. The only call below the public API is
+the release of a closed engine's rulesets (``durable_rules_engine.delete_ruleset``): the Python
+API keeps every ruleset for the life of the process, about 4 MB per engine (measured), and
+engines come and go with organisations' policy changes.
 
 Fail closed, always: an unknown action type, facts that are missing, unknown or of the wrong type, a
 missing fact a rule needs, or an internal error all produce ``block`` with a reason saying what to
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import threading
 from collections import OrderedDict
@@ -28,20 +31,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import durable_rules_engine as _dre
+import durable_rules_engine
+from durable.engine import MessageNotHandledException, Ruleset
 from pydantic import BaseModel, ValidationError
-
-try:  # orjson (a chromadb dependency) encodes the payload 5x faster than the stdlib
-    import orjson
-
-    def _encode(payload: dict[str, Any]) -> str:
-        return orjson.dumps(payload).decode()
-
-except ImportError:  # pragma: no cover - the stdlib works too
-
-    def _encode(payload: dict[str, Any]) -> str:
-        return json.dumps(payload, separators=(",", ":"))
-
 
 from policies.facts import FACT_MODELS, SendNudgeFacts
 from policies.policy_set import PolicySet, load_default
@@ -58,52 +50,107 @@ _SID = "0"
 _MAX_FACT_REASONS = 20
 
 
-def _fire(handle: int, payload: dict[str, Any]) -> list[str]:
-    """Assert ``payload`` as a fact, return the names of every rule that fired, retract the fact.
+class _ActionDropped(RuntimeError):
+    """durable_rules stopped running a decision's actions before the last one.
 
-    durable_rules expands an ``$or`` into one path per branch, so a rule whose branches both hold
-    fires twice: names are de-duplicated (a rule fires at most once per decision).
-
-    The fact is retracted, not the session deleted: deleting frees the session's large buffers and
-    the next decision allocates them again, which costs ~200 page faults and makes each decision
-    four times slower (measured). An empty session holds no facts and does not grow. If anything
-    goes wrong half-way the whole session is deleted, so no queued action can leak into the next
-    decision.
+    Its ``Closure`` treats an action that started more than 10 s of wall-clock time ago as
+    finished and silently stops the chain (a starved process, a clock jump): the rules that
+    fired after it would be missing, and a missing blocking rule would allow what it blocks.
     """
-    payload["sid"] = _SID
-    payload["id"] = _SID
-    blob = _encode(payload)
-    fired: list[str] = []
-    with ENGINE_LOCK:
-        clean = False
-        try:
-            code, state = _dre.assert_fact(handle, blob)
-            if code == 0:
-                started = _dre.start_action_for_state(handle, state)
-                message = started[1] if started else None
-                while message:
-                    # '{"<rule name>":{"m":{...}}}' - rule names are ours and never contain quotes.
-                    name = message[2 : message.index('":', 2)]
-                    if name not in fired:
-                        fired.append(name)
-                    message = _dre.complete_and_start_action(handle, state)
-            _dre.retract_fact(handle, blob)
-            clean = True
-        finally:
-            if not clean:
-                with contextlib.suppress(_dre.error):  # no session was created
-                    _dre.delete_state(handle, _SID)
-    return fired
 
 
-def session_facts(handle: int) -> list[Any]:
-    """The facts durable_rules holds for the engine's session (empty between decisions)."""
-    with ENGINE_LOCK:
+class _CompiledRules:
+    """One action type's rules as a durable_rules ruleset whose actions record what fired."""
+
+    def __init__(self, name: str, rules: list[Rule]) -> None:
+        self.by_name = {r.name: r for r in rules}
+        self._fired: list[str] = []
+        definition = {r.name: {**r.definition(), "run": self._recorder(r.name)} for r in rules}
+        self.ruleset = Ruleset(name, None, definition)
+
+    def _recorder(self, name: str) -> Any:
+        def record(c: Any) -> None:
+            # durable_rules expands an ``$or`` into one path per branch, so a rule whose
+            # branches both hold fires twice: a rule counts once per decision.
+            if name not in self._fired:
+                self._fired.append(name)
+
+        return record
+
+    def fire(self, payload: dict[str, Any]) -> list[Rule]:
+        """Assert ``payload`` as a fact, run every rule it satisfies, retract the fact.
+
+        The fact is retracted, not the session deleted: deleting frees the session's large
+        buffers and the next decision allocates them again (measured four times slower). An
+        empty session holds no facts and does not grow. If anything goes wrong half-way the
+        whole session is deleted, so no queued action can leak into the next decision. A
+        decision whose actions durable_rules gave up on (see ``_ActionDropped``) is made once
+        more from a clean session, then fails closed.
+        """
+        payload["sid"] = _SID
+        payload["id"] = _SID
+        with ENGINE_LOCK:
+            for attempt in (1, 2):
+                self._fired = []
+                clean = False
+                try:
+                    self._assert_and_run(payload)
+                    with contextlib.suppress(MessageNotHandledException):  # it matched nothing
+                        self.ruleset.retract_fact(payload)
+                    clean = True
+                except _ActionDropped:
+                    if attempt == 2:
+                        raise
+                finally:
+                    if not clean:
+                        self.forget()
+                if clean:
+                    break
+            return [self.by_name[name] for name in self._fired]
+
+    def _assert_and_run(self, payload: dict[str, Any]) -> None:
         try:
-            facts: list[Any] = json.loads(_dre.get_facts(handle, _SID))
-        except _dre.error:  # no session at all
-            return []
-        return facts
+            state = self.ruleset.assert_fact(payload)
+        except MessageNotHandledException:
+            return  # no rule's condition holds
+        if not state:
+            return
+        failures: list[BaseException] = []
+        done: list[bool] = []
+
+        def completed(error: BaseException | None, _state: Any) -> None:
+            done.append(True)
+            if error is not None:
+                failures.append(error)
+
+        self.ruleset.do_actions(state, completed)
+        if failures:
+            raise failures[0]
+        if not done:
+            raise _ActionDropped(
+                "durable_rules dropped a rule's action (it counts an action that started more "
+                "than 10 s ago as finished): the decision is incomplete"
+            )
+
+    def facts(self) -> list[Any]:
+        """The facts durable_rules holds for the session (empty between decisions)."""
+        with ENGINE_LOCK:
+            try:
+                return list(self.ruleset.get_facts(_SID))
+            except Exception:  # no session at all
+                return []
+
+    def forget(self) -> None:
+        """Delete the session (facts and pending actions), if there is one."""
+        with ENGINE_LOCK, contextlib.suppress(Exception):
+            self.ruleset.delete_state(_SID)
+
+    def release(self) -> None:
+        """Free the ruleset: the session first (alone, ``delete_ruleset`` leaves the session's
+        buffers allocated, ~2.5 MB measured), then the ruleset (see the module docstring)."""
+        self.forget()
+        with ENGINE_LOCK, contextlib.suppress(Exception):
+            durable_rules_engine.delete_ruleset(self.ruleset._handle)  # noqa: SLF001
 
 
 def _blocked(action: str, reasons: list[Reason], digest: str) -> Decision:
@@ -143,16 +190,12 @@ class PolicyEngine:
         self.digest = self.policy_set.digest
         self._scanner = ThreatScanner(self.policy_set.content)
         self._prefix = f"plixo{next(_SEQ)}_{self.digest}"
-        self._rulesets: dict[ActionType, tuple[int, dict[str, Rule]]] = {}
+        self._rulesets: dict[ActionType, _CompiledRules] = {}
         with ENGINE_LOCK:
             try:
                 for action, rules in self.book.by_action.items():
-                    by_name = {r.name: r for r in rules}
-                    definition = {r.name: r.definition() for r in rules}
-                    handle = _dre.create_ruleset(
-                        f"{self._prefix}_{action.value}", json.dumps(definition)
-                    )
-                    self._rulesets[action] = (handle, by_name)
+                    name = f"{self._prefix}_{action.value}"
+                    self._rulesets[action] = _CompiledRules(name, rules)
             except BaseException:
                 self.close()
                 raise
@@ -160,18 +203,11 @@ class PolicyEngine:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Delete this engine's sessions and rulesets from durable_rules' process-global tables.
-
-        The session goes first: ``delete_ruleset`` alone leaves the session's buffers allocated
-        (measured: ~2.5 MB per dropped engine).
-        """
+        """Release this engine's sessions and rulesets from durable_rules' process-global tables."""
         with ENGINE_LOCK:
             rulesets, self._rulesets = self._rulesets, {}
-            for handle, _ in rulesets.values():
-                with contextlib.suppress(Exception):  # no session yet
-                    _dre.delete_state(handle, _SID)
-                with contextlib.suppress(Exception):  # best effort
-                    _dre.delete_ruleset(handle)
+            for compiled in rulesets.values():
+                compiled.release()
 
     def __del__(self) -> None:
         try:  # noqa: SIM105 - contextlib may already be gone at interpreter shutdown
@@ -243,8 +279,7 @@ class PolicyEngine:
         if not self._rulesets:
             raise RuntimeError("this PolicyEngine was closed")
         ctx = derive(atype, facts, self.policy_set, self._scanner)
-        handle, by_name = self._rulesets[atype]
-        fired = [by_name[name] for name in _fire(handle, ctx.d["payload"])]
+        fired = self._rulesets[atype].fire(ctx.d["payload"])
         return self._aggregate(atype, ctx, fired)
 
     def _aggregate(self, atype: ActionType, ctx: Ctx, fired: list[Rule]) -> Decision:

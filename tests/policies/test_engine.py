@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import durable.engine
 import durable_rules_engine
 import pytest
 
@@ -114,7 +115,7 @@ def test_typed_facts_are_accepted_and_a_wrong_model_is_not() -> None:
 
 def test_an_internal_error_blocks_instead_of_allowing(monkeypatch: pytest.MonkeyPatch) -> None:
     eng = PolicyEngine()
-    rules = eng._rulesets[ActionType.SEND_DRAFT][1]
+    rules = eng._rulesets[ActionType.SEND_DRAFT].by_name
 
     def boom(ctx: Ctx) -> str:
         raise RuntimeError("message template broke")
@@ -124,7 +125,7 @@ def test_an_internal_error_blocks_instead_of_allowing(monkeypatch: pytest.Monkey
     d = eng.decide("send_draft", draft())
     assert d.outcome == "block" and ids(d) == {"engine.error"}
     assert "message template broke" in d.reasons[0].message
-    assert engine_module.session_facts(eng._rulesets[ActionType.SEND_DRAFT][0]) == []
+    assert eng._rulesets[ActionType.SEND_DRAFT].facts() == []
 
 
 def test_nothing_is_allowed_without_a_granting_rule() -> None:
@@ -147,10 +148,10 @@ def test_a_closed_engine_blocks() -> None:
 def test_no_fact_is_left_in_the_engine_after_a_decision() -> None:
     eng = PolicyEngine()
     for action in ActionType:
-        handle = eng._rulesets[action][0]
+        compiled = eng._rulesets[action]
         for _ in range(3):  # a lingering fact would be "already observed" the second time
             eng.decide(action, EXAMPLES[action])
-            assert engine_module.session_facts(handle) == []
+            assert compiled.facts() == []
 
 
 def test_identical_decisions_in_a_row_are_independent() -> None:
@@ -166,31 +167,69 @@ def test_the_session_is_reset_when_a_decision_fails_half_way(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     eng = PolicyEngine()
-    handle = eng._rulesets[ActionType.SEND_DRAFT][0]
+    compiled = eng._rulesets[ActionType.SEND_DRAFT]
     real = durable_rules_engine.complete_and_start_action
     calls = {"n": 0}
 
-    class Flaky:
-        error = durable_rules_engine.error
+    def flaky(h: int, state: int) -> Any:  # the engine fails after the first rule's action
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("engine hiccup")
+        return real(h, state)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(durable_rules_engine, name)
-
-        @staticmethod
-        def complete_and_start_action(h: int, state: int) -> Any:
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise RuntimeError("engine hiccup")
-            return real(h, state)
-
-    monkeypatch.setattr(engine_module, "_dre", Flaky())
+    monkeypatch.setattr(durable_rules_engine, "complete_and_start_action", flaky)
     d = eng.decide("send_draft", draft(org_shadow_mode=True, contact={"opted_out": True}))
     assert d.outcome == "block" and ids(d) == {"engine.error"}
-    assert engine_module.session_facts(handle) == []
+    assert calls["n"] == 1 and compiled.facts() == []
     with pytest.raises(durable_rules_engine.error):  # the whole session was deleted
-        durable_rules_engine.get_state(handle, engine_module._SID)
+        compiled.ruleset.get_state(engine_module._SID)
     monkeypatch.undo()
     assert eng.decide("send_draft", draft()).rule_ids == ["autopilot.allowed"]  # nothing leaked
+
+
+class _JumpingClock:
+    """durable_rules' own clock, jumping 11 s at each of the first ``jumps`` reads after the
+    first: an action it started then looks 10 s old (a starved process, a clock jump)."""
+
+    def __init__(self, jumps: int) -> None:
+        self.t = 1_000_000.0
+        self.reads = 0
+        self.jumps = jumps
+
+    def __call__(self) -> float:
+        self.reads += 1
+        if 1 < self.reads <= self.jumps + 1:
+            self.t += 11
+        return self.t
+
+
+def test_a_decision_whose_actions_durable_rules_dropped_fails_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eng = PolicyEngine()
+    facts = draft(org_shadow_mode=True, contact={"opted_out": True})
+    monkeypatch.setattr(durable.engine, "_unix_now", _JumpingClock(jumps=10_000))
+    d = eng.decide("send_draft", facts)
+    assert d.outcome == "block" and ids(d) == {"engine.error"}
+    assert "dropped a rule's action" in d.reasons[0].message
+    assert eng._rulesets[ActionType.SEND_DRAFT].facts() == []
+    monkeypatch.undo()
+    assert eng.decide("send_draft", facts).rule_ids == [
+        "contact.opted_out",
+        "shadow.review_required",
+    ]
+
+
+def test_a_dropped_action_once_is_decided_again_from_a_clean_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    eng = PolicyEngine()
+    facts = draft(org_shadow_mode=True, contact={"opted_out": True})
+    clock = _JumpingClock(jumps=1)
+    monkeypatch.setattr(durable.engine, "_unix_now", clock)
+    d = eng.decide("send_draft", facts)
+    assert clock.reads > 2  # the first attempt was cut short, the second ran
+    assert d.rule_ids == ["contact.opted_out", "shadow.review_required"]
 
 
 def test_closing_an_engine_deletes_its_sessions_before_its_rulesets(
@@ -198,22 +237,16 @@ def test_closing_an_engine_deletes_its_sessions_before_its_rulesets(
 ) -> None:
     eng = PolicyEngine()
     eng.decide("send_draft", draft())
-    handles = {h for h, _ in eng._rulesets.values()}
+    handles = {c.ruleset._handle for c in eng._rulesets.values()}
     calls: list[tuple[str, int]] = []
+    for name in ("delete_state", "delete_ruleset"):
+        real = getattr(durable_rules_engine, name)
 
-    class Recorder:
-        error = durable_rules_engine.error
+        def call(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            calls.append((_name, args[0]))
+            return _real(*args)
 
-        def __getattr__(self, name: str) -> Any:
-            real = getattr(durable_rules_engine, name)
-
-            def call(*args: Any) -> Any:
-                calls.append((name, args[0]))
-                return real(*args)
-
-            return call
-
-    monkeypatch.setattr(engine_module, "_dre", Recorder())
+        monkeypatch.setattr(durable_rules_engine, name, call)
     eng.close()
     # delete_ruleset alone leaves a session's buffers allocated (measured: 2.5 MB per engine)
     for handle in handles:
@@ -221,13 +254,24 @@ def test_closing_an_engine_deletes_its_sessions_before_its_rulesets(
     assert eng._rulesets == {}
 
 
+def test_every_rule_is_a_durable_rules_action_that_records_its_own_name() -> None:
+    """What fired comes from the rules' own callbacks, not from parsing the engine's messages:
+    every rule of the set is in the ruleset durable_rules holds, under its name."""
+    eng = PolicyEngine()
+    for action, compiled in eng._rulesets.items():
+        assert set(compiled.ruleset.get_definition()) == set(compiled.by_name), action
+    d = eng.decide("send_draft", draft(org_shadow_mode=True, contact={"opted_out": True}))
+    assert d.rule_ids == ["contact.opted_out", "shadow.review_required"]
+    assert d.outcome == "block"
+
+
 def test_thresholds_are_compiled_into_the_durable_rules_conditions() -> None:
     eng = PolicyEngine(merge(load_default(), {"cadence": {"max_touches": 9}}))
-    rules = eng._rulesets[ActionType.SEND_DRAFT][1]
+    rules = eng._rulesets[ActionType.SEND_DRAFT].by_name
     assert rules["cadence.max_touches"].definition() == {"all": [{"m": {"$gte": {"tiw": 9}}}]}
     window = json.dumps(rules["quiet_hours.window"].definition())
     assert "1200" in window and "480" in window  # 20:00 and 08:00 as minutes of the day
-    limits = eng._rulesets[ActionType.OFFER_PLAN][1]
+    limits = eng._rulesets[ActionType.OFFER_PLAN].by_name
     assert {"$gt": {"total": 1_000_000}} in limits["plan.above_role_limit[Collector]"].cond["$and"]
 
 
@@ -307,7 +351,7 @@ class _SerializationProbe:
             try:
                 time.sleep(0)  # yield the GIL: without the engine lock another thread gets in here
                 if self._dry:  # stand-in answers: "no rule matched", no state to delete
-                    return (1, 0) if name == "assert_fact" else None
+                    return (1, 0) if name in ("assert_fact", "retract_fact") else None
                 return target(*args)
             finally:
                 with self._guard:
@@ -319,7 +363,7 @@ class _SerializationProbe:
 @pytest.fixture
 def probe(monkeypatch: pytest.MonkeyPatch) -> Iterator[_SerializationProbe]:
     p = _SerializationProbe(durable_rules_engine)
-    monkeypatch.setattr(engine_module, "_dre", p)
+    monkeypatch.setattr(durable.engine, "durable_rules_engine", p)
     yield p
 
 
@@ -365,7 +409,7 @@ def test_without_the_lock_the_probe_sees_overlap(monkeypatch: pytest.MonkeyPatch
     """
     eng = PolicyEngine()
     probe = _SerializationProbe(durable_rules_engine, dry=True)
-    monkeypatch.setattr(engine_module, "_dre", probe)
+    monkeypatch.setattr(durable.engine, "durable_rules_engine", probe)
 
     class NoLock:
         def __enter__(self) -> None:
