@@ -206,8 +206,8 @@ def _derive_outreach(
     loc = now.astimezone(tz)
     today = loc.date()
     d.update(tz=tz, now=now, loc=loc)
-    p["maint"] = f.maintenance
-    p["cron"] = f.cron_paused
+    p["maintenance_window"] = f.maintenance
+    p["cron_paused"] = f.cron_paused
     p["opted_out"] = f.contact.opted_out
     p["bounced"] = f.contact.bounced
     p["consent"] = f.contact.consent
@@ -215,28 +215,28 @@ def _derive_outreach(
     d["disputed"] = disputed
     p["disputed"] = len(disputed)
     # Dispute correspondence (a reply from the dispute panel) is not dunning: its own rules.
-    p["corr"] = isinstance(f, SendDraftFacts) and f.dispute_correspondence
+    p["dispute_correspondence"] = isinstance(f, SendDraftFacts) and f.dispute_correspondence
     # The contact's clock.
-    p["lmin"] = loc.hour * 60 + loc.minute
-    p["lwd"] = loc.weekday()
-    p["ldate"] = today.isoformat()
+    p["local_minute_of_day"] = loc.hour * 60 + loc.minute
+    p["local_weekday"] = loc.weekday()
+    p["local_date"] = today.isoformat()
     # The contact's holidays: the policy's calendars, "contact" meaning the contact's country.
     cal = QuietCalendar(ps.quiet_hours, place_or_none(f.contact.country, f.contact.subdivision))
     d["cal"] = cal
     d["holiday"] = cal.holiday(today)
-    p["lhol"] = d["holiday"] is not None
+    p["local_holiday"] = d["holiday"] is not None
     # The organisation's calendar: promise dates are its dates (the contact's only sets when).
     business_day = f.business_date or today
-    p["bday"] = business_day.toordinal()
+    p["business_day_ordinal"] = business_day.toordinal()
     # Cadence: touches inside the rolling window, and seconds since the latest touch.
     window = timedelta(days=ps.cadence.window_days)
     touches = sorted(t.astimezone(UTC) for t in f.touches)
     in_window = [t for t in touches if t > now - window]
     d["in_window"] = in_window
-    p["tiw"] = len(in_window)
+    p["touches_in_window"] = len(in_window)
     if touches:
         d["last"] = touches[-1]
-        p["sls"] = math.floor((now - touches[-1]).total_seconds())
+        p["seconds_since_last_touch"] = math.floor((now - touches[-1]).total_seconds())
     # Promises on the invoices of this action: open ones pause until date + grace (inclusive, on
     # the organisation's calendar: ``business_date``); missed ones, or open ones past their
     # grace, resume the cadence.
@@ -262,11 +262,11 @@ def _derive_outreach(
         elif pr.status == "missed":
             missed.append(pr)
     if pausing:
-        p["pend"] = max(e for e, _ in pausing)
+        p["promise_pause_end_ordinal"] = max(e for e, _ in pausing)
     if open_ends:
-        p["pend_min"] = min(e for e, _ in open_ends)
-    p["pmissed"] = bool(missed)
-    p["rem_bad"] = about is not None and not reminded
+        p["open_promise_end_ordinal"] = min(e for e, _ in open_ends)
+    p["promise_missed"] = bool(missed)
+    p["promise_reminder_not_open"] = about is not None and not reminded
     d["open_promises"] = pausing
     d["all_open_promises"] = open_ends
     d["missed_promises"] = missed
@@ -290,7 +290,7 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     p["org_shadow"] = f.org_shadow_mode
     p["seg_shadow"] = f.segment_shadow_mode
     p["step_shadow"] = f.step_shadow_mode
-    p["ap_enabled"] = f.autopilot_enabled
+    p["autopilot_enabled"] = f.autopilot_enabled
     if f.data_ready_score is not None:
         p["score"] = f.data_ready_score
     if f.sending_domain_verified is not None:
@@ -298,7 +298,7 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     # Who approved this version: the most senior rank (the rule compares it with the reviewer
     # minimum; unknown roles rank -1) and whether Legal is among them.
     ranks = ps.access.roles
-    p["rev_rank"] = max((ranks.get(r, -1) for r in f.approved_by_roles), default=-1)
+    p["reviewer_rank"] = max((ranks.get(r, -1) for r in f.approved_by_roles), default=-1)
     p["legal_ok"] = ps.content.legal_role in f.approved_by_roles
     # Content against the ledger.
     s, ledger = f.content, f.ledger
@@ -308,22 +308,22 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     concession = scanner.concession(s.body)
     d["concession"] = concession
     p["concession"] = concession is not None and not ledger.concession_approved
-    p["conc_ok"] = ps.content.concession_role in f.approved_by_roles
+    p["concession_approved"] = ps.content.concession_role in f.approved_by_roles
     # Dunning wording matters only in dispute correspondence (elsewhere asking is the point).
     demand = scanner.demand(s.body) if f.dispute_correspondence else None
-    d["demand"] = demand
-    p["demand"] = demand is not None
-    p["stated_inv"] = len(s.invoice_numbers)
+    d["payment_demand"] = demand
+    p["payment_demand"] = demand is not None
+    p["stated_invoices"] = len(s.invoice_numbers)
     known_inv = set(ledger.invoice_numbers)
     bad_inv = [n for n in s.invoice_numbers if n not in known_inv]
     known_amt = {(m.amount_minor, m.currency) for m in ledger.amounts}
     bad_amt = [m for m in s.amounts if (m.amount_minor, m.currency) not in known_amt]
     known_dates = set(ledger.dates)
     bad_dates = [x for x in s.dates if x not in known_dates]
-    d.update(bad_inv=bad_inv, bad_amt=bad_amt, bad_dates=bad_dates)
-    p["bad_inv"] = len(bad_inv)
-    p["bad_amt"] = len(bad_amt)
-    p["bad_date"] = len(bad_dates)
+    d.update(wrong_invoice_numbers=bad_inv, wrong_amounts=bad_amt, bad_dates=bad_dates)
+    p["wrong_invoice_numbers"] = len(bad_inv)
+    p["wrong_amounts"] = len(bad_amt)
+    p["wrong_dates"] = len(bad_dates)
     link = (s.pay_link or "").strip()
     p["has_link"] = bool(link)
     p["link_ok"] = bool(link) and link == (ledger.pay_link or "").strip()
@@ -340,7 +340,7 @@ def _derive_send_nudge(f: SendNudgeFacts, ps: PolicySet) -> Ctx:
     if scheduled:
         nearest = min(scheduled, key=lambda s: abs(s - now))
         d["nearest"] = nearest
-        p["sap"] = math.floor(abs((nearest - now).total_seconds()))
+        p["seconds_to_scheduled_autopilot"] = math.floor(abs((nearest - now).total_seconds()))
     return Ctx(f, ps, **d)
 
 
@@ -360,7 +360,7 @@ def _derive_plan(f: OfferPlanFacts | ApprovePlanFacts, ps: PolicySet) -> Ctx:
         "legal_ok": f.legal_approved or role == ps.plans.legal_role,
     }
     if f.actor_limit_minor is not None:
-        p["ulim"] = f.actor_limit_minor
+        p["actor_limit_minor"] = f.actor_limit_minor
     return Ctx(f, ps, payload=p)
 
 
@@ -375,7 +375,7 @@ def _derive_credit(f: GrantCreditFacts, ps: PolicySet) -> Ctx:
         "dbps": ceil_bps(f.amount_minor, f.invoice_amount_minor),
     }
     if f.actor_limit_minor is not None:
-        p["ulim"] = f.actor_limit_minor
+        p["actor_limit_minor"] = f.actor_limit_minor
     return Ctx(f, ps, payload=p)
 
 
@@ -400,11 +400,11 @@ def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
         p["score"] = f.data_ready_score
         p["domain"] = f.sending_domain_verified
         # a flag, not the count's existence: durable_rules' $ex does not see a 0
-        p["sh_rec"] = f.shadow_decided is not None and f.shadow_unchanged is not None
+        p["shadow_recorded"] = f.shadow_decided is not None and f.shadow_unchanged is not None
         if f.shadow_decided is not None and f.shadow_unchanged is not None:
-            p["sh_n"] = f.shadow_decided
+            p["shadow_decided"] = f.shadow_decided
             # approved unchanged in basis points, rounded down: 94.99 % never passes a 95 % bar
-            p["sh_bps"] = (
+            p["shadow_unchanged_bps"] = (
                 (f.shadow_unchanged * 10_000) // f.shadow_decided if f.shadow_decided else 0
             )
     return Ctx(f, ps, payload=p)
@@ -493,12 +493,12 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
         return in_window[len(in_window) - cad.max_touches] + window
 
     def resume_nb(x: Ctx) -> datetime:
-        end = date.fromordinal(x.d["payload"]["pend"])
+        end = date.fromordinal(x.d["payload"]["promise_pause_end_ordinal"])
         return start_of_local_day(end + timedelta(days=1), x.d["tz"])
 
     def open_promise_msg(x: Ctx) -> str:
-        end = date.fromordinal(x.d["payload"]["pend"])
-        prs = [pr for e, pr in x.d["open_promises"] if e >= x.d["payload"]["bday"]]
+        end = date.fromordinal(x.d["payload"]["promise_pause_end_ordinal"])
+        prs = [pr for e, pr in x.d["open_promises"] if e >= x.d["payload"]["business_day_ordinal"]]
         dates = ", ".join(sorted({pr.promised_date.isoformat() for pr in prs}))
         invs = ", ".join(sorted({n for pr in prs for n in pr.invoice_numbers}))
         return (
@@ -507,7 +507,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
         )
 
     def missed_msg(x: Ctx) -> str:
-        bday = x.d["payload"]["bday"]
+        bday = x.d["payload"]["business_day_ordinal"]
         prs = list(x.d["missed_promises"]) + [pr for e, pr in x.d["all_open_promises"] if e < bday]
         dates = ", ".join(sorted({pr.promised_date.isoformat() for pr in prs}))
         return f"Promise-to-pay due {dates} was missed: the cadence resumes"
@@ -515,9 +515,13 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
     window_cond = None
     if cal.has_window:
         if cal.start > cal.end:
-            window_cond = c.any_of(c.gte("lmin", cal.start), c.lt("lmin", cal.end))
+            window_cond = c.any_of(
+                c.gte("local_minute_of_day", cal.start), c.lt("local_minute_of_day", cal.end)
+            )
         else:
-            window_cond = c.all_of(c.gte("lmin", cal.start), c.lt("lmin", cal.end))
+            window_cond = c.all_of(
+                c.gte("local_minute_of_day", cal.start), c.lt("local_minute_of_day", cal.end)
+            )
 
     rules = [
         Rule(
@@ -548,7 +552,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="dispute.no_dunning",
             rule_id="dispute.no_dunning",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.gt("disputed", 0), c.eq("corr", False)),
+            cond=c.all_of(c.gt("disputed", 0), c.eq("dispute_correspondence", False)),
             explain=(
                 "Disputed invoices are never dunned: outreach goes to the dispute workflow (only "
                 "dispute correspondence may name them)."
@@ -562,7 +566,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="sending.maintenance",
             rule_id="sending.maintenance",
             outcome=Outcome.DEFER,
-            cond=c.eq("maint", True),
+            cond=c.eq("maintenance_window", True),
             explain=(
                 "While the maintenance toggle is on nothing leaves; the action is re-checked "
                 f"after {ps.sending.pause_recheck_minutes} minutes."
@@ -574,7 +578,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="sending.cron_paused",
             rule_id="sending.cron_paused",
             outcome=Outcome.DEFER,
-            cond=c.eq("cron", True),
+            cond=c.eq("cron_paused", True),
             explain=(
                 "While the cron pause is on nothing leaves; the action is re-checked after "
                 f"{ps.sending.pause_recheck_minutes} minutes."
@@ -586,7 +590,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="cadence.max_touches",
             rule_id="cadence.max_touches",
             outcome=Outcome.DEFER,
-            cond=c.gte("tiw", cad.max_touches),
+            cond=c.gte("touches_in_window", cad.max_touches),
             explain=(
                 f"At most {cad.max_touches} touches per contact in any rolling "
                 f"{cad.window_days} days."
@@ -602,7 +606,9 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="cadence.min_gap",
             rule_id="cadence.min_gap",
             outcome=Outcome.DEFER,
-            cond=c.all_of(c.present("sls"), c.lt("sls", gap_secs)),
+            cond=c.all_of(
+                c.present("seconds_since_last_touch"), c.lt("seconds_since_last_touch", gap_secs)
+            ),
             explain=f"At least {cad.min_gap_hours} hours between two touches to a contact.",
             message=lambda x: (
                 f"Last touch {_ago(x.d['now'] - x.d['last'])} (minimum gap "
@@ -615,7 +621,10 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="promise.open",
             rule_id="promise.open",
             outcome=Outcome.DEFER,
-            cond=c.all_of(c.present("pend"), c.lte("bday", c.ref("pend"))),
+            cond=c.all_of(
+                c.present("promise_pause_end_ordinal"),
+                c.lte("business_day_ordinal", c.ref("promise_pause_end_ordinal")),
+            ),
             explain=(
                 "An open promise-to-pay pauses chasing of its invoices until its date plus "
                 f"the grace period ({ps.promises.default_grace_days} days unless the promise "
@@ -629,8 +638,11 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             rule_id="promise.missed",
             outcome=Outcome.ALLOW,
             cond=c.any_of(
-                c.eq("pmissed", True),
-                c.all_of(c.present("pend_min"), c.gt("bday", c.ref("pend_min"))),
+                c.eq("promise_missed", True),
+                c.all_of(
+                    c.present("open_promise_end_ordinal"),
+                    c.gt("business_day_ordinal", c.ref("open_promise_end_ordinal")),
+                ),
             ),
             explain="A missed promise (or one past its grace) resumes the cadence.",
             message=missed_msg,
@@ -663,7 +675,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
                 name="quiet_hours.weekend",
                 rule_id="quiet_hours.weekend",
                 outcome=Outcome.DEFER,
-                cond=c.one_of("lwd", sorted(qh.weekend_indexes)),
+                cond=c.one_of("local_weekday", sorted(qh.weekend_indexes)),
                 explain=f"No outreach on weekend days ({names}) in the contact's time zone.",
                 message=quiet_msg(
                     lambda x: (
@@ -683,7 +695,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
                 name="quiet_hours.holiday",
                 rule_id="quiet_hours.holiday",
                 outcome=Outcome.DEFER,
-                cond=c.eq("lhol", True),
+                cond=c.eq("local_holiday", True),
                 explain=(
                     "No outreach on "
                     + " or ".join(
@@ -724,8 +736,8 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
     legal = ps.content.legal_role
     concession_role = ps.content.concession_role
     threshold = ps.autopilot.data_ready_threshold
-    unreviewed = c.lt("rev_rank", min_rank)
-    reviewed = c.gte("rev_rank", min_rank)
+    unreviewed = c.lt("reviewer_rank", min_rank)
+    reviewed = c.gte("reviewer_rank", min_rank)
     no_shadow = c.all_of(
         c.eq("org_shadow", False), c.eq("seg_shadow", False), c.eq("step_shadow", False)
     )
@@ -778,7 +790,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.not_enabled",
             rule_id="autopilot.not_enabled",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(autopilot_path, c.eq("ap_enabled", False)),
+            cond=c.all_of(autopilot_path, c.eq("autopilot_enabled", False)),
             explain="Autopilot sends only for segments where it is enabled; else a human reviews.",
             message=lambda x: f"Autopilot is not enabled for segment {x.f.segment!r}: {review}",
             approver=min_role,
@@ -832,7 +844,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             outcome=Outcome.ALLOW,
             cond=c.all_of(
                 autopilot_path,
-                c.eq("ap_enabled", True),
+                c.eq("autopilot_enabled", True),
                 c.gte("score", threshold),
                 c.eq("domain", True),
             ),
@@ -866,7 +878,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.unbacked_concession",
             rule_id="content.unbacked_concession",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(c.eq("concession", True), c.eq("conc_ok", False)),
+            cond=c.all_of(c.eq("concession", True), c.eq("concession_approved", False)),
             explain=(
                 "A draft offering a discount, waiver or new terms that the ledger does not back "
                 f"(no approved concession on its invoices) needs {concession_role} approval."
@@ -881,7 +893,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="promise.reminder_not_open",
             rule_id="promise.reminder_not_open",
             outcome=Outcome.BLOCK,
-            cond=c.eq("rem_bad", True),
+            cond=c.eq("promise_reminder_not_open", True),
             explain=(
                 "A reminder about a promise-to-pay (fact about_promise) goes out only while that "
                 "promise is open on the draft's invoices and not past its grace; otherwise it is "
@@ -893,7 +905,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.missing_invoice_reference",
             rule_id="content.missing_invoice_reference",
             outcome=Outcome.BLOCK,
-            cond=c.eq("stated_inv", 0),
+            cond=c.eq("stated_invoices", 0),
             explain="A draft without an invoice reference is blocked.",
             message=lambda x: "Draft does not reference an invoice number: blocked",
         ),
@@ -901,7 +913,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.missing_pay_link",
             rule_id="content.missing_pay_link",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("has_link", False), c.eq("corr", False)),
+            cond=c.all_of(c.eq("has_link", False), c.eq("dispute_correspondence", False)),
             explain="A draft without a pay link is blocked (dispute correspondence needs none).",
             message=lambda x: "Draft has no pay link: blocked",
         ),
@@ -909,21 +921,22 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.invoice_mismatch",
             rule_id="content.invoice_mismatch",
             outcome=Outcome.BLOCK,
-            cond=c.gt("bad_inv", 0),
+            cond=c.gt("wrong_invoice_numbers", 0),
             explain="A draft stating an invoice number the ledger does not have is blocked.",
             message=lambda x: (
-                f"Draft states invoice {', '.join(x.d['bad_inv'])}, not in the ledger: blocked"
+                f"Draft states invoice {', '.join(x.d['wrong_invoice_numbers'])}, "
+                "not in the ledger: blocked"
             ),
         ),
         Rule(
             name="content.amount_mismatch",
             rule_id="content.amount_mismatch",
             outcome=Outcome.BLOCK,
-            cond=c.gt("bad_amt", 0),
+            cond=c.gt("wrong_amounts", 0),
             explain="A draft stating an amount that differs from the ledger is blocked.",
             message=lambda x: (
                 "Draft states "
-                + ", ".join(format_money(m.amount_minor, m.currency) for m in x.d["bad_amt"])
+                + ", ".join(format_money(m.amount_minor, m.currency) for m in x.d["wrong_amounts"])
                 + ", which the ledger does not show: blocked"
             ),
         ),
@@ -931,7 +944,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.date_mismatch",
             rule_id="content.date_mismatch",
             outcome=Outcome.BLOCK,
-            cond=c.gt("bad_date", 0),
+            cond=c.gt("wrong_dates", 0),
             explain="A draft stating a date that differs from the ledger is blocked.",
             message=lambda x: (
                 "Draft states "
@@ -955,7 +968,7 @@ def _correspondence_rules(ps: PolicySet) -> list[Rule]:
     """Dispute correspondence: a reply from the dispute panel may name the disputed invoice and
     needs no pay link, but never asks for the disputed amount, and a person always reviews it."""
     min_role = ps.shadow_mode.reviewer_min_role
-    corr = c.eq("corr", True)
+    corr = c.eq("dispute_correspondence", True)
     about_dispute = c.all_of(corr, c.gt("disputed", 0))
 
     def invoices(x: Ctx) -> str:
@@ -980,13 +993,14 @@ def _correspondence_rules(ps: PolicySet) -> list[Rule]:
             name="dispute.correspondence_demand",
             rule_id="dispute.correspondence_demand",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(about_dispute, c.eq("demand", True)),
+            cond=c.all_of(about_dispute, c.eq("payment_demand", True)),
             explain=(
                 "Dispute correspondence asking for payment of a disputed invoice (dunning wording, "
                 "`content.payment_demand_phrases`) is blocked."
             ),
             message=lambda x: (
-                f"Dispute correspondence asks for payment ({x.d['demand']!r}) of {invoices(x)}, "
+                f"Dispute correspondence asks for payment ({x.d['payment_demand']!r}) "
+                f"of {invoices(x)}, "
                 "which is disputed: blocked"
             ),
         ),
@@ -1005,7 +1019,7 @@ def _correspondence_rules(ps: PolicySet) -> list[Rule]:
             name="dispute.correspondence_review",
             rule_id="dispute.correspondence_review",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(corr, c.lt("rev_rank", ps.access.rank(min_role))),
+            cond=c.all_of(corr, c.lt("reviewer_rank", ps.access.rank(min_role))),
             explain=(
                 f"Dispute correspondence always needs review by {_or_above(min_role)}, Shadow "
                 "Mode or not."
@@ -1034,7 +1048,10 @@ def _send_nudge_rules(ps: PolicySet) -> list[Rule]:
             name="nudge.autopilot_too_close",
             rule_id="nudge.autopilot_too_close",
             outcome=Outcome.DEFER,
-            cond=c.all_of(c.present("sap"), c.lt("sap", gap_secs)),
+            cond=c.all_of(
+                c.present("seconds_to_scheduled_autopilot"),
+                c.lt("seconds_to_scheduled_autopilot", gap_secs),
+            ),
             explain=(
                 "A nudge never overrides Autopilot sequencing: within "
                 f"{ps.nudges.min_gap_to_autopilot_hours} hours of a scheduled Autopilot touch it "
@@ -1143,7 +1160,10 @@ def _limit_rules(
                     cond=c.all_of(
                         is_role,
                         c.lte(amount_field, limit),
-                        c.any_of(c.absent("ulim"), c.lte(amount_field, c.ref("ulim"))),
+                        c.any_of(
+                            c.absent("actor_limit_minor"),
+                            c.lte(amount_field, c.ref("actor_limit_minor")),
+                        ),
                     ),
                     explain=sentence,
                     message=_within_limit_message(noun, role, limit, cur, amount),
@@ -1168,11 +1188,16 @@ def _limit_rules(
             name=f"{prefix}.above_user_limit",
             rule_id=f"{prefix}.above_user_limit",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(scope, c.present("ulim"), c.gt(amount_field, c.ref("ulim"))),
+            cond=c.all_of(
+                scope,
+                c.present("actor_limit_minor"),
+                c.gt(amount_field, c.ref("actor_limit_minor")),
+            ),
             explain=f"A user's own limit, when lower than their role's, also applies to {plural}.",
             message=lambda x: (
                 f"{_cap(noun)} of {format_money(amount(x), x.f.currency)} exceeds this user's "
-                f"limit of {format_money(x.d['payload']['ulim'], x.f.currency)}: {escalation} "
+                f"limit of {format_money(x.d['payload']['actor_limit_minor'], x.f.currency)}: "
+                f"{escalation} "
                 "approval required"
             ),
             approver=escalation,
@@ -1434,7 +1459,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_record_missing",
             rule_id="autopilot.enable_shadow_record_missing",
             outcome=Outcome.BLOCK,
-            cond=c.eq("sh_rec", False),
+            cond=c.eq("shadow_recorded", False),
             explain="Autopilot without the segment's Shadow Mode record is blocked (fail closed).",
             message=lambda x: (
                 "Missing facts shadow_decided and shadow_unchanged, needed by "
@@ -1445,7 +1470,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_too_few",
             rule_id="autopilot.enable_shadow_too_few",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("sh_rec", True), c.lt("sh_n", window)),
+            cond=c.all_of(c.eq("shadow_recorded", True), c.lt("shadow_decided", window)),
             explain=f"Autopilot can be enabled only after {window} drafts decided in Shadow Mode.",
             message=lambda x: (
                 f"Only {x.f.shadow_decided} drafts of {x.f.segment!r} have been decided in Shadow "
@@ -1456,7 +1481,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_disagreement",
             rule_id="autopilot.enable_shadow_disagreement",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("sh_rec", True), c.lt("sh_bps", pct * 100)),
+            cond=c.all_of(c.eq("shadow_recorded", True), c.lt("shadow_unchanged_bps", pct * 100)),
             explain=f"Autopilot can be enabled only with {bar}.",
             message=lambda x: (
                 f"{_cap(_shadow_record(x))} in {x.f.segment!r}; the policy requires {bar}: "

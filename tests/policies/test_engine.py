@@ -268,7 +268,9 @@ def test_every_rule_is_a_durable_rules_action_that_records_its_own_name() -> Non
 def test_thresholds_are_compiled_into_the_durable_rules_conditions() -> None:
     eng = PolicyEngine(merge(load_default(), {"cadence": {"max_touches": 9}}))
     rules = eng._rulesets[ActionType.SEND_DRAFT].by_name
-    assert rules["cadence.max_touches"].definition() == {"all": [{"m": {"$gte": {"tiw": 9}}}]}
+    assert rules["cadence.max_touches"].definition() == {
+        "all": [{"m": {"$gte": {"touches_in_window": 9}}}]
+    }
     window = json.dumps(rules["quiet_hours.window"].definition())
     assert "1200" in window and "480" in window  # 20:00 and 08:00 as minutes of the day
     limits = eng._rulesets[ActionType.OFFER_PLAN].by_name
