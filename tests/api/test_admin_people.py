@@ -325,6 +325,9 @@ def test_policy_page_previews_then_saves_and_refuses_bad_values(env, session: Se
     )
     assert "Saved as policy version 1" in saved.text
     assert "$20,000.00" in saved.text or "20,000.00 USD" in saved.text
+    german = client.get("/policies", headers={"Accept-Language": "de-DE"}).text
+    assert " UTC</td>" not in german and "1 changes" not in german  # the reader's locale
+    assert re.search(r"<td>\d{2}\.\d{2}\.\d{4}, \d{2}:\d{2}:\d{2}</td><td>1 change</td>", german)
 
 
 def test_cadence_api_refuses_a_repeated_offset(env, session: Session) -> None:  # type: ignore[no-untyped-def]
