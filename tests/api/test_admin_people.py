@@ -478,3 +478,28 @@ def test_shadow_mode_off_needs_a_confirmation_where_autopilot_is_on(env, session
     assert 'data-testid="confirm-shadow-off"' not in done.text
     session.expire_all()
     assert session.get(type(seeded.segment), seeded.segment.id).shadow_mode is False
+
+
+def test_sending_domain_page_writes_the_last_check_in_the_readers_locale(
+    env, session: Session
+) -> None:  # type: ignore[no-untyped-def]
+    """The last DNS check on the organisation's clock (New York), as the reader's locale writes
+    it, not "2025-10-07 18:00 UTC"."""
+    from memory.models import SendingDomain
+    from tests.api.review_fixtures import login
+
+    client, seeded, _, _ = env
+    row = session.get(SendingDomain, seeded.org.id)
+    if row is None:
+        row = SendingDomain(
+            org_id=seeded.org.id, domain="mail.acme.test", selector="plixo1",
+            spf_include="spf.relay.test", private_key_pem="-", public_key_b64="-",
+        )  # fmt: skip
+        session.add(row)
+    row.checked_at = NOW
+    session.commit()
+    login(client, seeded, Persona.VIEWER)
+    german = client.get("/sending-domain", headers={"Accept-Language": "de-DE"}).text
+    assert "last checked 07.10.2025, 14:00" in german and " UTC" not in german
+    english = client.get("/sending-domain", headers={"Accept-Language": "en-US"}).text
+    assert "last checked Oct 7, 2025, 2:00" in english
