@@ -407,6 +407,7 @@ def page_words(request: Request, user: User | None) -> dict[str, Any]:
         "money_text": labels.money,
         "when": lambda moment: labels.when(moment, locale=locale, tz=tz),
         "day": lambda value, weekday=False: labels.day(value, locale=locale, weekday=weekday),
+        "period": lambda p: labels.period(p.start, p.end, locale=locale),
         "language": labels.language,  # in the panel's own language, like its other words
         "dispute_reason": lambda key: disputes.REASONS.get(key) or labels.humanize(key or ""),
         "unread_notifications": unread,

@@ -15,11 +15,11 @@ organisation's time zone; money is always written with its currency's digits ("$
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_datetime, format_skeleton
+from babel.dates import format_date, format_datetime, format_interval, format_skeleton
 
 from memory.money import format_money
 
@@ -287,26 +287,52 @@ def zone(name: str | None) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-def when(moment: datetime | None, *, locale: str = DEFAULT_LOCALE, tz: str | None = None) -> str:
-    """A moment in the reader's locale and the organisation's time zone ("Oct 7, 2025, 2:00 PM")."""
-    if moment is None:
+def _parsed(value: date | datetime | str) -> date | datetime:
+    """A value some records keep as ISO text (a dry run's example, a DNS check's time)."""
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        return moment.date() if len(value) == 10 else moment
+    return value
+
+
+def when(
+    moment: datetime | str | None, *, locale: str = DEFAULT_LOCALE, tz: str | None = None
+) -> str:
+    """A moment in the reader's locale and the organisation's time zone ("Oct 7, 2025, 2:00 PM");
+    a naive moment is UTC, as the ledger stores it."""
+    if moment is None or moment == "":
         return ""
-    return str(format_datetime(moment, format="medium", tzinfo=zone(tz), locale=locale))
+    value = _parsed(moment)
+    if not isinstance(value, datetime):
+        return day(value, locale=locale)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return str(format_datetime(value, format="medium", tzinfo=zone(tz), locale=locale))
 
 
 def day(
-    value: date | datetime | None, *, locale: str = DEFAULT_LOCALE, weekday: bool = False
+    value: date | datetime | str | None, *, locale: str = DEFAULT_LOCALE, weekday: bool = False
 ) -> str:
     """A business date in the reader's locale ("Oct 7, 2025", "07.10.2025"); with ``weekday``
     the day's name too ("Tue, Oct 7, 2025", "Di., 7. Okt. 2025"), where it matters which working
     day a promise or an installment falls on."""
-    if value is None:
+    if value is None or value == "":
         return ""
+    value = _parsed(value)
     if isinstance(value, datetime):
         value = value.date()
     if weekday:
         return str(format_skeleton("yMMMEd", value, locale=locale))
     return str(format_date(value, format="medium", locale=locale))
+
+
+def period(start: date, end: date, *, locale: str = DEFAULT_LOCALE) -> str:
+    """A reporting period in the reader's locale: a whole month by its name ("Dec 2026",
+    "Dez. 2026"), any other span as an interval ("Dec 1 – 6, 2026", "1.–6. Dez. 2026")."""
+    next_month = date(start.year + start.month // 12, start.month % 12 + 1, 1)
+    if start.day == 1 and (next_month - end).days == 1:
+        return str(format_skeleton("yMMM", start, locale=locale))
+    return str(format_interval(start, end, "yMMMd", locale=locale))
 
 
 def language(code: str | None, *, locale: str = DEFAULT_LOCALE) -> str:

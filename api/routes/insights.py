@@ -35,6 +35,8 @@ from policies.money import format_money
 from tools import conversations, draft_costs, metrics
 from tools.csvsafe import safe_writer
 from tools.focus import FocusList, todays_focus
+from tools.labels import locale_from_header
+from tools.labels import period as period_words
 from tools.renewal import RenewalReport, renewal_risk
 from tools.risk import current_model, score_customer_invoices
 
@@ -844,14 +846,16 @@ def _console_data(
 
 
 def _console_tables(
-    data: dict[str, Any], money: Any = None
+    data: dict[str, Any], money: Any = None, month: Any = None
 ) -> dict[str, tuple[list[str], list[list[Any]]]]:
     """Every console table as (header, rows): the page shows them (``money`` formats amounts as
-    money), the CSV export sends them (plain decimals, the default)."""
+    money, ``month`` names months in the reader's locale), the CSV export sends them (plain
+    decimals and ``2025-06``, the defaults)."""
     series: list[metrics.MonthPoint] = data["series"]
     fmt = money or _major
+    mon = month or (lambda d: d.strftime("%Y-%m"))
     cash_rows = [
-        [p.period.start.strftime("%Y-%m"), cur, fmt(amount, cur)]
+        [mon(p.period.start), cur, fmt(amount, cur)]
         for p in series
         for cur, amount in sorted(p.cash_collected.amounts.items())
     ]
@@ -861,7 +865,7 @@ def _console_tables(
 
     dso_rows = [
         [
-            p.period.start.strftime("%Y-%m"),
+            mon(p.period.start),
             p.dso_countback.currency or p.dso_simple.currency or "",
             value(p.dso_countback),
             value(p.dso_simple),
@@ -878,7 +882,7 @@ def _console_tables(
     ]
     promise_rows = [
         [
-            p.period.start.strftime("%Y-%m"),
+            mon(p.period.start),
             p.promise_adherence.inputs.get("kept", 0),
             p.promise_adherence.inputs.get("missed", 0),
             p.promise_adherence.inputs.get("pending", 0),
@@ -1052,7 +1056,7 @@ def console_page(
         latest=latest,
         to_date=to_date,
         charts=_console_charts(data),
-        tables=_console_tables(data, money=_money_text),
+        tables=_console_tables(data, money=_money_text, month=_month_words(request)),
         query="&".join(f"{k}={v}" for k, v in query.items()),
         segments=_segments(db, user.org_id),
         owners=_owners(db, user.org_id),
@@ -1062,6 +1066,16 @@ def console_page(
         org=db.get(Organisation, user.org_id),
         generated_at=clock.now(),
     )
+
+
+def _month_words(request: Request) -> Any:
+    """A month as the reader's locale names it ("Jun 2025", "Juni 2025"), for the page's tables."""
+    locale = locale_from_header(request.headers.get("accept-language"))
+
+    def month(start: date) -> str:
+        return period_words(start, metrics.Period.month(start.year, start.month).end, locale=locale)
+
+    return month
 
 
 def _console_kpi_periods(

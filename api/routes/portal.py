@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from api.deps import AppSettings, DbSession
 from memory.config import Settings
 from memory.models import Invoice, InvoiceStatus, Organisation
-from tools import disputes, plans, portal, stripe_pay
+from tools import disputes, labels, plans, portal, stripe_pay
 from tools.plans import PolicyRefused
 from tools.portal import PortalAccess, PortalDenied
 from tools.promises import CommitmentError, org_today
@@ -121,7 +121,17 @@ def _home(
         notice=notice,
         reasons=reasons or [],
         expires_at=access.expires_at,
+        day=_payer_day(request, customer),
     )
+
+
+def _payer_day(request: Request, customer: Any) -> Any:
+    """Dates as the payer reads them: in their account's language when it has one (German
+    "07.10.2025"), else their browser's; the portal's own words stay as they are."""
+    locale = labels.locale_from_header(
+        getattr(customer, "language", None) or request.headers.get("accept-language")
+    )
+    return lambda value: labels.day(value, locale=locale)
 
 
 @router.get("/portal/{token}", response_class=HTMLResponse)

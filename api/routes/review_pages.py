@@ -22,11 +22,13 @@ from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, templa
 from api.routes import review as api
 from memory.clock import org_business_date as business_date
 from memory.models import (
+    Channel,
     Customer,
     Dispute,
     DisputeStatus,
     Invoice,
     InvoiceStatus,
+    OutboxMessage,
     OutboxStatus,
     PaymentPlan,
     PlanInstallment,
@@ -575,6 +577,23 @@ def modes_submit(
     return RedirectResponse("/sending-modes", status_code=303)
 
 
+def _slack_recipients(db: Session, org_id: int, rows: list[OutboxMessage]) -> dict[int, str]:
+    """A Slack notification's recipient as the person it notifies (their name), not the Slack
+    user id the row is addressed to; e-mail rows keep their address."""
+    ids = {m.recipient for m in rows if m.channel == Channel.SLACK}
+    if not ids:
+        return {}
+    people = {
+        u.slack_user_id: u.name
+        for u in db.scalars(select(User).where(User.org_id == org_id, User.slack_user_id.in_(ids)))
+    }
+    return {
+        m.id: f"{people.get(m.recipient, 'a person')} (Slack)"
+        for m in rows
+        if m.channel == Channel.SLACK
+    }
+
+
 @router.get("/outbox", response_class=HTMLResponse)
 def outbox_page(
     request: Request,
@@ -595,6 +614,7 @@ def outbox_page(
         "outbox.html",
         user,
         messages=rows,
+        recipients=_slack_recipients(db, user.org_id, rows),
         status=status_,
         may_resolve=allowed(user.role.value, "manage_delivery"),
     )

@@ -325,6 +325,9 @@ def test_policy_page_previews_then_saves_and_refuses_bad_values(env, session: Se
     )
     assert "Saved as policy version 1" in saved.text
     assert "$20,000.00" in saved.text or "20,000.00 USD" in saved.text
+    german = client.get("/policies", headers={"Accept-Language": "de-DE"}).text
+    assert " UTC</td>" not in german and "1 changes" not in german  # the reader's locale
+    assert re.search(r"<td>\d{2}\.\d{2}\.\d{4}, \d{2}:\d{2}:\d{2}</td><td>1 change</td>", german)
 
 
 def test_cadence_api_refuses_a_repeated_offset(env, session: Session) -> None:  # type: ignore[no-untyped-def]
@@ -475,3 +478,28 @@ def test_shadow_mode_off_needs_a_confirmation_where_autopilot_is_on(env, session
     assert 'data-testid="confirm-shadow-off"' not in done.text
     session.expire_all()
     assert session.get(type(seeded.segment), seeded.segment.id).shadow_mode is False
+
+
+def test_sending_domain_page_writes_the_last_check_in_the_readers_locale(
+    env, session: Session
+) -> None:  # type: ignore[no-untyped-def]
+    """The last DNS check on the organisation's clock (New York), as the reader's locale writes
+    it, not "2025-10-07 18:00 UTC"."""
+    from memory.models import SendingDomain
+    from tests.api.review_fixtures import login
+
+    client, seeded, _, _ = env
+    row = session.get(SendingDomain, seeded.org.id)
+    if row is None:
+        row = SendingDomain(
+            org_id=seeded.org.id, domain="mail.acme.test", selector="plixo1",
+            spf_include="spf.relay.test", private_key_pem="-", public_key_b64="-",
+        )  # fmt: skip
+        session.add(row)
+    row.checked_at = NOW
+    session.commit()
+    login(client, seeded, Persona.VIEWER)
+    german = client.get("/sending-domain", headers={"Accept-Language": "de-DE"}).text
+    assert "last checked 07.10.2025, 14:00" in german and " UTC" not in german
+    english = client.get("/sending-domain", headers={"Accept-Language": "en-US"}).text
+    assert "last checked Oct 7, 2025, 2:00" in english

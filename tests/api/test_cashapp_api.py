@@ -7,6 +7,7 @@ Shared by the browser test: ``seed_cash`` builds two payers and three open invoi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -125,6 +126,13 @@ def test_api_upload_apply_park_undo_export(
     )
     assert r.status_code == 200 and r.json()["status"] == "parked"
     assert _payments(session) == 3
+    # the page: dates in the reader's locale (German here), statuses in words, no ISO dates
+    page = client.get("/cash", headers={**clerk, "Accept-Language": "de-DE,de;q=0.9"}).text
+    assert BOOKED.isoformat() not in page and not re.search(r">[^<]*\d{4}-\d{2}-\d{2}", page)
+    assert f"<td>{BOOKED:%d.%m.%Y}</td>" in page  # booked, as a German reader writes it
+    assert re.search(r"<td>\d{2}\.\d{2}\.\d{4}, \d{2}:\d{2}:\d{2}</td>", page)  # imported
+    assert ">Applied</span>" in page and ">Unapplied cash</span>" in page
+    assert ">applied</span>" not in page
     period = BOOKED.strftime("%Y-%m")
     assert client.get(f"/api/cash/export?period={period}", headers=clerk).status_code == 403
     ctrl = seeded.auth(Persona.CONTROLLER)

@@ -59,7 +59,10 @@ def test_reply_shows_beside_the_draft_and_its_promise_is_accepted_by_a_person(
     assert 'data-testid="conversation-out"' in page.text
     assert 'data-testid="conversation-in"' in page.text
     flat = " ".join(page.text.split())
-    assert f"Proposed: log a promise-to-pay · $1,200.00 · on {on.isoformat()} · INV-" in flat
+    written = f"{on:%a}, {on:%b} {on.day}, {on.year}"  # the reader's locale, not {on.isoformat()}
+    assert f"Proposed: log a promise-to-pay · $1,200.00 · on {written} · INV-" in flat
+    german = client.get(f"/drafts/{seeded.drafts[0].id}", headers={"Accept-Language": "de-DE"})
+    assert f"· on Fr., {on.day}. Okt. {on.year} ·" in " ".join(german.text.split())
     account = client.get(f"/accounts/{seeded.customers[0].id}")
     assert "We will pay $1,200.00" in account.text
     action = account.text.split('action="/inbound/')[1].split('"')[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,3 +273,49 @@ def test_console_on_an_old_history_shows_its_last_year(
     }
     page = client.get("/console?end=2013-06", headers=headers)
     assert page.status_code == 200 and "not enough data" in page.text
+
+
+# A bare ISO date ("2026-12-06") or month ("2026-12"), a Python "None", a snake_case identifier.
+ISO_OR_RAW = [
+    re.compile(r"\b\d{4}-\d{2}(-\d{2})?\b"),
+    re.compile(r"\bNone\b"),
+    re.compile(r"\b[a-z]+_[a-z_]+\b"),
+]
+
+
+def _visible(html: str) -> str:
+    """What a person reads: no scripts, styles, charts, form fields or attribute values."""
+    html = re.sub(r"<(script|style|svg|head)\b.*?</\1>", " ", html, flags=re.S)
+    html = re.sub(r"<(input|textarea|select|option)\b[^>]*>", " ", html)
+    return re.sub(r"<[^>]+>", "><", html)
+
+
+def test_focus_renewal_and_console_write_dates_in_the_readers_locale(
+    client: TestClient, session: Session, book: Book
+) -> None:
+    """Today's Focus, Renewal Risk and the CFO console: no ISO dates or months, none of their
+    timestamps in a fixed "UTC" format; German dates for a German reader."""
+    from babel.dates import format_date
+
+    today = datetime.now(UTC).date()
+    de = {"Accept-Language": "de-DE,de;q=0.9", **auth(session, book, "controller")}
+    pages = {
+        "focus": client.get("/focus", headers=de).text,
+        "renewal": client.get("/renewal-risk?owner_id=all&window=365", headers=de).text,
+        "console": client.get("/console", headers=de).text,
+    }
+    for name, page in pages.items():
+        text = _visible(page)
+        for pattern in ISO_OR_RAW:
+            found = pattern.search(text)
+            assert found is None, f"{name} shows {found.group(0)!r}"
+        assert " UTC" not in text, name
+    assert format_date(today, "medium", locale="de_DE") in pages["focus"]  # "06.12.2026"
+    assert re.search(r"\b\d{2}\.\d{2}\.\d{4}\b", _visible(pages["renewal"]).split("<tbody>")[-1])
+    assert re.search(r"Computed \d{2}\.\d{2}\.\d{4}, \d{2}:\d{2}", pages["renewal"])
+    console = pages["console"]
+    assert f"12 months to {format_date(today, 'medium', locale='de_DE')}" in console
+    german_month = format_date(today, "MMM y", locale="de_DE")  # "Dez. 2026"
+    assert german_month in console
+    english = client.get("/console", headers=auth(session, book, "controller")).text
+    assert today.strftime("%b") in _visible(english)

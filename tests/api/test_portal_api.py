@@ -90,6 +90,14 @@ def test_portal_page_is_scoped_and_has_no_staff_navigation(
     assert r.headers["cache-control"] == "no-store"
     assert r.headers["referrer-policy"] == "no-referrer"
     assert _logs(session) == [("view", "ok")]
+    # dates as the payer reads them: their browser's locale, or their account's language
+    assert f"<td>{inv.due_date:%b} {inv.due_date.day}, {inv.due_date.year}</td>" in r.text
+    assert inv.due_date.isoformat() not in r.text.replace(f'value="{inv.due_date}"', "")
+    mine.language = "de"
+    session.commit()
+    german = api.get(f"/portal/{raw}", headers={"Accept-Language": "en-US"}).text
+    assert f"<td>{inv.due_date:%d.%m.%Y}</td>" in german
+    assert re.search(r"valid until \d{2}\.\d{2}\.\d{4}\.", german)
 
 
 def test_expired_token(api: TestClient, session: Session, cf: Factory) -> None:
@@ -186,7 +194,8 @@ def test_payer_plan_proposal_is_invisible_until_approved(
     approved = api.post(f"/api/plans/{plan.id}/approve", headers=h)
     assert approved.json()["status"] == "active"
     after = api.get(f"/portal/{raw}").text
-    assert "Your payment plans" in after and first.isoformat() in after
+    assert "Your payment plans" in after  # the first installment's date, as the payer reads it
+    assert f"<td>{first:%b} {first.day}, {first.year}</td>" in after
 
 
 def test_payer_plan_over_the_caps_is_refused_with_the_reason(

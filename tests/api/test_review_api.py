@@ -587,3 +587,49 @@ def test_the_reviewer_notes_are_in_the_inspector_and_never_in_the_message(
     assert "left out" not in page[body_start : page.index("</pre>", body_start)]
     other = client.get(f"/drafts/{seeded.drafts[1].id}").text
     assert 'data-testid="reviewer-notes"' not in other
+
+
+def test_outbox_and_draft_page_show_names_and_times_in_the_readers_locale(
+    client: TestClient, seeded: Seeded, session: Session
+) -> None:
+    """The outbox names a Slack notification's person (not their Slack user id) and writes its
+    sent time in the reader's locale on the organisation's clock (New York: 18:00 UTC is 14:00);
+    the draft page's turn times likewise, never a bare UTC "18:00"."""
+    from datetime import UTC, datetime
+
+    from memory.models import DraftRevision, OutboxStatus
+    from tools import outbox
+
+    manager = seeded.users[Persona.COLLECTIONS_MANAGER]
+    manager.slack_user_id = "U07PLIXO42"
+    row = outbox.enqueue_slack(
+        session, seeded.org.id, slack_user_id="U07PLIXO42", subject="Approval waiting",
+        text="*Approval waiting*", idempotency_key="notification:1:slack",
+    )  # fmt: skip
+    row.status, row.sent_at = OutboxStatus.SENT, datetime(2025, 10, 7, 18, 0, tzinfo=UTC)
+    d = seeded.drafts[0]
+    session.add(
+        DraftRevision(
+            draft_id=d.id,
+            seq=99,
+            author="copilot",
+            instruction="Shorter please",
+            subject="Shorter",
+            body="A shorter reminder.",
+            created_at=datetime(2025, 10, 7, 18, 5, tzinfo=UTC),
+        )  # fmt: skip
+    )
+    session.commit()
+    login(client, seeded, Persona.COLLECTIONS_MANAGER)
+    german = client.get("/outbox", headers={"Accept-Language": "de-DE,de;q=0.9"}).text
+    assert "U07PLIXO42" not in german
+    assert f"<td>{html.escape(manager.name)} (Slack)</td>" in german
+    assert "07.10.2025, 14:00" in german and "2025-10-07" not in german
+    english = client.get("/outbox", headers={"Accept-Language": "en-US"}).text
+    assert "Oct 7, 2025, 2:00" in english
+    page = client.get(f"/drafts/{d.id}", headers={"Accept-Language": "de-DE"}).text
+    turns = page.split('data-testid="turn"')[1:]
+    asked = next(t for t in turns if "Shorter please" in t)
+    rewrite = next(t for t in turns if "A shorter reminder." in t)
+    for turn in (asked, rewrite):
+        assert "07.10.2025, 14:05" in turn and "18:05" not in turn

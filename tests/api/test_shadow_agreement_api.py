@@ -6,6 +6,8 @@ sending-modes page, and switching Autopilot on below the policy's minimum is ref
 
 from __future__ import annotations
 
+import re
+
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -150,6 +152,9 @@ def test_the_sending_modes_page_shows_the_figures_beside_the_switches(
     assert "Too early: the customer called yesterday" in html
     assert 'data-testid="agreement-gate-' in html and "below the policy" in html
     assert "95% approved unchanged over the last 200 drafts people decided" in html
+    german = client.get("/sending-modes", headers={"Accept-Language": "de-DE"}).text
+    weeks = german.split('data-testid="trend"', 1)[1].split("</tr>", 1)[0]
+    assert re.search(r'<td class="num">\d{2}\.\d{2}\.\d{4}</td>', weeks), weeks  # week of
     # refused from the page: the reason, with the figures, comes back as the flash message
     r = client.post(
         "/sending-modes",

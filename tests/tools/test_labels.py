@@ -87,3 +87,19 @@ def test_buckets_commitment_statuses_and_weekday_dates_read_as_words() -> None:
     assert labels.language("de") == "German" and labels.language("pt-BR") == "Portuguese (Brazil)"
     assert labels.language("zz-not-a-language") == "zz-not-a-language"
     assert labels.language(None) == ""
+
+
+def test_periods_and_iso_text_in_the_readers_locale() -> None:
+    """A whole month by its name, any other span as an interval; ISO text some records keep (a
+    dry run's example, a DNS check's time) is read, a naive time as UTC."""
+    assert labels.period(date(2026, 12, 1), date(2026, 12, 31)) == "Dec 2026"
+    assert labels.period(date(2026, 12, 1), date(2026, 12, 31), locale="de_DE") == "Dez. 2026"
+    assert labels.period(date(2026, 2, 1), date(2026, 2, 28), locale="de_DE") == "Feb. 2026"
+    assert labels.period(date(2026, 12, 1), date(2026, 12, 6)) == "Dec 1\u2009–\u20096, 2026"
+    assert labels.period(date(2026, 12, 1), date(2026, 12, 6), locale="de_DE") == "1.–6. Dez. 2026"
+    assert labels.day("2025-10-07", locale="de_DE") == "07.10.2025"
+    assert labels.when("2025-10-07T18:00:00", locale="de_DE", tz="America/New_York").startswith(
+        "07.10.2025, 14:00"
+    )
+    assert labels.when("2025-10-07", locale="en_US") == "Oct 7, 2025"
+    assert labels.when("") == "" and labels.day(None) == ""
