@@ -4,8 +4,9 @@ Why the truth is computed here, from the scenario, and not read back through ``t
 the evals check the agent, and grounding is part of the agent's machinery. Deriving the allowed
 amounts and dates independently (same categories: invoice amounts and balances, paid parts, open
 and overdue totals, promises, plans, installments, payments; due, issue, promise, installment,
-payment and renewal dates) means a grounding bug shows up as an eval failure instead of being
-shared by both. A test compares the two on every scenario so they cannot drift apart silently.
+payment, renewal and dispute SLA dates) means a grounding bug shows up as an eval failure instead
+of being shared by both. A test compares the two on every scenario so they cannot drift apart
+silently.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -176,6 +178,11 @@ def _at(day: date, hour: int = 12) -> datetime:
     return datetime.combine(day, time(hour, 0), tzinfo=UTC)
 
 
+def _sla_due(opened_on: date) -> datetime:
+    """A scenario dispute's SLA clock: ten days from its opening (noon UTC)."""
+    return _at(opened_on) + timedelta(days=10)
+
+
 def normalize_link(url: str) -> str:
     """Links compare without trailing punctuation or slash (as a payer's mail client shows them)."""
     url = url.strip().rstrip(".,;:!?)")
@@ -248,6 +255,11 @@ def compute_truth(case: str, spec: ScenarioInputs, settings: Settings, slug: str
         dates.add(pay.received_on)
     if spec.customer.renewal_date:
         dates.add(spec.customer.renewal_date)
+    zone = ZoneInfo(spec.org.timezone)
+    for dispute in spec.disputes:  # its SLA date, on the organisation's calendar
+        dates.add(
+            _sla_due(dispute.opened_on or spec.as_of - timedelta(days=5)).astimezone(zone).date()
+        )
 
     primary = spec.primary_contact
     contact_for_task = primary
@@ -580,7 +592,7 @@ def build_scenario(
                 source="payer" if d.description else "collector",
                 opened_at=opened,
                 status_changed_at=opened,
-                sla_due_at=opened + timedelta(days=10),
+                sla_due_at=_sla_due(d.opened_on or spec.as_of - timedelta(days=5)),
             )
         )
     for note in spec.notes:
