@@ -1,5 +1,6 @@
-"""``plixo worker``: run a worker process (delivery and Autopilot workflows on DBOS), or show and
-act on what the workers hold.
+"""``plixo worker``: run a worker process (delivery and Autopilot workflows on DBOS, and the
+scheduled sending-domain re-check, notification sweep and mailbox sync), or show and act on what
+the workers hold.
 
 Start as many as you like, on one machine or several sharing the PostgreSQL ledger: they share the
 queues. ``--status`` lists the queues, the live workers, and per organisation the workflows in
@@ -33,7 +34,8 @@ def worker(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Run a worker: durable delivery (never sent twice) and Autopilot drafting."""
+    """Run a worker: durable delivery (never sent twice), Autopilot drafting, and on schedules
+    the sending-domain re-check, the notification sweep and the mailbox sync."""
     from api import worker as runtime
 
     settings = get_settings()

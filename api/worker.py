@@ -35,6 +35,7 @@ log = logging.getLogger("plixo.worker")
 def start(settings: Settings, sessions: sessionmaker[Session], *, kind: str = "worker") -> str:
     """Register every workflow, launch DBOS (once per process), beat once; the executor id."""
     import agent.autopilot_flow  # noqa: F401 - registers the Autopilot workflows and queues
+    import agent.mailbox_sync  # noqa: F401 - the payers' replies, read every few minutes
     import tools.admin.domain_schedule  # noqa: F401 - the daily sending-domain re-check
     import tools.delivery_flow  # noqa: F401 - registers the delivery workflows and queues
     import tools.notification_schedule  # noqa: F401 - breached SLAs and missed promises

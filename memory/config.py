@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         "ar+{token}@example.com); default: PLIXO_SMTP_FROM with +{token} when a mailbox is set.",
     )
     imap_max_attachment_bytes: int = 10 * 1024 * 1024
+    imap_org: str | None = Field(
+        default=None,
+        description="Slug of the organisation the mailbox's replies belong to; needed only when "
+        "the ledger holds several (the default of `plixo mailbox sync --org`, and the worker's).",
+    )
+    mailbox_sync_cron: str | None = Field(
+        default="0 */2 * * * *",
+        description=(
+            "When workers read the mailbox (a DBOS cron with seconds; each message is stored "
+            "once per Message-ID). Empty, or no PLIXO_IMAP_HOST: no scheduled sync."
+        ),
+    )
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

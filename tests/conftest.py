@@ -182,6 +182,7 @@ def durable_settings(tmp_path: Path, db_url: str, _dbos_system_url: str) -> Sett
         smtp_from="ar@acme.test",
         domain_recheck_cron=None,  # no DNS lookup at the top of an hour; a test applies its own
         notification_sweep_cron=None,  # no sweep of a test's ledger mid-test; a test triggers it
+        mailbox_sync_cron=None,  # no mailbox read mid-test; a test applies its own
     )
 
 

@@ -39,7 +39,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from memory import clock
@@ -52,6 +53,7 @@ from memory.models import (
     InboundMessage,
     MailboxCursor,
     MailThread,
+    Organisation,
 )
 from tools import conversations
 from tools.contact_status import contacts_by_email, mark_contacts
@@ -94,6 +96,51 @@ class SyncResult:
     kinds: dict[str, int] = field(default_factory=dict)
     contacts_changed: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+
+
+def configured(settings: Settings) -> bool:
+    """Whether a mailbox is set (``PLIXO_IMAP_HOST`` and ``_USERNAME``): without one there is
+    nothing to sync, and the worker schedules no sync."""
+    return bool(settings.imap_host and settings.imap_username)
+
+
+def mailbox_org(session: Session, settings: Settings, slug: str | None = None) -> int:
+    """The organisation the mailbox's replies are filed in: ``slug`` (``--org``), else
+    ``PLIXO_IMAP_ORG``, else the ledger's only organisation. Never a guess among several: the same
+    reply filed in two organisations would be threaded (and a contact marked) in the wrong one."""
+    slug = slug or settings.imap_org
+    orgs = session.scalars(select(Organisation).order_by(Organisation.slug)).all()
+    if slug:
+        match = [o for o in orgs if o.slug == slug]
+        if not match:
+            known = ", ".join(o.slug for o in orgs) or "none yet"
+            raise MailboxError(f"No organisation {slug!r} (organisations: {known}).")
+        return match[0].id
+    if not orgs:
+        raise MailboxError(
+            "The ledger has no organisation yet: run `plixo demo` or import your data first."
+        )
+    if len(orgs) > 1:
+        raise MailboxError(
+            f"There are several organisations ({', '.join(o.slug for o in orgs)}): say whose "
+            "mailbox it is with --org or PLIXO_IMAP_ORG."
+        )
+    return orgs[0].id
+
+
+def sync_configured(
+    session: Session,
+    settings: Settings,
+    *,
+    org: str | None = None,
+    triage: Triage | None = None,
+    now: datetime | None = None,
+) -> SyncResult:
+    """Sync the configured mailbox (``PLIXO_IMAP_*``) into its organisation: the one way both
+    ``plixo mailbox sync`` and the worker's schedule read it. Raises ``MailboxError``."""
+    org_id = mailbox_org(session, settings, org)
+    with connect(settings) as client:
+        return sync_mailbox(session, org_id, settings, client, triage=triage, now=now)
 
 
 def mailbox_key(settings: Settings) -> str:
@@ -145,14 +192,35 @@ def connect(settings: Settings) -> Iterator[Any]:
 
 
 def _cursor(session: Session, org_id: int, key: str) -> MailboxCursor:
-    cursor = session.scalars(
-        select(MailboxCursor).where(MailboxCursor.org_id == org_id, MailboxCursor.mailbox == key)
-    ).first()
+    """This folder's cursor, created once even when two syncs start together (the second one's
+    insert meets ``UNIQUE(org_id, mailbox)`` and reads the first one's row)."""
+    query = select(MailboxCursor).where(
+        MailboxCursor.org_id == org_id, MailboxCursor.mailbox == key
+    )
+    cursor = session.scalars(query).first()
     if cursor is None:
-        cursor = MailboxCursor(org_id=org_id, mailbox=key, uidvalidity=0, last_uid=0)
-        session.add(cursor)
-        session.flush()
+        try:
+            with session.begin_nested():
+                session.add(MailboxCursor(org_id=org_id, mailbox=key, uidvalidity=0, last_uid=0))
+        except IntegrityError:
+            log.info("mailbox: another sync created the cursor of %s first", key)
+        cursor = session.scalars(query).one()
     return cursor
+
+
+def _advance(session: Session, cursor: MailboxCursor, uid: int, now: datetime) -> None:
+    """Move the cursor to ``uid``, never back: a sync running beside a faster one must not
+    rewind it (that would only re-read, but each re-read costs a fetch and a Message-ID check)."""
+    session.execute(
+        update(MailboxCursor)
+        .where(
+            MailboxCursor.id == cursor.id,
+            MailboxCursor.uidvalidity == cursor.uidvalidity,
+            MailboxCursor.last_uid < uid,
+        )
+        .values(last_uid=uid, synced_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def sync_mailbox(
@@ -164,7 +232,12 @@ def sync_mailbox(
     triage: Triage | None = None,
     now: datetime | None = None,
 ) -> SyncResult:
-    """Read the new messages of the configured folder into the ledger (committed one by one)."""
+    """Read the new messages of the configured folder into the ledger (committed one by one).
+
+    Safe beside another sync of the same mailbox (two workers, a worker and the command): each
+    message is claimed by inserting its row first (``UNIQUE(org_id, message_id)``, in a
+    savepoint), so the second sync to reach it counts it as already read. When the ledger is busy
+    the sync stops before that message, and the next one reads it again."""
     key = mailbox_key(settings)
     result = SyncResult(mailbox=key)
     info = client.select_folder(settings.imap_folder, readonly=True)
@@ -191,14 +264,27 @@ def sync_mailbox(
             result.fetched += 1
             if raw is None:
                 result.errors.append(f"UID {uid}: larger than {MAX_MESSAGE_BYTES} bytes; not read.")
-            else:
-                _store_one(session, org_id, settings, cursor, uid, bytes(raw), triage, now, result)
-            cursor.last_uid = max(cursor.last_uid, uid)
-            cursor.synced_at = now or clock.now()
+            elif not _store_one(
+                session, org_id, settings, cursor, uid, bytes(raw), triage, now, result
+            ):
+                session.rollback()
+                return result
+            _advance(session, cursor, uid, now or clock.now())
             session.commit()
     cursor.synced_at = now or clock.now()
     session.commit()
     return result
+
+
+def _already_stored(session: Session, org_id: int, message_id: str) -> bool:
+    return (
+        session.scalar(
+            select(InboundMessage.id).where(
+                InboundMessage.org_id == org_id, InboundMessage.message_id == message_id
+            )
+        )
+        is not None
+    )
 
 
 def _store_one(
@@ -211,33 +297,44 @@ def _store_one(
     triage: Triage | None,
     now: datetime | None,
     result: SyncResult,
-) -> None:
-    """One message, in a savepoint: a message that cannot be read is reported, never half-kept."""
+) -> bool:
+    """One message: read (and triaged) first, then written in a savepoint whose first statement
+    claims its Message-ID, so a message that cannot be filed is reported, never half-kept, and
+    one another sync has just filed counts as already read. False: the ledger could not be
+    written now (locked, gone); the caller stops and the next sync reads this message again."""
     try:
         mail = read_mail(raw)
     except Exception as exc:  # a malformed message must not stop the others
         result.errors.append(f"UID {uid}: unreadable message ({type(exc).__name__}).")
-        return
-    exists = session.scalar(
-        select(InboundMessage.id).where(
-            InboundMessage.org_id == org_id, InboundMessage.message_id == mail.message_id
-        )
-    )
-    if exists is not None:
-        result.duplicates += 1
-        return
+        return True
     try:
+        if _already_stored(session, org_id, mail.message_id):
+            result.duplicates += 1
+            return True
+        filing = prepare_message(
+            session, org_id, mail, mailbox=cursor.mailbox, uidvalidity=cursor.uidvalidity,
+            uid=uid, triage=triage, now=now,
+        )  # fmt: skip
         with session.begin_nested():
-            stored = file_message(
-                session, org_id, settings, mail, mailbox=cursor.mailbox,
-                uidvalidity=cursor.uidvalidity, uid=uid, triage=triage, now=now, result=result,
-            )  # fmt: skip
+            stored = record_message(session, org_id, settings, filing, result=result)
+    except IntegrityError as exc:
+        if _already_stored(session, org_id, mail.message_id):
+            result.duplicates += 1  # another sync filed it while this one read it
+            return True
+        log.exception("mailbox: UID %s could not be filed", uid)
+        result.errors.append(f"UID {uid}: could not be filed ({type(exc).__name__}: {exc}).")
+        return True
+    except DBAPIError as exc:
+        log.warning("mailbox: the ledger refused UID %s (%s); the next sync retries", uid, exc)
+        result.errors.append(f"UID {uid}: the ledger is busy; the next sync reads it again.")
+        return False
     except Exception as exc:
         log.exception("mailbox: UID %s could not be filed", uid)
         result.errors.append(f"UID {uid}: could not be filed ({type(exc).__name__}: {exc}).")
-        return
+        return True
     result.stored += 1
     result.kinds[stored.kind] = result.kinds.get(stored.kind, 0) + 1
+    return True
 
 
 @dataclass(frozen=True)
@@ -266,6 +363,93 @@ def _whose(session: Session, org_id: int, mail: ReadMail) -> _Whose:
     return _Whose(thread, customer_id, contact)
 
 
+@dataclass
+class Filing:
+    """A message read and judged but not yet written: its row, whose it is, what it said."""
+
+    msg: InboundMessage
+    whose: _Whose
+    mail: ReadMail
+    now: datetime
+
+
+def prepare_message(
+    session: Session,
+    org_id: int,
+    mail: ReadMail,
+    *,
+    mailbox: str,
+    uidvalidity: int,
+    uid: int,
+    triage: Triage | None,
+    now: datetime | None,
+) -> Filing:
+    """Everything about a message that only reads the ledger: its thread, kind, return date and
+    the reply triage (which may take a model's time, so no write lock is held meanwhile)."""
+    now = now or clock.now()
+    whose = _whose(session, org_id, mail)
+    msg = InboundMessage(
+        org_id=org_id, message_id=mail.message_id, mailbox=mailbox, uidvalidity=uidvalidity,
+        uid=uid, thread_id=whose.thread.id if whose.thread else None,
+        draft_id=whose.thread.draft_id if whose.thread else None,
+        customer_id=whose.customer_id, contact_id=whose.contact.id if whose.contact else None,
+        sender=mail.sender, subject=mail.subject, sent_at=mail.sent_at, received_at=now,
+        body=mail.reply[:20_000], full_text=mail.text[:100_000], detail={},
+    )  # fmt: skip
+    if mail.is_dsn:
+        msg.kind = "bounce"
+        msg.body = "; ".join(f"{f.recipient}: {f.status} {f.diagnostic}" for f in mail.failures)
+        msg.detail = {"failures": [f.__dict__ for f in mail.failures]}
+    elif mail.auto_submitted:
+        msg.kind = "auto_reply"
+        msg.return_date = return_date(mail.reply or mail.text, org_today(session, org_id, now))
+    elif asks_to_opt_out(mail.reply):
+        msg.kind = "opt_out"
+    elif whose.customer_id is None:
+        msg.kind = "unmatched"
+    else:
+        msg.kind = "reply"
+        if triage is not None and mail.reply.strip():
+            msg.triage = triage(session, org_id, whose.customer_id, mail.reply)
+    return Filing(msg, whose, mail, now)
+
+
+def record_message(
+    session: Session, org_id: int, settings: Settings, filing: Filing, *, result: SyncResult
+) -> InboundMessage:
+    """Write a prepared message and do what its kind calls for (flushed; the caller commits).
+    The message's row goes first: its Message-ID claims it against a concurrent sync."""
+    msg, mail, whose = filing.msg, filing.mail, filing.whose
+    session.add(msg)
+    session.flush()
+    evidence = {"message_id": mail.message_id, "inbound_uid": msg.uid}
+    if msg.kind == "bounce":
+        for failure in mail.failures:
+            contacts = contacts_by_email(session, org_id, failure.recipient)
+            result.contacts_changed += mark_contacts(
+                session, org_id, contacts, "bounced", actor=ACTOR,
+                evidence={**evidence, "status": failure.status, "address": failure.recipient},
+            )  # fmt: skip
+    elif msg.kind == "opt_out" and whose.customer_id is not None and mail.sender:
+        contacts = contacts_by_email(session, org_id, mail.sender, customer_id=whose.customer_id)
+        result.contacts_changed += mark_contacts(
+            session, org_id, contacts, "opted_out", actor=ACTOR,
+            evidence={**evidence, "words": mail.reply[:200]},
+        )  # fmt: skip
+    _keep_attachments(settings, org_id, msg, mail)
+    if whose.customer_id is not None:
+        session.add(
+            Activity(
+                org_id=org_id, customer_id=whose.customer_id, contact_id=msg.contact_id,
+                draft_id=msg.draft_id, kind=ActivityKind.REPLY, direction="in",
+                summary=f"{msg.kind.replace('_', ' ')}: {mail.subject}"[:300],
+                body=msg.body, occurred_at=mail.sent_at or filing.now,
+            )
+        )  # fmt: skip
+    session.flush()
+    return msg
+
+
 def file_message(
     session: Session,
     org_id: int,
@@ -280,61 +464,11 @@ def file_message(
     result: SyncResult,
 ) -> InboundMessage:
     """Store one read message and do what its kind calls for (flushed; the caller commits)."""
-    now = now or clock.now()
-    whose = _whose(session, org_id, mail)
-    today = org_today(session, org_id, now)
-    msg = InboundMessage(
-        org_id=org_id, message_id=mail.message_id, mailbox=mailbox, uidvalidity=uidvalidity,
-        uid=uid, thread_id=whose.thread.id if whose.thread else None,
-        draft_id=whose.thread.draft_id if whose.thread else None,
-        customer_id=whose.customer_id, contact_id=whose.contact.id if whose.contact else None,
-        sender=mail.sender, subject=mail.subject, sent_at=mail.sent_at, received_at=now,
-        body=mail.reply[:20_000], full_text=mail.text[:100_000], detail={},
+    filing = prepare_message(
+        session, org_id, mail, mailbox=mailbox, uidvalidity=uidvalidity, uid=uid,
+        triage=triage, now=now,
     )  # fmt: skip
-    evidence = {"message_id": mail.message_id, "inbound_uid": uid}
-    if mail.is_dsn:
-        msg.kind = "bounce"
-        msg.body = "; ".join(f"{f.recipient}: {f.status} {f.diagnostic}" for f in mail.failures)
-        msg.detail = {"failures": [f.__dict__ for f in mail.failures]}
-        for failure in mail.failures:
-            contacts = contacts_by_email(session, org_id, failure.recipient)
-            result.contacts_changed += mark_contacts(
-                session, org_id, contacts, "bounced", actor=ACTOR,
-                evidence={**evidence, "status": failure.status, "address": failure.recipient},
-            )  # fmt: skip
-    elif mail.auto_submitted:
-        msg.kind = "auto_reply"
-        msg.return_date = return_date(mail.reply or mail.text, today)
-    elif asks_to_opt_out(mail.reply):
-        msg.kind = "opt_out"
-        if whose.customer_id is not None and mail.sender:
-            contacts = contacts_by_email(
-                session, org_id, mail.sender, customer_id=whose.customer_id
-            )
-            result.contacts_changed += mark_contacts(
-                session, org_id, contacts, "opted_out", actor=ACTOR,
-                evidence={**evidence, "words": mail.reply[:200]},
-            )  # fmt: skip
-    elif whose.customer_id is None:
-        msg.kind = "unmatched"
-    else:
-        msg.kind = "reply"
-        if triage is not None and mail.reply.strip():
-            msg.triage = triage(session, org_id, whose.customer_id, mail.reply)
-    session.add(msg)
-    session.flush()
-    _keep_attachments(settings, org_id, msg, mail)
-    if whose.customer_id is not None:
-        session.add(
-            Activity(
-                org_id=org_id, customer_id=whose.customer_id, contact_id=msg.contact_id,
-                draft_id=msg.draft_id, kind=ActivityKind.REPLY, direction="in",
-                summary=f"{msg.kind.replace('_', ' ')}: {mail.subject}"[:300],
-                body=msg.body, occurred_at=mail.sent_at or now,
-            )
-        )  # fmt: skip
-    session.flush()
-    return msg
+    return record_message(session, org_id, settings, filing, result=result)
 
 
 def _keep_attachments(settings: Settings, org_id: int, msg: InboundMessage, mail: ReadMail) -> None:

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.cli_mailbox import reply_triage
+from agent.mailbox_sync import reply_triage
 from memory.config import Settings
 from memory.models import Draft, OutboxMessage, Persona, PromiseToPay
 from tests.api.factories import NOW, Seeded
