@@ -22,19 +22,11 @@ from sqlalchemy.orm import Session
 from memory import clock
 from memory.config import Settings
 from memory.models import AuditEvent, Customer, Dispute, DisputeStatus, Draft, Invoice, User
+from tools import labels
 from tools.authz import guarded
 from tools.disputes import ACTIVE, REASONS, get_dispute
 from tools.drafts import DRAFT_GUARD
 
-#: How the payer reads each status (no internal names, no wording the guardrails hold for Legal).
-STATUS_WORDS: dict[DisputeStatus, str] = {
-    DisputeStatus.OPEN: "open",
-    DisputeStatus.INVESTIGATING: "under investigation",
-    DisputeStatus.AWAITING_CUSTOMER: "waiting for your documents",
-    DisputeStatus.ESCALATED_LEGAL: "under senior review",
-    DisputeStatus.RESOLVED_CREDIT: "resolved with a credit",
-    DisputeStatus.REJECTED: "closed",
-}
 _ANSWER_BY = "We will come back to you by {sla}."
 _ANSWER_SOON = "We will come back to you as soon as we can."
 
@@ -143,7 +135,7 @@ def render(
         "number": invoice.number,
         "amount": format_amount(invoice.amount_minor, invoice.currency, locale),
         "reason": REASONS.get(dispute.reason, dispute.reason).lower(),
-        "status": STATUS_WORDS.get(dispute.status, "open"),
+        "status": labels.payer_dispute_status(dispute.status),
         "answer": _ANSWER_BY.format(sla=sla) if sla else _ANSWER_SOON,
         "contact": contact_name or customer.name,
         "sender": sender,

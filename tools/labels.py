@@ -206,6 +206,17 @@ PLAN_WORDS: dict[str, str] = {
 #: Plan installment statuses.
 INSTALLMENT_WORDS: dict[str, str] = {"due": "Due", "paid": "Paid", "missed": "Missed"}
 
+#: How the payer reads a dispute's status (the mini-portal, dispute replies): no internal names,
+#: and no wording the guardrails hold for Legal ("escalated to Legal" reads as a threat).
+PAYER_DISPUTE_WORDS: dict[str, str] = {
+    "open": "open",
+    "investigating": "under investigation",
+    "awaiting_customer": "waiting for your documents",
+    "escalated_legal": "under senior review",
+    "resolved_credit": "resolved with a credit",
+    "rejected": "closed",
+}
+
 
 def humanize(value: str) -> str:
     """Words for an identifier with no entry: ``awaiting_customer`` → "Awaiting customer"."""
@@ -243,6 +254,11 @@ def plan_label(status: object) -> str:
 def installment_label(status: object) -> str:
     """A plan installment's status in words."""
     return label(status, INSTALLMENT_WORDS)
+
+
+def payer_dispute_status(status: object) -> str:
+    """A dispute's status in the payer's words (``PAYER_DISPUTE_WORDS``); unknown: "open"."""
+    return PAYER_DISPUTE_WORDS.get(str(getattr(status, "value", status)), "open")
 
 
 def plural(count: int, singular: str, plural_form: str | None = None) -> str:

@@ -55,7 +55,7 @@ def _render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> 
     return templates.TemplateResponse(
         request,
         name,
-        {"request": request, **ctx},
+        {"request": request, "payer_dispute_status": labels.payer_dispute_status, **ctx},
         status_code=status_code,
         headers=PORTAL_HEADERS,
     )

@@ -18,6 +18,7 @@ from memory.models import (
     Customer,
     Dispute,
     DisputeEvidence,
+    DisputeStatus,
     InvoiceStatus,
     Organisation,
     OutboxMessage,
@@ -253,6 +254,12 @@ def test_dispute_with_evidence_from_the_portal(
     )
     assert more.status_code == 201
     assert _n(session, DisputeEvidence) == 2
+    # the payer reads the status in words, never an internal name or "Legal"
+    dispute.status = DisputeStatus.ESCALATED_LEGAL
+    session.commit()
+    page = api.get(f"/portal/{raw}").text
+    assert "Under senior review" in page
+    assert "escalated" not in page.lower() and "legal" not in page.lower()
 
 
 @pytest.mark.parametrize(
