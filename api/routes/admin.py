@@ -613,7 +613,8 @@ def policies_preview(
             request, "policies.html", user, 422, **ctx, preview=None, text=text, flash=flash
         )
     run = pa.dry_run(db, user.org_id, proposal, clock())
-    preview = {"changes": proposal.changes, "run": run.as_dict()}
+    rows = pa.change_rows(proposal.changes, proposal.active.currency)
+    preview = {"changes": rows, "run": run.as_dict()}
     return _render(request, "policies.html", user, **ctx, preview=preview, text=text)
 
 

@@ -314,7 +314,10 @@ def test_policy_page_previews_then_saves_and_refuses_bad_values(env, session: Se
         data={"csrf": csrf, "text": "plans:\n  controller_above: 20,000.00 USD\n"},
     )
     assert good.status_code == 200 and 'data-testid="dry-run-summary"' in good.text
-    assert "plans.controller_above_minor" in good.text
+    # the change in the units it was written in, never the stored path or minor units
+    assert "Plans: controller above" in good.text
+    assert "50,000.00 USD → 20,000.00 USD" in good.text
+    assert "controller_above_minor" not in good.text and "5000000" not in good.text
     from memory.models import PolicySetVersion
 
     assert session.scalars(select(PolicySetVersion)).all() == []

@@ -39,7 +39,15 @@ from memory.models import (
 from policies.engine import decide
 from policies.policy_set import PolicySet, diff, load_default, merge
 from policies.types import PolicyError
-from tools.admin.units import UnitError, parse_money, parse_percent, parse_time, parse_window
+from tools.admin.units import (
+    UnitError,
+    format_amount,
+    format_percent,
+    parse_money,
+    parse_percent,
+    parse_time,
+    parse_window,
+)
 from tools.policy_admin import _deep_merge, active_override, active_policy_set, update_policy
 from tools.users import own_limit
 
@@ -133,6 +141,37 @@ def _convert_section(
         except UnitError as exc:
             problems.append(f"{section}.{key}: {exc}")
     return converted
+
+
+def change_rows(changes: dict[str, dict[str, Any]], currency: str) -> list[tuple[str, str, str]]:
+    """The diff as a Controller wrote it: ``(setting, before, after)`` with the setting in words
+    and amounts, percentages and switches in the units of the override, not the stored ones."""
+    return [
+        (_setting(path), _shown(path, c.get("from"), currency), _shown(path, c.get("to"), currency))
+        for path, c in changes.items()
+    ]
+
+
+def _setting(path: str) -> str:
+    section, _, key = path.partition(".")
+    key = key.removesuffix("_minor").removesuffix("_bps")
+    head = section.replace("_", " ").capitalize()
+    return f"{head}: {key.replace('_', ' ')}" if key else head
+
+
+def _shown(path: str, value: Any, currency: str) -> str:
+    section = path.partition(".")[0]
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) and (path.endswith("_minor") or section in _MONEY_SECTIONS):
+        return format_amount(value, currency)
+    if isinstance(value, int) and path.endswith("_bps"):
+        return format_percent(value)
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
 
 
 @dataclass
