@@ -342,6 +342,11 @@ def day(
     return str(format_date(value, format="medium", locale=locale))
 
 
+def month_short(start: date, *, locale: str = DEFAULT_LOCALE) -> str:
+    """A month as short as a chart's axis needs, in the reader's locale ("Dec 26", "Dez. 26")."""
+    return str(format_date(start, format="MMM yy", locale=locale))
+
+
 def period(start: date, end: date, *, locale: str = DEFAULT_LOCALE) -> str:
     """A reporting period in the reader's locale: a whole month by its name ("Dec 2026",
     "Dez. 2026"), any other span as an interval ("Dec 1 – 6, 2026", "1.–6. Dez. 2026")."""

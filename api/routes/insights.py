@@ -35,7 +35,7 @@ from policies.money import format_money
 from tools import conversations, draft_costs, metrics
 from tools.csvsafe import safe_writer
 from tools.focus import FocusList, todays_focus
-from tools.labels import locale_from_header
+from tools.labels import locale_from_header, month_short
 from tools.labels import period as period_words
 from tools.renewal import RenewalReport, renewal_risk
 from tools.risk import current_model, score_customer_invoices
@@ -940,9 +940,9 @@ def _console_tables(
     }
 
 
-def _console_charts(data: dict[str, Any]) -> dict[str, Any]:
+def _console_charts(data: dict[str, Any], locale: str) -> dict[str, Any]:
     series: list[metrics.MonthPoint] = data["series"]
-    labels = [p.period.start.strftime("%b %y") for p in series]
+    labels = [month_short(p.period.start, locale=locale) for p in series]
     charts: dict[str, Any] = {"cash": [], "aging": [], "exposure": []}
     for cur in data["currencies"]:
         values = [p.cash_collected.amounts.get(cur) for p in series]
@@ -1055,7 +1055,7 @@ def console_page(
         data=data,
         latest=latest,
         to_date=to_date,
-        charts=_console_charts(data),
+        charts=_console_charts(data, locale_from_header(request.headers.get("accept-language"))),
         tables=_console_tables(data, money=_money_text, month=_month_words(request)),
         query="&".join(f"{k}={v}" for k, v in query.items()),
         segments=_segments(db, user.org_id),

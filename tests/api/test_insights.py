@@ -317,5 +317,7 @@ def test_focus_renewal_and_console_write_dates_in_the_readers_locale(
     assert f"12 months to {format_date(today, 'medium', locale='de_DE')}" in console
     german_month = format_date(today, "MMM y", locale="de_DE")  # "Dez. 2026"
     assert german_month in console
+    axis = format_date(today, "MMM yy", locale="de_DE")  # the charts' axis: "Dez. 26"
+    assert f">{axis}<" in console
     english = client.get("/console", headers=auth(session, book, "controller")).text
     assert today.strftime("%b") in _visible(english)
