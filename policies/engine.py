@@ -48,6 +48,9 @@ ENGINE_LOCK = threading.RLock()
 _SEQ = itertools.count(1)
 _SID = "0"
 _MAX_FACT_REASONS = 20
+#: A fact is retracted by its identity (``sid`` and ``id``): durable_rules need not be sent the
+#: whole payload again, which would cost one more encoding of it per decision.
+_IDENTITY = {"sid": _SID, "id": _SID}
 
 
 class _ActionDropped(RuntimeError):
@@ -96,7 +99,7 @@ class _CompiledRules:
                 try:
                     self._assert_and_run(payload)
                     with contextlib.suppress(MessageNotHandledException):  # it matched nothing
-                        self.ruleset.retract_fact(payload)
+                        self.ruleset.retract_fact(_IDENTITY)
                     clean = True
                 except _ActionDropped:
                     if attempt == 2:
