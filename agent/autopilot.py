@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
@@ -381,12 +382,12 @@ def _merge(into: AutopilotSummary, part: dict[str, object]) -> None:
 
 #: How long a process reuses a pass's organisation-wide reads (``_org_reads``).
 ORG_READS_TTL_S = 2.0
-_org_reads_cache: dict[tuple[str, int, int], tuple[float, OrgSwitches, PolicyEngine]] = {}
+_org_reads_cache: dict[tuple[str, int, str], tuple[float, OrgSwitches, PolicyEngine]] = {}
 _org_reads_lock = threading.Lock()
 
 
 def _org_reads(
-    session: Session, org_id: int, now: datetime, pass_id: int | None
+    session: Session, org_id: int, now: datetime, pass_id: str | None
 ) -> tuple[OrgSwitches, PolicyEngine]:
     """The organisation's switches (with its Data-Ready score) and policy engine for a pass,
     read at most once every ``ORG_READS_TTL_S`` per process and pass.
@@ -432,7 +433,7 @@ async def _draft_items(
     concurrency: int,
     batch_size: int,
     progress: Callable[[int], None] | None,
-    pass_id: int | None = None,
+    pass_id: str | None = None,
 ) -> None:
     """Draft ``items`` through a pipeline: up to ``concurrency`` compositions in flight (reads
     only), and every ``batch_size`` finished drafts stored and committed in one short write.
@@ -623,7 +624,9 @@ async def arun_autopilot(
         "concurrency": concurrency_n,
         "batch_size": batch_size,
         "model_ref": autopilot_flow.lend_model(model) if model is not None else None,
-        "pass_id": run_id,
+        # The run's id and a token of this pass: a ledger recreated at the same URL (a fresh
+        # demo, a test database) numbers its runs from 1 again, and must not reuse a cached read.
+        "pass_id": f"{run_id}-{secrets.token_hex(6)}",
     }
     try:
         await asyncio.to_thread(

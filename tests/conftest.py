@@ -158,15 +158,30 @@ def org(session: Session) -> Organisation:
 # --- durable execution (DBOS): launched once per test process ----------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def _dbos_system_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One DBOS system database (SQLite) for the test process: launching DBOS costs ~1 s, so it
     is launched once and each test points it at its own ledger (workflow ids carry the ledger's
-    key, so tests never see one another's workflows)."""
+    key, so tests never see one another's workflows).
+
+    Also the environment's, for commands run in-process (``plixo autopilot run`` launches DBOS
+    embedded): on PostgreSQL their default system database would be the test process's ledger,
+    the one the worker subprocesses of the outbox and Autopilot kill tests use, and the test
+    process's DBOS (launched once, never moved) would then run those workers' workflows with a
+    past test's settings. The subprocess helpers drop the variable, so workers keep the default.
+    """
     from memory import durable
 
-    yield f"sqlite:///{tmp_path_factory.mktemp('dbos') / 'system.sqlite'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('dbos') / 'system.sqlite'}"
+    before = os.environ.get("PLIXO_DBOS_SYSTEM_DATABASE_URL")
+    os.environ["PLIXO_DBOS_SYSTEM_DATABASE_URL"] = url
+    get_settings.cache_clear()
+    yield url
     durable.shutdown()
+    if before is None:
+        os.environ.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
+    else:
+        os.environ["PLIXO_DBOS_SYSTEM_DATABASE_URL"] = before
 
 
 @pytest.fixture

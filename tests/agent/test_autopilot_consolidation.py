@@ -335,3 +335,41 @@ def test_the_consolidated_email_carries_the_statement_of_the_ledger(
         assert f" {bucket} " in rows[number], (number, bucket, rows[number])
     session.expire_all()
     assert session.get(Draft, draft.id).status is DraftStatus.SENT  # type: ignore[union-attr]
+
+
+def test_a_pass_reads_the_organisation_itself_not_a_pass_of_the_same_number(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    """A ledger recreated at the same URL (a fresh demo, a test database) numbers its Autopilot
+    runs from 1 again: a pass must not reuse the organisation's switches another pass with the
+    same run number read a moment before (the org was in Shadow Mode there, not here)."""
+    from agent import autopilot
+
+    b = Builder.new_org(session, shadow=True)
+    session.commit()
+    with sessions() as s:
+        first, _ = autopilot._org_reads(s, b.org.id, NOW, "1-aaaa")
+    b.org.shadow_mode = False
+    session.commit()
+    with sessions() as s:
+        again, _ = autopilot._org_reads(s, b.org.id, NOW, "1-aaaa")  # the same pass: cached
+        other, _ = autopilot._org_reads(s, b.org.id, NOW, "1-bbbb")  # run 1 of a new ledger
+    assert first.shadow_mode and again.shadow_mode and not other.shadow_mode
+    seen: list[str | None] = []
+    real = autopilot._org_reads
+
+    def record(s: Session, org_id: int, now: Any, pass_id: str | None) -> Any:
+        seen.append(pass_id)
+        return real(s, org_id, now, pass_id)
+
+    cadence = b.cadence()
+    segment = b.segment("SMB", cadence=cadence, shadow=False, autopilot=True)
+    customer = b.customer("Northwind Foods Inc.", segment=segment)
+    b.contact(customer, "Dana Smith", email="dana@northwind.example")
+    b.invoice(customer, number="N-3", amount_minor=3_000, days_overdue=3)
+    session.commit()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(autopilot, "_org_reads", record)
+        summary = run_autopilot(sessions, b.org.id, as_of=AS_OF, settings=settings, now=NOW)
+    assert summary.drafted == 1 and seen
+    assert all(p and p.startswith(f"{summary.run_id}-") and len(p) > 10 for p in seen), seen
