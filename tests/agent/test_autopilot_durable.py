@@ -40,6 +40,9 @@ def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
         PLIXO_DATA_DIR=str(tmp_path / "data"),
         PLIXO_WORKER_STALE_S="1",
         PLIXO_WORKER_POLL_S="0.05",
+        PLIXO_DOMAIN_RECHECK_CRON="",  # no scheduled workflows in these processes (see outbox)
+        PLIXO_NOTIFICATION_SWEEP_CRON="",
+        PLIXO_MAILBOX_SYNC_CRON="",
         PYTHONPATH=str(REPO),
     )
     env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)

@@ -460,6 +460,11 @@ def _env(db_url: str, port: int, tmp_path: Path, **extra: str) -> dict[str, str]
         PLIXO_SMTP_FROM="ar@acme.test",
         PLIXO_WORKER_POLL_S="0.05",
         PLIXO_WORKER_STALE_S="1",
+        # No scheduled workflows in these workers (as in-process tests): a cron firing while a
+        # `--once` worker shuts down held its exit past the test's timeout (seen once in CI).
+        PLIXO_DOMAIN_RECHECK_CRON="",
+        PLIXO_NOTIFICATION_SWEEP_CRON="",
+        PLIXO_MAILBOX_SYNC_CRON="",
         PYTHONPATH=str(REPO),
         **extra,
     )
