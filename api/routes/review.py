@@ -19,6 +19,7 @@ from sqlalchemy import Integer, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.exc import StaleDataError
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import AppSettings, Clock, DbSession, can, require, require_snapshot
 from api.queue_cache import QueuePageCache, page_key
@@ -618,8 +619,9 @@ async def get_queue(
     cache: QueuePageCache = request.app.state.queue_cache
     key = page_key(caller, request.scope.get("query_string", b""))
     body = cache.get(key, caller.queue_version)
-    if body is None:
-        page = queue_page(
+    if body is None:  # a miss reads the ledger: in the thread pool, never on the event loop
+        page = await run_in_threadpool(
+            queue_page,
             db,
             caller.org_id,
             caller.id,
