@@ -30,7 +30,7 @@ from memory.models import (
 )
 from memory.money import format_money
 from memory.recall import index_ledger, open_recall
-from tools import risk
+from tools import labels, risk
 from tools.demo import DEMO_DOMAIN, DEMO_PASSWORD, DEMO_SLUG, DEMO_TIMEZONE, USERS, build_demo
 from tools.orgs import delete_org, get_org
 from tools.readiness import data_ready
@@ -184,15 +184,17 @@ def _print(s: dict[str, Any]) -> None:
         aging.add_row(name, str(b["count"]), _money(b["balance"]))
     console.print(aging)
     commits = Table("", "By status", title="Commitments")
-    for label in ("promises", "plans", "disputes"):
-        commits.add_row(label, ", ".join(f"{k} {v}" for k, v in s[label].items()))
+    words = {"promises": labels.promise_label, "plans": labels.plan_label, "disputes": labels.label}
+    for kind, word in words.items():
+        counts = ", ".join(f"{word(k).lower()} {v}" for k, v in s[kind].items())
+        commits.add_row(labels.humanize(kind), counts)
     console.print(commits)
 
     outcome = Table(
         "Decision", "Drafts", title="Autopilot pass in Shadow Mode: what the guardrails decided"
     )
     for k, v in ap.get("by_outcome", {}).items():
-        outcome.add_row(k, str(v))
+        outcome.add_row(labels.label(k), str(v))
     console.print(
         f"Drafted {ap.get('drafted', 0)} new drafts for {ap.get('due', 0)} due cadence steps "
         f"({ap.get('skipped_existing', 0)} already drafted earlier, "
@@ -202,13 +204,13 @@ def _print(s: dict[str, Any]) -> None:
     if ap.get("excluded"):
         console.print(
             "Not chased: "
-            + ", ".join(f"{n} {reason}" for reason, n in sorted(ap["excluded"].items()))
-            + " (the guardrails keep these out of the cadence)."
+            + ", ".join(f"{n} {labels.label(k).lower()}" for k, n in sorted(ap["excluded"].items()))
+            + " (left out of this pass by the cadence and the guardrails)."
         )
     console.print(outcome)
     reasons = Table("Rule", "Fired", title="Reasons")
     for k, v in sorted(ap.get("by_reason", {}).items(), key=lambda kv: -kv[1]):
-        reasons.add_row(k, str(v))
+        reasons.add_row(labels.rule_label(k), str(v))
     console.print(reasons)
     queues = Table("Persona", "Waiting for them", title="Queues")
     for k, v in s["queues"].items():

@@ -97,6 +97,14 @@ RULES: dict[str, str] = {
 
 #: Statuses, kinds, outcomes and step names, by their stored value.
 WORDS: dict[str, str] = {
+    # why Autopilot left a due invoice out of a pass ("Not chased: 4 disputed, ...")
+    "disputed": "Disputed",
+    "promise_open": "Under an open promise-to-pay",
+    "in_payment_plan": "In a payment plan",
+    "follow_up_first": "Waiting for a follow-up first",
+    "no_reachable_contact": "With no reachable contact",
+    "pre_due_step_overdue": "Past due before their pre-due reminder",
+    "promise_reminder_nothing_open": "Promise reminders with nothing left open",
     # drafts
     "drafted": "Drafted",
     "blocked": "Blocked",

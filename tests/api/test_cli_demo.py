@@ -43,3 +43,14 @@ def test_demo_json_summary_and_rerun_is_idempotent(data_dir: Path) -> None:
 def test_demo_rejects_a_bad_date(data_dir: Path) -> None:
     result = runner.invoke(app, ["demo", "--today", "21/11/2026"])
     assert result.exit_code == 2 and "YYYY-MM-DD" in result.output
+
+
+def test_demo_summary_tables_speak_in_words(data_dir: Path) -> None:
+    """The printed summary names statuses, decisions, rules and exclusions as the panel does."""
+    result = runner.invoke(app, ["demo", "--today", "2026-11-18"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "Needs approval" in out and "Shadow Mode: a person reviews" in out
+    assert "waiting for approval" in out  # a plan, not "pending_approval"
+    for raw in ("pending_approval", "needs_approval", "escalated_legal", "shadow.", "_overdue"):
+        assert raw not in out, raw
