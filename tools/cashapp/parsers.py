@@ -28,7 +28,9 @@ from tools.cashapp.schemas import BankLine, LineError, ParsedFile
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 PROFILE_DIR = Path(__file__).parent / "profiles"
-KINDS = ("camt053", "mt940", "bai2", "csv", "pdf", "email")
+STRIPE_PAYOUT = "stripe_payout"  # read by tools/cashapp/stripe_payouts.py, not here
+KINDS = ("camt053", "mt940", "bai2", "csv", "pdf", "email", STRIPE_PAYOUT)
+STRIPE_PAYOUT_COLUMNS = frozenset({"automatic_payout_id", "balance_transaction_id"})
 
 
 class CashFileError(PlixoError, ValueError):
@@ -55,6 +57,8 @@ def detect_kind(data: bytes) -> str:
         return "mt940"
     text = _decode(data)
     first = text.splitlines()[0] if text.strip() else ""
+    if {c.strip().strip('"') for c in first.split(",")} >= STRIPE_PAYOUT_COLUMNS:
+        return STRIPE_PAYOUT  # Stripe's itemized payout reconciliation export
     if first.count(",") >= 2 or first.count(";") >= 2:
         return "csv"
     if text.strip():
@@ -78,6 +82,11 @@ def parse(data: bytes, *, kind: str | None = None, profile: str | None = None) -
     kind = kind or detect_kind(data)
     if kind not in KINDS:
         raise CashFileError(f"Unknown format {kind!r}; use one of {', '.join(KINDS)}.")
+    if kind == STRIPE_PAYOUT:
+        raise CashFileError(
+            "A Stripe payout export holds balance transactions, not bank lines: import it "
+            "through Cash App Assist (tools.cashapp.service.import_cash_file)."
+        )
     if kind == "camt053":
         return parse_camt053(data)
     if kind == "mt940":
