@@ -287,7 +287,9 @@ def test_portal_payment_then_payout_then_bank_line_end_to_end(
         select(CashLine.amount_minor).where(CashLine.reference.contains("Stripe fees withheld"))
     ).all()
     assert fees == [-3_510]
-    bank_line = session.scalars(select(CashLine).where(CashLine.bank_ref.contains("S1"))).one()
+    bank_line = session.scalars(
+        select(CashLine).where(CashLine.reference == f"STRIPE PAYOUT {po_id}")
+    ).one()
     assert bank_line.status == CashLineStatus.IGNORED
     assert bank_line.suggestions[0]["kind"] == "stripe_payout"
     assert count(session, AuditEvent, AuditEvent.action == "cash.stripe_payout_matched") == 1
