@@ -55,15 +55,21 @@ def detect_kind(data: bytes) -> str:
         return "bai2"
     if re.search(rb"(^|\n):20:", head) and b":61:" in data:
         return "mt940"
+    if is_stripe_payout_export(data):
+        return STRIPE_PAYOUT
     text = _decode(data)
     first = text.splitlines()[0] if text.strip() else ""
-    if {c.strip().strip('"') for c in first.split(",")} >= STRIPE_PAYOUT_COLUMNS:
-        return STRIPE_PAYOUT  # Stripe's itemized payout reconciliation export
     if first.count(",") >= 2 or first.count(";") >= 2:
         return "csv"
     if text.strip():
         return "email"
     raise CashFileError("The file is empty.")
+
+
+def is_stripe_payout_export(data: bytes) -> bool:
+    """Stripe's itemized payout reconciliation CSV, by its header (read by ``stripe_payouts``)."""
+    first = data[:4096].decode("utf-8-sig", errors="replace").partition("\n")[0]
+    return {c.strip().strip('"') for c in first.split(",")} >= STRIPE_PAYOUT_COLUMNS
 
 
 def _decode(data: bytes) -> str:

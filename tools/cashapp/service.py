@@ -101,8 +101,8 @@ def import_cash_file(
     """
     now = now or utcnow()
     require(actor, "apply_cash")
-    kind = kind or parsers.detect_kind(data)
-    if kind == parsers.STRIPE_PAYOUT:  # its balance transactions, not bank lines
+    if kind == parsers.STRIPE_PAYOUT or (kind is None and parsers.is_stripe_payout_export(data)):
+        # A Stripe payout's balance transactions, not bank lines.
         from tools.cashapp import stripe_payouts
 
         return stripe_payouts.import_csv(
