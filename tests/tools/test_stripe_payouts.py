@@ -40,7 +40,7 @@ from tests.tools.stripe_payout_fixtures import (
     uid,
 )
 from tools import policy_admin, stripe_pay
-from tools.cashapp import parsers, service, stripe_payouts
+from tools.cashapp import applying, parsers, service, stripe_payouts
 from tools.cashapp.stripe_payouts import PayoutError, PayoutNotFound
 from tools.plans import PolicyRefused
 from tools.stripe_pay import StripeNotConfigured
@@ -304,6 +304,24 @@ def test_webhook_after_the_payout_links_the_waiting_line(
     line = _lines(session, report)[0]
     assert line.status == CashLineStatus.IGNORED and line.decision["outcome"] == "linked"  # type: ignore[index]
     assert service.waiting_lines(session, org.id) == []
+    assert _count(session, Payment) == 1
+
+
+def test_webhook_after_a_parked_payout_line_links_it_too(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    inv = f.invoice(f.customer("Globex"), 31_000)
+    link = _intent(session, inv)
+    session.commit()
+    ch = charge_txn(31_000, 929, PAID, intent_id=link.intent_id)
+    report = _import(session, org, payout("po_1PlxFFF2", 30_071, ARRIVAL), [ch])
+    applying.park_line(session, org.id, _lines(session, report)[0].id, actor="test", note="later")
+    session.commit()
+
+    assert _succeeded(session, link).outcome == "processed"
+
+    line = _lines(session, report)[0]
+    assert line.status == CashLineStatus.IGNORED and line.decision["outcome"] == "linked"  # type: ignore[index]
     assert _count(session, Payment) == 1
 
 

@@ -1288,7 +1288,7 @@ def _clear_waiting_bank_lines(
 
 
 def _intent_lines(
-    session: Session, org_id: int, intent_id: str, status: CashLineStatus
+    session: Session, org_id: int, intent_id: str, *statuses: CashLineStatus
 ) -> list[CashLine]:
     return list(
         session.scalars(
@@ -1297,7 +1297,7 @@ def _intent_lines(
             .where(
                 CashLine.org_id == org_id,
                 CashImport.kind == KIND,
-                CashLine.status == status,
+                CashLine.status.in_(statuses),
                 CashLine.bank_ref.like(f"%/{intent_id}"),
             )
         )
@@ -1312,9 +1312,12 @@ def applied_line_for_intent(session: Session, org_id: int, intent_id: str) -> Ca
 
 
 def link_posted_intent(session: Session, org_id: int, intent_id: str, payment: Payment) -> int:
-    """The webhook posted the intent: a payout line still waiting for it is linked, not applied."""
+    """The webhook posted the intent: a payout line still waiting for it (in the queue, or parked
+    as unapplied cash) is linked to that payment, never applied as well."""
     now = utcnow()
-    rows = _intent_lines(session, org_id, intent_id, CashLineStatus.EXCEPTION)
+    rows = _intent_lines(
+        session, org_id, intent_id, CashLineStatus.EXCEPTION, CashLineStatus.PARKED
+    )
     for row in rows:
         item = _item_of(row)
         _link(row, item, payment, now, fees=False)
