@@ -167,6 +167,8 @@ def test_payout_webhook_without_key_or_stripe_answers_so_stripe_retries(
 def test_cli_stripe_payout(
     data_dir: Path, tmp_path: Path, payout_api: PayoutApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("PLIXO_STRIPE_API_KEY", raising=False)
+    get_settings.cache_clear()
     runner = CliRunner()
     invoices = tmp_path / "inv.csv"
     invoices.write_text(
