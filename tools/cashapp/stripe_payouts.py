@@ -72,6 +72,7 @@ from memory.money import MoneyError, check_currency, exponent, format_money, par
 from tools import audit, stripe_pay
 from tools.cashapp import service
 from tools.cashapp.applying import require
+from tools.cashapp.parsers import MAX_FILE_BYTES
 from tools.cashapp.schemas import Allocation, BankLine, LineError, Suggestion
 from tools.stripe_pay import StripeFailure, StripeNotConfigured, WebhookResult
 
@@ -571,6 +572,8 @@ def import_csv(
 ) -> PayoutReport:
     """Import every payout of an itemized payout reconciliation export."""
     require(actor, "apply_cash")
+    if len(data) > MAX_FILE_BYTES:
+        raise PayoutError(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB.")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
