@@ -1,4 +1,5 @@
-"""``plixo cash import FILE`` / ``queue`` / ``export`` / ``close``: Cash App Assist from a shell.
+"""``plixo cash import FILE`` / ``stripe-payout PO_ID`` / ``queue`` / ``export`` / ``close``: Cash
+App Assist from a shell.
 
 The CLI acts as the operator of the installation (a string actor, like the other commands);
 auto-apply is still decided by the organisation's policy set, exactly as for an upload in the
@@ -14,9 +15,10 @@ from rich.table import Table
 from sqlalchemy import select
 
 from api.cli_common import console, fail, open_ledger, print_json
+from memory.config import get_settings
 from memory.models import CashLine, CashLineStatus, Organisation
 from memory.money import format_money
-from tools.cashapp import applying, export, service
+from tools.cashapp import applying, export, service, stripe_payouts
 from tools.cashapp.parsers import KINDS, CashFileError
 from tools.promises import CommitmentError
 
@@ -59,22 +61,72 @@ def cash_import(
                 kind=kind,
                 profile=profile,
             )
-        except (CashFileError, CommitmentError) as exc:
+        except (CashFileError, CommitmentError, stripe_payouts.PayoutError) as exc:
             session.rollback()
             fail(f"nothing was imported: {exc}")
         session.commit()
+    _print_report(report, as_json)
+
+
+def _print_report(report: service.ImportReport, as_json: bool) -> None:
     if as_json:
         print_json(report.as_dict())
         return
     console.print(
         f"{report.filename} ({report.kind}): {report.lines_new} new, {report.auto_applied} "
         f"applied automatically, {report.exceptions} waiting, {len(report.duplicates)} already "
-        f"imported, {report.skipped_debits} debits skipped."
+        f"imported, {report.skipped_debits} debits skipped"
+        + (f", {report.cleared} Stripe payout line(s) cleared." if report.cleared else ".")
     )
+    for po in getattr(report, "payouts", []):
+        cur = po["currency"]
+        console.print(
+            f"Payout {po['payout_id']}: {format_money(po['amount_minor'], cur)} = charges "
+            f"{format_money(po['charges_minor'], cur)} - Stripe fees "
+            f"{format_money(po['fees_minor'], cur)}"
+            + (
+                f" + refunds {format_money(po['refunds_minor'], cur)}"
+                if po["refunds_minor"]
+                else ""
+            )
+            + (
+                f" + disputes {format_money(po['disputes_minor'], cur)}"
+                if po["disputes_minor"]
+                else ""
+            )
+            + (f" + other {format_money(po['other_minor'], cur)}" if po["other_minor"] else "")
+            + f"; {po['charges_linked']} charge(s) already posted by the webhook; bank line "
+            + (f"{po['bank_line_id']} cleared." if po.get("bank_line_id") else "not seen yet.")
+        )
     if report.notice:
         console.print(f"[yellow]{report.notice}[/]")
     for err in report.errors:
         console.print(f"[red]{err.message}[/]")
+
+
+@cash_app.command("stripe-payout")
+def cash_stripe_payout(
+    payout_id: str = typer.Argument(..., help="The Stripe payout id (po_...)."),
+    org_slug: str = OrgOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Import a Stripe payout's balance transactions from the organisation's Stripe account and
+    clear the bank line that carries it (PLIXO_STRIPE_API_KEY)."""
+    _, sessions = open_ledger()
+    with sessions() as session:
+        org = _org(session, org_slug)
+        try:
+            report = stripe_payouts.import_from_stripe(
+                session, org.id, payout_id, settings=get_settings(), actor=ACTOR
+            )
+        except CommitmentError as exc:  # no key, an unknown payout, Stripe not answering
+            session.rollback()
+            fail(f"nothing was imported: {exc}")
+        except stripe_payouts.PayoutError as exc:
+            session.rollback()
+            fail(f"nothing was imported: {exc}")
+        session.commit()
+    _print_report(report, as_json)
 
 
 @cash_app.command("queue")

@@ -465,6 +465,15 @@ def _on_succeeded(
     ):
         detail.update({"amount": amount, "currency": currency, "expected_minor": link.amount_minor})
         return WebhookResult(event_id, event_type, "amount_mismatch", detail), link.org_id
+    # A Stripe payout's line may have applied this intent already (the webhook came late), or
+    # wait for it: never post twice (tools/cashapp/stripe_payouts.py imports this module).
+    from tools.cashapp import stripe_payouts
+
+    applied = stripe_payouts.applied_line_for_intent(session, link.org_id, link.intent_id)
+    if applied is not None:
+        link.status = "succeeded"
+        detail["cash_line_id"] = applied.id
+        return WebhookResult(event_id, event_type, "already_applied", detail), link.org_id
     created = event.get("created")
     paid_at = (
         min(datetime.fromtimestamp(int(created), UTC), now) if isinstance(created, int) else now
@@ -501,6 +510,8 @@ def _on_succeeded(
             actor="stripe webhook",
             now=now,
         )
+    if not result.duplicate:
+        stripe_payouts.link_posted_intent(session, link.org_id, link.intent_id, result.payment)
     detail.update(
         {
             "payment_id": result.payment.id,

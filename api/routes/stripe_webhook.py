@@ -5,6 +5,10 @@
 * The same event again (a retry or a replay), even concurrently: 200 ``duplicate``, nothing changes.
 * A genuine event plixo cannot match (unknown intent or invoice, another account): recorded,
   logged and answered 200, so Stripe does not retry it forever.
+* ``payout.paid`` / ``payout.reconciliation_completed``: the payout's balance transactions are
+  read from Stripe and imported into Cash App Assist (``tools/cashapp/stripe_payouts.py``), off
+  the event loop. No API key, or Stripe not answering: 503/502 and nothing recorded, so Stripe
+  retries the event later.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import AppSettings, DbSession
 from tools import stripe_pay
-from tools.stripe_pay import StripeNotConfigured, WebhookRejected
+from tools.cashapp import stripe_payouts
+from tools.stripe_pay import StripeFailure, StripeNotConfigured, WebhookRejected
 
 router = APIRouter(tags=["webhooks"])
 log = logging.getLogger("plixo.stripe.webhook")
@@ -45,8 +51,21 @@ async def stripe_webhook(request: Request, db: DbSession, settings: AppSettings)
         log.warning("stripe webhook refused: %s", exc)
         return JSONResponse({"detail": f"Webhook refused: {exc}"}, status_code=400)
     try:
-        result = stripe_pay.handle_event(db, event)
+        if event.get("type") in stripe_payouts.PAYOUT_EVENTS:
+            # Reads the payout's balance transactions from Stripe: not on the event loop.
+            result = await run_in_threadpool(
+                stripe_payouts.handle_payout_event, db, event, settings=settings
+            )
+        else:
+            result = stripe_pay.handle_event(db, event)
         db.commit()
+    except StripeNotConfigured as exc:
+        db.rollback()
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+    except StripeFailure as exc:
+        db.rollback()
+        log.warning("stripe payout event %s not imported: %s", event.get("id"), exc)
+        return JSONResponse({"detail": str(exc)}, status_code=502)
     except IntegrityError:
         # A concurrent delivery of the same event (or intent) committed first.
         db.rollback()
@@ -61,6 +80,7 @@ def _body(event_id: str, event_type: str, outcome: str, detail: dict[str, Any]) 
         "type": event_type,
         "outcome": outcome,
     }
-    if "payment_id" in detail:
-        out["payment_id"] = detail["payment_id"]
+    for key in ("payment_id", "payout_id", "import_id"):
+        if key in detail:
+            out[key] = detail[key]
     return out

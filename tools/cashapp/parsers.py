@@ -28,7 +28,9 @@ from tools.cashapp.schemas import BankLine, LineError, ParsedFile
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 PROFILE_DIR = Path(__file__).parent / "profiles"
-KINDS = ("camt053", "mt940", "bai2", "csv", "pdf", "email")
+STRIPE_PAYOUT = "stripe_payout"  # read by tools/cashapp/stripe_payouts.py, not here
+KINDS = ("camt053", "mt940", "bai2", "csv", "pdf", "email", STRIPE_PAYOUT)
+STRIPE_PAYOUT_COLUMNS = frozenset({"automatic_payout_id", "balance_transaction_id"})
 
 
 class CashFileError(PlixoError, ValueError):
@@ -53,6 +55,8 @@ def detect_kind(data: bytes) -> str:
         return "bai2"
     if re.search(rb"(^|\n):20:", head) and b":61:" in data:
         return "mt940"
+    if is_stripe_payout_export(data):
+        return STRIPE_PAYOUT
     text = _decode(data)
     first = text.splitlines()[0] if text.strip() else ""
     if first.count(",") >= 2 or first.count(";") >= 2:
@@ -60,6 +64,12 @@ def detect_kind(data: bytes) -> str:
     if text.strip():
         return "email"
     raise CashFileError("The file is empty.")
+
+
+def is_stripe_payout_export(data: bytes) -> bool:
+    """Stripe's itemized payout reconciliation CSV, by its header (read by ``stripe_payouts``)."""
+    first = data[:4096].decode("utf-8-sig", errors="replace").partition("\n")[0]
+    return {c.strip().strip('"') for c in first.split(",")} >= STRIPE_PAYOUT_COLUMNS
 
 
 def _decode(data: bytes) -> str:
@@ -78,6 +88,11 @@ def parse(data: bytes, *, kind: str | None = None, profile: str | None = None) -
     kind = kind or detect_kind(data)
     if kind not in KINDS:
         raise CashFileError(f"Unknown format {kind!r}; use one of {', '.join(KINDS)}.")
+    if kind == STRIPE_PAYOUT:
+        raise CashFileError(
+            "A Stripe payout export holds balance transactions, not bank lines: import it "
+            "through Cash App Assist (tools.cashapp.service.import_cash_file)."
+        )
     if kind == "camt053":
         return parse_camt053(data)
     if kind == "mt940":

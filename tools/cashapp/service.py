@@ -58,6 +58,7 @@ class ImportReport:
     auto_applied: int = 0
     exceptions: int = 0
     notice: str | None = None
+    cleared: int = 0  # explained without posting: a Stripe payout's line (stripe_payouts)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +101,13 @@ def import_cash_file(
     """
     now = now or utcnow()
     require(actor, "apply_cash")
+    if kind == parsers.STRIPE_PAYOUT or (kind is None and parsers.is_stripe_payout_export(data)):
+        # A Stripe payout's balance transactions, not bank lines.
+        from tools.cashapp import stripe_payouts
+
+        return stripe_payouts.import_csv(
+            session, org_id, data, filename=filename, actor=actor, now=now
+        )
     parsed = parsers.parse(data, kind=kind, profile=profile)
     sha = hashlib.sha256(data).hexdigest()
     notice = _earlier_import(session, org_id, sha, parsed)
@@ -126,6 +134,9 @@ def import_cash_file(
         notice=notice,
     )
     new_lines = _store_new(session, org_id, run, parsed, report, now)
+    from tools.cashapp.stripe_payouts import clear_payout_lines
+
+    new_lines = clear_payout_lines(session, org_id, new_lines, report, actor=actor, now=now)
     _match_and_decide(session, org_id, new_lines, report, now)
     run.report = report.as_dict()
     session.flush()
@@ -210,6 +221,11 @@ def _store_new(
     return stored
 
 
+def existing_prints(session: Session, org_id: int, prints: list[str]) -> set[str]:
+    """The fingerprints among ``prints`` already stored for the organisation."""
+    return _existing(session, org_id, prints)
+
+
 def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
     found: set[str] = set()
     for i in range(0, len(prints), CHUNK):
@@ -224,12 +240,27 @@ def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
     return found
 
 
+def decide_lines(
+    session: Session,
+    org_id: int,
+    lines: list[tuple[CashLine, BankLine]],
+    report: ImportReport,
+    now: datetime,
+    *,
+    preset: dict[int, list[Suggestion]] | None = None,
+) -> None:
+    """:func:`_match_and_decide` for lines stored by another importer (a Stripe payout's
+    charges), taking ``preset`` suggestions (by line id) instead of the matcher's where given."""
+    _match_and_decide(session, org_id, lines, report, now, preset)
+
+
 def _match_and_decide(
     session: Session,
     org_id: int,
     lines: list[tuple[CashLine, BankLine]],
     report: ImportReport,
     now: datetime,
+    preset: dict[int, list[Suggestion]] | None = None,
 ) -> None:
     """Suggest for every line; the lines auto-apply may take are posted a chunk at a time.
 
@@ -245,7 +276,7 @@ def _match_and_decide(
     open_currencies = _open_currencies(session, org_id)
     queued: list[tuple[CashLine, LineToApply]] = []
     for row, line in lines:
-        suggestions = matcher.suggest(line)
+        suggestions = preset[row.id] if preset and row.id in preset else matcher.suggest(line)
         row.suggestions = [s.as_dict() for s in suggestions]
         row.best_score = suggestions[0].score if suggestions else 0
         if line.currency not in open_currencies:
