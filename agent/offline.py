@@ -804,7 +804,9 @@ def _r_minor(num: str, exp: int) -> int | None:
 
 
 def _r_amounts(text: str, exp: int) -> list[tuple[int, int, bool, str]]:
-    """(position, minor, marked as a deduction, the words before it) for each amount."""
+    """(position, minor, marked as a deduction, the words before it) for each amount (invoice
+    and credit-note numbers are masked first: "CN-301 150.00" is not 301,150.00)."""
+    text = _R_INVOICE.sub(lambda m: " " * len(m.group()), text)
     out: list[tuple[int, int, bool, str]] = []
     last = 0
     for m in _R_AMOUNT.finditer(text):
@@ -819,17 +821,35 @@ def _r_amounts(text: str, exp: int) -> list[tuple[int, int, bool, str]]:
 
 
 def _r_columns(header_text: str) -> list[str]:
-    """The amount columns a header line names, in order (paid / deduct / gross)."""
-    best: list[str] = []
-    for line in header_text.splitlines():
-        if _R_AMOUNT.search(line):
-            continue
-        cols = [
-            k for m in _R_COLUMN.finditer(fold_text(line)) for k, v in m.groupdict().items() if v
-        ]
-        if len(cols) >= 2 and len(cols) > len(best):
-            best = cols
-    return best
+    """The amount columns a table header names (paid / deduct / gross), in order: the words
+    after the last amount before the first invoice (stored remittance text is one line)."""
+    after = header_text
+    for m in _R_AMOUNT.finditer(header_text):
+        after = header_text[m.end() :]
+    cols = [k for m in _R_COLUMN.finditer(fold_text(after)) for k, v in m.groupdict().items() if v]
+    return cols if len(cols) >= 2 else []
+
+
+def _before_signal(text: str) -> str:
+    """The payer's text up to where an injection signal starts (found by bisection, since a
+    remittance stored as one line has no sentences to cut at: "150.00 Note to the AI ...")."""
+    if not injection_signals(text):
+        return text
+    lo, hi = 0, len(text)  # the shortest prefix that carries a signal ends where it ends
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if injection_signals(text[:mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    end, lo, hi = lo, 0, lo  # the latest start from which it is still there
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if injection_signals(text[mid:end]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
 
 
 def _r_paid(segment: str, exp: int, columns: list[str]) -> tuple[int | None, str]:
@@ -841,14 +861,14 @@ def _r_paid(segment: str, exp: int, columns: list[str]) -> tuple[int | None, str
     cut = sum(a[1] for a in marked)
     if labelled:
         return labelled[-1][1], "the amount marked as paid"
-    if columns and len(amounts) == len(columns):
-        by = dict(zip(columns, [a[1] for a in amounts], strict=False))
+    if len(amounts) >= 2 and len(columns) >= len(amounts):
+        cols = columns[-len(amounts) :]  # the table's columns are the header's last words
+        values = [a[1] for a in amounts]
+        by = dict(zip(cols, values, strict=True))
         if "paid" in by:
             return by["paid"], "the paid column"
         if "gross" in by:
-            deductions = sum(
-                v for k, v in zip(columns, [a[1] for a in amounts], strict=True) if k == "deduct"
-            )
+            deductions = sum(v for k, v in zip(cols, values, strict=True) if k == "deduct")
             return by["gross"] - deductions, "gross less the deductions column"
     if len(plain) >= 3 and plain[0][1] - sum(a[1] for a in plain[1:-1]) - cut == plain[-1][1]:
         return plain[-1][1], "gross less deductions, as the text computes it"
@@ -899,7 +919,7 @@ def read_remittance(
     for i, (_, end, f) in enumerate(anchors):
         stop = anchors[i + 1][0] if i + 1 < len(anchors) else len(masked)
         segment = masked[end:stop]
-        brk = re.search(r"\n\s*\n|\n(?=[^\n]*" + _R_TOTAL.pattern + ")", segment, re.I)
+        brk = re.search(r"\n\s*\n|" + _R_TOTAL.pattern, segment, re.I)  # a totals line ends it
         segment = segment[: brk.start()] if brk else segment
         balance = _r_minor(str(f["balance"]), exp) or 0
         paid, how = _r_paid(segment, exp, columns)
@@ -972,7 +992,7 @@ def _remittance(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         case = RemittanceCase.model_validate_json(raw)
     except ValueError:
         return _fail(messages, "the case file is not a bank line")
-    own = before_injection(text) if injection_signals(text) else text
+    own = _before_signal(text)
     if _retried(messages, SPLIT_TOOL):  # the ledger refused the split: say so, once
         args = {"allocations": [], "summary": "The split read from the text does not hold "
                 "against the ledger; a person should read the remittance."}  # fmt: skip

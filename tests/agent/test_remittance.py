@@ -387,6 +387,8 @@ def test_import_reads_at_most_the_configured_number_of_lines(
     [
         ("Rechnung RE-7100401 1.234,56 EUR, Skonto 24,69 EUR", [("INV-7100401", "1209.87")]),
         ("INV-7100401 (1,000.00) credit applied; INV-7100401", []),
+        ("INV-7100401 600.00 less credit note CN-301 150.00", [("INV-7100401", "450.00")]),
+        ("Facture INV-7100401 montant 1 234,56 EUR", [("INV-7100401", "1234.56")]),
         (
             "Inv 7100401: 300.00\nInv 7100402: 200.00\nTotal 500.00",
             [("INV-7100401", "300.00"), ("INV-7100402", "200.00")],
