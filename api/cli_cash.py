@@ -63,8 +63,9 @@ def cash_import(
             session.rollback()
             fail(f"nothing was imported: {exc}")
         session.commit()
+        proposals = _copilot(session, org.id, report.import_id)
     if as_json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), "copilot": proposals})
         return
     console.print(
         f"{report.filename} ({report.kind}): {report.lines_new} new, {report.auto_applied} "
@@ -75,6 +76,19 @@ def cash_import(
         console.print(f"[yellow]{report.notice}[/]")
     for err in report.errors:
         console.print(f"[red]{err.message}[/]")
+    proposed = sum(1 for p in proposals if p["proposed"])
+    if proposed:
+        console.print(f"The co-pilot proposed {proposed} split(s); accept or ignore them in /cash.")
+
+
+def _copilot(session, org_id: int, import_id: int) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """The co-pilot's split proposals for the import's waiting lines (``agent.remittance``)."""
+    from agent.remittance import propose_for_import
+    from memory.config import get_settings
+
+    outcomes = propose_for_import(session, org_id, import_id, get_settings())
+    session.commit()
+    return [o.as_dict() for o in outcomes]
 
 
 @cash_app.command("queue")
