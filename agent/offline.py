@@ -881,6 +881,34 @@ def _r_paid(segment: str, exp: int, columns: list[str]) -> tuple[int | None, str
     return None, "no amount could be read"
 
 
+def _r_segments(
+    masked: str, anchors: list[tuple[int, int, dict[str, Any]]], exp: int
+) -> tuple[list[str], bool]:
+    """The stretch of text each invoice owns: after it up to the next one (a totals word ends
+    the last), or, when the text writes amounts before the invoices ("450.00 for INV-1 and
+    300.00 for INV-2": the last invoice has nothing after it, an amount leads the first), the
+    stretch before it."""
+
+    def cut(text: str) -> str:
+        brk = re.search(r"\n\s*\n|" + _R_TOTAL.pattern, text, re.I)
+        return text[: brk.start()] if brk else text
+
+    after = [
+        cut(masked[end : anchors[i + 1][0] if i + 1 < len(anchors) else len(masked)])
+        for i, (_, end, _) in enumerate(anchors)
+    ]
+    head = masked[: anchors[0][0]]
+    leading = list(_R_AMOUNT.finditer(head))
+    if _r_amounts(after[-1], exp) or not leading:
+        return after, False
+    tail = head[leading[-1].end() :]  # "450.00 for " / "450.00 on invoice "
+    if len(tail) > 40 or re.fullmatch(r"\s*(?:[^\W\d]+[\s:]*){0,3}", tail) is None:
+        return after, False
+    before = [head[leading[-1].start() :]]
+    before += [masked[anchors[i - 1][1] : anchors[i][0]] for i in range(1, len(anchors))]
+    return before, True
+
+
 def read_remittance(
     text: str, amount_minor: int, currency: str, found: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -913,35 +941,56 @@ def read_remittance(
     if len({a[2].get("customer") for a in anchors}) > 1:
         return nothing("The text names invoices of several customers; a person should split it.")
     columns = _r_columns(masked[: anchors[0][0]])
+    segments, amounts_lead = _r_segments(masked, anchors, exp)
     parts: list[dict[str, Any]] = []
     unread: list[dict[str, Any]] = []
     excess = 0
-    for i, (_, end, f) in enumerate(anchors):
-        stop = anchors[i + 1][0] if i + 1 < len(anchors) else len(masked)
-        segment = masked[end:stop]
-        brk = re.search(r"\n\s*\n|" + _R_TOTAL.pattern, segment, re.I)  # a totals line ends it
-        segment = segment[: brk.start()] if brk else segment
-        balance = _r_minor(str(f["balance"]), exp) or 0
-        paid, how = _r_paid(segment, exp, columns)
-        if paid is None or paid <= 0:
-            if not _r_amounts(segment, exp):  # named with no amount at all: may take the rest
-                unread.append({"f": f, "balance": balance})
-            else:
-                notes.append(f"the amounts for {f['number']} could not be read")
+    rows: list[dict[str, Any]] = [
+        {"f": f, "balance": _r_minor(str(f["balance"]), exp) or 0, "seg": seg}
+        for (_, _, f), seg in zip(anchors, segments, strict=True)
+    ]
+    # Invoices listed together before one amount ("INV-1, INV-2 and INV-3 1,234.00"; or after
+    # it when amounts lead) share it: it is theirs only if it is exactly their balances.
+    group: list[dict[str, Any]] = []
+    for row in reversed(rows) if amounts_lead else rows:
+        if not _r_amounts(row["seg"], exp):
+            group.append(row)
             continue
-        if paid > balance:
-            excess += paid - balance
-            how += f"; only {format_amount(balance, currency, 'en_US')} is open"
-            paid = balance
-        parts.append({"f": f, "minor": paid, "how": how})
+        paid, how = _r_paid(row["seg"], exp, columns)
+        if paid is not None and group:
+            together = [*group, row]
+            if paid == sum(r["balance"] for r in together):
+                parts += [{"f": r["f"], "minor": r["balance"], "how": "listed together; "
+                           "the amount is their balances"} for r in together]  # fmt: skip
+            else:
+                names = ", ".join(r["f"]["number"] for r in together)
+                notes.append(f"one amount is given for {names} together")
+                unread += together
+            group = []
+            continue
+        unread += group
+        group = []
+        if paid is None or paid <= 0:
+            notes.append(f"the amounts for {row['f']['number']} could not be read")
+            continue
+        if paid > row["balance"]:
+            excess += paid - row["balance"]
+            how += f"; only {format_amount(row['balance'], currency, 'en_US')} is open"
+            paid = row["balance"]
+        parts.append({"f": row["f"], "minor": paid, "how": how})
+    unread += group
+    order = {r["f"]["number"]: k for k, r in enumerate(rows)}
+    parts.sort(key=lambda p: order[p["f"]["number"]])
     left = amount_minor - sum(p["minor"] for p in parts)
-    for u in unread:  # named without an amount: what is left of the payment, up to its balance
-        take = min(u["balance"], left)
-        if take > 0:
-            parts.append({"f": u["f"], "minor": take, "how": "named without an amount"})
-            left -= take
+    if unread and sum(u["balance"] for u in unread) == left:  # exactly what is left: no guess
+        for u in unread:
+            parts.append({"f": u["f"], "minor": u["balance"], "how": "named; pays its balance"})
+        left = 0
+    elif unread:
+        notes.append("no amount is given for " + ", ".join(u["f"]["number"] for u in unread))
     if not parts:
-        return nothing("The invoices named carry no amount that could be read.")
+        why = f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
+        return nothing(f"No amount in the text can be put on an invoice named{why}.")
     if left < 0:
         listed = format_amount(amount_minor - left, currency, "en_US")
         paid_text = format_amount(amount_minor, currency, "en_US")

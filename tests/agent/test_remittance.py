@@ -7,6 +7,7 @@ Models are the offline model (the same prompt and tools as a real one) or pydant
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -390,6 +391,15 @@ def test_import_reads_at_most_the_configured_number_of_lines(
         ("INV-7100401 600.00 less credit note CN-301 150.00", [("INV-7100401", "450.00")]),
         ("Facture INV-7100401 montant 1 234,56 EUR", [("INV-7100401", "1234.56")]),
         (
+            "Total 1,500.00: paid 1,200.00 for Inv 7100401 and 300.00 for Inv 7100402",
+            [("INV-7100401", "1200.00"), ("INV-7100402", "300.00")],
+        ),
+        # no amount for the second and its balance is not what is left: not guessed, the
+        # 300.00 left is the remainder
+        ("Inv 7100401 1,200.00 and Inv 7100402", [("INV-7100401", "1200.00")]),
+        # one amount after two invoices listed together is not the second's
+        ("Payment for Inv 7100401 and Inv 7100402 1,234.00 as agreed", []),
+        (
             "Inv 7100401: 300.00\nInv 7100402: 200.00\nTotal 500.00",
             [("INV-7100401", "300.00"), ("INV-7100402", "200.00")],
         ),
@@ -408,3 +418,22 @@ def test_the_reader_on_its_own(text: str, expected: list[tuple[str, str]]) -> No
     ]  # fmt: skip
     out = read_remittance(text, 150_000, "USD", found)
     assert [(a["invoice_number"], a["amount"]) for a in out["allocations"]] == expected
+
+
+def test_one_amount_for_invoices_listed_together_is_theirs_only_when_it_is_their_balances() -> None:
+    from agent.offline import read_remittance
+
+    found = [
+        {"asked": f"Inv {n}", "number": f"INV-{n}", "status": "open", "currency": "USD",
+         "balance": b, "customer": "Acme"}
+        for n, b in (("7100401", "400.00"), ("7100402", "600.00"))
+    ]  # fmt: skip
+    text = "Payment for Inv 7100401 and Inv 7100402: 1,000.00 thank you"
+    out = read_remittance(text, 100_000, "USD", found)
+    assert [(a["invoice_number"], a["amount"]) for a in out["allocations"]] == [
+        ("INV-7100401", "400.00"),
+        ("INV-7100402", "600.00"),
+    ]
+    assert Decimal(out["remainder"]) == 0
+    out = read_remittance(text.replace("1,000.00", "900.00"), 90_000, "USD", found)
+    assert out["allocations"] == [] and "together" in out["summary"]
