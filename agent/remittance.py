@@ -113,6 +113,11 @@ def resolve(session: Session, org_id: int, token: str) -> list[Invoice]:
     token = token.strip()[:64]
     if not token:
         return []
+    as_written = session.scalar(  # the (org_id, number) unique index: no scan
+        select(Invoice).where(Invoice.org_id == org_id, Invoice.number == token)
+    )
+    if as_written is not None:
+        return [as_written]
     exact = session.scalars(
         select(Invoice).where(Invoice.org_id == org_id, func.upper(Invoice.number) == token.upper())
     ).all()
@@ -196,6 +201,8 @@ def check_split(
     seen: set[int] = set()
     for a in out.allocations:
         inv = session.scalar(
+            select(Invoice).where(Invoice.org_id == org_id, Invoice.number == a.invoice_number)
+        ) or session.scalar(
             select(Invoice).where(
                 Invoice.org_id == org_id, func.upper(Invoice.number) == a.invoice_number.upper()
             )
