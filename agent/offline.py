@@ -24,6 +24,7 @@ from pydantic_ai.messages import (
     ModelMessage,
     ModelRequest,
     ModelResponse,
+    RetryPromptPart,
     TextPart,
     ToolCallPart,
     ToolReturnPart,
@@ -48,8 +49,10 @@ from agent.schemas import (
     INSPECTOR_TOOL,
     OFFLINE_MODEL_NAME,
     REVISION_TOOL,
+    SPLIT_TOOL,
     TRIAGE_TOOL,
     InspectCase,
+    RemittanceCase,
     TriageCase,
 )
 from agent.wording import LANG_WORDS, fold_text
@@ -751,6 +754,316 @@ def _triage(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
     return _respond(messages, [ToolCallPart(TRIAGE_TOOL, args)], len(args["summary"]))
 
 
+# --- the remittance reader -----------------------------------------------------------------------
+#
+# A general reading of remittance text: invoice-number-like tokens are looked up with the agent's
+# ``find_invoices`` tool; each open invoice found owns the text up to the next one (or to a blank
+# line or a totals line), and the amounts in that stretch say what it was paid: a labelled paid /
+# net amount, else gross minus the deductions the text marks (a minus sign, brackets, or words
+# such as "less", "credit", "discount", "Skonto"), else a column header's paid column, else a
+# single amount. What does not add up is the remainder; what cannot be read is no split at all.
+
+_R_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}[./]\d{1,2}[./]\d{2,4}\b")
+_R_INVOICE = re.compile(r"(?<![\w.,])(?:[A-Za-z]{1,8}[-/#. ]?)?\d{3,}(?:[-/]\d+)*(?![\w]|[.,]\d)")
+_R_AMOUNT = re.compile(
+    r"(?P<neg>[-\u2212\u2013]\s?|\(\s?)?(?:[A-Z]{3}\s?|[$\u20ac\u00a3]\s?)?"
+    r"(?<![\d.,])(?P<num>\d{1,3}(?:[,.'\u00a0 ]\d{3})+(?:[.,]\d{1,3})?|\d+[.,]\d{1,3})"
+    r"(?![\d%]|[.,]\d)"
+)
+_R_DEDUCT = re.compile(
+    r"\b(less|minus|deduct\w*|discount\w*|credit\w*|cn|short\w*|fee\w*|charge\w*|withh\w*"
+    r"|retention|abz\w*|skonto|rabatt|gutschrift\w*|einbehalt\w*|avoir|remise|escompte"
+    r"|descuento|abono|nota de cr\w*)\b"
+)
+_R_PAID = re.compile(
+    r"\b(amount paid|paid amount|payment amount|net amount|paid|net|payment|remitted|bezahlt"
+    r"|zahlbetrag|netto|paye|payee|montant regle|pagado|importe pagado)\b"
+)
+_R_TOTAL = re.compile(r"\b(total|sum|summe|gesamt\w*|montant total|importe total)\b")
+_R_COLUMN = re.compile(
+    r"(?P<paid>amount paid|paid amount|payment amount|net amount|paid|net|payment|bezahlt"
+    r"|zahlbetrag|netto)|(?P<deduct>deduction\w*|discount|credit\w*|skonto|abzug|rabatt)"
+    r"|(?P<gross>gross|invoice amount|original amount|amount|betrag|brutto|montant|importe)"
+)
+
+
+def _r_minor(num: str, exp: int) -> int | None:
+    """``1,234.56`` / ``1.234,56`` / ``1 234,56`` / ``1234.5`` as minor units (None: not money)."""
+    num = num.replace("\u00a0", " ")
+    m = re.search(r"[.,](\d{1,3})$", num)
+    if m and len(m.group(1)) != 3:  # a decimal part (three digits after it is a thousands group)
+        whole, frac = num[: m.start()], m.group(1)
+    else:
+        whole, frac = num, ""
+    if len(frac) > exp:
+        return None
+    digits = re.sub(r"[,.' ]", "", whole)
+    if not digits.isdigit():
+        return None
+    return int(digits) * 10**exp + (int(frac.ljust(exp, "0")) if frac else 0)
+
+
+def _r_amounts(text: str, exp: int) -> list[tuple[int, int, bool, str]]:
+    """(position, minor, marked as a deduction, the words before it) for each amount (invoice
+    and credit-note numbers are masked first: "CN-301 150.00" is not 301,150.00)."""
+    text = _R_INVOICE.sub(lambda m: " " * len(m.group()), text)
+    out: list[tuple[int, int, bool, str]] = []
+    last = 0
+    for m in _R_AMOUNT.finditer(text):
+        minor = _r_minor(m.group("num"), exp)
+        if minor is None or minor == 0:
+            continue
+        before = fold_text(text[last : m.start()])
+        marked = bool(m.group("neg")) or bool(_R_DEDUCT.search(before))
+        out.append((m.start(), minor, marked, before))
+        last = m.end()
+    return out
+
+
+def _r_columns(header_text: str) -> list[str]:
+    """The amount columns a table header names (paid / deduct / gross), in order: the words
+    after the last amount before the first invoice (stored remittance text is one line)."""
+    after = header_text
+    for m in _R_AMOUNT.finditer(header_text):
+        after = header_text[m.end() :]
+    cols = [k for m in _R_COLUMN.finditer(fold_text(after)) for k, v in m.groupdict().items() if v]
+    return cols if len(cols) >= 2 else []
+
+
+def _before_signal(text: str) -> str:
+    """The payer's text up to where an injection signal starts (found by bisection, since a
+    remittance stored as one line has no sentences to cut at: "150.00 Note to the AI ...")."""
+    if not injection_signals(text):
+        return text
+    lo, hi = 0, len(text)  # the shortest prefix that carries a signal ends where it ends
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if injection_signals(text[:mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    end, lo, hi = lo, 0, lo  # the latest start from which it is still there
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if injection_signals(text[mid:end]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
+
+
+def _r_paid(segment: str, exp: int, columns: list[str]) -> tuple[int | None, str]:
+    """What a stretch of text says was paid on its invoice, and how it was read."""
+    amounts = _r_amounts(segment, exp)
+    plain = [a for a in amounts if not a[2]]
+    marked = [a for a in amounts if a[2]]
+    labelled = [a for a in plain if _R_PAID.search(a[3])]
+    cut = sum(a[1] for a in marked)
+    if labelled:
+        return labelled[-1][1], "the amount marked as paid"
+    if len(amounts) >= 2 and len(columns) >= len(amounts):
+        cols = columns[-len(amounts) :]  # the table's columns are the header's last words
+        values = [a[1] for a in amounts]
+        by = dict(zip(cols, values, strict=True))
+        if "paid" in by:
+            return by["paid"], "the paid column"
+        if "gross" in by:
+            deductions = sum(v for k, v in zip(cols, values, strict=True) if k == "deduct")
+            return by["gross"] - deductions, "gross less the deductions column"
+    if len(plain) >= 3 and plain[0][1] - sum(a[1] for a in plain[1:-1]) - cut == plain[-1][1]:
+        return plain[-1][1], "gross less deductions, as the text computes it"
+    if len(plain) == 1:
+        if cut:
+            return plain[0][1] - cut, "less the deduction the text states"
+        return plain[0][1], "the amount listed"
+    if len(plain) == 2 and not cut and plain[1][1] <= plain[0][1]:
+        return plain[1][1], "the second of two amounts (paid after gross)"
+    return None, "no amount could be read"
+
+
+def _r_segments(
+    masked: str, anchors: list[tuple[int, int, dict[str, Any]]], exp: int
+) -> tuple[list[str], bool]:
+    """The stretch of text each invoice owns: after it up to the next one (a totals word ends
+    the last), or, when the text writes amounts before the invoices ("450.00 for INV-1 and
+    300.00 for INV-2": the last invoice has nothing after it, an amount leads the first), the
+    stretch before it."""
+
+    def cut(text: str) -> str:
+        brk = re.search(r"\n\s*\n|" + _R_TOTAL.pattern, text, re.I)
+        return text[: brk.start()] if brk else text
+
+    after = [
+        cut(masked[end : anchors[i + 1][0] if i + 1 < len(anchors) else len(masked)])
+        for i, (_, end, _) in enumerate(anchors)
+    ]
+    head = masked[: anchors[0][0]]
+    leading = list(_R_AMOUNT.finditer(head))
+    if _r_amounts(after[-1], exp) or not leading:
+        return after, False
+    tail = head[leading[-1].end() :]  # "450.00 for " / "450.00 on invoice "
+    if len(tail) > 40 or re.fullmatch(r"\s*(?:[^\W\d]+[\s:]*){0,3}", tail) is None:
+        return after, False
+    before = [head[leading[-1].start() :]]
+    before += [masked[anchors[i - 1][1] : anchors[i][0]] for i in range(1, len(anchors))]
+    return before, True
+
+
+def read_remittance(
+    text: str, amount_minor: int, currency: str, found: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The offline reader's split of ``text`` (see above), given what ``find_invoices`` said."""
+    exp = exponent(currency)
+    masked = _R_DATE.sub(lambda m: " " * len(m.group()), text)
+    status = {str(f.get("asked")): f for f in found if isinstance(f, dict)}
+    notes: list[str] = []
+    anchors: list[tuple[int, int, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for m in _R_INVOICE.finditer(masked):
+        f = status.get(m.group())
+        if f is None or f.get("status") != "open" or f.get("currency") != currency:
+            if f is not None and f.get("status") in ("paid", "settled", "written_off", "void"):
+                notes.append(f"{f.get('number')} is not open")
+            elif f is not None and f.get("status") == "open":
+                notes.append(f"{f.get('number')} is in {f.get('currency')}")
+            continue
+        if f["number"] in seen:
+            continue
+        seen.add(f["number"])
+        anchors.append((m.start(), m.end(), f))
+
+    def nothing(why: str) -> dict[str, Any]:
+        return {"allocations": [], "remainder": "0", "remainder_reason": "", "summary": why[:300]}
+
+    if not anchors:
+        extra = f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
+        return nothing(f"No open invoice of this payment's currency is named in the text{extra}.")
+    if len({a[2].get("customer") for a in anchors}) > 1:
+        return nothing("The text names invoices of several customers; a person should split it.")
+    columns = _r_columns(masked[: anchors[0][0]])
+    segments, amounts_lead = _r_segments(masked, anchors, exp)
+    parts: list[dict[str, Any]] = []
+    unread: list[dict[str, Any]] = []
+    excess = 0
+    rows: list[dict[str, Any]] = [
+        {"f": f, "balance": _r_minor(str(f["balance"]), exp) or 0, "seg": seg}
+        for (_, _, f), seg in zip(anchors, segments, strict=True)
+    ]
+    # Invoices listed together before one amount ("INV-1, INV-2 and INV-3 1,234.00"; or after
+    # it when amounts lead) share it: it is theirs only if it is exactly their balances.
+    group: list[dict[str, Any]] = []
+    for row in reversed(rows) if amounts_lead else rows:
+        if not _r_amounts(row["seg"], exp):
+            group.append(row)
+            continue
+        paid, how = _r_paid(row["seg"], exp, columns)
+        if paid is not None and group:
+            together = [*group, row]
+            if paid == sum(r["balance"] for r in together):
+                parts += [{"f": r["f"], "minor": r["balance"], "how": "listed together; "
+                           "the amount is their balances"} for r in together]  # fmt: skip
+            else:
+                names = ", ".join(r["f"]["number"] for r in together)
+                notes.append(f"one amount is given for {names} together")
+                unread += together
+            group = []
+            continue
+        unread += group
+        group = []
+        if paid is None or paid <= 0:
+            notes.append(f"the amounts for {row['f']['number']} could not be read")
+            continue
+        if paid > row["balance"]:
+            excess += paid - row["balance"]
+            how += f"; only {format_amount(row['balance'], currency, 'en_US')} is open"
+            paid = row["balance"]
+        parts.append({"f": row["f"], "minor": paid, "how": how})
+    unread += group
+    order = {r["f"]["number"]: k for k, r in enumerate(rows)}
+    parts.sort(key=lambda p: order[p["f"]["number"]])
+    left = amount_minor - sum(p["minor"] for p in parts)
+    if unread and sum(u["balance"] for u in unread) == left:  # exactly what is left: no guess
+        for u in unread:
+            parts.append({"f": u["f"], "minor": u["balance"], "how": "named; pays its balance"})
+        left = 0
+    elif unread:
+        notes.append("no amount is given for " + ", ".join(u["f"]["number"] for u in unread))
+    if not parts:
+        why = f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
+        return nothing(f"No amount in the text can be put on an invoice named{why}.")
+    if left < 0:
+        listed = format_amount(amount_minor - left, currency, "en_US")
+        paid_text = format_amount(amount_minor, currency, "en_US")
+        return nothing(f"The amounts listed ({listed}) exceed the payment ({paid_text}).")
+    allocations = [
+        {
+            "invoice_number": p["f"]["number"],
+            "amount": str(Decimal(p["minor"]).scaleb(-exp)),
+            "reason": f"{format_amount(p['minor'], currency, 'en_US')}: {p['how']}"[:200],
+        }
+        for p in parts
+    ]
+    reason = ""
+    if left:
+        reason = "not explained by the remittance text"
+        if excess:
+            reason += f" (it lists {format_amount(excess, currency, 'en_US')} above open balances)"
+    numbers = ", ".join(p["f"]["number"] for p in parts)
+    summary = f"The remittance lists {numbers}"
+    if notes:
+        summary += f"; {'; '.join(dict.fromkeys(notes))}"
+    return {
+        "allocations": allocations,
+        "remainder": str(Decimal(left).scaleb(-exp)),
+        "remainder_reason": reason,
+        "summary": (summary + ".")[:300],
+    }
+
+
+def _retried(messages: Sequence[ModelMessage], tool: str) -> bool:
+    """The agent sent ``tool``'s answer back (its output validator refused it): a retry prompt,
+    or, in newer pydantic-ai, a return to the output tool (a run that accepts it ends)."""
+    return any(
+        isinstance(part, RetryPromptPart | ToolReturnPart) and part.tool_name == tool
+        for msg in messages
+        if isinstance(msg, ModelRequest)
+        for part in msg.parts
+    )
+
+
+def _remittance(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    texts = _user_texts(messages)
+    raw = next((s for t in texts if (s := _section(t, "case_file"))), None)
+    text = next((s for t in texts if (s := unfence(t)) is not None), None)
+    if raw is None or text is None:
+        return _fail(messages, "no case file or no remittance text in the prompt")
+    try:
+        case = RemittanceCase.model_validate_json(raw)
+    except ValueError:
+        return _fail(messages, "the case file is not a bank line")
+    own = _before_signal(text)
+    if _retried(messages, SPLIT_TOOL):  # the ledger refused the split: say so, once
+        args = {"allocations": [], "summary": "The split read from the text does not hold "
+                "against the ledger; a person should read the remittance."}  # fmt: skip
+        return _respond(messages, [ToolCallPart(SPLIT_TOOL, args)], 80)
+    found = _returns(messages, "find_invoices")
+    if not found:
+        masked = _R_DATE.sub(lambda m: " " * len(m.group()), own)
+        tokens = list(dict.fromkeys(m.group() for m in _R_INVOICE.finditer(masked)))[:30]
+        if not tokens:
+            args = {"allocations": [], "summary": "The text names no invoice number."}
+            return _respond(messages, [ToolCallPart(SPLIT_TOOL, args)], 40)
+        call = ToolCallPart("find_invoices", {"numbers": tokens}, tool_call_id="find")
+        return _respond(messages, [call], 40)
+    exp = exponent(case.currency)
+    minor = int(Decimal(case.amount).scaleb(exp))
+    results = [r for batch in found if isinstance(batch, list) for r in batch]
+    split = read_remittance(own, minor, case.currency, results)
+    if own != text:
+        split["summary"] = ("Text addressed to a model was not read. " + split["summary"])[:300]
+    return _respond(messages, [ToolCallPart(SPLIT_TOOL, split)], len(split["summary"]))
+
+
 # --- the model -----------------------------------------------------------------------------------
 
 _HANDLERS: dict[str, Callable[[list[ModelMessage], AgentInfo], ModelResponse]] = {
@@ -758,6 +1071,7 @@ _HANDLERS: dict[str, Callable[[list[ModelMessage], AgentInfo], ModelResponse]] =
     REVISION_TOOL: _reviser,
     INSPECTOR_TOOL: _inspector,
     TRIAGE_TOOL: _triage,
+    SPLIT_TOOL: _remittance,
 }
 
 

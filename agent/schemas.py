@@ -228,3 +228,47 @@ class TriageCase(BaseModel):
     language: str = "en"
     currencies: list[str] = Field(default_factory=list)
     invoices: list[TriageInvoice] = Field(default_factory=list, max_length=50)
+
+
+# --- the co-pilot's remittance split (agent.remittance) ---------------------------------------
+
+SPLIT_TOOL = "submit_split"
+
+#: A positive decimal amount as written in the line's currency ("1200.50"); never a float.
+DecimalAmount = Annotated[str, Field(pattern=r"^\d{1,13}(\.\d{1,4})?$")]
+
+
+class SplitAllocation(BaseModel):
+    """Part of a bank line's amount that the remittance says pays one invoice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    invoice_number: InvoiceNumber
+    amount: DecimalAmount
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class RemittanceSplit(BaseModel):
+    """The co-pilot's reading of a remittance: allocations plus what stays unexplained.
+
+    ``allocations`` and ``remainder`` add up to the line's amount exactly; the remainder is kept
+    on account with ``remainder_reason``. No allocation at all means the text could not be read
+    (``summary`` says why): no proposal is made.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    allocations: list[SplitAllocation] = Field(default_factory=list, max_length=20)
+    remainder: DecimalAmount = "0"
+    remainder_reason: str = Field(default="", max_length=200)
+    summary: str = Field(min_length=1, max_length=300)
+
+
+class RemittanceCase(BaseModel):
+    """What the co-pilot is told about the bank line besides its remittance text."""
+
+    line_id: int
+    booked_on: date
+    amount: str  # decimal, in the currency's precision
+    currency: Currency
+    payer_name: str | None = None

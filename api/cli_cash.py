@@ -13,7 +13,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from agent.remittance import propose_for_import
 from api.cli_common import console, fail, open_ledger, print_json
 from memory.config import get_settings
 from memory.models import CashLine, CashLineStatus, Organisation
@@ -30,7 +32,7 @@ JsonOpt = typer.Option(False, "--json", help="Print JSON.")
 ACTOR = "plixo cash (CLI)"
 
 
-def _org(session, slug: str) -> Organisation:  # type: ignore[no-untyped-def]
+def _org(session: Session, slug: str) -> Organisation:
     org = session.scalar(select(Organisation).where(Organisation.slug == slug))
     if org is None:
         fail(f"no organisation {slug!r}; import its invoices first (plixo import invoices).")
@@ -65,12 +67,16 @@ def cash_import(
             session.rollback()
             fail(f"nothing was imported: {exc}")
         session.commit()
-    _print_report(report, as_json)
+        proposals = _copilot(session, org.id, report.import_id)
+    _print_report(report, as_json, proposals)
 
 
-def _print_report(report: service.ImportReport, as_json: bool) -> None:
+def _print_report(
+    report: service.ImportReport, as_json: bool, proposals: list[dict[str, object]] | None = None
+) -> None:
     if as_json:
-        print_json(report.as_dict())
+        out = report.as_dict()
+        print_json(out if proposals is None else {**out, "copilot": proposals})
         return
     console.print(
         f"{report.filename} ({report.kind}): {report.lines_new} new, {report.auto_applied} "
@@ -102,6 +108,16 @@ def _print_report(report: service.ImportReport, as_json: bool) -> None:
         console.print(f"[yellow]{report.notice}[/]")
     for err in report.errors:
         console.print(f"[red]{err.message}[/]")
+    proposed = sum(1 for p in proposals or [] if p["proposed"])
+    if proposed:
+        console.print(f"The co-pilot proposed {proposed} split(s); accept or ignore them in /cash.")
+
+
+def _copilot(session: Session, org_id: int, import_id: int) -> list[dict[str, object]]:
+    """The co-pilot's split proposals for the import's waiting lines (``agent.remittance``)."""
+    outcomes = propose_for_import(session, org_id, import_id, get_settings())
+    session.commit()
+    return [o.as_dict() for o in outcomes]
 
 
 @cash_app.command("stripe-payout")

@@ -189,6 +189,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Drafting workflows a real model may start per minute, per org.",
     )
+    cash_copilot_per_import: int = Field(
+        default=20,
+        ge=0,
+        description="Bank lines per import the co-pilot reads for a split proposal (0: none).",
+    )
     worker_poll_s: float = Field(default=0.2, gt=0, description="Queue polling interval.")
     worker_stale_s: float = Field(
         default=30.0, gt=0, description="A worker not seen for this long is presumed dead."

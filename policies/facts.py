@@ -298,7 +298,13 @@ class ApplyCashFacts(_Facts):
     amount_minor: PosInt
     currency: Currency
     match_kind: Literal[
-        "exact", "one_to_many", "short_pay", "over_payment", "installment", "on_account"
+        "exact",
+        "one_to_many",
+        "short_pay",
+        "over_payment",
+        "installment",
+        "on_account",
+        "copilot_split",  # the co-pilot read a remittance: never in auto_apply_kinds
     ]
 
 

@@ -2,8 +2,12 @@
 
 Pages (``/cash``) and the same operations as JSON (``/api/cash/...``). Every write names its
 access-matrix permission here and is checked again in ``tools/cashapp`` where it happens
-(``apply_cash``: import, accept, split, re-assign, park, undo; ``close_cash_period``; ``export``).
-Bad input is a 4xx (or a flash on the page) that says what to do, and nothing is written.
+(``apply_cash``: import, accept, split, re-assign, park, undo, ask the co-pilot or ignore its
+proposal; ``close_cash_period``; ``export``). Bad input is a 4xx (or a flash on the page) that says
+what to do, and nothing is written. After an import the co-pilot (``agent.remittance``) reads the
+remittance text of at most ``PLIXO_CASH_COPILOT_PER_IMPORT`` lines left without a confident match
+and stores a ``copilot_split`` proposal on each it can read; a person accepts it like any
+suggestion, or ignores it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import Clock, CsrfChecked, DbSession, require, template_context
+from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, template_context
 from memory.models import (
     CashImport,
     CashLine,
@@ -26,7 +30,7 @@ from memory.models import (
     User,
 )
 from memory.money import MoneyError, format_money, parse_amount, to_decimal
-from tools.cashapp import applying, export, service
+from tools.cashapp import applying, copilot, export, service
 from tools.cashapp.parsers import MAX_FILE_BYTES, CashFileError
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.plans import PolicyRefused
@@ -135,6 +139,35 @@ def _suggested_customer(line: CashLine) -> int | None:
     return line.suggestions[0]["customer_id"] if line.suggestions else None
 
 
+def _copilot_after_import(
+    db: Session, org_id: int, import_id: int, settings: Any, now: Any
+) -> list[dict[str, Any]]:
+    """The co-pilot's split proposals for the import's waiting lines (committed; the import is
+    committed before, so a failure here loses no line and is reported, not raised)."""
+    from agent.remittance import propose_for_import
+
+    try:
+        outcomes = propose_for_import(db, org_id, import_id, settings, now=now)
+    except Exception as exc:  # the import stands; the lines wait without a proposal
+        db.rollback()
+        return [{"proposed": False, "reason": f"The co-pilot could not read the lines: {exc}"}]
+    db.commit()
+    return [o.as_dict() for o in outcomes]
+
+
+def _ask_copilot(db: Session, user: User, line_id: int, settings: Any, now: Any) -> Any:
+    from agent.remittance import propose_split
+
+    applying.require(user, "apply_cash")
+    try:
+        outcome = propose_split(db, user.org_id, line_id, settings, actor=user, now=now)
+    except Exception:
+        db.rollback()
+        raise
+    db.commit()
+    return outcome
+
+
 # --- JSON API -----------------------------------------------------------------------------------
 
 
@@ -186,6 +219,7 @@ async def api_import(
     db: DbSession,
     user: CashClerk,
     clock: Clock,
+    settings: AppSettings,
     file: Annotated[UploadFile, File(description="CAMT.053, MT940, BAI2, CSV, PDF or e-mail")],
     profile: Annotated[str | None, Form(max_length=80)] = None,
 ) -> JSONResponse:
@@ -200,7 +234,8 @@ async def api_import(
         now=clock(),
     )
     db.commit()
-    return JSONResponse(report.as_dict())
+    proposals = _copilot_after_import(db, user.org_id, report.import_id, settings, clock())
+    return JSONResponse({**report.as_dict(), "copilot": proposals})
 
 
 @router.get("/api/cash/lines")
@@ -245,6 +280,25 @@ def api_park(
     line_id: Id, body: ParkIn, db: DbSession, user: CashClerk, clock: Clock
 ) -> dict[str, Any]:
     line = applying.park_line(db, user.org_id, line_id, actor=user, note=body.note, now=clock())
+    db.commit()
+    return _line_out(line)
+
+
+@router.post("/api/cash/lines/{line_id}/copilot")
+def api_ask_copilot(
+    line_id: Id, db: DbSession, user: CashClerk, clock: Clock, settings: AppSettings
+) -> dict[str, Any]:
+    """Ask the co-pilot to read the line's remittance text and propose a split (stored on the
+    line as a ``copilot_split`` suggestion; nothing is applied), or say why it proposes none."""
+    outcome = _ask_copilot(db, user, line_id, settings, clock())
+    line = applying.get_line(db, user.org_id, line_id)
+    return {**outcome.as_dict(), "line": _line_out(line)}
+
+
+@router.post("/api/cash/lines/{line_id}/copilot/ignore")
+def api_ignore_copilot(line_id: Id, db: DbSession, user: CashClerk, clock: Clock) -> dict[str, Any]:
+    """Set the co-pilot's proposal aside (removed from the line, audited)."""
+    line = copilot.ignore_proposal(db, user.org_id, line_id, actor=user, now=clock())
     db.commit()
     return _line_out(line)
 
@@ -345,6 +399,7 @@ async def cash_import_form(
     db: DbSession,
     user: CashClerk,
     clock: Clock,
+    settings: AppSettings,
     _csrf: CsrfChecked,
     file: Annotated[UploadFile, File()],
 ) -> RedirectResponse:
@@ -358,10 +413,13 @@ async def cash_import_form(
         _flash(request, str(exc), "bad")
         return RedirectResponse("/cash", status_code=303)
     db.commit()
+    proposals = _copilot_after_import(db, user.org_id, r.import_id, settings, clock())
+    proposed = sum(1 for p in proposals if p["proposed"])
     summary = (
         f"Imported {r.filename}: {r.lines_new} new line{'s' if r.lines_new != 1 else ''}, "
         f"{r.auto_applied} applied automatically, {r.exceptions} waiting for you"
-        f"{f', {len(r.duplicates)} already imported (skipped)' if r.duplicates else ''}."
+        f"{f', {len(r.duplicates)} already imported (skipped)' if r.duplicates else ''}"
+        f"{f'; the co-pilot proposed {proposed} split(s) for you to check' if proposed else ''}."
     )
     problems = [e.message for e in r.errors] + ([r.notice] if r.notice else [])
     _flash(request, summary, "bad" if r.errors else "ok", problems)
@@ -460,6 +518,42 @@ def cash_park_form(
         line = applying.park_line(db, user.org_id, line_id, actor=user, note=note, now=clock())
         db.commit()
         _flash(request, f"Parked {_money(line.amount_minor, line.currency)} as unapplied cash.")
+    except CommitmentError as exc:
+        db.rollback()
+        _flash(request, str(exc), "bad")
+    return RedirectResponse("/cash", status_code=303)
+
+
+@router.post("/cash/lines/{line_id}/copilot", include_in_schema=False)
+def cash_copilot_form(
+    request: Request,
+    line_id: Id,
+    db: DbSession,
+    user: CashClerk,
+    clock: Clock,
+    settings: AppSettings,
+    _csrf: CsrfChecked,
+) -> RedirectResponse:
+    """The page's "Ask the co-pilot" button: a proposal on the line, or why there is none."""
+    try:
+        outcome = _ask_copilot(db, user, line_id, settings, clock())
+        if outcome.proposed:
+            _flash(request, "The co-pilot proposed a split: check it against the remittance.")
+        else:
+            _flash(request, outcome.reason, "bad")
+    except CommitmentError as exc:
+        _flash(request, str(exc), "bad")
+    return RedirectResponse("/cash", status_code=303)
+
+
+@router.post("/cash/lines/{line_id}/copilot/ignore", include_in_schema=False)
+def cash_copilot_ignore_form(
+    request: Request, line_id: Id, db: DbSession, user: CashClerk, clock: Clock, _csrf: CsrfChecked
+) -> RedirectResponse:
+    try:
+        copilot.ignore_proposal(db, user.org_id, line_id, actor=user, now=clock())
+        db.commit()
+        _flash(request, "The co-pilot's proposal is set aside.")
     except CommitmentError as exc:
         db.rollback()
         _flash(request, str(exc), "bad")

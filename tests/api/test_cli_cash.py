@@ -60,3 +60,22 @@ def test_unreadable_bank_file_is_refused_whole(data_dir: Path, tmp_path: Path) -
     result = runner.invoke(app, ["cash", "import", str(bad)])
     assert result.exit_code == 2 and "nothing was imported" in result.output
     assert "Traceback" not in result.output
+
+
+def test_cash_import_asks_the_copilot_about_a_messy_remittance(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    assert runner.invoke(app, ["import", "invoices", str(_invoices(tmp_path))]).exit_code == 0
+    advice = tmp_path / "remittance.txt"
+    advice.write_text(
+        f"Payment date: {BOOKED.isoformat()}\nTotal: USD 300.00\n"
+        "INV-5500101 250.00 less credit note CN-7788 50.00\nINV-5500102 100.00\n"
+    )
+    out = runner.invoke(app, ["cash", "import", str(advice), "--json"])
+    assert out.exit_code == 0, out.output
+    [proposal] = json.loads(out.stdout)["copilot"]
+    assert proposal["proposed"], proposal
+    parts = [a["amount_minor"] for a in proposal["suggestion"]["allocations"]]
+    assert parts == [20_000, 10_000]
+    queue = json.loads(runner.invoke(app, ["cash", "queue", "--json"]).stdout)
+    assert [q["status"] for q in queue] == ["exception"]  # proposed, not applied

@@ -483,7 +483,15 @@ def credit_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
     return facts
 
 
-CASH_KINDS = ["exact", "one_to_many", "short_pay", "over_payment", "installment", "on_account"]
+CASH_KINDS = [
+    "exact",
+    "one_to_many",
+    "short_pay",
+    "over_payment",
+    "installment",
+    "on_account",
+    "copilot_split",
+]
 
 
 @st.composite

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from policies.engine import decide, engine_for
 from policies.policy_set import load_default, merge
 
@@ -63,3 +65,19 @@ def test_a_float_amount_fails_closed() -> None:
 def test_an_override_can_add_a_currency_to_the_auto_apply_limits() -> None:
     ps = merge(load_default(), {"cash_app": {"max_auto_apply_minor": {"EUR": 300_000}}})
     assert ps.cash_app.max_auto_apply_minor == {"USD": 500_000, "EUR": 300_000}
+
+
+def test_a_copilot_split_always_waits_for_a_person() -> None:
+    """The co-pilot's split (agent.remittance) is never applied alone, whatever the limits."""
+    ps = merge(
+        load_default(),
+        {"cash_app": {"auto_apply": True, "min_confidence": 0,
+                      "max_auto_apply_minor": {"USD": 10**12}}},
+    )  # fmt: skip
+    split = {**EXACT, "confidence": 100, "match_kind": "copilot_split"}
+    d = engine_for(ps).decide("apply_cash", split)
+    assert d.outcome.value == "needs_approval" and _rules(d) == ["cash.kind_needs_review"]
+    assert decide("apply_cash", {**split, "actor_role": "Collector"}).outcome.value == "allow"
+    assert decide("apply_cash", {**split, "actor_role": "Sales"}).outcome.value == "block"
+    with pytest.raises(ValueError, match="auto_apply_kinds"):  # a Controller cannot list it
+        merge(load_default(), {"cash_app": {"auto_apply_kinds": ["exact", "copilot_split"]}})

@@ -41,7 +41,7 @@ from memory.money import format_money
 from tools import audit, payments
 from tools.authz import authorize
 from tools.cashapp.matching import normal_iban
-from tools.cashapp.schemas import Allocation, Suggestion
+from tools.cashapp.schemas import COPILOT_SPLIT, Allocation, Suggestion
 from tools.payments import PaymentRequest
 from tools.plans import PolicyRefused, decide, decision_message
 from tools.promises import CommitmentError, Conflict, NotFound, get_customer, get_invoice
@@ -398,6 +398,11 @@ def _apply_one(
         )
     customer = get_customer(session, org_id, suggestion.customer_id)
     invs = _check_allocations(session, org_id, line, suggestion)
+    if suggestion.kind == COPILOT_SPLIT and not isinstance(actor, User):
+        raise PolicyRefused(
+            "The co-pilot's split is applied only when a person accepts it.",
+            {"outcome": "needs_approval", "reasons": []},
+        )
     auto = item.auto_decision
     if auto is not None and actor == AUTO_ACTOR and auto["outcome"] == "allow":
         decision = auto

@@ -55,18 +55,25 @@ class Allocation:
     adjustment_minor: int = 0
 
 
+#: A split the co-pilot read from the remittance text (``agent.remittance``): only ever applied
+#: when a person accepts it (the policy set cannot list it among ``auto_apply_kinds``).
+COPILOT_SPLIT = "copilot_split"
+
+
 @dataclass
 class Suggestion:
     """One way to apply a line: the allocations, its kind, a 0-100 score and the reasons."""
 
     customer_id: int
-    kind: str  # exact | one_to_many | short_pay | over_payment | installment | on_account
+    # exact | one_to_many | short_pay | over_payment | installment | on_account | copilot_split
+    kind: str
     score: int
     reasons: list[str]
     allocations: list[Allocation]
     difference_minor: int = 0  # short (>0) or over (<0) against the invoices' balances
     difference_kind: str | None = None  # discount | bank_fee | dispute | credit
     installment_id: int | None = None
+    proposed_by: str | None = None  # a copilot_split's model and prompt version
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,1 @@
+"""Versioned prompt files of the remittance reader (v1.md, ...); loaded by prompts.registry."""
