@@ -19,7 +19,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
+from agent.remittance import propose_for_import, propose_split
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, template_context
 from memory.models import (
     CashImport,
@@ -144,8 +146,6 @@ def _copilot_after_import(
 ) -> list[dict[str, Any]]:
     """The co-pilot's split proposals for the import's waiting lines (committed; the import is
     committed before, so a failure here loses no line and is reported, not raised)."""
-    from agent.remittance import propose_for_import
-
     try:
         outcomes = propose_for_import(db, org_id, import_id, settings, now=now)
     except Exception as exc:  # the import stands; the lines wait without a proposal
@@ -156,8 +156,6 @@ def _copilot_after_import(
 
 
 def _ask_copilot(db: Session, user: User, line_id: int, settings: Any, now: Any) -> Any:
-    from agent.remittance import propose_split
-
     applying.require(user, "apply_cash")
     try:
         outcome = propose_split(db, user.org_id, line_id, settings, actor=user, now=now)
@@ -224,18 +222,33 @@ async def api_import(
     profile: Annotated[str | None, Form(max_length=80)] = None,
 ) -> JSONResponse:
     data = await _read_upload(file)
-    report = service.import_cash_file(
-        db,
-        user.org_id,
-        data,
-        filename=file.filename or "upload",
-        actor=user,
-        profile=profile,
-        now=clock(),
+    name = file.filename or "upload"
+    report, proposals = await run_in_threadpool(
+        _import, db, user, data, name, profile, settings, clock()
     )
-    db.commit()
-    proposals = _copilot_after_import(db, user.org_id, report.import_id, settings, clock())
     return JSONResponse({**report.as_dict(), "copilot": proposals})
+
+
+def _import(
+    db: Session,
+    user: User,
+    data: bytes,
+    filename: str,
+    profile: str | None,
+    settings: Any,
+    now: Any,
+) -> tuple[service.ImportReport, list[dict[str, Any]]]:
+    """Import and commit, then ask the co-pilot about the waiting lines; in the thread pool
+    (a statement of 10,000 lines is seconds of ledger work, never on the event loop)."""
+    try:
+        report = service.import_cash_file(
+            db, user.org_id, data, filename=filename, actor=user, profile=profile, now=now
+        )
+    except Exception:
+        db.rollback()
+        raise
+    db.commit()
+    return report, _copilot_after_import(db, user.org_id, report.import_id, settings, now)
 
 
 @router.get("/api/cash/lines")
@@ -404,16 +417,14 @@ async def cash_import_form(
     file: Annotated[UploadFile, File()],
 ) -> RedirectResponse:
     data = await _read_upload(file)
+    name = file.filename or "upload"
     try:
-        r = service.import_cash_file(
-            db, user.org_id, data, filename=file.filename or "upload", actor=user, now=clock()
+        r, proposals = await run_in_threadpool(
+            _import, db, user, data, name, None, settings, clock()
         )
     except (CashFileError, CommitmentError) as exc:
-        db.rollback()
         _flash(request, str(exc), "bad")
         return RedirectResponse("/cash", status_code=303)
-    db.commit()
-    proposals = _copilot_after_import(db, user.org_id, r.import_id, settings, clock())
     proposed = sum(1 for p in proposals if p["proposed"])
     summary = (
         f"Imported {r.filename}: {r.lines_new} new line{'s' if r.lines_new != 1 else ''}, "

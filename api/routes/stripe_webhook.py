@@ -19,9 +19,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import AppSettings, DbSession
+from memory.config import Settings
 from tools import stripe_pay
 from tools.cashapp import stripe_payouts
 from tools.stripe_pay import StripeFailure, StripeNotConfigured, WebhookRejected
@@ -40,11 +42,18 @@ log = logging.getLogger("plixo.stripe.webhook")
     },
 )
 async def stripe_webhook(request: Request, db: DbSession, settings: AppSettings) -> JSONResponse:
+    """Read the exact signed bytes here; verify, post and commit in the thread pool (ledger
+    writes and, for payouts, Stripe reads never run on the event loop)."""
     payload = await request.body()
+    signature = request.headers.get("stripe-signature")
+    return await run_in_threadpool(_receive, payload, signature, db, settings)
+
+
+def _receive(
+    payload: bytes, signature: str | None, db: Session, settings: Settings
+) -> JSONResponse:
     try:
-        event = stripe_pay.verify_webhook(
-            payload, request.headers.get("stripe-signature"), settings
-        )
+        event = stripe_pay.verify_webhook(payload, signature, settings)
     except StripeNotConfigured as exc:
         return JSONResponse({"detail": str(exc)}, status_code=503)
     except WebhookRejected as exc:
@@ -52,10 +61,7 @@ async def stripe_webhook(request: Request, db: DbSession, settings: AppSettings)
         return JSONResponse({"detail": f"Webhook refused: {exc}"}, status_code=400)
     try:
         if event.get("type") in stripe_payouts.PAYOUT_EVENTS:
-            # Reads the payout's balance transactions from Stripe: not on the event loop.
-            result = await run_in_threadpool(
-                stripe_payouts.handle_payout_event, db, event, settings=settings
-            )
+            result = stripe_payouts.handle_payout_event(db, event, settings=settings)
         else:
             result = stripe_pay.handle_event(db, event)
         db.commit()
