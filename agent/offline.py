@@ -57,6 +57,7 @@ from agent.schemas import (
 )
 from agent.wording import LANG_WORDS, fold_text
 from memory.money import exponent
+from tools import labels
 from tools.grounding import (
     detect_language,
     extract_facts,
@@ -361,9 +362,9 @@ def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
         d = (breached or disputes)[0]
         return out(
             "escalate_dispute",
-            f"The {d['reason']} dispute on invoice {d['invoice_number']} is "
-            f"{'past its SLA' if breached else 'with Legal'} (status {d['status']}); Legal "
-            "should take it over. No dunning while it is open.",
+            f"The {labels.label(d['reason']).lower()} dispute on invoice {d['invoice_number']} "
+            f"is {'past its SLA' if breached else 'with Legal'} ({labels.label(d['status'])}); "
+            "Legal should take it over. No dunning while it is open.",
             "urgent" if breached else "high",
             0.85,
         )
@@ -371,16 +372,18 @@ def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
         d = disputes[0]
         return out(
             "hold",
-            f"Invoice {d['invoice_number']} is disputed ({d['reason']}, {d['status']}): it must "
-            "not be chased until the dispute is resolved.",
+            f"Invoice {d['invoice_number']} is disputed ({labels.label(d['reason']).lower()}, "
+            f"{labels.label(d['status']).lower()}): it must not be chased until the dispute is "
+            "resolved.",
             "normal",
             0.9,
         )
     if case.decision_outcome == "block" or case.grounding_ok is False:
-        rules = ", ".join(case.decision_rule_ids[:4]) or "grounding"
+        rules = "; ".join(labels.rule_label(r) for r in case.decision_rule_ids[:4])
         return out(
             "hold",
-            f"The guardrails block this draft ({rules}); fix or reject it rather than send it.",
+            f"The guardrails block this draft ({rules or 'its figures do not match the ledger'}); "
+            "fix or reject it rather than send it.",
             "normal",
             0.8,
         )
@@ -392,8 +395,8 @@ def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
         return out(
             "hold",
             f"An open promise to pay {_money(int(p['amount_minor']), p['currency'])} by "
-            f"{p['promised_date']} (grace to {p['deadline']}) covers these invoices; chasing is "
-            "paused until then.",
+            f"{labels.day(p['promised_date'])} (grace to {labels.day(p['deadline'])}) covers "
+            "these invoices; chasing is paused until then.",
             "low",
             0.85,
         )
@@ -402,8 +405,8 @@ def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
         return out(
             "call",
             f"The promise to pay {_money(int(p['amount_minor']), p['currency'])} by "
-            f"{p['promised_date']} was not kept; a call gets a new commitment faster than "
-            "another e-mail.",
+            f"{labels.day(p['promised_date'])} was not kept; a call gets a new commitment faster "
+            "than another e-mail.",
             "high",
             0.8,
         )
