@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from memory import clock
 from memory.models import (
@@ -320,6 +322,7 @@ class Posting:
     def finish(self) -> None:
         """Flush the payments (their ids) and write their activity and audit rows, each kind in
         one INSERT."""
+        insert_pending(self.session, Payment, [p for p, _ in self._unfinished], ("external_ref",))
         self.session.flush()
         if self._unfinished:
             self.session.execute(
@@ -385,6 +388,41 @@ class Posting:
         if any(a.invoice_id in self._in_plans for a in allocations):
             return True
         return (payment.customer_id, payment.currency) in self._promisers
+
+
+def insert_pending(
+    session: Session, model: type, rows: list[Any], keys: tuple[str, ...]
+) -> None:
+    """Write these pending ``model`` rows in multi-row INSERTs; each stays the same object, now
+    persistent with its id.
+
+    Why: to learn each new id the unit of work inserts one row at a time on SQLite, and a bank
+    file of 10,000 lines makes as many payments. RETURNING gives the ids in no promised order,
+    so each is matched by its ``keys`` columns, unique among the rows written here; a row whose
+    keys repeat another's, with a column left to its default, or already written is left to the
+    next flush.
+    """
+    mapper = sa_inspect(model)
+    props = [p for p in mapper.column_attrs if not p.columns[0].primary_key]
+    todo: dict[tuple[Any, ...], Any] = {}
+    for row in rows:
+        state = sa_inspect(row)
+        value = tuple(state.dict.get(k) for k in keys)
+        if state.pending and value not in todo and all(p.key in state.dict for p in props):
+            todo[value] = row
+    if len(todo) < 2:
+        return  # one row: the flush does no worse
+    pk = mapper.primary_key[0]
+    returned = [pk, *(mapper.get_property(k).columns[0] for k in keys)]
+    params = [{p.columns[0].key: row.__dict__[p.key] for p in props} for row in todo.values()]
+    with session.no_autoflush:
+        written = session.execute(insert(mapper.local_table).returning(*returned), params).all()
+        for new_id, *value in written:
+            row = todo[tuple(value)]
+            session.expunge(row)
+            setattr(row, mapper.get_property_by_column(pk).key, new_id)
+            make_transient_to_detached(row)
+            session.add(row)
 
 
 def _activity_row(org_id: int, payment: Payment, now: datetime) -> dict[str, object]:

@@ -17,7 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from memory.models import (
     CashApplication,
@@ -106,6 +108,18 @@ def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+def _in_session(session: Session, model: type, ids: list[int]) -> list[Any]:
+    """The ``model`` rows of ``ids`` the session already holds, loaded (reading them again
+    changes nothing: a query never overwrites a row the session has, only expired columns)."""
+    held = session.identity_map
+    out = []
+    for i in ids:
+        obj = held.get(identity_key(model, i))
+        if obj is not None and not sa_inspect(obj).expired_attributes:
+            out.append(obj)
+    return out
+
+
 def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
     line_ids = sorted({it.line_id for it in items})
     customer_ids = sorted({it.suggestion.customer_id for it in items})
@@ -117,8 +131,11 @@ def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
         reads.closed = set(
             session.scalars(select(CashPeriodClose.period).where(CashPeriodClose.org_id == org_id))
         )
-        for chunk in _chunks(line_ids):
+        reads.rows += _in_session(session, CashLine, line_ids)
+        loaded = {line.id for line in reads.rows}
+        for chunk in _chunks([i for i in line_ids if i not in loaded]):
             reads.rows += session.scalars(select(CashLine).where(CashLine.id.in_(chunk)))
+        for chunk in _chunks(line_ids):
             for line_id, n in session.execute(
                 select(CashApplication.line_id, func.count())
                 .where(CashApplication.line_id.in_(chunk))
@@ -351,6 +368,9 @@ def _apply_in(
             [a for a in applied.applications if a.amount_minor > 0], applied.payments, strict=True
         ):
             app.payment_id = pay.id
+    apps = [a for applied, _, _ in done for a in applied.applications]
+    session.add_all(apps)  # written with their payments' ids, not updated after
+    payments.insert_pending(session, CashApplication, apps, _APP_KEYS)
     audit.record_many(session, [_applied_row(org_id, a, it, actor) for a, it, _ in done])
     session.flush()
     return [a for a, _, _ in done]
@@ -410,7 +430,7 @@ def _apply_one(
     seq = reads.rounds.get(line.id, 0)
     reads.rounds[line.id] = seq + 1
     posted = _post(posting, _requests(line, suggestion, seq))
-    apps = _record(session, line, suggestion, actor, now)
+    apps = _record(line, suggestion, actor, now)
     _write_off(session, org_id, line, suggestion, invs, grants, actor, now)
     changes = _changes(before, _snapshot(session, keys))
     for app in apps:
@@ -573,14 +593,17 @@ def _post(posting: payments.Posting, requests: list[PaymentRequest]) -> list[Pay
     return posted
 
 
+# What tells a batch's application rows apart when they are inserted together.
+_APP_KEYS = ("line_id", "payment_id", "invoice_id", "amount_minor", "adjustment_minor")
+
+
 def _record(
-    session: Session,
     line: CashLine,
     s: Suggestion,
     actor: User | str,
     now: datetime,
 ) -> list[CashApplication]:
-    """The application rows (their payment ids are set once the batch's payments have ids)."""
+    """The application rows, added to the session once the batch's payments have ids."""
     by_name = actor_name(actor)
     apps: list[CashApplication] = []
     for a in s.allocations or [Allocation(None, line.amount_minor)]:
@@ -597,8 +620,10 @@ def _record(
             period=period_of(line),
             applied_by=by_name,
             applied_at=now,
+            effects={},
+            undone_at=None,
+            undone_by=None,
         )
-        session.add(app)
         apps.append(app)
     return apps
 

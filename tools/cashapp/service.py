@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from memory.models import (
@@ -168,7 +168,9 @@ def _store_new(
     parsed: ParsedFile,
     report: ImportReport,
     now: datetime,
-) -> list[tuple[CashLine, BankLine]]:
+) -> list[tuple[dict[str, Any], BankLine]]:
+    """The lines not stored before, as the columns of their rows (inserted once they are
+    matched and decided, so each row is written once, in one INSERT per chunk)."""
     seen: Counter[tuple[Any, ...]] = Counter()
     prints: list[tuple[str, BankLine]] = []
     for line in parsed.lines:
@@ -176,7 +178,7 @@ def _store_new(
         prints.append((fingerprint(parsed.account, line, seen[key]), line))
         seen[key] += 1
     existing = _existing(session, org_id, [fp for fp, _ in prints])
-    stored: list[tuple[CashLine, BankLine]] = []
+    stored: list[tuple[dict[str, Any], BankLine]] = []
     in_file: set[str] = set()
     for fp, line in prints:
         if fp in existing or fp in in_file:
@@ -189,23 +191,21 @@ def _store_new(
             )
             continue
         in_file.add(fp)
-        row = CashLine(
-            org_id=org_id,
-            import_id=run.id,
-            line_no=line.line_no,
-            fingerprint=fp,
-            booked_on=line.booked_on,
-            amount_minor=line.amount_minor,
-            currency=line.currency,
-            payer_name=(line.payer_name or None) and line.payer_name[:200],
-            payer_iban=(line.payer_iban or None) and line.payer_iban[:40],
-            reference=line.reference,
-            bank_ref=(line.bank_ref or None) and line.bank_ref[:140],
-            created_at=now,
-        )
-        session.add(row)
+        row = {
+            "org_id": org_id,
+            "import_id": run.id,
+            "line_no": line.line_no,
+            "fingerprint": fp,
+            "booked_on": line.booked_on,
+            "amount_minor": line.amount_minor,
+            "currency": line.currency,
+            "payer_name": (line.payer_name or None) and line.payer_name[:200],
+            "payer_iban": (line.payer_iban or None) and line.payer_iban[:40],
+            "reference": line.reference,
+            "bank_ref": (line.bank_ref or None) and line.bank_ref[:140],
+            "created_at": now,
+        }
         stored.append((row, line))
-    session.flush()
     report.lines_new = len(stored)
     return stored
 
@@ -224,14 +224,32 @@ def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
     return found
 
 
+def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[str, CashLine]:
+    """Insert a chunk of lines, in file order, as rows of the session by fingerprint.
+
+    One multi-row INSERT ... RETURNING (the ORM's unit of work inserts one row at a time on
+    SQLite, to learn each id). A missing value is written as NULL (``render_nulls``) so lines
+    with and without an IBAN share a statement; a line without a decision leaves the key out (a
+    JSON None would be stored as the JSON ``null``, not as SQL NULL)."""
+    if not rows:
+        return {}
+    found = session.scalars(
+        insert(CashLine).returning(CashLine),
+        rows,
+        execution_options={"render_nulls": True},
+    )
+    return {line.fingerprint: line for line in found}
+
+
 def _match_and_decide(
     session: Session,
     org_id: int,
-    lines: list[tuple[CashLine, BankLine]],
+    lines: list[tuple[dict[str, Any], BankLine]],
     report: ImportReport,
     now: datetime,
 ) -> None:
-    """Suggest for every line; the lines auto-apply may take are posted a chunk at a time.
+    """Suggest and decide for every line; the lines are stored and the ones auto-apply may take
+    are posted, a chunk of lines at a time.
 
     The matcher is told at once what each allowed line will pay (so the next line of the file
     sees today's balances) and the posting follows in :func:`apply_lines`; a line refused there
@@ -243,46 +261,52 @@ def _match_and_decide(
     matcher = Matcher(session, org_id, policy.cash_app)
     engine = engine_for(policy)
     open_currencies = _open_currencies(session, org_id)
-    queued: list[tuple[CashLine, LineToApply]] = []
-    for row, line in lines:
-        suggestions = matcher.suggest(line)
-        row.suggestions = [s.as_dict() for s in suggestions]
-        row.best_score = suggestions[0].score if suggestions else 0
-        if line.currency not in open_currencies:
-            report.errors.append(
-                LineError(
-                    line.line_no,
-                    f"Line {line.line_no}: {format_money(line.amount_minor, line.currency)} - no "
-                    f"open invoice is in {line.currency}; it waits in the exceptions queue (park "
-                    "it as unapplied cash, or refund it).",
+    for start in range(0, len(lines), CHUNK):
+        chunk = lines[start : start + CHUNK]
+        allowed: list[tuple[str, Suggestion, dict[str, Any]]] = []
+        for row, line in chunk:
+            suggestions = matcher.suggest(line)
+            row["suggestions"] = [s.as_dict() for s in suggestions]
+            row["best_score"] = suggestions[0].score if suggestions else 0
+            if line.currency not in open_currencies:
+                report.errors.append(
+                    LineError(
+                        line.line_no,
+                        f"Line {line.line_no}: {format_money(line.amount_minor, line.currency)} "
+                        f"- no open invoice is in {line.currency}; it waits in the exceptions "
+                        "queue (park it as unapplied cash, or refund it).",
+                    )
                 )
-            )
-        item = _auto_item(engine, row, suggestions[0]) if suggestions else None
-        if item is None:
-            report.exceptions += 1
-            continue
-        _consume(matcher, item.suggestion)
-        queued.append((row, item))
-        if len(queued) >= CHUNK:
-            _post_queued(session, org_id, matcher, queued, report, now)
-            queued = []
-    _post_queued(session, org_id, matcher, queued, report, now)
+            if not suggestions:
+                report.exceptions += 1
+                continue
+            decision = _auto_decision(engine, row, suggestions[0])
+            row["decision"] = decision
+            if decision["outcome"] != "allow":
+                report.exceptions += 1
+                continue
+            _consume(matcher, suggestions[0])
+            allowed.append((row["fingerprint"], suggestions[0], decision))
+        stored = _insert(session, [row for row, _ in chunk])
+        queued = [
+            (stored[fp], LineToApply(stored[fp].id, best, auto_decision=decision))
+            for fp, best, decision in allowed
+        ]
+        _post_queued(session, org_id, matcher, queued, report, now)
     session.flush()
 
 
-def _auto_item(engine: Any, row: CashLine, best: Suggestion) -> LineToApply | None:
-    """Ask the guardrails whether plixo may apply ``best`` alone (``None``: a person decides)."""
+def _auto_decision(engine: Any, row: dict[str, Any], best: Suggestion) -> dict[str, Any]:
+    """Ask the guardrails whether plixo may apply ``best`` alone (not ``allow``: a person
+    decides)."""
     facts = {
         "confidence": best.score,
-        "amount_minor": row.amount_minor,
-        "currency": row.currency,
+        "amount_minor": row["amount_minor"],
+        "currency": row["currency"],
         "match_kind": best.kind,
     }
-    decision = engine.decide("apply_cash", facts).as_dict()
-    row.decision = decision
-    if decision["outcome"] != "allow":
-        return None
-    return LineToApply(row.id, best, auto_decision=decision)
+    decision: dict[str, Any] = engine.decide("apply_cash", facts).as_dict()
+    return decision
 
 
 def _post_queued(
@@ -293,6 +317,8 @@ def _post_queued(
     report: ImportReport,
     now: datetime,
 ) -> None:
+    if not queued:
+        return
     results = apply_lines(session, org_id, [it for _, it in queued], actor=AUTO_ACTOR, now=now)
     for (row, item), result in zip(queued, results, strict=True):
         if isinstance(result, Applied):
