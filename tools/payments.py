@@ -390,9 +390,7 @@ class Posting:
         return (payment.customer_id, payment.currency) in self._promisers
 
 
-def insert_pending(
-    session: Session, model: type, rows: list[Any], keys: tuple[str, ...]
-) -> None:
+def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[str, ...]) -> None:
     """Write these pending ``model`` rows in multi-row INSERTs; each stays the same object, now
     persistent with its id.
 

@@ -546,13 +546,13 @@ def _sum_subset(invs: list[OpenInvoice], target: int) -> list[OpenInvoice] | Non
                     return [invs[h] for h in (*head, last)]
     if MAX_SUBSET_SIZE < 4:
         return None
-    pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)  # in (k, l) order
-    for k, l in combinations(range(len(bal)), 2):
-        pairs[bal[k] + bal[l]].append((k, l))
-    for i, j in combinations(range(len(bal)), 2):  # the first (i, j) with a (k, l) after it
-        for k, l in pairs.get(target - bal[i] - bal[j], ()):
+    pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)  # in (k, m) order
+    for k, m in combinations(range(len(bal)), 2):
+        pairs[bal[k] + bal[m]].append((k, m))
+    for i, j in combinations(range(len(bal)), 2):  # the first (i, j) with a (k, m) after it
+        for k, m in pairs.get(target - bal[i] - bal[j], ()):
             if k > j:
-                return [invs[i], invs[j], invs[k], invs[l]]
+                return [invs[i], invs[j], invs[k], invs[m]]
     return None
 
 
