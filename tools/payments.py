@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from memory import clock
 from memory.models import (
@@ -236,8 +237,12 @@ class Posting:
         inv_ids = sorted({r.invoice_id for r in requests if r.invoice_id is not None})
         customer_ids = {r.customer_id for r in requests if r.customer_id is not None}
         self._in_plans = set()
+        held = held_rows(s, Invoice, inv_ids)
+        self._held += held
+        customer_ids.update(inv.customer_id for inv in held)
         for chunk in _chunks(inv_ids):
-            for inv in s.scalars(select(Invoice).where(Invoice.id.in_(chunk))):
+            missing = set(chunk) - {inv.id for inv in held}
+            for inv in s.scalars(select(Invoice).where(Invoice.id.in_(missing))) if missing else ():
                 customer_ids.add(inv.customer_id)
                 self._held.append(inv)
             self._in_plans.update(
@@ -246,8 +251,12 @@ class Posting:
                 )
             )
         self._promisers = set()
+        held = held_rows(s, Customer, sorted(customer_ids))
+        self._held += held
         for chunk in _chunks(sorted(customer_ids)):
-            self._held += s.scalars(select(Customer).where(Customer.id.in_(chunk)))
+            missing = set(chunk) - {c.id for c in held}
+            if missing:
+                self._held += s.scalars(select(Customer).where(Customer.id.in_(missing)))
             self._promisers.update(
                 (cid, cur)
                 for cid, cur in s.execute(
@@ -388,6 +397,19 @@ class Posting:
         if any(a.invoice_id in self._in_plans for a in allocations):
             return True
         return (payment.customer_id, payment.currency) in self._promisers
+
+
+def held_rows(session: Session, model: type, ids: list[int]) -> list[Any]:
+    """The ``model`` rows of ``ids`` the session holds with every column loaded: reading them
+    again would change nothing (a query never overwrites what the session has, only expired
+    columns), so a batch that has them reads only the others."""
+    identity_map = session.identity_map
+    out = []
+    for i in ids:
+        row = identity_map.get(identity_key(model, i))
+        if row is not None and not sa_inspect(row).expired_attributes:
+            out.append(row)
+    return out
 
 
 def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[str, ...]) -> None:

@@ -17,9 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
 from memory.models import (
     CashApplication,
@@ -108,16 +106,14 @@ def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
-def _in_session(session: Session, model: type, ids: list[int]) -> list[Any]:
-    """The ``model`` rows of ``ids`` the session already holds, loaded (reading them again
-    changes nothing: a query never overwrites a row the session has, only expired columns)."""
-    held = session.identity_map
-    out = []
-    for i in ids:
-        obj = held.get(identity_key(model, i))
-        if obj is not None and not sa_inspect(obj).expired_attributes:
-            out.append(obj)
-    return out
+def _load(session: Session, reads: _Reads, model: Any, ids: list[int]) -> None:
+    """Put the ``model`` rows of ``ids`` in the session (held by ``reads``), reading only those
+    it does not hold already."""
+    held = payments.held_rows(session, model, ids)
+    reads.rows += held
+    have = {row.id for row in held}
+    for chunk in _chunks([i for i in ids if i not in have]):
+        reads.rows += session.scalars(select(model).where(model.id.in_(chunk)))
 
 
 def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
@@ -131,10 +127,7 @@ def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
         reads.closed = set(
             session.scalars(select(CashPeriodClose.period).where(CashPeriodClose.org_id == org_id))
         )
-        reads.rows += _in_session(session, CashLine, line_ids)
-        loaded = {line.id for line in reads.rows}
-        for chunk in _chunks([i for i in line_ids if i not in loaded]):
-            reads.rows += session.scalars(select(CashLine).where(CashLine.id.in_(chunk)))
+        _load(session, reads, CashLine, line_ids)
         for chunk in _chunks(line_ids):
             for line_id, n in session.execute(
                 select(CashApplication.line_id, func.count())
@@ -142,8 +135,8 @@ def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
                 .group_by(CashApplication.line_id)
             ):
                 reads.rounds[line_id] = n
+        _load(session, reads, Customer, customer_ids)
         for chunk in _chunks(customer_ids):
-            reads.rows += session.scalars(select(Customer).where(Customer.id.in_(chunk)))
             for pid, cid in session.execute(
                 select(PromiseToPay.id, PromiseToPay.customer_id).where(
                     PromiseToPay.org_id == org_id,
@@ -152,8 +145,8 @@ def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
                 )
             ):
                 reads.promises_of_customer.setdefault(cid, []).append(pid)
+        _load(session, reads, Invoice, invoice_ids)
         for chunk in _chunks(invoice_ids):
-            reads.rows += session.scalars(select(Invoice).where(Invoice.id.in_(chunk)))
             for plan_id, inv_id in session.execute(
                 select(plan_invoice.c.plan_id, plan_invoice.c.invoice_id).where(
                     plan_invoice.c.invoice_id.in_(chunk)

@@ -17,10 +17,11 @@ import hashlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from memory.models import (
     CashImport,
@@ -224,21 +225,40 @@ def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
     return found
 
 
-def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[str, CashLine]:
-    """Insert a chunk of lines, in file order, as rows of the session by fingerprint.
+# The columns an inserted line has that the importer does not set (its rows are built whole).
+_UNSET: dict[str, Any] = {
+    "status": CashLineStatus.EXCEPTION,
+    "decision": None,
+    "customer_id": None,
+    "note": None,
+    "applied_by": None,
+    "applied_at": None,
+}
 
-    One multi-row INSERT ... RETURNING (the ORM's unit of work inserts one row at a time on
-    SQLite, to learn each id). A missing value is written as NULL (``render_nulls``) so lines
-    with and without an IBAN share a statement; a line without a decision leaves the key out (a
-    JSON None would be stored as the JSON ``null``, not as SQL NULL)."""
-    if not rows:
-        return {}
-    found = session.scalars(
-        insert(CashLine).returning(CashLine),
-        rows,
-        execution_options={"render_nulls": True},
-    )
-    return {line.fingerprint: line for line in found}
+
+def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, CashLine]:
+    """Insert a chunk of lines in file order; the ``wanted`` ones (by fingerprint) come back as
+    rows of the session, built from what was written (nothing is read back).
+
+    Multi-row INSERTs ... RETURNING the id and fingerprint (the unit of work inserts one row at a
+    time on SQLite, to learn each id), one per run of lines with the same columns: a line without
+    a decision leaves the column out (a JSON None would be stored as the JSON ``null``, not as
+    SQL NULL).
+    """
+    table = CashLine.__table__
+    ids: dict[str, int] = {}
+    for _, run in groupby(rows, key=lambda row: tuple(row)):
+        stmt = insert(table).returning(table.c.id, table.c.fingerprint)
+        ids.update((fp, i) for i, fp in session.execute(stmt, list(run)))
+    out: dict[str, CashLine] = {}
+    for row in rows:
+        if row["fingerprint"] not in wanted:
+            continue
+        line = CashLine(**{**_UNSET, **row, "id": ids[row["fingerprint"]]})
+        make_transient_to_detached(line)  # as if read: every column loaded, nothing to write
+        session.add(line)
+        out[line.fingerprint] = line
+    return out
 
 
 def _match_and_decide(
@@ -287,7 +307,7 @@ def _match_and_decide(
                 continue
             _consume(matcher, suggestions[0])
             allowed.append((row["fingerprint"], suggestions[0], decision))
-        stored = _insert(session, [row for row, _ in chunk])
+        stored = _insert(session, [row for row, _ in chunk], {fp for fp, _, _ in allowed})
         queued = [
             (stored[fp], LineToApply(stored[fp].id, best, auto_decision=decision))
             for fp, best, decision in allowed
