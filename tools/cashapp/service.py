@@ -13,8 +13,12 @@ the seed policy set (Shadow Mode for cash), so by default every line waits for a
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
@@ -281,39 +285,94 @@ def _match_and_decide(
     matcher = Matcher(session, org_id, policy.cash_app)
     engine = engine_for(policy)
     open_currencies = _open_currencies(session, org_id)
-    for start in range(0, len(lines), CHUNK):
-        chunk = lines[start : start + CHUNK]
-        allowed: list[tuple[str, Suggestion, dict[str, Any]]] = []
-        for row, line in chunk:
-            suggestions = matcher.suggest(line)
-            row["suggestions"] = [s.as_dict() for s in suggestions]
-            row["best_score"] = suggestions[0].score if suggestions else 0
-            if line.currency not in open_currencies:
-                report.errors.append(
-                    LineError(
-                        line.line_no,
-                        f"Line {line.line_no}: {format_money(line.amount_minor, line.currency)} "
-                        f"- no open invoice is in {line.currency}; it waits in the exceptions "
-                        "queue (park it as unapplied cash, or refund it).",
-                    )
-                )
-            if not suggestions:
-                report.exceptions += 1
-                continue
-            decision = _auto_decision(engine, row, suggestions[0])
-            row["decision"] = decision
-            if decision["outcome"] != "allow":
-                report.exceptions += 1
-                continue
-            _consume(matcher, suggestions[0])
-            allowed.append((row["fingerprint"], suggestions[0], decision))
-        stored = _insert(session, [row for row, _ in chunk], {fp for fp, _, _ in allowed})
-        queued = [
-            (stored[fp], LineToApply(stored[fp].id, best, auto_decision=decision))
-            for fp, best, decision in allowed
-        ]
-        _post_queued(session, org_id, matcher, queued, report, now)
+    with _fewer_collections():
+        for start in range(0, len(lines), CHUNK):
+            _chunk(
+                session,
+                org_id,
+                matcher,
+                engine,
+                open_currencies,
+                lines[start : start + CHUNK],
+                report,
+                now,
+            )
     session.flush()
+
+
+_GC_LOCK = threading.Lock()
+_GC_USERS = 0
+_GC_SAVED: tuple[int, int, int] | None = None
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Let the garbage collector run less often while a bank file is imported.
+
+    Why: an import allocates millions of short-lived objects (suggestions, decisions, ORM rows)
+    beside a large heap that lives until it ends (the matcher's index of every open invoice, the
+    session's rows); at the default threshold (700) the collector's older-generation passes walk
+    all of it again and again and find nothing. Reference-counted garbage is freed as before;
+    only cycles wait a little longer. Imports in several threads share one raised setting; the
+    last one out restores it (as Autopilot's drafting does).
+    """
+    global _GC_USERS, _GC_SAVED
+    with _GC_LOCK:
+        if _GC_USERS == 0:
+            _GC_SAVED = gc.get_threshold()
+            first, second, third = _GC_SAVED
+            gc.set_threshold(max(first, 10_000), max(second, 20), max(third, 20))
+        _GC_USERS += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_USERS -= 1
+            if _GC_USERS == 0 and _GC_SAVED is not None:
+                gc.set_threshold(*_GC_SAVED)
+
+
+def _chunk(
+    session: Session,
+    org_id: int,
+    matcher: Matcher,
+    engine: Any,
+    open_currencies: set[str],
+    chunk: list[tuple[dict[str, Any], BankLine]],
+    report: ImportReport,
+    now: datetime,
+) -> None:
+    """Match, decide, store and post one chunk of lines."""
+    allowed: list[tuple[str, Suggestion, dict[str, Any]]] = []
+    for row, line in chunk:
+        suggestions = matcher.suggest(line)
+        row["suggestions"] = [s.as_dict() for s in suggestions]
+        row["best_score"] = suggestions[0].score if suggestions else 0
+        if line.currency not in open_currencies:
+            report.errors.append(
+                LineError(
+                    line.line_no,
+                    f"Line {line.line_no}: {format_money(line.amount_minor, line.currency)} "
+                    f"- no open invoice is in {line.currency}; it waits in the exceptions "
+                    "queue (park it as unapplied cash, or refund it).",
+                )
+            )
+        if not suggestions:
+            report.exceptions += 1
+            continue
+        decision = _auto_decision(engine, row, suggestions[0])
+        row["decision"] = decision
+        if decision["outcome"] != "allow":
+            report.exceptions += 1
+            continue
+        _consume(matcher, suggestions[0])
+        allowed.append((row["fingerprint"], suggestions[0], decision))
+    stored = _insert(session, [row for row, _ in chunk], {fp for fp, _, _ in allowed})
+    queued = [
+        (stored[fp], LineToApply(stored[fp].id, best, auto_decision=decision))
+        for fp, best, decision in allowed
+    ]
+    _post_queued(session, org_id, matcher, queued, report, now)
 
 
 def _auto_decision(engine: Any, row: dict[str, Any], best: Suggestion) -> dict[str, Any]:
