@@ -413,14 +413,14 @@ def held_rows(session: Session, model: type, ids: list[int]) -> list[Any]:
 
 
 def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[str, ...]) -> None:
-    """Write these pending ``model`` rows in multi-row INSERTs; each stays the same object, now
-    persistent with its id.
+    """Write these new ``model`` rows (pending in the session, or not yet added) in multi-row
+    INSERTs; each stays the same object, now persistent with its id.
 
     Why: to learn each new id the unit of work inserts one row at a time on SQLite, and a bank
     file of 10,000 lines makes as many payments. RETURNING gives the ids in no promised order,
     so each is matched by its ``keys`` columns, unique among the rows written here; a row whose
-    keys repeat another's, with a column left to its default, or already written is left to the
-    next flush.
+    keys repeat another's, or with a column left to its default, is only added to the session
+    and written by the next flush.
     """
     mapper = sa_inspect(model)
     props = [p for p in mapper.column_attrs if not p.columns[0].primary_key]
@@ -428,21 +428,23 @@ def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[s
     for row in rows:
         state = sa_inspect(row)
         value = tuple(state.dict.get(k) for k in keys)
-        if state.pending and value not in todo and all(p.key in state.dict for p in props):
+        whole = all(p.key in state.dict for p in props)
+        if (state.pending or state.transient) and value not in todo and whole:
             todo[value] = row
-    if len(todo) < 2:
-        return  # one row: the flush does no worse
-    pk = mapper.primary_key[0]
-    returned = [pk, *(mapper.get_property(k).columns[0] for k in keys)]
-    params = [{p.columns[0].key: row.__dict__[p.key] for p in props} for row in todo.values()]
-    with session.no_autoflush:
-        written = session.execute(insert(mapper.local_table).returning(*returned), params).all()
-        for new_id, *value in written:
-            row = todo[tuple(value)]
-            session.expunge(row)
-            setattr(row, mapper.get_property_by_column(pk).key, new_id)
-            make_transient_to_detached(row)
-            session.add(row)
+    if len(todo) > 1:  # one row: the flush does no worse
+        pk = mapper.primary_key[0]
+        returned = [pk, *(mapper.get_property(k).columns[0] for k in keys)]
+        params = [{p.columns[0].key: row.__dict__[p.key] for p in props} for row in todo.values()]
+        with session.no_autoflush:
+            written = session.execute(insert(mapper.local_table).returning(*returned), params)
+            for new_id, *value in written.all():
+                row = todo[tuple(value)]
+                if sa_inspect(row).pending:
+                    session.expunge(row)
+                setattr(row, mapper.get_property_by_column(pk).key, new_id)
+                make_transient_to_detached(row)
+                session.add(row)
+    session.add_all([row for row in rows if sa_inspect(row).transient])
 
 
 def _activity_row(org_id: int, payment: Payment, now: datetime) -> dict[str, object]:

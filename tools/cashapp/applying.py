@@ -362,7 +362,7 @@ def _apply_in(
         ):
             app.payment_id = pay.id
     apps = [a for applied, _, _ in done for a in applied.applications]
-    session.add_all(apps)  # written with their payments' ids, not updated after
+    # written with their payments' ids, not updated after
     payments.insert_pending(session, CashApplication, apps, _APP_KEYS)
     audit.record_many(session, [_applied_row(org_id, a, it, actor) for a, it, _ in done])
     session.flush()
@@ -678,8 +678,10 @@ def _learn_iban(
     session: Session, org_id: int, line: CashLine, customer_id: int, actor: User | str
 ) -> None:
     """A person confirmed who paid: remember the IBAN for the next line (never on auto)."""
+    if not line.payer_iban or not isinstance(actor, User):
+        return
     iban = normal_iban(line.payer_iban)
-    if not iban or not isinstance(actor, User):
+    if not iban:
         return
     known = session.scalar(
         select(CustomerBankAccount).where(

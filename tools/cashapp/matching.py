@@ -531,21 +531,24 @@ def _subsets(invs: list[OpenInvoice], max_size: int) -> list[tuple[OpenInvoice, 
 
 
 def _sum_subset(invs: list[OpenInvoice], target: int) -> list[OpenInvoice] | None:
-    """The smallest, oldest-first group (2..MAX_SUBSET_SIZE invoices) summing exactly to
+    """The smallest, oldest-first group (2..MAX_SUBSET_SIZE = 4 invoices) summing exactly to
     ``target``: the last invoice of each group is looked up by its balance, and the last two of
     a group of four by the sum of their balances, not enumerated."""
     bal = [i.balance_minor for i in invs]
     where: dict[int, list[int]] = defaultdict(list)
     for idx, b in enumerate(bal):
         where[b].append(idx)
-    for size in range(2, min(MAX_SUBSET_SIZE, 3) + 1):
-        for head in combinations(range(len(bal)), size - 1):
-            rest = target - sum(bal[h] for h in head)
-            for last in where.get(rest, ()):
-                if last > head[-1]:
-                    return [invs[h] for h in (*head, last)]
-    if MAX_SUBSET_SIZE < 4:
-        return None
+    n = len(bal)
+    for i in range(n):  # two
+        for last in where.get(target - bal[i], ()):
+            if last > i:
+                return [invs[i], invs[last]]
+    for i in range(n):  # three
+        rest_i = target - bal[i]
+        for j in range(i + 1, n):
+            for last in where.get(rest_i - bal[j], ()):
+                if last > j:
+                    return [invs[i], invs[j], invs[last]]
     pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)  # in (k, m) order
     for k, m in combinations(range(len(bal)), 2):
         pairs[bal[k] + bal[m]].append((k, m))
