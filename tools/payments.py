@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from memory import clock
@@ -404,7 +404,7 @@ def held_rows(session: Session, model: type, ids: list[int]) -> list[Any]:
     again would change nothing (a query never overwrites what the session has, only expired
     columns), so a batch that has them reads only the others."""
     identity_map = session.identity_map
-    out = []
+    out: list[Any] = []
     for i in ids:
         row = identity_map.get(identity_key(model, i))
         if row is not None and not sa_inspect(row).expired_attributes:
@@ -422,7 +422,7 @@ def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[s
     keys repeat another's, or with a column left to its default, is only added to the session
     and written by the next flush.
     """
-    mapper = sa_inspect(model)
+    mapper: Mapper[Any] = sa_inspect(model)
     props = [p for p in mapper.column_attrs if not p.columns[0].primary_key]
     todo: dict[tuple[Any, ...], Any] = {}
     for row in rows:
@@ -436,9 +436,11 @@ def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[s
         returned = [pk, *(mapper.get_property(k).columns[0] for k in keys)]
         params = [{p.columns[0].key: row.__dict__[p.key] for p in props} for row in todo.values()]
         with session.no_autoflush:
-            written = session.execute(insert(mapper.local_table).returning(*returned), params)
-            for new_id, *value in written.all():
-                row = todo[tuple(value)]
+            written = session.execute(
+                insert(cast(Table, mapper.local_table)).returning(*returned), params
+            )
+            for new_id, *found in written.all():
+                row = todo[tuple(found)]
                 if sa_inspect(row).pending:
                     session.expunge(row)
                 setattr(row, mapper.get_property_by_column(pk).key, new_id)

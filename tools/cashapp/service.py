@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
 from memory.models import (
@@ -249,10 +249,9 @@ def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> d
     a decision leaves the column out (a JSON None would be stored as the JSON ``null``, not as
     SQL NULL).
     """
-    table = CashLine.__table__
     ids: dict[str, int] = {}
-    for _, run in groupby(rows, key=lambda row: tuple(row)):
-        stmt = insert(table).returning(table.c.id, table.c.fingerprint)
+    for _, run in groupby(rows, key=_columns):
+        stmt = insert(cast(Table, CashLine.__table__)).returning(CashLine.id, CashLine.fingerprint)
         ids.update((fp, i) for i, fp in session.execute(stmt, list(run)))
     out: dict[str, CashLine] = {}
     for row in rows:
@@ -263,6 +262,10 @@ def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> d
         session.add(line)
         out[line.fingerprint] = line
     return out
+
+
+def _columns(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(row)
 
 
 def _match_and_decide(
