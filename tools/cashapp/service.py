@@ -13,12 +13,8 @@ the seed policy set (Shadow Mode for cash), so by default every line waits for a
 
 from __future__ import annotations
 
-import gc
 import hashlib
-import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from itertools import groupby
@@ -42,6 +38,7 @@ from tools.cashapp import parsers
 from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, require
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
+from tools.gc_pauses import fewer_gc_pauses
 from tools.policy_admin import policy_set_for
 
 CHUNK = 500
@@ -288,7 +285,7 @@ def _match_and_decide(
     matcher = Matcher(session, org_id, policy.cash_app)
     engine = engine_for(policy)
     open_currencies = _open_currencies(session, org_id)
-    with _fewer_collections():
+    with fewer_gc_pauses():  # see tools.gc_pauses: the import's heap is large and lives long
         for start in range(0, len(lines), CHUNK):
             _chunk(
                 session,
@@ -301,38 +298,6 @@ def _match_and_decide(
                 now,
             )
     session.flush()
-
-
-_GC_LOCK = threading.Lock()
-_GC_USERS = 0
-_GC_SAVED: tuple[int, int, int] | None = None
-
-
-@contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """Let the garbage collector run less often while a bank file is imported.
-
-    Why: an import allocates millions of short-lived objects (suggestions, decisions, ORM rows)
-    beside a large heap that lives until it ends (the matcher's index of every open invoice, the
-    session's rows); at the default threshold (700) the collector's older-generation passes walk
-    all of it again and again and find nothing. Reference-counted garbage is freed as before;
-    only cycles wait a little longer. Imports in several threads share one raised setting; the
-    last one out restores it (as Autopilot's drafting does).
-    """
-    global _GC_USERS, _GC_SAVED
-    with _GC_LOCK:
-        if _GC_USERS == 0:
-            _GC_SAVED = gc.get_threshold()
-            first, second, third = _GC_SAVED
-            gc.set_threshold(max(first, 10_000), max(second, 20), max(third, 20))
-        _GC_USERS += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_USERS -= 1
-            if _GC_USERS == 0 and _GC_SAVED is not None:
-                gc.set_threshold(*_GC_SAVED)
 
 
 def _chunk(
