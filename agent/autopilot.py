@@ -16,14 +16,12 @@ A model failure never stops the run: that item is held for a human with the reas
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -63,6 +61,7 @@ from tools.autopilot_select import (
     select_due,
 )
 from tools.consolidation import consolidate
+from tools.gc_pauses import fewer_gc_pauses  # noqa: F401 - used by autopilot_flow and tests
 from tools.grounding import (
     UNSEGMENTED,
     OrgSwitches,
@@ -296,38 +295,6 @@ def _sweep_commitments(
     items, excluded = promise_reminder_items(session, org_id, reminders, as_of, segment=segment)
     summary.promise_reminders = len(items)
     return items, excluded
-
-
-_GC_LOCK = threading.Lock()
-_GC_USERS = 0
-_GC_SAVED: tuple[int, int, int] | None = None
-
-
-@contextmanager
-def fewer_gc_pauses() -> Iterator[None]:
-    """Raise the garbage collector's thresholds while drafting, restore them after.
-
-    Why: one draft allocates tens of thousands of short-lived objects (pydantic-ai's run
-    machinery mostly); at the default threshold (700) the collector runs about twice per draft
-    and its older-generation passes walk the whole heap (pydantic-ai, SQLAlchemy and Babel
-    loaded). Measured here: ~1.5 ms of CPU per draft at the default, ~0.2 ms with these values.
-    Reference-counted garbage is freed as before; only cycles wait a little longer. Runs in
-    several threads of one process share one raised setting; the last one out restores it.
-    """
-    global _GC_USERS, _GC_SAVED
-    with _GC_LOCK:
-        if _GC_USERS == 0:
-            _GC_SAVED = gc.get_threshold()
-            first, second, third = _GC_SAVED
-            gc.set_threshold(max(first, 10_000), max(second, 20), max(third, 20))
-        _GC_USERS += 1
-    try:
-        yield
-    finally:
-        with _GC_LOCK:
-            _GC_USERS -= 1
-            if _GC_USERS == 0 and _GC_SAVED is not None:
-                gc.set_threshold(*_GC_SAVED)
 
 
 def _detach(session: Session, composed: Composed) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -184,7 +185,11 @@ def _print(s: dict[str, Any]) -> None:
         aging.add_row(name, str(b["count"]), _money(b["balance"]))
     console.print(aging)
     commits = Table("", "By status", title="Commitments")
-    words = {"promises": labels.promise_label, "plans": labels.plan_label, "disputes": labels.label}
+    words: dict[str, Callable[[object], str]] = {
+        "promises": labels.promise_label,
+        "plans": labels.plan_label,
+        "disputes": labels.label,
+    }
     for kind, word in words.items():
         counts = ", ".join(f"{word(k).lower()} {v}" for k, v in s[kind].items())
         commits.add_row(labels.humanize(kind), counts)

@@ -257,3 +257,52 @@ def test_a_payment_batch_refuses_a_collector_and_posts_like_one_at_a_time(
     assert sorted(posted) == sorted([first.payment.id, second.payment.id])
     with pytest.raises(CommitmentError, match="future"):
         posting.post(PaymentRequest(1, "USD", TODAY + timedelta(days=5), customer_id=acme.id))
+
+
+def test_an_imported_file_keeps_file_order_and_each_row_its_own_ids(
+    session: Session, org: Organisation, f: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines, payments and applications are written many rows to an INSERT and their ids
+    matched back by key: every application names its own line's payment, lines keep the file's
+    order, and a line nothing matched has no decision (SQL NULL, not the JSON null)."""
+    from tools import policy_admin
+
+    policy_admin.update_policy(
+        session,
+        org.id,
+        f.user(Persona.CONTROLLER),
+        {"cash_app": {"auto_apply": True, "max_auto_apply_minor": {"USD": 10_000_000}}},
+    )
+    session.commit()
+    monkeypatch.setattr(service, "CHUNK", 3)
+    customers = [f.customer(f"Payer {i} Ltd") for i in range(4)]
+    invs = [f.invoice(c, 10_000 * (i + 1)) for i, c in enumerate(customers)]
+    both = f.invoice(customers[0], 5_000)
+    entries = [
+        Entry(BOOKED, f"{100 * (i + 1)}.00", "USD", inv.number, bank_ref=f"K{i}")
+        for i, inv in enumerate(invs)
+    ]
+    entries.insert(2, Entry(BOOKED, "12.34", "USD", "no idea", bank_ref="K-none"))
+    entries.append(Entry(BOOKED, "50.00", "USD", both.number, bank_ref="K-last"))
+    report = service.import_cash_file(
+        session, org.id, camt053(entries), filename="s.xml", actor="test", now=NOW
+    )
+    session.commit()
+    assert report.auto_applied == 5
+    lines = session.scalars(
+        select(CashLine).where(CashLine.import_id == report.import_id).order_by(CashLine.id)
+    ).all()
+    assert [line.bank_ref for line in lines] == [f"{e.bank_ref}/E2E-{e.bank_ref}" for e in entries]
+    unmatched = lines[2]
+    assert unmatched.status == CashLineStatus.EXCEPTION and unmatched.decision is None
+    assert session.scalar(
+        select(func.count()).where(CashLine.id == unmatched.id, CashLine.decision.is_(None))
+    )
+    for line in lines:
+        if line.status != CashLineStatus.APPLIED:
+            continue
+        (app,) = session.scalars(select(CashApplication).where(CashApplication.line_id == line.id))
+        pay = session.get(Payment, app.payment_id)
+        assert pay is not None and pay.external_ref == f"cash:{line.id}:0:0"
+        assert pay.amount_minor == app.amount_minor == line.amount_minor
+        assert app.invoice_id == pay.invoice_id

@@ -106,6 +106,16 @@ def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), size)]
 
 
+def _load(session: Session, reads: _Reads, model: Any, ids: list[int]) -> None:
+    """Put the ``model`` rows of ``ids`` in the session (held by ``reads``), reading only those
+    it does not hold already."""
+    held = payments.held_rows(session, model, ids)
+    reads.rows += held
+    have = {row.id for row in held}
+    for chunk in _chunks([i for i in ids if i not in have]):
+        reads.rows += session.scalars(select(model).where(model.id.in_(chunk)))
+
+
 def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
     line_ids = sorted({it.line_id for it in items})
     customer_ids = sorted({it.suggestion.customer_id for it in items})
@@ -117,16 +127,16 @@ def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
         reads.closed = set(
             session.scalars(select(CashPeriodClose.period).where(CashPeriodClose.org_id == org_id))
         )
+        _load(session, reads, CashLine, line_ids)
         for chunk in _chunks(line_ids):
-            reads.rows += session.scalars(select(CashLine).where(CashLine.id.in_(chunk)))
             for line_id, n in session.execute(
                 select(CashApplication.line_id, func.count())
                 .where(CashApplication.line_id.in_(chunk))
                 .group_by(CashApplication.line_id)
             ):
                 reads.rounds[line_id] = n
+        _load(session, reads, Customer, customer_ids)
         for chunk in _chunks(customer_ids):
-            reads.rows += session.scalars(select(Customer).where(Customer.id.in_(chunk)))
             for pid, cid in session.execute(
                 select(PromiseToPay.id, PromiseToPay.customer_id).where(
                     PromiseToPay.org_id == org_id,
@@ -135,8 +145,8 @@ def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
                 )
             ):
                 reads.promises_of_customer.setdefault(cid, []).append(pid)
+        _load(session, reads, Invoice, invoice_ids)
         for chunk in _chunks(invoice_ids):
-            reads.rows += session.scalars(select(Invoice).where(Invoice.id.in_(chunk)))
             for plan_id, inv_id in session.execute(
                 select(plan_invoice.c.plan_id, plan_invoice.c.invoice_id).where(
                     plan_invoice.c.invoice_id.in_(chunk)
@@ -351,6 +361,9 @@ def _apply_in(
             [a for a in applied.applications if a.amount_minor > 0], applied.payments, strict=True
         ):
             app.payment_id = pay.id
+    apps = [a for applied, _, _ in done for a in applied.applications]
+    # written with their payments' ids, not updated after
+    payments.insert_pending(session, CashApplication, apps, _APP_KEYS)
     audit.record_many(session, [_applied_row(org_id, a, it, actor) for a, it, _ in done])
     session.flush()
     return [a for a, _, _ in done]
@@ -415,7 +428,7 @@ def _apply_one(
     seq = reads.rounds.get(line.id, 0)
     reads.rounds[line.id] = seq + 1
     posted = _post(posting, _requests(line, suggestion, seq))
-    apps = _record(session, line, suggestion, actor, now)
+    apps = _record(line, suggestion, actor, now)
     _write_off(session, org_id, line, suggestion, invs, grants, actor, now)
     changes = _changes(before, _snapshot(session, keys))
     for app in apps:
@@ -578,14 +591,17 @@ def _post(posting: payments.Posting, requests: list[PaymentRequest]) -> list[Pay
     return posted
 
 
+# What tells a batch's application rows apart when they are inserted together.
+_APP_KEYS = ("line_id", "payment_id", "invoice_id", "amount_minor", "adjustment_minor")
+
+
 def _record(
-    session: Session,
     line: CashLine,
     s: Suggestion,
     actor: User | str,
     now: datetime,
 ) -> list[CashApplication]:
-    """The application rows (their payment ids are set once the batch's payments have ids)."""
+    """The application rows, added to the session once the batch's payments have ids."""
     by_name = actor_name(actor)
     apps: list[CashApplication] = []
     for a in s.allocations or [Allocation(None, line.amount_minor)]:
@@ -602,8 +618,10 @@ def _record(
             period=period_of(line),
             applied_by=by_name,
             applied_at=now,
+            effects={},
+            undone_at=None,
+            undone_by=None,
         )
-        session.add(app)
         apps.append(app)
     return apps
 
@@ -665,8 +683,10 @@ def _learn_iban(
     session: Session, org_id: int, line: CashLine, customer_id: int, actor: User | str
 ) -> None:
     """A person confirmed who paid: remember the IBAN for the next line (never on auto)."""
+    if not line.payer_iban or not isinstance(actor, User):
+        return
     iban = normal_iban(line.payer_iban)
-    if not iban or not isinstance(actor, User):
+    if not iban:
         return
     known = session.scalar(
         select(CustomerBankAccount).where(

@@ -82,13 +82,18 @@ class Found:
             self.how[inv.id] = (points, why)
 
 
+_NOT_ALNUM = re.compile(r"[^A-Z0-9]")
+_NOT_DIGIT = re.compile(r"\D")
+DIGITS = "0123456789"
+
+
 def normalise(text: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "", text.upper())
+    return _NOT_ALNUM.sub("", text.upper())
 
 
 def digit_key(text: str) -> str:
     """The invoice number's digits without leading zeros: ``INV-0042`` and ``42`` share ``42``."""
-    return re.sub(r"\D", "", text).lstrip("0")
+    return _NOT_DIGIT.sub("", text).lstrip("0")
 
 
 def normal_iban(raw: str | None) -> str | None:
@@ -112,7 +117,6 @@ class Matcher:
         self.invoices: dict[int, OpenInvoice] = {}
         self.by_number: dict[str, list[OpenInvoice]] = defaultdict(list)
         self.by_digits: dict[str, list[OpenInvoice]] = defaultdict(list)
-        self.by_deletion: dict[str, set[str]] = defaultdict(set)
         self.by_customer: dict[tuple[int, str], list[OpenInvoice]] = defaultdict(list)
         self._load_invoices(session, org_id)
         self._load_parties(session, org_id)
@@ -150,8 +154,6 @@ class Matcher:
         key = digit_key(inv.number)
         if len(key) >= 3:
             self.by_digits[key].append(inv)
-            for variant in _deletions(key):
-                self.by_deletion[variant].add(key)
         rows = self.by_customer[(inv.customer_id, inv.currency)]
         rows.append(inv)
         if len(rows) > 1 and (rows[-2].due_date, rows[-2].id) > (inv.due_date, inv.id):
@@ -251,14 +253,18 @@ class Matcher:
         return found
 
     def _near_keys(self, key: str) -> set[str]:
-        """Invoice digit keys one edit (or one swap) from ``key``: symmetric-deletion lookup."""
-        candidates = set(self.by_deletion.get(key, ()))
-        for variant in _deletions(key):
-            if variant in self.by_digits:
-                candidates.add(variant)
-            candidates |= self.by_deletion.get(variant, set())
-        candidates.discard(key)
-        return {c for c in candidates if OSA.distance(c, key) == 1}
+        """Invoice digit keys one edit (or one swap) from ``key``: every such string of digits,
+        looked up (a key of n digits has about 20 n of them; no index of variants to build)."""
+        n = len(key)
+        variants = {key[:i] + key[i + 1 :] for i in range(n)}
+        variants.update(key[:i] + key[i + 1] + key[i] + key[i + 2 :] for i in range(n - 1))
+        for i in range(n + 1):
+            head, tail = key[:i], key[i:]
+            variants.update(head + d + tail for d in DIGITS)  # one added
+            if i < n:
+                variants.update(head + d + tail[1:] for d in DIGITS)  # one changed
+        variants.discard(key)
+        return {v for v in variants if v in self.by_digits and OSA.distance(v, key) == 1}
 
     def payer(self, line: BankLine) -> tuple[int | None, int, list[str], int | None]:
         """(customer by IBAN, name customer, reasons, name score) for the line's payer."""
@@ -525,18 +531,31 @@ def _subsets(invs: list[OpenInvoice], max_size: int) -> list[tuple[OpenInvoice, 
 
 
 def _sum_subset(invs: list[OpenInvoice], target: int) -> list[OpenInvoice] | None:
-    """The smallest, oldest-first group (2..MAX_SUBSET_SIZE invoices) summing exactly to
-    ``target``: the last invoice of each group is looked up by its balance, not enumerated."""
+    """The smallest, oldest-first group (2..MAX_SUBSET_SIZE = 4 invoices) summing exactly to
+    ``target``: the last invoice of each group is looked up by its balance, and the last two of
+    a group of four by the sum of their balances, not enumerated."""
     bal = [i.balance_minor for i in invs]
     where: dict[int, list[int]] = defaultdict(list)
     for idx, b in enumerate(bal):
         where[b].append(idx)
-    for size in range(2, MAX_SUBSET_SIZE + 1):
-        for head in combinations(range(len(bal)), size - 1):
-            rest = target - sum(bal[h] for h in head)
-            for last in where.get(rest, ()):
-                if last > head[-1]:
-                    return [invs[h] for h in (*head, last)]
+    n = len(bal)
+    for i in range(n):  # two
+        for last in where.get(target - bal[i], ()):
+            if last > i:
+                return [invs[i], invs[last]]
+    for i in range(n):  # three
+        rest_i = target - bal[i]
+        for j in range(i + 1, n):
+            for last in where.get(rest_i - bal[j], ()):
+                if last > j:
+                    return [invs[i], invs[j], invs[last]]
+    pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)  # in (k, m) order
+    for k, m in combinations(range(len(bal)), 2):
+        pairs[bal[k] + bal[m]].append((k, m))
+    for i, j in combinations(range(len(bal)), 2):  # the first (i, j) with a (k, m) after it
+        for k, m in pairs.get(target - bal[i] - bal[j], ()):
+            if k > j:
+                return [invs[i], invs[j], invs[k], invs[m]]
     return None
 
 
@@ -566,10 +585,6 @@ def _best_per_target(out: list[Suggestion]) -> list[Suggestion]:
         if key not in best or s.score > best[key].score:
             best[key] = s
     return list(best.values())
-
-
-def _deletions(key: str) -> set[str]:
-    return {key[:i] + key[i + 1 :] for i in range(len(key))}
 
 
 _LEGAL = re.compile(r"\b(gmbh|inc|llc|ltd|plc|corp|co|sa|ag|bv|srl|sarl|the)\b\.?")

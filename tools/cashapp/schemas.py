@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date
 from typing import Any
 
@@ -76,9 +76,20 @@ class Suggestion:
     proposed_by: str | None = None  # a copilot_split's model and prompt version
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """What :func:`dataclasses.asdict` gives, without its deep copy of every value (a bank
+        file stores thousands of suggestions)."""
+        out = {name: getattr(self, name) for name in _SUGGESTION_FIELDS}
+        out["reasons"] = list(self.reasons)
+        out["allocations"] = [
+            {name: getattr(a, name) for name in _ALLOCATION_FIELDS} for a in self.allocations
+        ]
+        return out
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Suggestion:
         allocs = [Allocation(**a) for a in data.get("allocations", [])]
         return Suggestion(**{**data, "allocations": allocs})
+
+
+_SUGGESTION_FIELDS = tuple(f.name for f in fields(Suggestion))
+_ALLOCATION_FIELDS = tuple(f.name for f in fields(Allocation))

@@ -17,10 +17,11 @@ import hashlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from itertools import groupby
+from typing import Any, cast
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, insert, select
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from memory.models import (
     CashImport,
@@ -37,6 +38,7 @@ from tools.cashapp import parsers
 from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, require
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
+from tools.gc_pauses import fewer_gc_pauses
 from tools.policy_admin import policy_set_for
 
 CHUNK = 500
@@ -179,7 +181,9 @@ def _store_new(
     parsed: ParsedFile,
     report: ImportReport,
     now: datetime,
-) -> list[tuple[CashLine, BankLine]]:
+) -> list[tuple[dict[str, Any], BankLine]]:
+    """The lines not stored before, as the columns of their rows (inserted once they are
+    matched and decided, so each row is written once, in one INSERT per chunk)."""
     seen: Counter[tuple[Any, ...]] = Counter()
     prints: list[tuple[str, BankLine]] = []
     for line in parsed.lines:
@@ -187,7 +191,7 @@ def _store_new(
         prints.append((fingerprint(parsed.account, line, seen[key]), line))
         seen[key] += 1
     existing = _existing(session, org_id, [fp for fp, _ in prints])
-    stored: list[tuple[CashLine, BankLine]] = []
+    stored: list[tuple[dict[str, Any], BankLine]] = []
     in_file: set[str] = set()
     for fp, line in prints:
         if fp in existing or fp in in_file:
@@ -200,23 +204,21 @@ def _store_new(
             )
             continue
         in_file.add(fp)
-        row = CashLine(
-            org_id=org_id,
-            import_id=run.id,
-            line_no=line.line_no,
-            fingerprint=fp,
-            booked_on=line.booked_on,
-            amount_minor=line.amount_minor,
-            currency=line.currency,
-            payer_name=(line.payer_name or None) and line.payer_name[:200],
-            payer_iban=(line.payer_iban or None) and line.payer_iban[:40],
-            reference=line.reference,
-            bank_ref=(line.bank_ref or None) and line.bank_ref[:140],
-            created_at=now,
-        )
-        session.add(row)
+        row = {
+            "org_id": org_id,
+            "import_id": run.id,
+            "line_no": line.line_no,
+            "fingerprint": fp,
+            "booked_on": line.booked_on,
+            "amount_minor": line.amount_minor,
+            "currency": line.currency,
+            "payer_name": (line.payer_name or None) and line.payer_name[:200],
+            "payer_iban": (line.payer_iban or None) and line.payer_iban[:40],
+            "reference": line.reference,
+            "bank_ref": (line.bank_ref or None) and line.bank_ref[:140],
+            "created_at": now,
+        }
         stored.append((row, line))
-    session.flush()
     report.lines_new = len(stored)
     return stored
 
@@ -240,6 +242,45 @@ def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
     return found
 
 
+# The columns an inserted line has that the importer does not set (its rows are built whole).
+_UNSET: dict[str, Any] = {
+    "status": CashLineStatus.EXCEPTION,
+    "decision": None,
+    "customer_id": None,
+    "note": None,
+    "applied_by": None,
+    "applied_at": None,
+}
+
+
+def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, CashLine]:
+    """Insert a chunk of lines in file order; the ``wanted`` ones (by fingerprint) come back as
+    rows of the session, built from what was written (nothing is read back).
+
+    Multi-row INSERTs ... RETURNING the id and fingerprint (the unit of work inserts one row at a
+    time on SQLite, to learn each id), one per run of lines with the same columns: a line without
+    a decision leaves the column out (a JSON None would be stored as the JSON ``null``, not as
+    SQL NULL).
+    """
+    ids: dict[str, int] = {}
+    for _, run in groupby(rows, key=_columns):
+        stmt = insert(cast(Table, CashLine.__table__)).returning(CashLine.id, CashLine.fingerprint)
+        ids.update((fp, i) for i, fp in session.execute(stmt, list(run)))
+    out: dict[str, CashLine] = {}
+    for row in rows:
+        if row["fingerprint"] not in wanted:
+            continue
+        line = CashLine(**{**_UNSET, **row, "id": ids[row["fingerprint"]]})
+        make_transient_to_detached(line)  # as if read: every column loaded, nothing to write
+        session.add(line)
+        out[line.fingerprint] = line
+    return out
+
+
+def _columns(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(row)
+
+
 def decide_lines(
     session: Session,
     org_id: int,
@@ -249,20 +290,44 @@ def decide_lines(
     *,
     preset: dict[int, list[Suggestion]] | None = None,
 ) -> None:
-    """:func:`_match_and_decide` for lines stored by another importer (a Stripe payout's
-    charges), taking ``preset`` suggestions (by line id) instead of the matcher's where given."""
-    _match_and_decide(session, org_id, lines, report, now, preset)
+    """Suggest, decide and post lines another importer has stored already (a Stripe payout's
+    charges, written with their balance transaction), taking ``preset`` suggestions (by line
+    id) instead of the matcher's where given. Bank files go through :func:`_match_and_decide`,
+    which stores each line once it is decided."""
+    if not lines:
+        return
+    policy = policy_set_for(session, org_id)
+    matcher = Matcher(session, org_id, policy.cash_app)
+    engine = engine_for(policy)
+    for start in range(0, len(lines), CHUNK):
+        queued: list[tuple[CashLine, LineToApply]] = []
+        for row, line in lines[start : start + CHUNK]:
+            suggestions = (preset or {}).get(row.id) or matcher.suggest(line)
+            row.suggestions = [s.as_dict() for s in suggestions]
+            row.best_score = suggestions[0].score if suggestions else 0
+            if not suggestions:
+                report.exceptions += 1
+                continue
+            facts = {"amount_minor": row.amount_minor, "currency": row.currency}
+            row.decision = decision = _auto_decision(engine, facts, suggestions[0])
+            if decision["outcome"] != "allow":
+                report.exceptions += 1
+                continue
+            _consume(matcher, suggestions[0])
+            queued.append((row, LineToApply(row.id, suggestions[0], auto_decision=decision)))
+        _post_queued(session, org_id, matcher, queued, report, now)
+    session.flush()
 
 
 def _match_and_decide(
     session: Session,
     org_id: int,
-    lines: list[tuple[CashLine, BankLine]],
+    lines: list[tuple[dict[str, Any], BankLine]],
     report: ImportReport,
     now: datetime,
-    preset: dict[int, list[Suggestion]] | None = None,
 ) -> None:
-    """Suggest for every line; the lines auto-apply may take are posted a chunk at a time.
+    """Suggest and decide for every line; the lines are stored and the ones auto-apply may take
+    are posted, a chunk of lines at a time.
 
     The matcher is told at once what each allowed line will pay (so the next line of the file
     sees today's balances) and the posting follows in :func:`apply_lines`; a line refused there
@@ -274,46 +339,75 @@ def _match_and_decide(
     matcher = Matcher(session, org_id, policy.cash_app)
     engine = engine_for(policy)
     open_currencies = _open_currencies(session, org_id)
-    queued: list[tuple[CashLine, LineToApply]] = []
-    for row, line in lines:
-        suggestions = preset[row.id] if preset and row.id in preset else matcher.suggest(line)
-        row.suggestions = [s.as_dict() for s in suggestions]
-        row.best_score = suggestions[0].score if suggestions else 0
+    with fewer_gc_pauses():  # see tools.gc_pauses: the import's heap is large and lives long
+        for start in range(0, len(lines), CHUNK):
+            _chunk(
+                session,
+                org_id,
+                matcher,
+                engine,
+                open_currencies,
+                lines[start : start + CHUNK],
+                report,
+                now,
+            )
+    session.flush()
+
+
+def _chunk(
+    session: Session,
+    org_id: int,
+    matcher: Matcher,
+    engine: Any,
+    open_currencies: set[str],
+    chunk: list[tuple[dict[str, Any], BankLine]],
+    report: ImportReport,
+    now: datetime,
+) -> None:
+    """Match, decide, store and post one chunk of lines."""
+    allowed: list[tuple[str, Suggestion, dict[str, Any]]] = []
+    for row, line in chunk:
+        suggestions = matcher.suggest(line)
+        row["suggestions"] = [s.as_dict() for s in suggestions]
+        row["best_score"] = suggestions[0].score if suggestions else 0
         if line.currency not in open_currencies:
             report.errors.append(
                 LineError(
                     line.line_no,
-                    f"Line {line.line_no}: {format_money(line.amount_minor, line.currency)} - no "
-                    f"open invoice is in {line.currency}; it waits in the exceptions queue (park "
-                    "it as unapplied cash, or refund it).",
+                    f"Line {line.line_no}: {format_money(line.amount_minor, line.currency)} "
+                    f"- no open invoice is in {line.currency}; it waits in the exceptions "
+                    "queue (park it as unapplied cash, or refund it).",
                 )
             )
-        item = _auto_item(engine, row, suggestions[0]) if suggestions else None
-        if item is None:
+        if not suggestions:
             report.exceptions += 1
             continue
-        _consume(matcher, item.suggestion)
-        queued.append((row, item))
-        if len(queued) >= CHUNK:
-            _post_queued(session, org_id, matcher, queued, report, now)
-            queued = []
+        decision = _auto_decision(engine, row, suggestions[0])
+        row["decision"] = decision
+        if decision["outcome"] != "allow":
+            report.exceptions += 1
+            continue
+        _consume(matcher, suggestions[0])
+        allowed.append((row["fingerprint"], suggestions[0], decision))
+    stored = _insert(session, [row for row, _ in chunk], {fp for fp, _, _ in allowed})
+    queued = [
+        (stored[fp], LineToApply(stored[fp].id, best, auto_decision=decision))
+        for fp, best, decision in allowed
+    ]
     _post_queued(session, org_id, matcher, queued, report, now)
-    session.flush()
 
 
-def _auto_item(engine: Any, row: CashLine, best: Suggestion) -> LineToApply | None:
-    """Ask the guardrails whether plixo may apply ``best`` alone (``None``: a person decides)."""
+def _auto_decision(engine: Any, row: dict[str, Any], best: Suggestion) -> dict[str, Any]:
+    """Ask the guardrails whether plixo may apply ``best`` alone (not ``allow``: a person
+    decides)."""
     facts = {
         "confidence": best.score,
-        "amount_minor": row.amount_minor,
-        "currency": row.currency,
+        "amount_minor": row["amount_minor"],
+        "currency": row["currency"],
         "match_kind": best.kind,
     }
-    decision = engine.decide("apply_cash", facts).as_dict()
-    row.decision = decision
-    if decision["outcome"] != "allow":
-        return None
-    return LineToApply(row.id, best, auto_decision=decision)
+    decision: dict[str, Any] = engine.decide("apply_cash", facts).as_dict()
+    return decision
 
 
 def _post_queued(
@@ -324,6 +418,8 @@ def _post_queued(
     report: ImportReport,
     now: datetime,
 ) -> None:
+    if not queued:
+        return
     results = apply_lines(session, org_id, [it for _, it in queued], actor=AUTO_ACTOR, now=now)
     for (row, item), result in zip(queued, results, strict=True):
         if isinstance(result, Applied):

@@ -46,7 +46,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe
 from sqlalchemy import select
@@ -1143,22 +1143,26 @@ def _which(line: BankLine, known: dict[str, _Known]) -> tuple[_Known | None, str
     )
 
 
+_Row = TypeVar("_Row", CashLine, dict[str, Any])
+
+
 def clear_payout_lines(
     session: Session,
     org_id: int,
-    lines: list[tuple[CashLine, BankLine]],
+    lines: list[tuple[_Row, BankLine]],
     report: service.ImportReport,
     *,
     actor: User | str,
     now: datetime,
-) -> list[tuple[CashLine, BankLine]]:
+) -> list[tuple[_Row, BankLine]]:
     """Bank-statement lines that carry an imported Stripe payout are matched to it and cleared;
     the lines returned go on to the matcher (a payout-looking line that is not cleared gets a
-    per-line message saying why)."""
+    per-line message saying why). A line is a stored row (one waiting since an earlier import)
+    or, from an import under way, the columns of a row not written yet: cleared, it is written."""
     if not any(_looks_like_payout(line) for _, line in lines):
         return lines
     known = _known(session, org_id)
-    keep: list[tuple[CashLine, BankLine]] = []
+    keep: list[tuple[_Row, BankLine]] = []
     for row, line in lines:
         if not _looks_like_payout(line):
             keep.append((row, line))
@@ -1182,7 +1186,10 @@ def clear_payout_lines(
             )
             keep.append((row, line))
             continue
-        _clear(session, org_id, row, po, why, actor, now)
+        stored = row if isinstance(row, CashLine) else CashLine(**row)
+        session.add(stored)
+        session.flush()  # its id names it in the payout's figures and the audit
+        _clear(session, org_id, stored, po, why, actor, now)
         report.cleared += 1
     session.flush()
     return keep
