@@ -51,6 +51,8 @@ _WORD = re.compile(r"[^\W_]+")
 #: Windows a matcher remembers per language (``PhraseMatcher.find_all``); emptied when full.
 _MEMO_MAX = 16_384
 _MISS = object()
+#: What a word holding a non-letter is matched as where no key holds one (``find_all``).
+_NON_LETTER = "0"
 
 
 @cache
@@ -199,6 +201,7 @@ class PhraseMatcher:
         self.joined: dict[str, dict[str, Phrase]] = {}
         self.heads: dict[str, set[str]] = {}
         self.letters_only: dict[str, bool] = {}
+        self.letter_keys: dict[str, bool] = {}
         for language, texts in phrases.items():
             firsts: dict[str, list[Phrase]] = {}
             joined: dict[str, Phrase] = {}
@@ -223,6 +226,11 @@ class PhraseMatcher:
             if head is not None:  # a compound's first ``head`` letters name its candidates
                 self.heads[language] = {p.joined[:head] for p in firsts[""]}
             self.letters_only[language] = all(k.lstrip("=").isalpha() for k in joined)
+            # Every key made of letters: a word holding a non-letter then matches nothing, not
+            # even inside a phrase or a join (see ``find_all``).
+            self.letter_keys[language] = self.letters_only[language] and all(
+                k.lstrip("=").isalpha() for k in firsts if k
+            )
         # What ``_at`` reads at word ``i`` is words[i : i + width] and nothing else (the longest
         # phrase, or the longest join), so its answer is remembered per such window.
         self.width = max(
@@ -252,15 +260,33 @@ class PhraseMatcher:
         # reads no further, and a window cut short by the end of the text is shorter), so it is
         # remembered per window: a draft's words are mostly those of earlier drafts, and most of
         # a decision's time went into asking ``_at`` the same question again.
+        #
+        # Where every key of a language is made of letters, a word holding a non-letter (an
+        # amount, an invoice number, "payer3705") matches no key, starts no join and takes part
+        # in no hit, whichever it is: such words are asked about as one placeholder, so a window
+        # around a new invoice number is one seen before. Not where the word could open a
+        # compound ("inkasso2024" opens with "inkasso"): those stay as written.
         width = self.width
         hits: list[Hit] = []
+        plain: tuple[str, ...] | None = None
         for language, firsts in self.by_language.items():
             memo = self._memo[language]
             joined = self.joined[language]
             heads = self.heads.get(language)
             letters_only = self.letters_only[language]
-            for i in range(len(words)):
-                window = words[i : i + width]
+            seq = words
+            if self.letter_keys[language]:
+                if heads is None:
+                    if plain is None:
+                        plain = tuple(w if w.isalpha() else _NON_LETTER for w in words)
+                    seq = plain
+                else:
+                    head = _COMPOUNDING[language]
+                    seq = tuple(
+                        w if w.isalpha() or w[:head] in heads else _NON_LETTER for w in words
+                    )
+            for i in range(len(seq)):
+                window = seq[i : i + width]
                 hit = memo.get(window, _MISS)
                 if hit is _MISS:
                     stems = [stem(language, w) for w in window]
