@@ -49,7 +49,7 @@ _MIN_STEM = 4
 _COMPOUNDING = {"de": 6}  # languages that write compounds as one word: min. head length
 _WORD = re.compile(r"[^\W_]+")
 #: Windows a matcher remembers per language (``PhraseMatcher.find_all``); emptied when full.
-_MEMO_MAX = 16_384
+_MEMO_MAX = 4_096
 _MISS = object()
 #: What a word holding a non-letter is matched as where no key holds one (``find_all``).
 _NON_LETTER = "0"
