@@ -48,6 +48,11 @@ _MAX_JOIN = 3
 _MIN_STEM = 4
 _COMPOUNDING = {"de": 6}  # languages that write compounds as one word: min. head length
 _WORD = re.compile(r"[^\W_]+")
+#: Windows a matcher remembers per language (``PhraseMatcher.find_all``); emptied when full.
+_MEMO_MAX = 4_096
+_MISS = object()
+#: What a word holding a non-letter is matched as where no key holds one (``find_all``).
+_NON_LETTER = "0"
 
 
 @cache
@@ -196,6 +201,7 @@ class PhraseMatcher:
         self.joined: dict[str, dict[str, Phrase]] = {}
         self.heads: dict[str, set[str]] = {}
         self.letters_only: dict[str, bool] = {}
+        self.letter_keys: dict[str, bool] = {}
         for language, texts in phrases.items():
             firsts: dict[str, list[Phrase]] = {}
             joined: dict[str, Phrase] = {}
@@ -220,6 +226,20 @@ class PhraseMatcher:
             if head is not None:  # a compound's first ``head`` letters name its candidates
                 self.heads[language] = {p.joined[:head] for p in firsts[""]}
             self.letters_only[language] = all(k.lstrip("=").isalpha() for k in joined)
+            # Every key made of letters: a word holding a non-letter then matches nothing, not
+            # even inside a phrase or a join (see ``find_all``).
+            self.letter_keys[language] = self.letters_only[language] and all(
+                k.lstrip("=").isalpha() for k in firsts if k
+            )
+        # What ``_at`` reads at word ``i`` is words[i : i + width] and nothing else (the longest
+        # phrase, or the longest join), so its answer is remembered per such window.
+        self.width = max(
+            [_MAX_JOIN]
+            + [len(p.stems) for f in self.by_language.values() for g in f.values() for p in g]
+        )
+        self._memo: dict[str, dict[tuple[str, ...], Hit | None]] = {
+            language: {} for language in self.by_language
+        }
 
     def __bool__(self) -> bool:
         return any(self.by_language.values())
@@ -235,17 +255,48 @@ class PhraseMatcher:
         # removes one (their suffixes are letters), so a join of words holding one cannot stem
         # to a phrase made of letters; amounts and invoice numbers are new in every draft,
         # and stemming their joins was most of a decision's time.
-        mixed = [not w.isalpha() for w in words]
+        #
+        # The answer at word ``i`` depends only on the window words[i : i + width] (``_at``
+        # reads no further, and a window cut short by the end of the text is shorter), so it is
+        # remembered per window: a draft's words are mostly those of earlier drafts, and most of
+        # a decision's time went into asking ``_at`` the same question again.
+        #
+        # Where every key of a language is made of letters, a word holding a non-letter (an
+        # amount, an invoice number, "payer3705") matches no key, starts no join and takes part
+        # in no hit, whichever it is: such words are asked about as one placeholder, so a window
+        # around a new invoice number is one seen before. Not where the word could open a
+        # compound ("inkasso2024" opens with "inkasso"): those stay as written.
+        width = self.width
         hits: list[Hit] = []
+        plain: tuple[str, ...] | None = None
         for language, firsts in self.by_language.items():
-            stems = [stem(language, w) for w in words]
+            memo = self._memo[language]
             joined = self.joined[language]
             heads = self.heads.get(language)
-            skip = mixed if self.letters_only[language] else None
-            for i in range(len(words)):
-                hit = _at(words, stems, i, firsts, joined, language, heads, skip)
+            letters_only = self.letters_only[language]
+            seq = words
+            if self.letter_keys[language]:
+                if heads is None:
+                    if plain is None:
+                        plain = tuple(w if w.isalpha() else _NON_LETTER for w in words)
+                    seq = plain
+                else:
+                    head = _COMPOUNDING[language]
+                    seq = tuple(
+                        w if w.isalpha() or w[:head] in heads else _NON_LETTER for w in words
+                    )
+            for i in range(len(seq)):
+                window = seq[i : i + width]
+                hit = memo.get(window, _MISS)
+                if hit is _MISS:
+                    stems = [stem(language, w) for w in window]
+                    skip = [not w.isalpha() for w in window] if letters_only else None
+                    hit = _at(window, stems, 0, firsts, joined, language, heads, skip)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[window] = hit
                 if hit is not None:
-                    hits.append(hit)
+                    hits.append(hit)  # type: ignore[arg-type]
                     if first_only:
                         return hits
         return hits

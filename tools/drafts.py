@@ -125,8 +125,10 @@ def supersede_older(session: Session, new: Sequence[Draft], *, actor: User | str
     if not newest:
         return []
     org_ids = {d.org_id for d in newest.values()}
-    older = session.scalars(
-        select(Draft)
+    # The candidates by id first: they include the new drafts themselves (waiting too), which
+    # need not be loaded whole again (their texts, facts and decisions) only to be skipped.
+    candidates = session.execute(
+        select(Draft.id, Draft.invoice_id, Draft.org_id)
         .where(
             Draft.org_id.in_(org_ids),
             Draft.invoice_id.in_(list(newest)),
@@ -135,11 +137,22 @@ def supersede_older(session: Session, new: Sequence[Draft], *, actor: User | str
         )
         .order_by(Draft.id)
     ).all()
+    successors: dict[int, Draft] = {}
+    for old_id, invoice_id, org_id in candidates:
+        successor = newest.get(invoice_id or -1)
+        if successor is None or old_id >= successor.id or org_id != successor.org_id:
+            continue
+        successors[old_id] = successor
+    if not successors:
+        return []
+    older = session.scalars(
+        select(Draft)
+        .where(Draft.id.in_(list(successors)), Draft.status.in_(list(SUPERSEDABLE)))
+        .order_by(Draft.id)
+    ).all()
     retired: list[int] = []
     for old in older:
-        successor = newest.get(old.invoice_id or -1)
-        if successor is None or old.id >= successor.id or old.org_id != successor.org_id:
-            continue
+        successor = successors[old.id]
         old.hold_reason = f"Superseded by draft {successor.id}, written from newer facts."
         lifecycle.move(
             session,
