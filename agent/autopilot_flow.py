@@ -77,10 +77,14 @@ durable.on_launch(register_queues)
 
 
 def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
-    """Launch DBOS in this process if no command did (embedded mode); the executor id."""
+    """Launch DBOS in this process if no command did (embedded mode); the executor id.
+
+    Embedded, the process takes work from the Autopilot queues only: no delivery and no
+    scheduled workflow (a sweep or a mailbox sync picked up as the command ends would hold its
+    exit); workers run those."""
     import tools.delivery_flow  # noqa: F401 - every workflow registered before launch
 
-    ident = durable.launch(settings, sessions, kind="embedded")
+    ident = durable.launch(settings, sessions, kind="embedded", listen=[CHUNK_QUEUE, MODEL_QUEUE])
     with sessions() as session:
         durable.beat(session, ident, kind="embedded")
     # e.g. the previous run of this command, killed: its workflows go back to the queue
