@@ -152,6 +152,10 @@ def launch(
                     "log_level": "WARNING",
                     "notification_listener_polling_interval_sec": 0.1,
                     "sys_db_pool_size": settings.dbos_pool_size,
+                    # No ping before every checkout (DBOS's default): every queue poll and step
+                    # checkpoint paid a round trip for it. A connection the server dropped fails
+                    # once; DBOS retries its system-database calls on a fresh one.
+                    "db_engine_kwargs": {"pool_pre_ping": False, "pool_recycle": 1800},
                 }
             )
             if listen is not None:
