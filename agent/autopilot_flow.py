@@ -8,18 +8,23 @@ machines. Two shapes, by what a crash would waste:
 * **offline model**: drafting costs CPU only, so items go in chunks (``CHUNK`` items per workflow)
   to keep DBOS's per-workflow cost (a few checkpoints, ~3-5 ms each) small against ~5 ms per draft.
   The chunk is one step; killed half-way, it runs again and skips what it already stored.
-* **a real model**: one workflow per item whose model requests run through pydantic-ai's DBOS
-  integration (``DBOSModel``: each request is a checkpointed step), so a model call completed
-  before a crash is replayed from the system database, never paid for twice.
+* **a real model**: chunks too (``MODEL_CHUNK`` items at most, at least one chunk per slot), each
+  a workflow drafting its items one after the other in a thread of its own, whose model requests
+  run through pydantic-ai's DBOS integration (``DBOSModel``: each request is a checkpointed step,
+  so a model call completed before a crash is replayed from the system database, never paid for
+  twice) at step ids reserved per item when the chunk starts (``_LanedModel``). One workflow per
+  item cost ~60 ms of CPU per draft in queue dispatch, checkpoints and per-item setup.
 
 Workflow ids are deterministic: a chunk's is ``autopilot:<ledger>:<org>:<as of>:<hash of its run
-keys>`` and an item's ``autopilot:<ledger>:<org>:<invoice>:<step>:<step date>`` (its run key), so a
-pass started twice enqueues each once. Whatever the path, the ledger's unique run key per
-organisation is the last word: a draft is stored once even if two workflows wrote it.
+keys>`` (``m<hash>`` for a real model's), so a pass started twice enqueues each once (one-item
+workflows of earlier versions, ``autopilot:<ledger>:<org>:<run key>``, still recover). Whatever
+the path, the ledger's unique run key per organisation is the last word: a draft is stored once
+even if two workflows wrote it.
 
 The queue is partitioned per organisation (one large organisation cannot starve the rest) with a
-per-organisation concurrency limit (``PLIXO_AUTOPILOT_CONCURRENCY``) and, for real models, a rate
-limit on drafting workflows started per minute (``PLIXO_MODEL_REQUESTS_PER_MINUTE``).
+per-organisation concurrency limit (``PLIXO_AUTOPILOT_CONCURRENCY``: chunks at once, so as many
+real-model requests in flight) and, for real models, ``PLIXO_MODEL_REQUESTS_PER_MINUTE`` (chunk
+starts across processes, requests per process).
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ import hashlib
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import date, datetime
 from itertools import islice
 from typing import Any
 
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
-from pydantic_ai.models import Model
+from pydantic_ai.durable_exec.dbos import DBOSModel
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models import Model, ModelRequestParameters
+from pydantic_ai.settings import ModelSettings
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -49,6 +59,16 @@ log = logging.getLogger("plixo.autopilot")
 CHUNK_QUEUE = "plixo_autopilot"
 MODEL_QUEUE = "plixo_autopilot_model"
 CHUNK = 50
+#: Real-model items per chunk workflow, at most (a pass is cut into about one chunk per slot).
+MODEL_CHUNK = 25
+CHUNK_POLL_S = 0.2
+CHUNKS_PER_PROCESS = 2
+MODEL_POLL_S = 0.5
+#: A real-model chunk stores its drafts every few (chunks running side by side then spread
+#: their writes instead of all storing at their end).
+MODEL_STORE_EVERY = 25
+#: Model requests one item may make (the drafter's request limit is 8): step ids reserved per item.
+REQUESTS_PER_ITEM = 10
 
 _models: dict[str, Model] = {}
 _lent: dict[str, Model] = {}
@@ -57,18 +77,30 @@ _models_lock = threading.Lock()
 
 
 def register_queues(settings: Settings) -> None:
+    """The two Autopilot queues. Their polling does not follow ``PLIXO_WORKER_POLL_S`` down:
+    a chunk drafts for a second or more, and each poll of a partitioned queue costs about six
+    system-database queries in every process (at 0.05 s, two queues took a fifth of a core per
+    idle process, and as much again of PostgreSQL's). Each process keeps two offline chunks in
+    hand (``worker_concurrency``), so it rarely waits for the next poll."""
     DBOS.register_queue(
         CHUNK_QUEUE,
         partition_concurrency=settings.autopilot_concurrency,
-        worker_concurrency=max(1, settings.worker_concurrency // 4),
-        polling_interval_sec=min(settings.worker_poll_s, 0.1),
+        # CPU-bound threads share one interpreter lock: a second chunk drafts while the first
+        # waits on the database; more only slowed each (and left them all to finish last)
+        worker_concurrency=max(1, min(CHUNKS_PER_PROCESS, settings.worker_concurrency)),
+        polling_interval_sec=max(settings.worker_poll_s, CHUNK_POLL_S),
         on_conflict="always_update",
     )
     DBOS.register_queue(
         MODEL_QUEUE,
         partition_concurrency=settings.autopilot_concurrency,
-        partition_limiter={"limit": settings.model_requests_per_minute, "period": 60.0},
-        polling_interval_sec=min(settings.worker_poll_s, 0.05),
+        # chunk workflows started per minute: each may make MODEL_CHUNK requests or so (the
+        # requests themselves are paced per process, ``_Pace``)
+        partition_limiter={
+            "limit": max(1, settings.model_requests_per_minute // MODEL_CHUNK),
+            "period": 60.0,
+        },
+        polling_interval_sec=max(settings.worker_poll_s, MODEL_POLL_S),
         on_conflict="always_update",
     )
 
@@ -77,10 +109,14 @@ durable.on_launch(register_queues)
 
 
 def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
-    """Launch DBOS in this process if no command did (embedded mode); the executor id."""
+    """Launch DBOS in this process if no command did (embedded mode); the executor id.
+
+    Embedded, the process takes work from the Autopilot queues only: no delivery and no
+    scheduled workflow (a sweep or a mailbox sync picked up as the command ends would hold its
+    exit); workers run those."""
     import tools.delivery_flow  # noqa: F401 - every workflow registered before launch
 
-    ident = durable.launch(settings, sessions, kind="embedded")
+    ident = durable.launch(settings, sessions, kind="embedded", listen=[CHUNK_QUEUE, MODEL_QUEUE])
     with sessions() as session:
         durable.beat(session, ident, kind="embedded")
     # e.g. the previous run of this command, killed: its workflows go back to the queue
@@ -138,14 +174,114 @@ def _drafter(settings: Settings, model_ref: str | None, shadow: bool) -> Any:
 
 
 def _durable_model(ref: str, model: Model) -> Model:
-    from pydantic_ai.durable_exec.dbos import DBOSModel
-
     # Step names are what a recovered workflow replays by: stable for a configured model
     # (``PLIXO_MODEL``); a lent model's differ per object (tests), and duplicates only warn.
     prefix = "plixo_drafter_" + hashlib.sha256(ref.encode()).hexdigest()[:8]
-    return DBOSModel(
+    return _LanedModel(
         model, step_name_prefix=prefix, step_config={}, get_event_stream_handler=lambda: None
     )
+
+
+class _Lane:
+    """One item's model requests in a chunk workflow: the step ids reserved for them, in order,
+    and the organisation whose pace they keep."""
+
+    __slots__ = ("org_id", "steps")
+
+    def __init__(self, org_id: int, steps: list[Any]) -> None:
+        self.org_id = org_id
+        self.steps = steps
+
+
+_LANE: ContextVar[_Lane | None] = ContextVar("plixo_autopilot_lane", default=None)
+
+
+class _Pace:
+    """At most ``limit`` model requests per rolling minute, per organisation, in this process
+    (``PLIXO_MODEL_REQUESTS_PER_MINUTE``; the queue's limiter bounds chunk starts across
+    processes). Chunks run in threads of their own: locked."""
+
+    def __init__(self) -> None:
+        self.times: deque[float] = deque()
+        self.lock = threading.Lock()
+
+    async def wait(self, limit: int) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                while self.times and now - self.times[0] >= 60.0:
+                    self.times.popleft()
+                if len(self.times) < limit:
+                    self.times.append(now)
+                    return
+                pause = 60.0 - (now - self.times[0]) + 0.001
+            await asyncio.sleep(pause)
+
+
+_paces: dict[int, _Pace] = {}
+
+
+class _LanedModel(DBOSModel):
+    """pydantic-ai's ``DBOSModel`` (each request a checkpointed DBOS step), whose requests,
+    in a chunk workflow, run at step ids reserved for their item (``_Lane``) when the chunk
+    started: items draft concurrently, so the order in which their requests reach DBOS
+    differs from run to run, and an item already stored is skipped after a crash; a step id
+    drawn on the fly would then replay one item's answer to another."""
+
+    async def request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        lane = _LANE.get()
+        if lane is None:  # outside a chunk (a one-item workflow, a direct call)
+            return await super().request(messages, model_settings, model_request_parameters)
+        if not lane.steps:
+            raise RuntimeError(
+                f"more than {REQUESTS_PER_ITEM} model requests for one draft: not replayable"
+            )
+        await _paces.setdefault(lane.org_id, _Pace()).wait(
+            durable.ledger_settings().model_requests_per_minute
+        )
+        step = lane.steps.pop(0)
+        result: ModelResponse = await step.run_async(
+            {"name": f"{self._step_name_prefix}__model.request", **self.step_config},
+            self._raw_request,
+            messages,
+            model_settings,
+            model_request_parameters,
+        )
+        return result
+
+    async def _raw_request(
+        self,
+        messages: list[ModelMessage],
+        model_settings: ModelSettings | None,
+        model_request_parameters: ModelRequestParameters,
+    ) -> ModelResponse:
+        """The wrapped model's request, on the process's one model loop."""
+        request = self.wrapped.request(messages, model_settings, model_request_parameters)
+        future = asyncio.run_coroutine_threadsafe(request, _model_loop.get())
+        return await asyncio.wrap_future(future)
+
+
+class _LanedDrafterProxy:
+    """The drafter a chunk workflow drafts with: each item composes in its own lane."""
+
+    def __init__(self, drafter: Any, lanes: dict[str, _Lane]) -> None:
+        self._drafter = drafter
+        self._lanes = lanes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._drafter, name)
+
+    async def compose(self, deps: Any, task: Any, **kwargs: Any) -> Any:
+        token = _LANE.set(self._lanes.get(task.run_key))
+        try:
+            return await self._drafter.compose(deps, task, **kwargs)
+        finally:
+            _LANE.reset(token)
 
 
 async def _adraft(
@@ -154,9 +290,12 @@ async def _adraft(
     args: dict[str, Any],
     *,
     item_of: str | None = None,
+    lanes: dict[str, _Lane] | None = None,
 ) -> dict[str, Any]:
     """Draft and store ``items`` for one organisation; the partial summary (JSON). ``item_of``:
-    the ledger key when this is one real-model item (its own ledger sessions)."""
+    the ledger key when these are real-model items (their own ledger sessions); ``lanes``: the
+    step ids reserved for each item's model requests (a real-model chunk: one item at a time,
+    stored every few drafts)."""
     from agent.autopilot import AutopilotSummary, _draft_items
 
     settings = durable.ledger_settings()
@@ -166,6 +305,11 @@ async def _adraft(
     if item_of is not None:
         sessions = _item_ledger(settings)[0]
     drafter = _drafter(settings, args.get("model_ref"), shadow)
+    concurrency, batch_size = int(args["concurrency"]), int(args["batch_size"])
+    drafting: Any = drafter
+    if lanes is not None:
+        drafting = _LanedDrafterProxy(drafter, lanes)
+        concurrency, batch_size = 1, min(batch_size, MODEL_STORE_EVERY)
     part = AutopilotSummary(
         org_id=org_id,
         as_of=date.fromisoformat(args["as_of"]),
@@ -181,10 +325,10 @@ async def _adraft(
         as_of=part.as_of,
         now=now,
         settings=settings,
-        drafter=drafter,
+        drafter=drafting,
         summary=part,
-        concurrency=int(args["concurrency"]),
-        batch_size=int(args["batch_size"]),
+        concurrency=concurrency,
+        batch_size=batch_size,
         progress=None,
         pass_id=args.get("pass_id"),
     )
@@ -226,6 +370,51 @@ async def draft_item(
         return await _adraft(org_id, [item], args, item_of=ledger)
 
 
+@DBOS.workflow(name="plixo.autopilot.model_chunk", max_recovery_attempts=50)
+def draft_model_chunk(
+    ledger: str, org_id: int, items: list[dict[str, Any]], args: dict[str, Any]
+) -> dict[str, Any]:
+    """Draft a chunk of due items with a real model, one after the other; each model request is
+    a checkpointed step (a request answered before a crash is replayed, never paid twice) at a
+    step id reserved for its item before anything runs (``_LanedModel``), so an item skipped
+    after a crash (already stored) never shifts another's.
+
+    Many chunks run side by side (``PLIXO_AUTOPILOT_CONCURRENCY`` per organisation: as many
+    requests in flight), each in its own thread and event loop: the ledger reads and writes of
+    drafting block only their own chunk (on one shared loop, sixteen chunks' database round trips
+    queued every model answer behind them: 0.7 s per 0.3 s request). The requests themselves all
+    run on one loop (``_model_loop``), so a model's HTTP client is shared as before."""
+    from agent.drafter import run_sync
+
+    lanes: dict[str, _Lane] = {}
+    for d in items:  # in the input's order: the same step ids on every run of this workflow
+        steps = [DBOS.reserve_step() for _ in range(REQUESTS_PER_ITEM)]
+        lanes.setdefault(DueItem.from_dict(d).run_key, _Lane(org_id, steps))
+    result: dict[str, Any] = run_sync(_adraft(org_id, items, args, item_of=ledger, lanes=lanes))
+    return result
+
+
+class _ModelLoop:
+    """One event loop thread for every model request of laned chunks in this process."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(
+                    target=loop.run_forever, name="plixo-model-loop", daemon=True
+                ).start()
+                self._loop = loop
+            return self._loop
+
+
+_model_loop = _ModelLoop()
+
+
 _Pool = tuple[sessionmaker[Session], sessionmaker[Session], int, asyncio.Semaphore]
 _item_ledgers: dict[int, _Pool] = {}
 
@@ -241,6 +430,11 @@ def _item_ledger(settings: Settings) -> tuple[sessionmaker[Session], asyncio.Sem
     The command's pool stays for chunk threads, the heartbeat and dispatch. A ledger whose pool
     is not a ``QueuePool`` (no fixed size) is used as it is.
     """
+    with _models_lock:  # chunks build it from their own threads
+        return _item_ledger_locked(settings)
+
+
+def _item_ledger_locked(settings: Settings) -> tuple[sessionmaker[Session], asyncio.Semaphore]:
     ledger = durable.ledger_sessions()
     slots = max(2, settings.autopilot_concurrency)
     found = _item_ledgers.get(id(ledger))
@@ -263,9 +457,9 @@ def _item_ledger(settings: Settings) -> tuple[sessionmaker[Session], asyncio.Sem
     return sessions, _item_ledgers[id(ledger)][3]
 
 
-def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date) -> str:
+def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date, kind: str = "") -> str:
     digest = hashlib.sha256("\n".join(i.run_key for i in items).encode()).hexdigest()[:20]
-    return f"autopilot:{ledger}:{org_id}:{as_of.isoformat()}:{digest}"
+    return f"autopilot:{ledger}:{org_id}:{as_of.isoformat()}:{kind}{digest}"
 
 
 def enqueue_pass(
@@ -282,14 +476,22 @@ def enqueue_pass(
     as_of = date.fromisoformat(args["as_of"])
     out: list[tuple[str, int]] = []
     with SetEnqueueOptions(queue_partition_key=str(org_id)):
-        if per_item:
-            for item in items:
-                wid = f"autopilot:{ledger}:{org_id}:{item.run_key}"
+        if per_item:  # a real model: at least one chunk per slot, MODEL_CHUNK items at most
+            slots = max(1, durable.ledger_settings().autopilot_concurrency)
+            size = max(1, min(MODEL_CHUNK, len(items) // slots))
+            for start in range(0, len(items), size):
+                chunk = items[start : start + size]
+                wid = _key(ledger, org_id, chunk, as_of, kind="m")
                 with SetWorkflowID(wid):
                     DBOS.enqueue_workflow(
-                        MODEL_QUEUE, draft_item, ledger, org_id, item.to_dict(), args
+                        MODEL_QUEUE,
+                        draft_model_chunk,
+                        ledger,
+                        org_id,
+                        [i.to_dict() for i in chunk],
+                        args,
                     )
-                out.append((wid, 1))
+                out.append((wid, len(chunk)))
             _resume_cancelled([w for w, _ in out])
             return out
         for start in range(0, len(items), CHUNK):

@@ -103,6 +103,7 @@ def apply_schedule(settings: Settings) -> None:
                 "schedule_name": SCHEDULE_NAME,
                 "workflow_fn": sync_scheduled,
                 "schedule": settings.mailbox_sync_cron,
+                "queue_name": durable.SCHEDULE_QUEUE,  # long-running workers only
             }
         ]
     )

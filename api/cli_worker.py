@@ -25,7 +25,9 @@ from memory.db import LedgerUnavailable
 def worker(
     status: bool = typer.Option(False, "--status", help="Show queues and workflows, then exit."),
     once: bool = typer.Option(
-        False, "--once", help="Deliver what is queued now, then exit (scripts, tests)."
+        False,
+        "--once",
+        help="Deliver what is queued now, then exit (scripts, tests); runs no scheduled work.",
     ),
     retry: str = typer.Option("", "--retry", help="Retry this failed or cancelled workflow id."),
     cancel: str = typer.Option("", "--cancel", help="Cancel this workflow id."),
@@ -92,7 +94,9 @@ def _work(
             f"plixo worker: SMTP {settings.smtp_host}:{settings.smtp_port}; Ctrl-C to stop"
         )
     try:
-        result = runtime.run_worker(settings, sessions, once=once, should_stop=lambda: stopping)
+        result = runtime.run_worker(
+            settings, sessions, once=once, should_stop=lambda: stopping, exiting=True
+        )
     except LedgerUnavailable as exc:
         fail(f"The worker stopped: {exc}")
     if json_out:

@@ -32,18 +32,48 @@ from memory.models import Organisation, OutboxMessage, OutboxStatus, User
 log = logging.getLogger("plixo.worker")
 
 
-def start(settings: Settings, sessions: sessionmaker[Session], *, kind: str = "worker") -> str:
-    """Register every workflow, launch DBOS (once per process), beat once; the executor id."""
+def start(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    *,
+    kind: str = "worker",
+    schedules: bool = True,
+) -> str:
+    """Register every workflow, launch DBOS (once per process), beat once; the executor id.
+
+    ``schedules=False`` (``plixo worker --once``): the process takes deliveries only, and never
+    runs a scheduled workflow (the sending-domain re-check, the notification sweep, the mailbox
+    sync) nor an Autopilot chunk: either, picked up while it exits, held its exit. Long-running
+    workers run them."""
     import agent.autopilot_flow  # noqa: F401 - registers the Autopilot workflows and queues
     import agent.mailbox_sync  # noqa: F401 - the payers' replies, read every few minutes
     import tools.admin.domain_schedule  # noqa: F401 - the daily sending-domain re-check
     import tools.delivery_flow  # noqa: F401 - registers the delivery workflows and queues
     import tools.notification_schedule  # noqa: F401 - breached SLAs and missed promises
+    from tools.delivery_flow import DEFERRED_QUEUE, DELIVERY_QUEUE
 
-    ident = durable.launch(settings, sessions, kind=kind)
+    listen = None if schedules else [DELIVERY_QUEUE, DEFERRED_QUEUE]
+    ident = durable.launch(settings, sessions, kind=kind, listen=listen)
+    if schedules:  # launched earlier in this process for a narrower job (tests): work it all
+        durable.listen_to_all()
     with sessions() as session:
         durable.beat(session, ident, kind=kind)
     return ident
+
+
+def held(settings: Settings, ident: str) -> int:
+    """Workflows still marked as running on executor ``ident`` (read from the system database,
+    with a client once DBOS is down in this process)."""
+    status = ["PENDING"]
+    if durable.is_launched():
+        from dbos import DBOS
+
+        return len(DBOS.list_workflows(executor_id=ident, status=status, load_input=False))
+    dbos = client(settings)
+    try:
+        return len(dbos.list_workflows(executor_id=ident, status=status, load_input=False))
+    finally:
+        dbos.destroy()
 
 
 def recover_dead(settings: Settings, sessions: sessionmaker[Session], ident: str) -> list[str]:
@@ -79,11 +109,17 @@ def run_worker(
     once: bool = False,
     should_stop: Callable[[], bool] = lambda: False,
     timeout_s: float = 600.0,
+    exiting: bool = False,
 ) -> WorkerResult:
-    """Work until stopped; with ``once``, until nothing deliverable is left (or ``timeout_s``)."""
+    """Work until stopped; with ``once``, until nothing deliverable is left (or ``timeout_s``).
+
+    ``exiting`` (the CLI: the process ends after this): DBOS is shut down before the heartbeat is
+    removed, so nothing new is picked up while the process exits, and the heartbeat is removed
+    only if no workflow is left marked as running here; otherwise it goes stale and a live worker
+    recovers those workflows (a removed heartbeat would have stranded them)."""
     from tools import delivery_flow
 
-    ident = start(settings, sessions)
+    ident = start(settings, sessions, schedules=not once)
     result = WorkerResult(executor_id=ident)
     deadline = time.monotonic() + timeout_s
     interval = max(settings.worker_poll_s, 0.05)
@@ -100,8 +136,20 @@ def run_worker(
                 break
             time.sleep(interval)
     finally:
-        with sessions() as session:
-            durable.forget(session, ident)
+        left = 0
+        if exiting:
+            durable.shutdown()
+            try:
+                left = held(settings, ident)
+            except LedgerUnavailable:
+                left = 1  # cannot tell: let the heartbeat go stale, recovery is idempotent
+        if left:
+            log.warning(
+                "%s stops holding %d workflow(s): a live worker will recover them", ident, left
+            )
+        else:
+            with sessions() as session:
+                durable.forget(session, ident)
     return result
 
 

@@ -50,6 +50,13 @@ _launched_url: str | None = None
 _executor_id: str | None = None
 _hooks: list[Callable[[Settings], None]] = []
 
+#: The queue scheduled (cron) workflows run on: only long-running workers listen to it. A process
+#: that works for a while and exits (``plixo worker --once``, an embedded ``plixo autopilot run``)
+#: launches with ``schedules=False`` and never runs one: a sweep or a mailbox sync picked up while
+#: it shut down held its exit (and its executor, once shut down, refused the work: "cannot
+#: schedule new futures after shutdown").
+SCHEDULE_QUEUE = "plixo_scheduled"
+
 
 def system_database_url(settings: Settings) -> str:
     """The DBOS system database for these settings (see the module docstring)."""
@@ -116,10 +123,15 @@ def launch(
     *,
     kind: str = "worker",
     executor: str | None = None,
+    listen: list[str] | None = None,
 ) -> str:
     """Launch DBOS once per process (a second call only re-points the ledger) and return the
     executor id. Raises ``LedgerUnavailable`` with the URL (no password) when the system database
-    cannot be reached."""
+    cannot be reached.
+
+    ``listen``: the queues this process takes work from (default: every queue, the scheduled
+    workflows' included); a process that does not run the schedules names its work queues and
+    leaves ``SCHEDULE_QUEUE`` out. Only the first launch of a process decides."""
     global _launched_url, _executor_id
     from dbos import DBOS
 
@@ -140,9 +152,22 @@ def launch(
                     "log_level": "WARNING",
                     "notification_listener_polling_interval_sec": 0.1,
                     "sys_db_pool_size": settings.dbos_pool_size,
+                    # No ping before every checkout (DBOS's default): every queue poll and step
+                    # checkpoint paid a round trip for it. A connection the server dropped fails
+                    # once; DBOS retries its system-database calls on a fresh one.
+                    "db_engine_kwargs": {"pool_pre_ping": False, "pool_recycle": 1800},
                 }
             )
+            if listen is not None:
+                DBOS.listen_queues([q for q in listen if q != SCHEDULE_QUEUE])
             DBOS.launch()
+            # Scheduled workflows are enqueued here (``schedule_queue()``), never on DBOS's
+            # internal queue, which every process works whatever it listens to.
+            DBOS.register_queue(
+                SCHEDULE_QUEUE,
+                polling_interval_sec=max(1.0, settings.worker_poll_s),
+                on_conflict="always_update",
+            )
             for hook in list(_hooks):
                 hook(settings)
         except (OperationalError, OSError) as exc:
@@ -160,6 +185,19 @@ def launch(
             raise
         _launched_url, _executor_id = url, ident
         return ident
+
+
+def listen_to_all() -> None:
+    """Take work from every queue from now on, the scheduled workflows' included: a process that
+    launched embedded (tests, a command run before it) and now works as a long-running worker.
+    DBOS's queue manager reads the list again every second."""
+    from dbos._dbos import _get_dbos_instance
+
+    if _launched_url is None:
+        return
+    dbos = _get_dbos_instance()
+    if dbos._listening_queues is not None:
+        dbos._listening_queues = None
 
 
 def _safe_destroy() -> None:

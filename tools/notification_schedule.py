@@ -67,6 +67,7 @@ def apply_schedule(settings: Settings) -> None:
                 "schedule_name": SCHEDULE_NAME,
                 "workflow_fn": sweep_all,
                 "schedule": settings.notification_sweep_cron,
+                "queue_name": durable.SCHEDULE_QUEUE,  # long-running workers only
             }
         ]
     )

@@ -10,13 +10,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.usage import RequestUsage
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.autopilot import run_autopilot
+from agent.offline import offline_function
+from memory.config import Settings
 from memory.models import Draft
+from tests.agent.factories import NOW, Builder
 from tests.benchmarks.bench_autopilot import AS_OF, build_ledger
+from tools.autopilot_select import DueItem
 
 REPO = Path(__file__).resolve().parents[2]
 N = 300
@@ -68,3 +78,72 @@ def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
     assert total == distinct == N  # every due invoice drafted, none twice
     assert summary["due"] == N and summary["errors"] == 0
     assert summary["skipped_existing"] >= half
+
+
+def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twice(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    """A real-model chunk drafts its items one after the other, each model request a DBOS step
+    at step ids reserved per item. Run again from its checkpoints (as after a crash) with the
+    first items already stored and the last one not: the last item gets its own recorded answer
+    and the model is not asked again."""
+    from dbos import DBOS
+
+    from agent import autopilot_flow
+    from memory import durable
+
+    b = Builder.new_org(session)
+    seg = b.segment("SMB", cadence=b.cadence())
+    numbers = [f"INV-7{n:03d}" for n in range(3)]
+    for n, number in enumerate(numbers):
+        c = b.customer(f"Replay {n} Inc.", segment=seg)
+        b.contact(c, f"Payer {n}")
+        b.invoice(c, number=number, days_overdue=3)
+    session.commit()
+    calls: Counter[str] = Counter()
+
+    async def counting(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        """The offline answer, marked with the item it answers (its output tokens, which the
+        draft keeps): 1000 + the invoice's index."""
+        text = str(messages)
+        asked = [n for n, number in enumerate(numbers) if number in text]
+        calls.update(numbers[n] for n in asked)
+        answer = await offline_function(messages, info)
+        usage = RequestUsage(input_tokens=answer.usage.input_tokens, output_tokens=1000 + asked[0])
+        return replace(answer, usage=usage)
+
+    one_lane = settings.model_copy(update={"autopilot_concurrency": 1})  # one chunk of three
+    autopilot_flow.ensure_launched(one_lane, sessions)
+    autopilot_flow.register_queues(one_lane)
+    try:
+        summary = run_autopilot(
+            sessions, b.org.id, as_of=AS_OF, settings=one_lane, now=NOW,
+            model=FunctionModel(counting, model_name="counting"),
+        )  # fmt: skip
+    finally:
+        autopilot_flow.register_queues(settings)
+    assert summary.drafted == 3 and summary.errors == 0
+    assert calls == dict.fromkeys(numbers, 1)
+    key = durable.ledger_key(session)
+    chunks = [
+        w
+        for w in DBOS.list_workflows(name="plixo.autopilot.model_chunk", load_input=True)
+        if f":{key}:{b.org.id}:" in w.workflow_id
+    ]
+    assert len(chunks) == 1 and chunks[0].status == "SUCCESS"
+    items = chunks[0].input["args"][2]
+    last = DueItem.from_dict(items[-1]).run_key
+    draft = session.scalars(select(Draft).where(Draft.run_key == last)).one()
+    number = next(n for n in numbers if n in draft.body)
+    assert draft.output_tokens == 1000 + numbers.index(number)
+    draft.run_key = f"{last}:set-aside"  # the last item is not stored yet, the others are
+    session.commit()
+
+    fork = DBOS.fork_workflow(chunks[0].workflow_id, 10_000)  # every checkpoint replayed
+    part = fork.get_result()
+    assert part["drafted"] == 1 and part["errors"] == 0
+    session.expire_all()
+    again = session.scalars(select(Draft).where(Draft.run_key == last)).one()
+    assert number in again.body
+    assert again.output_tokens == 1000 + numbers.index(number)  # its own answer, replayed
+    assert calls == dict.fromkeys(numbers, 1)  # no model request paid twice

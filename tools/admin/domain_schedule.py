@@ -72,6 +72,7 @@ def apply_schedule(settings: Settings) -> None:
                 "schedule_name": SCHEDULE_NAME,
                 "workflow_fn": recheck_all,
                 "schedule": settings.domain_recheck_cron,
+                "queue_name": durable.SCHEDULE_QUEUE,  # long-running workers only
             }
         ]
     )
