@@ -66,6 +66,33 @@ class ImportReport:
         return asdict(self)
 
 
+def open_import(
+    session: Session,
+    org_id: int,
+    kind: str,
+    filename: str,
+    sha256: str,
+    statement_ref: str | None,
+    *,
+    actor: User | str,
+    now: datetime,
+) -> CashImport:
+    """The record of one import (a bank file, a remittance, a Stripe payout), flushed so its
+    lines can name it."""
+    run = CashImport(
+        org_id=org_id,
+        kind=kind,
+        filename=filename[:255],
+        sha256=sha256,
+        statement_ref=statement_ref,
+        created_by_user_id=actor.id if isinstance(actor, User) else None,
+        created_at=now,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
 def fingerprint(account: str | None, line: BankLine, occurrence: int) -> str:
     if line.bank_ref:
         raw = f"{account or ''}|ref|{line.bank_ref}"
@@ -113,17 +140,9 @@ def import_cash_file(
     parsed = parsers.parse(data, kind=kind, profile=profile)
     sha = hashlib.sha256(data).hexdigest()
     notice = _earlier_import(session, org_id, sha, parsed)
-    run = CashImport(
-        org_id=org_id,
-        kind=parsed.kind,
-        filename=filename[:255],
-        sha256=sha,
-        statement_ref=parsed.statement_ref,
-        created_by_user_id=actor.id if isinstance(actor, User) else None,
-        created_at=now,
+    run = open_import(
+        session, org_id, parsed.kind, filename, sha, parsed.statement_ref, actor=actor, now=now
     )
-    session.add(run)
-    session.flush()
     report = ImportReport(
         import_id=run.id,
         kind=parsed.kind,

@@ -647,17 +647,9 @@ def _import_one(
             json.dumps([data.payout_id, sorted(i.txn_id for i in data.items)]).encode()
         ).hexdigest()
     )
-    run = CashImport(
-        org_id=org_id,
-        kind=KIND,
-        filename=filename[:255],
-        sha256=digest,
-        statement_ref=data.payout_id,
-        created_by_user_id=actor.id if isinstance(actor, User) else None,
-        created_at=now,
+    run = service.open_import(
+        session, org_id, KIND, filename, digest, data.payout_id, actor=actor, now=now
     )
-    session.add(run)
-    session.flush()
     report = PayoutReport(
         import_id=run.id,
         kind=KIND,
