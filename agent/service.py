@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic_ai import Agent, ModelRetry, RunContext, ToolOutput
@@ -54,6 +54,7 @@ from agent.wording import fold_text, reason_from_words, requested_language
 from memory import clock
 from memory.config import Settings
 from memory.models import (
+    Customer,
     Draft,
     DraftRevision,
     DraftStatus,
@@ -241,6 +242,169 @@ def _next_seq(session: Session, draft_id: int) -> int:
     return int(current or 0) + 1
 
 
+def _revisable_draft(
+    session: Session, org_id: int, draft_id: int, instruction: str
+) -> tuple[str, Draft]:
+    """The trimmed instruction and the draft it applies to, refused before any work is done
+    when the instruction is empty or too long, or the draft is no longer editable."""
+    text = (instruction or "").strip()
+    if not text:
+        raise InvalidDraftInput("Say how to revise the draft, e.g. 'shorter' or 'more formal'.")
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise InvalidDraftInput(f"Keep the instruction under {MAX_INSTRUCTION_CHARS} characters.")
+    draft = get_draft(session, org_id, draft_id)
+    if draft.status not in EDITABLE:
+        raise InvalidTransition(
+            f"Draft {draft.id} is {draft.status.value}; it can no longer be revised."
+        )
+    return text, draft
+
+
+def _revision_prompt(task: DraftTask, draft: Draft, text: str) -> str:
+    """The case file, the current draft and the operator's instruction, each cleaned."""
+    return (
+        task.case.to_prompt()
+        + f"\n\n<current_draft>\nSubject: {clean(draft.subject)}\n\n{clean(draft.body)}\n"
+        + "</current_draft>\n\n<operator_instruction>\n"
+        + clean(text, MAX_INSTRUCTION_CHARS)
+        + "\n</operator_instruction>\n\nRevise the draft and submit it with submit_revision."
+    )
+
+
+def _run_reviser(
+    user_prompt: str, deps: AgentDeps, run: RevisionRun, model: Model, settings: Settings
+) -> tuple[RevisionOutput | None, Checked | None, RunUsage, str | None]:
+    """Run the reviser once: its output, the last grounding check, the usage, and the reason
+    when the model failed (a failure is recorded, never raised: the draft stays as it is)."""
+    out: RevisionOutput | None = None
+    checked: Checked | None = None
+    usage = RunUsage()
+    failure: str | None = None
+    deps.draft = run
+    try:
+        result = run_sync(
+            REVISER.run(
+                user_prompt,
+                deps=deps,
+                model=model,
+                usage_limits=usage_limits(settings),
+                timeout=_timeout(settings),
+            )
+        )
+        out, usage = result.output, result.usage
+        checked = run.checks[-1] if run.checks else None
+    except Exception as exc:  # the model failed: record it, keep the draft as it is
+        failure = hold_reason_for(exc)
+    return out, checked, usage, failure
+
+
+def _kept_unapplied(
+    turn: DraftRevision,
+    out: RevisionOutput | None,
+    checked: Checked | None,
+    failure: str | None,
+) -> bool:
+    """True when the rewrite is not applied (the model failed, or the rewrite failed grounding),
+    with the reason noted on the co-pilot turn; the draft's text then stays as it is."""
+    if failure is not None or out is None or checked is None:
+        turn.grounding = {"applied": False, "copilot_note": failure or "no answer from the model"}
+        return True
+    turn.subject = out.subject[:300]
+    turn.body = out.body
+    if not checked.ok:
+        problems = [m.message for m in checked.report.mismatches] + checked.hold_problems
+        turn.grounding = {
+            **checked.report.as_dict(),
+            "applied": False,
+            "copilot_note": "The rewrite was not applied: " + "; ".join(problems)[:900],
+        }
+        return True
+    return False
+
+
+def _decide_rewrite(
+    session: Session,
+    org_id: int,
+    draft: Draft,
+    task: DraftTask,
+    out: RevisionOutput,
+    checked: Checked,
+    truth: LedgerTruth,
+    now: datetime,
+) -> dict[str, Any]:
+    """The policy decision on the grounded rewrite, as if it were about to be sent."""
+    context = outreach_context(
+        session,
+        org_id,
+        customer_id=task.customer_id,
+        contact_id=task.contact_id,
+        invoice_ids=task.invoice_ids,
+        channel=draft.channel.value,
+        now=now,
+    )
+    body = f"{out.subject}\n\n{out.body}"
+    facts = send_draft_facts(
+        context, body=body, report=checked.report, truth=truth, pay_link=task.case.pay_link, now=now
+    )
+    return (
+        policy_engine_for(policy_set_for(session, org_id))
+        .decide(ActionType.SEND_DRAFT, facts)
+        .as_dict()
+    )
+
+
+def _apply_rewrite(
+    session: Session,
+    draft: Draft,
+    turn: DraftRevision,
+    task: DraftTask,
+    out: RevisionOutput,
+    checked: Checked,
+    decision: dict[str, Any],
+    text: str,
+    user: User,
+    model_name: str,
+    prompt_version: str,
+) -> None:
+    """Replace the draft's text with the grounded rewrite and move it to blocked or back to
+    pending review (a person still approves it), with the audit row of the revision."""
+    report = checked.report
+    grounding = {**report.as_dict(), "applied": True, "copilot_note": out.note}
+    turn.grounding = grounding
+    turn.decision = decision
+    stated = dict(draft.stated_facts or {})
+    stated.update(
+        invoice_numbers=report.stated.invoice_numbers,
+        amounts=[{"amount_minor": m.amount_minor, "currency": m.currency} for m in out.amounts],
+        dates=[d.isoformat() for d in report.stated.dates],
+        links=report.stated.links,
+        pay_link=task.case.pay_link,
+        instructions=[*stated.get("instructions", []), text][-10:],
+    )
+    draft.subject = out.subject[:300]
+    draft.body = out.body
+    draft.language = out.language
+    draft.tone = out.tone[:32]
+    draft.stated_facts = stated
+    draft.grounding = grounding
+    draft.decision = decision
+    draft.decision_outcome = str(decision.get("outcome"))
+    draft.hold_reason = None
+    draft.model_name = model_name
+    base_version = draft.prompt_version or "drafter/v1"
+    if prompt_version not in base_version.split("+"):
+        base_version = f"{base_version}+{prompt_version}"
+    draft.prompt_version = base_version[:64]
+    lifecycle.move(
+        session,
+        draft,
+        DraftStatus.BLOCKED if draft.decision_outcome == "block" else DraftStatus.PENDING_REVIEW,
+        actor=user,
+        action="draft.copilot_revision",
+        detail={"instruction": text[:500], "outcome": draft.decision_outcome},
+    )
+
+
 def revise_draft(
     session: Session,
     org_id: int,
@@ -262,16 +426,7 @@ def revise_draft(
     ``InvalidDraftInput`` (tools.drafts) for a foreign draft, a closed draft or an empty
     instruction.
     """
-    text = (instruction or "").strip()
-    if not text:
-        raise InvalidDraftInput("Say how to revise the draft, e.g. 'shorter' or 'more formal'.")
-    if len(text) > MAX_INSTRUCTION_CHARS:
-        raise InvalidDraftInput(f"Keep the instruction under {MAX_INSTRUCTION_CHARS} characters.")
-    draft = get_draft(session, org_id, draft_id)
-    if draft.status not in EDITABLE:
-        raise InvalidTransition(
-            f"Draft {draft.id} is {draft.status.value}; it can no longer be revised."
-        )
+    text, draft = _revisable_draft(session, org_id, draft_id, instruction)
     now = now or clock.now()
     as_of = a360.org_today(session, org_id, now)
     try:
@@ -305,34 +460,10 @@ def revise_draft(
         session, org_id, task.customer_id, as_of=as_of, links=task.pay_links,
         locale=task.case.locale,
     )  # fmt: skip
-    user_prompt = (
-        task.case.to_prompt()
-        + f"\n\n<current_draft>\nSubject: {clean(draft.subject)}\n\n{clean(draft.body)}\n"
-        + "</current_draft>\n\n<operator_instruction>\n"
-        + clean(text, MAX_INSTRUCTION_CHARS)
-        + "\n</operator_instruction>\n\nRevise the draft and submit it with submit_revision."
-    )
-    out: RevisionOutput | None = None
-    checked: Checked | None = None
-    usage = RunUsage()
-    failure: str | None = None
+    user_prompt = _revision_prompt(task, draft, text)
     started = time.perf_counter()
     run = RevisionRun(task, truth, prompt_v.text, requested_language(text))
-    deps.draft = run
-    try:
-        result = run_sync(
-            REVISER.run(
-                user_prompt,
-                deps=deps,
-                model=model,
-                usage_limits=usage_limits(settings),
-                timeout=_timeout(settings),
-            )
-        )
-        out, usage = result.output, result.usage
-        checked = run.checks[-1] if run.checks else None
-    except Exception as exc:  # the model failed: record it, keep the draft as it is
-        failure = hold_reason_for(exc)
+    out, checked, usage, failure = _run_reviser(user_prompt, deps, run, model, settings)
     latency_ms = int((time.perf_counter() - started) * 1000)
     turn = DraftRevision(
         draft_id=draft.id, seq=seq + 1, author="copilot", user_id=None, created_at=now
@@ -341,80 +472,53 @@ def revise_draft(
     draft.input_tokens = (draft.input_tokens or 0) + usage.input_tokens
     draft.output_tokens = (draft.output_tokens or 0) + usage.output_tokens
     add_revision_cost(session, draft, usage, model_name_of(model))
-    if failure is not None or out is None or checked is None:
-        turn.grounding = {"applied": False, "copilot_note": failure or "no answer from the model"}
+    if _kept_unapplied(turn, out, checked, failure) or out is None or checked is None:
         session.flush()
         return draft
-    report = checked.report
-    turn.subject = out.subject[:300]
-    turn.body = out.body
-    if not checked.ok:
-        problems = [m.message for m in report.mismatches] + checked.hold_problems
-        turn.grounding = {
-            **report.as_dict(),
-            "applied": False,
-            "copilot_note": "The rewrite was not applied: " + "; ".join(problems)[:900],
-        }
-        session.flush()
-        return draft
-    context = outreach_context(
-        session,
-        org_id,
-        customer_id=task.customer_id,
-        contact_id=task.contact_id,
-        invoice_ids=task.invoice_ids,
-        channel=draft.channel.value,
-        now=now,
-    )
-    body = f"{out.subject}\n\n{out.body}"
-    facts = send_draft_facts(
-        context, body=body, report=report, truth=truth, pay_link=task.case.pay_link, now=now
-    )
-    decision = (
-        policy_engine_for(policy_set_for(session, org_id))
-        .decide(ActionType.SEND_DRAFT, facts)
-        .as_dict()
-    )
-    grounding = {**report.as_dict(), "applied": True, "copilot_note": out.note}
-    turn.grounding = grounding
-    turn.decision = decision
-    stated = dict(draft.stated_facts or {})
-    stated.update(
-        invoice_numbers=report.stated.invoice_numbers,
-        amounts=[{"amount_minor": m.amount_minor, "currency": m.currency} for m in out.amounts],
-        dates=[d.isoformat() for d in report.stated.dates],
-        links=report.stated.links,
-        pay_link=task.case.pay_link,
-        instructions=[*stated.get("instructions", []), text][-10:],
-    )
-    draft.subject = out.subject[:300]
-    draft.body = out.body
-    draft.language = out.language
-    draft.tone = out.tone[:32]
-    draft.stated_facts = stated
-    draft.grounding = grounding
-    draft.decision = decision
-    draft.decision_outcome = str(decision.get("outcome"))
-    draft.hold_reason = None
+    decision = _decide_rewrite(session, org_id, draft, task, out, checked, truth, now)
     draft.latency_ms = latency_ms
-    draft.model_name = model_name_of(model)
-    base_version = draft.prompt_version or "drafter/v1"
-    if prompt_v.version_id not in base_version.split("+"):
-        base_version = f"{base_version}+{prompt_v.version_id}"
-    draft.prompt_version = base_version[:64]
-    lifecycle.move(
-        session,
-        draft,
-        DraftStatus.BLOCKED if draft.decision_outcome == "block" else DraftStatus.PENDING_REVIEW,
-        actor=user,
-        action="draft.copilot_revision",
-        detail={"instruction": text[:500], "outcome": draft.decision_outcome},
-    )
+    _apply_rewrite(
+        session, draft, turn, task, out, checked, decision, text, user,
+        model_name_of(model), prompt_v.version_id,
+    )  # fmt: skip
     session.flush()
     return draft
 
 
 # --- the inspector ------------------------------------------------------------------------------
+
+
+def _invoice_numbers(session: Session, org_id: int, customer_id: int) -> set[str]:
+    """Every invoice number the customer has, to drop numbers that belong to someone else."""
+    return set(
+        session.scalars(
+            select(Invoice.number).where(
+                Invoice.org_id == org_id, Invoice.customer_id == customer_id
+            )
+        )
+    )
+
+
+def _inspect_subject(
+    session: Session, org_id: int, draft_id: int | None, invoice_id: int | None
+) -> tuple[Draft | None, int | None, int, list[str]]:
+    """What the inspector looks at: the draft (if any), its invoice, its customer and the
+    invoice numbers in question (the draft's own invoice first, then those it states)."""
+    draft: Draft | None = None
+    if draft_id is not None:
+        draft = get_draft(session, org_id, draft_id)
+        customer_id = draft.customer_id
+        numbers = [str(n) for n in (draft.stated_facts or {}).get("invoice_numbers", [])]
+        if draft.invoice_id is not None:
+            inv = a360.get_invoice(session, org_id, draft.invoice_id)
+            numbers = list(dict.fromkeys([inv.number, *numbers]))
+        invoice_id = draft.invoice_id
+    else:
+        assert invoice_id is not None
+        inv = a360.get_invoice(session, org_id, invoice_id)
+        customer_id = inv.customer_id
+        numbers = [inv.number]
+    return draft, invoice_id, customer_id, numbers
 
 
 def recommend(
@@ -437,20 +541,9 @@ def recommend(
         raise ValueError("recommend needs a draft_id or an invoice_id")
     now = now or clock.now()
     as_of = a360.org_today(session, org_id, now)
-    draft: Draft | None = None
-    if draft_id is not None:
-        draft = get_draft(session, org_id, draft_id)
-        customer_id = draft.customer_id
-        numbers = [str(n) for n in (draft.stated_facts or {}).get("invoice_numbers", [])]
-        if draft.invoice_id is not None:
-            inv = a360.get_invoice(session, org_id, draft.invoice_id)
-            numbers = list(dict.fromkeys([inv.number, *numbers]))
-        invoice_id = draft.invoice_id
-    else:
-        assert invoice_id is not None
-        inv = a360.get_invoice(session, org_id, invoice_id)
-        customer_id = inv.customer_id
-        numbers = [inv.number]
+    draft, invoice_id, customer_id, numbers = _inspect_subject(
+        session, org_id, draft_id, invoice_id
+    )
     decision = (draft.decision or {}) if draft is not None else {}
     case = InspectCase(
         as_of=as_of,
@@ -488,24 +581,12 @@ def recommend(
         return Recommendation(
             action="hold",
             rationale=f"The inspector is unavailable ({why}); decide by hand.",
-            priority="normal",
-            confidence=0.0,
-            invoice_numbers=numbers[:20],
-            draft_id=draft.id if draft else None,
-            invoice_id=invoice_id,
-            customer_id=customer_id,
-            model_name=model_name_of(model),
-            prompt_version=prompt_v.version_id,
-            held=True,
-        )
+            priority="normal", confidence=0.0, invoice_numbers=numbers[:20],
+            draft_id=draft.id if draft else None, invoice_id=invoice_id, customer_id=customer_id,
+            model_name=model_name_of(model), prompt_version=prompt_v.version_id, held=True,
+        )  # fmt: skip
     out = result.output
-    known = set(
-        session.scalars(
-            select(Invoice.number).where(
-                Invoice.org_id == org_id, Invoice.customer_id == customer_id
-            )
-        )
-    )
+    known = _invoice_numbers(session, org_id, customer_id)
     return Recommendation(
         action=out.action,
         rationale=out.rationale,
@@ -521,6 +602,42 @@ def recommend(
 
 
 # --- reply triage -------------------------------------------------------------------------------
+
+
+def _triage_case(
+    session: Session, org_id: int, customer_id: int, customer: Customer, as_of: date
+) -> tuple[TriageCase, set[str], list[str]]:
+    """The case file the triage model reads (the customer's open invoices, at most 50), every
+    invoice number the customer has (to drop other customers' numbers) and its currencies."""
+    invoices = session.scalars(
+        select(Invoice)
+        .where(
+            Invoice.org_id == org_id,
+            Invoice.customer_id == customer_id,
+            Invoice.status == InvoiceStatus.OPEN,
+        )
+        .order_by(Invoice.due_date, Invoice.id)
+        .limit(50)
+    ).all()
+    all_numbers = _invoice_numbers(session, org_id, customer_id)
+    currencies = sorted({i.currency for i in invoices}) or ["USD"]
+    case = TriageCase(
+        as_of=as_of,
+        customer_id=customer_id,
+        language=(customer.language or "en")[:2],
+        currencies=currencies,
+        invoices=[
+            TriageInvoice(
+                number=i.number,
+                currency=i.currency,
+                balance_minor=i.balance_minor,
+                due_date=i.due_date,
+                disputed=i.disputed,
+            )
+            for i in invoices
+        ],  # fmt: skip
+    )
+    return case, all_numbers, currencies
 
 
 def triage_reply(
@@ -550,40 +667,7 @@ def triage_reply(
     customer = a360.get_customer(session, org_id, customer_id)
     now = now or clock.now()
     as_of = a360.org_today(session, org_id, now)
-    invoices = session.scalars(
-        select(Invoice)
-        .where(
-            Invoice.org_id == org_id,
-            Invoice.customer_id == customer_id,
-            Invoice.status == InvoiceStatus.OPEN,
-        )
-        .order_by(Invoice.due_date, Invoice.id)
-        .limit(50)
-    ).all()
-    all_numbers = set(
-        session.scalars(
-            select(Invoice.number).where(
-                Invoice.org_id == org_id, Invoice.customer_id == customer_id
-            )
-        )
-    )
-    currencies = sorted({i.currency for i in invoices}) or ["USD"]
-    case = TriageCase(
-        as_of=as_of,
-        customer_id=customer_id,
-        language=(customer.language or "en")[:2],
-        currencies=currencies,
-        invoices=[
-            TriageInvoice(
-                number=i.number,
-                currency=i.currency,
-                balance_minor=i.balance_minor,
-                due_date=i.due_date,
-                disputed=i.disputed,
-            )
-            for i in invoices
-        ],  # fmt: skip
-    )
+    case, all_numbers, currencies = _triage_case(session, org_id, customer_id, customer, as_of)
     model = model or build_model(settings)
     prompt_v = load("triage")
     deps = AgentDeps(

@@ -148,6 +148,16 @@ async def _too_large(send: Send, detail: str, status: int = 413) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
+    """Every refusal and failure answered in the reader's terms: the error page for the panel,
+    JSON for the API."""
+    _install_request_error_handlers(app)
+    _install_database_error_handlers(app)
+
+
+def _install_request_error_handlers(app: FastAPI) -> None:
+    """Domain refusals, HTTP errors (a 401 in the panel goes to the login page) and invalid
+    requests."""
+
     @app.exception_handler(PlixoError)
     async def refused(request: Request, exc: PlixoError) -> Response:
         """Every domain's refusal (``memory.errors``): its status, its message, its reasons; the
@@ -208,6 +218,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             )
         safe = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in errors[:50]]
         return JSONResponse({"detail": detail, "errors": safe}, status_code=422)
+
+
+def _install_database_error_handlers(app: FastAPI) -> None:
+    """Ledger trouble as a clear "retry" (409 / 503), never a traceback."""
 
     @app.exception_handler(StaleDataError)
     async def stale(request: Request, exc: StaleDataError) -> Response:

@@ -243,6 +243,36 @@ def _print_summary(summary: RunSummary) -> None:
 # --- commands -------------------------------------------------------------------------------------
 
 
+def _gate_regressions(summary: RunSummary) -> None:
+    """``--fail-on-regression``: a case worse than the baseline fails the run, as its own gate."""
+    if summary.baseline and summary.baseline.regressions:
+        summary.gates.append(
+            GateResult(
+                name="regressions",
+                label="no case worse than the baseline",
+                threshold=0,
+                value=len(summary.baseline.regressions),
+                ok=False,
+                detail=f"{len(summary.baseline.regressions)} regression(s)",
+            )
+        )
+        summary.passed = False
+
+
+def _store_baseline(summary: RunSummary, baseline: Path) -> None:
+    """``--update-baseline``: store the run, unless some cases did not run (never a partial
+    baseline)."""
+    if summary.not_run:
+        fail(
+            f"{len(summary.not_run)} case(s) did not run; not storing a partial run as the "
+            "baseline. Fix the model or the cases and run again."
+        )
+    try:
+        update_baseline(summary, baseline)
+    except OSError as exc:
+        fail(f"cannot write the baseline {baseline}: {exc.strerror or exc}")
+
+
 @eval_app.command("run")
 def run_cmd(
     model: ModelOpt = None,
@@ -293,18 +323,8 @@ def run_cmd(
     except EvalSetupError as exc:
         fail(str(exc))
     summary.baseline = compare_baseline(summary, stored)
-    if fail_on_regression and summary.baseline and summary.baseline.regressions:
-        summary.gates.append(
-            GateResult(
-                name="regressions",
-                label="no case worse than the baseline",
-                threshold=0,
-                value=len(summary.baseline.regressions),
-                ok=False,
-                detail=f"{len(summary.baseline.regressions)} regression(s)",
-            )
-        )
-        summary.passed = False
+    if fail_on_regression:
+        _gate_regressions(summary)
     if html is not None:
         from evals.report import write_html
 
@@ -313,15 +333,7 @@ def run_cmd(
         except OSError as exc:
             fail(f"cannot write the report to {html}: {exc.strerror or exc}")
     if update_baseline_:
-        if summary.not_run:
-            fail(
-                f"{len(summary.not_run)} case(s) did not run; not storing a partial run as the "
-                "baseline. Fix the model or the cases and run again."
-            )
-        try:
-            update_baseline(summary, baseline)
-        except OSError as exc:
-            fail(f"cannot write the baseline {baseline}: {exc.strerror or exc}")
+        _store_baseline(summary, baseline)
     if json_out:
         print_json(summary.public(full=full, with_text=with_text))
     else:

@@ -19,7 +19,7 @@ import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
@@ -145,16 +145,10 @@ def _template(session: Session, draft: Draft) -> str:
     return "generic_reminder"
 
 
-def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[str, Any]:
-    """One pydantic-evals case (as a plain mapping) replaying the rejected draft's situation."""
-    org = session.get(Organisation, draft.org_id)
-    customer = session.get(Customer, draft.customer_id)
-    invoice = session.get(Invoice, draft.invoice_id) if draft.invoice_id else None
-    if org is None or customer is None or invoice is None:
-        raise ExportError(f"draft {draft.id} has no invoice or customer to replay; skip it")
-    as_of = clock.business_date(org.timezone, draft.created_at)  # the organisation's date then
-    users = list(session.scalars(select(User).where(User.org_id == org.id).order_by(User.id)))
-    user_names = {u.id: anon.person(u.name, "Staff") for u in users}
+def _replay_contacts(
+    session: Session, org: Organisation, customer: Customer, draft: Draft
+) -> list[Contact]:
+    """The customer's contacts, primary first, with the draft's addressee put at the front."""
     contacts = list(
         session.scalars(
             select(Contact)
@@ -166,6 +160,13 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
         raise ExportError(f"draft {draft.id}: the customer has no contact")
     if draft.contact_id is not None:
         contacts.sort(key=lambda c: c.id != draft.contact_id)
+    return contacts
+
+
+def _replay_invoices(
+    session: Session, org: Organisation, customer: Customer, invoice: Invoice, as_of: date
+) -> list[Invoice]:
+    """The customer's latest invoices issued by the draft's day, always with the draft's own."""
     invoices = list(
         session.scalars(
             select(Invoice)
@@ -177,11 +178,20 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
     )
     if invoice not in invoices:
         invoices.append(invoice)
-    inv_ids = [i.id for i in invoices]
+    return invoices
+
+
+def _invoice_and_payment_specs(
+    session: Session, org: Organisation, invoices: list[Invoice], as_of: date
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Invoices with their balance as it stood then (later payments added back), and the payments
+    received up to that day."""
     numbers = {i.id: i.number for i in invoices}
     payments = list(
         session.scalars(
-            select(Payment).where(Payment.org_id == org.id, Payment.invoice_id.in_(inv_ids))
+            select(Payment).where(
+                Payment.org_id == org.id, Payment.invoice_id.in_([i.id for i in invoices])
+            )
         )
     )
     later: dict[int, int] = {}
@@ -214,6 +224,13 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
         for p in payments
         if p.received_on <= as_of and p.invoice_id in numbers
     ]
+    return inv_specs, pay_specs
+
+
+def _promise_specs(
+    session: Session, org: Organisation, customer: Customer, numbers: dict[int, str], as_of: date
+) -> list[dict[str, Any]]:
+    """Promises made by the draft's day that cover at least one replayed invoice."""
     promise_specs = []
     for pr in session.scalars(
         select(PromiseToPay).where(
@@ -237,6 +254,13 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
                     "grace_days": pr.grace_days,
                 }
             )
+    return promise_specs
+
+
+def _plan_specs(
+    session: Session, org: Organisation, customer: Customer, numbers: dict[int, str]
+) -> list[dict[str, Any]]:
+    """Payment plans (with their installments) that cover at least one replayed invoice."""
     plan_specs = []
     for plan in session.scalars(
         select(PaymentPlan).where(
@@ -275,7 +299,19 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
                     ],
                 }
             )
-    dispute_specs = [
+    return plan_specs
+
+
+def _dispute_specs(
+    session: Session,
+    org: Organisation,
+    customer: Customer,
+    numbers: dict[int, str],
+    as_of: date,
+    anon: Anonymizer,
+) -> list[dict[str, Any]]:
+    """Disputes opened by the draft's day on a replayed invoice, descriptions anonymised."""
+    return [
         {
             "invoice": numbers[d.invoice_id],
             "reason": d.reason,
@@ -288,8 +324,10 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
         )
         if d.invoice_id in numbers and d.opened_at.astimezone(UTC).date() <= as_of
     ]
-    segment = session.get(Segment, customer.segment_id) if customer.segment_id else None
-    company = anon.company(customer.name, customer.id)
+
+
+def _contact_specs(contacts: list[Contact], anon: Anonymizer) -> list[dict[str, Any]]:
+    """Up to ten contacts with placeholder names and addresses; the first one is the primary."""
     contact_specs = []
     for i, c in enumerate(contacts[:10]):
         contact_specs.append(
@@ -307,6 +345,18 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
                 "consent_sms": c.consent_sms,
             }
         )
+    return contact_specs
+
+
+def _note_specs(
+    session: Session,
+    org: Organisation,
+    customer: Customer,
+    draft: Draft,
+    numbers: dict[int, str],
+    anon: Anonymizer,
+) -> list[dict[str, Any]]:
+    """The latest non-empty notes written before the draft, oldest first."""
     notes = list(
         session.scalars(
             select(Note)
@@ -316,7 +366,7 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
             .limit(MAX_NOTES)
         )
     )
-    note_specs = [
+    return [
         {
             "body": anon.text(n.body) or "(empty note)",
             "source": n.source
@@ -328,6 +378,12 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
         for n in reversed(notes)
         if n.body and n.body.strip()
     ]
+
+
+def _touch_specs(
+    session: Session, org: Organisation, customer: Customer, draft: Draft, anon: Anonymizer
+) -> list[dict[str, Any]]:
+    """The latest outbound touches before the draft, oldest first."""
     touches = list(
         session.scalars(
             select(Activity)
@@ -341,7 +397,7 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
             .limit(MAX_TOUCHES)
         )
     )
-    touch_specs = [
+    return [
         {
             "at": t.occurred_at.astimezone(UTC).isoformat(),
             "kind": t.kind.value if t.kind.value in ("email", "call", "sms", "nudge") else "email",
@@ -349,11 +405,78 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
         }
         for t in reversed(touches)
     ]
+
+
+def _customer_spec(
+    org: Organisation,
+    customer: Customer,
+    segment: Segment | None,
+    company: str,
+    user_names: dict[int, str],
+) -> dict[str, Any]:
+    """The customer as the case sees it: placeholder name, segment settings, named owners."""
     role_names = {
         "csm": customer.csm_user_id,
         "sales": customer.sales_user_id,
         "collector": customer.collector_user_id,
     }
+    return {
+        "name": company,
+        "language": customer.language,
+        "country_code": customer.country_code,
+        "timezone": customer.timezone,
+        "renewal_date": customer.renewal_date,
+        "segment": segment.name if segment else "Unsegmented",
+        "segment_shadow_mode": segment.shadow_mode if segment else org.shadow_mode,
+        "autopilot_enabled": segment.autopilot_enabled if segment else False,
+        **{k: user_names.get(v) for k, v in role_names.items() if v in user_names},
+    }
+
+
+def _expected_output(
+    draft: Draft, invoice: Invoice, dispute_specs: list[dict[str, Any]], balance_then: str
+) -> dict[str, Any]:
+    """What a right answer does: hold on an open dispute, else state the invoice's facts."""
+    open_states = ("open", "investigating", "awaiting_customer", "escalated_legal")
+    disputed = invoice.disputed or any(
+        d["invoice"] == invoice.number and d["status"] in open_states for d in dispute_specs
+    )
+    if disputed:
+        return {"outcome": "hold", "hold_reason": ["dispute", "disputed"]}
+    return {
+        "invoice_numbers": [invoice.number],
+        "amounts": [f"{balance_then} {invoice.currency}"],
+        "dates": [invoice.due_date],
+        "language": draft.language or None,
+    }
+
+
+def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[str, Any]:
+    """One pydantic-evals case (as a plain mapping) replaying the rejected draft's situation.
+
+    The steps run in a fixed order because the anonymiser hands out placeholders in the order it
+    meets names: users, dispute texts, the company, contacts, notes, touches, the rejection.
+    """
+    org = session.get(Organisation, draft.org_id)
+    customer = session.get(Customer, draft.customer_id)
+    invoice = session.get(Invoice, draft.invoice_id) if draft.invoice_id else None
+    if org is None or customer is None or invoice is None:
+        raise ExportError(f"draft {draft.id} has no invoice or customer to replay; skip it")
+    as_of = clock.business_date(org.timezone, draft.created_at)  # the organisation's date then
+    users = list(session.scalars(select(User).where(User.org_id == org.id).order_by(User.id)))
+    user_names = {u.id: anon.person(u.name, "Staff") for u in users}
+    contacts = _replay_contacts(session, org, customer, draft)
+    invoices = _replay_invoices(session, org, customer, invoice, as_of)
+    numbers = {i.id: i.number for i in invoices}
+    inv_specs, pay_specs = _invoice_and_payment_specs(session, org, invoices, as_of)
+    promise_specs = _promise_specs(session, org, customer, numbers, as_of)
+    plan_specs = _plan_specs(session, org, customer, numbers)
+    dispute_specs = _dispute_specs(session, org, customer, numbers, as_of, anon)
+    segment = session.get(Segment, customer.segment_id) if customer.segment_id else None
+    company = anon.company(customer.name, customer.id)
+    contact_specs = _contact_specs(contacts, anon)
+    note_specs = _note_specs(session, org, customer, draft, numbers, anon)
+    touch_specs = _touch_specs(session, org, customer, draft, anon)
     channel = draft.channel.value if draft.channel.value in ("email", "sms") else "email"
     balance_then = next(s["balance"] for s in inv_specs if s["number"] == invoice.number)
     inputs: dict[str, Any] = {
@@ -372,17 +495,7 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
             if u.role.value in _PERSONAS
         ]
         or [{"name": "Staff A", "role": "Collector"}],
-        "customer": {
-            "name": company,
-            "language": customer.language,
-            "country_code": customer.country_code,
-            "timezone": customer.timezone,
-            "renewal_date": customer.renewal_date,
-            "segment": segment.name if segment else "Unsegmented",
-            "segment_shadow_mode": segment.shadow_mode if segment else org.shadow_mode,
-            "autopilot_enabled": segment.autopilot_enabled if segment else False,
-            **{k: user_names.get(v) for k, v in role_names.items() if v in user_names},
-        },
+        "customer": _customer_spec(org, customer, segment, company, user_names),
         "contacts": contact_specs,
         "invoices": inv_specs,
         "payments": pay_specs,
@@ -400,20 +513,7 @@ def case_from_draft(session: Session, draft: Draft, anon: Anonymizer) -> dict[st
             "channel": channel,
         },
     }
-    open_states = ("open", "investigating", "awaiting_customer", "escalated_legal")
-    disputed = invoice.disputed or any(
-        d["invoice"] == invoice.number and d["status"] in open_states for d in dispute_specs
-    )
-    expected: dict[str, Any]
-    if disputed:
-        expected = {"outcome": "hold", "hold_reason": ["dispute", "disputed"]}
-    else:
-        expected = {
-            "invoice_numbers": [invoice.number],
-            "amounts": [f"{balance_then} {invoice.currency}"],
-            "dates": [invoice.due_date],
-            "language": draft.language or None,
-        }
+    expected = _expected_output(draft, invoice, dispute_specs, balance_then)
     reason = anon.text(draft.rejection_reason) or ""
     return {
         "name": _case_name(org, draft),

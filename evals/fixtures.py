@@ -198,8 +198,10 @@ def _invoice_currency(inv: InvoiceSpec, spec: ScenarioInputs) -> str:
     return inv.currency or spec.org.default_currency
 
 
-def compute_truth(case: str, spec: ScenarioInputs, settings: Settings, slug: str) -> ScenarioTruth:
-    """The facts a draft about this scenario may state, derived from the scenario alone."""
+def _truth_amounts_and_dates(spec: ScenarioInputs) -> tuple[dict[str, set[int]], set[date]]:
+    """Every amount (per currency, in minor units) and every date a draft may rightly state:
+    invoice amounts, balances and paid parts, open and overdue totals, promises, installments,
+    payments, the renewal and each dispute's SLA date."""
     amounts: dict[str, set[int]] = {}
     dates: set[date] = {spec.as_of}
 
@@ -207,7 +209,6 @@ def compute_truth(case: str, spec: ScenarioInputs, settings: Settings, slug: str
         if minor > 0:
             amounts.setdefault(cur, set()).add(minor)
 
-    by_number = {i.number: i for i in spec.invoices}
     cur_of = {i.number: _invoice_currency(i, spec) for i in spec.invoices}
     settled: dict[str, date] = {}
     for p in spec.payments:
@@ -260,22 +261,69 @@ def compute_truth(case: str, spec: ScenarioInputs, settings: Settings, slug: str
         dates.add(
             _sla_due(dispute.opened_on or spec.as_of - timedelta(days=5)).astimezone(zone).date()
         )
+    return amounts, dates
 
+
+def _target_balance(spec: ScenarioInputs, target: str | None) -> int | None:
+    """The task's invoice balance in minor units (its amount when the scenario gives none)."""
+    by_number = {i.number: i for i in spec.invoices}
+    target_inv = by_number.get(target) if target else None
+    if target_inv is None:
+        return None
+    target_cur = _invoice_currency(target_inv, spec)
+    return (
+        money_minor(target_inv.amount, target_cur)
+        if target_inv.balance is None
+        else money_minor(target_inv.balance, target_cur)
+    )
+
+
+def _truth_policy(
+    spec: ScenarioInputs, contact_for_task: ContactSpec, sms: bool, disputed: list[str]
+) -> PolicyContext:
+    """The policy inputs the guardrails would see for this scenario's task and addressee."""
+    return PolicyContext(
+        now=spec.moment,
+        segment=spec.customer.segment,
+        org_shadow_mode=spec.org.shadow_mode,
+        segment_shadow_mode=spec.customer.segment_shadow_mode,
+        autopilot_enabled=spec.customer.autopilot_enabled,
+        data_ready_score=spec.data_ready_score,
+        sending_domain_verified=spec.org.sending_domain_verified,
+        maintenance=spec.org.maintenance,
+        cron_paused=spec.org.cron_paused,
+        contact_timezone=contact_for_task.timezone or spec.customer.timezone,
+        contact_opted_out=(
+            contact_for_task.opted_out_sms if sms else contact_for_task.opted_out_email
+        ),
+        contact_bounced=contact_for_task.bounced,
+        contact_consent=contact_for_task.consent_sms if sms else contact_for_task.consent_email,
+        touches=[t.at for t in spec.touches],
+        promises=[
+            PromiseFact(
+                promised_date=p.promised_date,
+                status=p.status,
+                invoice_numbers=list(p.invoices),
+                grace_days=p.grace_days,
+            )
+            for p in spec.promises
+        ],
+        disputed_invoices=disputed,
+    )
+
+
+def compute_truth(case: str, spec: ScenarioInputs, settings: Settings, slug: str) -> ScenarioTruth:
+    """The facts a draft about this scenario may state, derived from the scenario alone."""
+    amounts, dates = _truth_amounts_and_dates(spec)
     primary = spec.primary_contact
     contact_for_task = primary
     if isinstance(spec.task, TriageTask) and spec.task.from_contact:
         contact_for_task = next(c for c in spec.contacts if c.email == spec.task.from_contact)
     language = (contact_for_task.language or spec.customer.language or "en").lower()
     target = spec.task.invoice
-    target_inv = by_number.get(target) if target else None
+    cur_of = {i.number: _invoice_currency(i, spec) for i in spec.invoices}
     target_cur = cur_of[target] if target else None
-    target_balance: int | None = None
-    if target_inv is not None and target_cur is not None:
-        target_balance = (
-            money_minor(target_inv.amount, target_cur)
-            if target_inv.balance is None
-            else money_minor(target_inv.balance, target_cur)
-        )
+    target_balance = _target_balance(spec, target)
     links = {
         normalize_link(pay_link(settings, slug, inv.number))
         for inv in spec.invoices
@@ -334,34 +382,7 @@ def compute_truth(case: str, spec: ScenarioInputs, settings: Settings, slug: str
         locale=locale_for(language, spec.customer.country_code),
         untrusted_texts=untrusted,
         notes=[n.body for n in spec.notes if n.source in _INTERNAL_NOTE_SOURCES],
-        policy=PolicyContext(
-            now=spec.moment,
-            segment=spec.customer.segment,
-            org_shadow_mode=spec.org.shadow_mode,
-            segment_shadow_mode=spec.customer.segment_shadow_mode,
-            autopilot_enabled=spec.customer.autopilot_enabled,
-            data_ready_score=spec.data_ready_score,
-            sending_domain_verified=spec.org.sending_domain_verified,
-            maintenance=spec.org.maintenance,
-            cron_paused=spec.org.cron_paused,
-            contact_timezone=contact_for_task.timezone or spec.customer.timezone,
-            contact_opted_out=(
-                contact_for_task.opted_out_sms if sms else contact_for_task.opted_out_email
-            ),
-            contact_bounced=contact_for_task.bounced,
-            contact_consent=contact_for_task.consent_sms if sms else contact_for_task.consent_email,
-            touches=[t.at for t in spec.touches],
-            promises=[
-                PromiseFact(
-                    promised_date=p.promised_date,
-                    status=p.status,
-                    invoice_numbers=list(p.invoices),
-                    grace_days=p.grace_days,
-                )
-                for p in spec.promises
-            ],
-            disputed_invoices=disputed,
-        ),
+        policy=_truth_policy(spec, contact_for_task, sms, disputed),
     )
 
 
@@ -423,15 +444,8 @@ def _add_invoice(
     return row
 
 
-def build_scenario(
-    session: Session, case: str, spec: ScenarioInputs, settings: Settings
-) -> PreparedScenario:
-    """Write the scenario's organisation, people, invoices and history; return ids and truth.
-
-    The caller commits. Slugs are derived from the case name, so several scenarios share one
-    ledger without seeing each other (every agent tool is scoped to one organisation).
-    """
-    slug = slugify(f"eval-{case}")
+def _add_org(session: Session, spec: ScenarioInputs, slug: str) -> Organisation:
+    """The scenario's organisation, flushed so its id is known."""
     org = Organisation(
         name=spec.org.name,
         slug=slug,
@@ -445,7 +459,13 @@ def build_scenario(
     )
     session.add(org)
     session.flush()
-    truth = compute_truth(case, spec, settings, slug)
+    return org
+
+
+def _add_staff_and_segment(
+    session: Session, org: Organisation, spec: ScenarioInputs, truth: ScenarioTruth
+) -> tuple[dict[str, User], Segment]:
+    """The staff (with the addresses the truth expects), the eval cadence and the segment."""
     users: dict[str, User] = {}
     for u, person in zip(spec.users, truth.staff, strict=True):
         user = User(org_id=org.id, email=person.email or "", name=u.name, role=Persona(u.role))
@@ -467,6 +487,17 @@ def build_scenario(
     )
     session.add(segment)
     session.flush()
+    return users, segment
+
+
+def _add_customer(
+    session: Session,
+    org: Organisation,
+    segment: Segment,
+    spec: ScenarioInputs,
+    users: dict[str, User],
+) -> Customer:
+    """The scenario's customer with its owners, flushed so its id is known."""
 
     def uid(name: str | None) -> int | None:
         return users[name].id if name else None
@@ -487,34 +518,20 @@ def build_scenario(
     )
     session.add(customer)
     session.flush()
-    primary_spec = spec.primary_contact
-    contacts = {
-        cs.email: _add_contact(session, org.id, customer.id, cs, cs is primary_spec)
-        for cs in spec.contacts
-    }
-    settled: dict[str, date] = {}
-    for p in spec.payments:
-        settled[p.invoice] = max(settled.get(p.invoice, p.received_on), p.received_on)
-    disputed_numbers = set(truth.policy.disputed_invoices)
-    invoices = {
-        inv.number: _add_invoice(
-            session,
-            org.id,
-            customer.id,
-            inv,
-            spec,
-            inv.number in disputed_numbers,
-            settled.get(inv.number),
-        )
-        for inv in spec.invoices
-    }
+    return customer
+
+
+def _add_other_customers(
+    session: Session, org: Organisation, segment: Segment, spec: ScenarioInputs
+) -> None:
+    """The other customers of the ledger, whose people and invoices a draft must never mention."""
     for n, oc in enumerate(spec.other_customers, start=2):
         other = Customer(
             org_id=org.id,
             external_ref=f"CUST-{n:04d}",
             name=oc.name,
             segment_id=segment.id,
-            timezone=c.timezone,
+            timezone=spec.customer.timezone,
         )
         session.add(other)
         session.flush()
@@ -522,8 +539,18 @@ def build_scenario(
             _add_contact(session, org.id, other.id, cs, i == 0)
         for inv in oc.invoices:
             _add_invoice(session, org.id, other.id, inv, spec, inv.disputed, None)
-    session.flush()
-    primary = contacts[primary_spec.email]
+
+
+def _add_payments_and_promises(
+    session: Session,
+    org: Organisation,
+    customer: Customer,
+    primary: Contact,
+    invoices: dict[str, Invoice],
+    spec: ScenarioInputs,
+    slug: str,
+) -> None:
+    """The payments received and the promises made, in the scenario's currencies."""
     for i, pay in enumerate(spec.payments, start=1):
         inv_row = invoices[pay.invoice]
         minor = money_minor(pay.amount, inv_row.currency)
@@ -557,6 +584,16 @@ def build_scenario(
                 invoices=[invoices[n] for n in pr.invoices],
             )
         )
+
+
+def _add_plans_and_disputes(
+    session: Session,
+    org: Organisation,
+    customer: Customer,
+    invoices: dict[str, Invoice],
+    spec: ScenarioInputs,
+) -> None:
+    """The payment plans with their installments, then the disputes with their SLA dates."""
     for pl in spec.plans:
         cur = invoices[pl.invoices[0]].currency
         plan = PaymentPlan(
@@ -595,6 +632,17 @@ def build_scenario(
                 sla_due_at=_sla_due(d.opened_on or spec.as_of - timedelta(days=5)),
             )
         )
+
+
+def _add_notes_and_touches(
+    session: Session,
+    org: Organisation,
+    customer: Customer,
+    primary: Contact,
+    invoices: dict[str, Invoice],
+    spec: ScenarioInputs,
+) -> None:
+    """The notes on the account and the outbound touches already made to the primary contact."""
     for note in spec.notes:
         session.add(
             Note(
@@ -626,6 +674,48 @@ def build_scenario(
                 occurred_at=t.at,
             )
         )
+
+
+def build_scenario(
+    session: Session, case: str, spec: ScenarioInputs, settings: Settings
+) -> PreparedScenario:
+    """Write the scenario's organisation, people, invoices and history; return ids and truth.
+
+    The caller commits. Slugs are derived from the case name, so several scenarios share one
+    ledger without seeing each other (every agent tool is scoped to one organisation).
+    """
+    slug = slugify(f"eval-{case}")
+    org = _add_org(session, spec, slug)
+    truth = compute_truth(case, spec, settings, slug)
+    users, segment = _add_staff_and_segment(session, org, spec, truth)
+    customer = _add_customer(session, org, segment, spec, users)
+    primary_spec = spec.primary_contact
+    contacts = {
+        cs.email: _add_contact(session, org.id, customer.id, cs, cs is primary_spec)
+        for cs in spec.contacts
+    }
+    settled: dict[str, date] = {}
+    for p in spec.payments:
+        settled[p.invoice] = max(settled.get(p.invoice, p.received_on), p.received_on)
+    disputed_numbers = set(truth.policy.disputed_invoices)
+    invoices = {
+        inv.number: _add_invoice(
+            session,
+            org.id,
+            customer.id,
+            inv,
+            spec,
+            inv.number in disputed_numbers,
+            settled.get(inv.number),
+        )
+        for inv in spec.invoices
+    }
+    _add_other_customers(session, org, segment, spec)
+    session.flush()
+    primary = contacts[primary_spec.email]
+    _add_payments_and_promises(session, org, customer, primary, invoices, spec, slug)
+    _add_plans_and_disputes(session, org, customer, invoices, spec)
+    _add_notes_and_touches(session, org, customer, primary, invoices, spec)
     session.flush()
     target = spec.task.invoice
     return PreparedScenario(

@@ -14,7 +14,7 @@ case ran says the model is unreachable.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from sqlalchemy import select
@@ -40,6 +40,9 @@ from memory.models import (
     plan_invoice,
     promise_invoice,
 )
+
+if TYPE_CHECKING:
+    from agent.drafter import DraftResult
 
 #: Hold reasons of the drafter that mean "the model did not answer", not "the draft was bad".
 MODEL_FAILURE_PREFIXES = ("The model timed out", "The model failed")
@@ -125,13 +128,7 @@ class PlixoAgent:
             .where(Cadence.org_id == prep.org_id, CadenceStep.template == task.step)
         ).first()
         persona = DraftPersona(task.persona)
-        kind = (
-            DraftKind.NUDGE
-            if task.step in NUDGES
-            else DraftKind.FOLLOW_UP
-            if task.step in FOLLOW_UPS
-            else DraftKind.CADENCE
-        )
+        kind = _draft_kind(task.step)
         contact_id = _contact_for(ctx, task)
         deps = AgentDeps(
             session=session,
@@ -168,23 +165,8 @@ class PlixoAgent:
         reason = result.hold_reason or ""
         if result.status == DraftStatus.HELD and reason.startswith(MODEL_FAILURE_PREFIXES):
             raise CaseNotRun(reason)
-        view = DraftView(
-            channel=result.channel.value,
-            recipient=result.recipient,
-            subject=result.subject,
-            body=result.body,
-            invoice_numbers=list(result.invoice_numbers),
-            amounts=[(m.amount_minor, m.currency) for m in result.amounts],
-            dates=list(result.dates),
-            pay_link=result.pay_link,
-            language=result.language,
-            tone=result.tone,
-            held=result.status == DraftStatus.HELD,
-            hold_reason=result.hold_reason,
-            decision=result.decision or None,
-        )
         return AgentAnswer(
-            draft=view,
+            draft=_draft_view(result),
             model_name=result.model_name,
             prompt_version=result.prompt_version,
             input_tokens=result.usage.input_tokens,
@@ -287,3 +269,33 @@ def _missed_installment(ctx: CaseContext, invoice_id: int) -> int | None:
         )
         .order_by(PlanInstallment.due_date)
     ).first()
+
+
+def _draft_kind(step: str) -> DraftKind:
+    """The kind of draft a cadence step makes: a nudge, a follow-up, else a cadence reminder."""
+    return (
+        DraftKind.NUDGE
+        if step in NUDGES
+        else DraftKind.FOLLOW_UP
+        if step in FOLLOW_UPS
+        else DraftKind.CADENCE
+    )
+
+
+def _draft_view(result: DraftResult) -> DraftView:
+    """What the checks read of the drafter's result."""
+    return DraftView(
+        channel=result.channel.value,
+        recipient=result.recipient,
+        subject=result.subject,
+        body=result.body,
+        invoice_numbers=list(result.invoice_numbers),
+        amounts=[(m.amount_minor, m.currency) for m in result.amounts],
+        dates=list(result.dates),
+        pay_link=result.pay_link,
+        language=result.language,
+        tone=result.tone,
+        held=result.status == DraftStatus.HELD,
+        hold_reason=result.hold_reason,
+        decision=result.decision or None,
+    )

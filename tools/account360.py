@@ -490,6 +490,85 @@ def _user_name(session: Session, user_id: int | None) -> str | None:
     return user.name if user is not None else None
 
 
+def _aging_balances(
+    open_invoices: Sequence[Invoice], as_of: date
+) -> tuple[list[BucketBalance], dict[str, int], dict[str, int]]:
+    """Open balances by aging bucket and currency (buckets in aging order), and the open and
+    overdue totals per currency."""
+    buckets: dict[tuple[AgingBucket, str], list[int]] = {}
+    total: dict[str, int] = {}
+    overdue: dict[str, int] = {}
+    for inv in open_invoices:
+        bucket = aging_bucket(inv.due_date, as_of)
+        slot = buckets.setdefault((bucket, inv.currency), [0, 0])
+        slot[0] += inv.balance_minor
+        slot[1] += 1
+        total[inv.currency] = total.get(inv.currency, 0) + inv.balance_minor
+        if inv.due_date < as_of:
+            overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.balance_minor
+    order = list(AgingBucket)
+    balances = [
+        BucketBalance(bucket=b, currency=c, balance_minor=v[0], invoices=v[1])
+        for (b, c), v in sorted(buckets.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))
+    ]
+    return balances, total, overdue
+
+
+def _recent_activity_and_notes(
+    session: Session, org_id: int, customer_id: int, activity_limit: int, note_limit: int
+) -> tuple[list[ActivityView], list[NoteView]]:
+    """The latest activity and notes, newest first; notes from outside are marked untrusted."""
+    activity = session.scalars(
+        select(Activity)
+        .where(Activity.org_id == org_id, Activity.customer_id == customer_id)
+        .order_by(Activity.occurred_at.desc(), Activity.id.desc())
+        .limit(activity_limit)
+    ).all()
+    notes = session.scalars(
+        select(Note)
+        .where(Note.org_id == org_id, Note.customer_id == customer_id)
+        .order_by(Note.created_at.desc(), Note.id.desc())
+        .limit(note_limit)
+    ).all()
+    return [
+        ActivityView(
+            occurred_at=a.occurred_at,
+            kind=a.kind.value,
+            direction=a.direction,
+            summary=_clip(a.summary, 300),
+            invoice_id=a.invoice_id,
+        )
+        for a in activity
+    ], [
+        NoteView(
+            id=n.id,
+            created_at=n.created_at,
+            source=n.source,
+            untrusted=n.source not in INTERNAL_SOURCES,
+            body=_clip(n.body),
+            invoice_id=n.invoice_id,
+        )
+        for n in notes
+    ]
+
+
+def _customer_view(session: Session, customer: Customer, segment: Segment | None) -> CustomerView:
+    """The customer's header: segment and the names of its CSM, sales owner and collector."""
+    return CustomerView(
+        id=customer.id,
+        name=customer.name,
+        external_ref=customer.external_ref,
+        segment=segment.name if segment else None,
+        language=customer.language,
+        timezone=customer.timezone,
+        country_code=customer.country_code,
+        renewal_date=customer.renewal_date,
+        csm=_user_name(session, customer.csm_user_id),
+        sales=_user_name(session, customer.sales_user_id),
+        collector=_user_name(session, customer.collector_user_id),
+    )
+
+
 def account_360(
     session: Session,
     org_id: int,
@@ -526,23 +605,8 @@ def account_360(
         )
         .order_by(Invoice.due_date, Invoice.id)
     ).all()
-    buckets: dict[tuple[AgingBucket, str], list[int]] = {}
-    total: dict[str, int] = {}
-    overdue: dict[str, int] = {}
-    for inv in open_invoices:
-        bucket = aging_bucket(inv.due_date, as_of)
-        slot = buckets.setdefault((bucket, inv.currency), [0, 0])
-        slot[0] += inv.balance_minor
-        slot[1] += 1
-        total[inv.currency] = total.get(inv.currency, 0) + inv.balance_minor
-        if inv.due_date < as_of:
-            overdue[inv.currency] = overdue.get(inv.currency, 0) + inv.balance_minor
+    balances, total, overdue = _aging_balances(open_invoices, as_of)
     slug = org_slug(session, org_id) if settings else None
-    order = list(AgingBucket)
-    balances = [
-        BucketBalance(bucket=b, currency=c, balance_minor=v[0], invoices=v[1])
-        for (b, c), v in sorted(buckets.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))
-    ]
     promises = promise_history(session, org_id, customer_id, as_of=as_of, limit=MAX_ITEMS)
     plans = [
         p
@@ -550,33 +614,12 @@ def account_360(
         if p.status in (*ACTIVE_PLAN, PlanStatus.DEFAULTED)
     ]
     disputes = dispute_status(session, org_id, customer_id=customer_id, open_only=True, now=now)
-    activity = session.scalars(
-        select(Activity)
-        .where(Activity.org_id == org_id, Activity.customer_id == customer_id)
-        .order_by(Activity.occurred_at.desc(), Activity.id.desc())
-        .limit(activity_limit)
-    ).all()
-    notes = session.scalars(
-        select(Note)
-        .where(Note.org_id == org_id, Note.customer_id == customer_id)
-        .order_by(Note.created_at.desc(), Note.id.desc())
-        .limit(note_limit)
-    ).all()
+    activity, notes = _recent_activity_and_notes(
+        session, org_id, customer_id, activity_limit, note_limit
+    )
     return Account360(
         as_of=as_of,
-        customer=CustomerView(
-            id=customer.id,
-            name=customer.name,
-            external_ref=customer.external_ref,
-            segment=segment.name if segment else None,
-            language=customer.language,
-            timezone=customer.timezone,
-            country_code=customer.country_code,
-            renewal_date=customer.renewal_date,
-            csm=_user_name(session, customer.csm_user_id),
-            sales=_user_name(session, customer.sales_user_id),
-            collector=_user_name(session, customer.collector_user_id),
-        ),
+        customer=_customer_view(session, customer, segment),
         contacts=[_contact_view(c) for c in contacts],
         open_invoices=[
             InvoiceLine.of(
@@ -593,27 +636,8 @@ def account_360(
         promises=promises,
         plans=plans,
         open_disputes=disputes,
-        recent_activity=[
-            ActivityView(
-                occurred_at=a.occurred_at,
-                kind=a.kind.value,
-                direction=a.direction,
-                summary=_clip(a.summary, 300),
-                invoice_id=a.invoice_id,
-            )
-            for a in activity
-        ],
-        notes=[
-            NoteView(
-                id=n.id,
-                created_at=n.created_at,
-                source=n.source,
-                untrusted=n.source not in INTERNAL_SOURCES,
-                body=_clip(n.body),
-                invoice_id=n.invoice_id,
-            )
-            for n in notes
-        ],
+        recent_activity=activity,
+        notes=notes,
     )
 
 

@@ -36,6 +36,7 @@ from memory.models import (
     utcnow,
 )
 from memory.money import format_money
+from policies.policy_set import PolicySet
 from tools import audit, labels, plans
 from tools.authz import guarded
 from tools.drafts import REVIEWABLE, required_roles, role_satisfies
@@ -264,23 +265,11 @@ def _draft_item(
     }
 
 
-def pending_items(
-    session: Session,
-    org_id: int,
-    *,
-    viewer: User | None = None,
-    now: datetime | None = None,
-    limit: int = 200,
-    day: Callable[[date], str] = labels.day,
-) -> list[ApprovalItem]:
-    """Everything waiting above someone's limit, oldest first. With ``viewer``: only what their
-    role may decide (the Controller's plans and credits, Legal's terms and legal language).
-    ``day`` writes the dates in the sentences (the panel passes the reader's locale)."""
-    now = now or utcnow()
-    ps = policy_set_for(session, org_id)
-    tz = clock.org_zone(session, org_id)
-    weekend = {d.number for d in ps.quiet_hours.weekend_days}
-    holidays = set(ps.quiet_hours.holidays)
+def _raw_pending(
+    session: Session, org_id: int, ps: PolicySet, limit: int, day: Callable[[date], str]
+) -> list[tuple[dict[str, Any] | None, Customer]]:
+    """Plans waiting for approval, credits on active disputes and drafts needing approval, each
+    with its customer (read once per customer); None where an item needs no one's approval."""
     raw: list[tuple[dict[str, Any] | None, Customer]] = []
     customers: dict[int, Customer] = {}
 
@@ -326,7 +315,27 @@ def pending_items(
     ):
         c = customer(draft.customer_id)
         raw.append((_draft_item(session, draft, c, ps.shadow_mode.reviewer_min_role), c))
+    return raw
 
+
+def pending_items(
+    session: Session,
+    org_id: int,
+    *,
+    viewer: User | None = None,
+    now: datetime | None = None,
+    limit: int = 200,
+    day: Callable[[date], str] = labels.day,
+) -> list[ApprovalItem]:
+    """Everything waiting above someone's limit, oldest first. With ``viewer``: only what their
+    role may decide (the Controller's plans and credits, Legal's terms and legal language).
+    ``day`` writes the dates in the sentences (the panel passes the reader's locale)."""
+    now = now or utcnow()
+    ps = policy_set_for(session, org_id)
+    tz = clock.org_zone(session, org_id)
+    weekend = {d.number for d in ps.quiet_hours.weekend_days}
+    holidays = set(ps.quiet_hours.holidays)
+    raw = _raw_pending(session, org_id, ps, limit, day)
     items: list[ApprovalItem] = []
     for data, cust in raw:
         if data is None:

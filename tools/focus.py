@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -64,6 +65,7 @@ from tools.risk import (
     AGGREGATES,
     Reason,
     RiskModel,
+    SqlRisk,
     current_model,
     ensure_snapshot,
     features_from_aggregates,
@@ -301,6 +303,133 @@ def urgency_expr(
     )
 
 
+def _ranked_top(
+    org_id: int,
+    t: Any,
+    sr: SqlRisk,
+    flags: Any,
+    priority: ColumnElement[Any],
+    chosen: str,
+    limit: int,
+    scoped_customers: Any,
+    legal_only: bool,
+) -> Any:
+    """The top ``limit`` open invoices in ``chosen`` currency and the user's scope, by priority
+    (Legal sees only invoices with a dispute escalated to Legal)."""
+    # Rank: one pass computing only the priority, sorted, top ``limit`` kept.
+    ranked = (
+        select(t.id.label("invoice_id"), priority.label("priority"))
+        .select_from(t)
+        .outerjoin(sr.customers, sr.customers.c.customer_id == t.customer_id)
+        .outerjoin(flags, flags.c.invoice_id == t.id)
+        .where(
+            t.org_id == org_id,
+            t.status == InvoiceStatus.OPEN,
+            t.balance_minor > 0,
+            t.currency == chosen,
+        )
+        .order_by(priority.desc(), t.id)
+        .limit(limit)
+    )
+    if scoped_customers is not None:
+        ranked = ranked.where(t.customer_id.in_(scoped_customers))
+    if legal_only:
+        escalated = select(Dispute.invoice_id).where(
+            Dispute.org_id == org_id, Dispute.status == DisputeStatus.ESCALATED_LEGAL
+        )
+        ranked = ranked.where(t.id.in_(escalated))
+    return ranked.subquery("top")
+
+
+def _explained(
+    t: Any,
+    top: Any,
+    sr: SqlRisk,
+    flags: Any,
+    own_disputed: ColumnElement[Any],
+    urgency: ColumnElement[Any],
+) -> Any:
+    """The kept rows with the columns the badges and the reasons need, best first."""
+    # Explain: the same expressions again for the few rows kept, with what the words need.
+    cr = sr.customers
+    details = (
+        select(
+            t.id.label("invoice_id"),
+            t.number.label("number"),
+            t.customer_id.label("customer_id"),
+            Customer.name.label("customer_name"),
+            t.currency.label("currency"),
+            t.amount_minor.label("amount_minor"),
+            t.balance_minor.label("balance_minor"),
+            t.issue_date.label("issue_date"),
+            t.due_date.label("due_date"),
+            t.paperless.label("paperless"),
+            own_disputed.label("own_disputed"),
+            sr.probability.label("risk"),
+            urgency.label("urgency"),
+            top.c.priority,
+            func.coalesce(flags.c.due_today, 0).label("promise_due_today"),
+            func.coalesce(flags.c.broken, 0).label("broken_promise"),
+            func.coalesce(flags.c.plan_near_default, 0).label("plan_near_default"),
+            flags.c.sla.label("sla_due_at"),
+            *(cr.c[name] for name in AGGREGATES),
+        )
+        .select_from(top)
+        .join(t, t.id == top.c.invoice_id)
+        .join(Customer, Customer.id == t.customer_id)
+        .outerjoin(cr, cr.c.customer_id == t.customer_id)
+        .outerjoin(flags, flags.c.invoice_id == t.id)
+        .order_by(top.c.priority.desc(), t.id)
+    )
+    return details
+
+
+def _focus_items(
+    rows: Sequence[Any], as_of: date, now: datetime, model: RiskModel
+) -> list[FocusItem]:
+    """The ranked rows as focus items: amount at risk, badges and reasons in words."""
+    items: list[FocusItem] = []
+    fm = features_from_aggregates(rows, as_of, model.priors)
+    at_risk = [int(round(r.balance_minor * float(r.risk))) for r in rows]
+    ordered = sorted(at_risk, reverse=True)
+    threshold = ordered[max(0, math.ceil(len(ordered) * HIGH_EXPOSURE_SHARE) - 1)] if rows else 0
+    for i, r in enumerate(rows):
+        badges = []
+        if at_risk[i] > 0 and at_risk[i] >= threshold:
+            badges.append(HIGH_EXPOSURE)
+        if r.promise_due_today:
+            badges.append(PROMISE_DUE_TODAY)
+        if r.broken_promise:
+            badges.append(BROKEN_PROMISE)
+        if r.plan_near_default:
+            badges.append(PLAN_NEAR_DEFAULT)
+        sla = _aware(r.sla_due_at)
+        if sla is not None and sla <= now + SLA_WINDOW:
+            badges.append(SLA_BREACHED if sla < now else SLA_SOON)
+        items.append(
+            FocusItem(
+                rank=i + 1,
+                invoice_id=r.invoice_id,
+                invoice_number=r.number,
+                customer_id=r.customer_id,
+                customer_name=r.customer_name,
+                currency=r.currency,
+                balance_minor=int(r.balance_minor),
+                due_date=r.due_date,
+                days_past_due=max(0, (as_of - r.due_date).days),
+                aging_bucket=aging_bucket(r.due_date, as_of),
+                risk=float(r.risk),
+                at_risk_minor=at_risk[i],
+                urgency=round(float(r.urgency), 2),
+                priority=float(r.priority),
+                badges=badges,
+                reasons=reasons_for(model, fm, i),
+                sla_due_at=sla,
+            )
+        )
+    return items
+
+
 def todays_focus(
     session: Session,
     user: User,
@@ -366,102 +495,12 @@ def todays_focus(
     urgency = urgency_expr(t, flags, as_of, now, dialect)
     priority = cast(t.balance_minor, Float) * sr.probability * urgency
 
-    # Rank: one pass computing only the priority, sorted, top ``limit`` kept.
-    ranked = (
-        select(t.id.label("invoice_id"), priority.label("priority"))
-        .select_from(t)
-        .outerjoin(sr.customers, sr.customers.c.customer_id == t.customer_id)
-        .outerjoin(flags, flags.c.invoice_id == t.id)
-        .where(
-            t.org_id == org_id,
-            t.status == InvoiceStatus.OPEN,
-            t.balance_minor > 0,
-            t.currency == chosen,
-        )
-        .order_by(priority.desc(), t.id)
-        .limit(limit)
-    )
-    if scoped_customers is not None:
-        ranked = ranked.where(t.customer_id.in_(scoped_customers))
-    if legal_only:
-        escalated = select(Dispute.invoice_id).where(
-            Dispute.org_id == org_id, Dispute.status == DisputeStatus.ESCALATED_LEGAL
-        )
-        ranked = ranked.where(t.id.in_(escalated))
-    top = ranked.subquery("top")
-
-    # Explain: the same expressions again for the few rows kept, with what the words need.
-    cr = sr.customers
-    details = (
-        select(
-            t.id.label("invoice_id"),
-            t.number.label("number"),
-            t.customer_id.label("customer_id"),
-            Customer.name.label("customer_name"),
-            t.currency.label("currency"),
-            t.amount_minor.label("amount_minor"),
-            t.balance_minor.label("balance_minor"),
-            t.issue_date.label("issue_date"),
-            t.due_date.label("due_date"),
-            t.paperless.label("paperless"),
-            own_disputed.label("own_disputed"),
-            sr.probability.label("risk"),
-            urgency.label("urgency"),
-            top.c.priority,
-            func.coalesce(flags.c.due_today, 0).label("promise_due_today"),
-            func.coalesce(flags.c.broken, 0).label("broken_promise"),
-            func.coalesce(flags.c.plan_near_default, 0).label("plan_near_default"),
-            flags.c.sla.label("sla_due_at"),
-            *(cr.c[name] for name in AGGREGATES),
-        )
-        .select_from(top)
-        .join(t, t.id == top.c.invoice_id)
-        .join(Customer, Customer.id == t.customer_id)
-        .outerjoin(cr, cr.c.customer_id == t.customer_id)
-        .outerjoin(flags, flags.c.invoice_id == t.id)
-        .order_by(top.c.priority.desc(), t.id)
-    )
+    top = _ranked_top(org_id, t, sr, flags, priority, chosen, limit, scoped_customers, legal_only)
+    details = _explained(t, top, sr, flags, own_disputed, urgency)
     rows = session.execute(details).all()
     if not rows:
         result.notes.append(f"No open {chosen} invoices in your scope.")
-    fm = features_from_aggregates(rows, as_of, model.priors)
-    at_risk = [int(round(r.balance_minor * float(r.risk))) for r in rows]
-    ordered = sorted(at_risk, reverse=True)
-    threshold = ordered[max(0, math.ceil(len(ordered) * HIGH_EXPOSURE_SHARE) - 1)] if rows else 0
-    for i, r in enumerate(rows):
-        badges = []
-        if at_risk[i] > 0 and at_risk[i] >= threshold:
-            badges.append(HIGH_EXPOSURE)
-        if r.promise_due_today:
-            badges.append(PROMISE_DUE_TODAY)
-        if r.broken_promise:
-            badges.append(BROKEN_PROMISE)
-        if r.plan_near_default:
-            badges.append(PLAN_NEAR_DEFAULT)
-        sla = _aware(r.sla_due_at)
-        if sla is not None and sla <= now + SLA_WINDOW:
-            badges.append(SLA_BREACHED if sla < now else SLA_SOON)
-        result.items.append(
-            FocusItem(
-                rank=i + 1,
-                invoice_id=r.invoice_id,
-                invoice_number=r.number,
-                customer_id=r.customer_id,
-                customer_name=r.customer_name,
-                currency=r.currency,
-                balance_minor=int(r.balance_minor),
-                due_date=r.due_date,
-                days_past_due=max(0, (as_of - r.due_date).days),
-                aging_bucket=aging_bucket(r.due_date, as_of),
-                risk=float(r.risk),
-                at_risk_minor=at_risk[i],
-                urgency=round(float(r.urgency), 2),
-                priority=float(r.priority),
-                badges=badges,
-                reasons=reasons_for(model, fm, i),
-                sla_due_at=sla,
-            )
-        )
+    result.items.extend(_focus_items(rows, as_of, now, model))
     result.elapsed_ms = (_time.perf_counter() - started) * 1000
     return result
 

@@ -322,6 +322,52 @@ class ParseResult:
         return {e.row for e in self.errors}
 
 
+def _row_currency(r: _Row, mapping: ColumnMapping, default_currency: str) -> str | None:
+    """The row's currency (its column, else the profile's, else the organisation's), checked;
+    None with the error recorded when it is not a currency."""
+    currency_raw = r.text("currency", required=False) if "currency" in r.values else None
+    currency: str | None = currency_raw or mapping.currency or default_currency
+    try:
+        currency = check_currency(currency) if currency else None
+    except MoneyError as exc:
+        r._err("currency", currency or "", str(exc))
+        currency = None
+    return currency
+
+
+def _row_paperless(r: _Row, mapping: ColumnMapping) -> bool | None:
+    """Whether the invoice went out electronically, from the profile's channel names; None when
+    the file has no channel column or the value is unknown (the error is recorded)."""
+    paperless: bool | None = None
+    if "channel" in r.values:
+        channel = r.values["channel"][1]
+        if channel not in mapping.channels:
+            r._err("channel", channel, f"is not one of {'/'.join(mapping.channels)}")
+        else:
+            paperless = mapping.channels[channel] == "electronic"
+    return paperless
+
+
+def _check_invoice_row(
+    r: _Row,
+    issue: date | None,
+    due: date | None,
+    settled: date | None,
+    amount: int | None,
+    paid: int | None,
+) -> None:
+    """Record the errors between fields: dates before the invoice date, a zero amount, more
+    paid than invoiced."""
+    if issue and due and due < issue:
+        r._err("due_date", str(due), "is before the invoice date")
+    if issue and settled and settled < issue:
+        r._err("settled_date", str(settled), "is before the invoice date")
+    if amount is not None and amount == 0:
+        r._err("amount", "0", "is zero; an invoice needs an amount")
+    if paid is not None and amount is not None and paid > amount:
+        r._err("amount_paid", str(paid), "is more than the invoice amount")
+
+
 def parse_invoice_csv(
     path: Path | str, profile: str | Path | None = None, default_currency: str = "USD"
 ) -> ParseResult:
@@ -339,13 +385,7 @@ def parse_invoice_csv(
             continue
         r = _Row(line, record, mapping)
         number = r.text("invoice_number", max_len=64)
-        currency_raw = r.text("currency", required=False) if "currency" in r.values else None
-        currency: str | None = currency_raw or mapping.currency or default_currency
-        try:
-            currency = check_currency(currency) if currency else None
-        except MoneyError as exc:
-            r._err("currency", currency or "", str(exc))
-            currency = None
+        currency = _row_currency(r, mapping, default_currency)
         customer_ref = r.text("customer_ref", max_len=80)
         issue = r.date("issue_date")
         due = r.date("due_date")
@@ -356,21 +396,8 @@ def parse_invoice_csv(
         settled = r.date("settled_date", required=False) if "settled_date" in r.values else None
         since = r.date("paperless_since", required=False) if "paperless_since" in r.values else None
         disputed = r.boolean("disputed") if "disputed" in r.values else False
-        paperless: bool | None = None
-        if "channel" in r.values:
-            channel = r.values["channel"][1]
-            if channel not in mapping.channels:
-                r._err("channel", channel, f"is not one of {'/'.join(mapping.channels)}")
-            else:
-                paperless = mapping.channels[channel] == "electronic"
-        if issue and due and due < issue:
-            r._err("due_date", str(due), "is before the invoice date")
-        if issue and settled and settled < issue:
-            r._err("settled_date", str(settled), "is before the invoice date")
-        if amount is not None and amount == 0:
-            r._err("amount", "0", "is zero; an invoice needs an amount")
-        if paid is not None and amount is not None and paid > amount:
-            r._err("amount_paid", str(paid), "is more than the invoice amount")
+        paperless = _row_paperless(r, mapping)
+        _check_invoice_row(r, issue, due, settled, amount, paid)
         if number is not None:
             if number in seen:
                 r._err("invoice_number", number, f"duplicates row {seen[number]} of this file")
@@ -489,14 +516,10 @@ def import_invoices(
     return report
 
 
-def _upsert_invoices(
-    session: Session,
-    org: Organisation,
-    rows: list[ParsedInvoiceRow],
-    report: ImportReport,
-    progress: Progress | None,
-) -> set[int]:
-    """Write the rows; returns the ids of the customers whose invoices or payments changed."""
+def _upsert_customers(
+    session: Session, org: Organisation, rows: list[ParsedInvoiceRow], report: ImportReport
+) -> dict[str, int]:
+    """Create the customers the file names and the ledger lacks; returns reference -> id."""
     customers = dict(
         session.execute(select(Customer.external_ref, Customer.id).where(Customer.org_id == org.id))
         .tuples()
@@ -526,8 +549,12 @@ def _upsert_invoices(
             .all()
         )
     report.customers_total = len({r.customer_ref for r in rows})
+    return customers
 
-    existing = {
+
+def _existing_invoices(session: Session, org: Organisation) -> dict[str, Any]:
+    """The organisation's invoices by number, with the columns an import may change."""
+    return {
         row.number: row
         for row in session.execute(
             select(
@@ -545,7 +572,20 @@ def _upsert_invoices(
             ).where(Invoice.org_id == org.id)
         )
     }
-    now = clock.now()
+
+
+def _write_invoice_rows(
+    session: Session,
+    org: Organisation,
+    rows: list[ParsedInvoiceRow],
+    customers: dict[str, int],
+    existing: dict[str, Any],
+    now: datetime,
+    report: ImportReport,
+    progress: Progress | None,
+) -> set[int]:
+    """Insert new invoices and update changed ones in bulk (unchanged rows are only counted);
+    returns the customers touched, including one an invoice moved away from."""
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     touched = {customers[r.customer_ref] for r in rows}
@@ -590,42 +630,65 @@ def _upsert_invoices(
         session.execute(update(Invoice), updates)
         mark_queue_changed(session, org.id)  # balances beside drafts in the review queue
     report.created, report.updated = len(inserts), len(updates)
+    return touched
 
-    # Settlements become payments, once each: keyed by the invoice number.
+
+def _record_settlements(
+    session: Session,
+    org: Organisation,
+    paid_rows: list[ParsedInvoiceRow],
+    customers: dict[str, int],
+    now: datetime,
+    report: ImportReport,
+) -> None:
+    """Settlements become payments, once each: keyed by the invoice number."""
+    have = set(
+        session.scalars(
+            select(Payment.external_ref).where(Payment.org_id == org.id, Payment.method == "import")
+        )
+    )
+    ids = dict(
+        session.execute(select(Invoice.number, Invoice.id).where(Invoice.org_id == org.id))
+        .tuples()
+        .all()
+    )
+    payments = [
+        {
+            "org_id": org.id,
+            "customer_id": customers[r.customer_ref],
+            "invoice_id": ids[r.invoice_number],
+            "amount_minor": r.paid_minor,
+            "applied_minor": r.paid_minor,
+            "unapplied_minor": 0,
+            "currency": r.currency,
+            "received_on": r.settled_date or r.issue_date,
+            "method": "import",
+            "external_ref": f"import:{r.invoice_number}",
+            "created_at": now,
+        }
+        for r in paid_rows
+        if f"import:{r.invoice_number}" not in have
+    ]
+    for chunk in _chunks(payments):
+        session.execute(insert(Payment), chunk)
+    report.payments_created = len(payments)
+
+
+def _upsert_invoices(
+    session: Session,
+    org: Organisation,
+    rows: list[ParsedInvoiceRow],
+    report: ImportReport,
+    progress: Progress | None,
+) -> set[int]:
+    """Write the rows; returns the ids of the customers whose invoices or payments changed."""
+    customers = _upsert_customers(session, org, rows, report)
+    existing = _existing_invoices(session, org)
+    now = clock.now()
+    touched = _write_invoice_rows(session, org, rows, customers, existing, now, report, progress)
     paid_rows = [r for r in rows if r.paid_minor > 0]
     if paid_rows:
-        have = set(
-            session.scalars(
-                select(Payment.external_ref).where(
-                    Payment.org_id == org.id, Payment.method == "import"
-                )
-            )
-        )
-        ids = dict(
-            session.execute(select(Invoice.number, Invoice.id).where(Invoice.org_id == org.id))
-            .tuples()
-            .all()
-        )
-        payments = [
-            {
-                "org_id": org.id,
-                "customer_id": customers[r.customer_ref],
-                "invoice_id": ids[r.invoice_number],
-                "amount_minor": r.paid_minor,
-                "applied_minor": r.paid_minor,
-                "unapplied_minor": 0,
-                "currency": r.currency,
-                "received_on": r.settled_date or r.issue_date,
-                "method": "import",
-                "external_ref": f"import:{r.invoice_number}",
-                "created_at": now,
-            }
-            for r in paid_rows
-            if f"import:{r.invoice_number}" not in have
-        ]
-        for chunk in _chunks(payments):
-            session.execute(insert(Payment), chunk)
-        report.payments_created = len(payments)
+        _record_settlements(session, org, paid_rows, customers, now, report)
     if progress:
         progress(len(rows), len(rows))
     return touched
@@ -642,6 +705,30 @@ def write_rejects(report: ImportReport, path: Path) -> None:
 
 
 # --- customers and contacts -----------------------------------------------------------------
+
+
+def _apply_customers(
+    session: Session,
+    org: Organisation,
+    staged: list[dict[str, Any]],
+    existing: dict[str, Customer],
+    report: ImportReport,
+) -> None:
+    """Create or update each staged customer; a blank cell never clears a known value."""
+    for s in staged:
+        ref = s.pop("ref")
+        cust = existing.get(ref)
+        if cust is None:
+            cust = Customer(org_id=org.id, external_ref=ref, name=s["name"])
+            session.add(cust)
+            report.created += 1
+        else:
+            changed = any(v is not None and getattr(cust, k) != v for k, v in s.items())
+            report.updated += int(changed)
+            report.unchanged += int(not changed)
+        for k, v in s.items():
+            if v is not None:
+                setattr(cust, k, v)
 
 
 def import_customers(
@@ -711,20 +798,7 @@ def import_customers(
     report.rejected = len({e.row for e in report.errors})
     if report.errors and not partial:
         return report
-    for s in staged:
-        ref = s.pop("ref")
-        cust = existing.get(ref)
-        if cust is None:
-            cust = Customer(org_id=org.id, external_ref=ref, name=s["name"])
-            session.add(cust)
-            report.created += 1
-        else:
-            changed = any(v is not None and getattr(cust, k) != v for k, v in s.items())
-            report.updated += int(changed)
-            report.unchanged += int(not changed)
-        for k, v in s.items():
-            if v is not None:
-                setattr(cust, k, v)
+    _apply_customers(session, org, staged, existing, report)
     session.add(ImportRun(org_id=org.id, kind="customers", filename=Path(path).name, sha256=sha))
     org.last_import_at = clock.now()
     report.committed = True

@@ -162,14 +162,7 @@ def write_message(
 
     now = now or utcnow()
     settings = settings or get_settings()
-    subject, body = (subject or "").strip(), (body or "").strip()
-    if not subject or not body:
-        raise InvalidDraftInput("Write a subject and a message.")
-    if len(subject) > MAX_SUBJECT_CHARS or len(body) > MAX_BODY_CHARS:
-        raise InvalidDraftInput(
-            f"Keep the subject under {MAX_SUBJECT_CHARS} and the message under "
-            f"{MAX_BODY_CHARS:,} characters."
-        )
+    subject, body = _checked_text(subject, body)
     customer = _customer(session, org_id, customer_id)
     reply = reply_target(session, org_id, reply_to_id) if reply_to_id is not None else None
     if reply is not None and reply.customer_id != customer.id:
@@ -219,23 +212,44 @@ def write_message(
         supersede=not check.grounding_blocked and check.decision.get("outcome") != "block",
     )
     if draft.status == DraftStatus.PENDING_REVIEW and approval_problem(session, draft, user):
-        approvers = notifications.people_who(
-            session,
-            org_id,
-            "approve_draft",
-            roles=[Persona.COLLECTIONS_MANAGER, Persona.CONTROLLER, Persona.ADMIN],
-        )
-        notifications.notify(
-            session,
-            org_id,
-            [u.id for u in approvers if u.id != user.id],
-            "approval",
-            f"{user.name}'s message to {customer.name} waits for your approval",
-            key=f"draft:{draft.id}:approval",
-            link=f"/drafts/{draft.id}",
-            now=now,
-        )
+        _tell_approvers(session, org_id, draft, user, customer.name, now)
     return draft
+
+
+def _checked_text(subject: str, body: str) -> tuple[str, str]:
+    """The trimmed subject and message, refused when empty or over the length limits."""
+    subject, body = (subject or "").strip(), (body or "").strip()
+    if not subject or not body:
+        raise InvalidDraftInput("Write a subject and a message.")
+    if len(subject) > MAX_SUBJECT_CHARS or len(body) > MAX_BODY_CHARS:
+        raise InvalidDraftInput(
+            f"Keep the subject under {MAX_SUBJECT_CHARS} and the message under "
+            f"{MAX_BODY_CHARS:,} characters."
+        )
+    return subject, body
+
+
+def _tell_approvers(
+    session: Session, org_id: int, draft: Draft, user: User, customer_name: str, now: datetime
+) -> None:
+    """A message that needs someone else's approval: tell the people who can give it (never the
+    writer)."""
+    approvers = notifications.people_who(
+        session,
+        org_id,
+        "approve_draft",
+        roles=[Persona.COLLECTIONS_MANAGER, Persona.CONTROLLER, Persona.ADMIN],
+    )
+    notifications.notify(
+        session,
+        org_id,
+        [u.id for u in approvers if u.id != user.id],
+        "approval",
+        f"{user.name}'s message to {customer_name} waits for your approval",
+        key=f"draft:{draft.id}:approval",
+        link=f"/drafts/{draft.id}",
+        now=now,
+    )
 
 
 def _pay_link(

@@ -259,15 +259,9 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def outstanding_subquery(session: Session, scope: Scope, as_of: date) -> Any:
-    """Each invoice's outstanding amount at the end of ``as_of`` (see the module definitions).
-
-    Payments are joined row by row and summed per invoice (an index lookup per invoice at
-    worst), never as a pre-aggregated table the planner might rescan per invoice when the
-    statistics are stale right after an import.
-    """
-    d = literal(as_of, Date)
-    after = _day_start_after(as_of)
+def _resolved_credits(org_id: int, after: datetime) -> Any:
+    """Per invoice, the credits of resolved disputes: granted before the end of the day
+    (``after`` is the next day's start) and after it."""
     cred = (
         select(
             Dispute.invoice_id.label("invoice_id"),
@@ -279,13 +273,26 @@ def outstanding_subquery(session: Session, scope: Scope, as_of: date) -> Any:
             ),
         )
         .where(
-            Dispute.org_id == scope.org_id,
+            Dispute.org_id == org_id,
             Dispute.credit_minor > 0,
             Dispute.resolved_at.is_not(None),
         )
         .group_by(Dispute.invoice_id)
         .subquery("cred")
     )
+    return cred
+
+
+def outstanding_subquery(session: Session, scope: Scope, as_of: date) -> Any:
+    """Each invoice's outstanding amount at the end of ``as_of`` (see the module definitions).
+
+    Payments are joined row by row and summed per invoice (an index lookup per invoice at
+    worst), never as a pre-aggregated table the planner might rescan per invoice when the
+    statistics are stale right after an import.
+    """
+    d = literal(as_of, Date)
+    after = _day_start_after(as_of)
+    cred = _resolved_credits(scope.org_id, after)
     per_invoice = (
         select(
             Invoice.id.label("invoice_id"),

@@ -442,6 +442,43 @@ def _apply_decision(
         session.flush()
 
 
+def _requested_draft(
+    org_id: int,
+    user: User,
+    customer: Customer,
+    invoice: Invoice,
+    contact: Contact,
+    template: NudgeTemplate,
+    subject: str,
+    body: str,
+    link: str,
+) -> Draft:
+    """The owner's own nudge as a draft, written in their persona (not yet added)."""
+    return Draft(
+        org_id=org_id,
+        customer_id=customer.id,
+        invoice_id=invoice.id,
+        contact_id=contact.id,
+        segment_id=customer.segment_id,
+        kind=DraftKind.NUDGE,
+        persona=_persona_for(user.role.value),
+        channel=Channel.EMAIL,
+        recipient=contact.email,
+        subject=subject,
+        body=body,
+        language=contact.language or customer.language,
+        tone="friendly",
+        stated_facts={
+            "template_id": template.id,
+            "invoice_numbers": [invoice.number],
+            "pay_link": link,
+        },
+        model_name="template",
+        prompt_version=f"nudge:{template.id}",
+        created_by_user_id=user.id,
+    )
+
+
 @guarded("send_nudge", **NUDGE_GUARD)
 def request_nudge(
     session: Session,
@@ -476,28 +513,8 @@ def request_nudge(
         sender=user,
         settings=settings,
     )
-    draft = Draft(
-        org_id=org_id,
-        customer_id=customer.id,
-        invoice_id=invoice.id,
-        contact_id=contact.id,
-        segment_id=customer.segment_id,
-        kind=DraftKind.NUDGE,
-        persona=_persona_for(user.role.value),
-        channel=Channel.EMAIL,
-        recipient=contact.email,
-        subject=subject,
-        body=body,
-        language=contact.language or customer.language,
-        tone="friendly",
-        stated_facts={
-            "template_id": template.id,
-            "invoice_numbers": [invoice.number],
-            "pay_link": link,
-        },
-        model_name="template",
-        prompt_version=f"nudge:{template.id}",
-        created_by_user_id=user.id,
+    draft = _requested_draft(
+        org_id, user, customer, invoice, contact, template, subject, body, link
     )
     facts = _nudge_facts(
         session,
@@ -603,24 +620,39 @@ def suggest_nudge(
     )
     result = NudgeResult(draft=draft, notified=[f"owner: {owner.name}"])
     if notify_slack and owner.slack_user_id and settings.slack_bot_token:
-        from tools.slack_nudges import SlackError, post_suggestion
-
-        try:
-            result.slack_ts = post_suggestion(
-                settings, owner=owner, draft=draft, customer=customer, invoice=invoice
-            )
-            result.notified.append(f"slack: {owner.slack_user_id}")
-        except SlackError as exc:
-            audit.record(
-                session,
-                org_id,
-                actor=user,
-                action="nudge.slack_failed",
-                subject_type="draft",
-                subject_id=draft.id,
-                detail={"error": str(exc)[:500]},
-            )
+        _post_suggestion_to_slack(session, settings, result, owner, customer, invoice, user)
     return result
+
+
+def _post_suggestion_to_slack(
+    session: Session,
+    settings: Settings,
+    result: NudgeResult,
+    owner: User,
+    customer: Customer,
+    invoice: Invoice,
+    user: User,
+) -> None:
+    """Tell the owner in Slack too; a Slack failure is audited, never raised (the suggestion
+    stands)."""
+    from tools.slack_nudges import SlackError, post_suggestion
+
+    draft = result.draft
+    try:
+        result.slack_ts = post_suggestion(
+            settings, owner=owner, draft=draft, customer=customer, invoice=invoice
+        )
+        result.notified.append(f"slack: {owner.slack_user_id}")
+    except SlackError as exc:
+        audit.record(
+            session,
+            draft.org_id,
+            actor=user,
+            action="nudge.slack_failed",
+            subject_type="draft",
+            subject_id=draft.id,
+            detail={"error": str(exc)[:500]},
+        )
 
 
 def _suggestion(session: Session, org_id: int, draft_id: int) -> Draft:

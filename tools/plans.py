@@ -331,6 +331,109 @@ def _proposing_permissions(args: dict[str, Any]) -> tuple[str, ...]:
     return ("propose_plan",) if args.get("for_approval") else ("manage_plans",)
 
 
+def _plannable_invoices(
+    session: Session, org_id: int, customer_id: int, invoice_ids: Sequence[int]
+) -> list[Invoice]:
+    """The customer's open invoices the plan settles: none disputed, none in another running or
+    undecided plan."""
+    if not invoice_ids:
+        raise CommitmentError("Choose the invoices the plan settles.")
+    invoices = load_open_invoices(session, org_id, customer_id, invoice_ids)
+    for inv in invoices:
+        if inv.disputed:
+            raise CommitmentError(
+                f"Invoice {inv.number} is disputed; resolve the dispute before offering a plan."
+            )
+        for other in plans_for_invoice(session, org_id, inv.id):
+            if other.status in RUNNING | UNDECIDED:
+                raise Conflict(
+                    f"Invoice {inv.number} is already in plan {other.id} ({other.status.value}); "
+                    "cancel that plan first."
+                )
+    return invoices
+
+
+def _offer_decision(
+    session: Session,
+    org_id: int,
+    proposer: User | None,
+    currency: str,
+    balance: int,
+    schedule: list[InstallmentSpec],
+    discount_minor: int,
+    non_standard_terms: bool,
+    today: date,
+) -> tuple[dict[str, Any], str, str]:
+    """The guardrails' ``offer_plan`` decision, its outcome and its sentence; a block or any
+    outcome other than allow / needs_approval raises :class:`PolicyRefused`."""
+    facts = plan_terms_facts(
+        total_minor=balance,
+        currency=currency,
+        installments=schedule,
+        discount_minor=discount_minor,
+        non_standard_terms=non_standard_terms,
+        start=today,
+    )
+    if proposer is None:
+        facts["proposed_via"] = "portal"
+    else:
+        facts["proposed_via"] = "staff"
+        facts["actor_role"] = proposer.role.value
+        facts["actor_limit_minor"] = own_limit(proposer, currency)
+    decision = decide(session, org_id, "offer_plan", facts)
+    outcome = decision["outcome"]
+    message = decision_message(decision)
+    if outcome == "block":
+        raise PolicyRefused(f"The plan is not allowed: {message}", decision)
+    if outcome not in ("allow", "needs_approval"):
+        raise PolicyRefused(f"The guardrails did not approve the plan: {message}", decision)
+    return decision, outcome, message
+
+
+def _record_proposal(
+    session: Session,
+    plan: PaymentPlan,
+    proposer: User | None,
+    active: bool,
+    outcome: str,
+    message: str,
+    n_installments: int,
+    now: datetime,
+) -> None:
+    """The audit row of the proposal and, for a plan active at once, the proposer's approval."""
+    audit.record(
+        session,
+        plan.org_id,
+        actor=proposer or "payer (mini-portal)",
+        action="plan.proposed",
+        subject_type="plan",
+        subject_id=plan.id,
+        to_state=plan.status.value,
+        detail={
+            "decision": outcome,
+            "message": message,
+            "total_minor": plan.total_minor,
+            "discount_minor": plan.discount_minor,
+            "installments": n_installments,
+            "invoice_ids": [i.id for i in plan.invoices],
+            "source": plan.source,
+        },
+    )
+    if active and proposer is not None:
+        session.add(
+            Approval(
+                org_id=plan.org_id,
+                subject_type="plan",
+                subject_id=plan.id,
+                approver_user_id=proposer.id,
+                outcome="approved",
+                reason="within the proposer's own limit",
+                created_at=now,
+            )
+        )
+        session.flush()
+
+
 @guarded(
     "manage_plans",
     actor="proposer",
@@ -365,20 +468,7 @@ def propose_plan(
     now = now or utcnow()
     today = org_today(session, org_id, now)
     customer = get_customer(session, org_id, customer_id)
-    if not invoice_ids:
-        raise CommitmentError("Choose the invoices the plan settles.")
-    invoices = load_open_invoices(session, org_id, customer.id, invoice_ids)
-    for inv in invoices:
-        if inv.disputed:
-            raise CommitmentError(
-                f"Invoice {inv.number} is disputed; resolve the dispute before offering a plan."
-            )
-        for other in plans_for_invoice(session, org_id, inv.id):
-            if other.status in RUNNING | UNDECIDED:
-                raise Conflict(
-                    f"Invoice {inv.number} is already in plan {other.id} ({other.status.value}); "
-                    "cancel that plan first."
-                )
+    invoices = _plannable_invoices(session, org_id, customer.id, invoice_ids)
     balance = sum(i.balance_minor for i in invoices)
     if not 0 <= discount_minor < balance:
         raise CommitmentError("The discount must be at least zero and less than the balance.")
@@ -391,27 +481,10 @@ def propose_plan(
         if promise.customer_id != customer.id:
             raise CommitmentError("The promise belongs to another customer.")
 
-    facts = plan_terms_facts(
-        total_minor=balance,
-        currency=invoices[0].currency,
-        installments=schedule,
-        discount_minor=discount_minor,
-        non_standard_terms=non_standard_terms,
-        start=today,
-    )
-    if proposer is None:
-        facts["proposed_via"] = "portal"
-    else:
-        facts["proposed_via"] = "staff"
-        facts["actor_role"] = proposer.role.value
-        facts["actor_limit_minor"] = own_limit(proposer, invoices[0].currency)
-    decision = decide(session, org_id, "offer_plan", facts)
-    outcome = decision["outcome"]
-    message = decision_message(decision)
-    if outcome == "block":
-        raise PolicyRefused(f"The plan is not allowed: {message}", decision)
-    if outcome not in ("allow", "needs_approval"):
-        raise PolicyRefused(f"The guardrails did not approve the plan: {message}", decision)
+    decision, outcome, message = _offer_decision(
+        session, org_id, proposer, invoices[0].currency, balance, schedule, discount_minor,
+        non_standard_terms, today,
+    )  # fmt: skip
     # The payer can never approve their own plan, whatever the engine said; nor can a proposer
     # who only proposes.
     active = outcome == "allow" and proposer is not None and not for_approval
@@ -440,37 +513,7 @@ def propose_plan(
     ]
     session.add(plan)
     session.flush()
-    audit.record(
-        session,
-        org_id,
-        actor=proposer or "payer (mini-portal)",
-        action="plan.proposed",
-        subject_type="plan",
-        subject_id=plan.id,
-        to_state=plan.status.value,
-        detail={
-            "decision": outcome,
-            "message": message,
-            "total_minor": plan.total_minor,
-            "discount_minor": discount_minor,
-            "installments": len(schedule),
-            "invoice_ids": [i.id for i in invoices],
-            "source": source,
-        },
-    )
-    if active and proposer is not None:
-        session.add(
-            Approval(
-                org_id=org_id,
-                subject_type="plan",
-                subject_id=plan.id,
-                approver_user_id=proposer.id,
-                outcome="approved",
-                reason="within the proposer's own limit",
-                created_at=now,
-            )
-        )
-        session.flush()
+    _record_proposal(session, plan, proposer, active, outcome, message, len(schedule), now)
     awaiting = [] if active else list(decision.get("approver_roles") or [])
     if not active and not awaiting:
         ps = policy_set_for(session, org_id)
@@ -515,6 +558,95 @@ def _next_approvers(session: Session, plan: PaymentPlan, facts: dict[str, Any]) 
     if probe["outcome"] == "allow":
         return [role]
     return list(probe.get("approver_roles") or [])
+
+
+def _record_legal_sign_off(
+    session: Session,
+    plan: PaymentPlan,
+    approver: User,
+    rationale: str | None,
+    decision: dict[str, Any],
+    message: str,
+    facts: dict[str, Any],
+    now: datetime,
+) -> PlanOutcome:
+    """Legal signed off the non-standard terms: record it; the plan keeps waiting for the role
+    the engine names."""
+    org_id = plan.org_id
+    # Legal signed off the terms; the plan still waits for the role the engine names.
+    session.add(
+        Approval(
+            org_id=org_id,
+            subject_type="plan",
+            subject_id=plan.id,
+            approver_user_id=approver.id,
+            outcome="approved",
+            reason=rationale or "non-standard terms approved by Legal",
+            created_at=now,
+        )
+    )
+    plan.decision = decision
+    plan.updated_at = now
+    audit.record(
+        session,
+        org_id,
+        actor=approver,
+        action="plan.legal_approved",
+        subject_type="plan",
+        subject_id=plan.id,
+        from_state=plan.status.value,
+        to_state=plan.status.value,
+        detail={"message": message, "rationale": rationale},
+    )
+    session.flush()
+    return PlanOutcome(
+        plan=plan,
+        decision=decision,
+        message=message,
+        awaiting_roles=_next_approvers(session, plan, facts),
+    )
+
+
+def _activate_plan(
+    session: Session,
+    plan: PaymentPlan,
+    approver: User,
+    rationale: str | None,
+    decision: dict[str, Any],
+    message: str,
+    now: datetime,
+) -> PlanOutcome:
+    """The approval suffices: the plan becomes active, with the approval row and the audit row."""
+    org_id = plan.org_id
+    before = plan.status
+    plan.status = PlanStatus.ACTIVE
+    plan.approved_by_user_id = approver.id
+    plan.decision = decision
+    plan.updated_at = now
+    session.add(
+        Approval(
+            org_id=org_id,
+            subject_type="plan",
+            subject_id=plan.id,
+            approver_user_id=approver.id,
+            outcome="approved",
+            reason=rationale,
+            created_at=now,
+        )
+    )
+    audit.record(
+        session,
+        org_id,
+        actor=approver,
+        action="plan.approved",
+        subject_type="plan",
+        subject_id=plan.id,
+        from_state=before.value,
+        to_state=PlanStatus.ACTIVE.value,
+        detail={"message": message, "rationale": rationale},
+    )
+    session.flush()
+    return PlanOutcome(plan=plan, decision=decision, message=message)
 
 
 @guarded("approve_plan", actor="approver", **COMMITMENT_GUARD)
@@ -572,69 +704,12 @@ def approve_plan(
         legal_newly_satisfied = is_legal and plan.non_standard_terms and not already_legal
         if not legal_newly_satisfied:
             raise PolicyRefused(f"Your approval is not enough: {message}", decision)
-        # Legal signed off the terms; the plan still waits for the role the engine names.
-        session.add(
-            Approval(
-                org_id=org_id,
-                subject_type="plan",
-                subject_id=plan.id,
-                approver_user_id=approver.id,
-                outcome="approved",
-                reason=rationale or "non-standard terms approved by Legal",
-                created_at=now,
-            )
-        )
-        plan.decision = decision
-        plan.updated_at = now
-        audit.record(
-            session,
-            org_id,
-            actor=approver,
-            action="plan.legal_approved",
-            subject_type="plan",
-            subject_id=plan.id,
-            from_state=plan.status.value,
-            to_state=plan.status.value,
-            detail={"message": message, "rationale": rationale},
-        )
-        session.flush()
-        return PlanOutcome(
-            plan=plan,
-            decision=decision,
-            message=message,
-            awaiting_roles=_next_approvers(session, plan, facts),
+        return _record_legal_sign_off(
+            session, plan, approver, rationale, decision, message, facts, now
         )
     if outcome != "allow":
         raise PolicyRefused(f"The guardrails did not approve the plan: {message}", decision)
-    before = plan.status
-    plan.status = PlanStatus.ACTIVE
-    plan.approved_by_user_id = approver.id
-    plan.decision = decision
-    plan.updated_at = now
-    session.add(
-        Approval(
-            org_id=org_id,
-            subject_type="plan",
-            subject_id=plan.id,
-            approver_user_id=approver.id,
-            outcome="approved",
-            reason=rationale,
-            created_at=now,
-        )
-    )
-    audit.record(
-        session,
-        org_id,
-        actor=approver,
-        action="plan.approved",
-        subject_type="plan",
-        subject_id=plan.id,
-        from_state=before.value,
-        to_state=PlanStatus.ACTIVE.value,
-        detail={"message": message, "rationale": rationale},
-    )
-    session.flush()
-    return PlanOutcome(plan=plan, decision=decision, message=message)
+    return _activate_plan(session, plan, approver, rationale, decision, message, now)
 
 
 @guarded("approve_plan", actor="approver", **COMMITMENT_GUARD)

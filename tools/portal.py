@@ -471,6 +471,96 @@ class LinkRequest:
     token_id: int | None = None
 
 
+def _requested_invoice(session: Session, org_slug: str, invoice_number: str) -> Invoice | None:
+    """The invoice a pay-link request names, or None for an unknown organisation or number."""
+    org = session.scalars(select(Organisation).where(Organisation.slug == org_slug[:80])).first()
+    return (
+        session.scalars(
+            select(Invoice).where(Invoice.org_id == org.id, Invoice.number == invoice_number[:64])
+        ).first()
+        if org is not None
+        else None
+    )
+
+
+def _note_link_request(
+    session: Session,
+    invoice: Invoice,
+    client: str | None,
+    now: datetime,
+    outcome: str,
+    token: PortalToken | None = None,
+) -> LinkRequest:
+    """Log what happened to a request for a known invoice, and answer it."""
+    session.add(
+        PortalAccessLog(
+            org_id=invoice.org_id,
+            token_id=token.id if token else None,
+            customer_id=invoice.customer_id,
+            action="link_request",
+            outcome=outcome,
+            client=(client or "")[:120] or None,
+            detail={"invoice_id": invoice.id},
+            created_at=now,
+        )
+    )
+    session.flush()
+    return LinkRequest(outcome, token.id if token else None)
+
+
+def _link_sent_lately(session: Session, invoice: Invoice, now: datetime) -> bool:
+    """Was a link already sent to this customer within :data:`LINK_REQUEST_THROTTLE`?"""
+    recent = session.scalar(
+        select(func.count())
+        .select_from(PortalAccessLog)
+        .where(
+            PortalAccessLog.org_id == invoice.org_id,
+            PortalAccessLog.customer_id == invoice.customer_id,
+            PortalAccessLog.action == "link_request",
+            PortalAccessLog.outcome == "sent",
+            PortalAccessLog.created_at >= now - LINK_REQUEST_THROTTLE,
+        )
+    )
+    return bool(recent)
+
+
+def _email_pay_link(
+    session: Session,
+    invoice: Invoice,
+    customer: Customer,
+    email: str,
+    base_url: str,
+    now: datetime,
+) -> PortalToken:
+    """Issue a fresh portal token and queue the e-mail carrying its link to the contact."""
+    from tools import outbox
+
+    issued = issue_token(
+        session,
+        invoice.org_id,
+        customer.id,
+        actor="pay link request",
+        base_url=base_url,
+        ttl=LINK_REQUEST_TTL,
+        now=now,
+    )
+    outbox.enqueue_email(
+        session,
+        invoice.org_id,
+        to=email,
+        subject=f"Your secure link to pay invoice {invoice.number}",
+        body=(
+            f"Hello {customer.name},\n\nSomeone (hopefully you) asked to pay invoice "
+            f"{invoice.number}. Here is your secure link to view and pay your open invoices:\n\n"
+            f"{issued.url}\n\nThe link is valid for {LINK_REQUEST_TTL.days} days. If you did not "
+            "ask for it, you can ignore this e-mail.\n"
+        ),
+        idempotency_key=f"pay-link:{issued.token.id}",
+        actor="pay link request",
+    )
+    return issued.token
+
+
 def request_link_for_invoice(
     session: Session,
     org_slug: str,
@@ -487,21 +577,14 @@ def request_link_for_invoice(
     attempts for the per-client brute-force limit; a contact gets at most one link per
     :data:`LINK_REQUEST_THROTTLE`.
     """
-    from tools import outbox, payments
+    from tools import payments
 
     now = now or utcnow()
     if recent_failures(session, client, now=now) >= RATE_MAX_FAILURES:
         _log(session, action="link_request", outcome="rate_limited", client=client, now=now)
         return LinkRequest("rate_limited")
-    org = session.scalars(select(Organisation).where(Organisation.slug == org_slug[:80])).first()
-    invoice = (
-        session.scalars(
-            select(Invoice).where(Invoice.org_id == org.id, Invoice.number == invoice_number[:64])
-        ).first()
-        if org is not None
-        else None
-    )
-    if org is None or invoice is None:
+    invoice = _requested_invoice(session, org_slug, invoice_number)
+    if invoice is None:
         _log(
             session,
             action="link_request",
@@ -511,63 +594,13 @@ def request_link_for_invoice(
             detail={"org": org_slug[:80], "invoice": invoice_number[:64]},
         )
         return LinkRequest("unknown")
-
-    def note(outcome: str, token: PortalToken | None = None) -> LinkRequest:
-        session.add(
-            PortalAccessLog(
-                org_id=invoice.org_id,
-                token_id=token.id if token else None,
-                customer_id=invoice.customer_id,
-                action="link_request",
-                outcome=outcome,
-                client=(client or "")[:120] or None,
-                detail={"invoice_id": invoice.id},
-                created_at=now,
-            )
-        )
-        session.flush()
-        return LinkRequest(outcome, token.id if token else None)
-
     if invoice.status != InvoiceStatus.OPEN or invoice.balance_minor <= 0:
-        return note("closed")
-    recent = session.scalar(
-        select(func.count())
-        .select_from(PortalAccessLog)
-        .where(
-            PortalAccessLog.org_id == invoice.org_id,
-            PortalAccessLog.customer_id == invoice.customer_id,
-            PortalAccessLog.action == "link_request",
-            PortalAccessLog.outcome == "sent",
-            PortalAccessLog.created_at >= now - LINK_REQUEST_THROTTLE,
-        )
-    )
-    if recent:
-        return note("throttled")
+        return _note_link_request(session, invoice, client, now, "closed")
+    if _link_sent_lately(session, invoice, now):
+        return _note_link_request(session, invoice, client, now, "throttled")
     customer = get_customer(session, invoice.org_id, invoice.customer_id)
     contact = payments.receipt_recipient(session, customer)
     if contact is None or not contact.email:
-        return note("no_contact")
-    issued = issue_token(
-        session,
-        invoice.org_id,
-        customer.id,
-        actor="pay link request",
-        base_url=base_url,
-        ttl=LINK_REQUEST_TTL,
-        now=now,
-    )
-    outbox.enqueue_email(
-        session,
-        invoice.org_id,
-        to=contact.email,
-        subject=f"Your secure link to pay invoice {invoice.number}",
-        body=(
-            f"Hello {customer.name},\n\nSomeone (hopefully you) asked to pay invoice "
-            f"{invoice.number}. Here is your secure link to view and pay your open invoices:\n\n"
-            f"{issued.url}\n\nThe link is valid for {LINK_REQUEST_TTL.days} days. If you did not "
-            "ask for it, you can ignore this e-mail.\n"
-        ),
-        idempotency_key=f"pay-link:{issued.token.id}",
-        actor="pay link request",
-    )
-    return note("sent", issued.token)
+        return _note_link_request(session, invoice, client, now, "no_contact")
+    token = _email_pay_link(session, invoice, customer, contact.email, base_url, now)
+    return _note_link_request(session, invoice, client, now, "sent", token)

@@ -180,6 +180,62 @@ def promise_deadline(promise: PromiseToPay) -> date:
     return promise.promised_date + timedelta(days=promise.grace_days)
 
 
+def _check_promised_date(promised_date: date, today: date) -> None:
+    """A promise is for today or later, and at most a year away (beyond that, a plan)."""
+    if promised_date < today:
+        raise CommitmentError(
+            f"The promised date {promised_date.isoformat()} is in the past (today is "
+            f"{today.isoformat()}); record the date the payer gave for the future, or mark the "
+            "earlier promise kept or missed."
+        )
+    if promised_date > today + timedelta(days=MAX_PROMISE_HORIZON_DAYS):
+        raise CommitmentError(
+            "The promised date is more than a year away; propose a payment plan instead."
+        )
+
+
+def _promise_contact(
+    session: Session, org_id: int, customer: Customer, contact_id: int | None
+) -> Contact | None:
+    """The contact who promised, who must be one of this customer's."""
+    contact: Contact | None = None
+    if contact_id is not None:
+        contact = session.get(Contact, contact_id)
+        if contact is None or contact.org_id != org_id or contact.customer_id != customer.id:
+            raise CommitmentError(
+                f"Contact {contact_id} is not a contact of {customer.name}; pick one of theirs."
+            )
+    return contact
+
+
+def _promise_currency(
+    session: Session,
+    org_id: int,
+    invoices: Sequence[Invoice],
+    currency: str | None,
+    amount_minor: int,
+) -> str:
+    """The promise's currency: the linked invoices' (which the amount may not exceed), else the
+    one given, else the organisation's; always an ISO code."""
+    if invoices:
+        inv_currency = invoices[0].currency
+        if currency and currency.upper() != inv_currency:
+            raise CommitmentError(
+                f"The promise is in {currency.upper()} but the invoices are in {inv_currency}."
+            )
+        currency = inv_currency
+        open_total = sum(i.balance_minor for i in invoices)
+        if amount_minor > open_total:
+            raise CommitmentError(
+                f"The promised amount ({amount_minor}) is more than the linked invoices' open "
+                f"balance ({open_total} minor units); lower it or link more invoices."
+            )
+    currency = (currency or _org_currency(session, org_id)).upper()
+    if len(currency) != 3 or not currency.isalpha():
+        raise CommitmentError(f"'{currency}' is not an ISO currency code (e.g. USD, EUR).")
+    return currency
+
+
 @guarded("manage_promises", foreign=foreign_not_found)
 def add_promise(
     session: Session,
@@ -206,44 +262,14 @@ def add_promise(
     customer = get_customer(session, org_id, customer_id)
     if amount_minor <= 0:
         raise CommitmentError("The promised amount must be greater than zero.")
-    if promised_date < today:
-        raise CommitmentError(
-            f"The promised date {promised_date.isoformat()} is in the past (today is "
-            f"{today.isoformat()}); record the date the payer gave for the future, or mark the "
-            "earlier promise kept or missed."
-        )
-    if promised_date > today + timedelta(days=MAX_PROMISE_HORIZON_DAYS):
-        raise CommitmentError(
-            "The promised date is more than a year away; propose a payment plan instead."
-        )
+    _check_promised_date(promised_date, today)
     if grace_days is None:
         grace_days = default_grace_days(session, org_id)
     if not 0 <= grace_days <= MAX_GRACE_DAYS:
         raise CommitmentError(f"Grace days must be between 0 and {MAX_GRACE_DAYS}.")
-    contact: Contact | None = None
-    if contact_id is not None:
-        contact = session.get(Contact, contact_id)
-        if contact is None or contact.org_id != org_id or contact.customer_id != customer.id:
-            raise CommitmentError(
-                f"Contact {contact_id} is not a contact of {customer.name}; pick one of theirs."
-            )
+    contact = _promise_contact(session, org_id, customer, contact_id)
     invoices = load_open_invoices(session, org_id, customer.id, invoice_ids)
-    if invoices:
-        inv_currency = invoices[0].currency
-        if currency and currency.upper() != inv_currency:
-            raise CommitmentError(
-                f"The promise is in {currency.upper()} but the invoices are in {inv_currency}."
-            )
-        currency = inv_currency
-        open_total = sum(i.balance_minor for i in invoices)
-        if amount_minor > open_total:
-            raise CommitmentError(
-                f"The promised amount ({amount_minor}) is more than the linked invoices' open "
-                f"balance ({open_total} minor units); lower it or link more invoices."
-            )
-    currency = (currency or _org_currency(session, org_id)).upper()
-    if len(currency) != 3 or not currency.isalpha():
-        raise CommitmentError(f"'{currency}' is not an ISO currency code (e.g. USD, EUR).")
+    currency = _promise_currency(session, org_id, invoices, currency, amount_minor)
 
     promise = PromiseToPay(
         org_id=org_id,

@@ -175,6 +175,70 @@ def _check_promise_figures(p: TriageProposal, invoices: list[Invoice], today: da
         )
 
 
+def _accept_promise(
+    session: Session,
+    org_id: int,
+    p: TriageProposal,
+    customer_id: int,
+    invoices: list[Invoice],
+    user: User | str,
+    today: date,
+    now: datetime,
+) -> AcceptedProposal:
+    """Log the promise the reply made, through the promise tool and its own checks."""
+    _check_promise_figures(p, invoices, today)
+    assert p.amount is not None and p.on_date is not None
+    promise = add_promise(
+        session,
+        org_id,
+        customer_id=customer_id,
+        amount_minor=p.amount.amount_minor,
+        promised_date=p.on_date,
+        actor=user,
+        invoice_ids=[i.id for i in invoices],
+        currency=p.amount.currency,
+        source="reply_triage",
+        now=now,
+    )
+    return AcceptedProposal("log_promise", customer_id, promise_id=promise.id)
+
+
+def _accept_dispute(
+    session: Session,
+    org_id: int,
+    p: TriageProposal,
+    customer_id: int,
+    invoices: list[Invoice],
+    user: User | str,
+    now: datetime,
+) -> AcceptedProposal:
+    """Open one dispute per named invoice, for a known reason and without an amount."""
+    reason = (p.reason or "").strip()
+    if reason not in REASONS:
+        raise ProposalRefused(
+            f"Unknown dispute reason {reason!r}; use one of {', '.join(REASONS)}."
+        )
+    if p.amount is not None:
+        raise ProposalRefused(
+            "A dispute proposal carries no amount; credits are proposed on the dispute."
+        )
+    ids = [
+        open_dispute(
+            session,
+            org_id,
+            invoice_id=inv.id,
+            reason=reason,
+            actor=user,
+            description=p.detail or None,
+            source="reply_triage",
+            customer_id=customer_id,
+            now=now,
+        ).id
+        for inv in invoices
+    ]
+    return AcceptedProposal("open_dispute", customer_id, dispute_ids=ids)
+
+
 @guarded(
     actor="user",
     permissions_for=lambda args: _needed(args.get("proposal")),
@@ -216,46 +280,9 @@ def accept_proposal(
     today = org_today(session, org_id, now)
     with session.begin_nested():
         if p.kind == "log_promise":
-            _check_promise_figures(p, invoices, today)
-            assert p.amount is not None and p.on_date is not None
-            promise = add_promise(
-                session,
-                org_id,
-                customer_id=customer.id,
-                amount_minor=p.amount.amount_minor,
-                promised_date=p.on_date,
-                actor=user,
-                invoice_ids=[i.id for i in invoices],
-                currency=p.amount.currency,
-                source="reply_triage",
-                now=now,
-            )
-            accepted = AcceptedProposal("log_promise", customer.id, promise_id=promise.id)
+            accepted = _accept_promise(session, org_id, p, customer.id, invoices, user, today, now)
         else:
-            reason = (p.reason or "").strip()
-            if reason not in REASONS:
-                raise ProposalRefused(
-                    f"Unknown dispute reason {reason!r}; use one of {', '.join(REASONS)}."
-                )
-            if p.amount is not None:
-                raise ProposalRefused(
-                    "A dispute proposal carries no amount; credits are proposed on the dispute."
-                )
-            ids = [
-                open_dispute(
-                    session,
-                    org_id,
-                    invoice_id=inv.id,
-                    reason=reason,
-                    actor=user,
-                    description=p.detail or None,
-                    source="reply_triage",
-                    customer_id=customer.id,
-                    now=now,
-                ).id
-                for inv in invoices
-            ]
-            accepted = AcceptedProposal("open_dispute", customer.id, dispute_ids=ids)
+            accepted = _accept_dispute(session, org_id, p, customer.id, invoices, user, now)
         audit.record(
             session,
             org_id,

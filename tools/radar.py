@@ -77,22 +77,17 @@ def _add(acc: dict[str, int], currency: str, amount: int) -> None:
     acc[currency] = acc.get(currency, 0) + amount
 
 
-def commitment_radar(
+def _promise_items(
     session: Session,
     org_id: int,
-    *,
-    now: datetime | None = None,
-    high_exposure_minor: int = HIGH_EXPOSURE_MINOR,
-    customer_ids: list[int] | None = None,
-) -> Radar:
-    """Build the radar for ``now`` (the organisation's date). ``customer_ids`` scopes it to a
-    user's accounts (Today's Focus); None means the whole organisation."""
-    now = now or utcnow()
-    today = org_today(session, org_id, now)
-    names = dict(
-        session.execute(select(Customer.id, Customer.name).where(Customer.org_id == org_id)).all()
-    )
-
+    now: datetime,
+    today: date,
+    names: dict[int, str],
+    high_exposure_minor: int,
+    customer_ids: list[int] | None,
+) -> tuple[list[RadarItem], list[RadarItem], dict[str, int]]:
+    """Promises due today and overdue ones (open, or missed lately with something left to chase),
+    and the exposure of open promises per currency."""
     pq = select(PromiseToPay).where(
         PromiseToPay.org_id == org_id,
         (PromiseToPay.status == PromiseStatus.OPEN)
@@ -141,7 +136,19 @@ def commitment_radar(
             due_today.append(item)
         elif p.promised_date < today:
             overdue.append(item)
+    return due_today, overdue, promise_exposure
 
+
+def _plan_items(
+    session: Session,
+    org_id: int,
+    today: date,
+    names: dict[int, str],
+    high_exposure_minor: int,
+    customer_ids: list[int] | None,
+) -> tuple[list[RadarItem], dict[str, int]]:
+    """Running plans near default or defaulted with money left, and the remaining exposure of
+    every running plan per currency."""
     plq = select(PaymentPlan).where(
         PaymentPlan.org_id == org_id, PaymentPlan.status.in_(list(RUNNING))
     )
@@ -180,6 +187,31 @@ def commitment_radar(
                 adherence_pct=s.adherence_pct,
             )
         )
+    return near, plan_exposure
+
+
+def commitment_radar(
+    session: Session,
+    org_id: int,
+    *,
+    now: datetime | None = None,
+    high_exposure_minor: int = HIGH_EXPOSURE_MINOR,
+    customer_ids: list[int] | None = None,
+) -> Radar:
+    """Build the radar for ``now`` (the organisation's date). ``customer_ids`` scopes it to a
+    user's accounts (Today's Focus); None means the whole organisation."""
+    now = now or utcnow()
+    today = org_today(session, org_id, now)
+    names = dict(
+        session.execute(select(Customer.id, Customer.name).where(Customer.org_id == org_id)).all()
+    )
+
+    due_today, overdue, promise_exposure = _promise_items(
+        session, org_id, now, today, names, high_exposure_minor, customer_ids
+    )
+    near, plan_exposure = _plan_items(
+        session, org_id, today, names, high_exposure_minor, customer_ids
+    )
     near.sort(key=lambda i: (i.due_date, i.id))
     overdue.sort(key=lambda i: (-i.days_overdue, i.id))
     return Radar(

@@ -143,26 +143,16 @@ def ledger_updated_at(session: Session, org_id: int) -> datetime | None:
     return max(found) if found else None
 
 
-def renewal_risk(
-    session: Session,
+def _renewing_accounts(
     org_id: int,
-    *,
-    as_of: date | None = None,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-    segment_id: int | None = None,
-    owner_user_id: int | None = None,
-    owner_role: OwnerRole = "csm",
-    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
-    now: datetime | None = None,
-) -> RenewalReport:
-    """Accounts of ``org_id`` renewing inside the window, highest risk first."""
-    if not 0 <= window_days <= MAX_WINDOW_DAYS:
-        raise RenewalInputError(f"window must be 0 to {MAX_WINDOW_DAYS} days (got {window_days})")
-    if lookback_days < 1:
-        raise RenewalInputError(f"look-back must be at least 1 day (got {lookback_days})")
-    now = now or clock.now()
-    as_of = as_of or clock.org_business_date(session, org_id, now)
-    since = as_of - timedelta(days=lookback_days)
+    as_of: date,
+    window_days: int,
+    segment_id: int | None,
+    owner_user_id: int | None,
+    owner_role: OwnerRole,
+) -> Any:
+    """The accounts renewing inside the window, with segment and owners' names, optionally
+    narrowed to one segment and to the accounts one person owns (in a role, or in any)."""
     csm = aliased(User)
     sales = aliased(User)
     q = (
@@ -200,76 +190,130 @@ def renewal_risk(
             )
         else:
             q = q.where(owner_columns[owner_role] == owner_user_id)
-    accounts = session.execute(q).all()
-    ids = [a[0] for a in accounts]
+    return q
+
+
+def _open_and_past_due(
+    session: Session, org_id: int, ids: list[int], as_of: date
+) -> tuple[dict[int, dict[str, int]], dict[int, dict[str, int]]]:
+    """Per account and currency: the open balance, and the part of it past due on ``as_of``."""
     open_by: dict[int, dict[str, int]] = defaultdict(dict)
     past_by: dict[int, dict[str, int]] = defaultdict(dict)
+    balances = session.execute(
+        select(
+            Invoice.customer_id,
+            Invoice.currency,
+            func.sum(Invoice.balance_minor),
+            func.sum(case((Invoice.due_date < as_of, Invoice.balance_minor), else_=0)),
+        )
+        .where(
+            Invoice.org_id == org_id,
+            Invoice.customer_id.in_(ids),
+            Invoice.status == InvoiceStatus.OPEN,
+            Invoice.balance_minor > 0,
+            Invoice.issue_date <= as_of,
+        )
+        .group_by(Invoice.customer_id, Invoice.currency)
+    ).all()
+    for cid, cur, total, past in balances:
+        open_by[cid][cur] = int(total or 0)
+        if past:
+            past_by[cid][cur] = int(past)
+    return open_by, past_by
+
+
+def _broken_promises(
+    session: Session, org_id: int, ids: list[int], since: date, as_of: date
+) -> dict[int, int]:
+    """Per account, the promises due in the look-back that were broken by ``as_of``."""
     broken: dict[int, int] = defaultdict(int)
+    for cid, status, promised, grace in session.execute(
+        select(
+            PromiseToPay.customer_id,
+            PromiseToPay.status,
+            PromiseToPay.promised_date,
+            PromiseToPay.grace_days,
+        ).where(
+            PromiseToPay.org_id == org_id,
+            PromiseToPay.customer_id.in_(ids),
+            PromiseToPay.promised_date >= since,
+            PromiseToPay.promised_date <= as_of,
+            PromiseToPay.status.in_((PromiseStatus.OPEN, PromiseStatus.MISSED)),
+        )
+    ).all():
+        if is_broken_promise(status, promised, int(grace), as_of):
+            broken[cid] += 1
+    return broken
+
+
+def _disputes_and_invoices(
+    session: Session, org_id: int, ids: list[int], since: date, as_of: date
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Per account, the disputes opened and the invoices issued in the look-back (disputes by
+    the organisation's business days, so the window matches the one the user sees)."""
     disputes: dict[int, int] = defaultdict(int)
     invoices: dict[int, int] = defaultdict(int)
+    tz = clock.org_zone(session, org_id)
+    window_start = clock.start_of_business_day(since, tz)
+    window_end = clock.start_of_business_day(as_of + timedelta(days=1), tz)
+    for cid, n in session.execute(
+        select(Dispute.customer_id, func.count())
+        .where(
+            Dispute.org_id == org_id,
+            Dispute.customer_id.in_(ids),
+            Dispute.opened_at >= window_start,
+            Dispute.opened_at < window_end,
+        )
+        .group_by(Dispute.customer_id)
+    ).all():
+        disputes[cid] = int(n)
+    for cid, n in session.execute(
+        select(Invoice.customer_id, func.count())
+        .where(
+            Invoice.org_id == org_id,
+            Invoice.customer_id.in_(ids),
+            Invoice.status != InvoiceStatus.VOID,
+            Invoice.issue_date > since,
+            Invoice.issue_date <= as_of,
+        )
+        .group_by(Invoice.customer_id)
+    ).all():
+        invoices[cid] = int(n)
+    return disputes, invoices
+
+
+def renewal_risk(
+    session: Session,
+    org_id: int,
+    *,
+    as_of: date | None = None,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    segment_id: int | None = None,
+    owner_user_id: int | None = None,
+    owner_role: OwnerRole = "csm",
+    lookback_days: int = DEFAULT_LOOKBACK_DAYS,
+    now: datetime | None = None,
+) -> RenewalReport:
+    """Accounts of ``org_id`` renewing inside the window, highest risk first."""
+    if not 0 <= window_days <= MAX_WINDOW_DAYS:
+        raise RenewalInputError(f"window must be 0 to {MAX_WINDOW_DAYS} days (got {window_days})")
+    if lookback_days < 1:
+        raise RenewalInputError(f"look-back must be at least 1 day (got {lookback_days})")
+    now = now or clock.now()
+    as_of = as_of or clock.org_business_date(session, org_id, now)
+    since = as_of - timedelta(days=lookback_days)
+    q = _renewing_accounts(org_id, as_of, window_days, segment_id, owner_user_id, owner_role)
+    accounts = session.execute(q).all()
+    ids = [a[0] for a in accounts]
+    open_by: dict[int, dict[str, int]] = {}
+    past_by: dict[int, dict[str, int]] = {}
+    broken: dict[int, int] = {}
+    disputes: dict[int, int] = {}
+    invoices: dict[int, int] = {}
     if ids:
-        balances = session.execute(
-            select(
-                Invoice.customer_id,
-                Invoice.currency,
-                func.sum(Invoice.balance_minor),
-                func.sum(case((Invoice.due_date < as_of, Invoice.balance_minor), else_=0)),
-            )
-            .where(
-                Invoice.org_id == org_id,
-                Invoice.customer_id.in_(ids),
-                Invoice.status == InvoiceStatus.OPEN,
-                Invoice.balance_minor > 0,
-                Invoice.issue_date <= as_of,
-            )
-            .group_by(Invoice.customer_id, Invoice.currency)
-        ).all()
-        for cid, cur, total, past in balances:
-            open_by[cid][cur] = int(total or 0)
-            if past:
-                past_by[cid][cur] = int(past)
-        for cid, status, promised, grace in session.execute(
-            select(
-                PromiseToPay.customer_id,
-                PromiseToPay.status,
-                PromiseToPay.promised_date,
-                PromiseToPay.grace_days,
-            ).where(
-                PromiseToPay.org_id == org_id,
-                PromiseToPay.customer_id.in_(ids),
-                PromiseToPay.promised_date >= since,
-                PromiseToPay.promised_date <= as_of,
-                PromiseToPay.status.in_((PromiseStatus.OPEN, PromiseStatus.MISSED)),
-            )
-        ).all():
-            if is_broken_promise(status, promised, int(grace), as_of):
-                broken[cid] += 1
-        tz = clock.org_zone(session, org_id)
-        window_start = clock.start_of_business_day(since, tz)
-        window_end = clock.start_of_business_day(as_of + timedelta(days=1), tz)
-        for cid, n in session.execute(
-            select(Dispute.customer_id, func.count())
-            .where(
-                Dispute.org_id == org_id,
-                Dispute.customer_id.in_(ids),
-                Dispute.opened_at >= window_start,
-                Dispute.opened_at < window_end,
-            )
-            .group_by(Dispute.customer_id)
-        ).all():
-            disputes[cid] = int(n)
-        for cid, n in session.execute(
-            select(Invoice.customer_id, func.count())
-            .where(
-                Invoice.org_id == org_id,
-                Invoice.customer_id.in_(ids),
-                Invoice.status != InvoiceStatus.VOID,
-                Invoice.issue_date > since,
-                Invoice.issue_date <= as_of,
-            )
-            .group_by(Invoice.customer_id)
-        ).all():
-            invoices[cid] = int(n)
+        open_by, past_by = _open_and_past_due(session, org_id, ids, as_of)
+        broken = _broken_promises(session, org_id, ids, since, as_of)
+        disputes, invoices = _disputes_and_invoices(session, org_id, ids, since, as_of)
 
     rows = []
     for cid, name, segment, csm_name, sales_name, renewal in accounts:

@@ -204,6 +204,45 @@ def _group(history: Iterable[HistoryRecord]) -> dict[str, _CustomerArrays]:
     return out
 
 
+def _history_counts(
+    h: _CustomerArrays | None,
+    targets: Sequence[HistoryRecord],
+    idx: Any,
+    d: Any,
+) -> tuple[Any, Any, Any, Any, Any, Any, Any]:
+    """For a chunk of one customer's targets (``idx``, scored on the ordinals ``d``): invoices
+    with a known outcome, late ones, settled, settled and disputed, open past due, the sum of
+    days late and the mean amount of earlier invoices, each target's own invoice left out."""
+    if h is None or not h.keys:
+        n_known = late = n_settled = n_disp = opd = np.zeros(len(idx), dtype=np.int64)
+        dl_sum = np.zeros(len(idx))
+        mean_amt = np.full(len(idx), np.nan)
+    else:
+        key_pos = {k: j for j, k in enumerate(h.keys)}
+        own = np.array([key_pos.get(targets[i].key, -1) for i in idx])
+        earlier = h.issue[None, :] < d
+        earlier &= np.arange(len(h.keys))[None, :] != own[:, None]
+        settled_by = earlier & h.known[None, :] & (h.settled[None, :] <= d)
+        open_pd = earlier & h.known[None, :] & (h.settled[None, :] > d) & (h.due[None, :] < d)
+        late_settled = settled_by & (h.settled > h.due)[None, :]
+        days_settled = np.clip(h.settled - h.due, 0, DAYS_LATE_CAP)[None, :]
+        days_open = np.clip(d - h.due[None, :], 0, DAYS_LATE_CAP)
+        n_settled = settled_by.sum(axis=1)
+        n_open = open_pd.sum(axis=1)
+        n_known = n_settled + n_open
+        late = late_settled.sum(axis=1) + n_open
+        dl_sum = (settled_by * days_settled).sum(axis=1) + (open_pd * days_open).sum(axis=1)
+        disp_known = h.disputed[None, :] & (h.disputed_on[None, :] <= d)
+        n_disp = (settled_by & disp_known).sum(axis=1)
+        opd = n_open
+        n_earlier = earlier.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_amt = np.where(
+                n_earlier > 0, (earlier * h.amount[None, :]).sum(axis=1) / n_earlier, np.nan
+            )
+    return n_known, late, n_settled, n_disp, opd, dl_sum, mean_amt
+
+
 def build_features(
     history: Sequence[HistoryRecord],
     targets: Sequence[HistoryRecord],
@@ -234,35 +273,9 @@ def build_features(
         for start in range(0, len(idx_all), chunk):
             idx = np.array(idx_all[start : start + chunk], dtype=np.int64)
             d = np.array([dates[i].toordinal() for i in idx], dtype=np.int64)[:, None]
-            if h is None or not h.keys:
-                n_known = late = n_settled = n_disp = opd = np.zeros(len(idx), dtype=np.int64)
-                dl_sum = np.zeros(len(idx))
-                mean_amt = np.full(len(idx), np.nan)
-            else:
-                key_pos = {k: j for j, k in enumerate(h.keys)}
-                own = np.array([key_pos.get(targets[i].key, -1) for i in idx])
-                earlier = h.issue[None, :] < d
-                earlier &= np.arange(len(h.keys))[None, :] != own[:, None]
-                settled_by = earlier & h.known[None, :] & (h.settled[None, :] <= d)
-                open_pd = (
-                    earlier & h.known[None, :] & (h.settled[None, :] > d) & (h.due[None, :] < d)
-                )
-                late_settled = settled_by & (h.settled > h.due)[None, :]
-                days_settled = np.clip(h.settled - h.due, 0, DAYS_LATE_CAP)[None, :]
-                days_open = np.clip(d - h.due[None, :], 0, DAYS_LATE_CAP)
-                n_settled = settled_by.sum(axis=1)
-                n_open = open_pd.sum(axis=1)
-                n_known = n_settled + n_open
-                late = late_settled.sum(axis=1) + n_open
-                dl_sum = (settled_by * days_settled).sum(axis=1) + (open_pd * days_open).sum(axis=1)
-                disp_known = h.disputed[None, :] & (h.disputed_on[None, :] <= d)
-                n_disp = (settled_by & disp_known).sum(axis=1)
-                opd = n_open
-                n_earlier = earlier.sum(axis=1)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    mean_amt = np.where(
-                        n_earlier > 0, (earlier * h.amount[None, :]).sum(axis=1) / n_earlier, np.nan
-                    )
+            n_known, late, n_settled, n_disp, opd, dl_sum, mean_amt = _history_counts(
+                h, targets, idx, d
+            )
             for row, i in enumerate(idx):
                 t = targets[i]
                 amount = float(t.amount_minor)
@@ -976,18 +989,12 @@ def model_fingerprint(model: RiskModel) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def snapshot_select(
-    org_id: int,
-    as_of: date,
-    model: RiskModel,
-    dialect: str,
-    customer_ids: Sequence[int] | None = None,
+def _history_aggregates(
+    org_id: int, d: Any, dialect: str, customer_ids: Sequence[int] | None
 ) -> Any:
-    """One row per customer with any invoice: history aggregates as of ``as_of`` and the model's
-    customer part (``base_a``: the scored invoice is not in the history; ``base_b − slope_b × its
-    days late``: it is in it as open and past due, and is taken back out). ``customer_ids``
-    narrows it to those customers (an import refreshing what it touched)."""
-    d = literal(as_of, Date)
+    """Per customer, the payment history as of ``d``: invoices issued before it, those settled
+    by it (late or not, disputed or not, days late capped), those open and past due on it, and
+    the currencies of what is still open."""
     inv = aliased(Invoice)
     disputed = (
         select(Dispute.invoice_id.label("invoice_id"))
@@ -1055,6 +1062,22 @@ def snapshot_select(
         .group_by(inv.customer_id)
         .subquery("risk_hist")
     )
+    return h
+
+
+def snapshot_select(
+    org_id: int,
+    as_of: date,
+    model: RiskModel,
+    dialect: str,
+    customer_ids: Sequence[int] | None = None,
+) -> Any:
+    """One row per customer with any invoice: history aggregates as of ``as_of`` and the model's
+    customer part (``base_a``: the scored invoice is not in the history; ``base_b − slope_b × its
+    days late``: it is in it as open and past due, and is taken back out). ``customer_ids``
+    narrows it to those customers (an import refreshing what it touched)."""
+    d = literal(as_of, Date)
+    h = _history_aggregates(org_id, d, dialect, customer_ids)
     a, d0 = SHRINKAGE, model.priors.dispute_rate
     dispute_rate = (_fl(h.c.n_disp) + _f(a * d0)) / (_fl(h.c.n_settled) + _f(a))
     n_known = h.c.n_settled + h.c.n_open_pd

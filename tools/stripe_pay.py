@@ -154,6 +154,52 @@ def payment_target(
     )
 
 
+def _reusable_intent(
+    session: Session, org: Organisation, target: Target, sc: stripe.StripeClient
+) -> PaymentIntentLink | None:
+    """An unfinished intent for the same target and amount, its status refreshed from Stripe
+    (newest first); None when none is still usable."""
+    q = select(PaymentIntentLink).where(
+        PaymentIntentLink.org_id == org.id,
+        PaymentIntentLink.amount_minor == target.amount_minor,
+        PaymentIntentLink.status.in_(list(REUSABLE_STATUSES)),
+    )
+    if target.invoice is not None:
+        q = q.where(PaymentIntentLink.invoice_id == target.invoice.id)
+    elif target.installment is not None:
+        q = q.where(PaymentIntentLink.installment_id == target.installment.id)
+    for link in session.scalars(q.order_by(PaymentIntentLink.id.desc())):
+        try:
+            pi = sc.v1.payment_intents.retrieve(link.intent_id, options=_options(org))  # type: ignore[arg-type]
+        except stripe.StripeError as exc:
+            raise _stripe_error(exc) from exc
+        link.status = pi.status
+        if pi.status in REUSABLE_STATUSES:
+            session.flush()
+            return link
+    return None
+
+
+def _intent_idempotency_key(session: Session, org_id: int, target: Target) -> str:
+    """Stripe's idempotency key for a new intent: the target, its amount and the newest intent
+    id of the organisation, so a retry reuses the intent and a later attempt gets a new one."""
+    attempt = (
+        session.scalar(
+            select(PaymentIntentLink.id)
+            .where(PaymentIntentLink.org_id == org_id)
+            .order_by(PaymentIntentLink.id.desc())
+            .limit(1)
+        )
+        or 0
+    )
+    what = (
+        f"inv-{target.invoice.id}"
+        if target.invoice is not None
+        else f"inst-{target.installment.id if target.installment else 0}"
+    )
+    return f"plixo-{org_id}-{what}-{target.amount_minor}-{attempt}"
+
+
 def create_intent(
     session: Session,
     org_id: int,
@@ -178,24 +224,9 @@ def create_intent(
     )
     org = _org(session, org_id)
     sc = stripe_client or client(settings)
-    q = select(PaymentIntentLink).where(
-        PaymentIntentLink.org_id == org_id,
-        PaymentIntentLink.amount_minor == target.amount_minor,
-        PaymentIntentLink.status.in_(list(REUSABLE_STATUSES)),
-    )
-    if target.invoice is not None:
-        q = q.where(PaymentIntentLink.invoice_id == target.invoice.id)
-    elif target.installment is not None:
-        q = q.where(PaymentIntentLink.installment_id == target.installment.id)
-    for link in session.scalars(q.order_by(PaymentIntentLink.id.desc())):
-        try:
-            pi = sc.v1.payment_intents.retrieve(link.intent_id, options=_options(org))  # type: ignore[arg-type]
-        except stripe.StripeError as exc:
-            raise _stripe_error(exc) from exc
-        link.status = pi.status
-        if pi.status in REUSABLE_STATUSES:
-            session.flush()
-            return link
+    reused = _reusable_intent(session, org, target, sc)
+    if reused is not None:
+        return reused
     metadata = {
         "plixo_org_id": str(org_id),
         "plixo_customer_id": str(target.customer_id),
@@ -203,21 +234,7 @@ def create_intent(
         "plixo_installment_id": str(target.installment.id) if target.installment else "",
         "plixo_label": target.label,
     }
-    attempt = (
-        session.scalar(
-            select(PaymentIntentLink.id)
-            .where(PaymentIntentLink.org_id == org_id)
-            .order_by(PaymentIntentLink.id.desc())
-            .limit(1)
-        )
-        or 0
-    )
-    what = (
-        f"inv-{target.invoice.id}"
-        if target.invoice is not None
-        else f"inst-{target.installment.id if target.installment else 0}"
-    )
-    key = f"plixo-{org_id}-{what}-{target.amount_minor}-{attempt}"
+    key = _intent_idempotency_key(session, org_id, target)
     try:
         pi = sc.v1.payment_intents.create(
             params={
@@ -445,6 +462,51 @@ def _match(
     return link, "ok", detail
 
 
+def _post_intent_payment(
+    session: Session,
+    link: PaymentIntentLink,
+    amount: int,
+    currency: str,
+    paid_at: datetime,
+    now: datetime,
+    detail: dict[str, Any],
+) -> payments.PaymentResult:
+    """Post the intent's money to its target; when the target refuses it (e.g. the plan was
+    cancelled meanwhile) post it on account instead, noting why in ``detail``."""
+    try:
+        with session.begin_nested():  # a refusal rolls back only this attempt
+            result = payments.post_payment(
+                session,
+                link.org_id,
+                amount_minor=amount,
+                currency=currency,
+                received_on=org_today(session, link.org_id, paid_at),
+                customer_id=link.customer_id,
+                invoice_id=None if link.installment_id else link.invoice_id,
+                installment_id=link.installment_id,
+                method="stripe",
+                external_ref=link.intent_id,
+                actor="stripe webhook",
+                now=now,
+            )
+    except CommitmentError as exc:
+        # e.g. the plan was cancelled meanwhile: keep the money on account, never lose it.
+        detail["fallback"] = str(exc)
+        result = payments.post_payment(
+            session,
+            link.org_id,
+            amount_minor=amount,
+            currency=currency,
+            received_on=org_today(session, link.org_id, paid_at),
+            customer_id=link.customer_id,
+            method="stripe",
+            external_ref=link.intent_id,
+            actor="stripe webhook",
+            now=now,
+        )
+    return result
+
+
 def _on_succeeded(
     session: Session, event: dict[str, Any], obj: dict[str, Any], now: datetime
 ) -> tuple[WebhookResult, int | None]:
@@ -479,37 +541,7 @@ def _on_succeeded(
         min(datetime.fromtimestamp(int(created), UTC), now) if isinstance(created, int) else now
     )
     link.status = "succeeded"
-    try:
-        with session.begin_nested():  # a refusal rolls back only this attempt
-            result = payments.post_payment(
-                session,
-                link.org_id,
-                amount_minor=amount,
-                currency=currency,
-                received_on=org_today(session, link.org_id, paid_at),
-                customer_id=link.customer_id,
-                invoice_id=None if link.installment_id else link.invoice_id,
-                installment_id=link.installment_id,
-                method="stripe",
-                external_ref=link.intent_id,
-                actor="stripe webhook",
-                now=now,
-            )
-    except CommitmentError as exc:
-        # e.g. the plan was cancelled meanwhile: keep the money on account, never lose it.
-        detail["fallback"] = str(exc)
-        result = payments.post_payment(
-            session,
-            link.org_id,
-            amount_minor=amount,
-            currency=currency,
-            received_on=org_today(session, link.org_id, paid_at),
-            customer_id=link.customer_id,
-            method="stripe",
-            external_ref=link.intent_id,
-            actor="stripe webhook",
-            now=now,
-        )
+    result = _post_intent_payment(session, link, amount, currency, paid_at, now, detail)
     if not result.duplicate:
         stripe_payouts.link_posted_intent(session, link.org_id, link.intent_id, result.payment)
     detail.update(

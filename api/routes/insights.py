@@ -845,6 +845,47 @@ def _console_data(
     }
 
 
+def _figure_value(f: metrics.Figure) -> str:
+    """A figure with two decimals, or blank when it cannot be computed."""
+    return "" if f.value is None else f"{f.value:.2f}"
+
+
+def _dso_rows(series: list[metrics.MonthPoint], mon: Any) -> list[list[Any]]:
+    """Per month: DSO (countback and simple), CEI, average days delinquent, and why a figure is
+    missing."""
+    return [
+        [
+            mon(p.period.start),
+            p.dso_countback.currency or p.dso_simple.currency or "",
+            _figure_value(p.dso_countback),
+            _figure_value(p.dso_simple),
+            _figure_value(p.cei),
+            _figure_value(p.average_days_delinquent),
+            p.dso_simple.reason or p.dso_countback.reason or p.cei.reason or "",
+        ]
+        for p in series
+    ]
+
+
+def _drafting_cost_table(data: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Drafting cost per model: drafts, requests and tokens per draft, cost per 100 drafts."""
+    return (
+        ["model", "drafts", "requests_per_draft", "tokens_per_draft", "per_100_drafts"],
+        [
+            [
+                m.model_name,
+                m.drafts,
+                m.requests_per_draft,
+                m.tokens_per_draft,
+                "not in the price table"
+                if m.cost_per_100_drafts_usd is None
+                else f"${m.cost_per_100_drafts_usd}",
+            ]  # fmt: skip
+            for m in data.get("drafting_cost", [])
+        ],
+    )
+
+
 def _console_tables(
     data: dict[str, Any], money: Any = None, month: Any = None
 ) -> dict[str, tuple[list[str], list[list[Any]]]]:
@@ -859,22 +900,7 @@ def _console_tables(
         for p in series
         for cur, amount in sorted(p.cash_collected.amounts.items())
     ]
-
-    def value(f: metrics.Figure) -> str:
-        return "" if f.value is None else f"{f.value:.2f}"
-
-    dso_rows = [
-        [
-            mon(p.period.start),
-            p.dso_countback.currency or p.dso_simple.currency or "",
-            value(p.dso_countback),
-            value(p.dso_simple),
-            value(p.cei),
-            value(p.average_days_delinquent),
-            p.dso_simple.reason or p.dso_countback.reason or p.cei.reason or "",
-        ]
-        for p in series
-    ]
+    dso_rows = _dso_rows(series, mon)
     aging_rows = [
         [cur, b.value, fmt(row.amounts[b], cur), row.counts[b]]
         for cur, row in data["aging"].items()
@@ -886,7 +912,7 @@ def _console_tables(
             p.promise_adherence.inputs.get("kept", 0),
             p.promise_adherence.inputs.get("missed", 0),
             p.promise_adherence.inputs.get("pending", 0),
-            value(p.promise_adherence),
+            _figure_value(p.promise_adherence),
         ]
         for p in series
     ]
@@ -922,21 +948,7 @@ def _console_tables(
             ["currency", "promise_exposure", "plan_exposure", "dispute_exposure"],
             exposure_rows,
         ),
-        "drafting_cost": (
-            ["model", "drafts", "requests_per_draft", "tokens_per_draft", "per_100_drafts"],
-            [
-                [
-                    m.model_name,
-                    m.drafts,
-                    m.requests_per_draft,
-                    m.tokens_per_draft,
-                    "not in the price table"
-                    if m.cost_per_100_drafts_usd is None
-                    else f"${m.cost_per_100_drafts_usd}",
-                ]  # fmt: skip
-                for m in data.get("drafting_cost", [])
-            ],
-        ),
+        "drafting_cost": _drafting_cost_table(data),
     }
 
 
