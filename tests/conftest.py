@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from psycopg.errors import DeadlockDetected, LockNotAvailable
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
@@ -95,17 +98,39 @@ def _postgres_db() -> Iterator[str | None]:
         admin.dispose()
 
 
+def _empty_postgres(url: str, attempts: int = 5) -> None:
+    """Empty every table for the next test.
+
+    A transaction an earlier test left running in the background (a worker's heartbeat, a
+    delivery finishing its last step) can deadlock with the TRUNCATE's locks; PostgreSQL then
+    cancels one side (seen once in CI, at a test's setup). When it cancels ours, the other side
+    finishes, and the TRUNCATE is tried again after a moment.
+    """
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    engine = make_engine(url)
+    try:
+        for attempt in range(1, attempts + 1):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text("SET LOCAL lock_timeout = '30s'"))
+                    conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+                return
+            except OperationalError as exc:
+                transient = isinstance(exc.orig, (DeadlockDetected, LockNotAvailable))
+                if not transient or attempt == attempts:
+                    raise
+                time.sleep(0.2 * attempt)
+    finally:
+        engine.dispose()
+
+
 @pytest.fixture
 def db_url(
     tmp_path: Path, _template_sqlite: Path | None, _postgres_db: str | None
 ) -> Iterator[str]:
     """A migrated, empty ledger for this test."""
     if _postgres_db:
-        engine = make_engine(_postgres_db)
-        names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        engine.dispose()
+        _empty_postgres(_postgres_db)
         yield _postgres_db
         return
     assert _template_sqlite is not None
