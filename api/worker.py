@@ -187,6 +187,27 @@ def client(settings: Settings) -> Any:
         ) from exc
 
 
+def _unfinished_workflows(dbos: Any, ledger_key: str) -> list[Any]:
+    """This ledger's workflows that are waiting, running or failed (newest first, at most
+    5,000): workflow ids name their ledger, as several ledgers may share a system database."""
+    flows = dbos.list_workflows(
+        status=[
+            "PENDING",
+            "ENQUEUED",
+            "DELAYED",
+            "ERROR",
+            "CANCELLED",
+            "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
+        ],
+        load_input=False,
+        load_output=False,
+        limit=5000,
+        sort_desc=True,
+    )
+    key = ledger_key
+    return [f for f in flows if f":{key}:" in f":{f.workflow_id}:" or key in f.workflow_id]
+
+
 def status(sessions: sessionmaker[Session], settings: Settings, dbos: Any) -> dict[str, Any]:
     """Queues, live workers, in-flight and failed workflows per organisation, and the messages
     waiting for a person (uncertain or failed)."""
@@ -205,21 +226,7 @@ def status(sessions: sessionmaker[Session], settings: Settings, dbos: Any) -> di
                 OutboxMessage.last_error,
             ).where(OutboxMessage.status.in_((OutboxStatus.UNCERTAIN, OutboxStatus.FAILED)))
         ).all()
-        flows = DBOS.list_workflows(
-            status=[
-                "PENDING",
-                "ENQUEUED",
-                "DELAYED",
-                "ERROR",
-                "CANCELLED",
-                "MAX_RECOVERY_ATTEMPTS_EXCEEDED",
-            ],
-            load_input=False,
-            load_output=False,
-            limit=5000,
-            sort_desc=True,
-        )
-        flows = [f for f in flows if f":{key}:" in f":{f.workflow_id}:" or key in f.workflow_id]
+        flows = _unfinished_workflows(DBOS, key)
         outbox_ids = [
             int(p[2])
             for p in (f.workflow_id.split(":") for f in flows)

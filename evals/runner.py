@@ -721,6 +721,28 @@ _UNREACHABLE_HINTS = (
 )
 
 
+def _build_scenarios(
+    datasets: Sequence[LoadedDataset], ledgers: EvalLedgers, run_settings: Settings
+) -> tuple[dict[str, PreparedScenario], dict[str, str]]:
+    """Each case's scenario written into its own ledger; a scenario that cannot be built is
+    kept with its error and reported as a case that did not run."""
+    prepared: dict[str, PreparedScenario] = {}
+    prep_errors: dict[str, str] = {}
+    for ds in datasets:
+        for case in ds.cases:
+            assert case.name is not None
+            with ledgers.sessions_for(case.name)() as session:
+                try:
+                    prepared[case.name] = build_scenario(
+                        session, case.name, case.inputs.scenario, run_settings
+                    )
+                    session.commit()
+                except Exception as exc:  # noqa: BLE001 - reported as a case that did not run
+                    session.rollback()
+                    prep_errors[case.name] = f"{type(exc).__name__}: {exc}"
+    return prepared, prep_errors
+
+
 async def run_suite(
     datasets: Sequence[LoadedDataset],
     agent: CaseAgent,
@@ -744,20 +766,7 @@ async def run_suite(
     with tempfile.TemporaryDirectory(prefix="plixo-eval-data-") as data_dir:
         run_settings = eval_settings(settings, data_dir=Path(data_dir))
         with eval_ledgers() as ledgers:
-            prepared: dict[str, PreparedScenario] = {}
-            prep_errors: dict[str, str] = {}
-            for ds in datasets:
-                for case in ds.cases:
-                    assert case.name is not None
-                    with ledgers.sessions_for(case.name)() as session:
-                        try:
-                            prepared[case.name] = build_scenario(
-                                session, case.name, case.inputs.scenario, run_settings
-                            )
-                            session.commit()
-                        except Exception as exc:  # noqa: BLE001 - reported as a case that did not run
-                            session.rollback()
-                            prep_errors[case.name] = f"{type(exc).__name__}: {exc}"
+            prepared, prep_errors = _build_scenarios(datasets, ledgers, run_settings)
             task = _task(prepared, prep_errors, ledgers, run_settings, agent, case_timeout_s)
             for ds in datasets:
                 dataset = ds.dataset

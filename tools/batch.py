@@ -163,6 +163,21 @@ class BatchError(PlixoError, ValueError):
     http_status = 422
 
 
+def _check_selection(
+    action: Literal["approve", "reject"], items: list[tuple[int, int]], reason: str | None
+) -> None:
+    """A batch names each draft once, at most ``MAX_BATCH`` of them; a rejection says why."""
+    if not items:
+        raise BatchError("Select at least one draft.")
+    if len(items) > MAX_BATCH:
+        raise BatchError(f"At most {MAX_BATCH} drafts per batch; split the selection.")
+    ids = [draft_id for draft_id, _ in items]
+    if len(set(ids)) != len(ids):
+        raise BatchError("A draft appears twice in the batch; select each draft once.")
+    if action == "reject" and not (reason or "").strip():
+        raise BatchError("Say why you reject these drafts; the reason is kept for the evals.")
+
+
 @guarded("batch_approve", actor="user")
 def decide_batch(
     session: Session,
@@ -180,15 +195,7 @@ def decide_batch(
     Refusals (over the approver's limit, stale version, wrong state, guardrail block, unknown id)
     are returned per item with the reason; the accepted items stand.
     """
-    if not items:
-        raise BatchError("Select at least one draft.")
-    if len(items) > MAX_BATCH:
-        raise BatchError(f"At most {MAX_BATCH} drafts per batch; split the selection.")
-    ids = [draft_id for draft_id, _ in items]
-    if len(set(ids)) != len(ids):
-        raise BatchError("A draft appears twice in the batch; select each draft once.")
-    if action == "reject" and not (reason or "").strip():
-        raise BatchError("Say why you reject these drafts; the reason is kept for the evals.")
+    _check_selection(action, items, reason)
     now = now or clock.now()
     batch_id = new_batch_id()
     results: list[ItemResult] = []

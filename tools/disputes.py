@@ -557,6 +557,24 @@ def safe_filename(name: str) -> str:
     return cleaned or "evidence"
 
 
+def _write_once(target: Path, data: bytes) -> None:
+    """Write a content-addressed file atomically (a temporary file, fsync, rename); a file
+    already there has the same bytes and is left alone."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @guarded("manage_disputes", **COMMITMENT_GUARD)
 def add_evidence(
     session: Session,
@@ -605,19 +623,7 @@ def add_evidence(
     if any(e.sha256 == digest for e in dispute.evidence):
         raise Conflict("That file is already attached to this dispute.")
     rel = Path(str(org_id)) / str(dispute.id) / f"{digest}{EVIDENCE_TYPES[ctype]}"
-    target = Path(evidence_dir) / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    _write_once(Path(evidence_dir) / rel, data)
     item = DisputeEvidence(
         dispute_id=dispute.id,
         slot=slot,

@@ -437,6 +437,24 @@ def _not_before(decision: dict[str, Any]) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _refuse_unless_allowed(result: Recheck) -> None:
+    """:class:`ApprovalRefused` with the deciding reasons when the re-check blocks the draft,
+    still asks for another approval, or finds figures that no longer match the ledger."""
+    reasons = result.decision.get("reasons", [])
+    if not (result.grounding_blocked or result.outcome in ("block", "needs_approval")):
+        return
+    deciding = [r for r in reasons if r.get("outcome") == result.outcome] or reasons
+    if result.grounding_blocked and result.outcome != "block":
+        mismatches = (result.grounding or {}).get("mismatches") or []
+        deciding = [
+            {"rule_id": "grounding.mismatch", "outcome": "block", "message": m.get("message")}
+            for m in mismatches
+        ] or deciding
+    message = "; ".join(str(r.get("message")) for r in deciding) or "grounding failed"
+    verb = "block this draft now" if result.outcome != "needs_approval" else "ask for more"
+    raise ApprovalRefused(f"The guardrails {verb}: {message}", deciding)
+
+
 @guarded("approve_draft", **DRAFT_GUARD)
 def approve_draft(
     session: Session,
@@ -474,18 +492,7 @@ def approve_draft(
     check = recheck or make_recheck(settings or get_settings(), approved_by=[user.role.value])
     with session.no_autoflush:
         result = check(session, draft, now)
-    reasons = result.decision.get("reasons", [])
-    if result.grounding_blocked or result.outcome in ("block", "needs_approval"):
-        deciding = [r for r in reasons if r.get("outcome") == result.outcome] or reasons
-        if result.grounding_blocked and result.outcome != "block":
-            mismatches = (result.grounding or {}).get("mismatches") or []
-            deciding = [
-                {"rule_id": "grounding.mismatch", "outcome": "block", "message": m.get("message")}
-                for m in mismatches
-            ] or deciding
-        message = "; ".join(str(r.get("message")) for r in deciding) or "grounding failed"
-        verb = "block this draft now" if result.outcome != "needs_approval" else "ask for more"
-        raise ApprovalRefused(f"The guardrails {verb}: {message}", deciding)
+    _refuse_unless_allowed(result)
     draft.decision = result.decision
     draft.decision_outcome = result.outcome
     draft.grounding = result.grounding

@@ -442,18 +442,16 @@ def _apply_decision(
         session.flush()
 
 
-def _requested_draft(
+def _nudge_draft(
     org_id: int,
-    user: User,
-    customer: Customer,
-    invoice: Invoice,
-    contact: Contact,
-    template: NudgeTemplate,
-    subject: str,
-    body: str,
-    link: str,
+    writer: User,
+    creator: User,
+    rendered: tuple[Customer, Invoice, Contact, NudgeTemplate, str, str, str],
+    **more_facts: Any,
 ) -> Draft:
-    """The owner's own nudge as a draft, written in their persona (not yet added)."""
+    """A nudge as a draft (not yet added), in the persona of the one it is written for
+    (``writer``: the owner who sends it), made by ``creator`` (the owner, or who suggested it)."""
+    customer, invoice, contact, template, subject, body, link = rendered
     return Draft(
         org_id=org_id,
         customer_id=customer.id,
@@ -461,7 +459,7 @@ def _requested_draft(
         contact_id=contact.id,
         segment_id=customer.segment_id,
         kind=DraftKind.NUDGE,
-        persona=_persona_for(user.role.value),
+        persona=_persona_for(writer.role.value),
         channel=Channel.EMAIL,
         recipient=contact.email,
         subject=subject,
@@ -472,10 +470,11 @@ def _requested_draft(
             "template_id": template.id,
             "invoice_numbers": [invoice.number],
             "pay_link": link,
+            **more_facts,
         },
         model_name="template",
         prompt_version=f"nudge:{template.id}",
-        created_by_user_id=user.id,
+        created_by_user_id=creator.id,
     )
 
 
@@ -513,9 +512,8 @@ def request_nudge(
         sender=user,
         settings=settings,
     )
-    draft = _requested_draft(
-        org_id, user, customer, invoice, contact, template, subject, body, link
-    )
+    rendered = (customer, invoice, contact, template, subject, body, link)
+    draft = _nudge_draft(org_id, user, user, rendered)
     facts = _nudge_facts(
         session,
         org=org,
@@ -582,29 +580,9 @@ def suggest_nudge(
         sender=owner,
         settings=settings,
     )
-    draft = Draft(
-        org_id=org_id,
-        customer_id=customer.id,
-        invoice_id=invoice.id,
-        contact_id=contact.id,
-        segment_id=customer.segment_id,
-        kind=DraftKind.NUDGE,
-        persona=_persona_for(owner.role.value),
-        channel=Channel.EMAIL,
-        recipient=contact.email,
-        subject=subject,
-        body=body,
-        language=contact.language or customer.language,
-        stated_facts={
-            "template_id": template.id,
-            "invoice_numbers": [invoice.number],
-            "pay_link": link,
-            "suggested_by": user.id,
-            "owner_user_id": owner.id,
-        },
-        model_name="template",
-        prompt_version=f"nudge:{template.id}",
-        created_by_user_id=user.id,
+    rendered = (customer, invoice, contact, template, subject, body, link)
+    draft = _nudge_draft(
+        org_id, owner, user, rendered, suggested_by=user.id, owner_user_id=owner.id
     )
     session.add(draft)
     session.flush()

@@ -629,6 +629,39 @@ def _fees_fingerprint(payout_id: str) -> str:
     return service.fingerprint("stripe-fees", BankLine(0, date.min, 0, "", bank_ref=payout_id), 0)
 
 
+def _sort_lines(
+    session: Session,
+    org_id: int,
+    data: PayoutData,
+    rows: list[tuple[PayoutItem, CashLine]],
+    report: PayoutReport,
+    actor: User | str,
+    now: datetime,
+) -> tuple[list[tuple[CashLine, BankLine]], dict[int, list[Suggestion]], list[dict[str, Any]]]:
+    """Each new line's way: a charge the webhook posted is linked to its payment (an audit row
+    each, returned), a charge not posted yet is to be decided (with plixo's own PaymentIntent as
+    its suggestion where it has one), anything else (fees, refunds, disputes) is recorded."""
+    posted = _posted_intents(session, org_id, [it.intent_id for it, _ in rows if it.intent_id])
+    to_decide: list[tuple[CashLine, BankLine]] = []
+    preset: dict[int, list[Suggestion]] = {}
+    linked: list[dict[str, Any]] = []
+    for item, row in rows:
+        if item.category != CHARGE:
+            _record_other(row, item, data, now, report)
+            continue
+        payment = posted.get(item.intent_id or "")
+        if payment is not None:
+            _link(row, item, payment, now)
+            linked.append(_linked_row(org_id, row, item, payment, actor))
+            continue
+        line = _bank_line(row)
+        to_decide.append((row, line))
+        found = _from_intent(session, org_id, item, line)
+        if found:
+            preset[row.id] = found
+    return to_decide, preset, linked
+
+
 def _import_one(
     session: Session,
     org_id: int,
@@ -666,26 +699,8 @@ def _import_one(
         ),
     )
     rows = _store(session, org_id, run, data, report, now)
-    posted = _posted_intents(session, org_id, [it.intent_id for it, _ in rows if it.intent_id])
-    to_decide: list[tuple[CashLine, BankLine]] = []
-    preset: dict[int, list[Suggestion]] = {}
-    trail: list[dict[str, Any]] = []
-    linked = 0
-    for item, row in rows:
-        if item.category == CHARGE:
-            payment = posted.get(item.intent_id or "")
-            if payment is not None:
-                _link(row, item, payment, now)
-                trail.append(_linked_row(org_id, row, item, payment, actor))
-                linked += 1
-                continue
-            line = _bank_line(row)
-            to_decide.append((row, line))
-            found = _from_intent(session, org_id, item, line)
-            if found:
-                preset[row.id] = found
-            continue
-        _record_other(row, item, data, now, report)
+    to_decide, preset, trail = _sort_lines(session, org_id, data, rows, report, actor, now)
+    linked = len(trail)
     service.decide_lines(session, org_id, to_decide, report, now, preset=preset)
     figures = {
         "payout_id": data.payout_id,
@@ -711,6 +726,7 @@ def _import_one(
         )
     )
     if totals["fees_minor"] and report.lines_new:
+        detail = {"payout_id": data.payout_id, "fees_minor": totals["fees_minor"]}
         trail.append(
             audit.row(
                 org_id,
@@ -718,15 +734,26 @@ def _import_one(
                 action="cash.stripe_fees_recorded",
                 subject_type="cash_import",
                 subject_id=run.id,
-                detail={
-                    "payout_id": data.payout_id,
-                    "fees_minor": totals["fees_minor"],
-                    "currency": data.currency,
-                },
+                detail={**detail, "currency": data.currency},
             )
         )
     audit.record_many(session, trail)
     session.flush()
+    _clear_bank_line(session, org_id, data, run, report, actor, now)
+    return report
+
+
+def _clear_bank_line(
+    session: Session,
+    org_id: int,
+    data: PayoutData,
+    run: CashImport,
+    report: PayoutReport,
+    actor: User | str,
+    now: datetime,
+) -> None:
+    """The payout's bank line, if it arrived first and waits, is cleared now; the report names
+    the bank line either way."""
     report.cleared += _clear_waiting_bank_lines(session, org_id, data, actor, now)
     figures = dict(run.report["payout"])  # with bank_line_id when its bank line was just cleared
     figures["bank_line_id"] = figures.get("bank_line_id") or _bank_line_of(
@@ -735,7 +762,6 @@ def _import_one(
     report.payouts.append(figures)
     run.report = {**report.as_dict(), "payout": figures}
     session.flush()
-    return report
 
 
 def _store(
@@ -787,40 +813,49 @@ def _store(
         )
         session.add(row)
         out.append((it, row))
-    fees = data.totals()["fees_minor"]
-    fee_print = _fees_fingerprint(data.payout_id)
-    withheld = sum(it.fee_minor for it in data.items if it.category != PAYOUT)
-    if withheld and out and fee_print not in existing:
-        row = CashLine(
-            org_id=org_id,
-            import_id=run.id,
-            line_no=0,
-            fingerprint=fee_print,
-            booked_on=data.arrival_date,
-            amount_minor=-withheld,
-            currency=data.currency,
-            reference=f"Stripe fees withheld from payout {data.payout_id}",
-            bank_ref=data.payout_id,
-            status=CashLineStatus.IGNORED,
-            decision={
-                "outcome": "recorded",
-                "kind": "stripe_fee",
-                "payout_id": data.payout_id,
-                "fees_minor": fees,
-                "reasons": [
-                    f"Stripe fees of {format_money(fees, data.currency)} in all: the difference "
-                    f"between the gross and payout {data.payout_id}"
-                ],
-            },
-            note=f"Stripe fees withheld from payout {data.payout_id}",
-            applied_by=WEBHOOK_ACTOR if data.source == "webhook" else "Cash App Assist",
-            applied_at=now,
-            created_at=now,
-        )
-        session.add(row)
+    fee_line = _fee_line(org_id, run, data, now) if out else None
+    if fee_line is not None and fee_line.fingerprint not in existing:
+        session.add(fee_line)
+    else:
+        fee_line = None
     session.flush()
-    report.lines_new = len(out) + (1 if withheld and out and fee_print not in existing else 0)
+    report.lines_new = len(out) + (1 if fee_line is not None else 0)
     return out
+
+
+def _fee_line(org_id: int, run: CashImport, data: PayoutData, now: datetime) -> CashLine | None:
+    """The one line of the fees Stripe withheld from the payout (recorded, never applied), or
+    None when nothing was withheld."""
+    fees = data.totals()["fees_minor"]
+    withheld = sum(it.fee_minor for it in data.items if it.category != PAYOUT)
+    if not withheld:
+        return None
+    return CashLine(
+        org_id=org_id,
+        import_id=run.id,
+        line_no=0,
+        fingerprint=_fees_fingerprint(data.payout_id),
+        booked_on=data.arrival_date,
+        amount_minor=-withheld,
+        currency=data.currency,
+        reference=f"Stripe fees withheld from payout {data.payout_id}",
+        bank_ref=data.payout_id,
+        status=CashLineStatus.IGNORED,
+        decision={
+            "outcome": "recorded",
+            "kind": "stripe_fee",
+            "payout_id": data.payout_id,
+            "fees_minor": fees,
+            "reasons": [
+                f"Stripe fees of {format_money(fees, data.currency)} in all: the difference "
+                f"between the gross and payout {data.payout_id}"
+            ],
+        },
+        note=f"Stripe fees withheld from payout {data.payout_id}",
+        applied_by=WEBHOOK_ACTOR if data.source == "webhook" else "Cash App Assist",
+        applied_at=now,
+        created_at=now,
+    )
 
 
 def _invoice_number(session: Session, org_id: int, it: PayoutItem) -> str:
