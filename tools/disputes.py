@@ -557,9 +557,10 @@ def safe_filename(name: str) -> str:
     return cleaned or "evidence"
 
 
-def _write_once(target: Path, data: bytes) -> None:
-    """Write a content-addressed file atomically (a temporary file, fsync, rename); a file
-    already there has the same bytes and is left alone."""
+def write_once(target: Path, data: bytes) -> None:
+    """Write a content-addressed evidence file atomically (a temporary file, fsync, rename); a
+    file already there has the same bytes and is left alone. Uploads and mailed attachments
+    (``tools.mailbox``) both store evidence this way."""
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         return
@@ -623,7 +624,7 @@ def add_evidence(
     if any(e.sha256 == digest for e in dispute.evidence):
         raise Conflict("That file is already attached to this dispute.")
     rel = Path(str(org_id)) / str(dispute.id) / f"{digest}{EVIDENCE_TYPES[ctype]}"
-    _write_once(Path(evidence_dir) / rel, data)
+    write_once(Path(evidence_dir) / rel, data)
     item = DisputeEvidence(
         dispute_id=dispute.id,
         slot=slot,

@@ -29,9 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import ssl
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -57,7 +55,7 @@ from memory.models import (
 )
 from tools import conversations
 from tools.contact_status import contacts_by_email, mark_contacts
-from tools.disputes import EVIDENCE_TYPES, safe_filename, sniff_type
+from tools.disputes import EVIDENCE_TYPES, safe_filename, sniff_type, write_once
 from tools.mail_reading import ReadMail, asks_to_opt_out, read_mail, return_date
 from tools.promises import CommitmentError, org_today
 
@@ -490,7 +488,7 @@ def _keep_attachments(settings: Settings, org_id: int, msg: InboundMessage, mail
             continue
         digest = hashlib.sha256(att.data).hexdigest()
         rel = Path("inbound") / str(org_id) / f"{digest}{EVIDENCE_TYPES[ctype]}"
-        _write_once(settings.evidence_dir / rel, att.data)
+        write_once(settings.evidence_dir / rel, att.data)
         msg.attachments.append(
             InboundAttachment(
                 filename=name, content_type=ctype, size_bytes=len(att.data), sha256=digest,
@@ -499,19 +497,3 @@ def _keep_attachments(settings: Settings, org_id: int, msg: InboundMessage, mail
         )  # fmt: skip
     if refused:
         msg.detail = {**(msg.detail or {}), "refused_attachments": refused}
-
-
-def _write_once(target: Path, data: bytes) -> None:
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".inbound-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
