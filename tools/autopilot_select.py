@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
 from memory.models import (
@@ -66,6 +66,8 @@ PROMISE_REMINDER_TEMPLATE = "promise_reminder"
 INSTALLMENT_TEMPLATE = "installment_missed"
 _LIVE_PLANS = (PlanStatus.PROPOSED, PlanStatus.PENDING_APPROVAL, PlanStatus.ACTIVE)
 _CHASED_PLANS = (PlanStatus.ACTIVE, PlanStatus.DEFAULTED)
+#: an open invoice as ``select_due`` reads it: id, customer_id, due_date, disputed, segment_id
+_InvoiceRow = Row[int, int, date, bool, int | None]
 
 
 class UnknownSegment(ValueError):
@@ -290,23 +292,12 @@ def existing_run_keys(session: Session, org_id: int, keys: list[str]) -> set[str
     return found
 
 
-def select_due(
-    session: Session,
-    org_id: int,
-    as_of: date,
-    *,
-    segment: str | None = None,
-    limit: int | None = None,
-    catch_up_days: int = CATCH_UP_DAYS,
-    skip_existing: bool = True,
-) -> Selection:
-    """The outreach due on ``as_of`` for ``org_id`` (optionally one segment), oldest due first.
+def _resolve_segments(
+    session: Session, org_id: int, segment: str | None
+) -> tuple[dict[int, Segment], int | None]:
+    """The organisation's segments by id, and the id of the one asked for (``None``: all).
 
-    With ``skip_existing`` (the default) items whose ``run_key`` already has a draft are counted in
-    ``existing`` and left out; ``limit`` then caps the items still to draft.
-    """
-    if catch_up_days < 1:
-        raise ValueError("catch_up_days must be at least 1")
+    Resolved before anything else so an unknown name fails fast, with the names that do exist."""
     segments = {s.id: s for s in session.scalars(select(Segment).where(Segment.org_id == org_id))}
     segment_id: int | None = None
     if segment is not None:
@@ -315,6 +306,13 @@ def select_due(
             names = ", ".join(sorted(s.name for s in segments.values())) or "none defined"
             raise UnknownSegment(f"No segment named {segment!r} (segments: {names}).")
         segment_id = match[0].id
+    return segments, segment_id
+
+
+def _steps_by_cadence(
+    session: Session, org_id: int, segments: dict[int, Segment]
+) -> dict[int, list[CadenceStep]]:
+    """The steps of the cadences the segments use, in send order, in one query (not per invoice)."""
     cadence_ids = {s.cadence_id for s in segments.values() if s.cadence_id is not None}
     steps_by_cadence: dict[int, list[CadenceStep]] = {}
     if cadence_ids:
@@ -325,7 +323,13 @@ def select_due(
             .order_by(CadenceStep.cadence_id, CadenceStep.day_offset, CadenceStep.position)
         ):
             steps_by_cadence.setdefault(step.cadence_id, []).append(step)
+    return steps_by_cadence
 
+
+def _open_invoices(session: Session, org_id: int, segment_id: int | None) -> Sequence[_InvoiceRow]:
+    """Open invoices with a balance (of one segment when asked), oldest due first.
+
+    Only the columns the selection needs: the point is to stay cheap on 10,000 invoices."""
     inv_query = (
         select(
             Invoice.id,
@@ -344,10 +348,11 @@ def select_due(
     )
     if segment_id is not None:
         inv_query = inv_query.where(Customer.segment_id == segment_id)
-    invoices = session.execute(inv_query).all()
-    open_ids = {row.id for row in invoices}
-    inv_info = {row.id: row for row in invoices}
+    return session.execute(inv_query).all()
 
+
+def _disputed_ids(session: Session, org_id: int, invoices: Sequence[_InvoiceRow]) -> set[int]:
+    """Invoices flagged disputed or with an open dispute: the dispute workflow owns them."""
     disputed = {row.id for row in invoices if row.disputed}
     disputed |= set(
         session.scalars(
@@ -356,10 +361,25 @@ def select_due(
             )
         )
     )
+    return disputed
 
-    # Promises: open ones pause their invoices; lapsed or missed ones get a follow-up.
+
+def _promise_follow_ups(
+    session: Session,
+    org_id: int,
+    as_of: date,
+    catch_up_days: int,
+    *,
+    segments: dict[int, Segment],
+    inv_info: dict[int, _InvoiceRow],
+    open_ids: set[int],
+    disputed: set[int],
+) -> tuple[set[int], list[DueItem]]:
+    """Promises: open ones pause their invoices; lapsed or missed ones get a follow-up.
+
+    Returns the paused invoice ids (a partial promise pauses only what its amount covers) and one
+    ``promise_broken`` follow-up per lapsed promise, about its open, undisputed invoices."""
     paused: set[int] = set()
-    sel = Selection()
     follow_ups: list[DueItem] = []
     promise_rows = session.execute(
         select(
@@ -418,15 +438,14 @@ def select_due(
                 related_invoice_ids=tuple(targets[1:]),
             )
         )
+    return paused, follow_ups
 
-    # Plans: their invoices follow the installments; a missed installment gets a follow-up.
-    in_plan = set(
-        session.scalars(
-            select(plan_invoice.c.invoice_id)
-            .join(PaymentPlan, PaymentPlan.id == plan_invoice.c.plan_id)
-            .where(PaymentPlan.org_id == org_id, PaymentPlan.status.in_(_LIVE_PLANS))
-        )
-    )
+
+def _first_missed_installments(
+    session: Session, org_id: int, as_of: date
+) -> dict[int, tuple[int, int, date]]:
+    """Per chased plan, its first unpaid installment past due plus grace: (customer, installment,
+    follow-up date). Only the first: one follow-up per plan, not one per installment missed."""
     plan_rows = session.execute(
         select(
             PaymentPlan.id,
@@ -447,6 +466,33 @@ def select_due(
         follow_date = due + timedelta(days=INSTALLMENT_GRACE_DAYS + 1)
         if follow_date <= as_of:
             first_missed[plan_id] = (cust, inst_id, follow_date)
+    return first_missed
+
+
+def _plan_follow_ups(
+    session: Session,
+    org_id: int,
+    as_of: date,
+    catch_up_days: int,
+    *,
+    segments: dict[int, Segment],
+    inv_info: dict[int, _InvoiceRow],
+    open_ids: set[int],
+    disputed: set[int],
+) -> tuple[set[int], list[DueItem]]:
+    """Plans: their invoices follow the installments; a missed installment gets a follow-up.
+
+    Returns the invoice ids in a live plan (not chased by the cadence) and one
+    ``installment_missed`` follow-up per plan, about its open, undisputed invoices."""
+    follow_ups: list[DueItem] = []
+    in_plan = set(
+        session.scalars(
+            select(plan_invoice.c.invoice_id)
+            .join(PaymentPlan, PaymentPlan.id == plan_invoice.c.plan_id)
+            .where(PaymentPlan.org_id == org_id, PaymentPlan.status.in_(_LIVE_PLANS))
+        )
+    )
+    first_missed = _first_missed_installments(session, org_id, as_of)
     if first_missed:
         plan_invoices: dict[int, list[int]] = {}
         for plan_id, inv_id in session.execute(
@@ -482,27 +528,55 @@ def select_due(
                     related_invoice_ids=tuple(targets[1:]),
                 )
             )
+    return in_plan, follow_ups
 
-    followed = {i for item in follow_ups for i in item.invoice_ids}
+
+def _due_step(
+    row: _InvoiceRow, steps: Sequence[CadenceStep], as_of: date, catch_up_days: int
+) -> tuple[CadenceStep, date] | None:
+    """The latest step of the cadence dated on or before ``as_of``, and its date, unless it is
+    ``catch_up_days`` old or more: missed steps are not sent late (one touch, not three)."""
+    due_step: CadenceStep | None = None
+    for step in steps:
+        step_date = row.due_date + timedelta(days=step.day_offset)
+        if step_date <= as_of:
+            due_step = step
+    if due_step is None:
+        return None
+    step_date = row.due_date + timedelta(days=due_step.day_offset)
+    if (as_of - step_date).days >= catch_up_days:
+        return None
+    return due_step, step_date
+
+
+def _cadence_items(
+    invoices: Sequence[_InvoiceRow],
+    as_of: date,
+    catch_up_days: int,
+    *,
+    segments: dict[int, Segment],
+    steps_by_cadence: dict[int, list[CadenceStep]],
+    held: tuple[set[int], set[int], set[int], set[int]],
+    excluded: Counter[str],
+) -> list[DueItem]:
+    """The cadence step due per invoice, counting in ``excluded`` the ones not chased.
+
+    ``held`` is (disputed, paused by a promise, in a payment plan, followed up today): each of
+    those keeps its invoice out of the cadence, first reason counted."""
+    disputed, paused, in_plan, followed = held
     cadence_items: list[DueItem] = []
     for row in invoices:
         seg_obj = segments.get(row.segment_id) if row.segment_id is not None else None
         if seg_obj is None or seg_obj.cadence_id is None:
             continue
-        due_step: CadenceStep | None = None
-        for step in steps_by_cadence.get(seg_obj.cadence_id, []):
-            step_date = row.due_date + timedelta(days=step.day_offset)
-            if step_date <= as_of:
-                due_step = step
-        if due_step is None:
+        found = _due_step(row, steps_by_cadence.get(seg_obj.cadence_id, []), as_of, catch_up_days)
+        if found is None:
             continue
-        step_date = row.due_date + timedelta(days=due_step.day_offset)
-        if (as_of - step_date).days >= catch_up_days:
-            continue
+        due_step, step_date = found
         if due_step.day_offset <= 0 and as_of > row.due_date:
             # A step written for the due date still to come ("is due on", "due today") is never
             # drafted once the invoice is overdue: the next step after the due date speaks for it.
-            sel.excluded["pre_due_step_overdue"] += 1
+            excluded["pre_due_step_overdue"] += 1
             continue
         reason = (
             "disputed"
@@ -516,7 +590,7 @@ def select_due(
             else None
         )
         if reason:
-            sel.excluded[reason] += 1
+            excluded[reason] += 1
             continue
         cadence_items.append(
             DueItem(
@@ -534,8 +608,22 @@ def select_due(
                 step_id=due_step.id,
             )
         )
+    return cadence_items
 
-    candidates = follow_ups + cadence_items
+
+def _ready_items(
+    session: Session,
+    org_id: int,
+    candidates: list[DueItem],
+    sel: Selection,
+    *,
+    skip_existing: bool,
+    limit: int | None,
+) -> list[DueItem]:
+    """The candidates with a reachable contact, less the ones already drafted, capped at ``limit``.
+
+    Counts the unreachable in ``sel.excluded`` and the already drafted in ``sel.existing``, so
+    ``limit`` caps only the drafts still to write (a rerun after a stop picks up where it was)."""
     contacts = _pick_contacts(session, org_id, {c.customer_id for c in candidates})
     ready: list[DueItem] = []
     for item in candidates:
@@ -550,5 +638,69 @@ def select_due(
         ready = [i for i in ready if i.run_key not in seen]
     if limit is not None:
         ready = ready[: max(0, limit)]
-    sel.items = ready
+    return ready
+
+
+def select_due(
+    session: Session,
+    org_id: int,
+    as_of: date,
+    *,
+    segment: str | None = None,
+    limit: int | None = None,
+    catch_up_days: int = CATCH_UP_DAYS,
+    skip_existing: bool = True,
+) -> Selection:
+    """The outreach due on ``as_of`` for ``org_id`` (optionally one segment), oldest due first.
+
+    With ``skip_existing`` (the default) items whose ``run_key`` already has a draft are counted in
+    ``existing`` and left out; ``limit`` then caps the items still to draft.
+    """
+    if catch_up_days < 1:
+        raise ValueError("catch_up_days must be at least 1")
+    segments, segment_id = _resolve_segments(session, org_id, segment)
+    steps_by_cadence = _steps_by_cadence(session, org_id, segments)
+    invoices = _open_invoices(session, org_id, segment_id)
+    open_ids = {row.id for row in invoices}
+    inv_info = {row.id: row for row in invoices}
+    disputed = _disputed_ids(session, org_id, invoices)
+
+    sel = Selection()
+    paused, promise_items = _promise_follow_ups(
+        session,
+        org_id,
+        as_of,
+        catch_up_days,
+        segments=segments,
+        inv_info=inv_info,
+        open_ids=open_ids,
+        disputed=disputed,
+    )
+    in_plan, plan_items = _plan_follow_ups(
+        session,
+        org_id,
+        as_of,
+        catch_up_days,
+        segments=segments,
+        inv_info=inv_info,
+        open_ids=open_ids,
+        disputed=disputed,
+    )
+    follow_ups = promise_items + plan_items
+
+    followed = {i for item in follow_ups for i in item.invoice_ids}
+    cadence_items = _cadence_items(
+        invoices,
+        as_of,
+        catch_up_days,
+        segments=segments,
+        steps_by_cadence=steps_by_cadence,
+        held=(disputed, paused, in_plan, followed),
+        excluded=sel.excluded,
+    )
+
+    candidates = follow_ups + cadence_items
+    sel.items = _ready_items(
+        session, org_id, candidates, sel, skip_existing=skip_existing, limit=limit
+    )
     return sel
