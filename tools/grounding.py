@@ -414,34 +414,23 @@ def _shape_pattern(shape: str) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w.,-]){shape}(?![\w-]|[.,]\d)")
 
 
-def extract_facts(
-    text: str,
-    *,
-    language: str = "en",
-    as_of: date | None = None,
-    known_invoice_numbers: Iterable[str] = (),
-    shapes: Sequence[re.Pattern[str]] = (),
-    locale: str | None = None,
-) -> StatedFacts:
-    """Read every amount, date, invoice number and link out of ``text``.
+def _read_links(text: str, facts: StatedFacts) -> str:
+    """Links first, and blank them out so their digits are not read as amounts or invoices.
 
-    ``known_invoice_numbers`` (the customer's) are found wherever they appear; ``shapes`` catch
-    look-alike numbers (another customer's invoice, an invented one) that no keyword introduces.
-    ``locale`` (the one the text was written for, e.g. ``de_CH``) settles which of "," and "."
-    is the decimal mark; without it the language's usual locale does.
-    """
-    facts = StatedFacts()
-    lang = language.split("-")[0].lower()
-    reading = _reading_locale(lang, locale)
-
-    # Links first, and blank them out so their digits are not read as amounts or invoices.
+    Returns the text with every link blanked (same length: later offsets stay aligned)."""
     work = text
     for m in _URL.finditer(text):
         link = _normalize_link(m.group())
         if link not in facts.links:
             facts.links.append(link)
     work = _URL.sub(lambda m: " " * len(m.group()), work)
+    return work
 
+
+def _read_numeric_dates(work: str, facts: StatedFacts) -> str:
+    """ISO dates into ``facts.dates``; all-digit dates like 03/04 are ambiguous (which is the day?).
+
+    Returns the text with both blanked, so their digits are not read as amounts."""
     for m in _ISO_DATE.finditer(work):
         try:
             d = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
@@ -454,7 +443,13 @@ def extract_facts(
     for m in _NUMERIC_DATE.finditer(work):
         facts.ambiguous.append(m.group())
     work = _NUMERIC_DATE.sub(lambda m: " " * len(m.group()), work)
+    return work
 
+
+def _read_worded_dates(work: str, facts: StatedFacts, lang: str, as_of: date | None) -> str:
+    """Dates with a month name in ``lang`` ("3 March", "March 3rd, 2026"); no year: the nearest.
+
+    Returns the text with them blanked, so the day is not read as an amount."""
     folded = _fold_aligned(work)  # one character per character: offsets stay aligned
     months = _month_lookup(lang)
     spans: list[tuple[int, int]] = []
@@ -484,8 +479,20 @@ def extract_facts(
     for s, e in spans:
         chars[s:e] = " " * (e - s)
     work = "".join(chars)
+    return work
 
-    # Invoice numbers before amounts: "invoice 1042" is not an amount.
+
+def _read_invoice_numbers(
+    work: str,
+    facts: StatedFacts,
+    known_invoice_numbers: Iterable[str],
+    shapes: Sequence[re.Pattern[str]],
+) -> str:
+    """Invoice numbers before amounts: "invoice 1042" is not an amount.
+
+    Reads numbers a keyword or "#" introduces (with the list that follows: "1042, 1043 and 1044"),
+    the customer's known numbers and look-alikes of the organisation's shapes. Returns the text
+    with them blanked."""
     numbers: list[str] = []
 
     def _add_number(tok: str) -> None:
@@ -524,7 +531,13 @@ def extract_facts(
     for s, e in inv_spans:
         chars[s:e] = " " * (e - s)
     work = "".join(chars)
+    return work
 
+
+def _read_amounts(work: str, facts: StatedFacts, reading: str) -> None:
+    """Amounts last, from what is left: with a currency or not, and bare decimals ("12.50").
+
+    ``reading`` (a locale) settles which of "," and "." is the decimal mark."""
     amount_spans: list[tuple[int, int]] = []
     for m in _amount_regex().finditer(work):
         num = m.group("n1") or m.group("n2")
@@ -547,6 +560,35 @@ def extract_facts(
         value = _parse_number(m.group(1), reading)
         if value is not None:
             facts.amounts.append(StatedAmount(text=m.group(1), value=str(value), currencies=[]))
+
+
+def extract_facts(
+    text: str,
+    *,
+    language: str = "en",
+    as_of: date | None = None,
+    known_invoice_numbers: Iterable[str] = (),
+    shapes: Sequence[re.Pattern[str]] = (),
+    locale: str | None = None,
+) -> StatedFacts:
+    """Read every amount, date, invoice number and link out of ``text``.
+
+    ``known_invoice_numbers`` (the customer's) are found wherever they appear; ``shapes`` catch
+    look-alike numbers (another customer's invoice, an invented one) that no keyword introduces.
+    ``locale`` (the one the text was written for, e.g. ``de_CH``) settles which of "," and "."
+    is the decimal mark; without it the language's usual locale does.
+
+    Each step blanks what it read, in this order, so a link's or a date's digits are never read
+    again as an invoice number or an amount.
+    """
+    facts = StatedFacts()
+    lang = language.split("-")[0].lower()
+    reading = _reading_locale(lang, locale)
+    work = _read_links(text, facts)
+    work = _read_numeric_dates(work, facts)
+    work = _read_worded_dates(work, facts, lang, as_of)
+    work = _read_invoice_numbers(work, facts, known_invoice_numbers, shapes)
+    _read_amounts(work, facts, reading)
     return facts
 
 
@@ -662,32 +704,43 @@ def ledger_truth(
     )[customer_id]
 
 
-def ledger_truths(
-    session: Session,
-    org_id: int,
-    customer_ids: Sequence[int],
-    *,
-    as_of: date,
-    links: dict[int, list[str]] | None = None,
-    locales: dict[int, str] | None = None,
-) -> dict[int, LedgerTruth]:
-    """``ledger_truth`` for many customers in a handful of queries (Autopilot's batches)."""
-    ids = sorted(set(customer_ids))
-    links = links or {}
-    locales = locales or {}
-    amounts: dict[int, dict[str, set[int]]] = {c: {} for c in ids}
-    dates: dict[int, set[date]] = {c: {as_of} for c in ids}
-    numbers: dict[int, list[str]] = {c: [] for c in ids}
-    currencies: dict[int, set[str]] = {c: set() for c in ids}
-    balances: dict[int, dict[str, tuple[str, int]]] = {c: {} for c in ids}
-    due_dates: dict[int, dict[str, date]] = {c: {} for c in ids}
+@dataclass
+class _TruthParts:
+    """What ``ledger_truths`` gathers per customer while it reads the ledger one table at a time:
+    each table is one query for all customers (a batch), not one per customer."""
 
-    def add(cid: int, cur: str, value: int) -> None:
+    amounts: dict[int, dict[str, set[int]]]
+    dates: dict[int, set[date]]
+    numbers: dict[int, list[str]]
+    currencies: dict[int, set[str]]
+    balances: dict[int, dict[str, tuple[str, int]]]
+    due_dates: dict[int, dict[str, date]]
+
+    @classmethod
+    def empty(cls, ids: Sequence[int], as_of: date) -> _TruthParts:
+        """Nothing read yet; ``as_of`` (today) is a date any draft may state."""
+        return cls(
+            amounts={c: {} for c in ids},
+            dates={c: {as_of} for c in ids},
+            numbers={c: [] for c in ids},
+            currencies={c: set() for c in ids},
+            balances={c: {} for c in ids},
+            due_dates={c: {} for c in ids},
+        )
+
+    def add(self, cid: int, cur: str, value: int) -> None:
+        """Allow an amount; zero and negative ones are never a figure a draft should state."""
         if value > 0:
-            amounts[cid].setdefault(cur, set()).add(value)
+            self.amounts[cid].setdefault(cur, set()).add(value)
 
-    if not ids:
-        return {}
+
+def _invoice_truths(
+    session: Session, org_id: int, ids: Sequence[int], as_of: date, parts: _TruthParts
+) -> None:
+    """Invoices: their numbers, dates, amounts, balances and part-payments, and per currency the
+    open and the overdue total (a reminder states them)."""
+    numbers, currencies, dates = parts.numbers, parts.currencies, parts.dates
+    balances, due_dates, add = parts.balances, parts.due_dates, parts.add
     open_total: dict[tuple[int, str], int] = {}
     overdue_total: dict[tuple[int, str], int] = {}
     for inv in session.execute(
@@ -723,6 +776,14 @@ def ledger_truths(
     for totals in (open_total, overdue_total):
         for (cid, cur), value in totals.items():
             add(cid, cur, value)
+
+
+def _commitment_truths(
+    session: Session, org_id: int, ids: Sequence[int], parts: _TruthParts
+) -> None:
+    """Promises-to-pay and payment plans: what was promised or agreed, by when (with grace), and
+    each installment's amount, what is left of it, and its date."""
+    dates, add = parts.dates, parts.add
     for pr in session.execute(
         select(
             PromiseToPay.customer_id,
@@ -753,6 +814,11 @@ def ledger_truths(
             add(row.customer_id, row.currency, row.amount_minor)
             add(row.customer_id, row.currency, row.amount_minor - row.paid_minor)
             dates[row.customer_id].add(row.due_date)
+
+
+def _other_truths(session: Session, org_id: int, ids: Sequence[int], parts: _TruthParts) -> None:
+    """Payments received (amount and day), disputes' SLA dates and contract renewal dates."""
+    dates, add = parts.dates, parts.add
     for pay in session.execute(
         select(
             Payment.customer_id, Payment.currency, Payment.amount_minor, Payment.received_on
@@ -780,6 +846,30 @@ def ledger_truths(
     ):
         if renewal:
             dates[cid].add(renewal)
+
+
+def ledger_truths(
+    session: Session,
+    org_id: int,
+    customer_ids: Sequence[int],
+    *,
+    as_of: date,
+    links: dict[int, list[str]] | None = None,
+    locales: dict[int, str] | None = None,
+) -> dict[int, LedgerTruth]:
+    """``ledger_truth`` for many customers in a handful of queries (Autopilot's batches)."""
+    ids = sorted(set(customer_ids))
+    links = links or {}
+    locales = locales or {}
+    parts = _TruthParts.empty(ids, as_of)
+    amounts, dates, numbers = parts.amounts, parts.dates, parts.numbers
+    currencies, balances, due_dates = parts.currencies, parts.balances, parts.due_dates
+
+    if not ids:
+        return {}
+    _invoice_truths(session, org_id, ids, as_of, parts)
+    _commitment_truths(session, org_id, ids, parts)
+    _other_truths(session, org_id, ids, parts)
     return {
         cid: LedgerTruth(
             customer_id=cid,
