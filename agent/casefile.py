@@ -261,6 +261,216 @@ def writing_language(customer: Customer, contact: Contact | None) -> str:
     return lang.split("-")[0].split("_")[0].lower()[:2] or "en"
 
 
+def _named_invoices(
+    session: Session, org_id: int, invoice_ids: Sequence[int], customer_id: int | None
+) -> tuple[list[Invoice], int]:
+    """The invoices a draft is about (each checked to be the organisation's), and its customer.
+
+    One draft writes to one customer: invoices of several, or not of the customer named, are
+    refused rather than mixed in one message."""
+    invoices: list[Invoice] = [a360.get_invoice(session, org_id, i) for i in invoice_ids]
+    if invoices:
+        cust_ids = {i.customer_id for i in invoices}
+        if len(cust_ids) != 1 or (customer_id is not None and customer_id not in cust_ids):
+            raise TaskError("the invoices of one draft must all belong to its one customer")
+        customer_id = invoices[0].customer_id
+    if customer_id is None:
+        raise TaskError("a draft needs an invoice_id or a customer_id")
+    return invoices, customer_id
+
+
+def _statement_invoices(
+    session: Session, org_id: int, customer_id: int, customer: Customer
+) -> list[Invoice]:
+    """A statement's invoices: the customer's open, undisputed ones, oldest due first (at most
+    ``MAX_CASE_INVOICES``); none is a clear error, not an empty message."""
+    invoices = list(
+        session.scalars(
+            select(Invoice)
+            .where(
+                Invoice.org_id == org_id,
+                Invoice.customer_id == customer_id,
+                Invoice.status == InvoiceStatus.OPEN,
+                Invoice.balance_minor > 0,
+                Invoice.disputed.is_(False),
+            )
+            .order_by(Invoice.due_date, Invoice.id)
+            .limit(MAX_CASE_INVOICES)
+        )
+    )
+    if not invoices:
+        raise TaskError(f"customer {customer.name} has no open, undisputed invoice to chase")
+    return invoices
+
+
+def _case_commitments(
+    session: Session,
+    org_id: int,
+    customer_id: int,
+    locale: str,
+    *,
+    as_of: date,
+    promise_id: int | None,
+    installment_id: int | None,
+    include_promises: bool,
+) -> tuple[CaseCommitment | None, CaseCommitment | None, list[CaseCommitment]]:
+    """The promise-to-pay and the installment a follow-up is about (each checked to be this
+    customer's), and when asked the customer's recent promises, in the case's locale."""
+    promise = None
+    if promise_id is not None:
+        promise = _promise(session, org_id, promise_id, customer_id, locale)
+    installment = None
+    if installment_id is not None:
+        installment = _installment(session, org_id, installment_id, customer_id, locale)
+    promises: list[CaseCommitment] = []
+    if include_promises:
+        promises = [
+            _commitment(
+                p.id, p.amount_minor, p.currency, p.promised_date, p.status.value,
+                p.invoice_numbers, locale,
+            )
+            for p in a360.promise_history(session, org_id, customer_id, as_of=as_of, limit=10)
+        ]  # fmt: skip
+    return promise, installment, promises
+
+
+def _recipient(contact: Contact | None, channel: Channel) -> str | None:
+    """Where the message goes: the phone for a call or an SMS, else the e-mail; whichever the
+    contact has when the preferred one is missing."""
+    recipient = None
+    if contact is not None:
+        recipient = contact.phone if channel in (Channel.CALL, Channel.SMS) else contact.email
+        recipient = recipient or contact.email or contact.phone
+    return recipient
+
+
+@dataclass
+class _CaseParts:
+    """What a drafting task reads from the ledger, each part checked to be the organisation's and
+    the customer's, before the case file is written from it."""
+
+    org: Organisation
+    customer: Customer
+    invoices: list[Invoice]
+    contact: Contact | None
+    template: str
+    language: str
+    locale: str
+    case_invoices: list[CaseInvoice]
+    promise: CaseCommitment | None
+    installment: CaseCommitment | None
+    promises: list[CaseCommitment]
+    note_bodies: Sequence[str]
+
+
+def _read_parts(
+    session: Session,
+    org_id: int,
+    settings: Settings,
+    *,
+    as_of: date,
+    customer_id: int | None,
+    invoice_ids: Sequence[int],
+    contact_id: int | None,
+    template: str,
+    promise_id: int | None,
+    installment_id: int | None,
+    pay_links: dict[str, str] | None,
+    include_promises: bool,
+    note_bodies: Sequence[str] | None,
+) -> _CaseParts:
+    """Read the parts of one task (see ``build_task``); a statement when no invoice is named.
+
+    A statement of several invoices reads as one: ``generic_reminder`` becomes
+    ``account_statement``."""
+    org = session.get(Organisation, org_id)
+    if org is None:
+        raise a360.NotInOrganisation(f"organisation {org_id} does not exist")
+    invoices, customer_id = _named_invoices(session, org_id, invoice_ids, customer_id)
+    customer = a360.get_customer(session, org_id, customer_id)
+    if not invoices:
+        invoices = _statement_invoices(session, org_id, customer_id, customer)
+        if template == "generic_reminder" and len(invoices) > 1:
+            template = "account_statement"
+    contact = _contact(session, org_id, customer_id, contact_id)
+    language = writing_language(customer, contact)
+    locale = locale_for(language, customer.country_code)
+    links = pay_links or {}
+    slug = org.slug
+    case_invoices = [
+        case_invoice(
+            inv,
+            locale=locale,
+            as_of=as_of,
+            link=a360.pay_link(settings, slug, inv.number, issued_url=links.get(inv.number)),
+        )
+        for inv in invoices
+    ]
+    promise, installment, promises = _case_commitments(
+        session,
+        org_id,
+        customer_id,
+        locale,
+        as_of=as_of,
+        promise_id=promise_id,
+        installment_id=installment_id,
+        include_promises=include_promises,
+    )
+    if note_bodies is None:
+        note_bodies = a360.internal_note_bodies(session, org_id, [customer.id]).get(customer.id, [])
+    return _CaseParts(
+        org, customer, invoices, contact, template, language, locale, case_invoices,
+        promise, installment, promises, note_bodies,
+    )  # fmt: skip
+
+
+def _case_file(
+    session: Session,
+    parts: _CaseParts,
+    *,
+    as_of: date,
+    persona: DraftPersona,
+    kind: DraftKind,
+    tone: str,
+    channel: Channel,
+    step_date: date | None,
+    template_version: str | None,
+    final_notice_numbers: Sequence[str],
+) -> CaseFile:
+    """The case file the drafter writes from: the parts read, and how to write (step, tone,
+    channel, persona), with the purchase-order reference the payer's AP team matches on."""
+    org, customer, contact, invoices = parts.org, parts.customer, parts.contact, parts.invoices
+    case_invoices, note_bodies = parts.case_invoices, parts.note_bodies
+    finals = set(final_notice_numbers)
+    return CaseFile(
+        as_of=as_of,
+        org_name=org.name,
+        customer_id=customer.id,
+        customer_name=customer.name,
+        contact_id=contact.id if contact else None,
+        contact_name=contact.name if contact else customer.name,
+        first_name=_first_name(contact.name) if contact else customer.name,
+        recipient=_recipient(contact, channel),
+        channel=channel,
+        language=parts.language,
+        locale=parts.locale,
+        persona=persona,
+        sender_name=_sender(session, org, customer, persona),
+        kind=kind,
+        template=parts.template,
+        tone=tone,
+        step_date=step_date,
+        invoices=case_invoices,
+        pay_link=case_invoices[0].pay_link,
+        promise=parts.promise,
+        installment=parts.installment,
+        promises=parts.promises,
+        po_reference=payment_reference(note_bodies, [i.number for i in invoices]),
+        template_version=template_version or latest("drafter"),
+        final_notice_invoices=[i.number for i in invoices if i.number in finals],
+    )
+
+
 def build_task(
     session: Session,
     org_id: int,
@@ -297,112 +507,46 @@ def build_task(
     consolidated message, the invoices at their final notice; ``reviewer_notes``: what the
     reviewer should read about it (never the model, never the payer).
     """
-    org = session.get(Organisation, org_id)
-    if org is None:
-        raise a360.NotInOrganisation(f"organisation {org_id} does not exist")
-    invoices: list[Invoice] = [a360.get_invoice(session, org_id, i) for i in invoice_ids]
-    if invoices:
-        cust_ids = {i.customer_id for i in invoices}
-        if len(cust_ids) != 1 or (customer_id is not None and customer_id not in cust_ids):
-            raise TaskError("the invoices of one draft must all belong to its one customer")
-        customer_id = invoices[0].customer_id
-    if customer_id is None:
-        raise TaskError("a draft needs an invoice_id or a customer_id")
-    customer = a360.get_customer(session, org_id, customer_id)
-    if not invoices:
-        invoices = list(
-            session.scalars(
-                select(Invoice)
-                .where(
-                    Invoice.org_id == org_id,
-                    Invoice.customer_id == customer_id,
-                    Invoice.status == InvoiceStatus.OPEN,
-                    Invoice.balance_minor > 0,
-                    Invoice.disputed.is_(False),
-                )
-                .order_by(Invoice.due_date, Invoice.id)
-                .limit(MAX_CASE_INVOICES)
-            )
-        )
-        if not invoices:
-            raise TaskError(f"customer {customer.name} has no open, undisputed invoice to chase")
-        if template == "generic_reminder" and len(invoices) > 1:
-            template = "account_statement"
-    contact = _contact(session, org_id, customer_id, contact_id)
-    language = writing_language(customer, contact)
-    locale = locale_for(language, customer.country_code)
-    links = pay_links or {}
-    slug = org.slug
-    case_invoices = [
-        case_invoice(
-            inv,
-            locale=locale,
-            as_of=as_of,
-            link=a360.pay_link(settings, slug, inv.number, issued_url=links.get(inv.number)),
-        )
-        for inv in invoices
-    ]
-    promise = None
-    if promise_id is not None:
-        promise = _promise(session, org_id, promise_id, customer_id, locale)
-    installment = None
-    if installment_id is not None:
-        installment = _installment(session, org_id, installment_id, customer_id, locale)
-    promises: list[CaseCommitment] = []
-    if include_promises:
-        promises = [
-            _commitment(
-                p.id, p.amount_minor, p.currency, p.promised_date, p.status.value,
-                p.invoice_numbers, locale,
-            )
-            for p in a360.promise_history(session, org_id, customer_id, as_of=as_of, limit=10)
-        ]  # fmt: skip
-    if note_bodies is None:
-        note_bodies = a360.internal_note_bodies(session, org_id, [customer.id]).get(customer.id, [])
-    recipient = None
-    if contact is not None:
-        recipient = contact.phone if channel in (Channel.CALL, Channel.SMS) else contact.email
-        recipient = recipient or contact.email or contact.phone
-    finals = set(final_notice_numbers)
-    case = CaseFile(
+    parts = _read_parts(
+        session,
+        org_id,
+        settings,
         as_of=as_of,
-        org_name=org.name,
-        customer_id=customer.id,
-        customer_name=customer.name,
-        contact_id=contact.id if contact else None,
-        contact_name=contact.name if contact else customer.name,
-        first_name=_first_name(contact.name) if contact else customer.name,
-        recipient=recipient,
-        channel=channel,
-        language=language,
-        locale=locale,
-        persona=persona,
-        sender_name=_sender(session, org, customer, persona),
-        kind=kind,
+        customer_id=customer_id,
+        invoice_ids=invoice_ids,
+        contact_id=contact_id,
         template=template,
-        tone=tone,
-        step_date=step_date,
-        invoices=case_invoices,
-        pay_link=case_invoices[0].pay_link,
-        promise=promise,
-        installment=installment,
-        promises=promises,
-        po_reference=payment_reference(note_bodies, [i.number for i in invoices]),
-        template_version=template_version or latest("drafter"),
-        final_notice_invoices=[i.number for i in invoices if i.number in finals],
+        promise_id=promise_id,
+        installment_id=installment_id,
+        pay_links=pay_links,
+        include_promises=include_promises,
+        note_bodies=note_bodies,
     )
+    case = _case_file(
+        session,
+        parts,
+        as_of=as_of,
+        persona=persona,
+        kind=kind,
+        tone=tone,
+        channel=channel,
+        step_date=step_date,
+        template_version=template_version,
+        final_notice_numbers=final_notice_numbers,
+    )
+    customer, contact = parts.customer, parts.contact
     return DraftTask(
         case=case,
         org_id=org_id,
         customer_id=customer.id,
-        invoice_ids=[i.id for i in invoices],
+        invoice_ids=[i.id for i in parts.invoices],
         contact_id=contact.id if contact else None,
         segment_id=customer.segment_id,
         step_id=step_id,
         run_key=run_key,
         promise_id=promise_id,
         installment_id=installment_id,
-        pay_links=[c.pay_link for c in case_invoices],
+        pay_links=[c.pay_link for c in parts.case_invoices],
         reviewer_notes=list(reviewer_notes),
     )
 
@@ -602,24 +746,11 @@ def _headings(book: TemplateBook) -> bool:
     return "coming_due" in book.labels and "overdue_bucket" in book.labels
 
 
-def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, TemplateBook]:
-    """Subject and body for the case, filled from the versioned templates."""
-    style = style or Style(tone=case.tone)
-    book = case_book(case)
-    name = template_name(case, book)
-    sms = is_sms(case)
-    short = style.length == "short" or sms
-    tmpl = book.template(name)
-    primary = case.invoices[0]
-    # A statement's listing: headings by aging bucket, subtotals and totals per currency, except
-    # in an SMS, which keeps its room for the invoices and the link.
-    statement = name in STATEMENT_TEMPLATES and not sms
-    lines = "\n".join(
-        listing_lines(
-            case.invoices, case.as_of, book.labels, case.locale,
-            headings=statement and _headings(book), totals=statement,
-        )
-    )  # fmt: skip
+def _template_values(
+    case: CaseFile, book: TemplateBook, primary: CaseInvoice, lines: str
+) -> dict[str, Any]:
+    """The placeholders a template fills: the primary invoice's figures, the listing, and the
+    final-notice, promise and installment words when the case has them."""
     values: dict[str, Any] = {
         "first_name": case.first_name,
         "full_name": case.contact_name,
@@ -651,12 +782,21 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
             installment_amount=case.installment.amount_text,
             installment_date=case.installment.date_text,
         )
-    body_key = "short" if short and "short" in tmpl else "body"
-    try:
-        subject = fill(str(tmpl["subject"]), values)
-        text = fill(str(tmpl[body_key]), values)
-    except PromptError as exc:
-        raise PromptError(f"template {name} ({book.language}): {exc}") from exc
+    return values
+
+
+def _extra_sentences(
+    case: CaseFile,
+    style: Style,
+    book: TemplateBook,
+    tmpl: Mapping[str, Any],
+    name: str,
+    primary: CaseInvoice,
+    values: dict[str, Any],
+    short: bool,
+) -> list[str]:
+    """Sentences added after the template's text: a part-payment, a promise or plan an operator
+    asked to mention, the purchase-order reference (none in a short text or a call script)."""
     extras: list[str] = []
     single = name not in LISTING_TEMPLATES
     if single and not short and primary.paid_text and len(case.invoices) == 1:
@@ -673,6 +813,35 @@ def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, Templa
         extras.append(fill(book.mentions["plan"], values))
     if case.po_reference and not short and not tmpl.get("script") and "reference" in book.mentions:
         extras.append(fill(book.mentions["reference"], {"po_reference": case.po_reference}))
+    return extras
+
+
+def render(case: CaseFile, style: Style | None = None) -> tuple[str, str, TemplateBook]:
+    """Subject and body for the case, filled from the versioned templates."""
+    style = style or Style(tone=case.tone)
+    book = case_book(case)
+    name = template_name(case, book)
+    sms = is_sms(case)
+    short = style.length == "short" or sms
+    tmpl = book.template(name)
+    primary = case.invoices[0]
+    # A statement's listing: headings by aging bucket, subtotals and totals per currency, except
+    # in an SMS, which keeps its room for the invoices and the link.
+    statement = name in STATEMENT_TEMPLATES and not sms
+    lines = "\n".join(
+        listing_lines(
+            case.invoices, case.as_of, book.labels, case.locale,
+            headings=statement and _headings(book), totals=statement,
+        )
+    )  # fmt: skip
+    values = _template_values(case, book, primary, lines)
+    body_key = "short" if short and "short" in tmpl else "body"
+    try:
+        subject = fill(str(tmpl["subject"]), values)
+        text = fill(str(tmpl[body_key]), values)
+    except PromptError as exc:
+        raise PromptError(f"template {name} ({book.language}): {exc}") from exc
+    extras = _extra_sentences(case, style, book, tmpl, name, primary, values, short)
     if extras:
         text = text + "\n\n" + " ".join(extras)
     if case.customer_name.endswith("."):  # "Falcon S.L." at the end of a sentence
