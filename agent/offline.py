@@ -59,6 +59,7 @@ from agent.wording import LANG_WORDS, fold_text
 from memory.money import exponent
 from tools import labels
 from tools.grounding import (
+    StatedFacts,
     detect_language,
     extract_facts,
     format_amount,
@@ -332,31 +333,15 @@ def _money(minor: int, currency: str) -> str:
     return format_amount(minor, currency, "en_US")
 
 
-def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
-    """The next best action from an Account 360 (the offline inspector's rules, in order)."""
-    numbers = set(case.invoice_numbers)
-    invoices = [i for i in acct.get("open_invoices", []) if not numbers or i["number"] in numbers]
-    disputes = [
-        d for d in acct.get("open_disputes", []) if not numbers or d["invoice_number"] in numbers
-    ]
-    promises = acct.get("promises", [])
-    plans = acct.get("plans", [])
-    max_days = max((int(i["days_past_due"]) for i in invoices), default=0)
-    exposure: dict[str, int] = {}
-    for i in invoices:
-        exposure[i["currency"]] = exposure.get(i["currency"], 0) + int(i["balance_minor"])
-    cur, amount = max(exposure.items(), key=lambda kv: kv[1], default=("USD", 0))
-    nums = sorted(i["number"] for i in invoices)[:20]
+#: how an inspector rule answers: action, rationale, priority, confidence
+_Answer = Callable[[str, str, str, float], dict[str, Any]]
 
-    def out(action: str, why: str, priority: str, confidence: float) -> dict[str, Any]:
-        return {
-            "action": action,
-            "rationale": why[:600],
-            "priority": priority,
-            "confidence": confidence,
-            "invoice_numbers": nums,
-        }
 
+def _dispute_or_block(
+    case: InspectCase, disputes: list[dict[str, Any]], out: _Answer
+) -> dict[str, Any] | None:
+    """Disputes first (escalate one past its SLA or with Legal, else hold), then a draft the
+    guardrails block: none of these may be chased, whatever else the account says."""
     breached = [d for d in disputes if d.get("sla_breached")]
     if breached or any(d["status"] == "escalated_legal" for d in disputes):
         d = (breached or disputes)[0]
@@ -387,6 +372,14 @@ def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
             "normal",
             0.8,
         )
+    return None
+
+
+def _commitment_rule(
+    promises: list[dict[str, Any]], plans: list[dict[str, Any]], nums: list[str], out: _Answer
+) -> dict[str, Any] | None:
+    """Commitments next: an open promise-to-pay covering the invoices pauses chasing; a broken
+    promise or a missed installment calls for a call, not another e-mail."""
     lapsed = [p for p in promises if p.get("lapsed") or p.get("status") == "missed"]
     open_p = [p for p in promises if p.get("status") == "open" and not p.get("lapsed")]
     covered = {n for p in open_p for n in p.get("invoice_numbers", [])}
@@ -420,6 +413,19 @@ def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
             "high",
             0.8,
         )
+    return None
+
+
+def _exposure_rule(
+    invoices: list[dict[str, Any]],
+    plans: list[dict[str, Any]],
+    max_days: int,
+    cur: str,
+    amount: int,
+    out: _Answer,
+) -> dict[str, Any]:
+    """Last, by how much is open and how late: a plan for a large, old balance, a call when
+    very late, else the cadence reminder."""
     if not invoices:
         return out("hold", "Nothing open to chase on this item.", "low", 0.9)
     big = amount >= 1_000_000  # 10,000.00 in the currency's minor units
@@ -445,6 +451,38 @@ def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
         "no dispute or promise in the way: the cadence reminder can go out.",
         "normal" if max_days > 0 else "low",
         0.75,
+    )
+
+
+def inspect_account(case: InspectCase, acct: dict[str, Any]) -> dict[str, Any]:
+    """The next best action from an Account 360 (the offline inspector's rules, in order)."""
+    numbers = set(case.invoice_numbers)
+    invoices = [i for i in acct.get("open_invoices", []) if not numbers or i["number"] in numbers]
+    disputes = [
+        d for d in acct.get("open_disputes", []) if not numbers or d["invoice_number"] in numbers
+    ]
+    promises = acct.get("promises", [])
+    plans = acct.get("plans", [])
+    max_days = max((int(i["days_past_due"]) for i in invoices), default=0)
+    exposure: dict[str, int] = {}
+    for i in invoices:
+        exposure[i["currency"]] = exposure.get(i["currency"], 0) + int(i["balance_minor"])
+    cur, amount = max(exposure.items(), key=lambda kv: kv[1], default=("USD", 0))
+    nums = sorted(i["number"] for i in invoices)[:20]
+
+    def out(action: str, why: str, priority: str, confidence: float) -> dict[str, Any]:
+        return {
+            "action": action,
+            "rationale": why[:600],
+            "priority": priority,
+            "confidence": confidence,
+            "invoice_numbers": nums,
+        }
+
+    return (
+        _dispute_or_block(case, disputes, out)
+        or _commitment_rule(promises, plans, nums, out)
+        or _exposure_rule(invoices, plans, max_days, cur, amount, out)
     )
 
 
@@ -620,15 +658,9 @@ def classify_reply(folded: str, *, has_future_date: bool) -> str:
     return "other"
 
 
-def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
-    """The offline triage rules: classify a reply and propose (never apply) ledger changes.
-
-    A reply with an injection signal is read only up to the injected sentence (the payer's own
-    words before it), and flagged; nothing after it is classified or proposed.
-    """
-    signals = injection_signals(text)
-    own = before_injection(text) if signals else text
-    known = [i.number for i in case.invoices]
+def _reply_facts(case: TriageCase, own: str, known: list[str]) -> tuple[StatedFacts, str]:
+    """The facts of the payer's own words, and the language they were read in (a short reply's
+    dates are read in every supported language: one month name is too little to detect it)."""
     # The reply may not be in the customer's usual language: read it in the language it is in.
     seen_language = detect_language(own)
     language = seen_language or case.language
@@ -646,13 +678,12 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
             for d in extract_facts(own, language=other, as_of=case.as_of).dates
             if d not in facts.dates
         ]
-    everything = extract_facts(
-        text, language=language, known_invoice_numbers=known, shapes=invoice_shapes(known)
-    )
-    ours = [n for n in facts.invoice_numbers if n in known]
-    foreign = [n for n in everything.invoice_numbers if n not in known]
-    future = sorted(d for d in facts.dates if d >= case.as_of)
-    currencies = case.currencies or sorted({i.currency for i in case.invoices}) or ["USD"]
+    return facts, language
+
+
+def _stated_amount(facts: StatedFacts, currencies: list[str]) -> dict[str, Any] | None:
+    """The first amount the reply states in one of the case's currencies, in minor units (an
+    amount without a currency sign is read in the case's currency)."""
     amount: dict[str, Any] | None = None
     for a in facts.amounts:
         for cur in a.currencies or currencies:
@@ -662,22 +693,21 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
                 break
         if amount:
             break
-    targets = ours or ([known[0]] if len(known) == 1 else [])
-    folded = fold_text(own)
-    classification = (
-        classify_reply(folded, has_future_date=bool(future)) if own.strip() else "other"
-    )
-    result: dict[str, Any] = {
-        "classification": classification,
-        "summary": "",
-        "invoice_numbers": ours + [n for n in foreign if n not in ours],  # vetting drops foreign
-        "promise_amount": None,
-        "promise_date": None,
-        "dispute_reason": None,
-        "return_date": None,
-        "injection_suspected": bool(signals),
-        "proposed_changes": [],
-    }
+    return amount
+
+
+def _proposed_changes(
+    case: TriageCase,
+    result: dict[str, Any],
+    facts: StatedFacts,
+    future: list[date],
+    targets: list[str],
+    amount: dict[str, Any] | None,
+    folded: str,
+) -> list[dict[str, Any]]:
+    """The summary (into ``result``) and the ledger changes to propose for the reply's class:
+    proposals only, a person applies them."""
+    classification = result["classification"]
     changes: list[dict[str, Any]] = []
     if classification == "out_of_office":
         result["return_date"] = future[0].isoformat() if future else None
@@ -728,6 +758,12 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
         )  # fmt: skip
     else:
         result["summary"] = "Nothing to record; a collector may read it."
+    return changes
+
+
+def _flag_summary(result: dict[str, Any], signals: list[str], foreign: list[str]) -> None:
+    """Warn in the summary of a suspected injection and of invoice numbers that are not this
+    customer's, so the reviewer reads the whole reply before acting on it."""
     if signals:
         result["summary"] = (
             "Suspected prompt injection (" + ", ".join(signals) + "): only the payer's own words "
@@ -738,6 +774,44 @@ def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
             result["summary"]
             + f" Ignored numbers that are not this customer's: {', '.join(foreign)}."
         )[:400]
+
+
+def triage_text(case: TriageCase, text: str) -> dict[str, Any]:
+    """The offline triage rules: classify a reply and propose (never apply) ledger changes.
+
+    A reply with an injection signal is read only up to the injected sentence (the payer's own
+    words before it), and flagged; nothing after it is classified or proposed.
+    """
+    signals = injection_signals(text)
+    own = before_injection(text) if signals else text
+    known = [i.number for i in case.invoices]
+    facts, language = _reply_facts(case, own, known)
+    everything = extract_facts(
+        text, language=language, known_invoice_numbers=known, shapes=invoice_shapes(known)
+    )
+    ours = [n for n in facts.invoice_numbers if n in known]
+    foreign = [n for n in everything.invoice_numbers if n not in known]
+    future = sorted(d for d in facts.dates if d >= case.as_of)
+    currencies = case.currencies or sorted({i.currency for i in case.invoices}) or ["USD"]
+    amount = _stated_amount(facts, currencies)
+    targets = ours or ([known[0]] if len(known) == 1 else [])
+    folded = fold_text(own)
+    classification = (
+        classify_reply(folded, has_future_date=bool(future)) if own.strip() else "other"
+    )
+    result: dict[str, Any] = {
+        "classification": classification,
+        "summary": "",
+        "invoice_numbers": ours + [n for n in foreign if n not in ours],  # vetting drops foreign
+        "promise_amount": None,
+        "promise_date": None,
+        "dispute_reason": None,
+        "return_date": None,
+        "injection_suspected": bool(signals),
+        "proposed_changes": [],
+    }
+    changes = _proposed_changes(case, result, facts, future, targets, amount, folded)
+    _flag_summary(result, signals, foreign)
     result["proposed_changes"] = changes
     result["summary"] = result["summary"] or "Reply read."
     return result
@@ -912,14 +986,13 @@ def _r_segments(
     return before, True
 
 
-def read_remittance(
-    text: str, amount_minor: int, currency: str, found: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """The offline reader's split of ``text`` (see above), given what ``find_invoices`` said."""
-    exp = exponent(currency)
-    masked = _R_DATE.sub(lambda m: " " * len(m.group()), text)
+def _r_anchors(
+    masked: str, currency: str, found: list[dict[str, Any]], notes: list[str]
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """Where the text names an open invoice of the payment's currency (each once), with what
+    ``find_invoices`` said of it; why the other invoices it names cannot be paid goes in
+    ``notes``."""
     status = {str(f.get("asked")): f for f in found if isinstance(f, dict)}
-    notes: list[str] = []
     anchors: list[tuple[int, int, dict[str, Any]]] = []
     seen: set[str] = set()
     for m in _R_INVOICE.finditer(masked):
@@ -934,24 +1007,23 @@ def read_remittance(
             continue
         seen.add(f["number"])
         anchors.append((m.start(), m.end(), f))
+    return anchors
 
-    def nothing(why: str) -> dict[str, Any]:
-        return {"allocations": [], "remainder": "0", "remainder_reason": "", "summary": why[:300]}
 
-    if not anchors:
-        extra = f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
-        return nothing(f"No open invoice of this payment's currency is named in the text{extra}.")
-    if len({a[2].get("customer") for a in anchors}) > 1:
-        return nothing("The text names invoices of several customers; a person should split it.")
-    columns = _r_columns(masked[: anchors[0][0]])
-    segments, amounts_lead = _r_segments(masked, anchors, exp)
+def _r_allocate(
+    rows: list[dict[str, Any]],
+    amounts_lead: bool,
+    exp: int,
+    columns: list[str],
+    currency: str,
+    notes: list[str],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """What the text pays on each invoice row: the parts read, the rows with no amount of their
+    own (unread), and what was listed above an invoice's open balance (excess), never put on it.
+    Why an amount could not be read goes in ``notes``."""
     parts: list[dict[str, Any]] = []
     unread: list[dict[str, Any]] = []
     excess = 0
-    rows: list[dict[str, Any]] = [
-        {"f": f, "balance": _r_minor(str(f["balance"]), exp) or 0, "seg": seg}
-        for (_, _, f), seg in zip(anchors, segments, strict=True)
-    ]
     # Invoices listed together before one amount ("INV-1, INV-2 and INV-3 1,234.00"; or after
     # it when amounts lead) share it: it is theirs only if it is exactly their balances.
     group: list[dict[str, Any]] = []
@@ -982,22 +1054,19 @@ def read_remittance(
             paid = row["balance"]
         parts.append({"f": row["f"], "minor": paid, "how": how})
     unread += group
-    order = {r["f"]["number"]: k for k, r in enumerate(rows)}
-    parts.sort(key=lambda p: order[p["f"]["number"]])
-    left = amount_minor - sum(p["minor"] for p in parts)
-    if unread and sum(u["balance"] for u in unread) == left:  # exactly what is left: no guess
-        for u in unread:
-            parts.append({"f": u["f"], "minor": u["balance"], "how": "named; pays its balance"})
-        left = 0
-    elif unread:
-        notes.append("no amount is given for " + ", ".join(u["f"]["number"] for u in unread))
-    if not parts:
-        why = f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
-        return nothing(f"No amount in the text can be put on an invoice named{why}.")
-    if left < 0:
-        listed = format_amount(amount_minor - left, currency, "en_US")
-        paid_text = format_amount(amount_minor, currency, "en_US")
-        return nothing(f"The amounts listed ({listed}) exceed the payment ({paid_text}).")
+    return parts, unread, excess
+
+
+def _r_result(
+    parts: list[dict[str, Any]],
+    left: int,
+    excess: int,
+    notes: list[str],
+    currency: str,
+    exp: int,
+) -> dict[str, Any]:
+    """The reader's answer: the allocations, what is left unexplained and why, and a summary
+    with the notes (each once) a person should read."""
     allocations = [
         {
             "invoice_number": p["f"]["number"],
@@ -1021,6 +1090,49 @@ def read_remittance(
         "remainder_reason": reason,
         "summary": (summary + ".")[:300],
     }
+
+
+def read_remittance(
+    text: str, amount_minor: int, currency: str, found: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The offline reader's split of ``text`` (see above), given what ``find_invoices`` said."""
+    exp = exponent(currency)
+    masked = _R_DATE.sub(lambda m: " " * len(m.group()), text)
+    notes: list[str] = []
+    anchors = _r_anchors(masked, currency, found, notes)
+
+    def nothing(why: str) -> dict[str, Any]:
+        return {"allocations": [], "remainder": "0", "remainder_reason": "", "summary": why[:300]}
+
+    if not anchors:
+        extra = f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
+        return nothing(f"No open invoice of this payment's currency is named in the text{extra}.")
+    if len({a[2].get("customer") for a in anchors}) > 1:
+        return nothing("The text names invoices of several customers; a person should split it.")
+    columns = _r_columns(masked[: anchors[0][0]])
+    segments, amounts_lead = _r_segments(masked, anchors, exp)
+    rows: list[dict[str, Any]] = [
+        {"f": f, "balance": _r_minor(str(f["balance"]), exp) or 0, "seg": seg}
+        for (_, _, f), seg in zip(anchors, segments, strict=True)
+    ]
+    parts, unread, excess = _r_allocate(rows, amounts_lead, exp, columns, currency, notes)
+    order = {r["f"]["number"]: k for k, r in enumerate(rows)}
+    parts.sort(key=lambda p: order[p["f"]["number"]])
+    left = amount_minor - sum(p["minor"] for p in parts)
+    if unread and sum(u["balance"] for u in unread) == left:  # exactly what is left: no guess
+        for u in unread:
+            parts.append({"f": u["f"], "minor": u["balance"], "how": "named; pays its balance"})
+        left = 0
+    elif unread:
+        notes.append("no amount is given for " + ", ".join(u["f"]["number"] for u in unread))
+    if not parts:
+        why = f" ({'; '.join(dict.fromkeys(notes))})" if notes else ""
+        return nothing(f"No amount in the text can be put on an invoice named{why}.")
+    if left < 0:
+        listed = format_amount(amount_minor - left, currency, "en_US")
+        paid_text = format_amount(amount_minor, currency, "en_US")
+        return nothing(f"The amounts listed ({listed}) exceed the payment ({paid_text}).")
+    return _r_result(parts, left, excess, notes, currency, exp)
 
 
 def _retried(messages: Sequence[ModelMessage], tool: str) -> bool:
