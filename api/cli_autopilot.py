@@ -9,6 +9,7 @@ Stopping it (Ctrl-C) keeps what was drafted; running it again drafts only the re
 from __future__ import annotations
 
 from datetime import date
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,9 +17,14 @@ from rich.table import Table
 from sqlalchemy import select
 
 from api.cli_common import console, err_console, fail, open_ledger, print_json
-from memory.config import get_settings
+from memory.config import Settings, get_settings
 from memory.db import LedgerUnavailable
 from memory.models import Organisation
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from agent.autopilot import AutopilotSummary
 
 autopilot_app = typer.Typer(
     help="Autopilot: draft every due cadence step; the guardrails decide what may be sent.",
@@ -43,49 +49,48 @@ def _org(sessions: object, slug: str | None) -> tuple[int, str]:
     return orgs[0].id, orgs[0].slug
 
 
-@autopilot_app.command("run")
-def run(
-    segment: str | None = typer.Option(None, "--segment", help="Only this segment (by name)."),
-    shadow: bool = typer.Option(
-        False, "--shadow", help="Force Shadow Mode: every draft waits for a human review."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
-    as_of: str | None = typer.Option(
-        None, "--as-of", help="The date to run for (YYYY-MM-DD); default: today for the org."
-    ),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Draft at most N items."),
-    org: str | None = typer.Option(None, "--org", help="Organisation slug (if several)."),
-) -> None:
-    """Draft every due cadence step and follow-up, decide, store, and summarise."""
-    from agent.autopilot import run_autopilot
-    from agent.models import ModelConfigError, build_model, is_offline, model_label
-    from tools.account360 import org_today
-    from tools.autopilot_select import UnknownSegment
+def _model_label(settings: Settings) -> str:
+    """The configured model's label, or a clear error for a missing key or URL (before the run
+    touches the ledger)."""
+    from agent.models import ModelConfigError, build_model, model_label
 
-    settings = get_settings()
     try:
         build_model(settings)  # fail early on a missing key or URL, before touching anything
         label = model_label(settings)
     except ModelConfigError as exc:
         fail(str(exc))
+    return label
+
+
+def _run_day(as_of: str | None) -> date | None:
+    """``--as-of`` as a date (``None``: today for the organisation), or a clear error."""
     day: date | None = None
     if as_of is not None:
         try:
             day = date.fromisoformat(as_of)
         except ValueError:
             fail(f"--as-of {as_of!r} is not a date: write it as YYYY-MM-DD, e.g. 2025-10-21.")
-    _, sessions = open_ledger(upgrade=True)
-    org_id, slug = _org(sessions, org)
-    if day is None:
-        with sessions() as session:
-            day = org_today(session, org_id)
-    note = (
-        f"Model: {label} — the built-in offline model (deterministic drafts from the versioned "
-        "templates; set PLIXO_MODEL for an LLM)."
-        if is_offline(settings)
-        else f"Model: {label}"
-    )
-    err_console.print(note)
+    return day
+
+
+def _draft_with_progress(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    slug: str,
+    day: date,
+    *,
+    segment: str | None,
+    shadow: bool,
+    settings: Settings,
+    limit: int | None,
+) -> AutopilotSummary:
+    """Run Autopilot with a progress bar on stderr (stdout stays clean for ``--json``).
+
+    An unknown segment or a lost database is a clear error; Ctrl-C keeps what was committed
+    (a rerun drafts only the rest)."""
+    from agent.autopilot import run_autopilot
+    from tools.autopilot_select import UnknownSegment
+
     with Progress(
         TextColumn(f"Autopilot {slug} {day.isoformat()}" + (" (Shadow Mode)" if shadow else "")),
         BarColumn(),
@@ -123,10 +128,12 @@ def run(
                 "again to draft the rest (nothing is drafted twice)."
             )
             raise typer.Exit(code=130) from None
-    data = summary.model_dump(mode="json")
-    if as_json:
-        print_json(data)
-        return
+    return summary
+
+
+def _print_summary(summary: AutopilotSummary) -> None:
+    """The run in words and tables: what was drafted, what the guardrails decided and why,
+    what was due but not chased, what waits for a human, and the errors."""
     console.print(
         f"Drafted [bold]{summary.drafted}[/] of {summary.due} due items "
         f"({summary.skipped_existing} drafted earlier, {summary.held} held for a human, "
@@ -163,3 +170,52 @@ def run(
         console.print(held)
     for sample in summary.error_samples:
         err_console.print(f"[red]error:[/] {sample}")
+
+
+@autopilot_app.command("run")
+def run(
+    segment: str | None = typer.Option(None, "--segment", help="Only this segment (by name)."),
+    shadow: bool = typer.Option(
+        False, "--shadow", help="Force Shadow Mode: every draft waits for a human review."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="The date to run for (YYYY-MM-DD); default: today for the org."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Draft at most N items."),
+    org: str | None = typer.Option(None, "--org", help="Organisation slug (if several)."),
+) -> None:
+    """Draft every due cadence step and follow-up, decide, store, and summarise."""
+    from agent.models import is_offline
+    from tools.account360 import org_today
+
+    settings = get_settings()
+    label = _model_label(settings)
+    day = _run_day(as_of)
+    _, sessions = open_ledger(upgrade=True)
+    org_id, slug = _org(sessions, org)
+    if day is None:
+        with sessions() as session:
+            day = org_today(session, org_id)
+    note = (
+        f"Model: {label} — the built-in offline model (deterministic drafts from the versioned "
+        "templates; set PLIXO_MODEL for an LLM)."
+        if is_offline(settings)
+        else f"Model: {label}"
+    )
+    err_console.print(note)
+    summary = _draft_with_progress(
+        sessions,
+        org_id,
+        slug,
+        day,
+        segment=segment,
+        shadow=shadow,
+        settings=settings,
+        limit=limit,
+    )
+    data = summary.model_dump(mode="json")
+    if as_json:
+        print_json(data)
+        return
+    _print_summary(summary)
