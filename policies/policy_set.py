@@ -205,6 +205,7 @@ CashMatchKind = Literal[
 
 AUTO_KINDS: tuple[CashMatchKind, ...] = ("exact", "one_to_many", "installment")
 WriteOffKind = Literal["discount", "bank_fee"]
+WRITE_OFF_KINDS: tuple[WriteOffKind, ...] = ("discount", "bank_fee")
 
 
 class CashAppPolicy(_Section):
@@ -229,9 +230,7 @@ class CashAppPolicy(_Section):
     auto_write_off_min_confidence: Annotated[StrictInt, Field(ge=0, le=100)] = 90
     auto_write_off_max_minor: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
     auto_write_off_max_bps: Bps = 200
-    auto_write_off_kinds: list[WriteOffKind] = Field(
-        default_factory=lambda: ["discount", "bank_fee"]
-    )
+    auto_write_off_kinds: list[WriteOffKind] = Field(default_factory=lambda: list(WRITE_OFF_KINDS))
 
     @field_validator("max_auto_apply_minor", "auto_write_off_max_minor")
     @classmethod

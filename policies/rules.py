@@ -391,7 +391,7 @@ def _derive_cash(f: ApplyCashFacts, ps: PolicySet) -> Ctx:
         "wo": f.write_off_minor,
         "wo_kind": f.write_off_kind or "",
         # the write-off against the invoices' open balance, rounded up: 2.001 % never passes 2 %
-        "wo_bps": ceil_bps(f.write_off_minor, f.invoices_minor) if f.write_off_minor else 0,
+        "wo_bps": ceil_bps(f.write_off_minor, f.invoices_minor or 1) if f.write_off_minor else 0,
     }
     return Ctx(f, ps, payload=p)
 
