@@ -372,7 +372,14 @@ def test_split_short_pay_with_discount_then_close_the_period(
         "discount",
         "40.00",
     )
-    assert data["totals"] == {"USD": {"applied_minor": 196_000, "unapplied_minor": 0}}
+    assert data["totals"] == {
+        "USD": {
+            "applied_minor": 196_000,
+            "unapplied_minor": 0,
+            "stripe_fees_minor": 0,
+            "cleared_minor": 0,
+        }
+    }
     assert export.to_csv(data).splitlines()[0] == ",".join(export.COLUMNS)
     with pytest.raises(PolicyRefused, match="close_cash_period"):
         applying.close_period(session, org.id, BOOKED.strftime("%Y-%m"), actor=clerk)
