@@ -232,7 +232,18 @@ class CashAppPolicy(_Section):
     auto_write_off_max_bps: Bps = 200
     auto_write_off_kinds: list[WriteOffKind] = Field(default_factory=lambda: list(WRITE_OFF_KINDS))
 
-    @field_validator("max_auto_apply_minor", "auto_write_off_max_minor")
+    # The Controller's over-payment rule (off by default): an over-payment of the invoices its
+    # reference names is applied with no person, the surplus kept as credit on account (nothing
+    # written off), when the match is at least auto_over_payment_min_confidence and the surplus
+    # at most its currency's limit and auto_over_payment_max_bps of the invoices' open balance.
+    auto_over_payment: bool = Field(default=False, strict=True)
+    auto_over_payment_min_confidence: Annotated[StrictInt, Field(ge=0, le=100)] = 80
+    auto_over_payment_max_minor: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    auto_over_payment_max_bps: Bps = 200
+
+    @field_validator(
+        "max_auto_apply_minor", "auto_write_off_max_minor", "auto_over_payment_max_minor"
+    )
     @classmethod
     def _currencies(cls, value: dict[str, int]) -> dict[str, int]:
         for cur in value:
@@ -507,6 +518,7 @@ _OPEN_MAPPINGS = {
     "currency_limits",
     "cash_app.max_auto_apply_minor",
     "cash_app.auto_write_off_max_minor",
+    "cash_app.auto_over_payment_max_minor",
 }
 
 

@@ -11,8 +11,9 @@ foreign-currency payers and unrelated lines. The truth (which invoices each line
 aside and never shown to plixo. The file is imported once with auto-apply on at the seed
 thresholds (confidence 95, exact / one-to-many / installment matches) and a large amount limit,
 and the Controller's write-off rule on (short-pays explained as a discount or a bank fee, at
-most $500 and 3 % of the invoices; ``--no-write-off-rule`` leaves it off). The JSON's ``policy``
-is the organisation's cash_app policy as the run had it.
+most $500 and 3 % of the invoices; ``--no-write-off-rule`` leaves it off) and its over-payment
+rule (the surplus kept on account, the same $500 and 3 %; ``--no-over-payment-rule``). The
+JSON's ``policy`` is the organisation's cash_app policy as the run had it.
 
 Printed JSON: line- and amount-level match rate of the top suggestion, precision of the
 auto-applied lines (target 100 %), straight-through rate (target >= 85 %), and seconds per
@@ -382,10 +383,11 @@ class _PostingClock:
         return wrapper
 
 
-def bench_policy(write_off_rule: bool) -> dict:  # type: ignore[type-arg]
+def bench_policy(write_off_rule: bool, over_payment_rule: bool) -> dict:  # type: ignore[type-arg]
     """The Controller's cash_app settings for the run: auto-apply on at the seed thresholds
-    with a large amount limit, and (unless turned off) the write-off rule with caps equal to the
-    short-pay tolerance the seed policy already explains short-pays within ($500, 3 %)."""
+    with a large amount limit, and (unless turned off) the write-off and over-payment rules with
+    caps equal to the short-pay tolerance the seed policy already explains short-pays within
+    ($500, 3 %): a payment difference tolerated the same way in both directions."""
     cash: dict = {"auto_apply": True, "max_auto_apply_minor": {"USD": 100_000_000}}  # type: ignore[type-arg]
     if write_off_rule:
         cash.update(
@@ -395,10 +397,20 @@ def bench_policy(write_off_rule: bool) -> dict:  # type: ignore[type-arg]
                 "auto_write_off_max_bps": 300,
             }
         )
+    if over_payment_rule:
+        cash.update(
+            {
+                "auto_over_payment": True,
+                "auto_over_payment_max_minor": {"USD": 50_000},
+                "auto_over_payment_max_bps": 300,
+            }
+        )
     return {"cash_app": cash}
 
 
-def run(url: str, lines: int, seed: int, write_off_rule: bool = True) -> dict:  # type: ignore[type-arg]
+def run(  # type: ignore[type-arg]
+    url: str, lines: int, seed: int, write_off_rule: bool = True, over_payment_rule: bool = True
+) -> dict:
     rng = random.Random(seed)
     engine = make_engine(url)
     migrate.upgrade(engine)
@@ -414,7 +426,7 @@ def run(url: str, lines: int, seed: int, write_off_rule: bool = True) -> dict:  
             session,
             org.id,
             controller,
-            bench_policy(write_off_rule),
+            bench_policy(write_off_rule, over_payment_rule),
         )
         session.commit()
         applied_policy = policy_admin.policy_set_for(session, org.id).cash_app
@@ -484,6 +496,11 @@ def main() -> None:
         action="store_true",
         help="leave the Controller's write-off rule (cash_app.auto_write_off) off",
     )
+    ap.add_argument(
+        "--no-over-payment-rule",
+        action="store_true",
+        help="leave the Controller's over-payment rule (cash_app.auto_over_payment) off",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'cash.db'}"
@@ -492,7 +509,13 @@ def main() -> None:
             "backend": "postgresql" if args.database_url else "sqlite",
             "seed": args.seed,
             "mix": MIX,
-            **run(url, args.lines, args.seed, write_off_rule=not args.no_write_off_rule),
+            **run(
+                url,
+                args.lines,
+                args.seed,
+                write_off_rule=not args.no_write_off_rule,
+                over_payment_rule=not args.no_over_payment_rule,
+            ),
             "targets": {
                 "auto_applied_precision": 1.0,
                 "straight_through_rate": 0.85,

@@ -507,18 +507,25 @@ def _cash(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
         return _access_rules(ps, "apply_cash", f["actor_role"]), {}
     ca = ps.cash_app
     who = ca.reviewer_role
-    wo = f.get("write_off_minor", 0)
-    judged_by_write_off_rule = ca.auto_write_off and f["match_kind"] == "short_pay" and wo > 0
+    wo, oa = f.get("write_off_minor", 0), f.get("on_account_minor", 0)
+    judged_by_own_rule = (
+        ca.auto_write_off
+        and f["match_kind"] == "short_pay"
+        and wo > 0
+        or ca.auto_over_payment
+        and f["match_kind"] == "over_payment"
+        and oa > 0
+    )
     out = []
     if not ca.auto_apply:
         out.append(_R("cash.auto_apply_off", "needs_approval", approver=who))
-    if f["confidence"] < ca.min_confidence and not judged_by_write_off_rule:
+    if f["confidence"] < ca.min_confidence and not judged_by_own_rule:
         out.append(_R("cash.low_confidence", "needs_approval", approver=who))
     limit = ca.max_auto_apply_minor.get(f["currency"])
     line_within = limit is not None and f["amount_minor"] <= limit
     if not line_within:
         out.append(_R("cash.above_auto_limit", "needs_approval", approver=who))
-    if f["match_kind"] not in ca.auto_apply_kinds and not judged_by_write_off_rule:
+    if f["match_kind"] not in ca.auto_apply_kinds and not judged_by_own_rule:
         out.append(_R("cash.kind_needs_review", "needs_approval", approver=who))
     if (
         ca.auto_apply
@@ -529,7 +536,25 @@ def _cash(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
         out.append(_R("cash.auto_apply", "allow", grants=True))
     if wo > 0:
         out += _write_off(ps, f, wo, line_within)
+    if ca.auto_over_payment and f["match_kind"] == "over_payment" and oa > 0:
+        out += _over_payment(ps, f, oa, line_within)
     return out, {}
+
+
+def _over_payment(ps: PolicySet, f: dict[str, Any], oa: int, line_within: bool) -> list[_R]:
+    ca = ps.cash_app
+    cap = ca.auto_over_payment_max_minor.get(f["currency"])
+    covered = (
+        f["confidence"] >= ca.auto_over_payment_min_confidence
+        and cap is not None
+        and oa <= cap
+        and not _bps_over(oa, f["invoices_minor"], ca.auto_over_payment_max_bps)
+    )
+    if not covered:
+        return [_R("cash.over_payment_needs_review", "needs_approval", approver=ca.reviewer_role)]
+    if ca.auto_apply and line_within:
+        return [_R("cash.over_payment_on_account", "allow", grants=True)]
+    return []
 
 
 def _write_off(ps: PolicySet, f: dict[str, Any], wo: int, line_within: bool) -> list[_R]:

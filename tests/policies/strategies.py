@@ -118,6 +118,8 @@ def _variants() -> list[PolicySet]:
                 "cash_app": {
                     "auto_apply": True,
                     "auto_write_off": True,
+                    "auto_over_payment": True,
+                    "auto_over_payment_max_minor": {"USD": 2_500, "EUR": 700},
                     "max_auto_apply_minor": {"USD": 500_000, "JPY": 100_000},
                 },
             },
@@ -521,7 +523,28 @@ def cash_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
         facts["actor_role"] = pick(draw, ROLES_PLUS)
     if draw(BOOL):
         facts.update(draw(write_off_facts(ps)))
+    elif draw(BOOL):
+        facts.update(draw(on_account_facts(ps, facts["amount_minor"])))
     return facts
+
+
+@st.composite
+def on_account_facts(draw: st.DrawFn, ps: PolicySet, amount: int) -> dict[str, Any]:
+    """A surplus kept on account around the over-payment rule's bar, caps and share."""
+    ca = ps.cash_app
+    caps = list(ca.auto_over_payment_max_minor.values()) or [2_500]
+    oa = min(amount, pick(draw, [1, *(max(1, v + d) for v in caps for d in (-1, 0, 1))]))
+    bps = ca.auto_over_payment_max_bps or 1
+    at_share = max(1, -(-oa * 10_000 // bps))
+    out: dict[str, Any] = {
+        "on_account_minor": oa,
+        "invoices_minor": pick(draw, [1, max(1, at_share - 1), at_share, at_share + 1]),
+        "match_kind": pick(draw, ["over_payment", "over_payment", "on_account", "exact"]),
+    }
+    if draw(BOOL):
+        bar = ca.auto_over_payment_min_confidence
+        out["confidence"] = pick(draw, [bar - 1, bar, 100])
+    return out
 
 
 @st.composite

@@ -182,3 +182,43 @@ def test_an_override_can_add_a_currency_to_the_write_off_caps() -> None:
     assert ps.cash_app.auto_write_off_max_minor == {"USD": 2_500, "EUR": 1_000}
     with pytest.raises(ValueError, match="ISO 4217"):
         merge(load_default(), {"cash_app": {"auto_write_off_max_minor": {"euro": 1}}})
+
+
+# A $1,020.00 payment of a $1,000.00 invoice: $20.00 kept on account.
+OVER: dict[str, Any] = {
+    "confidence": 80,
+    "amount_minor": 102_000,
+    "currency": "USD",
+    "match_kind": "over_payment",
+    "on_account_minor": 2_000,
+    "invoices_minor": 100_000,
+}
+
+
+def test_the_over_payment_rule_is_off_by_default_and_on_keeps_the_surplus_on_account() -> None:
+    assert _rules(decide("apply_cash", OVER)) == [
+        "cash.auto_apply_off", "cash.kind_needs_review", "cash.low_confidence"
+    ]  # fmt: skip
+    on = {"auto_apply": True, "max_auto_apply_minor": {"USD": 500_000}}
+    off = engine_for(merge(load_default(), {"cash_app": on})).decide("apply_cash", OVER)
+    assert _rules(off) == ["cash.kind_needs_review", "cash.low_confidence"]
+    eng = engine_for(merge(load_default(), {"cash_app": {**on, "auto_over_payment": True}}))
+    ok = eng.decide("apply_cash", OVER)
+    assert ok.outcome.value == "allow" and _rules(ok) == ["cash.over_payment_on_account"]
+    cases = {
+        "over the USD cap": {**OVER, "on_account_minor": 2_501, "invoices_minor": 1_000_000},
+        "over 2 % of the invoices": {**OVER, "on_account_minor": 2_001},
+        "below its confidence bar": {**OVER, "confidence": 79},
+    }
+    for why, facts in cases.items():
+        d = eng.decide("apply_cash", facts)
+        assert _rules(d) == ["cash.over_payment_needs_review"], why
+    eur = eng.decide("apply_cash", {**OVER, "currency": "EUR"})
+    assert _rules(eur) == ["cash.above_auto_limit", "cash.over_payment_needs_review"]
+    # a whole line on account (an unrelated or unknown payer) is never the rule's
+    unrelated = {**EXACT, "match_kind": "on_account", "confidence": 30, "on_account_minor": 120_000}
+    assert _rules(eng.decide("apply_cash", unrelated)) == [
+        "cash.kind_needs_review", "cash.low_confidence"
+    ]  # fmt: skip
+    d = decide("apply_cash", {k: v for k, v in OVER.items() if k != "invoices_minor"})
+    assert d.outcome.value == "block" and "facts.invalid" in _rules(d)

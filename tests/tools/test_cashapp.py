@@ -575,6 +575,32 @@ def test_the_write_off_rule_leaves_what_it_does_not_cover_to_people(
         assert inv.balance_minor == inv.amount_minor
 
 
+def test_the_over_payment_rule_keeps_a_small_surplus_on_account(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    """$20.00 over a $1,000.00 invoice (2 %, the seed cap $25.00): applied alone, the invoice
+    paid and the surplus a payment on account; $40.00 over $1,000.00 waits."""
+    _auto_on(session, org, auto_over_payment=True)
+    cust = f.customer("Acme Inc")
+    small, big = f.invoice(cust, 100_000), f.invoice(cust, 100_000)
+    entries = [
+        Entry(BOOKED, "1020.00", "USD", small.number, "Acme Inc", bank_ref="1"),
+        Entry(BOOKED, "1040.00", "USD", big.number, "Acme Inc", bank_ref="2"),
+    ]
+    report = _import(session, org, camt053(entries))
+    assert report.auto_applied == 1 and report.exceptions == 1
+    applied, waiting = _line(session, report, 1), _line(session, report, 2)
+    assert applied.status == CashLineStatus.APPLIED
+    assert [r["rule_id"] for r in applied.decision["reasons"]] == ["cash.over_payment_on_account"]
+    session.refresh(small)
+    assert small.balance_minor == 0 and small.status == InvoiceStatus.PAID
+    on_account = session.scalars(select(Payment).where(Payment.invoice_id.is_(None))).all()
+    assert [(p.amount_minor, p.customer_id) for p in on_account] == [(2_000, cust.id)]
+    assert waiting.status == CashLineStatus.EXCEPTION
+    assert "cash.over_payment_needs_review" in str(waiting.decision)
+    assert _write_offs(session) == []
+
+
 def test_plixo_alone_never_writes_off_without_the_rule(
     session: Session, org: Organisation, f: Factory
 ) -> None:

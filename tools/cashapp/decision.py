@@ -3,8 +3,9 @@
 Why one place: the importer decides from the matcher's view of the invoices and the posting (when
 it decides again) from the ledger's rows; both must put the same facts to the policy engine, or a
 line could be allowed by one and refused by the other. A written-off difference (a short-pay's
-discount taken or bank fee) is measured against the open balance of the invoices the line is put
-on, which the Controller's write-off rule (``cash.short_pay_write_off``) caps.
+discount taken or bank fee) and an over-payment's surplus kept on account are measured against
+the open balance of the invoices the line is put on, which the Controller's write-off rule
+(``cash.short_pay_write_off``) and over-payment rule (``cash.over_payment_on_account``) cap.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ def apply_cash_facts(
         "currency": currency,
         "match_kind": s.kind,
     }
+    ids = {a.invoice_id for a in s.allocations if a.invoice_id is not None}
+    if ids:
+        facts["invoices_minor"] = sum(balances.get(i, 0) for i in ids) or None
+    on_account = sum(a.amount_minor for a in s.allocations if a.invoice_id is None)
+    if on_account:
+        facts["on_account_minor"] = on_account
     offs = [a for a in s.allocations if a.adjustment_minor]
     if offs:
         kinds = {a.adjustment_kind for a in offs}
@@ -36,8 +43,6 @@ def apply_cash_facts(
         # the fact model to refuse, so the engine blocks rather than guesses
         facts["write_off_kind"] = kinds.pop() if len(kinds) == 1 else "mixed"
         facts["write_off_minor"] = sum(a.adjustment_minor for a in offs)
-        ids = {a.invoice_id for a in s.allocations if a.invoice_id is not None}
-        facts["invoices_minor"] = sum(balances.get(i, 0) for i in ids) or None
     return facts
 
 
