@@ -306,6 +306,27 @@ class ApplyCashFacts(_Facts):
         "on_account",
         "copilot_split",  # the co-pilot read a remittance: never in auto_apply_kinds
     ]
+    # A difference written off with the line (a short-pay's discount taken or bank fee), and the
+    # open balance of the invoices the line is put on, which the write-off is measured against.
+    write_off_minor: NonNegInt = 0
+    write_off_kind: Literal["discount", "bank_fee"] | None = None
+    invoices_minor: PosInt | None = None
+    # The part of the line kept as credit on account (an over-payment's surplus).
+    on_account_minor: NonNegInt = 0
+
+    @model_validator(mode="after")
+    def _write_off_explained(self) -> ApplyCashFacts:
+        if self.write_off_minor and (self.write_off_kind is None or self.invoices_minor is None):
+            raise ValueError("a write_off_minor needs its write_off_kind and invoices_minor")
+        if self.on_account_minor > self.amount_minor:
+            raise ValueError("on_account_minor cannot exceed amount_minor")
+        if self.match_kind == "over_payment" and self.on_account_minor and not self.invoices_minor:
+            raise ValueError("an over_payment's on_account_minor needs invoices_minor")
+        if not self.write_off_minor and self.write_off_kind is not None:
+            raise ValueError("write_off_kind without a write_off_minor")
+        if self.invoices_minor is not None and self.write_off_minor > self.invoices_minor:
+            raise ValueError("write_off_minor cannot exceed invoices_minor")
+        return self
 
 
 FACT_MODELS: dict[ActionType, type[_Facts]] = {

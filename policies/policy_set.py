@@ -204,6 +204,8 @@ CashMatchKind = Literal[
 
 
 AUTO_KINDS: tuple[CashMatchKind, ...] = ("exact", "one_to_many", "installment")
+WriteOffKind = Literal["discount", "bank_fee"]
+WRITE_OFF_KINDS: tuple[WriteOffKind, ...] = ("discount", "bank_fee")
 
 
 class CashAppPolicy(_Section):
@@ -219,8 +221,29 @@ class CashAppPolicy(_Section):
     short_pay_tolerance_bps: Bps = 300
     short_pay_max_minor: NonNegInt = 50_000
     reviewer_role: StrictStr = "Collector"
+    # The Controller's write-off rule (off by default): a short-pay explained as one of
+    # auto_write_off_kinds is applied with no person, the difference written off, when the match
+    # is at least auto_write_off_min_confidence and the difference at most its currency's limit
+    # and at most auto_write_off_max_bps of the invoices' open balance (a currency not listed
+    # never). The rule, not a person, is the write-off's authority; the audit names it.
+    auto_write_off: bool = Field(default=False, strict=True)
+    auto_write_off_min_confidence: Annotated[StrictInt, Field(ge=0, le=100)] = 90
+    auto_write_off_max_minor: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    auto_write_off_max_bps: Bps = 200
+    auto_write_off_kinds: list[WriteOffKind] = Field(default_factory=lambda: list(WRITE_OFF_KINDS))
 
-    @field_validator("max_auto_apply_minor")
+    # The Controller's over-payment rule (off by default): an over-payment of the invoices its
+    # reference names is applied with no person, the surplus kept as credit on account (nothing
+    # written off), when the match is at least auto_over_payment_min_confidence and the surplus
+    # at most its currency's limit and auto_over_payment_max_bps of the invoices' open balance.
+    auto_over_payment: bool = Field(default=False, strict=True)
+    auto_over_payment_min_confidence: Annotated[StrictInt, Field(ge=0, le=100)] = 80
+    auto_over_payment_max_minor: dict[StrictStr, NonNegInt] = Field(default_factory=dict)
+    auto_over_payment_max_bps: Bps = 200
+
+    @field_validator(
+        "max_auto_apply_minor", "auto_write_off_max_minor", "auto_over_payment_max_minor"
+    )
     @classmethod
     def _currencies(cls, value: dict[str, int]) -> dict[str, int]:
         for cur in value:
@@ -494,6 +517,8 @@ _OPEN_MAPPINGS = {
     "action_permissions",
     "currency_limits",
     "cash_app.max_auto_apply_minor",
+    "cash_app.auto_write_off_max_minor",
+    "cash_app.auto_over_payment_max_minor",
 }
 
 

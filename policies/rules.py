@@ -388,6 +388,13 @@ def _derive_cash(f: ApplyCashFacts, ps: PolicySet) -> Ctx:
         "amt": f.amount_minor,
         "cur": f.currency,
         "kind": f.match_kind,
+        "wo": f.write_off_minor,
+        "wo_kind": f.write_off_kind or "",
+        # the write-off against the invoices' open balance, rounded up: 2.001 % never passes 2 %
+        "wo_bps": ceil_bps(f.write_off_minor, f.invoices_minor or 1) if f.write_off_minor else 0,
+        "oa": f.on_account_minor,
+        # the surplus kept on account against the invoices' open balance, rounded up
+        "oa_bps": ceil_bps(f.on_account_minor, f.invoices_minor) if f.invoices_minor else 0,
     }
     return Ctx(f, ps, payload=p)
 
@@ -1495,7 +1502,21 @@ def _cash_rules(ps: PolicySet) -> list[Rule]:
     """A person applies cash with the permission; plixo alone only inside the Controller's
     limits (confidence, amount per currency, kind of match)."""
     rules = _access_rules(ps, ActionType.APPLY_CASH, scope=c.eq("auto", False))
-    return rules + _cash_auto_rules(ps)
+    rules += _cash_auto_rules(ps) + _cash_write_off_rules(ps)
+    return rules + _cash_over_payment_rules(ps)
+
+
+def _not_judged_by_own_rule(ps: PolicySet) -> c.Cond:
+    """Every line but those the Controller's own rules judge (with their own confidence bars)
+    when they are on: a short-pay with a difference to write off, an over-payment with a
+    surplus kept on account."""
+    ca = ps.cash_app
+    conds = []
+    if ca.auto_write_off:
+        conds.append(c.any_of(c.ne("kind", "short_pay"), c.lte("wo", 0)))
+    if ca.auto_over_payment:
+        conds.append(c.any_of(c.ne("kind", "over_payment"), c.lte("oa", 0)))
+    return c.all_of(*conds) if conds else c.ALWAYS
 
 
 def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
@@ -1568,7 +1589,7 @@ def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[R
             name="cash.low_confidence",
             rule_id="cash.low_confidence",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(auto, c.lt("conf", ca.min_confidence)),
+            cond=c.all_of(auto, c.lt("conf", ca.min_confidence), _not_judged_by_own_rule(ps)),
             explain=(
                 f"Plixo applies a line by itself only at confidence {ca.min_confidence} or more."
             ),
@@ -1594,7 +1615,7 @@ def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[R
             name="cash.kind_needs_review",
             rule_id="cash.kind_needs_review",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(auto, c.none_of("kind", kinds)),
+            cond=c.all_of(auto, c.none_of("kind", kinds), _not_judged_by_own_rule(ps)),
             explain=(
                 f"Plixo applies only these kinds of match by itself: {', '.join(kinds) or 'none'}."
             ),
@@ -1605,6 +1626,173 @@ def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[R
             approver=reviewer,
         ),
     ]
+    return rules
+
+
+def _cash_write_off_rules(ps: PolicySet) -> list[Rule]:
+    """The Controller's write-off rule: plixo writes off a short-pay's explained difference
+    (discount taken, bank fee) alone only inside its limits; any other write-off waits."""
+    ca = ps.cash_app
+    auto, wo = c.eq("auto", True), c.gt("wo", 0)
+    if not ca.auto_write_off:
+        return [_write_off_off(ps)]
+    caps = ca.auto_write_off_max_minor
+    within_cap = [c.all_of(c.eq("cur", cur), c.lte("wo", v)) for cur, v in sorted(caps.items())]
+    wo_kinds = [str(k) for k in ca.auto_write_off_kinds]
+    bar, bps = ca.auto_write_off_min_confidence, ca.auto_write_off_max_bps
+    limits = ca.max_auto_apply_minor
+    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    rules = [_write_off_outside(ps)]
+    if ca.auto_apply and within and within_cap and wo_kinds:
+        rules.append(
+            Rule(
+                name="cash.short_pay_write_off",
+                rule_id="cash.short_pay_write_off",
+                outcome=Outcome.ALLOW,
+                cond=c.all_of(
+                    auto,
+                    c.eq("kind", "short_pay"),
+                    wo,
+                    c.one_of("wo_kind", wo_kinds),
+                    c.gte("conf", bar),
+                    c.any_of(*within),
+                    c.any_of(*within_cap),
+                    c.lte("wo_bps", bps),
+                ),
+                explain="Within the Controller's write-off rule plixo applies a short-pay by "
+                "itself and writes off the difference (the rule is the write-off's authority).",
+                message=lambda x: (
+                    f"The {(x.f.write_off_kind or '').replace('_', ' ')} of "
+                    f"{format_money(x.f.write_off_minor, x.f.currency)} is within the "
+                    "Controller's write-off rule: written off by the rule"
+                ),
+                grants=True,
+            )
+        )
+    return rules
+
+
+def _write_off_off(ps: PolicySet) -> Rule:
+    """The write-off rule off: a line with a difference to write off waits for a person."""
+    reviewer = ps.cash_app.reviewer_role
+    return Rule(
+        name="cash.auto_write_off_off",
+        rule_id="cash.auto_write_off_off",
+        outcome=Outcome.NEEDS_APPROVAL,
+        cond=c.all_of(c.eq("auto", True), c.gt("wo", 0)),
+        explain=f"The write-off rule is off: {_or_above(reviewer)} confirms every short-pay "
+        "written off.",
+        message=lambda x: (
+            f"Writing off {format_money(x.f.write_off_minor, x.f.currency)} needs a person "
+            f"(the write-off rule is off): {reviewer} confirmation required"
+        ),
+        approver=reviewer,
+    )
+
+
+def _write_off_outside(ps: PolicySet) -> Rule:
+    """A write-off the rule does not cover (not a short-pay, another kind, a lower confidence,
+    a currency not listed, above its limit or its share of the invoices) waits for a person."""
+    ca = ps.cash_app
+    reviewer = ca.reviewer_role
+    caps = ca.auto_write_off_max_minor
+    over_cap = [c.all_of(c.eq("cur", cur), c.gt("wo", v)) for cur, v in sorted(caps.items())]
+    wo_kinds = [str(k) for k in ca.auto_write_off_kinds]
+    bar, bps = ca.auto_write_off_min_confidence, ca.auto_write_off_max_bps
+    listed = ", ".join(format_money(v, k) for k, v in sorted(caps.items())) or "none"
+    return Rule(
+        name="cash.write_off_needs_review",
+        rule_id="cash.write_off_needs_review",
+        outcome=Outcome.NEEDS_APPROVAL,
+        cond=c.all_of(
+            c.eq("auto", True),
+            c.gt("wo", 0),
+            c.any_of(
+                c.ne("kind", "short_pay"),
+                c.none_of("wo_kind", wo_kinds),
+                c.lt("conf", bar),
+                c.none_of("cur", sorted(caps)),
+                *over_cap,
+                c.gt("wo_bps", bps),
+            ),
+        ),
+        explain=f"Plixo writes off a short-pay's {' or '.join(wo_kinds) or 'nothing'} alone "
+        f"only at confidence {bar} or more, up to its currency's limit ({listed}) and "
+        f"{format_bps(bps)} of the invoices.",
+        message=lambda x: (
+            f"Writing off {format_money(x.f.write_off_minor, x.f.currency)} "
+            f"({(x.f.write_off_kind or '').replace('_', ' ')}) is outside the write-off "
+            f"rule's limits: {reviewer} confirmation required"
+        ),
+        approver=reviewer,
+    )
+
+
+def _cash_over_payment_rules(ps: PolicySet) -> list[Rule]:
+    """The Controller's over-payment rule: plixo applies an over-payment alone, the surplus kept
+    as credit on account (nothing written off), only inside its limits; outside them it waits."""
+    ca = ps.cash_app
+    if not ca.auto_over_payment:
+        return []
+    reviewer = ca.reviewer_role
+    case = c.all_of(c.eq("auto", True), c.eq("kind", "over_payment"), c.gt("oa", 0))
+    caps = ca.auto_over_payment_max_minor
+    within_cap = [c.all_of(c.eq("cur", cur), c.lte("oa", v)) for cur, v in sorted(caps.items())]
+    over_cap = [c.all_of(c.eq("cur", cur), c.gt("oa", v)) for cur, v in sorted(caps.items())]
+    bar, bps = ca.auto_over_payment_min_confidence, ca.auto_over_payment_max_bps
+    listed = ", ".join(format_money(v, k) for k, v in sorted(caps.items())) or "none"
+    limits = ca.max_auto_apply_minor
+    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+
+    def surplus(x: Ctx) -> str:
+        return format_money(x.f.on_account_minor, x.f.currency)
+
+    rules = [
+        Rule(
+            name="cash.over_payment_needs_review",
+            rule_id="cash.over_payment_needs_review",
+            outcome=Outcome.NEEDS_APPROVAL,
+            cond=c.all_of(
+                case,
+                c.any_of(
+                    c.lt("conf", bar),
+                    c.none_of("cur", sorted(caps)),
+                    *over_cap,
+                    c.gt("oa_bps", bps),
+                ),
+            ),
+            explain=f"Plixo keeps an over-payment's surplus on account alone only at confidence "
+            f"{bar} or more, up to its currency's limit ({listed}) and {format_bps(bps)} of the "
+            "invoices.",
+            message=lambda x: (
+                f"The surplus of {surplus(x)} is outside the over-payment rule's limits: "
+                f"{reviewer} confirmation required"
+            ),
+            approver=reviewer,
+        )
+    ]
+    if ca.auto_apply and within and within_cap:
+        rules.append(
+            Rule(
+                name="cash.over_payment_on_account",
+                rule_id="cash.over_payment_on_account",
+                outcome=Outcome.ALLOW,
+                cond=c.all_of(
+                    case,
+                    c.gte("conf", bar),
+                    c.any_of(*within),
+                    c.any_of(*within_cap),
+                    c.lte("oa_bps", bps),
+                ),
+                explain="Within the Controller's over-payment rule plixo applies an over-payment "
+                "by itself and keeps the surplus as credit on account.",
+                message=lambda x: (
+                    f"The surplus of {surplus(x)} is within the Controller's over-payment rule: "
+                    "kept as credit on account"
+                ),
+                grants=True,
+            )
+        )
     return rules
 
 

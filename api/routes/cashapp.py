@@ -32,7 +32,7 @@ from memory.models import (
     User,
 )
 from memory.money import MoneyError, format_money, parse_amount, to_decimal
-from tools.cashapp import applying, copilot, export, service
+from tools.cashapp import applying, copilot, export, service, stripe_payouts
 from tools.cashapp.parsers import MAX_FILE_BYTES, CashFileError
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.plans import PolicyRefused
@@ -267,6 +267,21 @@ def api_lines(
     return [_line_out(r) for r in rows]
 
 
+@router.get("/api/cash/cleared")
+def api_cleared(
+    db: DbSession, user: Viewer, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    """Bank lines cleared against a Stripe payout (posted nothing), with the payout and reasons."""
+    return [
+        {
+            **_line_out(r),
+            "payout_id": (r.decision or {}).get("payout_id"),
+            "applied_by": r.applied_by,
+        }
+        for r in stripe_payouts.cleared_bank_lines(db, user.org_id, limit=limit)
+    ]
+
+
 @router.post("/api/cash/lines/{line_id}/apply")
 def api_apply(
     line_id: Id, body: ApplyIn, db: DbSession, user: CashClerk, clock: Clock
@@ -382,6 +397,7 @@ def cash_page(request: Request, db: DbSession, user: Viewer, clock: Clock) -> HT
             .limit(100)
         )
     )
+    cleared = stripe_payouts.cleared_bank_lines(db, org)
     imports = list(
         db.scalars(
             select(CashImport)
@@ -397,6 +413,7 @@ def cash_page(request: Request, db: DbSession, user: Viewer, clock: Clock) -> HT
         flash=flash,
         waiting=waiting,
         done=done,
+        cleared=cleared,
         imports=imports,
         names=_names(db, org, waiting + done),
         money=_money,

@@ -167,3 +167,45 @@ def test_a_file_in_the_wrong_format_is_refused_whole(client: TestClient, seeded:
     files = {"file": ("invoice.xml", b"<?xml version='1.0'?><Invoice/>", "application/xml")}
     r = client.post("/api/cash/imports", files=files, headers=seeded.auth(Persona.COLLECTOR))
     assert r.status_code == 400 and "not a CAMT.053" in r.json()["detail"]
+
+
+def test_a_line_cleared_against_a_stripe_payout_is_shown_apart_with_its_reasons(
+    client: TestClient, seeded: Seeded, session: Session
+) -> None:
+    """The payout's CSV and then the bank statement, uploaded through the API: the bank line is
+    cleared (neither applied nor waiting), listed with the payout and its reasons on the page and
+    by /api/cash/cleared; the payout's charge waits as a line of its own."""
+    from tests.tools.stripe_payout_fixtures import charge_txn, fee_txn, itemized_csv
+
+    world = seed_cash(session, seeded.org)
+    clerk = seeded.auth(Persona.COLLECTOR)
+    paid = BOOKED - timedelta(days=3)
+    ch = charge_txn(200_000, 5_830, paid, intent_id=None, description=world.c.number)
+    rows = [("po_1PlxPAGE", BOOKED, t) for t in (ch, fee_txn(500, paid))]
+    files = {"file": ("payouts.csv", itemized_csv(rows), "text/csv")}
+    r = client.post("/api/cash/imports", files=files, headers=clerk)
+    assert r.status_code == 200 and r.json()["kind"] == "stripe_payout", r.text
+    entry = Entry(BOOKED, "1936.70", "USD", "STRIPE PAYOUT po_1PlxPAGE", "STRIPE", bank_ref="S1")
+    files = {"file": ("stmt.xml", camt053([entry], msg_id="CAMT-PO-1"), "application/xml")}
+    r = client.post("/api/cash/imports", files=files, headers=clerk)
+    assert r.status_code == 200 and r.json()["cleared"] == 1, r.text
+
+    cleared = client.get("/api/cash/cleared", headers=seeded.auth(Persona.SALES)).json()
+    assert [(c["amount_minor"], c["payout_id"], c["status"]) for c in cleared] == [
+        (193_670, "po_1PlxPAGE", "ignored")
+    ]
+    reasons = cleared[0]["decision"]["reasons"]
+    assert "names payout po_1PlxPAGE" in reasons[0]
+    assert any("Stripe fees $63.30" in x and "= $1,936.70" in x for x in reasons)
+    waiting = client.get("/api/cash/lines", headers=clerk).json()
+    assert [w["reference"] for w in waiting] == [world.c.number]  # the charge, not the bank line
+
+    page = client.get("/cash", headers=clerk).text
+    card = page[page.index('data-testid="cleared-card"') :]
+    card = card[: card.index("</table>")]
+    assert 'data-testid="cleared-count">1<' in card
+    assert 'data-payout="po_1PlxPAGE"' in card and "$1,936.70" in card
+    assert "names payout po_1PlxPAGE" in card and "Stripe fees $63.30" in card
+    assert 'data-testid="waiting-count">1<' in page  # only the charge waits
+    assert 'data-testid="done-line"' not in page  # nothing applied or parked
+    assert "STRIPE PAYOUT po_1PlxPAGE" not in page[: page.index('data-testid="cleared-card"')]

@@ -500,24 +500,82 @@ def _credit(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]
 
 def _cash(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:
     """A person: the permission decides. Auto-apply: on, confident, within its currency's
-    limit (a currency not listed never) and of a listed kind, or it waits for the reviewer."""
+    limit (a currency not listed never) and of a listed kind, or it waits for the reviewer.
+    A written-off difference: the Controller's write-off rule, when on, judges a short-pay
+    with one (its own confidence bar, kinds, per-currency cap and share of the invoices)."""
     if f.get("actor_role") is not None:
         return _access_rules(ps, "apply_cash", f["actor_role"]), {}
     ca = ps.cash_app
     who = ca.reviewer_role
+    wo, oa = f.get("write_off_minor", 0), f.get("on_account_minor", 0)
+    judged_by_own_rule = (
+        ca.auto_write_off
+        and f["match_kind"] == "short_pay"
+        and wo > 0
+        or ca.auto_over_payment
+        and f["match_kind"] == "over_payment"
+        and oa > 0
+    )
     out = []
     if not ca.auto_apply:
         out.append(_R("cash.auto_apply_off", "needs_approval", approver=who))
-    if f["confidence"] < ca.min_confidence:
+    if f["confidence"] < ca.min_confidence and not judged_by_own_rule:
         out.append(_R("cash.low_confidence", "needs_approval", approver=who))
     limit = ca.max_auto_apply_minor.get(f["currency"])
-    if limit is None or f["amount_minor"] > limit:
+    line_within = limit is not None and f["amount_minor"] <= limit
+    if not line_within:
         out.append(_R("cash.above_auto_limit", "needs_approval", approver=who))
-    if f["match_kind"] not in ca.auto_apply_kinds:
+    if f["match_kind"] not in ca.auto_apply_kinds and not judged_by_own_rule:
         out.append(_R("cash.kind_needs_review", "needs_approval", approver=who))
-    if ca.auto_apply and not out:
+    if (
+        ca.auto_apply
+        and f["confidence"] >= ca.min_confidence
+        and f["match_kind"] in ca.auto_apply_kinds
+        and line_within
+    ):
         out.append(_R("cash.auto_apply", "allow", grants=True))
+    if wo > 0:
+        out += _write_off(ps, f, wo, line_within)
+    if ca.auto_over_payment and f["match_kind"] == "over_payment" and oa > 0:
+        out += _over_payment(ps, f, oa, line_within)
     return out, {}
+
+
+def _over_payment(ps: PolicySet, f: dict[str, Any], oa: int, line_within: bool) -> list[_R]:
+    ca = ps.cash_app
+    cap = ca.auto_over_payment_max_minor.get(f["currency"])
+    covered = (
+        f["confidence"] >= ca.auto_over_payment_min_confidence
+        and cap is not None
+        and oa <= cap
+        and not _bps_over(oa, f["invoices_minor"], ca.auto_over_payment_max_bps)
+    )
+    if not covered:
+        return [_R("cash.over_payment_needs_review", "needs_approval", approver=ca.reviewer_role)]
+    if ca.auto_apply and line_within:
+        return [_R("cash.over_payment_on_account", "allow", grants=True)]
+    return []
+
+
+def _write_off(ps: PolicySet, f: dict[str, Any], wo: int, line_within: bool) -> list[_R]:
+    ca = ps.cash_app
+    who = ca.reviewer_role
+    if not ca.auto_write_off:
+        return [_R("cash.auto_write_off_off", "needs_approval", approver=who)]
+    cap = ca.auto_write_off_max_minor.get(f["currency"])
+    covered = (
+        f["match_kind"] == "short_pay"
+        and f["write_off_kind"] in ca.auto_write_off_kinds
+        and f["confidence"] >= ca.auto_write_off_min_confidence
+        and cap is not None
+        and wo <= cap
+        and not _bps_over(wo, f["invoices_minor"], ca.auto_write_off_max_bps)
+    )
+    if not covered:
+        return [_R("cash.write_off_needs_review", "needs_approval", approver=who)]
+    if ca.auto_apply and line_within:
+        return [_R("cash.short_pay_write_off", "allow", grants=True)]
+    return []
 
 
 def _dispute(ps: PolicySet, f: dict[str, Any]) -> tuple[list[_R], dict[str, Any]]:

@@ -93,6 +93,11 @@ def _variants() -> list[PolicySet]:
                     "min_confidence": 90,
                     "max_auto_apply_minor": {"USD": 500_000, "EUR": 100},
                     "auto_apply_kinds": ["exact", "short_pay"],
+                    "auto_write_off": True,
+                    "auto_write_off_min_confidence": 85,
+                    "auto_write_off_max_minor": {"USD": 3_000, "JPY": 500},
+                    "auto_write_off_max_bps": 250,
+                    "auto_write_off_kinds": ["bank_fee"],
                 },
             },
         ),
@@ -109,6 +114,14 @@ def _variants() -> list[PolicySet]:
                 "cadence": {"max_touches": 5, "window_days": 14, "min_gap_hours": 0},
                 "nudges": {"min_gap_to_autopilot_hours": 0},
                 "sending": {"pause_recheck_minutes": 60},
+                # the write-off rule on, short-pays not among the auto-apply kinds
+                "cash_app": {
+                    "auto_apply": True,
+                    "auto_write_off": True,
+                    "auto_over_payment": True,
+                    "auto_over_payment_max_minor": {"USD": 2_500, "EUR": 700},
+                    "max_auto_apply_minor": {"USD": 500_000, "JPY": 100_000},
+                },
             },
         ),
         merge(
@@ -508,7 +521,51 @@ def cash_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
     }
     if draw(BOOL):
         facts["actor_role"] = pick(draw, ROLES_PLUS)
+    if draw(BOOL):
+        facts.update(draw(write_off_facts(ps)))
+    elif draw(BOOL):
+        facts.update(draw(on_account_facts(ps, facts["amount_minor"])))
     return facts
+
+
+@st.composite
+def on_account_facts(draw: st.DrawFn, ps: PolicySet, amount: int) -> dict[str, Any]:
+    """A surplus kept on account around the over-payment rule's bar, caps and share."""
+    ca = ps.cash_app
+    caps = list(ca.auto_over_payment_max_minor.values()) or [2_500]
+    oa = min(amount, pick(draw, [1, *(max(1, v + d) for v in caps for d in (-1, 0, 1))]))
+    bps = ca.auto_over_payment_max_bps or 1
+    at_share = max(1, -(-oa * 10_000 // bps))
+    out: dict[str, Any] = {
+        "on_account_minor": oa,
+        "invoices_minor": pick(draw, [1, max(1, at_share - 1), at_share, at_share + 1]),
+        "match_kind": pick(draw, ["over_payment", "over_payment", "on_account", "exact"]),
+    }
+    if draw(BOOL):
+        bar = ca.auto_over_payment_min_confidence
+        out["confidence"] = pick(draw, [bar - 1, bar, 100])
+    return out
+
+
+@st.composite
+def write_off_facts(draw: st.DrawFn, ps: PolicySet) -> dict[str, Any]:
+    """A written-off difference around the write-off rule's confidence bar, caps and share."""
+    ca = ps.cash_app
+    caps = list(ca.auto_write_off_max_minor.values()) or [2_500]
+    wo = pick(draw, [1, *(max(1, v + d) for v in caps for d in (-1, 0, 1)), 10**9])
+    bps = ca.auto_write_off_max_bps or 1
+    # invoices around the share: wo is bps of them exactly, or a little less or more
+    at_share = max(wo, -(-wo * 10_000 // bps))
+    invoices = pick(draw, [wo, max(wo, at_share - 1), at_share, at_share + 1, wo * 1_000])
+    out: dict[str, Any] = {
+        "write_off_minor": wo,
+        "write_off_kind": pick(draw, ["discount", "bank_fee"]),
+        "invoices_minor": invoices,
+    }
+    if draw(BOOL):
+        bar = ca.auto_write_off_min_confidence
+        out["confidence"] = pick(draw, [bar - 1, bar, 100])
+    return out
 
 
 DISPUTE_STATUSES = [

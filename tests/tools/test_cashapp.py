@@ -372,7 +372,14 @@ def test_split_short_pay_with_discount_then_close_the_period(
         "discount",
         "40.00",
     )
-    assert data["totals"] == {"USD": {"applied_minor": 196_000, "unapplied_minor": 0}}
+    assert data["totals"] == {
+        "USD": {
+            "applied_minor": 196_000,
+            "unapplied_minor": 0,
+            "stripe_fees_minor": 0,
+            "cleared_minor": 0,
+        }
+    }
     assert export.to_csv(data).splitlines()[0] == ",".join(export.COLUMNS)
     with pytest.raises(PolicyRefused, match="close_cash_period"):
         applying.close_period(session, org.id, BOOKED.strftime("%Y-%m"), actor=clerk)
@@ -475,6 +482,144 @@ def test_auto_apply_respects_confidence_and_kind(
     assert _line(session, report, 3).status == CashLineStatus.EXCEPTION
     session.refresh(short)
     assert short.balance_minor == 200_000
+
+
+def _write_offs(session: Session) -> list[AuditEvent]:
+    return list(
+        session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action.like("cash.%_written_off"))
+            .order_by(AuditEvent.id)
+        )
+    )
+
+
+def test_short_pays_wait_while_the_write_off_rule_is_off(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    _auto_on(session, org, auto_apply_kinds=["exact", "short_pay"], min_confidence=90)
+    cust = f.customer("Acme Inc")
+    inv = f.invoice(cust, 100_000)
+    report = _import(
+        session, org, camt053([Entry(BOOKED, "980.00", "USD", inv.number, "Acme Inc")])
+    )
+    line = _line(session, report, 1)
+    assert _best(line).allocations == [Allocation(inv.id, 98_000, "discount", 2_000)]
+    assert report.auto_applied == 0 and line.status == CashLineStatus.EXCEPTION
+    assert "cash.auto_write_off_off" in [r["rule_id"] for r in line.decision["reasons"]]
+    assert _payments(session) == 0 and _write_offs(session) == []
+
+
+def test_the_write_off_rule_applies_explained_short_pays_audited_by_the_rule(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    """A 2 % discount taken and a $12.50 bank fee, within the seed caps ($25.00, 2 %): applied
+    with no person, the difference written off, the audit naming the Controller's rule."""
+    _auto_on(session, org, auto_write_off=True)
+    cust = f.customer("Acme Inc")
+    disc, fee = f.invoice(cust, 100_000), f.invoice(cust, 150_000)
+    entries = [
+        Entry(BOOKED, "980.00", "USD", disc.number, "Acme Inc", bank_ref="1"),
+        Entry(BOOKED, "1487.50", "USD", fee.number, "Acme Inc", bank_ref="2"),
+    ]
+    report = _import(session, org, camt053(entries))
+    assert report.auto_applied == 2 and report.exceptions == 0
+    for no, inv in ((1, disc), (2, fee)):
+        line = _line(session, report, no)
+        assert line.status == CashLineStatus.APPLIED
+        assert line.applied_by == applying.AUTO_ACTOR
+        assert [r["rule_id"] for r in line.decision["reasons"]] == ["cash.short_pay_write_off"]
+        session.refresh(inv)
+        assert inv.balance_minor == 0 and inv.status == InvoiceStatus.PAID
+    rows = _write_offs(session)
+    assert [(r.action, r.subject_id, r.detail["amount_minor"]) for r in rows] == [
+        ("cash.discount_written_off", disc.id, 2_000),
+        ("cash.bank_fee_written_off", fee.id, 1_250),
+    ]
+    for row in rows:
+        assert row.actor_user_id is None
+        assert row.actor == f"{applying.AUTO_ACTOR} under rule cash.short_pay_write_off"
+        assert row.detail["approved_by_rule"] == "cash.short_pay_write_off"
+        assert row.detail["decision"]["outcome"] == "allow"
+    clerk = f.user(Persona.COLLECTOR)  # undo puts the written-off difference back too
+    applying.undo_line(session, org.id, _line(session, report, 1).id, actor=clerk, now=NOW)
+    session.refresh(disc)
+    assert disc.balance_minor == 100_000 and disc.status == InvoiceStatus.OPEN
+
+
+def test_the_write_off_rule_leaves_what_it_does_not_cover_to_people(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    """Over the cap, in a currency without one, a partial payment, an unrelated line: waiting."""
+    _auto_on(session, org, auto_write_off=True, max_auto_apply_minor={"EUR": 10_000_000})
+    cust = f.customer("Acme Inc")
+    big = f.invoice(cust, 200_000)  # 2 % is $40.00: above the $25.00 cap
+    eur = f.invoice(cust, 100_000, currency="EUR")
+    half = f.invoice(cust, 80_000)
+    entries = [
+        Entry(BOOKED, "1960.00", "USD", big.number, "Acme Inc", bank_ref="1"),
+        Entry(BOOKED, "980.00", "EUR", eur.number, "Acme Inc", bank_ref="2"),
+        Entry(BOOKED, "400.00", "USD", half.number, "Acme Inc", bank_ref="3"),
+        Entry(BOOKED, "12.34", "USD", "Interest credit", "Own account", bank_ref="4"),
+    ]
+    report = _import(session, org, camt053(entries))
+    assert report.auto_applied == 0 and report.exceptions == 4
+    rules = {no: str(_line(session, report, no).decision) for no in (1, 2, 3)}
+    assert "cash.write_off_needs_review" in rules[1] and "cash.write_off_needs_review" in rules[2]
+    assert _best(_line(session, report, 2)).difference_kind == "discount"
+    assert "cash.kind_needs_review" in rules[3] and "write_off" not in rules[3]
+    assert _line(session, report, 4).suggestions == []
+    assert _payments(session) == 0 and _write_offs(session) == []
+    for inv in (big, eur, half):
+        session.refresh(inv)
+        assert inv.balance_minor == inv.amount_minor
+
+
+def test_the_over_payment_rule_keeps_a_small_surplus_on_account(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    """$20.00 over a $1,000.00 invoice (2 %, the seed cap $25.00): applied alone, the invoice
+    paid and the surplus a payment on account; $40.00 over $1,000.00 waits."""
+    _auto_on(session, org, auto_over_payment=True)
+    cust = f.customer("Acme Inc")
+    small, big = f.invoice(cust, 100_000), f.invoice(cust, 100_000)
+    entries = [
+        Entry(BOOKED, "1020.00", "USD", small.number, "Acme Inc", bank_ref="1"),
+        Entry(BOOKED, "1040.00", "USD", big.number, "Acme Inc", bank_ref="2"),
+    ]
+    report = _import(session, org, camt053(entries))
+    assert report.auto_applied == 1 and report.exceptions == 1
+    applied, waiting = _line(session, report, 1), _line(session, report, 2)
+    assert applied.status == CashLineStatus.APPLIED
+    assert [r["rule_id"] for r in applied.decision["reasons"]] == ["cash.over_payment_on_account"]
+    session.refresh(small)
+    assert small.balance_minor == 0 and small.status == InvoiceStatus.PAID
+    on_account = session.scalars(select(Payment).where(Payment.invoice_id.is_(None))).all()
+    assert [(p.amount_minor, p.customer_id) for p in on_account] == [(2_000, cust.id)]
+    assert waiting.status == CashLineStatus.EXCEPTION
+    assert "cash.over_payment_needs_review" in str(waiting.decision)
+    assert _write_offs(session) == []
+
+
+def test_plixo_alone_never_writes_off_without_the_rule(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    """Posting as auto-apply with a decision in which the rule did not fire refuses the write-off
+    (where the write happens), whatever the importer was told."""
+    cust = f.customer("Acme Inc")
+    inv = f.invoice(cust, 100_000)
+    report = _import(
+        session, org, camt053([Entry(BOOKED, "980.00", "USD", inv.number, "Acme Inc")])
+    )
+    line = _line(session, report, 1)
+    forged = {"outcome": "allow", "reasons": [{"rule_id": "cash.auto_apply"}]}
+    with pytest.raises(PolicyRefused, match="write-off rule"):
+        applying.apply_line(
+            session, org.id, line.id, actor=applying.AUTO_ACTOR, suggestion=_best(line),
+            now=NOW, auto_decision=forged,
+        )  # fmt: skip
+    session.refresh(inv)
+    assert inv.balance_minor == 100_000 and _payments(session) == 0
 
 
 def test_remittance_advice_pdf_is_read_with_pdfplumber() -> None:

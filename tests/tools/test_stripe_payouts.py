@@ -40,7 +40,7 @@ from tests.tools.stripe_payout_fixtures import (
     uid,
 )
 from tools import policy_admin, stripe_pay
-from tools.cashapp import applying, parsers, service, stripe_payouts
+from tools.cashapp import applying, export, parsers, service, stripe_payouts
 from tools.cashapp.stripe_payouts import PayoutError, PayoutNotFound
 from tools.plans import PolicyRefused
 from tools.stripe_pay import StripeNotConfigured
@@ -383,6 +383,49 @@ def test_bank_line_naming_the_payout_is_cleared_and_reimport_applies_nothing(
 
     again = _bank(session, org, entry)
     assert again.lines_new == 0 and again.cleared == 0 and _count(session, Payment) == 1
+
+
+def test_export_books_stripe_fees_and_the_cleared_payout_line(
+    session: Session, org: Organisation, f: Factory
+) -> None:
+    """The ledger of record gets the fees Stripe withheld and the bank line cleared against the
+    payout, with the payout named; the charge the webhook posted is not booked again here."""
+    inv = f.invoice(f.customer("Hooli Inc"), 120_000)
+    link = _intent(session, inv)
+    session.commit()
+    _succeeded(session, link)
+    ch = charge_txn(120_000, 3_510, PAID, intent_id=link.intent_id)
+    po = payout("po_1PlxEXPT", 120_000 - 3_510 - 500, ARRIVAL)
+    _import(session, org, po, [ch, fee_txn(500, PAID)])
+    entry = Entry(ARRIVAL, "1159.90", "USD", "STRIPE PAYOUT po_1PlxEXPT", "STRIPE", bank_ref="B1")
+    _bank(session, org, entry)
+
+    controller = f.user(Persona.CONTROLLER)
+    data = export.applied_cash(session, org.id, TODAY.strftime("%Y-%m"), actor=controller)
+    rows = sorted(
+        (r["kind"], r["amount_minor"], r["amount"], r["payout_id"], r["customer_name"])
+        for r in data["rows"]
+    )
+    assert rows == [
+        ("payout_cleared", 115_990, "1159.90", "po_1PlxEXPT", None),
+        ("stripe_fee", 500, "5.00", "po_1PlxEXPT", None),  # Radar, a fee transaction of its own
+        ("stripe_fee", 3_510, "35.10", "po_1PlxEXPT", None),  # withheld from the charge
+    ]
+    assert data["totals"] == {
+        "USD": {
+            "applied_minor": 0,
+            "unapplied_minor": 0,
+            "stripe_fees_minor": 4_010,
+            "cleared_minor": 115_990,
+        }
+    }
+    cleared = next(r for r in data["rows"] if r["kind"] == "payout_cleared")
+    assert cleared["bank_ref"].startswith("B1") and cleared["statement"] == "STMT-1"
+    text = export.to_csv(data)
+    assert text.splitlines()[0].endswith(",payout_id")
+    assert "payout_cleared" in text and ",po_1PlxEXPT" in text
+    # another month exports none of it
+    assert export.applied_cash(session, org.id, "2026-01", actor=controller)["rows"] == []
 
 
 def test_statement_first_then_payout_clears_the_waiting_line(

@@ -40,6 +40,7 @@ from memory.models import (
 from memory.money import format_money
 from tools import audit, payments
 from tools.authz import authorize
+from tools.cashapp.decision import WRITE_OFF_RULE, apply_cash_facts, written_off_by_rule
 from tools.cashapp.matching import normal_iban
 from tools.cashapp.schemas import COPILOT_SPLIT, Allocation, Suggestion
 from tools.payments import PaymentRequest
@@ -420,8 +421,8 @@ def _apply_one(
     if auto is not None and actor == AUTO_ACTOR and auto["outcome"] == "allow":
         decision = auto
     else:
-        decision = _decide(session, org_id, line, suggestion, actor)
-    grants = _decide_adjustments(session, org_id, line, suggestion, invs, actor)
+        decision = _decide(session, org_id, line, suggestion, invs, actor)
+    grants = _decide_adjustments(session, org_id, line, suggestion, invs, actor, decision)
     touched = {i.id for i in invs.values()} | _plan_invoices(session, suggestion)
     keys = _snapshot_keys(session, reads, customer.id, touched)
     before = _snapshot(session, keys)
@@ -523,15 +524,16 @@ def _check_invoice(line: CashLine, s: Suggestion, inv: Invoice, a: Allocation) -
 
 
 def _decide(
-    session: Session, org_id: int, line: CashLine, s: Suggestion, actor: User | str
+    session: Session,
+    org_id: int,
+    line: CashLine,
+    s: Suggestion,
+    invs: dict[int, Invoice],
+    actor: User | str,
 ) -> dict[str, Any]:
     """The guardrails on applying: the person's permission, or auto-apply's limits."""
-    facts: dict[str, Any] = {
-        "confidence": max(0, min(100, s.score)),
-        "amount_minor": line.amount_minor,
-        "currency": line.currency,
-        "match_kind": s.kind,
-    }
+    balances = {i: inv.balance_minor for i, inv in invs.items()}
+    facts = apply_cash_facts(s, line.amount_minor, line.currency, balances)
     if isinstance(actor, User):
         facts["actor_role"] = actor.role.value
     elif actor != AUTO_ACTOR:
@@ -549,15 +551,25 @@ def _decide_adjustments(
     s: Suggestion,
     invs: dict[int, Invoice],
     actor: User | str,
+    applying: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Each write-off (discount, bank fee) is a grant_credit decision; only people make them."""
+    """Each write-off (discount, bank fee) is a grant_credit decision when a person makes it.
+
+    With no person, only the Controller's write-off rule can allow one: its ``apply_cash``
+    decision (``applying``, in which the rule fired) is the write-off's authority, recorded
+    with the rule's name. Anything else written off by plixo alone is refused.
+    """
     out: list[dict[str, Any]] = []
     for a in s.allocations:
         if not a.adjustment_minor or a.invoice_id is None:
             continue
         if not isinstance(actor, User):
+            if actor == AUTO_ACTOR and written_off_by_rule(applying):
+                out.append({**applying, "approved_by_rule": WRITE_OFF_RULE})
+                continue
             raise PolicyRefused(
-                "Only a person writes off a difference; plixo applies the payment alone.",
+                "Only a person, or the Controller's write-off rule, writes off a difference; "
+                "plixo applies the payment alone.",
                 {"outcome": "needs_approval", "reasons": []},
             )
         inv = invs[a.invoice_id]
@@ -645,20 +657,26 @@ def _write_off(
         if inv.balance_minor == 0:
             inv.status = InvoiceStatus.PAID
             inv.settled_date = line.booked_on
+        decision = next(decisions)
+        detail = {
+            "amount_minor": a.adjustment_minor,
+            "currency": inv.currency,
+            "line_id": line.id,
+            "balance_after_minor": inv.balance_minor,
+            "decision": decision,
+        }
+        by: User | str = actor
+        if decision.get("approved_by_rule"):  # no person: the Controller's rule approved it
+            detail["approved_by_rule"] = decision["approved_by_rule"]
+            by = f"{actor_name(actor)} under rule {decision['approved_by_rule']}"
         audit.record(
             session,
             org_id,
-            actor=actor,
+            actor=by,
             action=f"cash.{a.adjustment_kind}_written_off",
             subject_type="invoice",
             subject_id=inv.id,
-            detail={
-                "amount_minor": a.adjustment_minor,
-                "currency": inv.currency,
-                "line_id": line.id,
-                "balance_after_minor": inv.balance_minor,
-                "decision": next(decisions),
-            },
+            detail=detail,
         )
 
 

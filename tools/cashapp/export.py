@@ -1,9 +1,15 @@
 """Applied cash per period, for the ledger of record (CSV or JSON; the shape is in the README).
 
 One row per applied part of a bank line (``kind`` = ``applied``: an invoice or ``on_account``),
-and one row per parked line (``kind`` = ``unapplied``: money received, on no invoice yet). Undone
-applications are left out. Amounts are written twice: exact minor units and a plain decimal
-string in the currency's own precision. Money is never summed across currencies here.
+one row per parked line (``kind`` = ``unapplied``: money received, on no invoice yet), and what
+a Stripe payout brought in without posting (:mod:`tools.cashapp.stripe_payouts`): the fees Stripe
+withheld (``stripe_fee``, one row per payout's withheld fees and per fee transaction of its own,
+the amount withheld; negative when Stripe gave a fee back) and each bank line cleared against a
+payout (``payout_cleared``: the money moved from Stripe to the bank, its payments already posted
+by their own lines). The ledger of record books those too: without them the bank account and the
+Stripe clearing account do not reconcile. Undone applications are left out. Amounts are written
+twice: exact minor units and a plain decimal string in the currency's own precision. Money is
+never summed across currencies here.
 """
 
 from __future__ import annotations
@@ -49,7 +55,16 @@ COLUMNS = (
     "payment_ref",
     "applied_by",
     "applied_at",
+    "payout_id",
 )
+
+#: The ``totals`` key each kind of row adds to (per currency).
+_TOTALS = {
+    "applied": "applied_minor",
+    "unapplied": "unapplied_minor",
+    "stripe_fee": "stripe_fees_minor",
+    "payout_cleared": "cleared_minor",
+}
 
 
 def _check_period(period: str) -> tuple[date, date]:
@@ -69,11 +84,12 @@ def applied_cash(
     start, end = _check_period(period)
     rows = [_applied_row(*r) for r in _applications(session, org_id, period)]
     rows += [_parked_row(*r) for r in _parked(session, org_id, start, end)]
+    rows += [_stripe_row(*r) for r in _stripe_recorded(session, org_id, start, end)]
     rows.sort(key=lambda r: (r["booked_on"], r["statement"], r["bank_ref"] or "", r["kind"]))
     totals: dict[str, dict[str, int]] = {}
     for r in rows:
-        cur = totals.setdefault(r["currency"], {"applied_minor": 0, "unapplied_minor": 0})
-        cur["applied_minor" if r["kind"] == "applied" else "unapplied_minor"] += r["amount_minor"]
+        cur = totals.setdefault(r["currency"], dict.fromkeys(_TOTALS.values(), 0))
+        cur[_TOTALS[r["kind"]]] += r["amount_minor"]
     return {
         "period": period,
         "closed": period_closed(session, org_id, period),
@@ -118,6 +134,59 @@ def _parked(session: Session, org_id: int, start: date, end: date) -> list[Any]:
     )
 
 
+def _stripe_recorded(session: Session, org_id: int, start: date, end: date) -> list[Any]:
+    """The period's Stripe fee lines and bank lines cleared against a payout (both ``ignored``:
+    recorded, never posted; which one is in the line's decision)."""
+    found = session.execute(
+        select(CashLine, CashImport)
+        .join(CashImport, CashImport.id == CashLine.import_id)
+        .where(
+            CashLine.org_id == org_id,
+            CashLine.status == CashLineStatus.IGNORED,
+            CashLine.booked_on >= start,
+            CashLine.booked_on < end,
+        )
+        .order_by(CashLine.id)
+    ).all()
+    return [(line, run) for line, run in found if _stripe_kind(line) is not None]
+
+
+def _stripe_kind(line: CashLine) -> str | None:
+    decision = line.decision or {}
+    if decision.get("kind") == "stripe_fee":
+        return "stripe_fee"
+    if decision.get("outcome") == "cleared" and decision.get("kind") == "stripe_payout":
+        return "payout_cleared"
+    return None  # a charge linked to its webhook payment, a refund, a dispute: not booked here
+
+
+def _stripe_row(line: CashLine, run: CashImport) -> dict[str, Any]:
+    kind = _stripe_kind(line)
+    # a fee line holds the money withheld as a negative amount: the export states the fee
+    amount = -line.amount_minor if kind == "stripe_fee" else line.amount_minor
+    return {
+        "period": line.booked_on.strftime("%Y-%m"),
+        "kind": kind,
+        "booked_on": line.booked_on.isoformat(),
+        "statement": run.statement_ref or run.filename,
+        "bank_ref": line.bank_ref,
+        "payer_name": line.payer_name,
+        "customer_ref": None,
+        "customer_name": None,
+        "invoice_number": None,
+        "currency": line.currency,
+        "amount": _money(amount, line.currency),
+        "amount_minor": amount,
+        "adjustment_kind": None,
+        "adjustment": _money(0, line.currency),
+        "adjustment_minor": 0,
+        "payment_ref": None,
+        "applied_by": line.applied_by,
+        "applied_at": line.applied_at.isoformat() if line.applied_at else None,
+        "payout_id": (line.decision or {}).get("payout_id"),
+    }
+
+
 def _money(minor: int, currency: str) -> str:
     return str(to_decimal(minor, currency))
 
@@ -149,6 +218,7 @@ def _applied_row(
         "payment_ref": payment_ref,
         "applied_by": app.applied_by,
         "applied_at": app.applied_at.isoformat(),
+        "payout_id": None,
     }
 
 
@@ -172,6 +242,7 @@ def _parked_row(line: CashLine, run: CashImport) -> dict[str, Any]:
         "payment_ref": None,
         "applied_by": line.applied_by,
         "applied_at": line.applied_at.isoformat() if line.applied_at else None,
+        "payout_id": None,
     }
 
 

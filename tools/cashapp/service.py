@@ -36,6 +36,7 @@ from memory.money import format_money
 from policies.engine import engine_for
 from tools.cashapp import parsers
 from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, require
+from tools.cashapp.decision import apply_cash_facts
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
 from tools.gc_pauses import fewer_gc_pauses
@@ -328,7 +329,7 @@ def decide_lines(
                 report.exceptions += 1
                 continue
             facts = {"amount_minor": row.amount_minor, "currency": row.currency}
-            row.decision = decision = _auto_decision(engine, facts, suggestions[0])
+            row.decision = decision = _auto_decision(engine, matcher, facts, suggestions[0])
             if decision["outcome"] != "allow":
                 report.exceptions += 1
                 continue
@@ -401,7 +402,7 @@ def _chunk(
         if not suggestions:
             report.exceptions += 1
             continue
-        decision = _auto_decision(engine, row, suggestions[0])
+        decision = _auto_decision(engine, matcher, row, suggestions[0])
         row["decision"] = decision
         if decision["outcome"] != "allow":
             report.exceptions += 1
@@ -416,15 +417,17 @@ def _chunk(
     _post_queued(session, org_id, matcher, queued, report, now)
 
 
-def _auto_decision(engine: Any, row: dict[str, Any], best: Suggestion) -> dict[str, Any]:
+def _auto_decision(
+    engine: Any, matcher: Matcher, row: dict[str, Any], best: Suggestion
+) -> dict[str, Any]:
     """Ask the guardrails whether plixo may apply ``best`` alone (not ``allow``: a person
-    decides)."""
-    facts = {
-        "confidence": best.score,
-        "amount_minor": row["amount_minor"],
-        "currency": row["currency"],
-        "match_kind": best.kind,
+    decides); a write-off is measured against the invoices' balances as the matcher has them."""
+    balances = {
+        a.invoice_id: inv.balance_minor
+        for a in best.allocations
+        if a.invoice_id is not None and (inv := matcher.invoices.get(a.invoice_id)) is not None
     }
+    facts = apply_cash_facts(best, row["amount_minor"], row["currency"], balances)
     decision: dict[str, Any] = engine.decide("apply_cash", facts).as_dict()
     return decision
 

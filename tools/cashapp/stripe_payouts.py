@@ -1294,6 +1294,24 @@ def _clear(
     )
 
 
+def cleared_bank_lines(session: Session, org_id: int, *, limit: int = 100) -> list[CashLine]:
+    """Bank-statement lines cleared against a Stripe payout, latest first: neither applied nor
+    waiting, each with the payout and the reasons in its decision (the panel shows them apart
+    from applied cash and exceptions). A payout's own lines (charges, fees) are not among them."""
+    rows = session.scalars(
+        select(CashLine)
+        .join(CashImport, CashImport.id == CashLine.import_id)
+        .where(
+            CashLine.org_id == org_id,
+            CashLine.status == CashLineStatus.IGNORED,
+            CashImport.kind != KIND,
+        )
+        .order_by(CashLine.applied_at.desc(), CashLine.id.desc())
+        .limit(limit)
+    )
+    return [r for r in rows if (r.decision or {}).get("outcome") == "cleared"]
+
+
 def _clear_waiting_bank_lines(
     session: Session, org_id: int, data: PayoutData, actor: User | str, now: datetime
 ) -> int:
