@@ -57,14 +57,14 @@ from agent.schemas import (
 )
 from agent.wording import LANG_WORDS, fold_text
 from memory.money import exponent
-from tools import labels
-from tools.grounding import (
+from tools.grounding.check import (
     detect_language,
     extract_facts,
     format_amount,
     format_day,
     invoice_shapes,
 )
+from tools.kit import labels
 
 # --- reading the conversation --------------------------------------------------------------------
 
@@ -586,7 +586,7 @@ def _affirmed(rx: re.Pattern[str], folded: str) -> bool:
 
 
 def dispute_reason(folded: str) -> str | None:
-    """Why the payer contests the invoice (``tools.disputes.REASONS`` keys), or None."""
+    """Why the payer contests the invoice (``tools.commitments.disputes.REASONS`` keys), or None."""
     for reason, rx in _DISPUTE.items():
         if reason == "quantity" and _quantity_mismatch(folded):
             return reason

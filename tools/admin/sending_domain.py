@@ -37,8 +37,8 @@ from memory.models import (
     User,
 )
 from policies.access import allowed
-from tools import audit
-from tools.policy_admin import active_policy_set
+from tools.admin.policy_overrides import active_policy_set
+from tools.kit import audit
 
 MIN_DKIM_BITS = 1024
 RECHECK_EVERY = timedelta(days=1)
@@ -244,7 +244,14 @@ def _dmarc_reasons(resolver: dns.resolver.Resolver, row: SendingDomain) -> list[
 def check(
     session: Session, org_id: int, *, nameserver: str | None, now: datetime, actor: User | str
 ) -> CheckResult:
-    """Check the three records; verified only if all pass, otherwise Autopilot pauses (audited)."""
+    """Check the three records; verified only if all pass, otherwise Autopilot pauses (audited).
+
+    A person needs ``set_sending_mode`` (a failed check pauses Autopilot); the daily schedule
+    checks as plixo itself."""
+    if isinstance(actor, User) and (
+        actor.org_id != org_id or not allowed(actor.role.value, "set_sending_mode")
+    ):
+        raise DomainError(f"{actor.role.value} may not check the sending domain.", 403)
     row = session.get(SendingDomain, org_id)
     if row is None:
         raise DomainError("Set up a sending domain first (its records are generated then).", 409)

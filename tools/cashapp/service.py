@@ -34,12 +34,12 @@ from memory.models import (
 )
 from memory.money import format_money
 from policies.engine import engine_for
+from tools.admin.policy_overrides import policy_set_for
 from tools.cashapp import parsers
 from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, require
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
-from tools.gc_pauses import fewer_gc_pauses
-from tools.policy_admin import policy_set_for
+from tools.kit.gc_pauses import fewer_gc_pauses
 
 CHUNK = 500
 
@@ -358,7 +358,7 @@ def _match_and_decide(
     matcher = Matcher(session, org_id, policy.cash_app)
     engine = engine_for(policy)
     open_currencies = _open_currencies(session, org_id)
-    with fewer_gc_pauses():  # see tools.gc_pauses: the import's heap is large and lives long
+    with fewer_gc_pauses():  # see tools.kit.gc_pauses: the import's heap is large and lives long
         for start in range(0, len(lines), CHUNK):
             _chunk(
                 session,
