@@ -31,7 +31,7 @@ from memory.models import (
 from tests.agent.factories import AS_OF, NOW, Builder
 from tests.agent.models_for_tests import tampering
 from tests.api.smtp_server import SmtpSink, start_smtp
-from tests.tools.test_consolidation import _book
+from tests.tools.outreach.test_consolidation import _book
 from tools.delivery import flow as delivery_flow
 from tools.delivery import outbox
 from tools.drafts import service as drafts

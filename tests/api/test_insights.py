@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from api.app import create_app
 from memory.config import Settings
 from memory.models import Organisation
-from tests.tools.test_focus import Book, build_book
+from tests.tools.insights.test_focus import Book, build_book
 from tools.admin.users import issue_api_token
 
 

@@ -8,7 +8,7 @@ Why it is built this way:
   unpaid and already past due on ``D`` (those are known to be late). Anything settled after ``D`` is
   treated as still open; invoices issued after ``D`` do not exist yet. Training examples are
   featurized as of their own issue date, so the model never learns from the future
-  (``tests/tools/test_risk.py`` perturbs every later settlement and checks nothing moves).
+  (``tests/tools/insights/test_risk.py`` perturbs every later settlement and checks nothing moves).
 * **Deterministic and reproducible without pickle.** A scikit-learn ``LogisticRegression``
   (lbfgs, fixed ``random_state``) on standardized features; the stored ``RiskModelVersion.params``
   hold the means, scales, coefficients and intercept, so scoring is plain arithmetic, in numpy or in

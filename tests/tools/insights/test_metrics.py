@@ -22,7 +22,7 @@ from memory.models import (
     PromiseStatus,
     PromiseToPay,
 )
-from tests.tools.test_focus import TODAY, build_book
+from tests.tools.insights.test_focus import TODAY, build_book
 from tools.imports.importer import import_invoices
 from tools.insights import metrics
 from tools.insights.metrics import NOT_ENOUGH_DATA, Period, Scope

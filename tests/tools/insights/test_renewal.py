@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from memory.models import Organisation
-from tests.tools.test_focus import NOW, TODAY, Book, build_book
+from tests.tools.insights.test_focus import NOW, TODAY, Book, build_book
 from tools.insights.renewal import RenewalInputError, renewal_risk
 
 

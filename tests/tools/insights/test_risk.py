@@ -23,7 +23,7 @@ from memory.models import (
     Organisation,
     RiskModelVersion,
 )
-from tests.tools.test_focus import TODAY, Book, build_book
+from tests.tools.insights.test_focus import TODAY, Book, build_book
 from tools.imports.importer import parse_invoice_csv
 from tools.insights import risk
 from tools.insights.risk import (

@@ -398,7 +398,7 @@ def test_consolidated_reminder_reply_round_trip(
 
     from agent.autopilot import run_autopilot
     from tests.agent.factories import AS_OF, NOW, Builder
-    from tests.tools.test_consolidation import _book
+    from tests.tools.outreach.test_consolidation import _book
 
     b, customer_id, _ = _book(session)
     approver = Builder(session, b.org).user(Persona.COLLECTOR)

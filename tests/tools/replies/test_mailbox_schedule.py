@@ -26,7 +26,7 @@ from tests.api.factories import Seeded
 from tests.api.smtp_server import SmtpSink
 from tests.dovecot_server import Dovecot
 from tests.tools import mail_samples as samples
-from tests.tools.test_mailbox import (  # noqa: F401 - fixtures
+from tests.tools.replies.test_mailbox import (  # noqa: F401 - fixtures
     _append,
     _durable_delivery,
     _send_reminder,
