@@ -52,7 +52,6 @@ from memory.models import (
 )
 from policies.engine import PolicyEngine
 from policies.engine import engine_for as policy_engine_for
-from tools.admin.policy_overrides import policy_set_for
 from tools.admin.segments import step_modes
 from tools.commitments.plans import evaluate_plans
 from tools.commitments.promises import due_reminders, evaluate_promises
@@ -69,6 +68,7 @@ from tools.grounding.check import (
 from tools.grounding.check import InvoiceFacts as PolicyInvoice
 from tools.insights import account360 as a360
 from tools.kit.gc_pauses import fewer_gc_pauses  # noqa: F401 - used by autopilot_flow and tests
+from tools.ledger.policy_overrides import policy_set_for
 from tools.outreach.consolidation import consolidate
 from tools.outreach.due import (
     DueItem,

@@ -70,7 +70,6 @@ from policies.engine import engine_for as policy_engine_for
 from policies.facts import PromiseFacts
 from policies.types import ActionType
 from prompts.registry import Prompt, load
-from tools.admin.policy_overrides import policy_set_for
 from tools.drafts import lifecycle
 from tools.drafts.service import status_for_decision, store_new_draft, supersede_older
 from tools.grounding.check import (
@@ -85,6 +84,7 @@ from tools.grounding.check import (
     outreach_context,
     send_draft_facts,
 )
+from tools.ledger.policy_overrides import policy_set_for
 
 T = TypeVar("T")
 MAX_HOLD_CHARS = 1_000

@@ -57,14 +57,9 @@ from agent.schemas import (
 )
 from agent.wording import LANG_WORDS, fold_text
 from memory.money import exponent
-from tools.grounding.check import (
-    detect_language,
-    extract_facts,
-    format_amount,
-    format_day,
-    invoice_shapes,
-)
+from tools.grounding.check import detect_language, extract_facts, invoice_shapes
 from tools.kit import labels
+from tools.kit.formatting import format_amount, format_day
 
 # --- reading the conversation --------------------------------------------------------------------
 

@@ -45,11 +45,11 @@ from memory.config import Settings
 from memory.models import CashLine, CashLineStatus, Customer, Invoice, InvoiceStatus, User
 from memory.money import MoneyError, format_money, parse_amount, to_decimal
 from prompts.registry import load
-from tools.admin.policy_overrides import policy_set_for
 from tools.cashapp.applying import get_line
 from tools.cashapp.copilot import COPILOT_ACTOR, store_proposal
 from tools.cashapp.matching import digit_key, normalise
 from tools.cashapp.schemas import COPILOT_SPLIT, Allocation, Suggestion
+from tools.ledger.policy_overrides import policy_set_for
 
 PROMPT = "remittance"
 MAX_TEXT_CHARS = 4_000

@@ -32,7 +32,8 @@ from babel.dates import get_day_names
 from agent.schemas import MoneyOut, ProposedChange, TriageCase, TriageOutput
 from agent.wording import reason_from_words
 from memory.money import exponent
-from tools.grounding.check import extract_facts, format_amount
+from tools.grounding.check import extract_facts
+from tools.kit.formatting import format_amount
 from tools.replies.mail_reading import LANGUAGES, fold
 
 #: A promise below this share of the open balance it covers is pointed out to the reviewer.

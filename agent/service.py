@@ -79,13 +79,13 @@ from tools.insights import account360 as a360
 if TYPE_CHECKING:
     from memory.recall import Recall
 
-from tools.admin.policy_overrides import policy_set_for
 from tools.grounding.check import (
     LedgerTruth,
     ledger_truth,
     outreach_context,
     send_draft_facts,
 )
+from tools.ledger.policy_overrides import policy_set_for
 
 MAX_INSTRUCTION_CHARS = 1_000
 #: The one ledger change each reply class may propose when the reply looks like an injection.

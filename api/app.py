@@ -16,7 +16,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -26,6 +25,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import SESSION_COOKIE, system_clock, wants_html
+from api.pages import templates
 from api.queue_cache import QueueCacheMiddleware, QueuePageCache
 from api.security import SecurityHeadersMiddleware
 from api.uploads import PortalUploadGuard
@@ -33,12 +33,8 @@ from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from memory.errors import PlixoError
 from tools.admin.sessions import LoginLimiter
-from tools.kit import labels
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
-# Money as money on every page: the currency's own digits ("$999.00", never "$999").
-templates.env.filters["money"] = lambda minor, currency="USD": labels.money(minor, currency)
 
 SESSION_MAX_AGE_S = 8 * 3600  # a working day; an expired session logs in again
 

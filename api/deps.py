@@ -26,7 +26,7 @@ from memory.config import Settings
 from memory.models import Persona, User
 from policies.access import access_matrix, allowed
 from tools.admin.sessions import snapshot_for_session, user_for_session
-from tools.admin.users import CallerSnapshot, snapshot_for_token, user_for_token
+from tools.ledger.users import CallerSnapshot, snapshot_for_token, user_for_token
 
 SESSION_COOKIE = "plixo_session"
 

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import bearer_token, db_slots
 from policies.access import allowed
-from tools.admin.users import CallerSnapshot, snapshot_for_token
+from tools.ledger.users import CallerSnapshot, snapshot_for_token
 
 QUEUE_PATH = "/api/queue"
 QUEUE_PERMISSION = "view_queue"

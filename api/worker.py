@@ -47,7 +47,7 @@ def start(
     workers run them."""
     import agent.autopilot_flow  # noqa: F401 - registers the Autopilot workflows and queues
     import agent.mailbox_sync  # noqa: F401 - the payers' replies, read every few minutes
-    import tools.admin.domain_schedule  # noqa: F401 - the daily sending-domain re-check
+    import tools.delivery.domain_schedule  # noqa: F401 - the daily sending-domain re-check
     import tools.delivery.flow  # noqa: F401 - registers the delivery workflows and queues
     import tools.inbox.notification_schedule  # noqa: F401 - breached SLAs and missed promises
     from tools.delivery.flow import DEFERRED_QUEUE, DELIVERY_QUEUE

@@ -59,8 +59,8 @@ from memory.models import (
     Segment,
     User,
 )
-from tools.grounding.check import locale_for
 from tools.insights.account360 import pay_link
+from tools.kit.formatting import locale_for
 
 #: Cadence steps every eval organisation has: (template, day offset, tone). The drafter may look
 #: up the step by template name.

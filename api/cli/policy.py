@@ -64,7 +64,7 @@ def _resolve(policy: Path | None, override: Path | None, org: int | None) -> Pol
 def _org_policy(org: int) -> PolicySet:
     from api.cli.common import open_ledger
     from memory.models import Organisation
-    from tools.admin.policy_overrides import active_policy_set
+    from tools.ledger.policy_overrides import active_policy_set
 
     _, sessions = open_ledger(upgrade=False)
     with sessions() as session:

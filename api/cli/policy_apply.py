@@ -15,7 +15,7 @@ from memory import clock
 from memory.models import Organisation, User
 from policies.types import PolicyError
 from tools.admin import policy_apply as pa
-from tools.admin.policy_overrides import PolicyChangeRefused
+from tools.ledger.policy_overrides import PolicyChangeRefused
 
 
 def _org(session: Any, slug: str | None) -> Organisation:

@@ -35,7 +35,7 @@ from tests.tools.outreach.test_consolidation import _book
 from tools.delivery import flow as delivery_flow
 from tools.delivery import outbox
 from tools.drafts import service as drafts
-from tools.grounding.check import format_amount
+from tools.kit.formatting import format_amount
 from tools.ledger.statement import unavailable
 from tools.outreach.consolidation import group_due, payer_lines
 from tools.outreach.due import select_due

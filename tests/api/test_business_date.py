@@ -38,11 +38,11 @@ from memory.models import (
     User,
     UTCDateTime,
 )
-from tools.admin.users import issue_api_token
 from tools.demo.builder import DEMO_SLUG, build_demo
 from tools.drafts.service import SUPERSEDABLE
-from tools.kit.date_wording import date_wording_problems
+from tools.grounding.date_wording import date_wording_problems
 from tools.ledger.orgs import get_org
+from tools.ledger.users import issue_api_token
 
 NY = ZoneInfo("America/New_York")
 SATURDAY_LATE = datetime(2026, 12, 5, 23, 30, tzinfo=NY)  # 2026-12-06 04:30 UTC, a Sunday

@@ -30,7 +30,7 @@ from tests.api.factories import NOW, Seeded
 from tests.api.review_fixtures import app, client, csrf_of, login, seeded, settings  # noqa: F401
 from tests.api.test_workspace_pages import assert_words
 from tools.commitments import disputes
-from tools.grounding.check import format_amount, format_day, locale_for
+from tools.kit.formatting import format_amount, format_day, locale_for
 
 
 def _open(session: Session, seeded: Seeded) -> Dispute:

@@ -19,7 +19,7 @@ from api.app import create_app
 from memory.config import Settings
 from memory.models import Organisation
 from tests.tools.insights.test_focus import Book, build_book
-from tools.admin.users import issue_api_token
+from tools.ledger.users import issue_api_token
 
 
 @pytest.fixture

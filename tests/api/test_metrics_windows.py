@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 from memory.models import Organisation, Persona, User
 from tests.api.test_insights import client  # noqa: F401 - fixture
 from tests.tools.insights.test_metric_windows import build_small_ledger
-from tools.admin.users import issue_api_token
 from tools.demo.builder import build_demo
 from tools.insights import metrics
 from tools.insights.account360 import org_today
+from tools.ledger.users import issue_api_token
 
 
 def _bearer(session: Session, user: User) -> dict[str, str]:

@@ -33,8 +33,8 @@ from tests.api.factories import settings_for
 from tests.api.review_fixtures import LiveServer
 from tests.api.smtp_server import SmtpSink, start_smtp
 from tests.dns_server import ZoneResolver, dns_server
-from tools.admin import sending_domain as sd
 from tools.delivery import flow as delivery_flow
+from tools.delivery import sending_domain as sd
 from tools.delivery.outbox import smtp_sender
 
 IBM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ibm-accounts-receivable.csv"

@@ -18,7 +18,7 @@ from memory.models import Organisation, Persona
 from tests.api.factories import Seeded, password_for, seed_review, settings_for
 from tests.api.review_fixtures import csrf_of, login
 from tools.admin.sessions import LoginLimiter
-from tools.admin.users import authenticate
+from tools.ledger.users import authenticate
 
 NEW = "a-long-new-password"
 

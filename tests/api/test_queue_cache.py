@@ -23,7 +23,7 @@ from tests.api.review_fixtures import (  # noqa: F401 - fixtures
     seeded,
     settings,
 )
-from tools.admin.users import issue_api_token
+from tools.ledger.users import issue_api_token
 
 
 def _cache(app: FastAPI) -> QueuePageCache:

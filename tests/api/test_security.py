@@ -44,9 +44,9 @@ from tests.api.factories import Seeded, password_for, seed_review, settings_for
 from tests.api.review_fixtures import csrf_of, login
 from tests.tools.commit_factories import Factory, app_settings, bearer, client_for
 from tools.admin.sessions import MAX_PER_ACCOUNT_AND_SOURCE, LoginLimiter
-from tools.admin.users import _SCRYPT, PASSWORDS, authenticate, hash_password, issue_api_token
 from tools.commitments import plans
 from tools.kit.csvsafe import neutralise
+from tools.ledger.users import _SCRYPT, PASSWORDS, authenticate, hash_password, issue_api_token
 from tools.payments import stripe_pay
 from tools.portal import access as portal
 

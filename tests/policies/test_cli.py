@@ -167,7 +167,7 @@ def test_check_with_an_organisations_stored_policy(
     data_dir: Path, session: Session, tmp_path: Path
 ) -> None:
     from memory.models import Organisation, Persona, User
-    from tools.admin.policy_overrides import update_policy
+    from tools.ledger.policy_overrides import update_policy
 
     org = Organisation(name="Acme", slug=f"acme-{uuid.uuid4().hex[:6]}")
     session.add(org)

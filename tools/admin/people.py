@@ -21,9 +21,9 @@ from memory.errors import PlixoError
 from memory.models import Customer, Invitation, Organisation, Persona, User
 from policies.access import allowed
 from tools.admin.units import UnitError, format_amount, parse_money
-from tools.admin.users import hash_password
 from tools.delivery.smtp import send_email
 from tools.kit import audit
+from tools.ledger.users import hash_password
 
 INVITATION_TTL = timedelta(hours=72)
 MIN_PASSWORD_LENGTH = 12

@@ -5,7 +5,7 @@ A Controller writes the override the way they read it (``controller_above: 50,00
 units and refuses out-of-range values with the path and what to write. :func:`dry_run` replays the
 organisation's last 90 days of actions (drafts, nudges, plans, credits) under the active and the
 proposed set, on the same facts, and reports per rule what would have been decided differently,
-with examples. :func:`apply` saves through ``tools.admin.policy_overrides.update_policy``
+with examples. :func:`apply` saves through ``tools.ledger.policy_overrides.update_policy``
 (versioned and
 audited, permission checked there).
 
@@ -40,12 +40,6 @@ from memory.models import (
 from policies.engine import decide
 from policies.policy_set import PolicySet, diff, load_default, merge
 from policies.types import PolicyError
-from tools.admin.policy_overrides import (
-    _deep_merge,
-    active_override,
-    active_policy_set,
-    update_policy,
-)
 from tools.admin.units import (
     UnitError,
     format_amount,
@@ -55,7 +49,13 @@ from tools.admin.units import (
     parse_time,
     parse_window,
 )
-from tools.admin.users import own_limit
+from tools.ledger.policy_overrides import (
+    _deep_merge,
+    active_override,
+    active_policy_set,
+    update_policy,
+)
+from tools.ledger.users import own_limit
 
 WINDOW_DAYS = 90
 EXAMPLES_PER_RULE = 3

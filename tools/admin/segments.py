@@ -32,9 +32,9 @@ from memory.models import (
     User,
 )
 from policies.engine import decide
-from tools.admin.policy_overrides import policy_set_for
 from tools.admin.units import UnitError, format_amount, parse_money
 from tools.kit import audit
+from tools.ledger.policy_overrides import policy_set_for
 
 TEMPLATES = (
     "pre_due_courtesy",

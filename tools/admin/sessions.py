@@ -27,10 +27,10 @@ from sqlalchemy.orm import Session
 from memory.errors import PlixoError
 from memory.models import ApiToken, Organisation, User, UserSession, utcnow
 from memory.ratelimit import LedgerStorage
-from tools.admin.users import CallerSnapshot, hash_password, password_problem, verify_password
 from tools.commitments.promises import NotFound, foreign_not_found
 from tools.kit import audit
 from tools.kit.authz import guarded
+from tools.ledger.users import CallerSnapshot, hash_password, password_problem, verify_password
 
 SESSION_TTL = timedelta(hours=8)
 
@@ -199,7 +199,7 @@ def revoke_token(
 
 def revoke_token_by_value(session: Session, raw: str, *, now: datetime | None = None) -> bool:
     """Revoke the token presented (``DELETE /api/auth/token``)."""
-    from tools.admin.users import token_hash
+    from tools.ledger.users import token_hash
 
     result = session.execute(
         update(ApiToken)

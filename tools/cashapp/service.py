@@ -34,12 +34,12 @@ from memory.models import (
 )
 from memory.money import format_money
 from policies.engine import engine_for
-from tools.admin.policy_overrides import policy_set_for
 from tools.cashapp import parsers
 from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, require
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
 from tools.kit.gc_pauses import fewer_gc_pauses
+from tools.ledger.policy_overrides import policy_set_for
 
 CHUNK = 500
 

@@ -40,8 +40,6 @@ from memory.models import (
     utcnow,
 )
 from policies import engine
-from tools.admin.policy_overrides import policy_set_for
-from tools.admin.users import own_limit
 from tools.commitments.promises import (
     CommitmentError,
     Conflict,
@@ -54,6 +52,8 @@ from tools.commitments.promises import (
 )
 from tools.kit import audit
 from tools.kit.authz import denial, guarded
+from tools.ledger.policy_overrides import policy_set_for
+from tools.ledger.users import own_limit
 
 INSTALLMENT_GRACE_DAYS = 3
 APPROACHING_DEFAULT_DAYS = 3

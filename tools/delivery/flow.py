@@ -152,7 +152,7 @@ def deliver(ledger: str, outbox_id: int, round_: int) -> str:
 @DBOS.step(name="plixo.delivery.warmup_wait", **_DB_RETRY)
 def _seconds_to_next_send_day(outbox_id: int) -> float:
     """Seconds until the organisation's next business day, when a warm-up cap starts afresh."""
-    from tools.admin.sending_domain import next_send_day
+    from tools.delivery.sending_domain import next_send_day
 
     with durable.ledger_sessions()() as session:
         row = session.get(OutboxMessage, outbox_id)

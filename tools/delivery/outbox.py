@@ -55,7 +55,7 @@ from memory.models import (
     OutboxStatus,
     User,
 )
-from tools.admin.sending_domain import warmup_hold
+from tools.delivery.sending_domain import warmup_hold
 from tools.delivery.smtp import Attachment, DeliveryError, send_email
 from tools.drafts import lifecycle
 from tools.kit import audit

@@ -10,7 +10,7 @@ moment (``memory.clock``):
 * grounding again: every amount, date, invoice number and link still in the ledger;
 * the invoices it chases are still open, and a payment it calls promised is still promised;
 * date-dependent wording ("ahead of", "is due on", "due today", "overdue since", "promised for",
-  in the supported languages: ``tools.kit.date_wording``) is still true on that date.
+  in the supported languages: ``tools.grounding.date_wording``) is still true on that date.
 
 When's-it-allowed (quiet hours, caps, Shadow Mode) stays with the guardrails, which decided at
 approval and decide again when a deferral is released (``tools.drafts.service.release_deferred``);
@@ -53,10 +53,10 @@ from tools.grounding.check import (
     ground_text,
     is_dispute_correspondence,
     ledger_truth,
-    locale_for,
 )
+from tools.grounding.date_wording import date_wording_problems
 from tools.kit import audit
-from tools.kit.date_wording import date_wording_problems
+from tools.kit.formatting import locale_for
 
 log = logging.getLogger("plixo.send_check")
 

@@ -44,8 +44,8 @@ from memory.models import (
     Segment,
     User,
 )
-from tools.admin.users import hash_password
 from tools.commitments.plans import InstallmentSpec, add_months, propose_plan
+from tools.ledger.users import hash_password
 
 DEMO_SLUG = "demo"
 #: The demo organisation's time zone: its business date ("today") is the date there.

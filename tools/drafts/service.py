@@ -43,9 +43,9 @@ from memory.models import (
 )
 from policies.access import allowed, at_least
 from policies.money import format_money
-from tools.admin.users import own_limit
 from tools.drafts import lifecycle
 from tools.kit.authz import denial, guarded
+from tools.ledger.users import own_limit
 
 _FIRST_STATE = {
     "block": DraftStatus.BLOCKED,

@@ -50,8 +50,8 @@ from memory.models import (
     Segment,
 )
 from policies.textscan import PhraseMatcher
-from tools.admin.policy_overrides import policy_set_for
 from tools.grounding.check import extract_facts
+from tools.ledger.policy_overrides import policy_set_for
 
 APPROVED_STATES = frozenset(
     {DraftStatus.APPROVED, DraftStatus.QUEUED, DraftStatus.SENT, DraftStatus.FAILED}

@@ -24,7 +24,6 @@ from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel.dates import format_date as _babel_format_date
 from babel.dates import get_month_names
 from babel.numbers import (
     NumberFormatError,
@@ -60,63 +59,24 @@ from memory.models import (
     Segment,
     promise_invoice,
 )
-from memory.money import MoneyError, exponent, format_money
+from memory.money import MoneyError, exponent
 from policies.engine import engine_for as policy_engine_for
 from policies.facts import ContactFacts, InvoiceFacts, LedgerFacts, PromiseFacts, SendDraftFacts
 from policies.facts import Money as PolicyMoney
 from policies.facts import StatedFacts as PolicyStatedFacts
 from policies.types import ActionType
-from tools.admin.policy_overrides import policy_set_for
 from tools.commitments.promises import covered_keys
 from tools.insights.account360 import pay_link
 from tools.insights.readiness import data_ready
-
-# --- rendering ---------------------------------------------------------------------------------
-
-#: Languages the drafter writes and the extractor reads (dates with month names, number formats).
-SUPPORTED_LANGUAGES: tuple[str, ...] = ("en", "de", "fr", "es", "nl", "it", "pt")
-
-_DEFAULT_LOCALE = {
-    "en": "en_US",
-    "de": "de_DE",
-    "fr": "fr_FR",
-    "es": "es_ES",
-    "nl": "nl_NL",
-    "it": "it_IT",
-    "pt": "pt_PT",
-}
-_KNOWN_LOCALES = frozenset(
-    {
-        "en_US", "en_GB", "en_CA", "en_AU", "en_IE", "en_NZ", "en_IN",
-        "de_DE", "de_AT", "de_CH", "fr_FR", "fr_BE", "fr_CA", "fr_CH",
-        "es_ES", "es_MX", "nl_NL", "nl_BE", "it_IT", "pt_PT", "pt_BR",
-    }
-)  # fmt: skip
-
-
-def locale_for(language: str | None, country_code: str | None = None) -> str:
-    """The Babel locale used to write for a contact: language plus country when plixo knows it."""
-    lang = (language or "en").split("-")[0].split("_")[0].lower()
-    if lang not in _DEFAULT_LOCALE:
-        lang = "en"
-    if country_code:
-        candidate = f"{lang}_{country_code.strip().upper()[:2]}"
-        if candidate in _KNOWN_LOCALES:
-            return candidate
-    return _DEFAULT_LOCALE[lang]
-
-
-@lru_cache(maxsize=65_536)
-def format_amount(minor: int, currency: str, locale: str = "en_US") -> str:
-    """An amount as a draft writes it (one rendering for drafts, grounding and the review panel)."""
-    return format_money(minor, currency, locale)
-
-
-@lru_cache(maxsize=16_384)
-def format_day(day: date, locale: str = "en_US") -> str:
-    """A date as a draft writes it: the long form with the month's name (never ``03/10``)."""
-    return str(_babel_format_date(day, format="long", locale=locale))
-
+from tools.kit.formatting import (
+    DEFAULT_LOCALE,
+    KNOWN_LOCALES,
+    SUPPORTED_LANGUAGES,
+    format_amount,
+    format_day,
+    locale_for,
+)
+from tools.ledger.policy_overrides import policy_set_for
 
 # --- extraction --------------------------------------------------------------------------------
 
@@ -130,7 +90,7 @@ _COMMON_CURRENCIES = (
     "HUF", "INR", "BRL", "MXN", "ZAR", "SGD", "HKD", "CNY", "KRW", "ILS", "AED", "SAR", "TRY",
     "KWD", "BHD",
 )  # fmt: skip
-_SYMBOL_LOCALES = tuple(sorted(_KNOWN_LOCALES | {"ja_JP", "zh_CN"}))
+_SYMBOL_LOCALES = tuple(sorted(KNOWN_LOCALES | {"ja_JP", "zh_CN"}))
 _ISO_CODES = frozenset(list_currencies())
 
 
@@ -303,7 +263,7 @@ class StatedFacts(BaseModel):
 @lru_cache(maxsize=64)
 def _reading_locale(language: str, locale: str | None) -> str:
     """The locale a text's numbers are read in: the one it was written for, else the language's."""
-    loc = locale or _DEFAULT_LOCALE.get(language)
+    loc = locale or DEFAULT_LOCALE.get(language)
     if loc is None:
         return "en_US" if language == "en" else "de_DE"
     try:

@@ -37,12 +37,12 @@ from memory.models import (
 )
 from memory.money import format_money
 from policies.policy_set import PolicySet
-from tools.admin.policy_overrides import policy_set_for
 from tools.commitments import plans
 from tools.commitments.promises import CommitmentError, NotFound, get_promise
 from tools.drafts.service import REVIEWABLE, required_roles, role_satisfies
 from tools.kit import audit, labels
 from tools.kit.authz import guarded
+from tools.ledger.policy_overrides import policy_set_for
 
 Kind = Literal["plan", "credit", "draft"]
 KINDS: tuple[Kind, ...] = ("plan", "credit", "draft")

@@ -35,8 +35,8 @@ from memory.models import (
     PromiseToPay,
     aging_bucket,
 )
-from tools.grounding.check import format_amount, format_day
 from tools.insights.account360 import get_customer, org_today
+from tools.kit.formatting import format_amount, format_day
 
 PAYMENT_DAYS = 90
 #: Cadence step templates whose message carries the PDF statement of account (a statement, the

@@ -56,8 +56,8 @@ from memory.models import (
     aging_bucket,
 )
 from prompts.registry import latest, resolve_template_name, templates
-from tools.admin.policy_overrides import policy_set_for
-from tools.grounding.check import format_amount, format_day
+from tools.kit.formatting import format_amount, format_day
+from tools.ledger.policy_overrides import policy_set_for
 from tools.ledger.statement import STATEMENT_STEPS
 from tools.outreach.due import DueItem, Selection, existing_run_keys
 

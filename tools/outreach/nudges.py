@@ -44,7 +44,6 @@ from memory.models import (
 from policies.access import allowed
 from policies.engine import decide
 from policies.facts import SendNudgeFacts
-from tools.admin.policy_overrides import policy_set_for
 from tools.delivery import outbox
 from tools.drafts import lifecycle
 from tools.drafts.service import (
@@ -58,6 +57,7 @@ from tools.grounding.check import outreach_context
 from tools.inbox import notifications
 from tools.kit import audit, labels
 from tools.kit.authz import denial, guarded
+from tools.ledger.policy_overrides import policy_set_for
 
 AUTOPILOT_SEND_HOUR = 9  # cadence steps go out in the contact's morning
 
@@ -285,8 +285,8 @@ def _render(
     sender: User,
     settings: Settings,
 ) -> tuple[str, str, str]:
-    from tools.grounding.check import format_amount, format_day, locale_for
     from tools.insights.account360 import pay_link
+    from tools.kit.formatting import format_amount, format_day, locale_for
 
     locale = locale_for(contact.language or customer.language, customer.country_code)
     link = pay_link(settings, org.slug, invoice.number)

@@ -21,12 +21,12 @@ from memory.errors import PlixoError
 from memory.models import Organisation, Segment, User
 from policies.access import allowed
 from policies.engine import decide
-from tools.admin.policy_overrides import policy_set_for
-from tools.admin.sending_domain import recheck_before_autopilot as recheck_domain
+from tools.delivery.sending_domain import recheck_before_autopilot as recheck_domain
 from tools.drafts.shadow_agreement import segment_record
 from tools.insights.readiness import data_ready
 from tools.kit import audit
 from tools.kit.authz import guarded
+from tools.ledger.policy_overrides import policy_set_for
 
 OrgSwitch = Literal["shadow_mode", "maintenance", "cron_pause"]
 SegmentSwitch = Literal["shadow_mode", "autopilot"]

@@ -114,7 +114,7 @@ def post_suggestion(
     settings: Settings, *, owner: User, draft: Draft, customer: Customer, invoice: Invoice
 ) -> str:
     """Post the suggestion as a direct message to the owner; returns the message ``ts``."""
-    from tools.grounding.check import format_amount
+    from tools.kit.formatting import format_amount
 
     if not owner.slack_user_id:
         raise SlackError(f"{owner.name} has no Slack user id in plixo.")

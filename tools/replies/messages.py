@@ -158,7 +158,7 @@ def write_message(
 ) -> Draft:
     """The one home of a person's message: the draft, its grounding, the guardrails' decision and
     the approvers told. The caller has checked the permission (``compose``: edit_draft; a dispute
-    reply, ``tools.commitments.dispute_replies.send_reply``: manage_disputes). ``dispute`` marks
+    reply, ``tools.replies.dispute_replies.send_reply``: manage_disputes). ``dispute`` marks
     the draft as
     dispute correspondence about that dispute's invoice (its own guardrails, no pay link)."""
     from tools.grounding.check import recheck_draft

@@ -14,7 +14,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, template_context
+from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
+from api.pages import flash as _flash
+from api.pages import render_page as _render
 from memory.errors import PlixoError
 from memory.models import Customer, Organisation, User
 from tools.admin import people as people_tool
@@ -146,22 +148,6 @@ def resend_invitation(
 
 
 # --- invitation links (public: the token is the credential) ---------------------------------
-
-
-def _render(
-    request: Request, name: str, user: User | None, status_code: int = 200, **ctx: Any
-) -> HTMLResponse:
-    from api.app import templates
-
-    popped = request.session.pop("flash", None) if "session" in request.scope else None
-    flash = ctx.pop("flash", None) or popped
-    return templates.TemplateResponse(
-        request, name, template_context(request, user, flash=flash, **ctx), status_code=status_code
-    )
-
-
-def _flash(request: Request, message: str, kind: str = "ok") -> None:
-    request.session["flash"] = {"message": message, "kind": kind, "reasons": []}
 
 
 @router.get("/invitations/{token}", response_class=HTMLResponse, include_in_schema=False)
@@ -540,8 +526,8 @@ PolicyEditor = Annotated[User, Depends(require("edit_policy"))]
 
 
 def _policy_context(db: DbSession, user: User) -> dict[str, Any]:
-    from tools.admin.policy_overrides import active_policy_set, history
     from tools.admin.units import format_amount, format_percent
+    from tools.ledger.policy_overrides import active_policy_set, history
 
     active = active_policy_set(db, user.org_id)
     cur = active.currency
@@ -628,7 +614,7 @@ def policies_apply(
 ) -> Response:
     from policies.types import PolicyError
     from tools.admin import policy_apply as pa
-    from tools.admin.policy_overrides import PolicyChangeRefused
+    from tools.ledger.policy_overrides import PolicyChangeRefused
 
     try:
         proposal = _proposal(db, user, text)
@@ -656,7 +642,7 @@ class DomainIn(BaseModel):
 
 def _domain_state(db: DbSession, org_id: int) -> dict[str, Any]:
     from memory.models import SendingDomain
-    from tools.admin import sending_domain as sd
+    from tools.delivery import sending_domain as sd
 
     row = db.get(SendingDomain, org_id)
     if row is None:
@@ -678,7 +664,7 @@ def sending_domain(user: Viewer, db: DbSession) -> dict[str, Any]:
 
 
 def _set_up_domain(db: DbSession, user: User, body: DomainIn, now: Any) -> dict[str, Any]:
-    from tools.admin import sending_domain as sd
+    from tools.delivery import sending_domain as sd
 
     sd.set_up(db, user.org_id, user, domain=body.domain, spf_include=body.spf_include, now=now)
     db.commit()
@@ -694,7 +680,7 @@ def set_up_domain(
 
 
 def _check_domain(db: DbSession, user: User, settings: Any, now: Any) -> dict[str, Any]:
-    from tools.admin import sending_domain as sd
+    from tools.delivery import sending_domain as sd
     from tools.delivery.dkim import forget_keys
 
     result = sd.check(db, user.org_id, nameserver=settings.dns_nameserver, now=now, actor=user)

@@ -28,13 +28,14 @@ from api.deps import (
     login_session,
     template_context,
 )
+from api.pages import templates
 from memory import clock
 from memory.models import User
 from policies.access import permissions_for
 from tools.admin import sessions
 from tools.admin.sessions import LimitVerdict, LoginLimiter, PasswordRefused
-from tools.admin.users import authenticate, issue_api_token
 from tools.kit import audit
+from tools.ledger.users import authenticate, issue_api_token
 
 router = APIRouter(tags=["auth"])
 
@@ -145,8 +146,6 @@ def _user_out(user: CurrentUser) -> UserOut:
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 def login_page(request: Request, user: MaybeUser, next: str = "/", expired: int = 0) -> Response:
-    from api.app import templates
-
     if user is not None:
         return RedirectResponse(_safe_next(next), status_code=303)
     message = "Your session has expired; log in again." if expired else None
@@ -166,8 +165,6 @@ def login_submit(
     password: Annotated[str, Form(max_length=200)],
     next: Annotated[str, Form(max_length=500)] = "/",
 ) -> Response:
-    from api.app import templates
-
     verdict = _attempt(request, email)
     if not verdict.allowed:
         return templates.TemplateResponse(
@@ -356,8 +353,6 @@ def change_password(
 def _password_page(
     request: Request, user: User, message: str | None, *, ok: bool = False, status_code: int = 200
 ) -> Response:
-    from api.app import templates
-
     return templates.TemplateResponse(
         request,
         "account_password.html",

@@ -23,6 +23,8 @@ from starlette.concurrency import run_in_threadpool
 
 from agent.remittance import propose_for_import, propose_split
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, template_context
+from api.pages import flash as _flash
+from api.pages import templates
 from memory.models import (
     CashImport,
     CashLine,
@@ -355,20 +357,12 @@ def api_close(
 # --- pages --------------------------------------------------------------------------------------
 
 
-def _flash(
-    request: Request, message: str, kind: str = "ok", reasons: list[str] | None = None
-) -> None:
-    request.session["flash"] = {"message": message, "kind": kind, "reasons": reasons or []}
-
-
 def _money(minor: int, currency: str) -> str:
     return format_money(minor, currency)
 
 
 @router.get("/cash", response_class=HTMLResponse, include_in_schema=False)
 def cash_page(request: Request, db: DbSession, user: Viewer, clock: Clock) -> HTMLResponse:
-    from api.app import templates
-
     org = user.org_id
     waiting = service.waiting_lines(db, org)
     done = list(

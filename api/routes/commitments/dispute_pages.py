@@ -17,15 +17,17 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import select
 
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
+from api.pages import flash as _flash
+from api.pages import render_page as _render
 from api.routes.conversations.messages import checked_message
-from api.routes.review.pages import _flash, _render
 from memory.models import Contact, Customer, Dispute, DisputeStatus, Invoice, Persona, User
 from memory.money import MoneyError, parse_amount
-from tools.commitments import dispute_replies, disputes
+from tools.commitments import disputes
 from tools.commitments.promises import CommitmentError
 from tools.drafts.service import DraftError
 from tools.kit import labels
 from tools.kit.authz import PermissionDenied
+from tools.replies import dispute_replies
 
 router = APIRouter(include_in_schema=False)
 

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import AppSettings, Clock, DbSession, require, template_context
+from api.pages import templates
 from memory.models import (
     Dispute,
     DisputeStatus,
@@ -1006,8 +1007,6 @@ def radar_context(session: Session, org_id: int, now: datetime | None = None) ->
 @router.get("/radar", response_class=HTMLResponse, include_in_schema=False)
 def radar_page(request: Request, db: DbSession, user: Viewer, clock: Clock) -> HTMLResponse:
     """The Radar on the app's clock (the same "today" as the rest of the panel)."""
-    from api.app import templates
-
     context = radar_context(db, user.org_id, clock())
     return templates.TemplateResponse(
         request, "radar.html", template_context(request, user, **context)

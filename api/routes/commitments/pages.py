@@ -24,7 +24,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import AppSettings, Clock, CsrfChecked, DbSession, can, require, template_context
+from api.deps import AppSettings, Clock, CsrfChecked, DbSession, can, require
+from api.pages import flash as _flash
+from api.pages import render_page as _render
 from memory.models import (
     Contact,
     Customer,
@@ -37,13 +39,13 @@ from memory.models import (
     User,
 )
 from memory.money import MoneyError, format_money, parse_amount
-from tools.admin.policy_overrides import policy_set_for
 from tools.commitments import plans, promises
 from tools.commitments.plans import InstallmentSpec, PolicyRefused
 from tools.commitments.promises import CommitmentError, org_today
 from tools.inbox import approvals
 from tools.kit import labels
 from tools.kit.authz import PermissionDenied
+from tools.ledger.policy_overrides import policy_set_for
 from tools.portal import access as portal
 
 router = APIRouter(include_in_schema=False)
@@ -58,23 +60,6 @@ PlanApprover = Annotated[User, Depends(require("approve_plan"))]
 PlanProposer = Annotated[User, Depends(require("propose_plan"))]
 
 INTERVALS = {1: "monthly", 2: "every two months", 3: "quarterly"}
-
-
-def _render(
-    request: Request, name: str, user: User, status_code: int = 200, **ctx: Any
-) -> HTMLResponse:
-    from api.app import templates
-
-    flash = request.session.pop("flash", None)
-    return templates.TemplateResponse(
-        request, name, template_context(request, user, flash=flash, **ctx), status_code=status_code
-    )
-
-
-def _flash(
-    request: Request, message: str, kind: str = "ok", reasons: list[str] | None = None
-) -> None:
-    request.session["flash"] = {"message": message, "kind": kind, "reasons": reasons or []}
 
 
 def _refused(request: Request, db: Session, exc: Exception) -> None:
@@ -420,7 +405,7 @@ def _preview(
     db: Session, user: User, form: PlanForm, templates: list[ScheduleTemplate], today: date
 ) -> dict[str, Any]:
     """What the guardrails will say, before anything is saved (the same facts as proposing)."""
-    from tools.admin.users import own_limit
+    from tools.ledger.users import own_limit
 
     try:
         specs, discount, currency = _schedule(form, templates)

@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
-from api.routes.review.pages import _flash, _render
+from api.pages import flash as _flash
+from api.pages import render_page as _render
 from memory.models import (
     ActivityKind,
     Contact,
@@ -30,12 +31,11 @@ from memory.models import (
     Organisation,
     User,
 )
-from tools.commitments import dispute_replies
 from tools.drafts.service import DraftError
 from tools.insights.account360 import pay_link
 from tools.kit import labels
 from tools.kit.authz import PermissionDenied
-from tools.replies import messages
+from tools.replies import dispute_replies, messages
 
 router = APIRouter(include_in_schema=False)
 

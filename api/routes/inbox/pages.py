@@ -13,7 +13,8 @@ from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api.deps import Clock, CsrfChecked, DbSession, require
-from api.routes.review.pages import _flash, _render
+from api.pages import flash as _flash
+from api.pages import render_page as _render
 from memory.models import User
 from tools.inbox import notifications
 

@@ -20,7 +20,8 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import Clock, DbSession, require, template_context
+from api.deps import Clock, DbSession, require
+from api.pages import render_page as _render
 from memory import clock
 from memory.models import (
     AgingBucket,
@@ -143,15 +144,6 @@ def _customer(db: Session, org_id: int, customer_id: int) -> Customer:
             status.HTTP_404_NOT_FOUND, f"customer {customer_id} does not exist in your organisation"
         )
     return customer
-
-
-def _render(request: Request, name: str, user: User, **ctx: Any) -> HTMLResponse:
-    from api.app import templates
-
-    flash = request.session.pop("flash", None) if "session" in request.scope else None
-    return templates.TemplateResponse(
-        request, name, template_context(request, user, flash=flash, **ctx)
-    )
 
 
 def _csv(filename: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Response:

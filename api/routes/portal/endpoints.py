@@ -25,6 +25,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from api.deps import AppSettings, DbSession
+from api.pages import templates
 from memory.config import Settings
 from memory.models import Invoice, InvoiceStatus, Organisation
 from tools.commitments import disputes, plans
@@ -54,8 +55,6 @@ def _client(request: Request) -> str | None:
 
 
 def _render(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
-    from api.app import templates
-
     return templates.TemplateResponse(
         request,
         name,

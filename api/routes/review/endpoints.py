@@ -38,12 +38,12 @@ from memory.models import (
     Segment,
     User,
 )
-from tools.admin.users import CallerSnapshot
 from tools.delivery import outbox
 from tools.drafts import batch, shadow_agreement
 from tools.drafts import service as drafts
 from tools.inbox import notifications
 from tools.kit import audit
+from tools.ledger.users import CallerSnapshot
 from tools.outreach import nudges, sending_modes
 
 router = APIRouter(prefix="/api", tags=["review"])

@@ -18,7 +18,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require, template_context
+from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
+from api.pages import flash as _flash
+from api.pages import render_page as _render
 from api.routes.review import endpoints as api
 from memory.clock import org_business_date as business_date
 from memory.models import (
@@ -67,26 +69,6 @@ OPEN_DISPUTES = (
     DisputeStatus.AWAITING_CUSTOMER,
     DisputeStatus.ESCALATED_LEGAL,
 )
-
-
-def _render(
-    request: Request, name: str, user: User, status_code: int = 200, **ctx: Any
-) -> HTMLResponse:
-    from api.app import templates
-
-    flash = request.session.pop("flash", None)
-    return templates.TemplateResponse(
-        request,
-        name,
-        template_context(request, user, flash=flash, **ctx),
-        status_code=status_code,
-    )
-
-
-def _flash(
-    request: Request, message: str, kind: str = "ok", reasons: list[str] | None = None
-) -> None:
-    request.session["flash"] = {"message": message, "kind": kind, "reasons": reasons or []}
 
 
 def _back(target: str | None, default: str) -> str:

@@ -30,12 +30,12 @@ from memory.models import (
 )
 from tests.tools.cashapp_files import Entry, bai2, camt053, mt940, pdf
 from tests.tools.commit_factories import NOW, TODAY, Factory
-from tools.admin import policy_overrides as policy_admin
 from tools.cashapp import applying, export, parsers, service
 from tools.cashapp.parsers import CashFileError
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.commitments.plans import PolicyRefused
 from tools.commitments.promises import CommitmentError, Conflict
+from tools.ledger import policy_overrides as policy_admin
 
 BOOKED = TODAY - timedelta(days=1)
 IBAN = "DE44500105175407324931"

@@ -200,7 +200,7 @@ def test_auto_apply_of_a_file_goes_in_chunks_and_counts_refusals(
     session: Session, org: Organisation, f: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More lines than a chunk: every one is applied, each invoice once."""
-    from tools.admin import policy_overrides as policy_admin
+    from tools.ledger import policy_overrides as policy_admin
 
     admin = f.user(Persona.CONTROLLER)
     policy_admin.update_policy(
@@ -265,7 +265,7 @@ def test_an_imported_file_keeps_file_order_and_each_row_its_own_ids(
     """Lines, payments and applications are written many rows to an INSERT and their ids
     matched back by key: every application names its own line's payment, lines keep the file's
     order, and a line nothing matched has no decision (SQL NULL, not the JSON null)."""
-    from tools.admin import policy_overrides as policy_admin
+    from tools.ledger import policy_overrides as policy_admin
 
     policy_admin.update_policy(
         session,

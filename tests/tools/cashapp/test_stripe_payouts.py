@@ -39,10 +39,10 @@ from tests.tools.stripe_payout_fixtures import (
     sdk_transactions,
     uid,
 )
-from tools.admin import policy_overrides as policy_admin
 from tools.cashapp import applying, parsers, service, stripe_payouts
 from tools.cashapp.stripe_payouts import PayoutError, PayoutNotFound
 from tools.commitments.plans import PolicyRefused
+from tools.ledger import policy_overrides as policy_admin
 from tools.payments import stripe_pay
 from tools.payments.stripe_pay import StripeNotConfigured
 

@@ -26,8 +26,8 @@ from tools.delivery import flow as delivery_flow
 from tools.delivery import outbox
 from tools.delivery.send_check import recheck_before_send
 from tools.drafts import service as drafts
-from tools.grounding.check import format_amount, format_day
 from tools.insights.account360 import pay_link
+from tools.kit.formatting import format_amount, format_day
 
 NY = ZoneInfo("America/New_York")
 SEEDED_AT = datetime(2025, 10, 7, 14, 0, tzinfo=NY)  # Tuesday afternoon

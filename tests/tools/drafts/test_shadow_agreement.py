@@ -13,10 +13,10 @@ from sqlalchemy.orm import Session
 
 from memory.models import DraftRevision, DraftStatus, Organisation, Persona
 from tests.api.factories import NOW, Seeded, seed_review, settings_for
-from tools.admin.policy_overrides import update_policy
 from tools.drafts import service as drafts
 from tools.drafts import shadow_agreement
 from tools.drafts.shadow_agreement import Decision, figures, what_changed
+from tools.ledger.policy_overrides import update_policy
 
 BEFORE = (
     "Invoice INV-7 is past due\n\nHello Acme team,\n\nInvoice INV-7 for $1,200.00 was due on "

@@ -19,15 +19,13 @@ from tools.grounding.check import (
     LedgerTruth,
     detect_language,
     extract_facts,
-    format_amount,
-    format_day,
     ground_text,
     invoice_shapes,
     ledger_truth,
-    locale_for,
     recheck_draft,
     stated_minor,
 )
+from tools.kit.formatting import format_amount, format_day, locale_for
 
 LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "nl_NL", "it_IT", "pt_PT"]
 

@@ -34,10 +34,10 @@ from memory.models import (
     User,
     aging_bucket,
 )
-from tools.admin.users import hash_password
 from tools.insights import focus as focus_mod
 from tools.insights import risk
 from tools.insights.focus import todays_focus
+from tools.ledger.users import hash_password
 
 TODAY = date(2025, 10, 7)
 NOON = time(15, 0)

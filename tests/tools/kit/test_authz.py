@@ -132,7 +132,7 @@ def test_the_registry_holds_the_operations_that_write_money_commitments_drafts_a
         "tools.commitments.plans.mark_installment_paid",
         "tools.commitments.plans.approve_plan",
         "tools.drafts.service.approve_draft",
-        "tools.admin.policy_overrides.update_policy",
+        "tools.ledger.policy_overrides.update_policy",
         "tools.admin.sessions.change_password",
     ):
         assert needed in names
@@ -209,10 +209,10 @@ UNGUARDED_WITH_A_REASON = {
         "queues a receipt or link for an operation already checked"
     ),
     "tools.drafts.service.store_new_draft": "stores the agent's draft (the actor is Autopilot)",
-    "tools.admin.users.issue_api_token": "the authenticated person's own token",
+    "tools.ledger.users.issue_api_token": "the authenticated person's own token",
     "tools.admin.sessions.revoke_token": "the authenticated person's own token",
     "tools.admin.sessions.start_session": "the authenticated person's own session (log-in)",
-    "tools.admin.users.authenticate": "log-in itself",
+    "tools.ledger.users.authenticate": "log-in itself",
     "tools.delivery.outbox.resolve": (
         "checks manage_delivery itself (OutboxPermissionError) before writing"
     ),

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from memory.models import Invoice, Organisation
 from tests.agent.factories import AS_OF, Builder
-from tools.grounding.check import format_amount, format_day
+from tools.kit.formatting import format_amount, format_day
 from tools.ledger.statement import build_statement, render_pdf, unavailable
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memory.models import AuditEvent, Organisation, OutboxMessage, Persona, Segment
 from tests.api.factories import NOW, Seeded, seed_review, settings_for
-from tools.admin.policy_overrides import update_policy
 from tools.delivery import outbox
 from tools.drafts import service as drafts
+from tools.ledger.policy_overrides import update_policy
 from tools.outreach import sending_modes
 from tools.outreach.sending_modes import ModeRefused
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from memory.models import Organisation, Persona, Segment, SendingDomain
 from tests.api.factories import NOW, make_users, settings_for
 from tests.dns_server import ZoneResolver, dns_server
-from tools.admin import sending_domain as sd
+from tools.delivery import sending_domain as sd
 from tools.delivery.dkim import sign_message
 from tools.delivery.smtp import build_message
 

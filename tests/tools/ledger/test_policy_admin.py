@@ -12,7 +12,7 @@ from memory.models import AuditEvent, Organisation, Persona, PolicySetVersion, U
 from policies.engine import decide
 from policies.policy_set import load_default
 from policies.types import PolicyError
-from tools.admin.policy_overrides import (
+from tools.ledger.policy_overrides import (
     PolicyChangeRefused,
     active_policy_set,
     active_version,

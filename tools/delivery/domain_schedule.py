@@ -3,7 +3,7 @@
 Why scheduled: a domain verified once can break any day (a DNS provider migration drops the DKIM
 record, someone adds a second SPF record), and Autopilot must stop sending from it when it does.
 The schedule fires every hour (``domain_recheck_cron``) and
-:func:`tools.admin.sending_domain.recheck_if_due` checks a domain only when its last check is a
+:func:`tools.delivery.sending_domain.recheck_if_due` checks a domain only when its last check is a
 day old, so a worker that was down at the usual hour still
 re-checks within the hour it comes back; every worker applies the same schedule at launch (DBOS
 replaces it atomically, and one scheduled time runs once whatever the number of workers). A
@@ -22,7 +22,7 @@ from sqlalchemy import select
 from memory import clock, durable
 from memory.config import Settings
 from memory.models import SendingDomain
-from tools.admin.sending_domain import recheck_if_due
+from tools.delivery.sending_domain import recheck_if_due
 
 log = logging.getLogger("plixo.domain")
 

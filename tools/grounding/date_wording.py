@@ -27,8 +27,8 @@ from tools.grounding.check import (
     _closest_year,
     _fold_aligned,
     _month_lookup,
-    format_day,
 )
+from tools.kit.formatting import format_day
 
 
 class Tense(StrEnum):

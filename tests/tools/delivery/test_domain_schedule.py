@@ -15,8 +15,8 @@ from memory.config import Settings
 from memory.models import AuditEvent, Organisation, Persona, Segment, SendingDomain
 from tests.api.factories import make_users
 from tests.dns_server import dns_server
-from tools.admin import domain_schedule
-from tools.admin import sending_domain as sd
+from tools.delivery import domain_schedule
+from tools.delivery import sending_domain as sd
 
 
 def test_the_schedule_rechecks_a_day_old_domain_and_pauses_autopilot(

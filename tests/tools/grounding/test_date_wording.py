@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from tools.grounding.check import format_day
-from tools.kit.date_wording import Tense, date_wording_problems
+from tools.grounding.date_wording import Tense, date_wording_problems
+from tools.kit.formatting import format_day
 
 DUE = date(2026, 12, 8)
 BEFORE, ON, AFTER = date(2026, 12, 6), DUE, date(2026, 12, 14)

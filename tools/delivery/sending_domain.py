@@ -37,8 +37,8 @@ from memory.models import (
     User,
 )
 from policies.access import allowed
-from tools.admin.policy_overrides import active_policy_set
 from tools.kit import audit
+from tools.ledger.policy_overrides import active_policy_set
 
 MIN_DKIM_BITS = 1024
 RECHECK_EVERY = timedelta(days=1)

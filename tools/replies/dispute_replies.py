@@ -9,7 +9,7 @@ guardrails, reviewed, delivered by the outbox. :func:`send_reply` marks the draf
 correspondence* (``stated_facts.dispute_id``), the only path that does: the guardrails then let it
 name the disputed invoice without a pay link, and block it if it asks for the disputed amount
 (``dispute.correspondence_*`` in ``policies/README.md``). Figures are written the way grounding
-reads them (``tools.grounding.check.format_amount`` / ``format_day`` in the payer's locale).
+reads them (``tools.kit.formatting.format_amount`` / ``format_day`` in the payer's locale).
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def render(
 ) -> tuple[str, str]:
     """The template's subject and body filled with this dispute's facts (a ``KeyError`` for an
     unknown template, so a made-up key is refused rather than sent blank)."""
-    from tools.grounding.check import format_amount, format_day, locale_for
+    from tools.kit.formatting import format_amount, format_day, locale_for
 
     template = TEMPLATES[key]
     invoice = session.get(Invoice, dispute.invoice_id)
