@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from api.deps import template_context
-from memory.models import User
+from memory.models import Draft, User
 from tools.kit import labels
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -44,3 +44,21 @@ def flash(
 ) -> None:
     """The message the next page shows once: what happened, and why (the rules' reasons)."""
     request.session["flash"] = {"message": message, "kind": kind, "reasons": reasons or []}
+
+
+def checked_message(request: Request, draft: Draft) -> RedirectResponse:
+    """Tell the person what grounding and the guardrails decided, and land on the draft."""
+    outcome = labels.label(draft.status).lower()
+    kind = "ok" if draft.status.value == "pending_review" else "warn"
+    reasons = [
+        f"{labels.rule_label(r.get('rule_id'))}: {r.get('message')}"
+        for r in (draft.decision or {}).get("reasons", [])
+        if r.get("outcome") == draft.decision_outcome and draft.decision_outcome != "allow"
+    ]
+    flash(
+        request,
+        f"Your message was checked against the ledger and the guardrails: {outcome}.",
+        kind,
+        reasons,
+    )
+    return RedirectResponse(f"/drafts/{draft.id}", status_code=303)

@@ -17,9 +17,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import select
 
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
+from api.pages import checked_message
 from api.pages import flash as _flash
 from api.pages import render_page as _render
-from api.routes.conversations.messages import checked_message
 from memory.models import Contact, Customer, Dispute, DisputeStatus, Invoice, Persona, User
 from memory.money import MoneyError, parse_amount
 from tools.commitments import disputes

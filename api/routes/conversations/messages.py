@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
+from api.pages import checked_message
 from api.pages import flash as _flash
 from api.pages import render_page as _render
 from memory.models import (
@@ -25,7 +26,6 @@ from memory.models import (
     Contact,
     Customer,
     Dispute,
-    Draft,
     Invoice,
     InvoiceStatus,
     Organisation,
@@ -33,7 +33,6 @@ from memory.models import (
 )
 from tools.drafts.service import DraftError
 from tools.insights.account360 import pay_link
-from tools.kit import labels
 from tools.kit.authz import PermissionDenied
 from tools.replies import dispute_replies, messages
 
@@ -198,24 +197,6 @@ def compose_submit(
         return RedirectResponse(back, status_code=303)
     db.commit()
     return checked_message(request, draft)
-
-
-def checked_message(request: Request, draft: Draft) -> RedirectResponse:
-    """Tell the person what grounding and the guardrails decided, and land on the draft."""
-    outcome = labels.label(draft.status).lower()
-    kind = "ok" if draft.status.value == "pending_review" else "warn"
-    reasons = [
-        f"{labels.rule_label(r.get('rule_id'))}: {r.get('message')}"
-        for r in (draft.decision or {}).get("reasons", [])
-        if r.get("outcome") == draft.decision_outcome and draft.decision_outcome != "allow"
-    ]
-    _flash(
-        request,
-        f"Your message was checked against the ledger and the guardrails: {outcome}.",
-        kind,
-        reasons,
-    )
-    return RedirectResponse(f"/drafts/{draft.id}", status_code=303)
 
 
 # --- the account timeline ---------------------------------------------------------------------
