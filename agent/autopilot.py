@@ -1,6 +1,6 @@
 """Autopilot runs: draft every due cadence step and follow-up, let the guardrails decide, store.
 
-``run_autopilot`` selects the due items (``tools.autopilot_select``), drafts them with bounded
+``run_autopilot`` selects the due items (``tools.outreach.due``), drafts them with bounded
 concurrency through one ``Drafter`` (one model, one policy engine), stores each draft with its
 decision, and records an ``AutopilotRun`` with the summary.
 
@@ -52,17 +52,10 @@ from memory.models import (
 )
 from policies.engine import PolicyEngine
 from policies.engine import engine_for as policy_engine_for
-from tools import account360 as a360
 from tools.admin.segments import step_modes
-from tools.autopilot_select import (
-    DueItem,
-    existing_run_keys,
-    promise_reminder_items,
-    select_due,
-)
-from tools.consolidation import consolidate
-from tools.gc_pauses import fewer_gc_pauses  # noqa: F401 - used by autopilot_flow and tests
-from tools.grounding import (
+from tools.commitments.plans import evaluate_plans
+from tools.commitments.promises import due_reminders, evaluate_promises
+from tools.grounding.check import (
     UNSEGMENTED,
     OrgSwitches,
     OutreachContext,
@@ -72,10 +65,17 @@ from tools.grounding import (
     promise_facts_by_customer,
     touches_by_contact,
 )
-from tools.grounding import InvoiceFacts as PolicyInvoice
-from tools.plans import evaluate_plans
-from tools.policy_admin import policy_set_for
-from tools.promises import due_reminders, evaluate_promises
+from tools.grounding.check import InvoiceFacts as PolicyInvoice
+from tools.insights import account360 as a360
+from tools.kit.gc_pauses import fewer_gc_pauses  # noqa: F401 - used by autopilot_flow and tests
+from tools.ledger.policy_overrides import policy_set_for
+from tools.outreach.consolidation import consolidate
+from tools.outreach.due import (
+    DueItem,
+    existing_run_keys,
+    promise_reminder_items,
+    select_due,
+)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -275,8 +275,9 @@ def _sweep_commitments(
     segment: str | None,
     summary: AutopilotSummary,
 ) -> tuple[list[DueItem], Counter[str]]:
-    """Mark missed promises and installments (``tools.promises.evaluate_promises``,
-    ``tools.plans.evaluate_plans``), then return the promise reminders due today as items.
+    """Mark missed promises and installments (``tools.commitments.promises.evaluate_promises``,
+    ``tools.commitments.plans.evaluate_plans``), then return the promise reminders due today as
+    items.
 
     The sweeps are the ledger's own bookkeeping (idempotent, audited, organisation-wide); they
     run before selection so today's follow-ups see today's statuses. Reminders are drafted once

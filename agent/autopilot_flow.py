@@ -52,7 +52,7 @@ from sqlalchemy.pool import QueuePool
 from memory import durable
 from memory.config import Settings
 from memory.db import make_engine, session_factory
-from tools.autopilot_select import DueItem
+from tools.outreach.due import DueItem
 
 log = logging.getLogger("plixo.autopilot")
 
@@ -114,7 +114,7 @@ def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
     Embedded, the process takes work from the Autopilot queues only: no delivery and no
     scheduled workflow (a sweep or a mailbox sync picked up as the command ends would hold its
     exit); workers run those."""
-    import tools.delivery_flow  # noqa: F401 - every workflow registered before launch
+    import tools.delivery.flow  # noqa: F401 - every workflow registered before launch
 
     ident = durable.launch(settings, sessions, kind="embedded", listen=[CHUNK_QUEUE, MODEL_QUEUE])
     with sessions() as session:

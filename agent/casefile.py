@@ -49,16 +49,17 @@ from prompts.registry import (
     template_languages,
     templates,
 )
-from tools import account360 as a360
-from tools.consolidation import (
+from tools.commitments.promises import covered_invoices
+from tools.grounding.check import extract_facts, invoice_shapes
+from tools.insights import account360 as a360
+from tools.kit.formatting import format_amount, format_day, locale_for
+from tools.outreach.consolidation import (
     GROUP_FINAL_TEMPLATE,
     GROUP_TEMPLATE,
     listing_amounts,
     listing_lines,
     listing_totals,
 )
-from tools.grounding import extract_facts, format_amount, format_day, invoice_shapes, locale_for
-from tools.promises import covered_invoices
 
 MAX_CASE_INVOICES = 15
 #: An SMS is at most two concatenated segments; longer texts are split or cut by carriers.
@@ -683,7 +684,8 @@ Length = Literal["normal", "short"]
 #: Templates about a promise (its amount and date are stated); a case without one gets the generic.
 PROMISE_TEMPLATES = frozenset({"promise_broken", "promise_reminder"})
 #: Statement-style templates: every invoice under its aging-bucket heading, with totals per
-#: currency (``tools.consolidation.listing_lines``); the second is the final-notice wording of a
+#: currency (``tools.outreach.consolidation.listing_lines``); the second is the final-notice
+#: wording of a
 #: consolidated message one of whose invoices reached its final notice.
 STATEMENT_TEMPLATES = frozenset({GROUP_TEMPLATE, GROUP_FINAL_TEMPLATE})
 #: Templates that list every invoice of the case (the others are about the first invoice only).

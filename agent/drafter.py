@@ -14,7 +14,8 @@ The flow (``Drafter.draft``):
 5. the guardrails decide on ``send_draft`` with facts from the ledger and from grounding (Shadow
    Mode, quiet hours, caps, disputes, promises, content);
 6. the draft is stored with its decision, model, prompt version, tokens and latency through
-   ``tools.drafts.store_new_draft`` (held drafts with the hold reason), in the caller's transaction.
+   ``tools.drafts.service.store_new_draft`` (held drafts with the hold reason), in the caller's
+   transaction.
 
 Nothing here sends anything: at best a draft is ``approved`` by the rules, and delivery is the
 outbox's job.
@@ -69,9 +70,9 @@ from policies.engine import engine_for as policy_engine_for
 from policies.facts import PromiseFacts
 from policies.types import ActionType
 from prompts.registry import Prompt, load
-from tools import draft_lifecycle as lifecycle
-from tools.drafts import status_for_decision, store_new_draft, supersede_older
-from tools.grounding import (
+from tools.drafts import lifecycle
+from tools.drafts.service import status_for_decision, store_new_draft, supersede_older
+from tools.grounding.check import (
     DeclaredFacts,
     GroundingReport,
     LedgerTruth,
@@ -83,7 +84,7 @@ from tools.grounding import (
     outreach_context,
     send_draft_facts,
 )
-from tools.policy_admin import policy_set_for
+from tools.ledger.policy_overrides import policy_set_for
 
 T = TypeVar("T")
 MAX_HOLD_CHARS = 1_000
@@ -551,7 +552,8 @@ class Drafter:
         """Persist a batch of composed drafts in two round trips (the drafts, then their audit
         events) instead of a flush per draft; flushed, not committed.
 
-        Same rows as ``store`` one by one (``tools.drafts.store_new_draft`` for decided drafts,
+        Same rows as ``store`` one by one (``tools.drafts.service.store_new_draft`` for decided
+        drafts,
         ``store_held_draft`` for held ones): the first state from the decision
         (``status_for_decision``), and one ``draft.created`` event each.
         """

@@ -9,7 +9,7 @@ dispute waiting in the mailbox is invisible on Today's Focus until someone does.
 configured (``PLIXO_IMAP_HOST``) or the cron is empty. It is safe anywhere and any number of
 times: every worker applies the same schedule at launch (DBOS replaces it atomically, and one
 scheduled time runs once whatever the number of workers), and a sync that overlaps another (a
-long one, a person's ``plixo mailbox sync``) stores each message once (``tools.mailbox``).
+long one, a person's ``plixo mailbox sync``) stores each message once (``tools.replies.mailbox``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from memory import clock, durable
 from memory.config import Settings
-from tools import mailbox
+from tools.replies import mailbox
 
 log = logging.getLogger("plixo.mailbox")
 
@@ -51,7 +51,7 @@ def sync_configured(
     session: Session, settings: Settings, *, org: str | None = None, now: datetime | None = None
 ) -> mailbox.SyncResult:
     """Read the configured mailbox into its organisation, replies triaged by the agent.
-    Raises ``tools.mailbox.MailboxError`` (what to check) when it cannot be read."""
+    Raises ``tools.replies.mailbox.MailboxError`` (what to check) when it cannot be read."""
     now = now or clock.now()
     return mailbox.sync_configured(
         session, settings, org=org, triage=reply_triage(settings, now), now=now

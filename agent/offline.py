@@ -57,15 +57,9 @@ from agent.schemas import (
 )
 from agent.wording import LANG_WORDS, fold_text
 from memory.money import exponent
-from tools import labels
-from tools.grounding import (
-    StatedFacts,
-    detect_language,
-    extract_facts,
-    format_amount,
-    format_day,
-    invoice_shapes,
-)
+from tools.grounding.check import StatedFacts, detect_language, extract_facts, invoice_shapes
+from tools.kit import labels
+from tools.kit.formatting import format_amount, format_day
 
 # --- reading the conversation --------------------------------------------------------------------
 
@@ -624,7 +618,7 @@ def _affirmed(rx: re.Pattern[str], folded: str) -> bool:
 
 
 def dispute_reason(folded: str) -> str | None:
-    """Why the payer contests the invoice (``tools.disputes.REASONS`` keys), or None."""
+    """Why the payer contests the invoice (``tools.commitments.disputes.REASONS`` keys), or None."""
     for reason, rx in _DISPUTE.items():
         if reason == "quantity" and _quantity_mismatch(folded):
             return reason

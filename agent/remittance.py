@@ -49,7 +49,7 @@ from tools.cashapp.applying import get_line
 from tools.cashapp.copilot import COPILOT_ACTOR, store_proposal
 from tools.cashapp.matching import digit_key, normalise
 from tools.cashapp.schemas import COPILOT_SPLIT, Allocation, Suggestion
-from tools.policy_admin import policy_set_for
+from tools.ledger.policy_overrides import policy_set_for
 
 PROMPT = "remittance"
 MAX_TEXT_CHARS = 4_000

@@ -65,27 +65,27 @@ from memory.models import (
 from policies.engine import engine_for as policy_engine_for
 from policies.types import ActionType
 from prompts.registry import load
-from tools import account360 as a360
-from tools import draft_lifecycle as lifecycle
-from tools.disputes import REASONS
-from tools.drafts import (
+from tools.commitments.disputes import REASONS
+from tools.drafts import lifecycle
+from tools.drafts.service import (
     EDITABLE,
     InvalidDraftInput,
     InvalidTransition,
     ensure_original_turn,
     get_draft,
 )
+from tools.insights import account360 as a360
 
 if TYPE_CHECKING:
     from memory.recall import Recall
 
-from tools.grounding import (
+from tools.grounding.check import (
     LedgerTruth,
     ledger_truth,
     outreach_context,
     send_draft_facts,
 )
-from tools.policy_admin import policy_set_for
+from tools.ledger.policy_overrides import policy_set_for
 
 MAX_INSTRUCTION_CHARS = 1_000
 #: The one ledger change each reply class may propose when the reply looks like an injection.
@@ -423,7 +423,7 @@ def revise_draft(
     back to pending review: a person still approves it). A rewrite that fails grounding twice, or
     a model failure, is recorded on the co-pilot turn and leaves the draft's text unchanged.
     Flushed, not committed. Raises ``DraftNotFound`` / ``InvalidTransition`` /
-    ``InvalidDraftInput`` (tools.drafts) for a foreign draft, a closed draft or an empty
+    ``InvalidDraftInput`` (tools.drafts.service) for a foreign draft, a closed draft or an empty
     instruction.
     """
     text, draft = _revisable_draft(session, org_id, draft_id, instruction)
@@ -727,7 +727,8 @@ _REASON_ALIASES = {
 
 def dispute_reason_key(reason: str | None) -> str:
     """A model's free wording of a dispute reason ("price", "not delivered") as the dispute
-    workflow's key (``tools.disputes.REASONS``), so an accepted proposal is not refused for a
+    workflow's key (``tools.commitments.disputes.REASONS``), so an accepted proposal is not refused
+    for a
     synonym; anything unrecognised is "other"."""
     folded = fold_text(reason or "").strip()
     key = re.sub(r"[\s-]+", "_", folded)

@@ -19,7 +19,7 @@ from pydantic_ai.toolsets import FunctionToolset
 
 from agent.deps import AgentDeps
 from agent.safety import fence
-from tools import account360 as a360
+from tools.insights import account360 as a360
 
 
 def _dump(model: Any) -> Any:

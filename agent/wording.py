@@ -19,7 +19,8 @@ LANG_WORDS: tuple[tuple[str, str], ...] = (
     (r"\b(in spanish|auf spanisch|en espagnol|en espa[nñ]ol)\b", "es"),
 )
 
-#: Word beginnings that name each dispute reason (``tools.disputes.REASONS``), in en/de/fr/es.
+#: Word beginnings that name each dispute reason (``tools.commitments.disputes.REASONS``), in
+#: en/de/fr/es.
 _REASON_WORDS: dict[str, tuple[str, ...]] = {
     "pricing": ("price", "pricing", "rate", "overcharg", "preis", "prix", "tarif", "precio"),
     "quantity": ("quantit", "menge", "cantidad", "count", "too many", "zu viele"),

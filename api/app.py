@@ -16,7 +16,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -26,19 +25,16 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import SESSION_COOKIE, system_clock, wants_html
+from api.pages import templates
 from api.queue_cache import QueueCacheMiddleware, QueuePageCache
 from api.security import SecurityHeadersMiddleware
 from api.uploads import PortalUploadGuard
 from memory.config import Settings, get_settings
 from memory.db import make_engine, session_factory
 from memory.errors import PlixoError
-from tools import labels
-from tools.sessions import LoginLimiter
+from tools.admin.sessions import LoginLimiter
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
-# Money as money on every page: the currency's own digits ("$999.00", never "$999").
-templates.env.filters["money"] = lambda minor, currency="USD": labels.money(minor, currency)
 
 SESSION_MAX_AGE_S = 8 * 3600  # a working day; an expired session logs in again
 
@@ -49,22 +45,22 @@ UPLOAD_BODY_LIMIT = 25 * 1024 * 1024
 UPLOAD_PREFIXES = ("/portal", "/api/portal", "/api/disputes", "/disputes")
 
 ROUTER_MODULES = (
-    "api.routes.auth",
-    "api.routes.review",
-    "api.routes.review_pages",
-    "api.routes.replies",
-    "api.routes.commitments",
-    "api.routes.insights",
-    "api.routes.portal",
-    "api.routes.stripe_webhook",
-    "api.routes.slack",
-    "api.routes.conversation_pages",
-    "api.routes.admin",
-    "api.routes.cashapp",
-    "api.routes.commitment_pages",
-    "api.routes.dispute_pages",
-    "api.routes.message_pages",
-    "api.routes.inbox_pages",
+    "api.routes.auth.endpoints",
+    "api.routes.review.endpoints",
+    "api.routes.review.pages",
+    "api.routes.conversations.replies",
+    "api.routes.commitments.endpoints",
+    "api.routes.insights.endpoints",
+    "api.routes.portal.endpoints",
+    "api.routes.webhooks.stripe",
+    "api.routes.webhooks.slack",
+    "api.routes.conversations.pages",
+    "api.routes.admin.endpoints",
+    "api.routes.cashapp.endpoints",
+    "api.routes.commitments.pages",
+    "api.routes.commitments.dispute_pages",
+    "api.routes.conversations.messages",
+    "api.routes.inbox.pages",
 )
 
 log = logging.getLogger("plixo.api")

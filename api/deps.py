@@ -25,8 +25,8 @@ from memory import clock
 from memory.config import Settings
 from memory.models import Persona, User
 from policies.access import access_matrix, allowed
-from tools.sessions import snapshot_for_session, user_for_session
-from tools.users import CallerSnapshot, snapshot_for_token, user_for_token
+from tools.admin.sessions import snapshot_for_session, user_for_session
+from tools.ledger.users import CallerSnapshot, snapshot_for_token, user_for_token
 
 SESSION_COOKIE = "plixo_session"
 
@@ -379,11 +379,14 @@ def template_context(request: Request, user: User | None, **extra: Any) -> dict[
 
 def page_words(request: Request, user: User | None) -> dict[str, Any]:
     """Labels, plurals, dates in the reader's locale and the header's unread count for pages
-    (``tools.labels``, ``tools.notifications``); the count is read only if the page shows it."""
+    (``tools.kit.labels``, ``tools.inbox.notifications``); the count is read only if the page
+    shows it."""
     from sqlalchemy import inspect as sa_inspect
 
     from memory.models import Organisation
-    from tools import disputes, labels, notifications
+    from tools.commitments import disputes
+    from tools.inbox import notifications
+    from tools.kit import labels
 
     locale = labels.locale_from_header(request.headers.get("accept-language"))
     session = sa_inspect(user).session if user is not None else None

@@ -8,7 +8,8 @@ so a page is never staler than the ledger, across processes and workers alike.
 
 Two places serve from the cache:
 
-* ``GET /api/queue`` (``api/routes/review.py``) builds and stores pages: FastAPI validates the
+* ``GET /api/queue`` (``api/routes/review/endpoints.py``) builds and stores pages: FastAPI
+validates the
   query, the access matrix is checked, and a miss runs the queue query;
 * :class:`QueueCacheMiddleware` answers a *bearer-token* request for a page that is already cached
   before routing, after the same token lookup and access-matrix check. On anything else (no or
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import bearer_token, db_slots
 from policies.access import allowed
-from tools.users import CallerSnapshot, snapshot_for_token
+from tools.ledger.users import CallerSnapshot, snapshot_for_token
 
 QUEUE_PATH = "/api/queue"
 QUEUE_PERMISSION = "view_queue"

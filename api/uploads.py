@@ -16,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tools import disputes, portal
-from tools.portal import PortalDenied
+from tools.commitments import disputes
+from tools.portal import access as portal
+from tools.portal.access import PortalDenied
 
 UPLOAD_PATH = re.compile(r"^/portal/([^/]+)/disputes(?:/\d+/evidence)?/?$")
 FORM_OVERHEAD = 64 * 1024  # the form's other fields and the multipart boundaries
@@ -69,6 +70,6 @@ class PortalUploadGuard:
 
 
 def _page(request: Request, status_code: int, message: str) -> Response:
-    from api.routes.portal import _render
+    from api.routes.portal.endpoints import _render
 
     return _render(request, "portal_error.html", status_code, message=message)

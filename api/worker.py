@@ -10,7 +10,7 @@ into ``worker_heartbeat``; one not seen for ``PLIXO_WORKER_STALE_S`` is presumed
 workers hand its pending workflows back to their queues (idempotent: DBOS re-enqueues a workflow
 only while it is still pending on the dead executor), then forget it. A presumed-dead worker that
 was only slow cannot send twice: the hand-off step commits its attempt first and a live holder is
-never overtaken (``tools.outbox``).
+never overtaken (``tools.delivery.outbox``).
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def start(
     workers run them."""
     import agent.autopilot_flow  # noqa: F401 - registers the Autopilot workflows and queues
     import agent.mailbox_sync  # noqa: F401 - the payers' replies, read every few minutes
-    import tools.admin.domain_schedule  # noqa: F401 - the daily sending-domain re-check
-    import tools.delivery_flow  # noqa: F401 - registers the delivery workflows and queues
-    import tools.notification_schedule  # noqa: F401 - breached SLAs and missed promises
-    from tools.delivery_flow import DEFERRED_QUEUE, DELIVERY_QUEUE
+    import tools.delivery.domain_schedule  # noqa: F401 - the daily sending-domain re-check
+    import tools.delivery.flow  # noqa: F401 - registers the delivery workflows and queues
+    import tools.inbox.notification_schedule  # noqa: F401 - breached SLAs and missed promises
+    from tools.delivery.flow import DEFERRED_QUEUE, DELIVERY_QUEUE
 
     listen = None if schedules else [DELIVERY_QUEUE, DEFERRED_QUEUE]
     ident = durable.launch(settings, sessions, kind=kind, listen=listen)
@@ -93,7 +93,7 @@ def tick(
     settings: Settings, sessions: sessionmaker[Session], ident: str, into: WorkerResult
 ) -> None:
     """One round: heartbeat, recovery of the dead, dispatch of new deliveries."""
-    from tools import delivery_flow
+    from tools.delivery import flow as delivery_flow
 
     with sessions() as session:
         durable.beat(session, ident)
@@ -117,7 +117,7 @@ def run_worker(
     removed, so nothing new is picked up while the process exits, and the heartbeat is removed
     only if no workflow is left marked as running here; otherwise it goes stale and a live worker
     recovers those workflows (a removed heartbeat would have stranded them)."""
-    from tools import delivery_flow
+    from tools.delivery import flow as delivery_flow
 
     ident = start(settings, sessions, schedules=not once)
     result = WorkerResult(executor_id=ident)
@@ -291,7 +291,7 @@ def act_on_workflow(
     """Retry (resume a cancelled one, fork a failed one from the start) or cancel a workflow of
     this ledger, as a person holding ``manage_delivery``; audited in that person's organisation."""
     from policies.access import allowed
-    from tools import audit
+    from tools.kit import audit
 
     with sessions() as session:
         key = durable.ledger_key(session)

@@ -1,6 +1,7 @@
 """Scenario → ledger: the rows a scenario describes, and the truth a draft about it may state.
 
-Why the truth is computed here, from the scenario, and not read back through ``tools/grounding``:
+Why the truth is computed here, from the scenario, and not read back through
+``tools/grounding/check``:
 the evals check the agent, and grounding is part of the agent's machinery. Deriving the allowed
 amounts and dates independently (same categories: invoice amounts and balances, paid parts, open
 and overdue totals, promises, plans, installments, payments; due, issue, promise, installment,
@@ -58,8 +59,8 @@ from memory.models import (
     Segment,
     User,
 )
-from tools.account360 import pay_link
-from tools.grounding import locale_for
+from tools.insights.account360 import pay_link
+from tools.kit.formatting import locale_for
 
 #: Cadence steps every eval organisation has: (template, day offset, tone). The drafter may look
 #: up the step by template name.

@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     def worker_connection_budget(self) -> int:
         """The most database connections one worker process opens: its ledger pool (with
         overflow), DBOS's system-database pool, DBOS's notification listener and the two of
-        the DKIM key lookup (``tools.dkim_signing``)."""
+        the DKIM key lookup (``tools.delivery.dkim``)."""
         return self.ledger_pool_size + self.ledger_max_overflow + self.dbos_pool_size + 3
 
     @property

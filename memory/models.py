@@ -830,7 +830,8 @@ class CustomerRiskSnapshot(Base):
     """Each customer's payment history as of a day, with the risk model's customer part.
 
     Why it exists: Today's Focus ranks every open invoice (a million in the benchmark) in one query;
-    aggregating the whole history per request is too slow, so ``tools/risk.py`` keeps one row per
+    aggregating the whole history per request is too slow, so ``tools/insights/risk.py`` keeps one
+    row per
     customer, refreshed when the day, the model version or the ledger changes. The invoice's own
     terms (amount, channel, dispute, days late) are still computed live.
     """
@@ -1130,7 +1131,7 @@ class ConfigVersion(Base):
 class SendingDomain(Base):
     """The organisation's sending domain: its DKIM key pair, the records to publish, the last check.
 
-    The private key signs outgoing mail (tools/dkim_signing.py); it is never shown or logged.
+    The private key signs outgoing mail (tools/delivery/dkim.py); it is never shown or logged.
     """
 
     __tablename__ = "sending_domain"
@@ -1153,7 +1154,7 @@ class SendingDomain(Base):
 
 class CashLineStatus(enum.StrEnum):
     EXCEPTION = "exception"  # waiting for a person in the exceptions queue
-    APPLIED = "applied"  # posted through tools/payments.py (by a person or by auto-apply)
+    APPLIED = "applied"  # posted through tools/payments/posting.py (by a person or by auto-apply)
     PARKED = "parked"  # unapplied cash: kept on the line, on no invoice, until someone acts
     IGNORED = "ignored"  # not a customer payment (a debit, a bank's own entry)
 

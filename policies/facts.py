@@ -270,7 +270,8 @@ class EnableAutopilotFacts(_Actor):
     segment: Name
     data_ready_score: Score
     sending_domain_verified: StrictBool
-    # The segment's Shadow Mode record (tools/shadow_agreement.py): of its last drafts a person
+    # The segment's Shadow Mode record (tools/drafts/shadow_agreement.py): of its last drafts a
+    # person
     # decided (at most the policy's window), how many were approved unchanged. Absent while the
     # policy requires a minimum: blocked (fail closed).
     shadow_decided: NonNegInt | None = None

@@ -28,8 +28,8 @@ from memory.models import (
     PromiseStatus,
 )
 from tests.agent.factories import AS_OF, NOW, Builder, Ledger, small_ledger
-from tools import autopilot_select as sel
-from tools.autopilot_select import UnknownSegment, select_due
+from tools.outreach import due as sel
+from tools.outreach.due import UnknownSegment, select_due
 
 
 def _busy_ledger(session: Session) -> tuple[Ledger, dict[str, Any]]:

@@ -20,7 +20,7 @@ from memory.models import (
 )
 from policies.facts import SendDraftFacts
 from tests.agent.factories import AS_OF, NOW, Ledger, small_ledger
-from tools.promises import REMINDER_RUN_KEY
+from tools.commitments.promises import REMINDER_RUN_KEY
 
 
 def _ledger(session: Session) -> tuple[Ledger, dict[str, object]]:

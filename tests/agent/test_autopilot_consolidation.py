@@ -31,12 +31,14 @@ from memory.models import (
 from tests.agent.factories import AS_OF, NOW, Builder
 from tests.agent.models_for_tests import tampering
 from tests.api.smtp_server import SmtpSink, start_smtp
-from tests.tools.test_consolidation import _book
-from tools import delivery_flow, drafts, outbox
-from tools.autopilot_select import select_due
-from tools.consolidation import group_due, payer_lines
-from tools.grounding import format_amount
-from tools.statement import unavailable
+from tests.tools.outreach.test_consolidation import _book
+from tools.delivery import flow as delivery_flow
+from tools.delivery import outbox
+from tools.drafts import service as drafts
+from tools.kit.formatting import format_amount
+from tools.ledger.statement import unavailable
+from tools.outreach.consolidation import group_due, payer_lines
+from tools.outreach.due import select_due
 
 EUR_TOTAL = 400_000 + 150_000 + 75_050
 USD_TOTAL = 990_000 + 12_345 + 500_000

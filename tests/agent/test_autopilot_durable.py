@@ -26,7 +26,7 @@ from memory.config import Settings
 from memory.models import Draft
 from tests.agent.factories import NOW, Builder
 from tests.benchmarks.bench_autopilot import AS_OF, build_ledger
-from tools.autopilot_select import DueItem
+from tools.outreach.due import DueItem
 
 REPO = Path(__file__).resolve().parents[2]
 N = 300

@@ -26,9 +26,9 @@ from agent.drafter import Drafter, Prepared
 from memory.config import Settings
 from memory.models import AuditEvent, Draft, DraftKind, DraftPersona
 from tests.agent.factories import AS_OF, NOW, Ledger, small_ledger
-from tools import account360 as a360
-from tools.autopilot_select import select_due
-from tools.grounding import OrgSwitches, _occurrences
+from tools.grounding.check import OrgSwitches, _occurrences
+from tools.insights import account360 as a360
+from tools.outreach.due import select_due
 
 
 def test_bulk_invoice_details_equal_the_one_by_one_answer(

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from api.cli import app
+from api.cli.main import app
 from memory.config import get_settings
 from memory.models import Draft
 from tests.agent.factories import small_ledger

@@ -16,7 +16,7 @@ from agent.pricing import price_for, price_table
 from memory.config import Settings
 from memory.models import DraftCost
 from tests.agent.factories import NOW, Ledger
-from tools.draft_costs import cost_per_100_drafts
+from tools.drafts.costs import cost_per_100_drafts
 
 
 def _named(name: str) -> FunctionModel:

@@ -220,7 +220,7 @@ def test_ordinary_replies_raise_no_signal(reply: str) -> None:
 def test_other_organisations_cannot_be_triaged(session: Session, settings: Settings) -> None:
     a = small_ledger(session)
     b = small_ledger(session)
-    from tools.account360 import NotInOrganisation
+    from tools.insights.account360 import NotInOrganisation
 
     with pytest.raises(NotInOrganisation):
         triage_reply(session, a.org.id, b.customer.id, "We will pay on Friday.", settings)

@@ -74,10 +74,10 @@ def test_reply_classes_in_several_languages(reply: str, future: bool, expected: 
     ],
 )
 def test_dispute_reasons_are_the_ledgers_reasons(reply: str, reason: str) -> None:
-    from tools.disputes import REASONS
+    from tools.commitments.disputes import REASONS
 
     assert dispute_reason(fold_text(reply)) == reason
-    assert reason in REASONS  # acceptable to tools.disputes.open_dispute as it is
+    assert reason in REASONS  # acceptable to tools.commitments.disputes.open_dispute as it is
 
 
 def test_german_ooo_through_the_agent(session: Session, settings: Settings) -> None:

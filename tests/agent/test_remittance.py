@@ -44,7 +44,7 @@ from tests.agent.factories import settings_for
 from tools.cashapp import applying, service
 from tools.cashapp.copilot import ignore_proposal, proposal_of
 from tools.cashapp.schemas import COPILOT_SPLIT, Suggestion
-from tools.plans import PolicyRefused
+from tools.commitments.plans import PolicyRefused
 
 NOW = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
 BOOKED = date(2026, 12, 3)

@@ -18,7 +18,7 @@ from memory.config import Settings
 from memory.models import DisputeStatus, Draft, DraftRevision, DraftStatus, PromiseStatus
 from tests.agent.factories import AS_OF, NOW, Builder, Ledger
 from tests.agent.models_for_tests import failing, scripted, tampering
-from tools.drafts import DraftNotFound, InvalidDraftInput, InvalidTransition
+from tools.drafts.service import DraftNotFound, InvalidDraftInput, InvalidTransition
 
 
 @pytest.fixture
@@ -217,7 +217,7 @@ def test_inspector_failure_and_scope(session: Session, ledger: Ledger, settings:
     other = Builder.new_org(session)
     stranger_invoice = other.invoice(other.customer("X"), number="INV-1")
     session.commit()
-    from tools.account360 import NotInOrganisation
+    from tools.insights.account360 import NotInOrganisation
 
     with pytest.raises(NotInOrganisation):
         _rec(session, ledger, settings, invoice_id=stranger_invoice.id)
@@ -311,7 +311,7 @@ def test_triage_failure_and_bad_input(session: Session, ledger: Ledger, settings
     other = Builder.new_org(session)
     stranger = other.customer("X")
     session.commit()
-    from tools.account360 import NotInOrganisation
+    from tools.insights.account360 import NotInOrganisation
 
     with pytest.raises(NotInOrganisation):
         triage_reply(session, ledger.org.id, stranger.id, "We will pay", settings)

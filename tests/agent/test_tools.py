@@ -16,7 +16,7 @@ from agent.deps import AgentDeps, OutOfScope
 from memory.config import Settings
 from memory.recall import Recall, RecallItem
 from tests.agent.factories import AS_OF, NOW, Builder, Ledger
-from tools.account360 import NotInOrganisation
+from tools.insights.account360 import NotInOrganisation
 
 
 def _ctx(deps: AgentDeps) -> RunContext[AgentDeps]:

@@ -31,10 +31,10 @@ from memory.models import (
     Segment,
     User,
 )
-from tools.account360 import pay_link
-from tools.drafts import make_recheck, store_new_draft
-from tools.grounding import format_amount, format_day
-from tools.users import hash_password, issue_api_token
+from tools.drafts.service import make_recheck, store_new_draft
+from tools.insights.account360 import pay_link
+from tools.kit.formatting import format_amount, format_day
+from tools.ledger.users import hash_password, issue_api_token
 
 NOW = datetime(2025, 10, 7, 18, 0, tzinfo=UTC)  # Tuesday 14:00 in New York
 TZ = "America/New_York"

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from api.app import create_app
-from api.cli import app as cli_app
+from api.cli.main import app as cli_app
 from memory.config import Settings
 from memory.models import AuditEvent, Invitation, Organisation, Persona, User
 from tests.api.factories import NOW, Seeded, seed_review, settings_for

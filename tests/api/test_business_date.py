@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from api.app import create_app
-from api.cli import app
+from api.cli.main import app
 from memory import clock
 from memory.config import Settings
 from memory.db import session_factory
@@ -38,11 +38,11 @@ from memory.models import (
     User,
     UTCDateTime,
 )
-from tools.date_wording import date_wording_problems
-from tools.demo import DEMO_SLUG, build_demo
-from tools.drafts import SUPERSEDABLE
-from tools.orgs import get_org
-from tools.users import issue_api_token
+from tools.demo.builder import DEMO_SLUG, build_demo
+from tools.drafts.service import SUPERSEDABLE
+from tools.grounding.date_wording import date_wording_problems
+from tools.ledger.orgs import get_org
+from tools.ledger.users import issue_api_token
 
 NY = ZoneInfo("America/New_York")
 SATURDAY_LATE = datetime(2026, 12, 5, 23, 30, tzinfo=NY)  # 2026-12-06 04:30 UTC, a Sunday

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from api.cli import app
+from api.cli.main import app
 from tests.tools.cashapp_files import Entry, mt940
 
 runner = CliRunner()

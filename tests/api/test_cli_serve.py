@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 from typer.testing import CliRunner
 
-from api.cli import app
+from api.cli.main import app
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from memory.models import PaymentPlan, Persona, PlanStatus, PromiseToPay
 from tests.api.factories import NOW, Seeded, make_customer, make_invoice
 from tests.api.review_fixtures import app, client, csrf_of, login, seeded, settings  # noqa: F401
-from tools import plans
+from tools.commitments import plans
 
 
 def _eur_customer(session: Session, seeded: Seeded, amount: int = 1_850_000):  # type: ignore[no-untyped-def]
@@ -144,7 +144,7 @@ def test_send_reminder_drafts_through_the_guardrails_and_waits_for_review(
     client: TestClient, seeded: Seeded, session: Session
 ) -> None:
     from memory.models import Draft, DraftStatus
-    from tools import promises
+    from tools.commitments import promises
 
     customer = make_customer(session, seeded.org, seeded.segment, name="Harbour Foods Ltd")
     inv = make_invoice(
@@ -218,7 +218,7 @@ def _assert_words(html: str, page: str) -> None:
 def _commitments(session: Session, seeded: Seeded) -> dict[str, int]:
     """A promise due today, a missed one, a running plan one installment behind, a plan waiting
     for the Controller and a dispute, all on one account (the seeded drafts' first customer)."""
-    from tools import disputes, promises
+    from tools.commitments import disputes, promises
 
     org, c = seeded.org, seeded.customers[0]
     collector = seeded.users[Persona.COLLECTOR]

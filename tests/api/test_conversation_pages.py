@@ -17,8 +17,9 @@ from memory.models import Draft, OutboxMessage, Persona, PromiseToPay
 from tests.api.factories import NOW, Seeded
 from tests.api.review_fixtures import app, client, csrf_of, login, seeded, settings  # noqa: F401
 from tests.tools import mail_samples as samples
-from tools import drafts, mailbox
-from tools.mail_reading import read_mail
+from tools.drafts import service as drafts
+from tools.replies import mailbox
+from tools.replies.mail_reading import read_mail
 
 
 def _reply(session: Session, seeded: Seeded, settings: Settings, body: str) -> int:  # noqa: F811
@@ -112,7 +113,8 @@ def test_statement_downloads_from_account_360_and_the_mini_portal(
     session: Session,
     seeded: Seeded,  # noqa: F811
 ) -> None:
-    from tools import portal, statement
+    from tools.ledger import statement
+    from tools.portal import access as portal
 
     if statement.unavailable():
         pytest.skip(str(statement.unavailable()))

@@ -29,8 +29,8 @@ from memory.models import (
 from tests.api.factories import NOW, Seeded
 from tests.api.review_fixtures import app, client, csrf_of, login, seeded, settings  # noqa: F401
 from tests.api.test_workspace_pages import assert_words
-from tools import disputes
-from tools.grounding import format_amount, format_day, locale_for
+from tools.commitments import disputes
+from tools.kit.formatting import format_amount, format_day, locale_for
 
 
 def _open(session: Session, seeded: Seeded) -> Dispute:
@@ -176,7 +176,7 @@ def test_a_viewer_sees_no_reply_form_and_cannot_post_one(
 def test_a_credit_issued_reply_on_a_fully_credited_invoice_is_queued_and_still_true_at_send(
     client: TestClient, session: Session, seeded: Seeded
 ) -> None:
-    from tools.send_check import recheck_before_send
+    from tools.delivery.send_check import recheck_before_send
 
     d = _open(session, seeded)
     invoice = session.get(Invoice, d.invoice_id)

@@ -37,7 +37,7 @@ from tests.api.test_workspace_browser import (  # noqa: F401 - fixtures
     seeded,
     shots,
 )
-from tools import disputes
+from tools.commitments import disputes
 
 
 def test_legal_sends_a_dispute_reply_template_that_arrives_without_a_pay_link(

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from memory.models import Customer, CustomerRiskSnapshot, Invoice, InvoiceStatus, Organisation
 from tests.api.test_insights import auth, book, client  # noqa: F401 - fixtures
-from tests.tools.test_focus import Book
-from tools import importer
+from tests.tools.insights.test_focus import Book
+from tools.imports import importer
 
 
 def _import_new_overdue_customer(session: Session, org: Organisation, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from schemathesis.core.result import Ok
 from sqlalchemy.orm import Session
 
 from api.app import create_app
-from api.routes.auth import limiter
+from api.routes.auth.endpoints import limiter
 from memory import migrate
 from memory.db import make_engine, session_factory
 from memory.models import Organisation, Persona

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from api.app import create_app
 from memory.config import Settings
 from memory.models import Organisation
-from tests.tools.test_focus import Book, build_book
-from tools.users import issue_api_token
+from tests.tools.insights.test_focus import Book, build_book
+from tools.ledger.users import issue_api_token
 
 
 @pytest.fixture

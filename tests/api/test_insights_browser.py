@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from memory.config import Settings
 from memory.models import Contact, Organisation
 from tests.api.browser import MARKS, browser, login, new_page, shots  # noqa: F401 - fixtures
-from tests.tools.test_focus import Book, build_book
+from tests.tools.insights.test_focus import Book, build_book
 
 PASSWORDS = {
     "collector1": "pw-collector-1",

@@ -2,7 +2,7 @@
 
 Done when: for the default period and for a one-day period, DSO and average days delinquent lie
 in [0, 365] and CEI in [0, 100] on the demo, and match a hand computation on a fixture
-(tests/tools/test_metric_windows.py has the arithmetic)."""
+(tests/tools/insights/test_metric_windows.py has the arithmetic)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from memory.models import Organisation, Persona, User
 from tests.api.test_insights import client  # noqa: F401 - fixture
-from tests.tools.test_metric_windows import build_small_ledger
-from tools import metrics
-from tools.account360 import org_today
-from tools.demo import build_demo
-from tools.users import issue_api_token
+from tests.tools.insights.test_metric_windows import build_small_ledger
+from tools.demo.builder import build_demo
+from tools.insights import metrics
+from tools.insights.account360 import org_today
+from tools.ledger.users import issue_api_token
 
 
 def _bearer(session: Session, user: User) -> dict[str, str]:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from api.app import create_app
-from api.cli import app as cli_app
+from api.cli.main import app as cli_app
 from memory import durable
 from memory.models import Draft, Organisation, SendingDomain
 from tests.api.browser import MARKS, launch, login, new_page
@@ -33,9 +33,9 @@ from tests.api.factories import settings_for
 from tests.api.review_fixtures import LiveServer
 from tests.api.smtp_server import SmtpSink, start_smtp
 from tests.dns_server import ZoneResolver, dns_server
-from tools import delivery_flow
-from tools.admin import sending_domain as sd
-from tools.outbox import smtp_sender
+from tools.delivery import flow as delivery_flow
+from tools.delivery import sending_domain as sd
+from tools.delivery.outbox import smtp_sender
 
 IBM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ibm-accounts-receivable.csv"
 NOW = datetime(2026, 12, 1, 15, 0, tzinfo=UTC)  # a Tuesday afternoon in New York

@@ -17,8 +17,8 @@ from memory.config import Settings
 from memory.models import Organisation, Persona
 from tests.api.factories import Seeded, password_for, seed_review, settings_for
 from tests.api.review_fixtures import csrf_of, login
-from tools.sessions import LoginLimiter
-from tools.users import authenticate
+from tools.admin.sessions import LoginLimiter
+from tools.ledger.users import authenticate
 
 NEW = "a-long-new-password"
 

@@ -13,13 +13,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from api.cli import app
+from api.cli.main import app
 from memory.models import Draft, DraftKind, PaymentPlan, PolicySetVersion, User
-from tools import plans as plan_tools
 from tools.admin import policy_apply as pa
 from tools.admin.units import UnitError, parse_money, parse_percent, parse_window
-from tools.grounding import recheck_draft
-from tools.users import own_limit
+from tools.commitments import plans as plan_tools
+from tools.grounding.check import recheck_draft
+from tools.ledger.users import own_limit
 
 runner = CliRunner()
 

@@ -28,7 +28,8 @@ from memory.models import (
     PortalAccessLog,
 )
 from tests.tools.commit_factories import Factory, app_settings, bearer, client_for
-from tools import plans, portal
+from tools.commitments import plans
+from tools.portal import access as portal
 
 TODAY = datetime.now(UTC).date()
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64

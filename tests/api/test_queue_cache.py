@@ -23,7 +23,7 @@ from tests.api.review_fixtures import (  # noqa: F401 - fixtures
     seeded,
     settings,
 )
-from tools.users import issue_api_token
+from tools.ledger.users import issue_api_token
 
 
 def _cache(app: FastAPI) -> QueuePageCache:
@@ -164,7 +164,7 @@ def test_the_header_count_is_fresh_while_the_queue_is_served_from_the_cache(
     """A notification does not change the queue (no new version), so cached queue pages stay
     cached; the header's unread count is the caller's own and is read per request, never taken
     from a cached page."""
-    from tools import notifications
+    from tools.inbox import notifications
 
     collector = seeded.users[Persona.COLLECTOR]
     auth = seeded.auth(Persona.COLLECTOR)

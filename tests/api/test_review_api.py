@@ -269,7 +269,7 @@ def test_tokens_and_me(client: TestClient, seeded: Seeded) -> None:
 
 
 def test_password_guessing_is_throttled(client: TestClient, seeded: Seeded) -> None:
-    from api.routes.auth import limiter
+    from api.routes.auth.endpoints import limiter
 
     email = seeded.email(Persona.VIEWER)
     limiter.clear()
@@ -478,7 +478,7 @@ def test_concurrent_edits_second_gets_a_conflict(
 def test_an_uncertain_delivery_is_shown_and_resolved_by_a_manager_only(
     client: TestClient, seeded: Seeded, session: Session
 ) -> None:
-    from tools import outbox
+    from tools.delivery import outbox
 
     d = seeded.drafts[0]
     h = seeded.auth(Persona.COLLECTOR)
@@ -598,7 +598,7 @@ def test_outbox_and_draft_page_show_names_and_times_in_the_readers_locale(
     from datetime import UTC, datetime
 
     from memory.models import DraftRevision, OutboxStatus
-    from tools import outbox
+    from tools.delivery import outbox
 
     manager = seeded.users[Persona.COLLECTIONS_MANAGER]
     manager.slack_user_id = "U07PLIXO42"

@@ -43,10 +43,12 @@ from memory.models import (
 from tests.api.factories import Seeded, password_for, seed_review, settings_for
 from tests.api.review_fixtures import csrf_of, login
 from tests.tools.commit_factories import Factory, app_settings, bearer, client_for
-from tools import plans, portal, stripe_pay
-from tools.csvsafe import neutralise
-from tools.sessions import MAX_PER_ACCOUNT_AND_SOURCE, LoginLimiter
-from tools.users import _SCRYPT, PASSWORDS, authenticate, hash_password, issue_api_token
+from tools.admin.sessions import MAX_PER_ACCOUNT_AND_SOURCE, LoginLimiter
+from tools.commitments import plans
+from tools.kit.csvsafe import neutralise
+from tools.ledger.users import _SCRYPT, PASSWORDS, authenticate, hash_password, issue_api_token
+from tools.payments import stripe_pay
+from tools.portal import access as portal
 
 WEAK = ["plixo-dev-secret-change-me", "", "secret", "changeme", "change-me", "password"]
 TODAY = datetime.now(UTC).date()
@@ -137,7 +139,7 @@ def test_serve_on_a_public_host_says_where_the_key_lives(
 ) -> None:
     from typer.testing import CliRunner
 
-    import api.cli as cli
+    import api.cli.main as cli
     from memory.config import get_settings
 
     monkeypatch.setenv("PLIXO_DATA_DIR", str(tmp_path / "srv"))
@@ -601,7 +603,7 @@ def test_the_webhook_refuses_a_different_amount_and_a_future_signature(
 
 def test_the_duplicate_column_check_is_linear() -> None:
     """Counted, not timed: every comparison and hash the check makes on the column names."""
-    from tools.importer import duplicate_columns
+    from tools.imports.importer import duplicate_columns
 
     ops = 0
 

@@ -22,7 +22,7 @@ from tests.api.review_fixtures import (  # noqa: F401 - fixtures
     seeded,
     settings,
 )
-from tools.policy_admin import update_policy
+from tools.ledger.policy_overrides import update_policy
 
 
 def _decide_three(client: TestClient, seeded: Seeded) -> None:

@@ -45,7 +45,8 @@ from tests.stripe_server import (
     run_smtp_sink,
 )
 from tests.tools.commit_factories import Factory, app_settings, bearer, client_for
-from tools import plans, promises, stripe_pay
+from tools.commitments import plans, promises
+from tools.payments import stripe_pay
 
 WEBHOOK_SECRET = "whsec_plixo_test_secret"
 TODAY = datetime.now(UTC).date()
@@ -135,7 +136,7 @@ def _deliver(
 ) -> dict[str, int]:
     """The delivery workflows, run in this process (a worker), with this test's SMTP server."""
     from memory import durable
-    from tools import delivery_flow
+    from tools.delivery import flow as delivery_flow
 
     smtp = {k: getattr(settings, k) for k in ("smtp_host", "smtp_port", "smtp_from")}
     durable.set_ledger(sessions, durable_settings.model_copy(update=smtp))

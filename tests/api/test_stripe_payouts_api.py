@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from api.cli import app as cli_app
+from api.cli.main import app as cli_app
 from memory.config import Settings, get_settings
 from memory.models import (
     AuditEvent,
@@ -45,7 +45,7 @@ from tests.tools.stripe_payout_fixtures import (
     payout,
     run_payout_api,
 )
-from tools import stripe_pay
+from tools.payments import stripe_pay
 
 WEBHOOK_SECRET = "whsec_plixo_payout_secret"
 TODAY = datetime.now(UTC).date()

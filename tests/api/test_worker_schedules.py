@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent(
         from api import worker
         ident = worker.start(settings, sessions, schedules=False)
     elif sys.argv[1] == "embedded":
-        import tools.notification_schedule  # applies the schedule, as a worker sharing it did
+        import tools.inbox.notification_schedule  # applies the schedule, as a worker sharing it did
         from agent import autopilot_flow
         ident = autopilot_flow.ensure_launched(settings, sessions)
     else:

@@ -45,8 +45,10 @@ from tests.api.factories import NOW, Seeded, seed_review
 from tests.api.review_fixtures import LiveServer, app, live, settings  # noqa: F401 - fixtures
 from tests.api.smtp_server import SmtpSink, start_smtp
 from tests.api.test_workspace_pages import RAW
-from tools import delivery_flow, disputes, drafts
-from tools.outbox import smtp_sender
+from tools.commitments import disputes
+from tools.delivery import flow as delivery_flow
+from tools.delivery.outbox import smtp_sender
+from tools.drafts import service as drafts
 
 pytestmark = MARKS
 

@@ -27,7 +27,7 @@ from memory.models import (
 )
 from tests.api.factories import NOW, Seeded
 from tests.api.review_fixtures import app, client, csrf_of, login, seeded, settings  # noqa: F401
-from tools import disputes
+from tools.commitments import disputes
 
 RAW = re.compile(
     r"\b(pending_review|escalated_legal|awaiting_customer|resolved_credit|follow_up|"
@@ -311,7 +311,7 @@ def test_email_preference_sends_notifications_through_the_outbox(
 def test_scheduled_view_lists_a_deferred_message_with_its_approver(
     client: TestClient, session: Session, seeded: Seeded, settings: Settings, app
 ) -> None:
-    from tools import drafts
+    from tools.drafts import service as drafts
 
     night = NOW.replace(hour=3)  # 23:00 the evening before in New York: quiet hours
     draft = seeded.drafts[2]

@@ -67,7 +67,7 @@ from memory.models import (  # noqa: E402
     Segment,
     User,
 )
-from tools.users import issue_api_token  # noqa: E402
+from tools.ledger.users import issue_api_token  # noqa: E402
 
 ENDPOINT = "/api/queue?limit=50"
 DECISION = {

@@ -199,7 +199,7 @@ def start_workers(n: int, url: str, data_dir: Path) -> list[subprocess.Popen[byt
     )
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "api.cli_worker"],
+            [sys.executable, "-m", "api.cli.worker"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -40,7 +40,7 @@ from memory.config import Settings
 from memory.db import make_engine, session_factory
 from memory.models import CashLine, Customer, Invoice
 from tools.cashapp import service
-from tools.orgs import get_or_create_org
+from tools.ledger.orgs import get_or_create_org
 
 BOOKED = date(2026, 11, 27)
 

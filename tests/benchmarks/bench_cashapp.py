@@ -18,7 +18,8 @@ JSON's ``policy`` is the organisation's cash_app policy as the run had it.
 Printed JSON: line- and amount-level match rate of the top suggestion, precision of the
 auto-applied lines (target 100 %), straight-through rate (target >= 85 %), and seconds per
 10,000 lines (target < 10 s) for reading + matching, for the batched posting alone
-(``service.apply_lines``: every auto-applied line through tools/payments.py, a chunk at a time),
+(``service.apply_lines``: every auto-applied line through tools/payments/posting.py, a chunk at a
+time),
 and for the whole import, in wall-clock and in this process's CPU seconds (the machine is
 shared: the load average is printed too).
 """
@@ -52,12 +53,12 @@ from memory.models import (
     User,
 )
 from tests.tools.cashapp_files import Entry, camt053
-from tools import policy_admin
 from tools.cashapp import parsers, service
 from tools.cashapp.matching import Matcher
 from tools.cashapp.schemas import Suggestion
 from tools.cashapp.service import import_cash_file
-from tools.orgs import get_or_create_org
+from tools.ledger import policy_overrides as policy_admin
+from tools.ledger.orgs import get_or_create_org
 
 BOOKED = date(2026, 11, 27)
 FIRST = [

@@ -46,7 +46,7 @@ from memory import migrate  # noqa: E402
 from memory.db import make_engine, session_factory  # noqa: E402
 from memory.models import Organisation, OutboxMessage, OutboxStatus  # noqa: E402
 from tests.api.smtp_server import SmtpSink, start_smtp  # noqa: E402
-from tools import outbox  # noqa: E402
+from tools.delivery import outbox  # noqa: E402
 
 
 class SlowSink(SmtpSink):
@@ -100,7 +100,7 @@ def _seed(url: str, n: int) -> None:
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "api.cli_worker"], cwd=REPO, env=env, stdout=out, stderr=out
+            [sys.executable, "-m", "api.cli.worker"], cwd=REPO, env=env, stdout=out, stderr=out
         )
 
 

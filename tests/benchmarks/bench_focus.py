@@ -45,8 +45,8 @@ from memory.models import (  # noqa: E402
     Persona,
     User,
 )
-from tools.focus import todays_focus  # noqa: E402
-from tools.risk import FEATURES, Priors, RiskModel, ensure_snapshot  # noqa: E402
+from tools.insights.focus import todays_focus  # noqa: E402
+from tools.insights.risk import FEATURES, Priors, RiskModel, ensure_snapshot  # noqa: E402
 
 AS_OF = date(2026, 3, 2)
 CUSTOMERS_PER_COLLECTOR = 500

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from memory import migrate
 from memory.db import make_engine, session_factory
-from tools.importer import ImportFileError, import_invoices, read_csv
-from tools.orgs import get_or_create_org
+from tools.imports.importer import ImportFileError, import_invoices, read_csv
+from tools.ledger.orgs import get_or_create_org
 
 IBM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ibm-accounts-receivable.csv"
 

@@ -40,8 +40,8 @@ def main() -> None:
         from memory.db import make_engine, session_factory
         from memory.migrate import upgrade
         from memory.models import Draft
-        from tools.demo import build_demo
-        from tools.send_check import recheck_before_send
+        from tools.delivery.send_check import recheck_before_send
+        from tools.demo.builder import build_demo
 
         settings = get_settings()
         url = f"sqlite:///{tmp}/plixo.db"

@@ -1,5 +1,6 @@
-"""Cost of the Shadow Mode agreement report (``tools.shadow_agreement.agreement_report``), which the
-sending-modes page computes on every view, and of ``segment_record``, which enabling Autopilot
+"""Cost of the Shadow Mode agreement report
+(``tools.drafts.shadow_agreement.agreement_report``), which the sending-modes page computes on
+every view, and of ``segment_record``, which enabling Autopilot
 reads.
 
 Seeds one organisation (SQLite in a temporary directory) with N decided Autopilot drafts over three
@@ -104,7 +105,7 @@ def main() -> None:
         from memory.db import make_engine, session_factory
         from memory.migrate import upgrade
         from memory.models import Segment
-        from tools.shadow_agreement import agreement_report, segment_record
+        from tools.drafts.shadow_agreement import agreement_report, segment_record
 
         engine = make_engine(f"sqlite:///{tmp}/plixo.db")
         upgrade(engine)

@@ -37,8 +37,8 @@ from tests.tools.stripe_payout_fixtures import (
     sdk_payout,
     sdk_transactions,
 )
-from tools import stripe_pay
 from tools.cashapp import service, stripe_payouts
+from tools.payments import stripe_pay
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 PAID = NOW.date() - timedelta(days=4)

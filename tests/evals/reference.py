@@ -17,7 +17,7 @@ from evals.outputs import DraftView, ProposalView, TriageView
 from evals.runner import AgentAnswer, CaseContext
 from evals.scenarios import DraftTask, ScenarioInputs, TriageTask, money_minor
 from memory.money import format_money
-from tools.grounding import format_day, locale_for
+from tools.kit.formatting import format_day, locale_for
 
 TEXT = {
     "en": {

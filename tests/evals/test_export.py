@@ -12,7 +12,7 @@ import yaml
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-import api.cli_eval as cli_eval
+import api.cli.eval as cli_eval
 from evals.export import ExportError, export_rejections
 from evals.fixtures import build_scenario
 from evals.loader import load_datasets, load_file
@@ -21,7 +21,7 @@ from evals.scenarios import ExpectedFacts
 from memory.config import Settings, get_settings
 from memory.models import Draft, DraftPersona, Note, Organisation, User
 from tests.evals.reference import reference_agent
-from tools.drafts import reject_draft, store_new_draft
+from tools.drafts.service import reject_draft, store_new_draft
 
 CASE = next(
     c for d in load_datasets(["reminders"]) for c in d.cases if c.name == "first-reminder-usd"

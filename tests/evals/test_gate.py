@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import api.cli_eval as cli_eval
+import api.cli.eval as cli_eval
 from evals.loader import LoadedDataset, load_datasets
 from evals.outputs import DraftView
 from evals.runner import (

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-import api.cli_eval as cli_eval
+import api.cli.eval as cli_eval
 from memory.config import get_settings
 
 

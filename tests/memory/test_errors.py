@@ -50,13 +50,13 @@ def test_every_error_that_names_an_http_status_is_a_plixo_error() -> None:
 @pytest.mark.parametrize(
     ("path", "name"),
     [
-        ("tools.drafts", "DraftError"),
-        ("tools.promises", "CommitmentError"),
-        ("tools.authz", "PermissionDenied"),
-        ("tools.outbox", "OutboxError"),
-        ("tools.portal", "PortalDenied"),
+        ("tools.drafts.service", "DraftError"),
+        ("tools.commitments.promises", "CommitmentError"),
+        ("tools.kit.authz", "PermissionDenied"),
+        ("tools.delivery.outbox", "OutboxError"),
+        ("tools.portal.access", "PortalDenied"),
         ("tools.admin.people", "PeopleError"),
-        ("tools.draft_lifecycle", "IllegalTransition"),
+        ("tools.drafts.lifecycle", "IllegalTransition"),
     ],
 )
 def test_the_domain_families_share_the_base(path: str, name: str) -> None:
@@ -66,15 +66,15 @@ def test_the_domain_families_share_the_base(path: str, name: str) -> None:
 @pytest.mark.parametrize(
     ("path", "name", "status"),
     [
-        ("tools.batch", "BatchError", 422),
-        ("tools.nudges", "NudgeError", 422),
-        ("tools.nudges", "NudgeNotFound", 404),
-        ("tools.sending_modes", "ModeRefused", 403),
-        ("tools.sending_modes", "SegmentNotFound", 404),
-        ("tools.sessions", "PasswordRefused", 422),
-        ("tools.renewal", "RenewalInputError", 422),
-        ("tools.statement", "StatementUnavailable", 503),
-        ("tools.messages", "MessageNotFound", 404),
+        ("tools.drafts.batch", "BatchError", 422),
+        ("tools.outreach.nudges", "NudgeError", 422),
+        ("tools.outreach.nudges", "NudgeNotFound", 404),
+        ("tools.outreach.sending_modes", "ModeRefused", 403),
+        ("tools.outreach.sending_modes", "SegmentNotFound", 404),
+        ("tools.admin.sessions", "PasswordRefused", 422),
+        ("tools.insights.renewal", "RenewalInputError", 422),
+        ("tools.ledger.statement", "StatementUnavailable", 503),
+        ("tools.replies.messages", "MessageNotFound", 404),
         ("tools.cashapp.parsers", "CashFileError", 400),
     ],
 )
@@ -90,7 +90,7 @@ def test_errors_the_routes_no_longer_convert_carry_their_status(
 
 
 def test_a_refused_sending_mode_keeps_its_reasons_and_figures() -> None:
-    from tools.sending_modes import ModeRefused
+    from tools.outreach.sending_modes import ModeRefused
 
     bare = ModeRefused("Viewer may not switch sending modes.")
     assert bare.body() == {"detail": "Viewer may not switch sending modes.", "reasons": []}

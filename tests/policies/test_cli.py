@@ -11,7 +11,7 @@ import yaml
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from api.cli_policy import policy_app
+from api.cli.policy import policy_app
 from policies.facts import EXAMPLES
 from policies.policy_set import load_default
 from tests.policies.factories import draft, plan
@@ -167,7 +167,7 @@ def test_check_with_an_organisations_stored_policy(
     data_dir: Path, session: Session, tmp_path: Path
 ) -> None:
     from memory.models import Organisation, Persona, User
-    from tools.policy_admin import update_policy
+    from tools.ledger.policy_overrides import update_policy
 
     org = Organisation(name="Acme", slug=f"acme-{uuid.uuid4().hex[:6]}")
     session.add(org)

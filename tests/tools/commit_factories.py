@@ -27,7 +27,7 @@ from memory.models import (
     Persona,
     User,
 )
-from tools.users import issue_api_token
+from tools.ledger.users import issue_api_token
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 TODAY = NOW.date()

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from memory.models import Organisation, OrganisationProfile
 from memory.money import MoneyError, check_currency
-from tools import audit
 from tools.admin.people import IssuedInvitation, PeopleError, create_first_admin
+from tools.kit import audit
 
 _SLUG = re.compile(r"[^a-z0-9]+")
 

@@ -20,10 +20,10 @@ from memory.config import Settings
 from memory.errors import PlixoError
 from memory.models import Customer, Invitation, Organisation, Persona, User
 from policies.access import allowed
-from tools import audit
 from tools.admin.units import UnitError, format_amount, parse_money
-from tools.delivery import send_email
-from tools.users import hash_password
+from tools.delivery.smtp import send_email
+from tools.kit import audit
+from tools.ledger.users import hash_password
 
 INVITATION_TTL = timedelta(hours=72)
 MIN_PASSWORD_LENGTH = 12

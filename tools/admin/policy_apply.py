@@ -5,7 +5,8 @@ A Controller writes the override the way they read it (``controller_above: 50,00
 units and refuses out-of-range values with the path and what to write. :func:`dry_run` replays the
 organisation's last 90 days of actions (drafts, nudges, plans, credits) under the active and the
 proposed set, on the same facts, and reports per rule what would have been decided differently,
-with examples. :func:`apply` saves through ``tools.policy_admin.update_policy`` (versioned and
+with examples. :func:`apply` saves through ``tools.ledger.policy_overrides.update_policy``
+(versioned and
 audited, permission checked there).
 
 Replayed facts are rebuilt from the ledger as it is now, at each action's own time: both sets see
@@ -48,8 +49,13 @@ from tools.admin.units import (
     parse_time,
     parse_window,
 )
-from tools.policy_admin import _deep_merge, active_override, active_policy_set, update_policy
-from tools.users import own_limit
+from tools.ledger.policy_overrides import (
+    _deep_merge,
+    active_override,
+    active_policy_set,
+    update_policy,
+)
+from tools.ledger.users import own_limit
 
 WINDOW_DAYS = 90
 EXAMPLES_PER_RULE = 3
@@ -249,8 +255,8 @@ class DryRun:
 def _draft_actions(
     session: Session, org_id: int, since: datetime, until: datetime
 ) -> list[ReplayedAction]:
-    from tools.grounding import draft_send_facts
-    from tools.nudges import nudge_facts_for
+    from tools.grounding.check import draft_send_facts
+    from tools.outreach.nudges import nudge_facts_for
 
     out = []
     drafts = session.scalars(
@@ -273,7 +279,7 @@ def _draft_actions(
 def _plan_actions(
     session: Session, org_id: int, since: datetime, until: datetime
 ) -> list[ReplayedAction]:
-    from tools.plans import plan_terms_facts
+    from tools.commitments.plans import plan_terms_facts
 
     out = []
     plans = session.scalars(

@@ -1,6 +1,7 @@
 """The readiness page's data: the Data-Ready score, its components, and what pulls each one down.
 
-The score itself is ``tools.readiness.data_ready``; this module names the customers without a
+The score itself is ``tools.insights.readiness.data_ready``; this module names the customers
+without a
 reachable e-mail contact and the open invoices that are incomplete (the rows to fix), and imports
 an uploaded CSV with the same all-or-nothing importer the CLI uses, returning its per-row report.
 """
@@ -19,8 +20,8 @@ from sqlalchemy.orm import Session
 from memory.errors import PlixoError
 from memory.models import Contact, Customer, Invoice, InvoiceStatus, Organisation, User
 from policies.access import allowed
-from tools import importer
-from tools.readiness import WEIGHTS, DataReadiness, data_ready
+from tools.imports import importer
+from tools.insights.readiness import WEIGHTS, DataReadiness, data_ready
 
 UPLOAD_KINDS = ("invoices", "customers", "contacts")
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024

@@ -32,9 +32,9 @@ from memory.models import (
     User,
 )
 from policies.engine import decide
-from tools import audit
 from tools.admin.units import UnitError, format_amount, parse_money
-from tools.policy_admin import policy_set_for
+from tools.kit import audit
+from tools.ledger.policy_overrides import policy_set_for
 
 TEMPLATES = (
     "pre_due_courtesy",
@@ -247,7 +247,12 @@ def matches(rule: dict[str, Any], customer: Customer, size: int, tags: set[str])
 def place_customers(
     session: Session, org_id: int, actor: User | str, now: datetime
 ) -> list[dict[str, Any]]:
-    """Move every customer to the first segment whose rule matches; returns the moves made."""
+    """Move every customer to the first segment whose rule matches; returns the moves made.
+
+    A person needs the same right as for editing a segment (``change_segment``): moving customers
+    changes which cadence and sending mode reach them."""
+    if isinstance(actor, User):
+        _authorize(session, org_id, actor, "change_segment", "customer placement")
     org = session.get(Organisation, org_id)
     assert org is not None
     rules = session.execute(

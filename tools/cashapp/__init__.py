@@ -6,6 +6,6 @@
 * ``matching`` - candidate invoices ranked for each incoming amount, with a score and reasons;
 * ``service``  - import (idempotent per bank line), the policy decision on auto-apply, and what a
   Collector does in the exceptions queue (accept, split, re-assign, park, undo), posted through
-  :func:`tools.payments.post_payment`;
+  :func:`tools.payments.posting.post_payment`;
 * ``export``   - applied cash per period for the ledger of record (CSV / JSON).
 """

@@ -1,6 +1,7 @@
 """Putting a bank line's money on the ledger, and taking it off again until the period closes.
 
-Every application posts through :func:`tools.payments.post_payment` (one payment per invoice, with
+Every application posts through :func:`tools.payments.posting.post_payment` (one payment per
+invoice, with
 an ``external_ref`` naming the line, so a retry never posts twice): balances fall, promises it
 fulfils are kept, plan installments advance. A difference written off with a short-pay (discount
 or bank fee) is a ``grant_credit`` decision of the policy engine, like any discount. What the
@@ -38,14 +39,21 @@ from memory.models import (
     utcnow,
 )
 from memory.money import format_money
-from tools import audit, payments
-from tools.authz import authorize
 from tools.cashapp.decision import WRITE_OFF_RULE, apply_cash_facts, written_off_by_rule
 from tools.cashapp.matching import normal_iban
 from tools.cashapp.schemas import COPILOT_SPLIT, Allocation, Suggestion
-from tools.payments import PaymentRequest
-from tools.plans import PolicyRefused, decide, decision_message
-from tools.promises import CommitmentError, Conflict, NotFound, get_customer, get_invoice
+from tools.commitments.plans import PolicyRefused, decide, decision_message
+from tools.commitments.promises import (
+    CommitmentError,
+    Conflict,
+    NotFound,
+    get_customer,
+    get_invoice,
+)
+from tools.kit import audit
+from tools.kit.authz import authorize
+from tools.payments import posting as payments
+from tools.payments.posting import PaymentRequest
 
 AUTO_ACTOR = "Cash App Assist (auto-apply)"
 
@@ -55,7 +63,7 @@ def period_of(line: CashLine) -> str:
 
 
 def require(actor: User | str, permission: str) -> None:
-    """The access matrix's check (:func:`tools.authz.authorize`): people need ``permission``, a
+    """The access matrix's check (:func:`tools.kit.authz.authorize`): people need ``permission``, a
     string actor is plixo itself or the CLI. Refused as :class:`PolicyRefused`, which the cash
     pages and routes already answer."""
     authorize(actor, None, permission, refuse=_refused)
@@ -272,7 +280,8 @@ def apply_lines(
     Why a batch: one line at a time costs a savepoint, a dozen queries and several flushes, about
     10 ms a line; a statement of 10,000 lines spent minutes there. Here the permission is checked
     once for the batch (the same check, where the write happens), the rows every line reads are
-    loaded together, the payments are posted through one :func:`tools.payments.payment_batch`,
+    loaded together, the payments are posted through one
+    :func:`tools.payments.posting.payment_batch`,
     and everything is flushed at the end; each line still gets every check, its own
     ``cash.applied`` audit row and its undo record. All or nothing: if any line is refused, the
     whole batch is rolled back and its lines are applied one by one, so a refused line is left

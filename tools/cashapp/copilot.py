@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from memory.models import CashLine, CashLineStatus, User, utcnow
-from tools import audit
 from tools.cashapp.applying import get_line, require
 from tools.cashapp.schemas import COPILOT_SPLIT, Suggestion
-from tools.promises import Conflict, NotFound
+from tools.commitments.promises import Conflict, NotFound
+from tools.kit import audit
 
 #: Who stores a proposal made on import (a person who asks on the page is named instead).
 COPILOT_ACTOR = "Cash App Assist (co-pilot)"

@@ -34,7 +34,7 @@ from memory.models import (
 )
 from memory.money import to_decimal
 from tools.cashapp.applying import period_closed, require
-from tools.promises import CommitmentError
+from tools.commitments.promises import CommitmentError
 
 COLUMNS = (
     "period",

@@ -39,8 +39,8 @@ from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines
 from tools.cashapp.decision import apply_cash_facts
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
-from tools.gc_pauses import fewer_gc_pauses
-from tools.policy_admin import policy_set_for
+from tools.kit.gc_pauses import fewer_gc_pauses
+from tools.ledger.policy_overrides import policy_set_for
 
 CHUNK = 500
 
@@ -359,7 +359,7 @@ def _match_and_decide(
     matcher = Matcher(session, org_id, policy.cash_app)
     engine = engine_for(policy)
     open_currencies = _open_currencies(session, org_id)
-    with fewer_gc_pauses():  # see tools.gc_pauses: the import's heap is large and lives long
+    with fewer_gc_pauses():  # see tools.kit.gc_pauses: the import's heap is large and lives long
         for start in range(0, len(lines), CHUNK):
             _chunk(
                 session,

@@ -19,7 +19,8 @@ is made from the balance transaction id alone):
   ``ignored`` with the payment named: it can be neither applied nor posted again);
 * a charge not posted yet waits for the normal decision path: its suggestion comes from plixo's
   own PaymentIntent (the ``PaymentIntentLink``, or the ``plixo_*`` metadata that
-  :func:`tools.stripe_pay.create_intent` writes), else from the matcher; auto-apply decides, the
+  :func:`tools.payments.stripe_pay.create_intent` writes), else from the matcher; auto-apply
+  decides, the
   rest waits in the exceptions queue. Once such a line is applied, the later webhook for the same
   PaymentIntent posts nothing (:func:`applied_line_for_intent`); if the webhook comes first, the
   waiting line is linked to its payment (:func:`link_posted_intent`);
@@ -69,12 +70,13 @@ from memory.models import (
     utcnow,
 )
 from memory.money import MoneyError, check_currency, exponent, format_money, parse_amount
-from tools import audit, stripe_pay
 from tools.cashapp import service
 from tools.cashapp.applying import require
 from tools.cashapp.parsers import MAX_FILE_BYTES
 from tools.cashapp.schemas import Allocation, BankLine, LineError, Suggestion
-from tools.stripe_pay import StripeFailure, StripeNotConfigured, WebhookResult
+from tools.kit import audit
+from tools.payments import stripe_pay
+from tools.payments.stripe_pay import StripeFailure, StripeNotConfigured, WebhookResult
 
 KIND = "stripe_payout"
 PAYOUT_EVENTS = ("payout.paid", "payout.reconciliation_completed")

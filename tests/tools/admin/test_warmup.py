@@ -18,9 +18,9 @@ from policies.types import PolicyError
 from tests.api.factories import NOW, make_users
 from tests.api.smtp_server import SmtpSink, start_smtp
 from tests.dns_server import dns_server
-from tools import outbox
-from tools.admin import sending_domain as sd
-from tools.policy_admin import update_policy
+from tools.delivery import outbox
+from tools.delivery import sending_domain as sd
+from tools.ledger.policy_overrides import update_policy
 
 
 @pytest.fixture

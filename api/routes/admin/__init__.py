@@ -1,0 +1,2 @@
+"""Administration routes: people, personas and limits, segments and cadences, policy, sending
+domain."""

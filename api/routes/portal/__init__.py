@@ -1,0 +1,1 @@
+"""The payer mini-portal's routes: a tokenized page per customer."""

@@ -1,0 +1,1 @@
+"""Tests for tools.commitments, mirroring its modules."""

@@ -1,0 +1,1 @@
+"""Tests for tools.delivery.smtp, mirroring its modules."""

@@ -1,0 +1,1 @@
+"""Tests for tools.demo.builder, mirroring its modules."""

@@ -1,0 +1,1 @@
+"""Tests for tools.drafts.service, mirroring its modules."""

@@ -1,0 +1,1 @@
+"""Tests for tools.grounding.check, mirroring its modules."""

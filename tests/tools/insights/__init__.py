@@ -1,0 +1,1 @@
+"""Tests for tools.insights, mirroring its modules."""

@@ -1,0 +1,1 @@
+"""Tests for tools.ledger, mirroring its modules."""

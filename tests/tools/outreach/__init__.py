@@ -1,0 +1,1 @@
+"""Tests for tools.outreach, mirroring its modules."""

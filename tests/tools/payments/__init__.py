@@ -1,0 +1,1 @@
+"""Tests for tools.payments.posting, mirroring its modules."""

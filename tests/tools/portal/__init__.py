@@ -1,0 +1,1 @@
+"""Tests for tools.portal.access, mirroring its modules."""

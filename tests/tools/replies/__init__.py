@@ -1,0 +1,1 @@
+"""Tests for tools.replies, mirroring its modules."""
