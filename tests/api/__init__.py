@@ -1,0 +1,1 @@
+"""Tests for api: routes through the app, pages in Debian's Chromium, the CLI."""

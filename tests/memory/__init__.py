@@ -1,0 +1,1 @@
+"""Tests for memory: the ledger models, migrations, money, the clock and recall."""

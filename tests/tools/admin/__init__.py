@@ -1,0 +1,1 @@
+"""Tests for tools.admin, mirroring its modules."""
