@@ -281,11 +281,12 @@ def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> d
     decision is written with SQL NULL (``null()``: a JSON None would be stored as the JSON
     ``null``), so every row has the same columns and the chunk is never split into runs.
     """
+    table = cast(Table, CashLine.__table__)
     written = insert_rows(
         session,
-        cast(Table, CashLine.__table__),
+        table,
         [{**row, "decision": row.get("decision", null())} for row in rows],
-        (CashLine.__table__.c.id, CashLine.__table__.c.fingerprint),
+        (table.c.id, table.c.fingerprint),
     )
     ids: dict[str, int] = {fp: i for i, fp in written}
     out: dict[str, CashLine] = {}
