@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from memory import clock
-from memory.bulk import insert_rows
+from memory.bulk import insert_rows, write_changes
 from memory.models import (
     Activity,
     ActivityKind,
@@ -222,6 +222,7 @@ class Posting:
         self._in_plans: set[int] | None = None  # invoices in some plan (None: ask each time)
         self._promisers: set[tuple[int, str]] | None = None  # (customer, currency) with promises
         self._unfinished: list[tuple[Payment, list[Allocation]]] = []
+        self._touched: dict[int, Invoice] = {}  # invoices whose balance moved, by id
         self._held: list[object] = []  # rows preloaded: the identity map keeps only held ones
 
     def preload(self, requests: list[PaymentRequest]) -> None:
@@ -289,6 +290,7 @@ class Posting:
         customer = get_customer(session, org_id, customer_id)
 
         allocations = _apply(targets, req.amount_minor, req.received_on)
+        self._touched.update((inv.id, inv) for inv in targets)
         applied = sum(a.amount_minor for a in allocations)
         single = {a.invoice_id for a in allocations}
         payment = Payment(
@@ -330,9 +332,11 @@ class Posting:
         return result
 
     def finish(self) -> None:
-        """Flush the payments (their ids) and write their activity and audit rows, each kind in
-        one INSERT."""
+        """Write the payments (their ids) and the invoice balances they moved, then their
+        activity and audit rows, each kind in one statement."""
         insert_pending(self.session, Payment, [p for p, _ in self._unfinished], ("external_ref",))
+        write_changes(self.session, list(self._touched.values()))
+        self._touched = {}
         self.session.flush()
         if self._unfinished:
             insert_rows(

@@ -19,6 +19,8 @@ from memory.models import (
     CashLine,
     CashLineStatus,
     Customer,
+    Invoice,
+    InvoiceStatus,
     Organisation,
 )
 
@@ -155,3 +157,75 @@ def test_more_rows_than_a_batch_are_written_in_several_statements(
     written = bulk.insert_rows(session, table, rows, (table.c.id, table.c.line_no))
     assert sorted(n for _, n in written) == [1, 2, 3, 4, 5]
     assert len({i for i, _ in written}) == 5
+
+
+def test_changed_rows_are_written_at_once_and_a_rolled_back_savepoint_forgets_them(
+    session: Session, org: Organisation
+) -> None:
+    """write_changes sends what the flush would (the changed columns, ``updated_at``, the
+    review queue's counter) and leaves nothing for the flush; a savepoint rolled back after it
+    puts the rows back as the database has them."""
+    acme = Customer(org_id=org.id, external_ref="C1", name="Acme Inc")
+    session.add(acme)
+    session.flush()
+    invs = [
+        Invoice(
+            org_id=org.id,
+            customer_id=acme.id,
+            number=f"INV-{n}",
+            currency="USD",
+            amount_minor=10_000,
+            balance_minor=10_000,
+            issue_date=date(2026, 10, 1),
+            due_date=date(2026, 11, 1),
+            status=InvoiceStatus.OPEN,
+            updated_at=T,
+        )
+        for n in range(3)
+    ]
+    session.add_all(invs)
+    session.commit()
+    session.refresh(org)
+    version = org.queue_version
+    invs[0].balance_minor = 4_000  # partly paid
+    invs[1].balance_minor, invs[1].status = 0, InvoiceStatus.PAID  # paid
+    invs[1].settled_date = date(2026, 11, 27)
+    bulk.write_changes(session, invs)
+    assert not any(session.is_modified(i) for i in invs)
+    read = {
+        n: (b, s, d, u)
+        for n, b, s, d, u in session.execute(
+            select(
+                Invoice.number,
+                Invoice.balance_minor,
+                Invoice.status,
+                Invoice.settled_date,
+                Invoice.updated_at,
+            ).where(Invoice.number.in_(["INV-0", "INV-1", "INV-2"]))
+        )
+    }
+    assert read["INV-0"][:3] == (4_000, InvoiceStatus.OPEN, None) and read["INV-0"][3] > T
+    assert read["INV-1"][:3] == (0, InvoiceStatus.PAID, date(2026, 11, 27))
+    assert read["INV-2"] == (10_000, InvoiceStatus.OPEN, None, T)  # unchanged: not touched
+    session.commit()
+    session.refresh(org)
+    assert org.queue_version == version + 1  # bumped by write_changes: the flush saw nothing
+    new = Invoice(**{**_invoice_columns(invs[2]), "number": "INV-new"})
+    session.add(new)
+    bulk.write_changes(session, [new])
+    assert new in session.new  # a new row is left to the flush
+
+    savepoint = session.begin_nested()
+    invs[2].balance_minor = 1
+    bulk.write_changes(session, [invs[2]])
+    savepoint.rollback()
+    assert invs[2].balance_minor == 10_000  # read again: the UPDATE was rolled back too
+
+
+def _invoice_columns(inv: Invoice) -> dict[str, Any]:
+    keys = ("org_id", "customer_id", "currency", "amount_minor", "balance_minor")
+    return {k: getattr(inv, k) for k in keys} | {
+        "issue_date": inv.issue_date,
+        "due_date": inv.due_date,
+        "status": InvoiceStatus.OPEN,
+    }
