@@ -9,8 +9,8 @@ unnest(...)``: a statement of a few hundred characters, the same for every batch
 size. Elsewhere (SQLite) the multi-row INSERT stays, which is what SQLite does best.
 
 Changed rows of the session (a batch's invoice balances, its bank lines' status) are written the
-same way by :func:`write_changes`: one ``UPDATE ... FROM unnest(...)`` per set of changed
-columns, where the unit of work would send one UPDATE per row.
+same way on PostgreSQL by :func:`write_changes`: one ``UPDATE ... FROM unnest(...)`` per set of
+changed columns, where the unit of work would send one UPDATE per row.
 
 The rows written are the same either way: every value goes through its column type's own
 conversion (enums to their stored value, JSON serialised, ``sqlalchemy.null()`` as SQL NULL in a
@@ -25,7 +25,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Column, Table, bindparam, insert, update
+from sqlalchemy import Column, Table, insert
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -117,9 +117,12 @@ def _array_type(col: Column[Any], dialect: Any) -> str:
 
 
 def write_changes(session: Session, objs: Sequence[Any]) -> None:
-    """Write the changed columns of these persistent rows of the session now, in one UPDATE
-    per table and set of changed columns, and tell the session they are written (the next
-    flush has nothing left to send for them).
+    """On PostgreSQL, write the changed columns of these persistent rows of the session now, in
+    one UPDATE per table and set of changed columns, and tell the session they are written (the
+    next flush has nothing left to send for them). Elsewhere the flush writes them.
+
+    Why only there: the unit of work sends a batch's UPDATEs as an executemany, one statement
+    per row; psycopg and the server handle each on its own, SQLite runs them in one call.
 
     The same UPDATE the unit of work would have sent, set-based: a column with ``onupdate``
     gets its new value as well, and the review queue's counter is bumped for the tables it
@@ -127,13 +130,15 @@ def write_changes(session: Session, objs: Sequence[Any]) -> None:
     loaded) is left to the flush. The rows stay marked as modified until that flush, so a
     rolled-back savepoint still expires them and they are read again as the database has them.
     """
+    if session.get_bind().dialect.name != "postgresql":
+        return
     groups: dict[tuple[Mapper[Any], tuple[str, ...]], list[Any]] = {}
     for obj in objs:
         state = sa_inspect(obj)
         mapper = state.mapper
         if not state.persistent or state.deleted or mapper.version_id_col is not None:
             continue
-        columns = {p.key for p in mapper.column_attrs}
+        columns = mapper.columns
         changed = [k for k in state.committed_state if state.attrs[k].history.has_changes()]
         if not changed or any(k not in columns or k not in state.dict for k in changed):
             continue
@@ -144,42 +149,32 @@ def write_changes(session: Session, objs: Sequence[Any]) -> None:
 
 
 def _update(session: Session, mapper: Mapper[Any], keys: tuple[str, ...], objs: list[Any]) -> None:
-    """One UPDATE of ``keys`` (and the ``onupdate`` columns) for ``objs``, by primary key."""
+    """One ``UPDATE ... FROM unnest(...)`` of ``keys`` (and the ``onupdate`` columns) for
+    ``objs``, by primary key (PostgreSQL)."""
     table = _table(mapper)
     (pk,) = (cast(Column[Any], c) for c in mapper.primary_key)
     cols = [mapper.get_property(k).columns[0] for k in keys]  # type: ignore[attr-defined]
     stamped = [c for c in table.c if c.onupdate is not None and c.key not in keys]
     values = {c.key: _on_update(c) for c in stamped}
     rows = [[getattr(o, k) for k in keys] + [values[c.key] for c in stamped] for o in objs]
-    ids = [sa_inspect(o).identity[0] for o in objs]
     targets = cols + stamped
     dialect = session.get_bind().dialect
-    if dialect.name == "postgresql":
-        quote = dialect.identifier_preparer.quote
-        arrays = [f"CAST(%(k)b AS {_array_type(pk, dialect)})"] + [
-            f"CAST(%(c{n})b AS {_array_type(c, dialect)})" for n, c in enumerate(targets)
-        ]
-        params: dict[str, list[Any]] = {"k": ids}
-        for n, col in enumerate(targets):
-            convert = col.type._cached_bind_processor(dialect)
-            column = [row[n] for row in rows]
-            params[f"c{n}"] = [convert(v) for v in column] if convert else column
-        names = ", ".join(["k"] + [f"c{n}" for n in range(len(targets))])
-        sets = ", ".join(f"{quote(c.name)} = v.c{n}" for n, c in enumerate(targets))
-        session.connection().exec_driver_sql(
-            f"UPDATE {quote(table.name)} SET {sets} FROM unnest({', '.join(arrays)}) "
-            f"AS v({names}) WHERE {quote(table.name)}.{quote(pk.name)} = v.k",
-            params,
-        )
-    else:
-        stmt = (
-            update(table)
-            .where(pk == bindparam("k"))
-            .values({c: bindparam(f"c{n}") for n, c in enumerate(targets)})
-        )
-        by_row = [{f"c{n}": v for n, v in enumerate(row)} for row in rows]
-        with session.no_autoflush:  # a flush first would send these rows' UPDATEs itself
-            session.execute(stmt, [{"k": i, **p} for i, p in zip(ids, by_row, strict=True)])
+    quote = dialect.identifier_preparer.quote
+    arrays = [f"CAST(%(k)b AS {_array_type(pk, dialect)})"] + [
+        f"CAST(%(c{n})b AS {_array_type(c, dialect)})" for n, c in enumerate(targets)
+    ]
+    params: dict[str, list[Any]] = {"k": [sa_inspect(o).identity[0] for o in objs]}
+    for n, col in enumerate(targets):
+        convert = col.type._cached_bind_processor(dialect)
+        column = [row[n] for row in rows]
+        params[f"c{n}"] = [convert(v) for v in column] if convert else column
+    names = ", ".join(["k"] + [f"c{n}" for n in range(len(targets))])
+    sets = ", ".join(f"{quote(c.name)} = v.c{n}" for n, c in enumerate(targets))
+    session.connection().exec_driver_sql(
+        f"UPDATE {quote(table.name)} SET {sets} FROM unnest({', '.join(arrays)}) "
+        f"AS v({names}) WHERE {quote(table.name)}.{quote(pk.name)} = v.k",
+        params,
+    )
     for obj, row in zip(objs, rows, strict=True):
         for col, value in zip(targets, row, strict=True):
             set_committed_value(obj, mapper.get_property_by_column(col).key, value)

@@ -163,8 +163,9 @@ def test_changed_rows_are_written_at_once_and_a_rolled_back_savepoint_forgets_th
     session: Session, org: Organisation
 ) -> None:
     """write_changes sends what the flush would (the changed columns, ``updated_at``, the
-    review queue's counter) and leaves nothing for the flush; a savepoint rolled back after it
-    puts the rows back as the database has them."""
+    review queue's counter) and, on PostgreSQL, leaves nothing for the flush (on SQLite the
+    flush writes them); a savepoint rolled back after it puts the rows back as the database has
+    them."""
     acme = Customer(org_id=org.id, external_ref="C1", name="Acme Inc")
     session.add(acme)
     session.flush()
@@ -191,7 +192,8 @@ def test_changed_rows_are_written_at_once_and_a_rolled_back_savepoint_forgets_th
     invs[1].balance_minor, invs[1].status = 0, InvoiceStatus.PAID  # paid
     invs[1].settled_date = date(2026, 11, 27)
     bulk.write_changes(session, invs)
-    assert not any(session.is_modified(i) for i in invs)
+    written = session.get_bind().dialect.name == "postgresql"
+    assert [session.is_modified(i) for i in invs] == [not written, not written, False]
     read = {
         n: (b, s, d, u)
         for n, b, s, d, u in session.execute(
