@@ -44,11 +44,15 @@ def read_queue_version(conn: Connection, org_id: int) -> int | None:
 @event.listens_for(Session, "after_flush")
 def _collect(session: Session, _flush: UOWTransaction) -> None:
     # new / dirty / deleted still hold their pre-flush contents in after_flush. An attribute set
-    # to its own value leaves an object "dirty" without a net change: that changes nothing.
+    # to its own value leaves an object "dirty" without a net change: that changes nothing. An
+    # organisation already marked needs no second look (a batch's thousands of invoices).
+    marked = session.info.get(_PENDING, set())
     dirty = (
         o
         for o in session.dirty
-        if isinstance(o, WATCHED) and session.is_modified(o, include_collections=False)
+        if isinstance(o, WATCHED)
+        and o.__dict__.get("org_id") not in marked
+        and session.is_modified(o, include_collections=False)
     )
     for obj in chain(session.new, dirty, session.deleted):
         if isinstance(obj, WATCHED) and obj.org_id is not None:

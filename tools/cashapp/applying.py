@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from memory import bulk
 from memory.models import (
     CashApplication,
     CashLine,
@@ -365,6 +366,8 @@ def _apply_in(
         for item in items:
             applied, decision = _apply_one(session, org_id, item, actor, now, reads, posting)
             done.append((applied, item, decision))
+    # the lines' new status in one UPDATE (the flush would send one per line)
+    bulk.write_changes(session, [applied.line for applied, _, _ in done])
     posting.finish()
     for applied, _, _ in done:
         for app, pay in zip(

@@ -17,12 +17,12 @@ import hashlib
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
-from itertools import groupby
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, null, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
+from memory.bulk import insert_rows
 from memory.models import (
     CashImport,
     CashLine,
@@ -274,18 +274,22 @@ _UNSET: dict[str, Any] = {
 
 
 def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> dict[str, CashLine]:
-    """Insert a chunk of lines in file order; the ``wanted`` ones (by fingerprint) come back as
-    rows of the session, built from what was written (nothing is read back).
+    """Insert a chunk of lines in one statement; the ``wanted`` ones (by fingerprint) come back
+    as rows of the session, built from what was written (nothing is read back).
 
-    Multi-row INSERTs ... RETURNING the id and fingerprint (the unit of work inserts one row at a
-    time on SQLite, to learn each id), one per run of lines with the same columns: a line without
-    a decision leaves the column out (a JSON None would be stored as the JSON ``null``, not as
-    SQL NULL).
+    Why one statement (:func:`memory.bulk.insert_rows`, RETURNING the id and fingerprint): the
+    unit of work inserts one row at a time on SQLite, to learn each id. A line without a
+    decision is written with SQL NULL (``null()``: a JSON None would be stored as the JSON
+    ``null``), so every row has the same columns and the chunk is never split into runs.
     """
-    ids: dict[str, int] = {}
-    for _, run in groupby(rows, key=_columns):
-        stmt = insert(cast(Table, CashLine.__table__)).returning(CashLine.id, CashLine.fingerprint)
-        ids.update((fp, i) for i, fp in session.execute(stmt, list(run)))
+    table = cast(Table, CashLine.__table__)
+    written = insert_rows(
+        session,
+        table,
+        [{**row, "decision": row.get("decision", null())} for row in rows],
+        (table.c.id, table.c.fingerprint),
+    )
+    ids: dict[str, int] = {fp: i for i, fp in written}
     out: dict[str, CashLine] = {}
     for row in rows:
         if row["fingerprint"] not in wanted:
@@ -295,10 +299,6 @@ def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> d
         session.add(line)
         out[line.fingerprint] = line
     return out
-
-
-def _columns(row: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(row)
 
 
 def decide_lines(

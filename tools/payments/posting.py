@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from memory import clock
+from memory.bulk import insert_rows, write_changes
 from memory.models import (
     Activity,
     ActivityKind,
@@ -222,6 +223,7 @@ class Posting:
         self._in_plans: set[int] | None = None  # invoices in some plan (None: ask each time)
         self._promisers: set[tuple[int, str]] | None = None  # (customer, currency) with promises
         self._unfinished: list[tuple[Payment, list[Allocation]]] = []
+        self._touched: dict[int, Invoice] = {}  # invoices whose balance moved, by id
         self._held: list[object] = []  # rows preloaded: the identity map keeps only held ones
 
     def preload(self, requests: list[PaymentRequest]) -> None:
@@ -289,6 +291,7 @@ class Posting:
         customer = get_customer(session, org_id, customer_id)
 
         allocations = _apply(targets, req.amount_minor, req.received_on)
+        self._touched.update((inv.id, inv) for inv in targets)
         applied = sum(a.amount_minor for a in allocations)
         single = {a.invoice_id for a in allocations}
         payment = Payment(
@@ -330,13 +333,16 @@ class Posting:
         return result
 
     def finish(self) -> None:
-        """Flush the payments (their ids) and write their activity and audit rows, each kind in
-        one INSERT."""
+        """Write the payments (their ids) and the invoice balances they moved, then their
+        activity and audit rows, each kind in one statement."""
         insert_pending(self.session, Payment, [p for p, _ in self._unfinished], ("external_ref",))
+        write_changes(self.session, list(self._touched.values()))
+        self._touched = {}
         self.session.flush()
         if self._unfinished:
-            self.session.execute(
-                insert(Activity),
+            insert_rows(
+                self.session,
+                cast(Table, Activity.__table__),
                 [_activity_row(self.org_id, p, self.now) for p, _ in self._unfinished],
             )
             audit.record_many(
@@ -418,7 +424,8 @@ def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[s
     INSERTs; each stays the same object, now persistent with its id.
 
     Why: to learn each new id the unit of work inserts one row at a time on SQLite, and a bank
-    file of 10,000 lines makes as many payments. RETURNING gives the ids in no promised order,
+    file of 10,000 lines makes as many payments (:func:`memory.bulk.insert_rows` writes them in
+    one statement per batch on either backend). RETURNING gives the ids in no promised order,
     so each is matched by its ``keys`` columns, unique among the rows written here; a row whose
     keys repeat another's, or with a column left to its default, is only added to the session
     and written by the next flush.
@@ -437,10 +444,8 @@ def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[s
         returned = [pk, *(mapper.get_property(k).columns[0] for k in keys)]
         params = [{p.columns[0].key: row.__dict__[p.key] for p in props} for row in todo.values()]
         with session.no_autoflush:
-            written = session.execute(
-                insert(cast(Table, mapper.local_table)).returning(*returned), params
-            )
-            for new_id, *found in written.all():
+            written = insert_rows(session, cast(Table, mapper.local_table), params, returned)
+            for new_id, *found in written:
                 row = todo[tuple(found)]
                 if sa_inspect(row).pending:
                     session.expunge(row)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -11,10 +13,18 @@ from sqlalchemy.orm import Session
 from memory.models import (
     Activity,
     AuditEvent,
+    Customer,
+    InstallmentStatus,
+    Invoice,
     InvoiceStatus,
     Organisation,
     OutboxMessage,
     Payment,
+    PaymentPlan,
+    PlanInstallment,
+    PlanStatus,
+    PromiseStatus,
+    PromiseToPay,
 )
 from tests.tools.commit_factories import NOW, TODAY, Factory
 from tools.commitments.promises import CommitmentError, Conflict, NotFound
@@ -164,3 +174,154 @@ def test_zero_decimal_currency_in_the_receipt(session: Session, cf: Factory) -> 
     inv = cf.invoice(c, 5_000, currency="JPY")
     r = _pay(session, cf, amount_minor=5_000, currency="JPY", invoice_id=inv.id)
     assert r.receipt is not None and "5,000" in r.receipt.subject and "." not in r.receipt.subject
+
+
+def _world(session: Session, org: Organisation) -> dict[str, Any]:
+    """The same customers, invoices, promise and plan in ``org`` (named, to compare orgs)."""
+    f = Factory(session, org)
+    acme, hooli, globex = f.customer("Acme Inc"), f.customer("Hooli"), f.customer("Globex")
+    w: dict[str, Any] = {
+        "acme": acme,
+        "hooli": hooli,
+        "globex": globex,
+        "a1": f.invoice(acme, 60_000, due=TODAY - timedelta(days=20)),
+        "a2": f.invoice(acme, 40_000),
+        "h1": f.invoice(hooli, 100_000),
+        "g1": f.invoice(globex, 30_000),
+        "g2": f.invoice(globex, 50_000, currency="EUR"),
+    }
+    w["promise"] = PromiseToPay(
+        org_id=org.id,
+        customer_id=acme.id,
+        amount_minor=100_000,
+        currency="USD",
+        promised_date=TODAY,
+        invoices=[w["a1"], w["a2"]],
+    )
+    w["plan"] = PaymentPlan(
+        org_id=org.id,
+        customer_id=hooli.id,
+        total_minor=100_000,
+        currency="USD",
+        status=PlanStatus.ACTIVE,
+        invoices=[w["h1"]],
+    )
+    w["plan"].installments = [
+        PlanInstallment(seq=1, due_date=TODAY, amount_minor=40_000),
+        PlanInstallment(seq=2, due_date=TODAY + timedelta(days=30), amount_minor=60_000),
+    ]
+    session.add_all([w["promise"], w["plan"]])
+    session.commit()
+    return w
+
+
+# name of the target -> amount, external reference: partial, exact, over-payment, the same
+# invoice twice, on account, a promise kept over two payments, plan installments, a repeat
+_REQUESTS: list[tuple[str, str, int, str | None]] = [
+    ("invoice", "a1", 50_000, "r1"),
+    ("invoice", "g1", 10_000, "r2"),
+    ("invoice", "g1", 25_000, "r3"),
+    ("customer", "globex", 7_000, None),
+    ("invoice", "a1", 10_000, "r4"),
+    ("invoice", "a2", 40_000, "r5"),
+    ("installment", "plan", 40_000, "r6"),
+    ("invoice", "h1", 60_000, "r7"),
+    ("invoice", "g1", 99_000, "r2"),
+]
+
+
+def _request(w: dict[str, Any], kind: str, name: str, amount: int, ref: str | None) -> Any:
+    return payments.PaymentRequest(
+        amount_minor=amount,
+        currency="USD",
+        received_on=TODAY,
+        external_ref=ref,
+        invoice_id=w[name].id if kind == "invoice" else None,
+        customer_id=w[name].id if kind == "customer" else None,
+        installment_id=w[name].installments[0].id if kind == "installment" else None,
+    )
+
+
+def _ledger(session: Session, org: Organisation, w: dict[str, Any]) -> dict[str, Any]:
+    """Everything posting may touch, with ids replaced by names (two orgs compare equal)."""
+    session.expire_all()
+    names: dict[tuple[str, int | None], str] = {
+        ("invoice", obj.id): n for n, obj in w.items() if isinstance(obj, Invoice)
+    }
+    names.update({("customer", obj.id): n for n, obj in w.items() if isinstance(obj, Customer)})
+    pays = session.scalars(select(Payment).where(Payment.org_id == org.id).order_by(Payment.id))
+    pay_names: dict[int | None, int] = {}
+    rows = []
+    for n, p in enumerate(pays):
+        pay_names[p.id] = n
+        rows.append(
+            (
+                names[("customer", p.customer_id)],
+                names.get(("invoice", p.invoice_id)),
+                p.installment_id is not None,
+                p.amount_minor,
+                p.applied_minor,
+                p.unapplied_minor,
+                p.external_ref,
+                p.method,
+                p.received_on,
+            )
+        )
+    trail = session.scalars(
+        select(AuditEvent).where(AuditEvent.org_id == org.id).order_by(AuditEvent.id)
+    )
+    audit = []
+    for e in trail:
+        detail = dict(e.detail)
+        for key in ("allocations", "invoice_ids", "payment_id"):
+            detail.pop(key, None)
+        subject = pay_names.get(e.subject_id) if e.subject_type == "payment" else e.subject_type
+        said = re.sub(r"payment (\d+)", lambda m: f"payment #{pay_names[int(m[1])]}", str(detail))
+        audit.append((e.action, e.subject_type, subject, e.from_state, e.to_state, said))
+    activity = session.scalars(
+        select(Activity.summary, Activity.kind).where(Activity.org_id == org.id)
+    ).all()
+    return {
+        "invoices": {
+            n: (inv.balance_minor, inv.status, inv.settled_date)
+            for n, inv in w.items()
+            if isinstance(inv, Invoice)
+        },
+        "payments": rows,
+        "promise": w["promise"].status,
+        "installments": [(i.paid_minor, i.status) for i in w["plan"].installments],
+        "plan": w["plan"].status,
+        "activity": sorted(activity),
+        "audit": sorted(audit, key=str),
+    }
+
+
+def test_a_batch_leaves_the_ledger_as_posting_one_at_a_time(
+    session: Session, org: Organisation
+) -> None:
+    """The same payments posted one by one (``post_payment``) in one organisation and as one
+    batch (``payment_batch``: bulk INSERTs and UPDATEs) in another: balances, payments,
+    promises, installments, activity and audit rows are the same."""
+    other = Organisation(name="Twin Ltd", slug="twin-ltd")
+    session.add(other)
+    session.commit()
+    one, batch = _world(session, org), _world(session, other)
+    for req in (_request(one, *r) for r in _REQUESTS):
+        payments.post_payment(
+            session, org.id, actor="t", now=NOW, send_receipt=False, **req.__dict__
+        )
+    requests = [_request(batch, *r) for r in _REQUESTS]
+    posting = payments.payment_batch(session, other.id, actor="t", requests=requests, now=NOW)
+    results = [posting.post(r) for r in requests]
+    posting.finish()
+    session.commit()
+    assert [r.duplicate for r in results] == [False] * 8 + [True]
+    single, batched = _ledger(session, org, one), _ledger(session, other, batch)
+    assert single == batched
+    assert single["promise"] == PromiseStatus.KEPT
+    assert ("promise.kept", "promise", "promise", "open", "kept") in [
+        a[:5] for a in single["audit"]
+    ]
+    assert single["installments"][0] == (40_000, InstallmentStatus.PAID)
+    assert single["invoices"]["g1"] == (0, InvoiceStatus.PAID, TODAY)
+    assert len(single["payments"]) == 8 and len(single["activity"]) == 8

@@ -1,0 +1,199 @@
+"""Writing many rows of one table at once, in one statement per batch, on either backend.
+
+Why: a bank file of 10,000 lines writes some 50,000 rows (its lines, payments, applications,
+activity and audit rows). SQLAlchemy's multi-row ``INSERT ... VALUES`` ("insertmanyvalues")
+renders one placeholder per value: on PostgreSQL a 500-row batch is a 200 kB statement that
+psycopg re-parses on every execution (it caches only short queries) and the server parses and
+plans again. There the rows go instead as one array per column, ``INSERT ... SELECT * FROM
+unnest(...)``: a statement of a few hundred characters, the same for every batch, whatever its
+size. Elsewhere (SQLite) the multi-row INSERT stays, which is what SQLite does best.
+
+Changed rows of the session (a batch's invoice balances, its bank lines' status) are written the
+same way on PostgreSQL by :func:`write_changes`: one ``UPDATE ... FROM unnest(...)`` per set of
+changed columns, where the unit of work would send one UPDATE per row.
+
+The rows written are the same either way: every value goes through its column type's own
+conversion (enums to their stored value, JSON serialised, ``sqlalchemy.null()`` as SQL NULL in a
+JSON column), a column a row leaves out gets its Python default (``default=...``), and an
+over-long string is refused by the column as before (the arrays are cast to the bare type, never
+to a length that would silently cut a value).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Column, Table, insert
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Mapper, Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from memory.queue_version import WATCHED, mark_queue_changed
+
+BATCH = 5_000  # rows per statement: bounded, so a huge file never builds one giant array
+
+
+def insert_rows(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    returning: Sequence[Column[Any]] = (),
+) -> list[tuple[Any, ...]]:
+    """Insert ``rows`` (dicts of column keys, all with the same keys) into ``table`` in the
+    session's transaction; the ``returning`` columns of the rows written, in no promised order.
+    Nothing is flushed first: rows these refer to (a foreign key) must be written already.
+    """
+    if not rows:
+        return []
+    keys = list(rows[0])
+    unknown = [k for k in keys if k not in table.c]
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(unknown)}.")
+    if any(row.keys() != rows[0].keys() for row in rows):
+        raise ValueError(f"Every row written to {table.name} at once needs the same columns.")
+    if session.get_bind().dialect.name != "postgresql":
+        stmt = insert(table)
+        with session.no_autoflush:  # as on PostgreSQL: the caller flushes what rows refer to
+            if not returning:
+                session.execute(stmt, list(rows))
+                return []
+            return [tuple(r) for r in session.execute(stmt.returning(*returning), list(rows))]
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), BATCH):
+        out += _unnest_insert(session, table, rows[start : start + BATCH], keys, returning)
+    return out
+
+
+def _unnest_insert(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: list[str],
+    returning: Sequence[Column[Any]],
+) -> list[tuple[Any, ...]]:
+    """One ``INSERT ... SELECT * FROM unnest(<one array per column>)`` (PostgreSQL)."""
+    dialect = session.get_bind().dialect
+    quote = dialect.identifier_preparer.quote
+    defaults = [
+        c for c in table.c if c.key not in keys and c.default is not None and not c.primary_key
+    ]
+    columns = [table.c[k] for k in keys] + defaults
+    params: dict[str, list[Any]] = {}
+    for n, col in enumerate(columns):
+        given = n < len(keys)
+        values = [row[col.key] if given else _default(col) for row in rows]
+        convert = col.type._cached_bind_processor(dialect)
+        params[f"c{n}"] = [convert(v) for v in values] if convert else values
+    # %(cN)b: psycopg sends the array in binary; as text each element would be quoted and
+    # escaped one by one (a JSON column's every quote), which costs more than the insert.
+    arrays = ", ".join(
+        f"CAST(%(c{n})b AS {_array_type(col, dialect)})" for n, col in enumerate(columns)
+    )
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c.name) for c in columns)}) "
+        f"SELECT * FROM unnest({arrays})"
+    )
+    if returning:
+        sql += f" RETURNING {', '.join(quote(c.name) for c in returning)}"
+    result = session.connection().exec_driver_sql(sql, params)
+    return [tuple(r) for r in result] if returning else []
+
+
+def _default(col: Column[Any]) -> Any:
+    """The column's Python-side default for a row that leaves it out (as Core would apply)."""
+    default: Any = col.default
+    if default.is_scalar:
+        return default.arg
+    if default.is_callable:
+        return default.arg(None)  # SQLAlchemy wraps a no-argument default to take a context
+    raise ValueError(f"{col.table.name}.{col.name} has a SQL default; give its value.")
+
+
+def _array_type(col: Column[Any], dialect: Any) -> str:
+    """``VARCHAR[]`` for ``String(3)``: the bare type, so the column itself checks lengths."""
+    return re.sub(r"\(.*?\)", "", col.type.compile(dialect=dialect)) + "[]"
+
+
+def write_changes(session: Session, objs: Sequence[Any]) -> None:
+    """On PostgreSQL, write the changed columns of these persistent rows of the session now, in
+    one UPDATE per table and set of changed columns, and tell the session they are written (the
+    next flush has nothing left to send for them). Elsewhere the flush writes them.
+
+    Why only there: the unit of work sends a batch's UPDATEs as an executemany, one statement
+    per row; psycopg and the server handle each on its own, SQLite runs them in one call.
+
+    The same UPDATE the unit of work would have sent, set-based: a column with ``onupdate``
+    gets its new value as well, and the review queue's counter is bumped for the tables it
+    watches. Anything else (a new, deleted or versioned row, a relationship, a column not
+    loaded) is left to the flush. The rows stay marked as modified until that flush, so a
+    rolled-back savepoint still expires them and they are read again as the database has them.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    groups: dict[tuple[Mapper[Any], tuple[str, ...]], list[Any]] = {}
+    for obj in objs:
+        state = sa_inspect(obj)
+        mapper = state.mapper
+        if not state.persistent or state.deleted or mapper.version_id_col is not None:
+            continue
+        columns = mapper.columns
+        changed = [k for k in state.committed_state if state.attrs[k].history.has_changes()]
+        if not changed or any(k not in columns or k not in state.dict for k in changed):
+            continue
+        groups.setdefault((mapper, tuple(sorted(changed))), []).append(obj)
+    for (mapper, keys), rows in groups.items():
+        for start in range(0, len(rows), BATCH):
+            _update(session, mapper, keys, rows[start : start + BATCH])
+
+
+def _update(session: Session, mapper: Mapper[Any], keys: tuple[str, ...], objs: list[Any]) -> None:
+    """One ``UPDATE ... FROM unnest(...)`` of ``keys`` (and the ``onupdate`` columns) for
+    ``objs``, by primary key (PostgreSQL)."""
+    table = _table(mapper)
+    (pk,) = (cast(Column[Any], c) for c in mapper.primary_key)
+    cols = [mapper.get_property(k).columns[0] for k in keys]  # type: ignore[attr-defined]
+    stamped = [c for c in table.c if c.onupdate is not None and c.key not in keys]
+    values = {c.key: _on_update(c) for c in stamped}
+    rows = [[getattr(o, k) for k in keys] + [values[c.key] for c in stamped] for o in objs]
+    targets = cols + stamped
+    dialect = session.get_bind().dialect
+    quote = dialect.identifier_preparer.quote
+    arrays = [f"CAST(%(k)b AS {_array_type(pk, dialect)})"] + [
+        f"CAST(%(c{n})b AS {_array_type(c, dialect)})" for n, c in enumerate(targets)
+    ]
+    params: dict[str, list[Any]] = {"k": [sa_inspect(o).identity[0] for o in objs]}
+    for n, col in enumerate(targets):
+        convert = col.type._cached_bind_processor(dialect)
+        column = [row[n] for row in rows]
+        params[f"c{n}"] = [convert(v) for v in column] if convert else column
+    names = ", ".join(["k"] + [f"c{n}" for n in range(len(targets))])
+    sets = ", ".join(f"{quote(c.name)} = v.c{n}" for n, c in enumerate(targets))
+    session.connection().exec_driver_sql(
+        f"UPDATE {quote(table.name)} SET {sets} FROM unnest({', '.join(arrays)}) "
+        f"AS v({names}) WHERE {quote(table.name)}.{quote(pk.name)} = v.k",
+        params,
+    )
+    for obj, row in zip(objs, rows, strict=True):
+        for col, value in zip(targets, row, strict=True):
+            set_committed_value(obj, mapper.get_property_by_column(col).key, value)
+    if mapper.class_ in WATCHED:
+        for org_id in {o.org_id for o in objs}:
+            mark_queue_changed(session, org_id)
+
+
+def _table(mapper: Mapper[Any]) -> Table:
+    table = mapper.local_table
+    assert isinstance(table, Table)
+    return table
+
+
+def _on_update(col: Column[Any]) -> Any:
+    """The value a column's ``onupdate`` gives a row the unit of work updates."""
+    onupdate: Any = col.onupdate
+    if onupdate.is_scalar:
+        return onupdate.arg
+    if onupdate.is_callable:
+        return onupdate.arg(None)
+    raise ValueError(f"{col.table.name}.{col.name} has a SQL onupdate; leave it to the flush.")
