@@ -281,7 +281,7 @@ class PolicyEngine:
     def _decide_typed(self, atype: ActionType, facts: Any) -> Decision:
         if not self._rulesets:
             raise RuntimeError("this PolicyEngine was closed")
-        ctx = derive(atype, facts, self.policy_set, self._scanner)
+        ctx = derive(atype, facts, self.book, self._scanner)
         fired = self._rulesets[atype].fire(ctx.d["payload"])
         return self._aggregate(atype, ctx, fired)
 

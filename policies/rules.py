@@ -38,7 +38,7 @@ from policies.facts import (
 from policies.holidaycal import CONTACT, place_or_none
 from policies.money import format_bps, format_money
 from policies.policy_set import ContentPolicy, PolicySet
-from policies.textscan import PhraseMatcher
+from policies.textscan import PhraseMatcher, PhraseScan
 from policies.timewin import QuietCalendar, clear_of, describe_local, start_of_local_day, zone
 from policies.types import ActionType, Outcome
 
@@ -178,6 +178,12 @@ class ThreatScanner:
         self.threats = PhraseMatcher(content.threat_phrases())
         self.concessions = PhraseMatcher(content.concession_phrases)
         self.demands = PhraseMatcher(content.payment_demand_phrases)
+        self._both = PhraseScan([self.threats, self.concessions])
+
+    def threat_and_concession(self, text: str) -> tuple[str | None, str | None]:
+        """``(search(text), concession(text))`` in one pass (every draft asks both)."""
+        threat, concession = self._both.first(text)
+        return (threat.found if threat else None, concession.found if concession else None)
 
     def search(self, text: str) -> str | None:
         """The first legal-threat phrase found (the text's words that matched), or None."""
@@ -199,8 +205,9 @@ class ThreatScanner:
 
 
 def _derive_outreach(
-    f: SendDraftFacts | SendNudgeFacts, ps: PolicySet, p: Payload, d: dict[str, Any]
+    f: SendDraftFacts | SendNudgeFacts, book: RuleBook, p: Payload, d: dict[str, Any]
 ) -> None:
+    ps = book.ps
     tz = zone(f.contact.timezone)
     now = f.now.astimezone(UTC)
     loc = now.astimezone(tz)
@@ -221,7 +228,7 @@ def _derive_outreach(
     p["local_weekday"] = loc.weekday()
     p["local_date"] = today.isoformat()
     # The contact's holidays: the policy's calendars, "contact" meaning the contact's country.
-    cal = QuietCalendar(ps.quiet_hours, place_or_none(f.contact.country, f.contact.subdivision))
+    cal = book.calendar.for_place(place_or_none(f.contact.country, f.contact.subdivision))
     d["cal"] = cal
     d["holiday"] = cal.holiday(today)
     p["local_holiday"] = d["holiday"] is not None
@@ -283,10 +290,11 @@ def _reminds(about: PromiseFacts | None, pr: PromiseFacts, grace: int) -> bool:
     )
 
 
-def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner) -> Ctx:
+def _derive_send_draft(f: SendDraftFacts, book: RuleBook, scanner: ThreatScanner) -> Ctx:
+    ps = book.ps
     p: Payload = {"k": 1}
     d: dict[str, Any] = {"payload": p}
-    _derive_outreach(f, ps, p, d)
+    _derive_outreach(f, book, p, d)
     p["org_shadow"] = f.org_shadow_mode
     p["seg_shadow"] = f.segment_shadow_mode
     p["step_shadow"] = f.step_shadow_mode
@@ -302,10 +310,9 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     p["legal_ok"] = ps.content.legal_role in f.approved_by_roles
     # Content against the ledger.
     s, ledger = f.content, f.ledger
-    threat = scanner.search(s.body)
+    threat, concession = scanner.threat_and_concession(s.body)
     d["threat"] = threat
     p["threat"] = threat is not None
-    concession = scanner.concession(s.body)
     d["concession"] = concession
     p["concession"] = concession is not None and not ledger.concession_approved
     p["concession_approved"] = ps.content.concession_role in f.approved_by_roles
@@ -330,10 +337,11 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     return Ctx(f, ps, **d)
 
 
-def _derive_send_nudge(f: SendNudgeFacts, ps: PolicySet) -> Ctx:
+def _derive_send_nudge(f: SendNudgeFacts, book: RuleBook) -> Ctx:
+    ps = book.ps
     p: Payload = {"k": 1, "role": f.actor_role, "tmpl": f.template_approved}
     d: dict[str, Any] = {"payload": p}
-    _derive_outreach(f, ps, p, d)
+    _derive_outreach(f, book, p, d)
     now = d["now"]
     scheduled = sorted(t.astimezone(UTC) for t in f.scheduled_autopilot_touches)
     d["scheduled"] = scheduled
@@ -410,12 +418,13 @@ def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
     return Ctx(f, ps, payload=p)
 
 
-def derive(action: ActionType, facts: _Facts, ps: PolicySet, scanner: ThreatScanner) -> Ctx:
+def derive(action: ActionType, facts: _Facts, book: RuleBook, scanner: ThreatScanner) -> Ctx:
     """The durable_rules payload (``ctx.d['payload']``) and message context for one action."""
+    ps = book.ps
     if isinstance(facts, SendDraftFacts):
-        return _derive_send_draft(facts, ps, scanner)
+        return _derive_send_draft(facts, book, scanner)
     if isinstance(facts, SendNudgeFacts):
-        return _derive_send_nudge(facts, ps)
+        return _derive_send_nudge(facts, book)
     if isinstance(facts, OfferPlanFacts | ApprovePlanFacts):
         return _derive_plan(facts, ps)
     if isinstance(facts, GrantCreditFacts):
