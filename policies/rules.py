@@ -226,7 +226,6 @@ def _derive_outreach(
     # The contact's clock.
     p["local_minute_of_day"] = loc.hour * 60 + loc.minute
     p["local_weekday"] = loc.weekday()
-    p["local_date"] = today.isoformat()
     # The contact's holidays: the policy's calendars, "contact" meaning the contact's country.
     cal = book.calendar.for_place(place_or_none(f.contact.country, f.contact.subdivision))
     d["cal"] = cal

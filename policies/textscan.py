@@ -107,8 +107,7 @@ def _strip_accents(text: str) -> str:
 
 def _join_spelled(words: list[str]) -> list[str]:
     """Runs of three or more single letters ("s u e", "l-e-g-a-l") joined into one word."""
-    singles = bytes(len(w) == 1 and w.isalpha() for w in words)
-    if b"\x01\x01\x01" not in singles:  # no run to join: most texts, cheaply
+    if list(map(len, words)).count(1) < 3:  # no run to join: most texts, cheaply
         return words
     out: list[str] = []
     run: list[str] = []
@@ -388,17 +387,23 @@ class PhraseScan:
         """For each matcher, in order, what ``matcher.find(text)`` returns."""
         seq = self._seq(_folded(text))
         width, memo = self.width, self._memo
+        # every word's window (the last ones cut short by the end of the text), in C loops
+        full = len(seq) - width + 1
+        windows = list(zip(*(seq[k:] for k in range(width)), strict=False)) if full > 0 else []
+        windows += [seq[i:] for i in range(max(full, 0), len(seq))]
+        found = list(map(memo.get, windows))
         firsts: list[Hit | None] = [None] * len(self.pairs)
-        for i in range(len(seq)):
-            window = seq[i : i + width]
-            found = memo.get(window)
-            if found is None:
-                found = self._answers(window)
+        if None not in found and not any(found):
+            return (None,) * len(self.matchers)  # every window known, none holds a phrase
+        for i, window in enumerate(windows):
+            answers = found[i]
+            if answers is None:
+                answers = self._answers(window)
                 if len(memo) >= _MEMO_MAX:
                     memo.clear()
-                memo[window] = found
-            if found:
-                for k, hit in enumerate(found):
+                memo[window] = answers
+            if answers:
+                for k, hit in enumerate(answers):
                     if hit is not None and firsts[k] is None:
                         firsts[k] = hit
         out: list[Hit | None] = []
