@@ -9,7 +9,9 @@ from __future__ import annotations
 from policies.units import (
     UnitError,
     format_amount,
+    format_minutes,
     format_percent,
+    parse_minutes,
     parse_money,
     parse_percent,
     parse_time,
@@ -19,7 +21,9 @@ from policies.units import (
 __all__ = [
     "UnitError",
     "format_amount",
+    "format_minutes",
     "format_percent",
+    "parse_minutes",
     "parse_money",
     "parse_percent",
     "parse_time",
