@@ -39,7 +39,7 @@ from policies.facts import FACT_MODELS, SendNudgeFacts
 from policies.policy_set import PolicySet, load_default
 from policies.rules import Ctx, Rule, RuleBook, ThreatScanner, build, derive
 from policies.timewin import next_allowed
-from policies.types import OUTREACH_ACTIONS, ActionType, Decision, Outcome, Reason
+from policies.types import OUTREACH_ACTIONS, PRECEDENCE, ActionType, Decision, Outcome, Reason
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ ENGINE_LOCK = threading.RLock()
 _SEQ = itertools.count(1)
 _SID = "0"
 _MAX_FACT_REASONS = 20
+_ACTION_TYPES = {a.value: a for a in ActionType}
 #: A fact is retracted by its identity (``sid`` and ``id``): durable_rules need not be sent the
 #: whole payload again, which would cost one more encoding of it per decision.
 _IDENTITY = {"sid": _SID, "id": _SID}
@@ -222,10 +223,9 @@ class PolicyEngine:
 
     def decide(self, action: ActionType | str | Mapping[str, Any], facts: Any) -> Decision:
         """The decision for ``action`` given ``facts`` (a mapping or the action's fact model)."""
-        raw_type = action_type_of(action)
-        try:
-            atype = ActionType(raw_type)
-        except ValueError:
+        raw_type = action if type(action) is str else action_type_of(action)
+        atype = _ACTION_TYPES.get(raw_type)
+        if atype is None:
             known = ", ".join(a.value for a in ActionType)
             return _blocked(
                 raw_type,
@@ -239,7 +239,7 @@ class PolicyEngine:
                 self.digest,
             )
         model = FACT_MODELS[atype]
-        if isinstance(facts, model):
+        if type(facts) is dict or isinstance(facts, model):
             typed: Any = facts
         elif isinstance(facts, BaseModel) or not isinstance(facts, Mapping):
             return _blocked(
@@ -257,8 +257,10 @@ class PolicyEngine:
                 self.digest,
             )
         else:
+            typed = facts
+        if not isinstance(typed, model):
             try:
-                typed = model.model_validate(facts)
+                typed = model.model_validate(typed)
             except ValidationError as exc:
                 return _blocked(atype.value, _fact_reasons(atype, exc), self.digest)
         try:
@@ -281,7 +283,7 @@ class PolicyEngine:
     def _decide_typed(self, atype: ActionType, facts: Any) -> Decision:
         if not self._rulesets:
             raise RuntimeError("this PolicyEngine was closed")
-        ctx = derive(atype, facts, self.policy_set, self._scanner)
+        ctx = derive(atype, facts, self.book, self._scanner)
         fired = self._rulesets[atype].fire(ctx.d["payload"])
         return self._aggregate(atype, ctx, fired)
 
@@ -291,7 +293,8 @@ class PolicyEngine:
         notify: set[str] = set()
         for rule in fired:
             granted = granted or rule.grants
-            notify.update(rule.notify)
+            if rule.notify:
+                notify.update(rule.notify)
             reasons.append(
                 Reason(
                     rule_id=rule.rule_id,
@@ -301,7 +304,7 @@ class PolicyEngine:
                     approver_role=rule.approver,
                 )
             )
-        outcome = Outcome.strongest([r.outcome for r in reasons])
+        outcome = Outcome.strongest([rule.outcome for rule in fired])
         if outcome is Outcome.ALLOW and not granted:
             reasons.append(
                 Reason(
@@ -312,7 +315,8 @@ class PolicyEngine:
                 )
             )
             outcome = Outcome.BLOCK
-        reasons.sort(key=lambda r: (-r.outcome.precedence, r.rule_id, r.message))
+        if len(reasons) > 1:
+            reasons.sort(key=lambda r: (-PRECEDENCE[r.outcome], r.rule_id, r.message))
 
         not_before: datetime | None = None
         if outcome is Outcome.DEFER:

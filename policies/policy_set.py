@@ -31,6 +31,7 @@ from pydantic import (
 
 from policies.access import AccessMatrix, access_matrix
 from policies.holidaycal import CONTACT, parse_place
+from policies.human_units import HumanUnitsError, stored_form
 from policies.types import ActionType, PolicyError
 from policies.yamlfile import LineMap, line_for, read_yaml, read_yaml_file
 
@@ -445,6 +446,22 @@ class PolicySet(_Section):
 ACTOR_ACTIONS = tuple(a for a in ActionType if a is not ActionType.SEND_DRAFT)
 
 
+def _stored(
+    data: dict[str, Any], currency: Any, lines: LineMap | None, source: str
+) -> dict[str, Any]:
+    """``data`` in human units read into the stored form (``policies.human_units``), or a
+    :class:`PolicyError` naming the file, line and setting of every value that cannot be read."""
+    try:
+        return stored_form(data, currency if isinstance(currency, str) else "USD")
+    except HumanUnitsError as exc:
+        messages = []
+        for path, message in exc.problems:
+            line = line_for(lines, list(path)) if lines else None
+            where = f"line {line}: " if line else ""
+            messages.append(f"{source}: {where}{'.'.join(path)}: {message}")
+        raise PolicyError("; ".join(messages)) from exc
+
+
 def _validate(data: Any, lines: LineMap | None, source: str, root_line: bool = True) -> PolicySet:
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: a policy set must be a mapping of sections, got {data!r}.")
@@ -472,6 +489,8 @@ def _validate(data: Any, lines: LineMap | None, source: str, root_line: bool = T
 def parse(text: str, source: str = "<policy>") -> PolicySet:
     """Validate YAML text into a policy set (a full set, not an override)."""
     data, lines = read_yaml(text, source)
+    if isinstance(data, dict):
+        data = _stored(data, data.get("currency", "USD"), lines, source)
     return _validate(data, lines, source)
 
 
@@ -479,6 +498,8 @@ def load(path: str | Path) -> PolicySet:
     """Load a complete policy set from a YAML file."""
     p = Path(path)
     data, lines = read_yaml_file(p)
+    if isinstance(data, dict):
+        data = _stored(data, data.get("currency", "USD"), lines, str(p))
     return _validate(data, lines, str(p))
 
 
@@ -538,10 +559,14 @@ def merge(
     """``base`` with ``override`` applied (nested mappings merged, lists and values replaced).
 
     The result is validated as a whole, so an override can never produce an invalid set. Pass the
-    override file's ``lines`` (from :func:`load_override`) for errors that name the line.
+    override file's ``lines`` (from :func:`load_override`) for errors that name the line. The
+    override may be in human units or in the stored form saved versions hold
+    (``policies.human_units``).
     """
     if not isinstance(override, dict):
         raise PolicyError(f"{source}: an override must be a mapping, got {type(override).__name__}")
+    currency = override.get("currency", base.currency)
+    override = _stored(override, currency, lines, source)
     merged = _deep_merge(base.model_dump(mode="json"), override, "", source, lines)
     return _validate(merged, lines, source, root_line=False)
 

@@ -38,7 +38,7 @@ from policies.facts import (
 from policies.holidaycal import CONTACT, place_or_none
 from policies.money import format_bps, format_money
 from policies.policy_set import ContentPolicy, PolicySet
-from policies.textscan import PhraseMatcher
+from policies.textscan import PhraseMatcher, PhraseScan
 from policies.timewin import QuietCalendar, clear_of, describe_local, start_of_local_day, zone
 from policies.types import ActionType, Outcome
 
@@ -178,6 +178,12 @@ class ThreatScanner:
         self.threats = PhraseMatcher(content.threat_phrases())
         self.concessions = PhraseMatcher(content.concession_phrases)
         self.demands = PhraseMatcher(content.payment_demand_phrases)
+        self._both = PhraseScan([self.threats, self.concessions])
+
+    def threat_and_concession(self, text: str) -> tuple[str | None, str | None]:
+        """``(search(text), concession(text))`` in one pass (every draft asks both)."""
+        threat, concession = self._both.first(text)
+        return (threat.found if threat else None, concession.found if concession else None)
 
     def search(self, text: str) -> str | None:
         """The first legal-threat phrase found (the text's words that matched), or None."""
@@ -199,8 +205,9 @@ class ThreatScanner:
 
 
 def _derive_outreach(
-    f: SendDraftFacts | SendNudgeFacts, ps: PolicySet, p: Payload, d: dict[str, Any]
+    f: SendDraftFacts | SendNudgeFacts, book: RuleBook, p: Payload, d: dict[str, Any]
 ) -> None:
+    ps = book.ps
     tz = zone(f.contact.timezone)
     now = f.now.astimezone(UTC)
     loc = now.astimezone(tz)
@@ -219,9 +226,8 @@ def _derive_outreach(
     # The contact's clock.
     p["local_minute_of_day"] = loc.hour * 60 + loc.minute
     p["local_weekday"] = loc.weekday()
-    p["local_date"] = today.isoformat()
     # The contact's holidays: the policy's calendars, "contact" meaning the contact's country.
-    cal = QuietCalendar(ps.quiet_hours, place_or_none(f.contact.country, f.contact.subdivision))
+    cal = book.calendar.for_place(place_or_none(f.contact.country, f.contact.subdivision))
     d["cal"] = cal
     d["holiday"] = cal.holiday(today)
     p["local_holiday"] = d["holiday"] is not None
@@ -283,31 +289,32 @@ def _reminds(about: PromiseFacts | None, pr: PromiseFacts, grace: int) -> bool:
     )
 
 
-def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner) -> Ctx:
+def _derive_send_draft(f: SendDraftFacts, book: RuleBook, scanner: ThreatScanner) -> Ctx:
+    ps = book.ps
     p: Payload = {"k": 1}
     d: dict[str, Any] = {"payload": p}
-    _derive_outreach(f, ps, p, d)
-    p["org_shadow"] = f.org_shadow_mode
-    p["seg_shadow"] = f.segment_shadow_mode
-    p["step_shadow"] = f.step_shadow_mode
+    _derive_outreach(f, book, p, d)
+    p["org_shadow_mode"] = f.org_shadow_mode
+    p["segment_shadow_mode"] = f.segment_shadow_mode
+    p["step_shadow_mode"] = f.step_shadow_mode
     p["autopilot_enabled"] = f.autopilot_enabled
     if f.data_ready_score is not None:
-        p["score"] = f.data_ready_score
+        p["data_ready_score"] = f.data_ready_score
     if f.sending_domain_verified is not None:
-        p["domain"] = f.sending_domain_verified
+        p["sending_domain_verified"] = f.sending_domain_verified
     # Who approved this version: the most senior rank (the rule compares it with the reviewer
     # minimum; unknown roles rank -1) and whether Legal is among them.
     ranks = ps.access.roles
     p["reviewer_rank"] = max((ranks.get(r, -1) for r in f.approved_by_roles), default=-1)
-    p["legal_ok"] = ps.content.legal_role in f.approved_by_roles
+    p["approved_by_legal"] = ps.content.legal_role in f.approved_by_roles
     # Content against the ledger.
     s, ledger = f.content, f.ledger
-    threat = scanner.search(s.body)
+    threat, concession = scanner.threat_and_concession(s.body)
     d["threat"] = threat
     p["threat"] = threat is not None
-    concession = scanner.concession(s.body)
     d["concession"] = concession
-    p["concession"] = concession is not None and not ledger.concession_approved
+    p["concession"] = concession is not None
+    p["ledger_backs_concession"] = ledger.concession_approved
     p["concession_approved"] = ps.content.concession_role in f.approved_by_roles
     # Dunning wording matters only in dispute correspondence (elsewhere asking is the point).
     demand = scanner.demand(s.body) if f.dispute_correspondence else None
@@ -330,10 +337,11 @@ def _derive_send_draft(f: SendDraftFacts, ps: PolicySet, scanner: ThreatScanner)
     return Ctx(f, ps, **d)
 
 
-def _derive_send_nudge(f: SendNudgeFacts, ps: PolicySet) -> Ctx:
-    p: Payload = {"k": 1, "role": f.actor_role, "tmpl": f.template_approved}
+def _derive_send_nudge(f: SendNudgeFacts, book: RuleBook) -> Ctx:
+    ps = book.ps
+    p: Payload = {"k": 1, "role": f.actor_role, "template_approved": f.template_approved}
     d: dict[str, Any] = {"payload": p}
-    _derive_outreach(f, ps, p, d)
+    _derive_outreach(f, book, p, d)
     now = d["now"]
     scheduled = sorted(t.astimezone(UTC) for t in f.scheduled_autopilot_touches)
     d["scheduled"] = scheduled
@@ -349,15 +357,15 @@ def _derive_plan(f: OfferPlanFacts | ApprovePlanFacts, ps: PolicySet) -> Ctx:
     role = f.actor_role or ""
     p: Payload = {
         "k": 1,
-        "via": via,
+        "proposed_via": via,
         "role": role,
         "total": f.total_minor,
-        "cur": f.currency,
-        "inst": f.installments,
+        "currency": f.currency,
+        "installments": f.installments,
         "months": f.months,
-        "dbps": ceil_bps(f.discount_minor, f.total_minor),
-        "nst": f.non_standard_terms,
-        "legal_ok": f.legal_approved or role == ps.plans.legal_role,
+        "discount_bps": ceil_bps(f.discount_minor, f.total_minor),
+        "non_standard_terms": f.non_standard_terms,
+        "legal_approved": f.legal_approved,
     }
     if f.actor_limit_minor is not None:
         p["actor_limit_minor"] = f.actor_limit_minor
@@ -369,10 +377,10 @@ def _derive_credit(f: GrantCreditFacts, ps: PolicySet) -> Ctx:
         "k": 1,
         "role": f.actor_role,
         "kind": f.kind,
-        "amt": f.amount_minor,
-        "cur": f.currency,
-        "bal": f.invoice_balance_minor,
-        "dbps": ceil_bps(f.amount_minor, f.invoice_amount_minor),
+        "amount": f.amount_minor,
+        "currency": f.currency,
+        "invoice_balance": f.invoice_balance_minor,
+        "discount_bps": ceil_bps(f.amount_minor, f.invoice_amount_minor),
     }
     if f.actor_limit_minor is not None:
         p["actor_limit_minor"] = f.actor_limit_minor
@@ -402,10 +410,10 @@ def _derive_cash(f: ApplyCashFacts, ps: PolicySet) -> Ctx:
 def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
     p: Payload = {"k": 1, "role": f.actor_role}
     if isinstance(f, EscalateDisputeFacts):
-        p["status"] = f.dispute_status
+        p["dispute_status"] = f.dispute_status
     elif isinstance(f, EnableAutopilotFacts):
-        p["score"] = f.data_ready_score
-        p["domain"] = f.sending_domain_verified
+        p["data_ready_score"] = f.data_ready_score
+        p["sending_domain_verified"] = f.sending_domain_verified
         # a flag, not the count's existence: durable_rules' $ex does not see a 0
         p["shadow_recorded"] = f.shadow_decided is not None and f.shadow_unchanged is not None
         if f.shadow_decided is not None and f.shadow_unchanged is not None:
@@ -417,12 +425,13 @@ def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
     return Ctx(f, ps, payload=p)
 
 
-def derive(action: ActionType, facts: _Facts, ps: PolicySet, scanner: ThreatScanner) -> Ctx:
+def derive(action: ActionType, facts: _Facts, book: RuleBook, scanner: ThreatScanner) -> Ctx:
     """The durable_rules payload (``ctx.d['payload']``) and message context for one action."""
+    ps = book.ps
     if isinstance(facts, SendDraftFacts):
-        return _derive_send_draft(facts, ps, scanner)
+        return _derive_send_draft(facts, book, scanner)
     if isinstance(facts, SendNudgeFacts):
-        return _derive_send_nudge(facts, ps)
+        return _derive_send_nudge(facts, book)
     if isinstance(facts, OfferPlanFacts | ApprovePlanFacts):
         return _derive_plan(facts, ps)
     if isinstance(facts, GrantCreditFacts):
@@ -746,7 +755,9 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
     unreviewed = c.lt("reviewer_rank", min_rank)
     reviewed = c.gte("reviewer_rank", min_rank)
     no_shadow = c.all_of(
-        c.eq("org_shadow", False), c.eq("seg_shadow", False), c.eq("step_shadow", False)
+        c.eq("org_shadow_mode", False),
+        c.eq("segment_shadow_mode", False),
+        c.eq("step_shadow_mode", False),
     )
     autopilot_path = c.all_of(unreviewed, no_shadow)
     review = f"{_or_above(min_role)} must review this draft"
@@ -770,7 +781,9 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             cond=c.all_of(
                 unreviewed,
                 c.any_of(
-                    c.eq("org_shadow", True), c.eq("seg_shadow", True), c.eq("step_shadow", True)
+                    c.eq("org_shadow_mode", True),
+                    c.eq("segment_shadow_mode", True),
+                    c.eq("step_shadow_mode", True),
                 ),
             ),
             explain=(
@@ -806,7 +819,9 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.not_data_ready",
             rule_id="autopilot.not_data_ready",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(autopilot_path, c.present("score"), c.lt("score", threshold)),
+            cond=c.all_of(
+                autopilot_path, c.present("data_ready_score"), c.lt("data_ready_score", threshold)
+            ),
             explain=f"Autopilot sends only while the organisation is Data-Ready (>= {threshold}).",
             message=lambda x: (
                 f"Data-Ready score {x.f.data_ready_score} is below {threshold}: Autopilot may not "
@@ -818,7 +833,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.domain_unverified",
             rule_id="autopilot.domain_unverified",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(autopilot_path, c.eq("domain", False)),
+            cond=c.all_of(autopilot_path, c.eq("sending_domain_verified", False)),
             explain="Autopilot sends only from a verified sending domain.",
             message=lambda x: f"Sending domain is not verified: Autopilot may not send; {review}",
             approver=min_role,
@@ -827,7 +842,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.score_missing",
             rule_id="facts.missing",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(autopilot_path, c.absent("score")),
+            cond=c.all_of(autopilot_path, c.absent("data_ready_score")),
             explain="Autopilot without a Data-Ready score is blocked (fail closed).",
             message=lambda x: (
                 "Missing fact data_ready_score, needed by autopilot.not_data_ready: blocked "
@@ -838,7 +853,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.domain_missing",
             rule_id="facts.missing",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(autopilot_path, c.absent("domain")),
+            cond=c.all_of(autopilot_path, c.absent("sending_domain_verified")),
             explain="Autopilot without the sending-domain status is blocked (fail closed).",
             message=lambda x: (
                 "Missing fact sending_domain_verified, needed by autopilot.domain_unverified: "
@@ -852,8 +867,8 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             cond=c.all_of(
                 autopilot_path,
                 c.eq("autopilot_enabled", True),
-                c.gte("score", threshold),
-                c.eq("domain", True),
+                c.gte("data_ready_score", threshold),
+                c.eq("sending_domain_verified", True),
             ),
             explain=(
                 "Autopilot may send when it is enabled for the segment, the organisation is "
@@ -870,7 +885,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.legal_threat",
             rule_id="content.legal_threat",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(c.eq("threat", True), c.eq("legal_ok", False)),
+            cond=c.all_of(c.eq("threat", True), c.eq("approved_by_legal", False)),
             explain=(
                 f"A draft with legal-threat language ({len(ps.content.legal_threat_phrases)} "
                 f"listed phrases) needs {legal} approval."
@@ -885,7 +900,11 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.unbacked_concession",
             rule_id="content.unbacked_concession",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(c.eq("concession", True), c.eq("concession_approved", False)),
+            cond=c.all_of(
+                c.eq("concession", True),
+                c.eq("ledger_backs_concession", False),
+                c.eq("concession_approved", False),
+            ),
             explain=(
                 "A draft offering a discount, waiver or new terms that the ledger does not back "
                 f"(no approved concession on its invoices) needs {concession_role} approval."
@@ -1047,7 +1066,7 @@ def _send_nudge_rules(ps: PolicySet) -> list[Rule]:
             name="nudge.template_not_approved",
             rule_id="nudge.template_not_approved",
             outcome=Outcome.BLOCK,
-            cond=c.eq("tmpl", False),
+            cond=c.eq("template_approved", False),
             explain="Nudges use pre-approved templates only.",
             message=lambda x: "Nudge template is not pre-approved: blocked",
         ),
@@ -1132,7 +1151,7 @@ def _limit_rules(
     for cur in ps.limit_currencies():
         limits = limits_in(cur)
         tag = "" if cur == ps.currency else f":{cur}"
-        in_cur = c.eq("cur", cur)
+        in_cur = c.eq("currency", cur)
         for role in matrix.roles:
             limit = limits.get(role, 0)
             is_role = c.all_of(scope, in_cur, c.eq("role", role))
@@ -1219,7 +1238,7 @@ def _threshold_message(threshold: str, role: str) -> Callable[[Ctx], str]:
 
 def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
     pl = ps.plans
-    staff = c.eq("via", "staff")
+    staff = c.eq("proposed_via", "staff")
     rules = _access_rules(ps, action, scope=staff)
     verb = "offer" if action is ActionType.OFFER_PLAN else "approve"
     rules += _limit_rules(
@@ -1239,7 +1258,7 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
             name="plan.currency",
             rule_id="plan.currency",
             outcome=Outcome.BLOCK,
-            cond=c.none_of("cur", list(ps.limit_currencies())),
+            cond=c.none_of("currency", list(ps.limit_currencies())),
             explain=(
                 f"Plans must be in a currency the policy sets limits in ({listed}); limits are "
                 "never converted."
@@ -1253,7 +1272,7 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
             name="plan.max_installments",
             rule_id="plan.max_installments",
             outcome=Outcome.BLOCK,
-            cond=c.gt("inst", pl.max_installments),
+            cond=c.gt("installments", pl.max_installments),
             explain=f"Plans of more than {pl.max_installments} installments are blocked.",
             message=lambda x: (
                 f"Plan has {x.f.installments} installments (at most {pl.max_installments}): blocked"
@@ -1271,10 +1290,10 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
             name="plan.max_discount",
             rule_id="plan.max_discount",
             outcome=Outcome.BLOCK,
-            cond=c.gt("dbps", pl.max_discount_bps),
+            cond=c.gt("discount_bps", pl.max_discount_bps),
             explain=f"Plans discounting more than {format_bps(pl.max_discount_bps)} are blocked.",
             message=lambda x: (
-                f"Plan discount of {format_bps(x.d['payload']['dbps'])} exceeds "
+                f"Plan discount of {format_bps(x.d['payload']['discount_bps'])} exceeds "
                 f"{format_bps(pl.max_discount_bps)}: blocked"
             ),
         ),
@@ -1289,7 +1308,7 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
                 rule_id="plan.above_controller_threshold",
                 outcome=Outcome.NEEDS_APPROVAL,
                 cond=c.all_of(
-                    c.eq("cur", cur), c.gt("total", above), c.ne("role", pl.escalation_role)
+                    c.eq("currency", cur), c.gt("total", above), c.ne("role", pl.escalation_role)
                 ),
                 explain=f"Plans above {threshold} always need {_role_phrase(pl.escalation_role)}.",
                 message=_threshold_message(threshold, pl.escalation_role),
@@ -1301,7 +1320,11 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
             name="plan.non_standard_terms",
             rule_id="plan.non_standard_terms",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(c.eq("nst", True), c.eq("legal_ok", False)),
+            cond=c.all_of(
+                c.eq("non_standard_terms", True),
+                c.eq("legal_approved", False),
+                c.ne("role", pl.legal_role),
+            ),
             explain=f"Plans with non-standard legal terms need {pl.legal_role} approval.",
             message=lambda x: (
                 f"Plan has non-standard legal terms: {pl.legal_role} approval required"
@@ -1315,7 +1338,7 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
                 name="plan.portal_proposal",
                 rule_id="plan.portal_proposal",
                 outcome=Outcome.NEEDS_APPROVAL,
-                cond=c.eq("via", "portal"),
+                cond=c.eq("proposed_via", "portal"),
                 explain=(
                     "A plan the payer proposes in the mini-portal needs "
                     f"{_or_above(pl.portal_approver_role)} before the customer sees it as agreed."
@@ -1340,7 +1363,7 @@ def _credit_rules(ps: PolicySet) -> list[Rule]:
         "credits and discounts",
         "grant",
         ps.credit_limits_in,
-        "amt",
+        "amount",
         cr.escalation_role,
         scope=c.ALWAYS,
     )
@@ -1349,7 +1372,7 @@ def _credit_rules(ps: PolicySet) -> list[Rule]:
             name="credit.currency",
             rule_id="credit.currency",
             outcome=Outcome.BLOCK,
-            cond=c.none_of("cur", list(ps.limit_currencies())),
+            cond=c.none_of("currency", list(ps.limit_currencies())),
             explain=(
                 "Credits and discounts must be in a currency the policy sets limits in "
                 f"({', '.join(ps.limit_currencies())}); limits are never converted."
@@ -1363,7 +1386,7 @@ def _credit_rules(ps: PolicySet) -> list[Rule]:
             name="credit.exceeds_balance",
             rule_id="credit.exceeds_balance",
             outcome=Outcome.BLOCK,
-            cond=c.gt("amt", c.ref("bal")),
+            cond=c.gt("amount", c.ref("invoice_balance")),
             explain="A credit or discount larger than the invoice's open balance is blocked.",
             message=lambda x: (
                 f"{x.f.kind.capitalize()} of {format_money(x.f.amount_minor, x.f.currency)} "
@@ -1375,10 +1398,10 @@ def _credit_rules(ps: PolicySet) -> list[Rule]:
             name="credit.max_discount",
             rule_id="credit.max_discount",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("kind", "discount"), c.gt("dbps", cr.max_discount_bps)),
+            cond=c.all_of(c.eq("kind", "discount"), c.gt("discount_bps", cr.max_discount_bps)),
             explain=f"Discounts above {format_bps(cr.max_discount_bps)} of an invoice are blocked.",
             message=lambda x: (
-                f"Discount of {format_bps(x.d['payload']['dbps'])} of the invoice exceeds "
+                f"Discount of {format_bps(x.d['payload']['discount_bps'])} of the invoice exceeds "
                 f"{format_bps(cr.max_discount_bps)}: blocked"
             ),
         ),
@@ -1393,7 +1416,7 @@ def _dispute_rules(ps: PolicySet) -> list[Rule]:
             name="dispute.closed",
             rule_id="dispute.closed",
             outcome=Outcome.BLOCK,
-            cond=c.one_of("status", ["resolved_credit", "rejected"]),
+            cond=c.one_of("dispute_status", ["resolved_credit", "rejected"]),
             explain="A resolved or rejected dispute cannot be escalated.",
             message=lambda x: (
                 f"Dispute is {x.f.dispute_status.replace('_', ' ')}: nothing to escalate"
@@ -1403,7 +1426,7 @@ def _dispute_rules(ps: PolicySet) -> list[Rule]:
             name="dispute.already_escalated",
             rule_id="dispute.already_escalated",
             outcome=Outcome.BLOCK,
-            cond=c.eq("status", "escalated_legal"),
+            cond=c.eq("dispute_status", "escalated_legal"),
             explain="A dispute already with Legal is not escalated twice.",
             message=lambda x: "Dispute is already escalated to Legal",
         ),
@@ -1411,7 +1434,7 @@ def _dispute_rules(ps: PolicySet) -> list[Rule]:
             name="dispute.escalation_notice",
             rule_id="dispute.escalation_notice",
             outcome=Outcome.ALLOW,
-            cond=c.one_of("status", ["open", "investigating", "awaiting_customer"]),
+            cond=c.one_of("dispute_status", ["open", "investigating", "awaiting_customer"]),
             explain="Legal is notified of every dispute escalation it can take.",
             message=lambda x: "Legal is notified of the escalation",
             notify=("legal",),
@@ -1428,7 +1451,7 @@ def _enable_autopilot_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_not_data_ready",
             rule_id="autopilot.enable_not_data_ready",
             outcome=Outcome.BLOCK,
-            cond=c.lt("score", threshold),
+            cond=c.lt("data_ready_score", threshold),
             explain=f"Autopilot can be enabled only while Data-Ready (score >= {threshold}).",
             message=lambda x: (
                 f"Data-Ready score {x.f.data_ready_score} is below {threshold}: Autopilot cannot "
@@ -1439,7 +1462,7 @@ def _enable_autopilot_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_domain_unverified",
             rule_id="autopilot.enable_domain_unverified",
             outcome=Outcome.BLOCK,
-            cond=c.eq("domain", False),
+            cond=c.eq("sending_domain_verified", False),
             explain="Autopilot can be enabled only with a verified sending domain.",
             message=lambda x: (
                 f"Sending domain is not verified: Autopilot cannot be enabled for {x.f.segment!r}"

@@ -48,6 +48,8 @@ _MAX_JOIN = 3
 _MIN_STEM = 4
 _COMPOUNDING = {"de": 6}  # languages that write compounds as one word: min. head length
 _WORD = re.compile(r"[^\W_]+")
+#: Every ASCII character that ``_WORD`` does not match, as a space (``fold`` on ASCII text).
+_ASCII_NON_WORD = {cp: " " for cp in range(128) if not (chr(cp).isascii() and chr(cp).isalnum())}
 #: Windows a matcher remembers per language (``PhraseMatcher.find_all``); emptied when full.
 _MEMO_MAX = 4_096
 _MISS = object()
@@ -105,6 +107,8 @@ def _strip_accents(text: str) -> str:
 
 def _join_spelled(words: list[str]) -> list[str]:
     """Runs of three or more single letters ("s u e", "l-e-g-a-l") joined into one word."""
+    if list(map(len, words)).count(1) < 3:  # no run to join: most texts, cheaply
+        return words
     out: list[str] = []
     run: list[str] = []
     for w in words + [""]:
@@ -125,6 +129,8 @@ def fold(text: str) -> list[str]:
     """The words of ``text`` after normalisation (see the module docstring), in order."""
     text = unicodedata.normalize("NFKC", text or "")
     text = _strip_accents(_strip_format(text).casefold())
+    if text.isascii():  # the same words, without the regular expression's cost per match
+        return _join_spelled(text.translate(_ASCII_NON_WORD).split())
     return _join_spelled(_WORD.findall(text))
 
 
@@ -300,6 +306,113 @@ class PhraseMatcher:
                     if first_only:
                         return hits
         return hits
+
+    def answer(self, language: str, window: tuple[str, ...]) -> Hit | None:
+        """The phrase of ``language`` found at the first word of ``window`` (the words as
+        ``find_all`` asks about them, at most ``width`` of them), remembered like there."""
+        memo = self._memo[language]
+        hit = memo.get(window, _MISS)
+        if hit is _MISS:
+            stems = [stem(language, w) for w in window]
+            skip = [not w.isalpha() for w in window] if self.letters_only[language] else None
+            hit = _at(
+                window,
+                stems,
+                0,
+                self.by_language[language],
+                self.joined[language],
+                language,
+                self.heads.get(language),
+                skip,
+            )
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[window] = hit
+        return hit  # type: ignore[return-value]
+
+    def as_asked(self, language: str, word: str) -> str:
+        """``word`` as ``find_all`` asks about it in ``language`` (a placeholder or itself)."""
+        if not self.letter_keys[language] or word.isalpha():
+            return word
+        heads = self.heads.get(language)
+        if heads is not None and word[: _COMPOUNDING[language]] in heads:
+            return word
+        return _NON_LETTER
+
+
+class PhraseScan:
+    """Several matchers asked about one text in a single pass: what each one's ``find`` returns.
+
+    Why: a draft is checked for legal threats and for concessions, each in four languages, and
+    asking every matcher and language about every word window was most of a send decision's
+    time. Here each window of the text is asked about once; the answer for every matcher and
+    language together is remembered per window. A word holding a non-letter is asked about as
+    the placeholder only where every matcher and language would ask about it so (see
+    ``PhraseMatcher.find_all``), so each one's own window is a function of this window and the
+    answers are exactly theirs.
+    """
+
+    def __init__(self, matchers: Sequence[PhraseMatcher]) -> None:
+        self.matchers = tuple(matchers)
+        self.pairs = [(m, language) for m in self.matchers for language in m.by_language]
+        self.width = max([m.width for m in self.matchers] or [1])
+        self.letter_keys = all(m.letter_keys[language] for m, language in self.pairs)
+        # compound heads by their length: a word opening one is asked about as written
+        self.heads: dict[int, set[str]] = {}
+        for m, language in self.pairs:
+            if language in m.heads:
+                self.heads.setdefault(_COMPOUNDING[language], set()).update(m.heads[language])
+        self._memo: dict[tuple[str, ...], tuple[Hit | None, ...]] = {}
+
+    def _seq(self, words: tuple[str, ...]) -> tuple[str, ...]:
+        if not self.letter_keys:
+            return words
+        heads = self.heads.items()
+        return tuple(
+            [
+                w if w.isalpha() or any(w[:n] in hs for n, hs in heads) else _NON_LETTER
+                for w in words
+            ]
+        )
+
+    def _answers(self, window: tuple[str, ...]) -> tuple[Hit | None, ...]:
+        """Every matcher and language's answer at the first word of ``window`` (empty: none)."""
+        answers = tuple(
+            m.answer(language, tuple(m.as_asked(language, w) for w in window[: m.width]))
+            for m, language in self.pairs
+        )
+        return answers if any(a is not None for a in answers) else ()
+
+    def first(self, text: str) -> tuple[Hit | None, ...]:
+        """For each matcher, in order, what ``matcher.find(text)`` returns."""
+        seq = self._seq(_folded(text))
+        width, memo = self.width, self._memo
+        # every word's window (the last ones cut short by the end of the text), in C loops
+        full = len(seq) - width + 1
+        windows = list(zip(*(seq[k:] for k in range(width)), strict=False)) if full > 0 else []
+        windows += [seq[i:] for i in range(max(full, 0), len(seq))]
+        found = list(map(memo.get, windows))
+        firsts: list[Hit | None] = [None] * len(self.pairs)
+        if None not in found and not any(found):
+            return (None,) * len(self.matchers)  # every window known, none holds a phrase
+        for i, window in enumerate(windows):
+            answers = found[i]
+            if answers is None:
+                answers = self._answers(window)
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                memo[window] = answers
+            if answers:
+                for k, hit in enumerate(answers):
+                    if hit is not None and firsts[k] is None:
+                        firsts[k] = hit
+        out: list[Hit | None] = []
+        k = 0
+        for m in self.matchers:  # a matcher's first language with a hit, at its first word
+            n = len(m.by_language)
+            out.append(next((h for h in firsts[k : k + n] if h is not None), None))
+            k += n
+        return tuple(out)
 
 
 def _at(

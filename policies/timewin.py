@@ -92,7 +92,7 @@ class QuietCalendar:
     """Quiet hours, weekend days and holidays of one policy set, ready for fast checks.
 
     The policy's calendar is the same for every contact except the public holidays; a contact's
-    own calendar is :meth:`for_place` (the contact's country), built per decision.
+    own calendar is :meth:`for_place` (the contact's country).
     """
 
     __slots__ = (
@@ -105,6 +105,7 @@ class QuietCalendar:
         "holidays",
         "places",
         "has_window",
+        "_for_places",
     )
 
     def __init__(self, policy: QuietHoursPolicy, contact_place: Place | None = None) -> None:
@@ -117,10 +118,20 @@ class QuietCalendar:
         self.holidays = frozenset(policy.holidays)
         self.places = places_for(policy.holiday_calendars, contact_place)
         self.has_window = self.start != self.end
+        self._for_places: dict[Place | None, QuietCalendar] = {}
 
     def for_place(self, contact_place: Place | None) -> QuietCalendar:
-        """This calendar for a contact in ``contact_place`` (None: country unknown)."""
-        return QuietCalendar(self.policy, contact_place)
+        """This calendar for a contact in ``contact_place`` (None: country unknown).
+
+        Remembered per place: building one reads the policy's times and calendars again, which
+        cost more than the rest of an outreach decision's calendar work. Places are countries
+        and their subdivisions, a few thousand at most; a calendar never changes once built.
+        """
+        found = self._for_places.get(contact_place)
+        if found is None:
+            found = QuietCalendar(self.policy, contact_place)
+            self._for_places[contact_place] = found
+        return found
 
     def holiday(self, d: date) -> str | None:
         """Why ``d`` is a holiday ("listed holiday", "Christmas Day (US)"), or None."""

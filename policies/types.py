@@ -47,19 +47,20 @@ class Outcome(StrEnum):
 
     @property
     def precedence(self) -> int:
-        return _PRECEDENCE[self]
+        return PRECEDENCE[self]
 
     @classmethod
     def strongest(cls, outcomes: list[Outcome]) -> Outcome:
         """The outcome that wins among ``outcomes`` (allow when there are none)."""
         best = cls.ALLOW
         for outcome in outcomes:
-            if _PRECEDENCE[outcome] > _PRECEDENCE[best]:
+            if PRECEDENCE[outcome] > PRECEDENCE[best]:
                 best = outcome
         return best
 
 
-_PRECEDENCE = {Outcome.ALLOW: 0, Outcome.DEFER: 1, Outcome.NEEDS_APPROVAL: 2, Outcome.BLOCK: 3}
+#: How strong each outcome is (block wins).
+PRECEDENCE = {Outcome.ALLOW: 0, Outcome.DEFER: 1, Outcome.NEEDS_APPROVAL: 2, Outcome.BLOCK: 3}
 
 
 class Reason(BaseModel):

@@ -3,7 +3,9 @@
 ``check FILE.jsonl`` reads one ``{"action": ..., "facts": ...}`` object per line and prints one
 decision per line as JSON (stdout stays machine-readable; problems with a line go to stderr and make
 the exit code 2 once every other line is decided). ``explain`` prints every rule of the active set
-as a sentence; ``validate`` checks a policy file or an override before anyone relies on it.
+as a sentence; ``show`` prints the active set as YAML in human units (amounts, percents,
+durations), the form a policy file is written in; ``validate`` checks a policy file or an override
+before anyone relies on it.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
+import yaml
 from rich.markup import escape
 
 from api.cli.common import console, err_console, fail
 from policies.engine import PolicyEngine, engine_for
+from policies.human_units import human_form
 from policies.policy_set import PolicySet, load, load_default, load_override
 from policies.types import ActionType, Outcome, PolicyError
 
@@ -187,6 +191,14 @@ def explain(
         for rid, outcome, text in lines:
             style = _STYLE[outcome]
             console.print(f"  [{style}]{outcome.value:>14}[/]  {escape(text)}  [dim]({rid})[/]")
+
+
+@policy_app.command("show")
+def show(policy: PolicyOpt = None, override: OverrideOpt = None, org: OrgOpt = None) -> None:
+    """Print the active policy set as YAML in human units (what a policy file says)."""
+    ps = _resolve(policy, override, org)
+    human = human_form(ps.model_dump(mode="json"))
+    typer.echo(yaml.safe_dump(human, sort_keys=False, allow_unicode=True, width=100), nl=False)
 
 
 @policy_app.command("validate")

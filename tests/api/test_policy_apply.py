@@ -177,3 +177,25 @@ def test_to_override_reports_every_problem() -> None:
     with pytest.raises(pa.PolicyInputError) as info:
         pa.to_override({"plans": {"max_discount": "150%"}, "credits": {"max_discount": "-1%"}})
     assert len(info.value.problems) == 2
+
+
+def test_to_override_reads_amounts_per_currency_and_durations_in_words() -> None:
+    stored = pa.to_override(
+        {
+            "cash_app": {"max_auto_apply": {"EUR": "3,000.00"}},
+            "sending": {"pause_recheck": "1 hour"},
+        },
+        "USD",
+    )
+    assert stored == {
+        "cash_app": {"max_auto_apply_minor": {"EUR": 300_000}},
+        "sending": {"pause_recheck_minutes": 60},
+    }
+    with pytest.raises(pa.PolicyInputError) as info:
+        pa.to_override(
+            {"cash_app": {"max_auto_apply": {"JPY": "10.5"}}, "sending": {"pause_recheck": "soon"}}
+        )
+    assert len(info.value.problems) == 2
+    assert (
+        "cash_app.max_auto_apply: '10.5' has more than 0 decimals for JPY" in info.value.problems[0]
+    )

@@ -1,4 +1,4 @@
-"""``plixo policy check | explain | validate`` through typer's CliRunner."""
+"""``plixo policy check | explain | show | validate`` through typer's CliRunner."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from api.cli.policy import policy_app
 from policies.facts import EXAMPLES
-from policies.policy_set import load_default
+from policies.policy_set import load, load_default, load_override
 from tests.policies.factories import draft, plan
 
 runner = CliRunner()
@@ -183,3 +183,21 @@ def test_check_with_an_organisations_stored_policy(
     assert json.loads(result.stdout)["approver_role"] == "Controller"
     missing = runner.invoke(policy_app, ["check", str(path), "--org", "999"])
     assert missing.exit_code == 2 and "No organisation with id 999" in flat(missing.stderr)
+
+
+def test_show_prints_the_set_in_human_units_that_read_back_to_it(tmp_path: Path) -> None:
+    override = tmp_path / "org.yaml"
+    override.write_text('plans:\n  controller_above: "20,000.00"\n', encoding="utf-8")
+    result = runner.invoke(policy_app, ["show", "--override", str(override)])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["plans"]["controller_above"] == "20,000.00 USD"
+    assert shown["plans"]["max_discount"] == "10%"
+    assert shown["sending"]["pause_recheck"] == "15 minutes"
+    assert "controller_above_minor" not in result.stdout and "_bps" not in result.stdout
+    full = tmp_path / "full.yaml"
+    full.write_text(result.stdout, encoding="utf-8")
+    check = runner.invoke(policy_app, ["validate", str(full)])
+    assert check.exit_code == 0, check.output
+    assert load(full) == load_override(override)  # the same set, digest and all
+    assert load(full).plans.controller_above_minor == 2_000_000

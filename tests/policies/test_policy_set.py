@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from policies.human_units import human_form
 from policies.policy_set import PolicySet, diff, load, load_default, merge, parse
 from policies.types import ActionType, PolicyError
 
@@ -23,7 +24,7 @@ def test_the_seed_policy_set_loads_and_holds_the_issue_numbers() -> None:
 
 
 def test_load_reads_a_full_policy_file(tmp_path: Path) -> None:
-    data = load_default().model_dump(mode="json")
+    data = human_form(load_default().model_dump(mode="json"))
     data["name"], data["cadence"]["max_touches"] = "strict", 1
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
@@ -60,8 +61,8 @@ def test_load_reads_a_full_policy_file(tmp_path: Path) -> None:
         ),
         ("quiet_hours:\n  weekend_days: [caturday]\n", "line 2: quiet_hours.weekend_days.0"),
         ("cadnece:\n  max_touches: 3\n", "line 1: cadnece: Extra inputs are not permitted"),
-        ("approval_limits:\n  Boss: 100\n", "unknown role 'Boss'"),
-        ("approval_limits:\n  Collector: -1\n", "line 2: approval_limits.Collector"),
+        ("approval_limits:\n  Boss: '100.00'\n", "unknown role 'Boss'"),
+        ("approval_limits:\n  Collector: '-1.00'\n", "line 2: approval_limits.Collector"),
         ("currency: usd\n", "line 1: currency: 'usd' is not an ISO 4217 code"),
         (
             "shadow_mode:\n  reviewer_min_role: Intern\n",

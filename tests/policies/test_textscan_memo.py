@@ -1,5 +1,6 @@
 """``PhraseMatcher.find_all`` remembers answers per window of words and asks about words holding a
 non-letter as one placeholder: it must find exactly what scanning every word with ``_at`` finds.
+``PhraseScan`` asks several matchers in one pass: each must get exactly its own ``find``.
 
 The reference below is the scan without either shortcut. Texts mix the listed phrases' words and
 their inflections with amounts, invoice numbers, words glued to digits ("inkasso2024", which opens
@@ -16,7 +17,7 @@ import pytest
 from policies import textscan
 from policies.policy_set import load_default
 from policies.rules import ThreatScanner
-from policies.textscan import Hit, PhraseMatcher, _at, stem
+from policies.textscan import Hit, PhraseMatcher, PhraseScan, _at, stem
 
 
 def reference(matcher: PhraseMatcher, text: str) -> list[Hit]:
@@ -111,3 +112,35 @@ def test_a_word_glued_to_digits_still_opens_a_german_compound() -> None:
     assert matcher.letter_keys["de"]
     hit = matcher.find("Wir übergeben die Sache an Inkasso2024 weiter.")
     assert hit is not None and hit.found == "inkasso2024"
+
+
+def test_one_pass_over_several_matchers_finds_what_each_finds_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(textscan, "_MEMO_MAX", 200)  # emptied many times over
+    content = load_default().content
+    scanner = ThreatScanner(content)
+    own = PhraseMatcher(  # phrases holding digits: no placeholder for any matcher
+        {"en": ["30 days", "legal action"], "de": ["inkasso", "2 mahnung"]}
+    )
+    one_pass = PhraseScan([scanner.threats, scanner.concessions, scanner.demands])
+    with_digits = PhraseScan([scanner.threats, own])
+    vocab = _vocab(
+        {
+            **{f"t{k}": v for k, v in content.threat_phrases().items()},
+            **{f"c{k}": v for k, v in content.concession_phrases.items()},
+            **{f"d{k}": v for k, v in content.payment_demand_phrases.items()},
+        }
+    )
+    found = 0
+    for text in _texts(vocab + ["30", "2", "days", "inkasso2024"], seed=17, n=700):
+        expected = tuple(m.find(text) for m in one_pass.matchers)
+        assert one_pass.first(text) == expected, text
+        assert with_digits.first(text) == tuple(m.find(text) for m in with_digits.matchers), text
+        found += sum(h is not None for h in expected)
+    assert found > 300  # the texts do hold phrases
+    assert not with_digits.letter_keys and one_pass.letter_keys
+    assert scanner.threat_and_concession("Our lawyers may waive the fee") == (
+        scanner.search("Our lawyers may waive the fee"),
+        scanner.concession("Our lawyers may waive the fee"),
+    )

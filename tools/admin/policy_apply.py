@@ -38,12 +38,14 @@ from memory.models import (
     User,
 )
 from policies.engine import decide
+from policies.human_units import HUMAN_KEYS, HumanUnitsError, stored_form
 from policies.policy_set import PolicySet, diff, load_default, merge
 from policies.types import PolicyError
 from tools.admin.units import (
     UnitError,
     format_amount,
     format_percent,
+    parse_minutes,
     parse_money,
     parse_percent,
     parse_time,
@@ -91,6 +93,8 @@ def _convert_leaf(section: str, key: str, value: Any, currency: str) -> tuple[st
         return (key if key.endswith("_minor") else f"{key}_minor"), minor
     if f"{key}_bps" in known or key.endswith("_bps"):
         return (key if key.endswith("_bps") else f"{key}_bps"), parse_percent(str(value))
+    if section == "sending" and key == "pause_recheck":
+        return "pause_recheck_minutes", parse_minutes(str(value))
     if section == "quiet_hours" and key in ("start", "end"):
         return key, parse_time(str(value))
     if section == "autopilot" and key == "data_ready_threshold":
@@ -137,7 +141,14 @@ def _convert_section(
     section: str, body: dict[str, Any], currency: str, problems: list[str]
 ) -> dict[str, Any]:
     converted: dict[str, Any] = {}
+    human = HUMAN_KEYS.get(section, {})
     for key, value in body.items():
+        if key in human and isinstance(value, dict):  # amounts per currency: the policy's reader
+            try:
+                converted.update(stored_form({section: {key: value}}, currency)[section])
+            except HumanUnitsError as exc:
+                problems.extend(f"{'.'.join(path)}: {message}" for path, message in exc.problems)
+            continue
         try:
             if section == "quiet_hours" and key == "window":
                 converted["start"], converted["end"] = parse_window(str(value))

@@ -1,112 +1,31 @@
-"""Human units for settings people type: "50,000.00 USD", "10%", "20:00-08:00".
+"""Human units for settings people type: moved to :mod:`policies.units`.
 
-Admins and Controllers write amounts, percentages and time windows the way they read them; the
-ledger and the policy set keep integer minor units, basis points and "HH:MM" strings. Each parser
-either returns the exact stored value or raises :class:`UnitError` saying what to write instead,
-so a bad value never reaches the ledger.
+The policy set itself now reads human units (``policies.policy_set``), and ``policies`` may not
+import from ``tools``; the parsers live there, and this module keeps the admin screens' imports.
 """
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
-
-from memory.money import MoneyError, check_currency, exponent, to_decimal
+from policies.units import (
+    UnitError,
+    format_amount,
+    format_minutes,
+    format_percent,
+    parse_minutes,
+    parse_money,
+    parse_percent,
+    parse_time,
+    parse_window,
+)
 
 __all__ = [
     "UnitError",
     "format_amount",
+    "format_minutes",
     "format_percent",
+    "parse_minutes",
     "parse_money",
     "parse_percent",
     "parse_time",
     "parse_window",
 ]
-
-_MONEY = re.compile(r"^\s*(?:([A-Za-z]{3})\s+)?(-?[\d.,'\s]+?)\s*(?:([A-Za-z]{3}))?\s*$")
-_PERCENT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*%\s*$")
-_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
-
-
-class UnitError(ValueError):
-    """A value a person typed that cannot be stored as written; the message says what to write."""
-
-
-def parse_money(text: str, default_currency: str | None = None) -> tuple[int, str]:
-    """``"50,000.00 USD"`` -> ``(5000000, "USD")``; negative amounts and extra decimals refused.
-
-    Thousands separators (``,`` ``'`` or spaces) are accepted; the decimal point is ``.``. The
-    currency comes first or last; without one, ``default_currency`` is used if given.
-    """
-    raw = str(text).strip()
-    match = _MONEY.match(raw)
-    if not match or (match.group(1) and match.group(3)):
-        raise UnitError(f"{raw!r} is not an amount; write it like '50,000.00 USD'.")
-    code = match.group(1) or match.group(3) or default_currency
-    if code is None:
-        raise UnitError(f"{raw!r} has no currency; write it like '50,000.00 USD'.")
-    try:
-        currency = check_currency(code)
-    except MoneyError as exc:
-        raise UnitError(str(exc)) from None
-    number = re.sub(r"[,'\s]", "", match.group(2))
-    try:
-        value = Decimal(number)
-    except InvalidOperation:
-        raise UnitError(f"{raw!r} is not an amount; write it like '50,000.00 USD'.") from None
-    if value < 0:
-        raise UnitError(f"{raw!r} is negative; a limit or threshold is zero or more.")
-    scaled = value.scaleb(exponent(currency))
-    if scaled != scaled.to_integral_value():
-        raise UnitError(f"{raw!r} has more than {exponent(currency)} decimals for {currency}.")
-    return int(scaled), currency
-
-
-def format_amount(minor: int, currency: str) -> str:
-    """The inverse of :func:`parse_money`: ``(5000000, "USD")`` -> ``"50,000.00 USD"``."""
-    places = exponent(currency)
-    return f"{to_decimal(minor, currency):,.{places}f} {currency}"
-
-
-def parse_percent(text: str, *, maximum: int = 100) -> int:
-    """``"10%"`` -> 1000 basis points; more than ``maximum`` percent or below zero is refused."""
-    raw = str(text).strip()
-    match = _PERCENT.match(raw)
-    if not match:
-        raise UnitError(f"{raw!r} is not a percentage; write it like '10%' or '12.5%'.")
-    value = Decimal(match.group(1))
-    if value < 0 or value > maximum:
-        raise UnitError(f"{raw!r} is outside 0% to {maximum}%; write a value in that range.")
-    bps = value * 100
-    if bps != bps.to_integral_value():
-        raise UnitError(f"{raw!r} is finer than 0.01%; round it to two decimals.")
-    return int(bps)
-
-
-def format_percent(bps: int) -> str:
-    whole, rest = divmod(bps, 100)
-    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
-
-
-def parse_time(text: str) -> str:
-    """``"8:00"`` -> ``"08:00"``; ``"25:00"`` or ``"12:60"`` refused."""
-    raw = str(text).strip()
-    match = _TIME.match(raw)
-    if not match:
-        raise UnitError(f"{raw!r} is not a time; write it as HH:MM on a 24-hour clock.")
-    hour, minute = int(match.group(1)), int(match.group(2))
-    if hour > 23 or minute > 59:
-        raise UnitError(f"{raw!r} is not a time of day; hours run 00-23 and minutes 00-59.")
-    return f"{hour:02d}:{minute:02d}"
-
-
-def parse_window(text: str) -> tuple[str, str]:
-    """``"20:00-08:00"`` -> ``("20:00", "08:00")`` (a start after the end crosses midnight)."""
-    raw = str(text).strip()
-    parts = [p.strip() for p in re.split(r"\s*(?:-|–|to)\s*", raw)]
-    if len(parts) != 2:
-        raise UnitError(f"{raw!r} is not a window; write it like '20:00-08:00'.")
-    start, end = parse_time(parts[0]), parse_time(parts[1])
-    if start == end:
-        raise UnitError(f"{raw!r} starts and ends at the same time; the window would be empty.")
-    return start, end
