@@ -103,6 +103,9 @@ def register_queues(settings: Settings) -> None:
     DBOS.register_queue(
         MODEL_QUEUE,
         partition_concurrency=settings.autopilot_concurrency,
+        # chunks one process drafts at once (``PLIXO_WORKER_CONCURRENCY``): with several
+        # processes sharing an organisation's slots, each takes its share of the CPU work
+        worker_concurrency=settings.worker_concurrency,
         # chunk workflows started per minute: each may make a chunk's worth of requests (the
         # requests themselves are paced per process, ``_Pace``)
         partition_limiter={
@@ -133,15 +136,20 @@ def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
     return ident
 
 
-def lend_model(model: Model) -> str:
+def lend_model(model: Model, name: str | None = None) -> str:
     """Make a model object (a test's FunctionModel, a benchmark's slow model) usable by this
     process's workflows under a name (wrapped like a real model: its requests are DBOS steps);
-    only this process can run them."""
+    only a process that lent a model under that name can run them.
+
+    ``name``: lend it under that name (a benchmark lends the same model in each of its
+    processes, so any of them can draft the pass's chunks); by default the name it was lent
+    under before, or one of its own."""
     from agent.models import model_name_of
     from agent.schemas import OFFLINE_MODEL_NAME
 
-    name = f"lent:{id(model)}"
     with _models_lock:
+        if name is None:
+            name = next((k for k, v in _lent.items() if v is model), f"lent:{id(model)}")
         if _lent.get(name) is not model:  # a new object may reuse a collected one's id
             _lent[name] = model
             offline = model_name_of(model) == OFFLINE_MODEL_NAME
