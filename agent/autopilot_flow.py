@@ -42,7 +42,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import date, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 from pydantic_ai.durable_exec.dbos import DBOSModel
@@ -58,6 +58,7 @@ from memory.db import make_engine, session_factory
 from tools.autopilot_select import DueItem
 
 log = logging.getLogger("plixo.autopilot")
+_T = TypeVar("_T")
 
 CHUNK_QUEUE = "plixo_autopilot"
 MODEL_QUEUE = "plixo_autopilot_model"
@@ -506,7 +507,7 @@ def model_chunk_cap(settings: Settings) -> int:
     return min(MODEL_CHUNK, max(MODEL_CHUNK_MIN, settings.model_requests_per_minute // (2 * slots)))
 
 
-def model_chunks(items: list[DueItem], settings: Settings) -> list[list[DueItem]]:
+def model_chunks(items: list[_T], settings: Settings) -> list[list[_T]]:
     """A pass's items cut into real-model chunks, in order, with as many chunks at once as the
     organisation's concurrency: as few waves of chunks as ``model_chunk_cap`` items per chunk
     allow, every wave filling every slot (sizes differ by one at most).
@@ -517,7 +518,7 @@ def model_chunks(items: list[DueItem], settings: Settings) -> list[list[DueItem]
     n, slots = len(items), max(1, settings.autopilot_concurrency)
     waves = max(1, -(-n // (slots * model_chunk_cap(settings))))
     count = min(n, slots * waves)
-    out: list[list[DueItem]] = []
+    out: list[list[_T]] = []
     start = 0
     for k in range(count):
         size = n // count + (1 if k < n % count else 0)
