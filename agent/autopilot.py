@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic_ai.models import Model
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent import autopilot_flow
@@ -698,7 +698,9 @@ def _through_queues(
     flows: list[tuple[str, int]] = []
     try:
         # the first chunks start while the rest are enqueued: their reads are warmed meanwhile
-        warm = threading.Thread(target=_warm_org_reads, args=(sessions, org_id, args))
+        warm = threading.Thread(
+            target=_warm_org_reads, args=(sessions, org_id, args), kwargs={"quiet": True}
+        )
         warm.start()
         flows = autopilot_flow.enqueue_pass(sessions, org_id, items, args, per_item=per_item)
         warm.join()
@@ -707,7 +709,7 @@ def _through_queues(
             progress=tick,
             on_part=lambda part: _merge(summary, part),
             on_error=lambda message: _error(summary, message),
-            on_poll=lambda: _warm_org_reads(sessions, org_id, args),
+            on_poll=lambda: _warm_org_reads(sessions, org_id, args, quiet=True),
         )
     except KeyboardInterrupt:  # stop the pass: what has not started will not (until re-run)
         autopilot_flow.cancel_unfinished([w for w, _ in flows])
@@ -716,18 +718,28 @@ def _through_queues(
         heart.stop()
 
 
-def _warm_org_reads(sessions: sessionmaker[Session], org_id: int, args: dict[str, Any]) -> None:
+def _warm_org_reads(
+    sessions: sessionmaker[Session], org_id: int, args: dict[str, Any], *, quiet: bool = False
+) -> None:
     """Keep the pass's organisation-wide reads (``_org_reads``) fresh in this process while it
     waits: it works the pass's workflows too (embedded), and its chunks then start drafting at
     once. The first read compiles the policy engine (0.7 s of CPU in a fresh process) while the
     queue dispatches the first chunks; later ones renew the reads before they expire, so a wave
-    of chunks starting together does not wait for one of them to read again."""
+    of chunks starting together does not wait for one of them to read again. ``quiet``: a
+    renewal the ledger refuses (away for a moment) is left to the chunks, which read it
+    themselves when it expires; the wait's own polling says whether the database is gone."""
     fresh_for = ORG_READS_TTL_S * 0.75
     pass_id = args.get("pass_id")
     if pass_id is not None and _org_reads_age(org_id, pass_id) < fresh_for:
         return
-    with sessions() as session:
-        _org_reads(session, org_id, datetime.fromisoformat(args["now"]), pass_id, max_age=fresh_for)
+    try:
+        with sessions() as session:
+            now = datetime.fromisoformat(args["now"])
+            _org_reads(session, org_id, now, pass_id, max_age=fresh_for)
+    except OperationalError:
+        if not quiet:
+            raise
+        log.warning("renewing the organisation's reads for pass %s failed", pass_id)
 
 
 def _org_reads_age(org_id: int, pass_id: str) -> float:
