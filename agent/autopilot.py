@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic_ai.models import Model
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent import autopilot_flow
@@ -352,10 +352,17 @@ def _merge(into: AutopilotSummary, part: dict[str, object]) -> None:
 ORG_READS_TTL_S = 2.0
 _org_reads_cache: dict[tuple[str, int, str], tuple[float, OrgSwitches, PolicyEngine]] = {}
 _org_reads_lock = threading.Lock()
+#: One reader per pass and organisation at a time (``_org_reads``).
+_org_readers: dict[tuple[str, int, str], threading.Lock] = {}
 
 
 def _org_reads(
-    session: Session, org_id: int, now: datetime, pass_id: str | None
+    session: Session,
+    org_id: int,
+    now: datetime,
+    pass_id: str | None,
+    *,
+    max_age: float = ORG_READS_TTL_S,
 ) -> tuple[OrgSwitches, PolicyEngine]:
     """The organisation's switches (with its Data-Ready score) and policy engine for a pass,
     read at most once every ``ORG_READS_TTL_S`` per process and pass.
@@ -366,19 +373,27 @@ def _org_reads(
     anyway; here a switch turned during a pass applies to the items started after at most
     ``ORG_READS_TTL_S``, as it would from the next chunk. No pass id (a caller outside a pass):
     read now.
+
+    One chunk reads at a time; the others starting with it wait and take its result. Sixteen
+    real-model chunks start together, and each compiled the organisation's policy engine (0.7 s
+    of CPU in a fresh process) at once: 1.9 s each before its first model request.
     """
     if pass_id is None:
         return _read_org(session, org_id, now)
     key = (str(session.get_bind().engine.url), org_id, pass_id)
     with _org_reads_lock:
-        hit = _org_reads_cache.get(key)
-    if hit is not None and time.monotonic() - hit[0] < ORG_READS_TTL_S:
-        return hit[1], hit[2]
-    switches, engine = _read_org(session, org_id, now)
-    with _org_reads_lock:
-        if len(_org_reads_cache) > 256:
-            _org_reads_cache.clear()
-        _org_reads_cache[key] = (time.monotonic(), switches, engine)
+        reader = _org_readers.setdefault(key, threading.Lock())
+    with reader:
+        with _org_reads_lock:
+            hit = _org_reads_cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < max_age:
+            return hit[1], hit[2]
+        switches, engine = _read_org(session, org_id, now)
+        with _org_reads_lock:
+            if len(_org_reads_cache) > 256:
+                _org_reads_cache.clear()
+                _org_readers.clear()
+            _org_reads_cache[key] = (time.monotonic(), switches, engine)
     return switches, engine
 
 
@@ -386,6 +401,45 @@ def _read_org(session: Session, org_id: int, now: datetime) -> tuple[OrgSwitches
     return OrgSwitches.load(session, org_id, now), policy_engine_for(
         policy_set_for(session, org_id)
     )
+
+
+async def _prepare_aside(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    settings: Settings,
+    items: list[DueItem],
+    *,
+    as_of: date,
+    now: datetime,
+    switches: OrgSwitches,
+    summary: AutopilotSummary,
+) -> _Batch:
+    """``_prepare`` in a thread, on a session of its own, while the drafts already started run
+    on the event loop: a real model's chunk then keeps its request going instead of waiting
+    (100-300 ms a batch) for the next batch's reads. What it builds is plain data (case files,
+    ledger facts), nothing bound to that session."""
+    scratch = AutopilotSummary.model_construct(errors=0, error_samples=[])
+
+    def prepare() -> _Batch:
+        with sessions() as own:
+            return _prepare(
+                own, org_id, settings, items, as_of=as_of, now=now, switches=switches,
+                summary=scratch,
+            )  # fmt: skip
+
+    batch = await asyncio.to_thread(prepare)
+    summary.errors += scratch.errors - len(scratch.error_samples)
+    for message in scratch.error_samples:
+        _error(summary, message)
+    return batch
+
+
+def _batches(n: int, size: int, first: int | None) -> list[tuple[int, int]]:
+    """Bounds of the batches ``_draft_items`` prepares: ``first`` items, then ``size`` each."""
+    head = min(n, first) if first else 0
+    return ([(0, head)] if head else []) + [
+        (start, min(n, start + size)) for start in range(head, n, max(1, size))
+    ]
 
 
 async def _draft_items(
@@ -402,9 +456,13 @@ async def _draft_items(
     batch_size: int,
     progress: Callable[[int], None] | None,
     pass_id: str | None = None,
+    first_batch: int | None = None,
 ) -> None:
     """Draft ``items`` through a pipeline: up to ``concurrency`` compositions in flight (reads
     only), and every ``batch_size`` finished drafts stored and committed in one short write.
+    ``first_batch``: prepare only that many items before the first drafts start, and the next
+    batches beside the drafts in flight (``_prepare_aside``): a real model's chunk sends its
+    first request at once and never pauses its requests for the reads.
 
     The pipeline never waits for a whole batch before starting the next items, so a slow model
     keeps all ``concurrency`` slots busy. Counts go into ``summary`` only for committed drafts, so
@@ -480,11 +538,17 @@ async def _draft_items(
                     raise exc
 
         try:
-            for start in range(0, len(items), batch_size):
-                batch = _prepare(
-                    session, org_id, settings, items[start : start + batch_size], as_of=as_of,
-                    now=now, switches=switches, summary=summary,
-                )  # fmt: skip
+            for start, end in _batches(len(items), batch_size, first_batch):
+                if start and first_batch:  # drafts are in flight: read beside them
+                    batch = await _prepare_aside(
+                        sessions, org_id, settings, items[start:end], as_of=as_of,
+                        now=now, switches=switches, summary=summary,
+                    )  # fmt: skip
+                else:
+                    batch = _prepare(
+                        session, org_id, settings, items[start:end], as_of=as_of,
+                        now=now, switches=switches, summary=summary,
+                    )  # fmt: skip
                 for item, task in batch.tasks:
                     await sem.acquire()
                     flush_finished()
@@ -634,18 +698,56 @@ def _through_queues(
     heart = durable.Heartbeat(sessions, ident, every_s=min(5.0, settings.worker_stale_s / 3))
     flows: list[tuple[str, int]] = []
     try:
+        # the first chunks start while the rest are enqueued: their reads are warmed meanwhile
+        warm = threading.Thread(
+            target=_warm_org_reads, args=(sessions, org_id, args), kwargs={"quiet": True}
+        )
+        warm.start()
         flows = autopilot_flow.enqueue_pass(sessions, org_id, items, args, per_item=per_item)
+        warm.join()
         autopilot_flow.wait_for(
             flows,
             progress=tick,
             on_part=lambda part: _merge(summary, part),
             on_error=lambda message: _error(summary, message),
+            on_poll=lambda: _warm_org_reads(sessions, org_id, args, quiet=True),
         )
     except KeyboardInterrupt:  # stop the pass: what has not started will not (until re-run)
         autopilot_flow.cancel_unfinished([w for w, _ in flows])
         raise
     finally:
         heart.stop()
+
+
+def _warm_org_reads(
+    sessions: sessionmaker[Session], org_id: int, args: dict[str, Any], *, quiet: bool = False
+) -> None:
+    """Keep the pass's organisation-wide reads (``_org_reads``) fresh in this process while it
+    waits: it works the pass's workflows too (embedded), and its chunks then start drafting at
+    once. The first read compiles the policy engine (0.7 s of CPU in a fresh process) while the
+    queue dispatches the first chunks; later ones renew the reads before they expire, so a wave
+    of chunks starting together does not wait for one of them to read again. ``quiet``: a
+    renewal the ledger refuses (away for a moment) is left to the chunks, which read it
+    themselves when it expires; the wait's own polling says whether the database is gone."""
+    fresh_for = ORG_READS_TTL_S * 0.75
+    pass_id = args.get("pass_id")
+    if pass_id is not None and _org_reads_age(org_id, pass_id) < fresh_for:
+        return
+    try:
+        with sessions() as session:
+            now = datetime.fromisoformat(args["now"])
+            _org_reads(session, org_id, now, pass_id, max_age=fresh_for)
+    except OperationalError:
+        if not quiet:
+            raise
+        log.warning("renewing the organisation's reads for pass %s failed", pass_id)
+
+
+def _org_reads_age(org_id: int, pass_id: str) -> float:
+    """Seconds since this process last read the pass's organisation-wide reads (any ledger)."""
+    with _org_reads_lock:
+        stamps = [v[0] for k, v in _org_reads_cache.items() if k[1:] == (org_id, pass_id)]
+    return time.monotonic() - max(stamps) if stamps else float("inf")
 
 
 def _finish(

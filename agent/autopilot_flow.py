@@ -8,8 +8,10 @@ machines. Two shapes, by what a crash would waste:
 * **offline model**: drafting costs CPU only, so items go in chunks (``CHUNK`` items per workflow)
   to keep DBOS's per-workflow cost (a few checkpoints, ~3-5 ms each) small against ~5 ms per draft.
   The chunk is one step; killed half-way, it runs again and skips what it already stored.
-* **a real model**: chunks too (``MODEL_CHUNK`` items at most, at least one chunk per slot), each
-  a workflow drafting its items one after the other in a thread of its own, whose model requests
+* **a real model**: chunks too (``model_chunk_cap`` items at most, in whole waves of one chunk per
+  slot: ``model_chunks``), each a workflow drafting its items in a thread of its own, one
+  model request at a time (two items in hand: one is set up, checkpointed, grounded and decided
+  while the other waits for the model, ``LANE_DEPTH``), whose model requests
   run through pydantic-ai's DBOS integration (``DBOSModel``: each request is a checkpointed step,
   so a model call completed before a crash is replayed from the system database, never paid for
   twice) at step ids reserved per item when the chunk starts (``_LanedModel``). One workflow per
@@ -30,6 +32,7 @@ starts across processes, requests per process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import threading
@@ -39,7 +42,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import date, datetime
 from itertools import islice
-from typing import Any
+from typing import Any, TypeVar
 
 from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
 from pydantic_ai.durable_exec.dbos import DBOSModel
@@ -55,12 +58,15 @@ from memory.db import make_engine, session_factory
 from tools.outreach.due import DueItem
 
 log = logging.getLogger("plixo.autopilot")
+_T = TypeVar("_T")
 
 CHUNK_QUEUE = "plixo_autopilot"
 MODEL_QUEUE = "plixo_autopilot_model"
 CHUNK = 50
-#: Real-model items per chunk workflow, at most (a pass is cut into about one chunk per slot).
-MODEL_CHUNK = 25
+#: Real-model items per chunk workflow: at most, and at least when the rate limit allows it
+#: (``model_chunk_cap``).
+MODEL_CHUNK = 100
+MODEL_CHUNK_MIN = 25
 CHUNK_POLL_S = 0.2
 CHUNKS_PER_PROCESS = 2
 MODEL_POLL_S = 0.5
@@ -69,6 +75,10 @@ MODEL_POLL_S = 0.5
 MODEL_STORE_EVERY = 25
 #: Model requests one item may make (the drafter's request limit is 8): step ids reserved per item.
 REQUESTS_PER_ITEM = 10
+#: Items a real-model chunk has in hand at once, behind its one-request gate: while one waits
+#: for the model, the other is set up, checkpointed, grounded and decided, so the chunk's model
+#: requests follow one another with no gap (one at a time added ~30-90 ms per 300 ms request).
+LANE_DEPTH = 2
 
 _models: dict[str, Model] = {}
 _lent: dict[str, Model] = {}
@@ -94,10 +104,13 @@ def register_queues(settings: Settings) -> None:
     DBOS.register_queue(
         MODEL_QUEUE,
         partition_concurrency=settings.autopilot_concurrency,
-        # chunk workflows started per minute: each may make MODEL_CHUNK requests or so (the
+        # chunks one process drafts at once (``PLIXO_WORKER_CONCURRENCY``): with several
+        # processes sharing an organisation's slots, each takes its share of the CPU work
+        worker_concurrency=settings.worker_concurrency,
+        # chunk workflows started per minute: each may make a chunk's worth of requests (the
         # requests themselves are paced per process, ``_Pace``)
         partition_limiter={
-            "limit": max(1, settings.model_requests_per_minute // MODEL_CHUNK),
+            "limit": max(1, settings.model_requests_per_minute // model_chunk_cap(settings)),
             "period": 60.0,
         },
         polling_interval_sec=max(settings.worker_poll_s, MODEL_POLL_S),
@@ -124,15 +137,20 @@ def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
     return ident
 
 
-def lend_model(model: Model) -> str:
+def lend_model(model: Model, name: str | None = None) -> str:
     """Make a model object (a test's FunctionModel, a benchmark's slow model) usable by this
     process's workflows under a name (wrapped like a real model: its requests are DBOS steps);
-    only this process can run them."""
+    only a process that lent a model under that name can run them.
+
+    ``name``: lend it under that name (a benchmark lends the same model in each of its
+    processes, so any of them can draft the pass's chunks); by default the name it was lent
+    under before, or one of its own."""
     from agent.models import model_name_of
     from agent.schemas import OFFLINE_MODEL_NAME
 
-    name = f"lent:{id(model)}"
     with _models_lock:
+        if name is None:
+            name = next((k for k, v in _lent.items() if v is model), f"lent:{id(model)}")
         if _lent.get(name) is not model:  # a new object may reuse a collected one's id
             _lent[name] = model
             offline = model_name_of(model) == OFFLINE_MODEL_NAME
@@ -184,13 +202,15 @@ def _durable_model(ref: str, model: Model) -> Model:
 
 class _Lane:
     """One item's model requests in a chunk workflow: the step ids reserved for them, in order,
-    and the organisation whose pace they keep."""
+    the organisation whose pace they keep, and the chunk's gate (``gate``: one model request of
+    the chunk in flight at a time, set when the chunk starts drafting)."""
 
-    __slots__ = ("org_id", "steps")
+    __slots__ = ("gate", "org_id", "steps")
 
     def __init__(self, org_id: int, steps: list[Any]) -> None:
         self.org_id = org_id
         self.steps = steps
+        self.gate: asyncio.Lock | None = None
 
 
 _LANE: ContextVar[_Lane | None] = ContextVar("plixo_autopilot_lane", default=None)
@@ -241,9 +261,6 @@ class _LanedModel(DBOSModel):
             raise RuntimeError(
                 f"more than {REQUESTS_PER_ITEM} model requests for one draft: not replayable"
             )
-        await _paces.setdefault(lane.org_id, _Pace()).wait(
-            durable.ledger_settings().model_requests_per_minute
-        )
         step = lane.steps.pop(0)
         result: ModelResponse = await step.run_async(
             {"name": f"{self._step_name_prefix}__model.request", **self.step_config},
@@ -260,10 +277,23 @@ class _LanedModel(DBOSModel):
         model_settings: ModelSettings | None,
         model_request_parameters: ModelRequestParameters,
     ) -> ModelResponse:
-        """The wrapped model's request, on the process's one model loop."""
-        request = self.wrapped.request(messages, model_settings, model_request_parameters)
-        future = asyncio.run_coroutine_threadsafe(request, _model_loop.get())
-        return await asyncio.wrap_future(future)
+        """The wrapped model's request, on the process's one model loop, through the chunk's
+        gate and the organisation's pace (a request replayed from its checkpoint never gets
+        here: it neither waits nor counts).
+
+        Only the request holds the gate: the step's checkpoints (a system-database round trip
+        each side), the agent's set-up, grounding and decision of the chunk's other item in
+        hand run meanwhile, so the chunk's next request leaves as soon as this one returns."""
+        lane = _LANE.get()
+        gate = lane.gate if lane is not None else None
+        async with gate if gate is not None else contextlib.nullcontext():
+            if lane is not None:
+                await _paces.setdefault(lane.org_id, _Pace()).wait(
+                    durable.ledger_settings().model_requests_per_minute
+                )
+            request = self.wrapped.request(messages, model_settings, model_request_parameters)
+            future = asyncio.run_coroutine_threadsafe(request, _model_loop.get())
+            return await asyncio.wrap_future(future)
 
 
 class _LanedDrafterProxy:
@@ -307,9 +337,14 @@ async def _adraft(
     drafter = _drafter(settings, args.get("model_ref"), shadow)
     concurrency, batch_size = int(args["concurrency"]), int(args["batch_size"])
     drafting: Any = drafter
+    first_batch: int | None = None
     if lanes is not None:
         drafting = _LanedDrafterProxy(drafter, lanes)
-        concurrency, batch_size = 1, min(batch_size, MODEL_STORE_EVERY)
+        gate = asyncio.Lock()  # this chunk's: one model request in flight
+        for lane in lanes.values():
+            lane.gate = gate
+        concurrency, batch_size = LANE_DEPTH, min(batch_size, MODEL_STORE_EVERY)
+        first_batch = LANE_DEPTH
     part = AutopilotSummary(
         org_id=org_id,
         as_of=date.fromisoformat(args["as_of"]),
@@ -331,6 +366,7 @@ async def _adraft(
         batch_size=batch_size,
         progress=None,
         pass_id=args.get("pass_id"),
+        first_batch=first_batch,
     )
     part.worker_cpu_s = round(time.thread_time() - cpu, 3)
     return part.model_dump(mode="json")
@@ -374,7 +410,8 @@ async def draft_item(
 def draft_model_chunk(
     ledger: str, org_id: int, items: list[dict[str, Any]], args: dict[str, Any]
 ) -> dict[str, Any]:
-    """Draft a chunk of due items with a real model, one after the other; each model request is
+    """Draft a chunk of due items with a real model, one request at a time (``LANE_DEPTH`` items
+    in hand, so the next request leaves as the previous answer arrives); each model request is
     a checkpointed step (a request answered before a crash is replayed, never paid twice) at a
     step id reserved for its item before anything runs (``_LanedModel``), so an item skipped
     after a crash (already stored) never shifts another's.
@@ -425,7 +462,8 @@ def _item_ledger(settings: Settings) -> tuple[sessionmaker[Session], asyncio.Sem
     Item workflows share DBOS's event loop and each holds a ledger connection while its model
     answers, so a checkout that had to wait would stall the loop every holder needs to finish.
     They get their own pool, sized to the organisation's concurrency
-    (``PLIXO_AUTOPILOT_CONCURRENCY``, plus overflow for a tool's lookup), with as many slots:
+    (``PLIXO_AUTOPILOT_CONCURRENCY``, plus as much overflow again: a chunk reads its next batch
+    on a second connection while it drafts, ``_prepare_aside``), with as many slots:
     with the command's pool (5 + 10 connections) only 7 drafted at once, whatever the setting.
     The command's pool stays for chunk threads, the heartbeat and dispatch. A ledger whose pool
     is not a ``QueuePool`` (no fixed size) is used as it is.
@@ -446,7 +484,7 @@ def _item_ledger_locked(settings: Settings) -> tuple[sessionmaker[Session], asyn
         own = make_engine(
             engine.url.render_as_string(hide_password=False),  # type: ignore[union-attr]
             pool_size=slots,
-            max_overflow=slots // 2 + 2,
+            max_overflow=slots + 2,
         )
         sessions = session_factory(own)
     for old, old_sessions, _, _ in _item_ledgers.values():  # re-pointed (tests), or resized
@@ -455,6 +493,38 @@ def _item_ledger_locked(settings: Settings) -> tuple[sessionmaker[Session], asyn
     _item_ledgers.clear()
     _item_ledgers[id(ledger)] = (ledger, sessions, slots, asyncio.Semaphore(slots))
     return sessions, _item_ledgers[id(ledger)][3]
+
+
+def model_chunk_cap(settings: Settings) -> int:
+    """Items per real-model chunk at most: ``MODEL_CHUNK``, less when the rate limit is low
+    against the concurrency (``MODEL_CHUNK_MIN`` at least).
+
+    The queue's limiter bounds chunk starts per minute (``PLIXO_MODEL_REQUESTS_PER_MINUTE``
+    over this cap: a minute's starts never carry more items than the limit allows requests,
+    across processes), and must let two waves of chunks (two per slot) start within a minute,
+    or a second pass of the same organisation would wait for the first's window to pass."""
+    slots = max(1, settings.autopilot_concurrency)
+    return min(MODEL_CHUNK, max(MODEL_CHUNK_MIN, settings.model_requests_per_minute // (2 * slots)))
+
+
+def model_chunks(items: list[_T], settings: Settings) -> list[list[_T]]:
+    """A pass's items cut into real-model chunks, in order, with as many chunks at once as the
+    organisation's concurrency: as few waves of chunks as ``model_chunk_cap`` items per chunk
+    allow, every wave filling every slot (sizes differ by one at most).
+
+    Why: a chunk costs ~1 s of a slot beyond its model requests (dispatch, its first reads
+    and checkpoints before the first request, the last store after the last answer), 15% of a
+    25-item chunk; and a last wave of a few chunks leaves the other slots idle."""
+    n, slots = len(items), max(1, settings.autopilot_concurrency)
+    waves = max(1, -(-n // (slots * model_chunk_cap(settings))))
+    count = min(n, slots * waves)
+    out: list[list[_T]] = []
+    start = 0
+    for k in range(count):
+        size = n // count + (1 if k < n % count else 0)
+        out.append(items[start : start + size])
+        start += size
+    return out
 
 
 def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date, kind: str = "") -> str:
@@ -476,11 +546,8 @@ def enqueue_pass(
     as_of = date.fromisoformat(args["as_of"])
     out: list[tuple[str, int]] = []
     with SetEnqueueOptions(queue_partition_key=str(org_id)):
-        if per_item:  # a real model: at least one chunk per slot, MODEL_CHUNK items at most
-            slots = max(1, durable.ledger_settings().autopilot_concurrency)
-            size = max(1, min(MODEL_CHUNK, len(items) // slots))
-            for start in range(0, len(items), size):
-                chunk = items[start : start + size]
+        if per_item:  # a real model: whole waves of chunks
+            for chunk in model_chunks(items, durable.ledger_settings()):
                 wid = _key(ledger, org_id, chunk, as_of, kind="m")
                 with SetWorkflowID(wid):
                     DBOS.enqueue_workflow(
@@ -532,8 +599,10 @@ def wait_for(
     on_error: Callable[[str], None],
     poll_s: float = 0.1,
     window: int = 256,
+    on_poll: Callable[[], None] | None = None,
 ) -> None:
-    """Wait until every workflow is done; parts and errors are handed over as they finish.
+    """Wait until every workflow is done; parts and errors are handed over as they finish;
+    ``on_poll`` runs between polls.
 
     Each poll asks about the oldest ``window`` unfinished workflows only (queues start them in
     order) and reads the finished ones' results in the same query: a poll costs the same for a
@@ -553,4 +622,6 @@ def wait_for(
             if progress:
                 progress(size)
         if left:
+            if on_poll is not None:
+                on_poll()
             time.sleep(poll_s)

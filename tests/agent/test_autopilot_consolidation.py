@@ -360,9 +360,9 @@ def test_a_pass_reads_the_organisation_itself_not_a_pass_of_the_same_number(
     seen: list[str | None] = []
     real = autopilot._org_reads
 
-    def record(s: Session, org_id: int, now: Any, pass_id: str | None) -> Any:
+    def record(s: Session, org_id: int, now: Any, pass_id: str | None, **kw: Any) -> Any:
         seen.append(pass_id)
-        return real(s, org_id, now, pass_id)
+        return real(s, org_id, now, pass_id, **kw)
 
     cadence = b.cadence()
     segment = b.segment("SMB", cadence=cadence, shadow=False, autopilot=True)

@@ -5,10 +5,19 @@ Prints ONE JSON object. Two passes on fresh ledgers:
 - ``offline``: the offline model (``plixo-offline-v1``): drafts/s and CPU time per draft,
   including the agent run, tool calls, grounding, policy decisions and database writes;
 - ``slow_model``: the same agent, tools and templates behind a model that answers every request
-  after ``--delay-ms`` (300 ms): drafts/s with ``--concurrency`` drafts in flight.
+  after ``--delay-ms`` (300 ms): drafts/s with ``--concurrency`` drafts in flight, drafted by
+  this process alone; ``slow_model_2_processes``: the same pass, the organisation's
+  ``--concurrency`` slots shared by this process and one worker (each drafts at most half of
+  them at once, ``PLIXO_WORKER_CONCURRENCY``; the worker lends itself the same slow model,
+  ``serve_slow_worker``). Why both: each draft costs ~15-20 ms of CPU besides its model request,
+  so at 16 requests in flight of 300 ms one process needs ~0.9 of a core's worth of Python,
+  which one interpreter lock on a shared two-core machine does not give it; the second process
+  brings its own. The bound is the same for both (the concurrency limit is per organisation,
+  over all processes); the 2-process figure counts both processes' CPU and the worker's start-up.
 
 Usage: ``python tests/benchmarks/bench_autopilot.py [--n 10000] [--processes 1,2]
-[--slow-n 2000] [--delay-ms 300] [--concurrency 16] [--db-url URL] [--skip-slow]``. Quick check:
+[--slow-n 2000] [--delay-ms 300] [--concurrency 16] [--slow-processes 1,2] [--db-url URL]
+[--skip-slow]``. Quick check:
 ``--n 500 --slow-n 200``. The pass runs through the DBOS queues (``agent.autopilot_flow``): this
 process enqueues and works embedded, and ``--processes 2`` adds one ``plixo worker`` process
 sharing the queue (the offline pass is run once per entry). ``cpu_ms_per_draft`` includes every
@@ -175,6 +184,10 @@ def build_ledger(url: str, n: int, *, per_invoice: bool = True) -> tuple[int, ob
         return org.id, sessions
 
 
+#: The name every process of the slow pass lends the slow model under (``lend_model``).
+SLOW_MODEL = "bench:slow-offline"
+
+
 def slow_model(delay_s: float) -> FunctionModel:
     """The offline model's answers, each after ``delay_s``: a stand-in for a remote model."""
 
@@ -185,8 +198,22 @@ def slow_model(delay_s: float) -> FunctionModel:
     return FunctionModel(answer, model_name="slow-offline")
 
 
-def start_workers(n: int, url: str, data_dir: Path) -> list[subprocess.Popen[bytes]]:
-    """``n`` ``plixo worker`` processes on this ledger (and its DBOS system database), ready."""
+def serve_slow_worker(delay_ms: float) -> None:
+    """``plixo worker`` (settings from the environment) that can also draft the slow pass's
+    chunks: the slow model is lent under ``SLOW_MODEL`` here as in the benchmark's process."""
+    from agent import autopilot_flow
+    from api.cli.worker import worker
+
+    autopilot_flow.lend_model(slow_model(delay_ms / 1000), name=SLOW_MODEL)
+    worker(status=False, once=False, retry="", cancel="", as_user="", json_out=False)
+
+
+def start_workers(
+    n: int, url: str, data_dir: Path, settings: Settings | None = None, delay_ms: float = 0.0
+) -> list[subprocess.Popen[bytes]]:
+    """``n`` ``plixo worker`` processes on this ledger (and its DBOS system database), ready.
+    ``delay_ms``: workers that can also draft with the slow model (``serve_slow_worker``), with
+    ``settings``' Autopilot concurrency, per-process share and rate limit."""
     from memory.models import WorkerHeartbeat
 
     env = dict(os.environ)
@@ -197,9 +224,17 @@ def start_workers(n: int, url: str, data_dir: Path) -> list[subprocess.Popen[byt
         PLIXO_WORKER_POLL_S="0.05",
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
     )
+    cmd = [sys.executable, "-m", "api.cli.worker"]
+    if delay_ms and settings is not None:
+        env.update(
+            PLIXO_AUTOPILOT_CONCURRENCY=str(settings.autopilot_concurrency),
+            PLIXO_WORKER_CONCURRENCY=str(settings.worker_concurrency),
+            PLIXO_MODEL_REQUESTS_PER_MINUTE=str(settings.model_requests_per_minute),
+        )
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"--delay-ms={delay_ms}"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "api.cli.worker"],
+            cmd,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -235,7 +270,13 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_pass(
-    label: str, n: int, url: str, settings: Settings, processes: int = 1, **kwargs: object
+    label: str,
+    n: int,
+    url: str,
+    settings: Settings,
+    processes: int = 1,
+    delay_ms: float = 0.0,
+    **kwargs: object,
 ) -> dict[str, object]:
     from agent import autopilot_flow
 
@@ -244,7 +285,10 @@ def run_pass(
     autopilot_flow.ensure_launched(settings, sessions)  # type: ignore[arg-type]
     autopilot_flow.register_queues(settings)
     child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    helpers = start_workers(processes - 1, url, settings.data_dir)
+    model = kwargs.get("model")
+    if model is not None:  # the same name in every process: any of them drafts its chunks
+        autopilot_flow.lend_model(model, name=SLOW_MODEL)  # type: ignore[arg-type]
+    helpers = start_workers(processes - 1, url, settings.data_dir, settings, delay_ms=delay_ms)
     ready = sum(_cpu_s(p.pid) for p in helpers)  # their start-up (imports, launch) so far
     cpu0, t0 = time.process_time(), time.perf_counter()
     summary = run_autopilot(
@@ -322,6 +366,9 @@ def main() -> None:
     ap.add_argument(
         "--processes", default="1,2", help="offline passes: processes drafting (this + workers)"
     )
+    ap.add_argument(
+        "--slow-processes", default="1,2", help="slow passes: processes drafting (this + workers)"
+    )
     ap.add_argument("--skip-slow", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="plixo-bench-"))
@@ -343,30 +390,49 @@ def main() -> None:
         key = "offline" if p == 1 else f"offline_{p}_processes"
         out[key] = run_pass("offline", args.n, url1, settings, processes=p, concurrency=8)
         out[key]["target_drafts_per_s"] = 200  # type: ignore[index]
-    if not args.skip_slow:
-        url2 = args.db_url or f"sqlite:///{tmp / 'slow.db'}"
-        slow: dict[str, Any] = run_pass(
-            f"model answering after {args.delay_ms:.0f} ms",
-            args.slow_n,
-            url2,
-            settings.model_copy(update={"autopilot_concurrency": args.concurrency}),
-            model=slow_model(args.delay_ms / 1000),
-            concurrency=args.concurrency,
-        )
-        out["slow_model"] = slow
-        slow["concurrency"] = args.concurrency
-        rpd = float(slow.get("requests_per_draft", 1.0) or 1.0)
-        bound = args.concurrency / (max(1.0, rpd) * args.delay_ms / 1000)
-        slow["bound_drafts_per_s"] = round(bound, 1)
-        slow["target_drafts_per_s"] = round(0.85 * bound, 1)
-        slow["share_of_bound"] = round(float(slow["drafts_per_s"] or 0) / bound, 3)
-        # cores' worth of CPU the pass used: on a loaded machine the bound is out of reach once
-        # this nears what the process gets, whatever the model does
-        slow["cpu_share_used"] = round(
-            float(slow["drafts_per_s"] or 0) * float(slow["cpu_ms_per_draft"]) / 1000, 2
-        )
+    slow_model_ = slow_model(args.delay_ms / 1000)
+    for p in [] if args.skip_slow else [int(x) for x in args.slow_processes.split(",") if x]:
+        key = "slow_model" if p == 1 else f"slow_model_{p}_processes"
+        out[key] = slow_pass(args, settings, tmp, slow_model_, p)
     print(json.dumps(out))
 
 
+def slow_pass(
+    args: argparse.Namespace, settings: Settings, tmp: Path, model: FunctionModel, processes: int
+) -> dict[str, Any]:
+    """The slow-model pass with ``processes`` processes sharing the organisation's
+    ``--concurrency`` slots (each takes its share, ``PLIXO_WORKER_CONCURRENCY``)."""
+    url = args.db_url or f"sqlite:///{tmp / f'slow{processes}.db'}"
+    share = -(-args.concurrency // processes)
+    slow: dict[str, Any] = run_pass(
+        f"model answering after {args.delay_ms:.0f} ms",
+        args.slow_n,
+        url,
+        settings.model_copy(
+            update={"autopilot_concurrency": args.concurrency, "worker_concurrency": share}
+        ),
+        processes=processes,
+        model=model,
+        concurrency=args.concurrency,
+        delay_ms=args.delay_ms,
+    )
+    slow["concurrency"] = args.concurrency
+    rpd = float(slow.get("requests_per_draft", 1.0) or 1.0)
+    bound = args.concurrency / (max(1.0, rpd) * args.delay_ms / 1000)
+    slow["bound_drafts_per_s"] = round(bound, 1)
+    slow["target_drafts_per_s"] = round(0.85 * bound, 1)
+    slow["share_of_bound"] = round(float(slow["drafts_per_s"] or 0) / bound, 3)
+    # cores' worth of CPU the pass used: on a loaded machine the bound is out of reach once
+    # this nears what the processes get, whatever the model does
+    slow["cpu_share_used"] = round(
+        float(slow["drafts_per_s"] or 0) * float(slow["cpu_ms_per_draft"]) / 1000, 2
+    )
+    return slow
+
+
 if __name__ == "__main__":
-    main()
+    if "--worker" in sys.argv:  # a helper process of the 2-process slow pass
+        delay = next(float(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--delay-ms="))
+        serve_slow_worker(delay)
+    else:
+        main()
