@@ -56,7 +56,7 @@ def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
         PYTHONPATH=str(REPO),
     )
     env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
-    cmd = [sys.executable, "-c", "from api.cli import main; main()", "autopilot", "run",
+    cmd = [sys.executable, "-c", "from api.cli.main import main; main()", "autopilot", "run",
            "--json", "--as-of", AS_OF.isoformat()]  # fmt: skip
     first = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

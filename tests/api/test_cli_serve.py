@@ -34,7 +34,7 @@ def test_serve_starts_the_workers_it_is_asked_for(data_dir: Path, db_url: str) -
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     env = dict(os.environ, PLIXO_DATABASE_URL=db_url, PLIXO_DATA_DIR=str(data_dir))
-    cmd = [sys.executable, "-c", "from api.cli import main; main()"]
+    cmd = [sys.executable, "-c", "from api.cli.main import main; main()"]
     proc = subprocess.Popen(
         [*cmd, "serve", "--port", str(port), "--workers", "2"],
         cwd=REPO,

@@ -69,7 +69,7 @@ def main() -> None:
         PYTHONPATH=str(REPO),
     )
     env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
-    cmd = [sys.executable, "-c", "from api.cli import main; main()", "autopilot", "run",
+    cmd = [sys.executable, "-c", "from api.cli.main import main; main()", "autopilot", "run",
            "--json", "--as-of", AS_OF.isoformat(), "--org", str(slug)]  # fmt: skip
     started = time.perf_counter()
     first = subprocess.Popen(

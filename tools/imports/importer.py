@@ -39,7 +39,7 @@ from memory.queue_version import mark_queue_changed
 from tools.insights.risk import refresh_snapshot_for
 from tools.kit.csvsafe import safe_writer
 
-PROFILE_DIR = Path(__file__).parent / "import_profiles"
+PROFILE_DIR = Path(__file__).parent / "profiles"
 MAX_FILE_BYTES = 200 * 1024 * 1024
 CHECK_PREFIX = "check_"
 Progress = Callable[[int, int], None]
