@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import pytest
@@ -111,3 +112,29 @@ def test_no_tool_can_write(session: Session, ledger: Ledger, deps: AgentDeps) ->
         "pay_link", "recall_notes",
     }  # fmt: skip
     assert tools.read_toolset().tools.keys() == names
+
+
+class _Offered(Exception):
+    """Stops a run once the model has seen what it is offered."""
+
+
+def test_the_drafter_offers_the_model_every_read_tool(deps: AgentDeps) -> None:
+    """The drafter's tools are its own (``tools=``): the model is offered all seven, described by
+    their docstrings, beside the output tool, and nothing else."""
+    from pydantic_ai.messages import ModelMessage, ModelResponse
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from agent.drafter import DRAFTER
+
+    seen: list[AgentInfo] = []
+
+    async def capture(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(info)
+        raise _Offered
+
+    with pytest.raises(_Offered):
+        _run(DRAFTER.run("Write the reminder.", deps=deps, model=FunctionModel(capture)))
+    offered = {t.name: t.description for t in seen[0].function_tools}
+    assert list(offered) == [t.__name__ for t in tools.READ_TOOLS]
+    assert offered["invoice_detail"] == inspect.cleandoc(tools.invoice_detail.__doc__ or "")
+    assert [t.name for t in seen[0].output_tools] == ["submit_draft"]

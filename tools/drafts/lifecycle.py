@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from memory.errors import PlixoError
-from memory.models import Draft, DraftStatus, User
+from memory.models import AuditEvent, Draft, DraftStatus, User
 from tools.kit import audit
 
 S = DraftStatus
@@ -71,8 +71,16 @@ def record_created(
     session: Session, draft: Draft, *, actor: User | str, detail: dict[str, Any] | None = None
 ) -> None:
     """The ``draft.created`` event of a flushed new draft (from ``drafted`` to its first state)."""
-    audit.record(
-        session,
+    session.add(AuditEvent(**created_row(draft, actor=actor, detail=detail)))
+
+
+def created_row(
+    draft: Draft, *, actor: User | str, detail: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The columns of ``record_created``'s event, for a batch written in one INSERT
+    (``audit.record_many``: Autopilot stores drafts by the hundred, and an ORM object per event
+    cost more than the INSERT)."""
+    return audit.row(
         draft.org_id,
         actor=actor,
         action="draft.created",

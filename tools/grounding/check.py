@@ -19,19 +19,17 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel.dates import get_month_names
 from babel.numbers import (
-    NumberFormatError,
     get_currency_symbol,
     get_decimal_symbol,
     get_group_symbol,
     list_currencies,
-    parse_decimal,
 )
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -306,7 +304,7 @@ def _symbols(locale: str) -> tuple[str, str]:
 
 
 def _parse_number(raw: str, locale: str) -> Decimal | None:
-    """A written number to a Decimal with Babel's ``parse_decimal`` in the text's ``locale``.
+    """A written number to a Decimal as Babel's ``parse_decimal`` reads it in the text's ``locale``.
 
     Spaces and apostrophes only ever group digits (Babel 2.19 writes de_CH "1000000'000.00",
     older CLDR data "1’234.56", French U+202F). Once the decimal mark is known, every other mark
@@ -319,11 +317,14 @@ def _parse_number(raw: str, locale: str) -> Decimal | None:
     reading = locale
     if decimal is not None and decimal != _symbols(locale)[0]:
         reading = _LOCALE_FOR_MARK[decimal]
-    group = _symbols(reading)[1]
+    mark, group = _symbols(reading)
     s = "".join(ch if ch.isdigit() or ch == decimal else group for ch in raw)
+    # What Babel's ``parse_decimal(s, locale=reading)`` does with a string of digits, the mark
+    # and the group symbol only (its re-grouping of other spaces never applies: there are
+    # none), without its locale lookups on every amount of every draft.
     try:
-        return parse_decimal(s, locale=reading)
-    except NumberFormatError:
+        return Decimal(s.replace(group, "").replace(mark, "."))
+    except InvalidOperation:
         return None
 
 
@@ -901,8 +902,11 @@ def stated_minor(amount: StatedAmount, truth: LedgerTruth) -> tuple[int, str] | 
     value = Decimal(amount.value)
     candidates = amount.currencies or truth.currencies
     for cur in candidates:
+        allowed = truth.amounts.get(cur)
+        if not allowed:  # e.g. "$": five currencies, usually one in the ledger
+            continue
         minor = _minor_of(value, cur)
-        if minor is not None and minor in truth.amount_set(cur):
+        if minor is not None and minor in allowed:
             return minor, cur
     return None
 
@@ -1076,6 +1080,20 @@ _STOPWORDS: dict[str, frozenset[str]] = {
 }
 
 
+def _stopword_langs() -> dict[str, tuple[str, ...]]:
+    """Stopword -> the languages it is a stopword of, in ``_STOPWORDS``'s order: a text's words
+    are then looked up once each instead of once per language (this runs on every draft)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for lang, words in _STOPWORDS.items():
+        for word in words:
+            out[word] = (*out.get(word, ()), lang)
+    return out
+
+
+_STOPWORD_LANGS = _stopword_langs()
+_WORD = re.compile(r"[a-zà-ÿ]+")
+
+
 def detect_language(text: str) -> str | None:
     """The language a text is written in, by stopwords; None when too short to tell.
 
@@ -1084,11 +1102,16 @@ def detect_language(text: str) -> str | None:
     are left out: a pay link's random token ("…/pay/acme-e0a5e1de/…") is no language, and in a
     short SMS its letters outnumbered the real words.
     """
-    text = _EMAIL.sub(" ", _URL.sub(" ", text))
-    words = re.findall(r"[a-zà-ÿ]+", text.lower())
+    text = _URL.sub(" ", text)
+    if "@" in text:  # no "@", no address: skip a regex pass over every word
+        text = _EMAIL.sub(" ", text)
+    words = _WORD.findall(text.lower())
     if len(words) < 8:
         return None
-    scores = {lang: sum(1 for w in words if w in sw) for lang, sw in _STOPWORDS.items()}
+    scores = dict.fromkeys(_STOPWORDS, 0)
+    for w in words:
+        for lang in _STOPWORD_LANGS.get(w, ()):
+            scores[lang] += 1
     best = max(scores, key=lambda k: scores[k])
     ranked = sorted(scores.values(), reverse=True)
     if ranked[0] < 3 or ranked[0] < 1.5 * max(ranked[1], 1):
