@@ -39,7 +39,7 @@ from agent.drafter import Composed, Drafter, Prepared, run_sync
 from agent.models import model_label
 from agent.schemas import DraftResult
 from agent.tools import detail_payload
-from memory import clock
+from memory import clock, durable
 from memory.config import Settings
 from memory.models import (
     AutopilotRun,
@@ -690,7 +690,6 @@ def _through_queues(
     does every ``plixo worker`` sharing the system database). It beats while it waits, so a
     worker can recover what it held should it die.
     """
-    from memory import durable
 
     if not items:
         return

@@ -51,6 +51,8 @@ from tools.admin.units import (
     parse_time,
     parse_window,
 )
+from tools.commitments.plans import plan_terms_facts
+from tools.grounding.check import draft_send_facts
 from tools.ledger.policy_overrides import (
     _deep_merge,
     active_override,
@@ -58,6 +60,7 @@ from tools.ledger.policy_overrides import (
     update_policy,
 )
 from tools.ledger.users import own_limit
+from tools.outreach.nudges import nudge_facts_for
 
 WINDOW_DAYS = 90
 EXAMPLES_PER_RULE = 3
@@ -266,8 +269,6 @@ class DryRun:
 def _draft_actions(
     session: Session, org_id: int, since: datetime, until: datetime
 ) -> list[ReplayedAction]:
-    from tools.grounding.check import draft_send_facts
-    from tools.outreach.nudges import nudge_facts_for
 
     out = []
     drafts = session.scalars(
@@ -290,7 +291,6 @@ def _draft_actions(
 def _plan_actions(
     session: Session, org_id: int, since: datetime, until: datetime
 ) -> list[ReplayedAction]:
-    from tools.commitments.plans import plan_terms_facts
 
     out = []
     plans = session.scalars(

@@ -30,7 +30,13 @@ from memory.ratelimit import LedgerStorage
 from tools.commitments.promises import NotFound, foreign_not_found
 from tools.kit import audit
 from tools.kit.authz import guarded
-from tools.ledger.users import CallerSnapshot, hash_password, password_problem, verify_password
+from tools.ledger.users import (
+    CallerSnapshot,
+    hash_password,
+    password_problem,
+    token_hash,
+    verify_password,
+)
 
 SESSION_TTL = timedelta(hours=8)
 
@@ -199,7 +205,6 @@ def revoke_token(
 
 def revoke_token_by_value(session: Session, raw: str, *, now: datetime | None = None) -> bool:
     """Revoke the token presented (``DELETE /api/auth/token``)."""
-    from tools.ledger.users import token_hash
 
     result = session.execute(
         update(ApiToken)

@@ -47,6 +47,7 @@ from memory.models import (
 )
 from tools.commitments.plans import COMMITMENT_GUARD, PolicyRefused, decide, decision_message
 from tools.commitments.promises import CommitmentError, Conflict, NotFound, get_invoice
+from tools.inbox import notifications
 from tools.kit import audit
 from tools.kit.authz import guarded
 
@@ -357,7 +358,6 @@ def _tell(
 ) -> None:
     """Notify the people of ``roles`` who work disputes (tools.inbox.notifications), once per
     event."""
-    from tools.inbox import notifications
 
     permission = "manage_disputes" if kind == "escalation" else "grant_credit"
     people = notifications.people_who(session, dispute.org_id, permission, roles=roles)

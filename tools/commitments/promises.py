@@ -38,6 +38,7 @@ from memory.models import (
 from tools.insights import metrics
 from tools.kit import audit
 from tools.kit.authz import guarded
+from tools.ledger.policy_overrides import policy_set_for
 
 K = TypeVar("K")
 
@@ -310,7 +311,6 @@ def add_promise(
 def default_grace_days(session: Session, org_id: int) -> int:
     """The organisation's policy grace (``promises.default_grace_days``), the same number the
     guardrails use to pause chasing, so the two can never disagree."""
-    from tools.ledger.policy_overrides import policy_set_for
 
     ps = policy_set_for(session, org_id)
     return int(ps.promises.default_grace_days)

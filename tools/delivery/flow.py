@@ -32,8 +32,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memory import clock, durable
 from memory.config import Settings
-from memory.models import Draft, DraftStatus, OutboxMessage, OutboxStatus
+from memory.models import Draft, DraftStatus, Organisation, OutboxMessage, OutboxStatus
 from tools.delivery import outbox, send_check
+from tools.delivery.sending_domain import next_send_day
+from tools.drafts.service import deferred_until, release_one
 
 log = logging.getLogger("plixo.delivery")
 
@@ -152,7 +154,6 @@ def deliver(ledger: str, outbox_id: int, round_: int) -> str:
 @DBOS.step(name="plixo.delivery.warmup_wait", **_DB_RETRY)
 def _seconds_to_next_send_day(outbox_id: int) -> float:
     """Seconds until the organisation's next business day, when a warm-up cap starts afresh."""
-    from tools.delivery.sending_domain import next_send_day
 
     with durable.ledger_sessions()() as session:
         row = session.get(OutboxMessage, outbox_id)
@@ -176,7 +177,6 @@ def _seconds_to_wait(draft_id: int) -> float:
         draft = session.get(Draft, draft_id)
         if draft is None:
             return -1.0
-        from tools.drafts.service import deferred_until
 
         until = deferred_until(draft)
     if until is None:
@@ -186,7 +186,6 @@ def _seconds_to_wait(draft_id: int) -> float:
 
 @DBOS.step(name="plixo.delivery.release", **_DB_RETRY)
 def _release_step(draft_id: int) -> str:
-    from tools.drafts.service import release_one
 
     with durable.ledger_sessions()() as session:
         result = release_one(session, draft_id, now=clock.now(), settings=durable.ledger_settings())
@@ -311,8 +310,6 @@ def _result_within(handle: Any, seconds: float) -> str:
 def pending(sessions: sessionmaker[Session]) -> int:
     """Rows and deferred drafts still waiting for a worker (``--once`` waits for zero)."""
     from sqlalchemy import func
-
-    from memory.models import Organisation
 
     sendable = select(Organisation.id).where(
         Organisation.maintenance.is_(False), Organisation.cron_paused.is_(False)

@@ -55,6 +55,7 @@ from memory.models import (
     OutboxStatus,
     User,
 )
+from policies.access import allowed
 from tools.delivery.sending_domain import warmup_hold
 from tools.delivery.smtp import Attachment, DeliveryError, send_email
 from tools.drafts import lifecycle
@@ -666,7 +667,6 @@ def resolve(
     new workflow) with the *same* Message-ID, so a copy the payer may already have is recognisable.
     Nothing else changes in the caller's transaction on refusal.
     """
-    from policies.access import allowed
 
     if not allowed(user.role.value, "manage_delivery"):
         raise OutboxPermissionError(f"{user.role.value} may not resolve deliveries.")

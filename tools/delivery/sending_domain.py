@@ -26,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from memory import clock
+from memory.config import get_settings
 from memory.errors import PlixoError
 from memory.models import (
     Channel,
@@ -324,7 +325,6 @@ def recheck_if_due(
 def recheck_before_autopilot(session: Session, org_id: int, now: datetime) -> None:
     """Called before Autopilot is switched on: a fresh check (through ``PLIXO_DNS_NAMESERVER``),
     so ``sending_domain_verified`` is current when the guardrails read it."""
-    from memory.config import get_settings
 
     recheck_if_due(session, org_id, nameserver=get_settings().dns_nameserver, now=now, force=True)
 

@@ -37,8 +37,10 @@ from memory.models import (
 )
 from memory.money import format_money
 from policies.policy_set import PolicySet
-from tools.commitments import plans
+from tools.commitments import disputes, plans
+from tools.commitments.disputes import get_dispute
 from tools.commitments.promises import CommitmentError, NotFound, get_promise
+from tools.drafts import service as drafts
 from tools.drafts.service import REVIEWABLE, required_roles, role_satisfies
 from tools.kit import audit, labels
 from tools.kit.authz import guarded
@@ -429,8 +431,6 @@ def decide(
 ) -> str:
     """Approve or reject one inbox item with a rationale; the owning tool checks the rest (the
     access matrix, the guardrails for this approver, the subject's state). Returns a sentence."""
-    from tools.commitments import disputes
-    from tools.drafts import service as drafts
 
     text = clean_rationale(rationale)
     if kind not in KINDS:
@@ -491,7 +491,6 @@ def decline_credit(
     now: datetime | None = None,
 ) -> Dispute:
     """Turn down a proposed credit: the dispute stays open with no credit waiting."""
-    from tools.commitments.disputes import get_dispute
 
     now = now or utcnow()
     text = clean_rationale(reason)

@@ -40,6 +40,7 @@ from memory.models import (
     utcnow,
 )
 from policies.access import allowed
+from tools.commitments.disputes import ACTIVE
 from tools.delivery import outbox
 from tools.kit import labels
 
@@ -284,7 +285,6 @@ def sweep(
 
 
 def _sweep_disputes(session: Session, org_id: int, now: datetime, settings: Settings | None) -> int:
-    from tools.commitments.disputes import ACTIVE
 
     count = 0
     breached = session.scalars(

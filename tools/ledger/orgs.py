@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory.models import Organisation
+from memory.models import Base, Organisation
 
 
 def get_org(session: Session, slug: str) -> Organisation | None:
@@ -27,8 +27,6 @@ def delete_org(session: Session, org_id: int) -> None:
     Tables without ``org_id`` are reached through their foreign key to a table that has one.
     """
     from sqlalchemy import delete
-
-    from memory.models import Base
 
     tables = list(reversed(Base.metadata.sorted_tables))
     owned = {t.name for t in tables if "org_id" in t.c}

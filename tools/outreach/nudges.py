@@ -55,9 +55,12 @@ from tools.drafts.service import (
 )
 from tools.grounding.check import outreach_context
 from tools.inbox import notifications
+from tools.insights.account360 import pay_link
 from tools.kit import audit, labels
 from tools.kit.authz import denial, guarded
+from tools.kit.formatting import format_amount, format_day, locale_for
 from tools.ledger.policy_overrides import policy_set_for
+from tools.outreach.slack_nudges import SlackError, post_suggestion
 
 AUTOPILOT_SEND_HOUR = 9  # cadence steps go out in the contact's morning
 
@@ -285,8 +288,6 @@ def _render(
     sender: User,
     settings: Settings,
 ) -> tuple[str, str, str]:
-    from tools.insights.account360 import pay_link
-    from tools.kit.formatting import format_amount, format_day, locale_for
 
     locale = locale_for(contact.language or customer.language, customer.country_code)
     link = pay_link(settings, org.slug, invoice.number)
@@ -615,7 +616,6 @@ def _post_suggestion_to_slack(
 ) -> None:
     """Tell the owner in Slack too; a Slack failure is audited, never raised (the suggestion
     stands)."""
-    from tools.outreach.slack_nudges import SlackError, post_suggestion
 
     draft = result.draft
     try:

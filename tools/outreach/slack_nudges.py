@@ -21,6 +21,8 @@ from slack_sdk.signature import SignatureVerifier
 
 from memory.config import Settings
 from memory.models import Customer, Draft, Invoice, User
+from tools.delivery.smtp import DeliveryError
+from tools.kit.formatting import format_amount
 
 APPROVE = "plixo_nudge_approve"
 DISMISS = "plixo_nudge_dismiss"
@@ -114,7 +116,6 @@ def post_suggestion(
     settings: Settings, *, owner: User, draft: Draft, customer: Customer, invoice: Invoice
 ) -> str:
     """Post the suggestion as a direct message to the owner; returns the message ``ts``."""
-    from tools.kit.formatting import format_amount
 
     if not owner.slack_user_id:
         raise SlackError(f"{owner.name} has no Slack user id in plixo.")
@@ -222,7 +223,6 @@ def send_text(settings: Settings, slack_user_id: str, text: str) -> str:
     a rate limit, a Slack outage or a lost connection (the workflow retries with back-off),
     permanent for a refusal no retry fixes (an unknown user, a revoked token). The error names
     Slack's answer, never the token."""
-    from tools.delivery.smtp import DeliveryError
 
     try:
         response = client(settings).chat_postMessage(channel=slack_user_id, text=text[:3000])

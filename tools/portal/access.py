@@ -43,8 +43,10 @@ from memory.models import (
 )
 from tools.commitments.plans import CUSTOMER_VISIBLE, UNDECIDED, get_plan
 from tools.commitments.promises import CommitmentError, NotFound, foreign_not_found, get_customer
+from tools.delivery import outbox
 from tools.kit import audit
 from tools.kit.authz import guarded
+from tools.payments import posting as payments
 
 TOKEN_BYTES = 32
 DEFAULT_TTL = timedelta(days=14)
@@ -417,8 +419,6 @@ def resend_plan_link(
 ) -> ResentLink:
     """A fresh portal link for an approved plan's customer, queued as a transactional e-mail to the
     primary contact (who must not have opted out or bounced), like a receipt."""
-    from tools.delivery import outbox
-    from tools.payments import posting as payments
 
     now = now or utcnow()
     plan = get_plan(session, org_id, plan_id)
@@ -534,7 +534,6 @@ def _email_pay_link(
     now: datetime,
 ) -> PortalToken:
     """Issue a fresh portal token and queue the e-mail carrying its link to the contact."""
-    from tools.delivery import outbox
 
     issued = issue_token(
         session,
@@ -578,7 +577,6 @@ def request_link_for_invoice(
     attempts for the per-client brute-force limit; a contact gets at most one link per
     :data:`LINK_REQUEST_THROTTLE`.
     """
-    from tools.payments import posting as payments
 
     now = now or utcnow()
     if recent_failures(session, client, now=now) >= RATE_MAX_FAILURES:

@@ -50,9 +50,12 @@ from tools.drafts.service import (
     deferred_until,
     store_new_draft,
 )
+from tools.grounding.check import recheck_draft
 from tools.inbox import notifications
+from tools.insights.account360 import pay_link
 from tools.kit import audit
 from tools.kit.authz import guarded
+from tools.kit.labels import rule_label
 
 MAX_SUMMARY_CHARS = 500
 #: How far back a logged call or e-mail may be dated (older touches belong in an import).
@@ -161,7 +164,6 @@ def write_message(
     reply, ``tools.replies.dispute_replies.send_reply``: manage_disputes). ``dispute`` marks
     the draft as
     dispute correspondence about that dispute's invoice (its own guardrails, no pay link)."""
-    from tools.grounding.check import recheck_draft
 
     now = now or utcnow()
     settings = settings or get_settings()
@@ -259,7 +261,6 @@ def _tell_approvers(
 def _pay_link(
     session: Session, settings: Settings, org_id: int, invoice: Invoice | None
 ) -> str | None:
-    from tools.insights.account360 import pay_link
 
     org = session.get(Organisation, org_id)
     if invoice is None or org is None:
@@ -393,7 +394,6 @@ def scheduled(session: Session, org_id: int, *, limit: int = 500) -> list[Schedu
             )
         ).all()
     )
-    from tools.kit.labels import rule_label
 
     rows = []
     for d in waiting:

@@ -14,15 +14,32 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
+from api.deps import AppSettings, Clock, CsrfChecked, DbSession, check_csrf, require
 from api.pages import flash as _flash
 from api.pages import render_page as _render
 from memory.errors import PlixoError
-from memory.models import Customer, Organisation, User
+from memory.models import (
+    Cadence,
+    Customer,
+    Organisation,
+    Persona,
+    Segment,
+    SegmentRule,
+    SendingDomain,
+    User,
+)
+from policies.types import PolicyError
 from tools.admin import people as people_tool
+from tools.admin import policy_apply as pa
+from tools.admin import readiness_ops
 from tools.admin import segments as seg_tool
 from tools.admin.people import PeopleError
+from tools.admin.units import UnitError, format_amount, format_percent, parse_money
+from tools.delivery import sending_domain as sd
+from tools.delivery.dkim import forget_keys
 from tools.delivery.smtp import DeliveryError
+from tools.ledger.policy_overrides import PolicyChangeRefused, active_policy_set, history
+from tools.outreach.sending_modes import sending_state
 
 router = APIRouter()
 Manager = Annotated[User, Depends(require("manage_users"))]
@@ -283,7 +300,6 @@ def people_change_form(
 
 def _limits_text(text: str) -> dict[str, str]:
     """ "25,000.00 USD; 20,000.00 EUR" -> {"USD": "25,000.00 USD", "EUR": "20,000.00 EUR"}."""
-    from tools.admin.units import UnitError, parse_money
 
     out: dict[str, str] = {}
     for part in text.split(";"):
@@ -312,7 +328,6 @@ class CadenceIn(BaseModel):
 
 
 def _segment_out(db: DbSession, org: Organisation, segment: Any) -> dict[str, Any]:
-    from memory.models import SegmentRule
 
     row = db.get(SegmentRule, segment.id)
     rule = row.rule if row else {}
@@ -353,7 +368,6 @@ def _org(db: DbSession, user: User) -> Organisation:
 
 
 def _config(user: User, db: DbSession) -> dict[str, Any]:
-    from memory.models import Cadence, Segment
 
     org = _org(db, user)
     modes = seg_tool.step_modes(db, user.org_id)
@@ -433,7 +447,6 @@ def edit_cadence(
 
 @router.get("/segments", response_class=HTMLResponse, include_in_schema=False)
 def segments_page(request: Request, user: Viewer, db: DbSession) -> HTMLResponse:
-    from memory.models import Persona
 
     owners = [
         u
@@ -526,8 +539,6 @@ PolicyEditor = Annotated[User, Depends(require("edit_policy"))]
 
 
 def _policy_context(db: DbSession, user: User) -> dict[str, Any]:
-    from tools.admin.units import format_amount, format_percent
-    from tools.ledger.policy_overrides import active_policy_set, history
 
     active = active_policy_set(db, user.org_id)
     cur = active.currency
@@ -566,9 +577,6 @@ def policies_page(request: Request, user: Viewer, db: DbSession) -> HTMLResponse
 def _proposal(db: DbSession, user: User, text: str) -> Any:
     import yaml
 
-    from policies.types import PolicyError
-    from tools.admin import policy_apply as pa
-
     try:
         human = yaml.safe_load(text) or {}
         return pa.propose(db, user.org_id, human)
@@ -588,7 +596,6 @@ def policies_preview(
     text: Annotated[str, Form(max_length=20_000)],
 ) -> HTMLResponse:
     """The diff and the 90-day dry run of a proposal; nothing is saved here."""
-    from tools.admin import policy_apply as pa
 
     ctx = _policy_context(db, user)
     try:
@@ -612,9 +619,6 @@ def policies_apply(
     _csrf: CsrfChecked,
     text: Annotated[str, Form(max_length=20_000)],
 ) -> Response:
-    from policies.types import PolicyError
-    from tools.admin import policy_apply as pa
-    from tools.ledger.policy_overrides import PolicyChangeRefused
 
     try:
         proposal = _proposal(db, user, text)
@@ -641,8 +645,6 @@ class DomainIn(BaseModel):
 
 
 def _domain_state(db: DbSession, org_id: int) -> dict[str, Any]:
-    from memory.models import SendingDomain
-    from tools.delivery import sending_domain as sd
 
     row = db.get(SendingDomain, org_id)
     if row is None:
@@ -664,7 +666,6 @@ def sending_domain(user: Viewer, db: DbSession) -> dict[str, Any]:
 
 
 def _set_up_domain(db: DbSession, user: User, body: DomainIn, now: Any) -> dict[str, Any]:
-    from tools.delivery import sending_domain as sd
 
     sd.set_up(db, user.org_id, user, domain=body.domain, spf_include=body.spf_include, now=now)
     db.commit()
@@ -680,8 +681,6 @@ def set_up_domain(
 
 
 def _check_domain(db: DbSession, user: User, settings: Any, now: Any) -> dict[str, Any]:
-    from tools.delivery import sending_domain as sd
-    from tools.delivery.dkim import forget_keys
 
     result = sd.check(db, user.org_id, nameserver=settings.dns_nameserver, now=now, actor=user)
     db.commit()
@@ -752,8 +751,6 @@ Importer = Annotated[User, Depends(require("import_data"))]
 
 
 def _readiness(db: DbSession, user: User, now: Any) -> dict[str, Any]:
-    from tools.admin import readiness_ops
-    from tools.outreach.sending_modes import sending_state
 
     found = readiness_ops.detail(db, user.org_id, now)
     return {
@@ -792,9 +789,6 @@ async def readiness_upload(
 ) -> HTMLResponse:
     """Upload a CSV from the page; the per-row report is shown, nothing is saved on any error."""
     from starlette.datastructures import UploadFile
-
-    from api.deps import check_csrf
-    from tools.admin import readiness_ops
 
     form = await request.form()
     await check_csrf(request, str(form.get("csrf", "")))

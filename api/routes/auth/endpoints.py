@@ -30,7 +30,7 @@ from api.deps import (
 )
 from api.pages import templates
 from memory import clock
-from memory.models import User
+from memory.models import ApiToken, User, utcnow
 from policies.access import permissions_for
 from tools.admin import sessions
 from tools.admin.sessions import LimitVerdict, LoginLimiter, PasswordRefused
@@ -277,7 +277,6 @@ def me(user: CurrentUser) -> UserOut:
 
 
 def _token_info(t: object) -> TokenInfo:
-    from memory.models import ApiToken, utcnow
 
     assert isinstance(t, ApiToken)
     live = t.revoked_at is None and t.expires_at > utcnow()

@@ -17,6 +17,7 @@ from api.pages import flash as _flash
 from api.pages import render_page as _render
 from memory.models import User
 from tools.inbox import notifications
+from tools.kit.labels import plural
 
 router = APIRouter(include_in_schema=False)
 
@@ -73,7 +74,6 @@ def read_all(
 
 
 def notifications_word(n: int) -> str:
-    from tools.kit.labels import plural
 
     return plural(n, "notification")
 

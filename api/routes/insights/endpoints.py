@@ -32,15 +32,18 @@ from memory.models import (
     Segment,
     User,
 )
-from policies.money import format_money
+from policies.money import exponent, format_money
 from tools.drafts import costs as draft_costs
 from tools.insights import metrics
+from tools.insights.account360 import account_360
+from tools.insights.account360 import org_today as today_for
 from tools.insights.focus import FocusList, todays_focus
 from tools.insights.renewal import RenewalReport, renewal_risk
 from tools.insights.risk import current_model, score_customer_invoices
 from tools.kit.csvsafe import safe_writer
 from tools.kit.labels import locale_from_header, month_short
 from tools.kit.labels import period as period_words
+from tools.outreach import nudges
 from tools.replies import conversations
 
 router = APIRouter(tags=["insights"])
@@ -59,7 +62,6 @@ CONSOLE_TABLES = ("cash_collected", "dso", "aging", "promise_adherence", "exposu
 
 def org_today(db: Session, org_id: int, now: datetime | None = None) -> date:
     """Today in the organisation's time zone (the tool owner's helper when present)."""
-    from tools.insights.account360 import org_today as today_for
 
     return today_for(db, org_id, now)
 
@@ -165,7 +167,6 @@ def _money_text(amount_minor: int, currency: str) -> str:
 
 def _major(amount_minor: int, currency: str) -> str:
     """Minor units as a plain decimal for CSV (no symbols, no thousands separators)."""
-    from policies.money import exponent
 
     exp = exponent(currency)
     if exp == 0:
@@ -357,7 +358,6 @@ def aging_chart(title: str, row: metrics.AgingRow) -> Markup:
 
 def _money_fmt(currency: str) -> Any:
     """Compact money for axes and bar labels: whole units, thousands as k, millions as M."""
-    from policies.money import exponent
 
     scale = 10 ** exponent(currency)
     zero = format_money(0, currency)  # "$0" or "0 CHF": where the symbol goes
@@ -515,8 +515,6 @@ def account_risk_api(customer_id: CustomerId, user: AccountViewer, db: DbSession
 def account_page(
     request: Request, customer_id: CustomerId, user: AccountViewer, db: DbSession, clock: Clock
 ) -> HTMLResponse:
-    from tools.insights.account360 import account_360
-    from tools.outreach import nudges
 
     customer = _customer(db, user.org_id, customer_id)
     as_of = org_today(db, user.org_id, clock())  # the app's clock, as on every other page

@@ -39,10 +39,13 @@ from memory.models import (
     PromiseToPay,
     User,
 )
+from policies.access import allowed
 from tools.delivery import outbox
 from tools.drafts import batch, shadow_agreement
 from tools.drafts import service as drafts
 from tools.drafts.service import DraftError
+from tools.insights.account360 import account_360
+from tools.insights.focus import scope_for, todays_focus
 from tools.outreach import nudges, sending_modes
 from tools.replies import conversations
 
@@ -82,7 +85,6 @@ def _back(target: str | None, default: str) -> str:
 
 def focus_cards(session: Session, user: User, now: datetime) -> list[dict[str, Any]]:
     """The four cards: what is due, promises due today, plans near default, disputes near SLA."""
-    from tools.insights.focus import scope_for
 
     scope, scope_label, _legal = scope_for(user)
     today = business_date(session, user.org_id, now)
@@ -145,8 +147,6 @@ def home(request: Request, user: ViewQueue, db: DbSession, clock: Clock) -> HTML
     cards = focus_cards(db, user, now)
     focus = None
     try:
-        from tools.insights.focus import todays_focus
-
         focus = todays_focus(db, user, now=now, limit=10)
     except Exception:  # the ranking is advice; the queue must still open without it
         log.exception("Today's Focus failed")
@@ -203,8 +203,6 @@ def draft_page(
     view = api.draft_out(db, draft, user)
     account = None
     try:
-        from tools.insights.account360 import account_360
-
         today = business_date(db, user.org_id, clock())
         account = account_360(db, user.org_id, draft.customer_id, as_of=today)
     except LookupError:
@@ -593,7 +591,6 @@ def outbox_page(
     rows = outbox.list_messages(
         db, user.org_id, status=OutboxStatus(status_) if status_ else None, limit=200
     )
-    from policies.access import allowed
 
     return _render(
         request,
