@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from memory.config import Settings, get_settings
 from memory.models import (
+    OPEN_DISPUTE_STATUSES,
     Customer,
     Dispute,
     Notification,
@@ -40,7 +41,6 @@ from memory.models import (
     utcnow,
 )
 from policies.access import allowed
-from tools.commitments.disputes import ACTIVE
 from tools.delivery import outbox
 from tools.kit import labels
 
@@ -291,7 +291,7 @@ def _sweep_disputes(session: Session, org_id: int, now: datetime, settings: Sett
         select(Dispute)
         .where(
             Dispute.org_id == org_id,
-            Dispute.status.in_(list(ACTIVE)),
+            Dispute.status.in_(OPEN_DISPUTE_STATUSES),
             Dispute.sla_due_at.is_not(None),
             Dispute.sla_due_at < now,
         )
