@@ -30,12 +30,16 @@ import argparse
 import json
 import os
 import random
+import sys
 import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+
+# run as a script from any directory: the repository root first (this file imports tests.*)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from schwifty import IBAN
 from sqlalchemy import insert, select
