@@ -469,8 +469,8 @@ def _env(db_url: str, port: int, tmp_path: Path, **extra: str) -> dict[str, str]
         PLIXO_NOTIFICATION_SWEEP_CRON="",
         PLIXO_MAILBOX_SYNC_CRON="",
         PYTHONPATH=str(REPO),
-        **extra,
     )
+    env.update(extra)  # a test's own settings win over these
     env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
     return env
 
@@ -645,7 +645,10 @@ def test_two_worker_processes_on_postgresql_deliver_500_messages_once_each(
                 idempotency_key=f"two-workers:{i}",
             )
         s.commit()
-    env = _env(db_url, port, tmp_path)
+    # Two live workers: a heartbeat 1 s late (one tick dispatching hundreds of workflows on a
+    # loaded CI machine) would have the other presume it dead and take its workflows over, which
+    # the kill tests above cover; here both stay alive, so they get a realistic 5 s.
+    env = _env(db_url, port, tmp_path, PLIXO_WORKER_STALE_S="5")
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "api.cli.worker", "--once", "--json"],
