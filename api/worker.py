@@ -61,6 +61,30 @@ def start(
     return ident
 
 
+#: How long a ``--once`` worker waits, once nothing is left to dispatch, for the workflows it is
+#: still running to finish (a durable sleep until quiet hours end is not waited for).
+ONCE_GRACE_S = 30.0
+
+
+def _drained(
+    settings: Settings, sessions: sessionmaker[Session], ident: str, result: WorkerResult
+) -> bool:
+    """Nothing left to dispatch, and this worker's own workflows done (or the grace is over).
+
+    Why wait: a worker that shut DBOS down with a delivery step still running left its heartbeat
+    to go stale; a live worker then took the workflow over while the step retried in a process
+    without DBOS, and the exit hung. Finishing its own steps first lets it leave cleanly."""
+    from tools.delivery import flow as delivery_flow
+
+    if delivery_flow.pending(sessions) != 0:
+        result.drained_at = None
+        return False
+    now = time.monotonic()
+    if result.drained_at is None:
+        result.drained_at = now
+    return held(settings, ident) == 0 or now - result.drained_at > ONCE_GRACE_S
+
+
 def held(settings: Settings, ident: str) -> int:
     """Workflows still marked as running on executor ``ident`` (read from the system database,
     with a client once DBOS is down in this process)."""
@@ -86,6 +110,7 @@ class WorkerResult:
     executor_id: str = ""
     dispatched: int = 0
     recovered_from: list[str] = field(default_factory=list)
+    drained_at: float | None = None  # when a ``--once`` worker first found nothing to dispatch
     ticks: int = 0
 
 
@@ -132,7 +157,9 @@ def run_worker(
                 last = time.monotonic()
             else:
                 result.dispatched += len(delivery_flow.dispatch(sessions))
-            if once and (delivery_flow.pending(sessions) == 0 or time.monotonic() > deadline):
+            if once and (
+                _drained(settings, sessions, ident, result) or time.monotonic() > deadline
+            ):
                 break
             time.sleep(interval)
     finally:
