@@ -117,11 +117,10 @@ class WorkerResult:
 def tick(
     settings: Settings, sessions: sessionmaker[Session], ident: str, into: WorkerResult
 ) -> None:
-    """One round: heartbeat, recovery of the dead, dispatch of new deliveries."""
+    """One round: recovery of the dead, dispatch of new deliveries (the heartbeat beats from its
+    own thread, ``durable.Heartbeat``)."""
     from tools.delivery import flow as delivery_flow
 
-    with sessions() as session:
-        durable.beat(session, ident)
     into.recovered_from += recover_dead(settings, sessions, ident)
     into.dispatched += len(delivery_flow.dispatch(sessions))
     into.ticks += 1
@@ -149,6 +148,7 @@ def run_worker(
     deadline = time.monotonic() + timeout_s
     interval = max(settings.worker_poll_s, 0.05)
     beat_every = min(5.0, settings.worker_stale_s / 3)
+    heart = durable.Heartbeat(sessions, ident, every_s=beat_every, kind="worker")
     last = 0.0
     try:
         while not should_stop():
@@ -165,11 +165,12 @@ def run_worker(
     finally:
         left = 0
         if exiting:
-            durable.shutdown()
+            durable.shutdown()  # still beating meanwhile: its steps may still be finishing
             try:
                 left = held(settings, ident)
             except LedgerUnavailable:
                 left = 1  # cannot tell: let the heartbeat go stale, recovery is idempotent
+        heart.stop()
         if left:
             log.warning(
                 "%s stops holding %d workflow(s): a live worker will recover them", ident, left

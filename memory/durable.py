@@ -85,21 +85,35 @@ def on_launch(hook: Callable[[Settings], None]) -> None:
 
 
 class Heartbeat:
-    """Beats for ``executor`` in a background thread while a command works embedded."""
+    """Beats for ``executor`` in a background thread while a command or a worker works.
 
-    def __init__(self, sessions: sessionmaker[Session], executor: str, every_s: float) -> None:
+    Why a thread of its own: a beat that waits for the dispatch loop goes stale whenever one
+    round is slow (hundreds of workflows dispatched at once on a loaded machine), and a live
+    worker then presumes this one dead and takes over workflows it is still running."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        executor: str,
+        every_s: float,
+        *,
+        kind: str = "embedded",
+    ) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(sessions, executor, every_s), daemon=True
-        )
+            target=self._run, args=(sessions, executor, every_s, kind), daemon=True,
+            name=f"heartbeat-{executor}",
+        )  # fmt: skip
         self._thread.start()
 
-    def _run(self, sessions: sessionmaker[Session], executor: str, every_s: float) -> None:
+    def _run(
+        self, sessions: sessionmaker[Session], executor: str, every_s: float, kind: str
+    ) -> None:
         while not self._stop.wait(every_s):
             try:
                 with sessions() as session:
-                    beat(session, executor, kind="embedded")
-            except OperationalError:  # the ledger is away for a moment: beat again later
+                    beat(session, executor, kind=kind)
+            except (OperationalError, LedgerUnavailable):  # the ledger is away: beat again later
                 log.warning("heartbeat for %s failed", executor, exc_info=True)
 
     def stop(self) -> None:

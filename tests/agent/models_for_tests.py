@@ -21,8 +21,10 @@ Args = dict[str, Any]
 def tampering(
     change: Callable[[Args], Args], *, times: int = 1, tool: str = "submit_draft"
 ) -> tuple[FunctionModel, list[list[ModelMessage]]]:
-    """The offline model whose first ``times`` submissions pass through ``change``; also returns
-    the list of conversations it saw (to check what the model was told)."""
+    """The offline model whose first ``times`` submissions that ``change`` alters are sent
+    altered (one it leaves alone does not count: with drafts running concurrently, which one's
+    submission comes next is not fixed); also returns the conversations it saw (to check what
+    the model was told)."""
     seen: list[list[ModelMessage]] = []
     count = {"n": 0}
 
@@ -32,9 +34,11 @@ def tampering(
         parts = []
         for part in resp.parts:
             if isinstance(part, ToolCallPart) and part.tool_name == tool and count["n"] < times:
-                count["n"] += 1
-                args = change(dict(part.args_as_dict()))
-                part = ToolCallPart(tool, args, tool_call_id=part.tool_call_id)
+                before = dict(part.args_as_dict())
+                args = change(dict(before))
+                if args != before:  # only a submission ``change`` altered counts
+                    count["n"] += 1
+                    part = ToolCallPart(tool, args, tool_call_id=part.tool_call_id)
             parts.append(part)
         return ModelResponse(parts=parts, usage=resp.usage)
 

@@ -155,7 +155,7 @@ def test_the_model_is_told_the_headings_and_a_wrong_subtotal_is_sent_back(
             args["body"] = _plain(args["body"]).replace(subtotal, "€2,205.50")
         return args
 
-    model, seen = tampering(wrong_subtotal, times=2)
+    model, seen = tampering(wrong_subtotal, times=1)  # the group's first text only
     summary = run_autopilot(
         sessions, b.org.id, as_of=AS_OF, shadow=True, settings=settings, now=NOW, model=model
     )
