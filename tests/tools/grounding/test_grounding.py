@@ -14,17 +14,10 @@ from sqlalchemy.orm import Session
 from memory.models import Organisation, PromiseStatus
 from memory.money import format_money, to_decimal
 from tests.agent.factories import AS_OF, NOW, Builder, settings_for, small_ledger
-from tools.grounding.check import (
-    DeclaredFacts,
-    LedgerTruth,
-    detect_language,
-    extract_facts,
-    ground_text,
-    invoice_shapes,
-    ledger_truth,
-    recheck_draft,
-    stated_minor,
-)
+from tools.grounding.comparison import DeclaredFacts, ground_text, stated_minor
+from tools.grounding.extraction import detect_language, extract_facts, invoice_shapes
+from tools.grounding.recheck import recheck_draft
+from tools.grounding.truth import LedgerTruth, ledger_truth
 from tools.kit.formatting import format_amount, format_day, locale_for
 
 LOCALES = ["en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "nl_NL", "it_IT", "pt_PT"]
@@ -313,7 +306,7 @@ def test_recheck_draft_blocks_an_edit_that_lies(session: Session, data_dir: obje
 
 
 def test_promise_statuses_reach_the_policy_facts(session: Session) -> None:
-    from tools.grounding.check import promise_facts_by_customer
+    from tools.grounding.guardrail_facts import promise_facts_by_customer
 
     led = small_ledger(session)
     led.b.promise(
@@ -365,7 +358,7 @@ def test_only_a_persons_message_marked_by_the_dispute_reply_path_is_dispute_corr
     kind: str, persona: str, facts: dict[str, object], expected: bool
 ) -> None:
     from memory.models import Draft, DraftKind, DraftPersona
-    from tools.grounding.check import is_dispute_correspondence
+    from tools.grounding.guardrail_facts import is_dispute_correspondence
 
     draft = Draft(kind=DraftKind(kind), persona=DraftPersona(persona), stated_facts=facts)
     assert is_dispute_correspondence(draft) is expected
