@@ -52,20 +52,20 @@ from memory.models import (
 )
 from policies.engine import PolicyEngine
 from policies.engine import engine_for as policy_engine_for
+from policies.facts import InvoiceFacts as PolicyInvoice
 from tools.admin.segments import step_modes
 from tools.commitments.plans import evaluate_plans
 from tools.commitments.promises import due_reminders, evaluate_promises
-from tools.grounding.check import (
+from tools.grounding.guardrail_facts import (
     UNSEGMENTED,
     OrgSwitches,
     OutreachContext,
     contact_facts,
     disputed_invoice_ids,
-    ledger_truths,
     promise_facts_by_customer,
     touches_by_contact,
 )
-from tools.grounding.check import InvoiceFacts as PolicyInvoice
+from tools.grounding.truth import ledger_truths
 from tools.insights import account360 as a360
 from tools.kit.gc_pauses import fewer_gc_pauses  # noqa: F401 - used by autopilot_flow and tests
 from tools.ledger.policy_overrides import policy_set_for

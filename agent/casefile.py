@@ -50,7 +50,7 @@ from prompts.registry import (
     templates,
 )
 from tools.commitments.promises import covered_invoices
-from tools.grounding.check import extract_facts, invoice_shapes
+from tools.grounding.extraction import extract_facts, invoice_shapes
 from tools.insights import account360 as a360
 from tools.kit.formatting import format_amount, format_day, locale_for
 from tools.outreach.consolidation import (

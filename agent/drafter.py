@@ -72,18 +72,15 @@ from policies.types import ActionType
 from prompts.registry import Prompt, load
 from tools.drafts import lifecycle
 from tools.drafts.service import status_for_decision, store_new_draft, supersede_older
-from tools.grounding.check import (
-    DeclaredFacts,
-    GroundingReport,
-    LedgerTruth,
+from tools.grounding.comparison import DeclaredFacts, GroundingReport, ground_text
+from tools.grounding.extraction import detect_language
+from tools.grounding.guardrail_facts import (
     OrgSwitches,
     OutreachContext,
-    detect_language,
-    ground_text,
-    ledger_truth,
     outreach_context,
     send_draft_facts,
 )
+from tools.grounding.truth import LedgerTruth, ledger_truth
 from tools.kit import audit
 from tools.ledger.policy_overrides import policy_set_for
 

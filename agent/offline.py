@@ -57,7 +57,7 @@ from agent.schemas import (
 )
 from agent.wording import LANG_WORDS, fold_text
 from memory.money import exponent
-from tools.grounding.check import StatedFacts, detect_language, extract_facts, invoice_shapes
+from tools.grounding.extraction import StatedFacts, detect_language, extract_facts, invoice_shapes
 from tools.kit import labels
 from tools.kit.formatting import format_amount, format_day
 

@@ -6,7 +6,7 @@ offline rules) that picks one class loses the rest. This module reads, sentence 
 
 - **promises**: a commitment to pay (its common phrasings in English, German, French and
   Spanish) with the amount and the date it names. Amounts and dates come from the grounding
-  reader (``tools.grounding.check.extract_facts``, which parses numbers with Babel's
+  reader (``tools.grounding.extraction.extract_facts``, which parses numbers with Babel's
   ``parse_decimal`` for the writer's locale) plus day-first numeric dates and weekday names
   from Babel's calendar data, never from a list of sentences;
 - **dispute withdrawals**: "please delete/withdraw the dispute", "Reklamation zurückziehen",
@@ -32,7 +32,7 @@ from babel.dates import get_day_names
 from agent.schemas import MoneyOut, ProposedChange, TriageCase, TriageOutput
 from agent.wording import reason_from_words
 from memory.money import exponent
-from tools.grounding.check import extract_facts
+from tools.grounding.extraction import extract_facts
 from tools.kit.formatting import format_amount
 from tools.replies.mail_reading import LANGUAGES, fold
 

@@ -79,12 +79,8 @@ from tools.insights import account360 as a360
 if TYPE_CHECKING:
     from memory.recall import Recall
 
-from tools.grounding.check import (
-    LedgerTruth,
-    ledger_truth,
-    outreach_context,
-    send_draft_facts,
-)
+from tools.grounding.guardrail_facts import outreach_context, send_draft_facts
+from tools.grounding.truth import LedgerTruth, ledger_truth
 from tools.ledger.policy_overrides import policy_set_for
 
 MAX_INSTRUCTION_CHARS = 1_000

@@ -2,9 +2,9 @@
 
 Each evaluator reads plain data only: the ``CaseResult`` (truth + draft/triage as plain text and
 declared facts) and the case's ``ExpectedFacts``. Figures are read out of the text with
-``tools.grounding.check.extract_facts`` (one extractor for the whole product); the comparison with
-the
-truth is done here, against a truth derived independently from the scenario (``evals/fixtures``).
+``tools.grounding.extraction.extract_facts`` (one extractor for the whole product); the comparison
+with the truth is done here, against a truth derived independently from the scenario
+(``evals/fixtures``).
 
 An evaluator returns ``{}`` when it does not apply to a case (a triage case has no pay link to
 check), so averages are taken over the cases a check applies to. A case that should have produced a
@@ -43,7 +43,7 @@ from evals.outputs import CaseResult, DraftView, TriageView
 from evals.scenarios import CaseMeta, ExpectedFacts
 from memory.money import MoneyError, exponent, format_money
 from policies.engine import decide
-from tools.grounding.check import (
+from tools.grounding.extraction import (
     StatedAmount,
     StatedFacts,
     detect_language,

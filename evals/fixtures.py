@@ -1,7 +1,7 @@
 """Scenario → ledger: the rows a scenario describes, and the truth a draft about it may state.
 
 Why the truth is computed here, from the scenario, and not read back through
-``tools/grounding/check``:
+``tools/grounding/truth``:
 the evals check the agent, and grounding is part of the agent's machinery. Deriving the allowed
 amounts and dates independently (same categories: invoice amounts and balances, paid parts, open
 and overdue totals, promises, plans, installments, payments; due, issue, promise, installment,

@@ -26,7 +26,8 @@ from agent.drafter import Drafter, Prepared
 from memory.config import Settings
 from memory.models import AuditEvent, Draft, DraftKind, DraftPersona
 from tests.agent.factories import AS_OF, NOW, Ledger, small_ledger
-from tools.grounding.check import OrgSwitches, _occurrences
+from tools.grounding.extraction import _occurrences
+from tools.grounding.guardrail_facts import OrgSwitches
 from tools.insights import account360 as a360
 from tools.outreach.due import select_due
 

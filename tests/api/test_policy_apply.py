@@ -18,7 +18,7 @@ from memory.models import Draft, DraftKind, PaymentPlan, PolicySetVersion, User
 from tools.admin import policy_apply as pa
 from tools.admin.units import UnitError, parse_money, parse_percent, parse_window
 from tools.commitments import plans as plan_tools
-from tools.grounding.check import recheck_draft
+from tools.grounding.recheck import recheck_draft
 from tools.ledger.users import own_limit
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from evals.loader import load_datasets
 from evals.runner import eval_settings
 from memory.config import Settings
 from memory.models import Contact, Invoice, Organisation, PromiseToPay
-from tools.grounding.check import ledger_truth
+from tools.grounding.truth import ledger_truth
 
 CASES = [c for d in load_datasets() for c in d.cases]
 

@@ -52,7 +52,7 @@ from tools.admin.units import (
     parse_window,
 )
 from tools.commitments.plans import plan_terms_facts
-from tools.grounding.check import draft_send_facts
+from tools.grounding.recheck import draft_send_facts
 from tools.ledger.policy_overrides import (
     _deep_merge,
     active_override,

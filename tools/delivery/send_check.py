@@ -48,13 +48,11 @@ from memory.models import (
     PromiseToPay,
 )
 from tools.drafts import lifecycle
-from tools.grounding.check import (
-    draft_pay_link,
-    ground_text,
-    is_dispute_correspondence,
-    ledger_truth,
-)
+from tools.grounding.comparison import ground_text
 from tools.grounding.date_wording import date_wording_problems
+from tools.grounding.guardrail_facts import is_dispute_correspondence
+from tools.grounding.recheck import draft_pay_link
+from tools.grounding.truth import ledger_truth
 from tools.kit import audit
 from tools.kit.formatting import locale_for
 

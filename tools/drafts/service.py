@@ -821,7 +821,7 @@ def contact_for(session: Session, draft: Draft) -> Contact | None:
 
 
 def make_recheck(settings: Settings, *, approved_by: list[str] | None = None) -> Rechecker:
-    """A re-check of a draft's current text: ``tools.grounding.check.recheck_draft`` (the same
+    """A re-check of a draft's current text: ``tools.grounding.recheck.recheck_draft`` (the same
     grounding and ``send_draft`` facts Autopilot uses) with ``settings`` for the pay links.
 
     ``approved_by`` lists the roles approving this version (empty for an edit): the guardrails
@@ -830,7 +830,7 @@ def make_recheck(settings: Settings, *, approved_by: list[str] | None = None) ->
     """
 
     def recheck(session: Session, draft: Draft, now: datetime) -> Recheck:
-        from tools.grounding.check import recheck_draft
+        from tools.grounding.recheck import recheck_draft
 
         try:
             check = recheck_draft(

@@ -50,7 +50,7 @@ from memory.models import (
     Segment,
 )
 from policies.textscan import PhraseMatcher
-from tools.grounding.check import extract_facts
+from tools.grounding.extraction import extract_facts
 from tools.ledger.policy_overrides import policy_set_for
 
 APPROVED_STATES = frozenset(

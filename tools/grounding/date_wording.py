@@ -20,7 +20,7 @@ from datetime import date
 from enum import StrEnum
 from functools import lru_cache
 
-from tools.grounding.check import (
+from tools.grounding.extraction import (
     _DAY_FIRST,
     _ISO_DATE,
     _MONTH_FIRST,

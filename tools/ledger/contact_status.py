@@ -1,11 +1,10 @@
 """The audited path that changes whether a contact may be e-mailed: opt-out and bounce.
 
 Why one path: the guardrails read ``Contact.opted_out_email`` and ``Contact.bounced`` on every
-send (``tools.grounding.check.contact_facts``), so flipping either one silences every future e-mail
-to
-that address. Such a change must say who or what made it and on what evidence (the payer's words,
-the DSN's status code), and it is never made twice: marking a contact that is already marked
-changes nothing and writes nothing.
+send (``tools.grounding.guardrail_facts.contact_facts``), so flipping either one silences every
+future e-mail to that address. Such a change must say who or what made it and on what evidence
+(the payer's words, the DSN's status code), and it is never made twice: marking a contact that is
+already marked changes nothing and writes nothing.
 """
 
 from __future__ import annotations

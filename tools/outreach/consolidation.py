@@ -343,7 +343,7 @@ def sections(invoices: Sequence[L], as_of: date) -> list[Section[L]]:
     buckets hold some too (a single invoice's balance, or a subtotal equal to the total, says
     nothing new). Totals stay per currency (``listing_totals``). Grounding accepts these
     subtotals: each is the sum of named invoices due within one period
-    (``tools.grounding.check.LedgerTruth.with_named_totals``).
+    (``tools.grounding.truth.LedgerTruth.with_named_totals``).
     """
     grouped: dict[AgingBucket, list[L]] = {}
     for inv in sorted(invoices, key=lambda i: i.due_date):

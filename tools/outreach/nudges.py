@@ -53,7 +53,7 @@ from tools.drafts.service import (
     check_version,
     contact_for,
 )
-from tools.grounding.check import outreach_context
+from tools.grounding.guardrail_facts import outreach_context
 from tools.inbox import notifications
 from tools.insights.account360 import pay_link
 from tools.kit import audit, labels

@@ -29,7 +29,7 @@ from html.parser import HTMLParser
 
 from mailparser_reply import EmailReplyParser
 
-from tools.grounding.check import extract_facts
+from tools.grounding.extraction import extract_facts
 
 #: Languages whose quote headers and signatures the reply parser knows, and the triage reads.
 LANGUAGES = ("en", "de", "fr", "es")

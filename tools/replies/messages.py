@@ -2,7 +2,7 @@
 and outside e-mails they log, and the approved messages waiting for their send time.
 
 A message a person writes is a draft like any other (``kind=manual``, ``persona=collector``): its
-text is grounded against the ledger and the guardrails decide it (``tools.grounding.check``), it
+text is grounded against the ledger and the guardrails decide it (``tools.grounding.recheck``), it
 waits
 for review in Shadow Mode, an approval may be deferred by quiet hours, and the outbox delivers it
 (``tools.delivery.flow``). Nothing here sends anything itself, so no person's text reaches a payer
@@ -50,7 +50,7 @@ from tools.drafts.service import (
     deferred_until,
     store_new_draft,
 )
-from tools.grounding.check import recheck_draft
+from tools.grounding.recheck import recheck_draft
 from tools.inbox import notifications
 from tools.insights.account360 import pay_link
 from tools.kit import audit
@@ -199,8 +199,8 @@ def write_message(
             # the link this message may state, fixed now as Autopilot's drafts fix theirs (a
             # dispute reply states none: the guardrails block one while the invoice is disputed)
             "pay_link": None if dispute else _pay_link(session, settings, org_id, invoice),
-            # dispute correspondence (tools.grounding.check.is_dispute_correspondence): set here
-            # only
+            # dispute correspondence (tools.grounding.guardrail_facts.is_dispute_correspondence):
+            # set here only
             **({"dispute_id": dispute.id} if dispute else {}),
         },
         created_by_user_id=user.id,

@@ -14,7 +14,7 @@ from memory.models import Approval, Organisation, Persona, PlanStatus, User
 from tests.tools.commit_factories import NOW, TODAY, Factory
 from tools.commitments import disputes, plans, promises
 from tools.commitments.plans import PolicyRefused
-from tools.grounding import check as grounding
+from tools.grounding import guardrail_facts as grounding
 from tools.inbox import approvals
 from tools.kit.authz import PermissionDenied
 

@@ -1,1 +1,1 @@
-"""Tests for tools.grounding.check, mirroring its modules."""
+"""Tests for tools.grounding, mirroring its modules."""

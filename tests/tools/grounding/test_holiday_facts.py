@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from memory.models import Contact, Customer, Organisation, OrganisationProfile
 from policies.engine import decide
-from tools.grounding.check import outreach_context
+from tools.grounding.guardrail_facts import outreach_context
 
 # Friday 2 January 2026, 10:00 in Bern: Berchtoldstag there, a working day in New York.
 BERCHTOLDSTAG = datetime(2026, 1, 2, 9, 0, tzinfo=UTC)

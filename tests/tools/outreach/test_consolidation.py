@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from memory.models import Channel, Invoice
 from prompts.registry import templates
 from tests.agent.factories import AS_OF, Builder
-from tools.grounding.check import ground_text, ledger_truth
+from tools.grounding.comparison import ground_text
+from tools.grounding.truth import ledger_truth
 from tools.kit.formatting import format_amount, format_day
 from tools.outreach.consolidation import (
     GROUP_FINAL_TEMPLATE,
