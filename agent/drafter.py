@@ -303,6 +303,23 @@ class Prepared:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _scoped_deps(deps: AgentDeps, task: DraftTask, prepared: Prepared | None) -> AgentDeps:
+    """The caller's dependencies narrowed to the task's customer, with the invoice details
+    Autopilot preloaded for it: the read-only tools then refuse any other customer, and answer
+    from the batch's bulk reads instead of a query each."""
+    return AgentDeps(
+        session=deps.session,
+        org_id=deps.org_id,
+        settings=deps.settings,
+        as_of=deps.as_of,
+        recall=deps.recall,
+        now=deps.now,
+        customer_id=task.customer_id,
+        pay_links=deps.pay_links,
+        prefetched=prepared.details if prepared else {},
+    )
+
+
 class Drafter:
     """Drafts with one model and one policy engine; reusable across many tasks (Autopilot)."""
 
@@ -433,27 +450,10 @@ class Drafter:
         model thinks.
         """
         session = deps.session
-        if task.case.template_version != self.prompt.version:  # e.g. the evals' offline@v1
-            task = replace(
-                task, case=task.case.model_copy(update={"template_version": self.prompt.version})
-            )
+        task = self._at_prompt_version(task)
         case = task.case
-        scoped = AgentDeps(
-            session=session,
-            org_id=deps.org_id,
-            settings=deps.settings,
-            as_of=deps.as_of,
-            recall=deps.recall,
-            now=deps.now,
-            customer_id=task.customer_id,
-            pay_links=deps.pay_links,
-            prefetched=prepared.details if prepared else {},
-        )
+        scoped = _scoped_deps(deps, task, prepared)
         started = time.perf_counter()
-        usage = RunUsage()
-        hold: str | None = None
-        out: DraftOutput | None = None
-        checked: Checked | None = None
         truth = (prepared.truth if prepared else None) or ledger_truth(
             session,
             deps.org_id,
@@ -464,18 +464,7 @@ class Drafter:
         )
         run = DraftRun(task=task, truth=truth, instructions=self.instructions(task))
         scoped.draft = run
-        try:  # one run: the case file is in the prompt, the validator sends problems back once
-            result = await self.agent.run(
-                self.user_prompt(task),
-                deps=scoped,
-                model=self.model,
-                usage_limits=self.usage_limits,
-                timeout=self.timeout_s,
-            )
-            out, usage = result.output, result.usage
-            checked = run.checks[-1] if run.checks else None
-        except Exception as exc:  # any model or tool failure: held for a human, run continues
-            hold = hold_reason_for(exc)
+        out, usage, checked, hold = await self._write_grounded(task, scoped, run)
         attempts = len(run.checks)
         first_mismatches = len(run.checks[0].report.mismatches) if run.checks else 0
         latency_ms = int((time.perf_counter() - started) * 1000)
@@ -493,30 +482,9 @@ class Drafter:
                 hold=hold or "the model returned nothing",
             )  # fmt: skip
         report = checked.report
-        now = deps.moment()
-        context = (prepared.context if prepared else None) or outreach_context(
-            session,
-            deps.org_id,
-            customer_id=task.customer_id,
-            contact_id=task.contact_id,
-            invoice_ids=task.invoice_ids,
-            channel=case.channel.value,
-            now=now,
-            switches=switches,
+        decision = self._decide(
+            deps, task, out, report, truth, prepared=prepared, switches=switches, engine=engine
         )
-        text = f"{out.subject}\n\n{out.body}"
-        facts = send_draft_facts(
-            context,
-            body=text,
-            report=report,
-            truth=truth,
-            pay_link=case.pay_link,
-            now=now,
-            shadow=self.shadow,
-            about_promise=reminded_promise(case),
-        )
-        engine = engine or policy_engine_for(policy_set_for(session, deps.org_id))
-        decision = engine.decide(ActionType.SEND_DRAFT, facts).as_dict()
         draft = self._draft_row(task, persona, kind, out, report, usage, latency_ms, attempts)
         draft.grounding = {
             **report.as_dict(),
@@ -528,6 +496,81 @@ class Drafter:
             draft, task, out, usage, attempts, first_mismatches,
             decision=decision, grounding_blocked=not report.ok,
         )  # fmt: skip
+
+    def _at_prompt_version(self, task: DraftTask) -> DraftTask:
+        """The task with its case file on this drafter's prompt version (e.g. the evals'
+        offline@v1): the templates the case file names must be the ones the prompt was written
+        for. The same task when it already is (the usual case: no copy)."""
+        if task.case.template_version == self.prompt.version:
+            return task
+        return replace(
+            task, case=task.case.model_copy(update={"template_version": self.prompt.version})
+        )
+
+    async def _write_grounded(
+        self, task: DraftTask, scoped: AgentDeps, run: DraftRun
+    ) -> tuple[DraftOutput | None, RunUsage, Checked | None, str | None]:
+        """One agent run for the draft: the model writes from the case file in its prompt and
+        the output validator grounds each submission (``_grounded``), sending problems back once.
+        Returns the output, the usage, the last check and, instead of them, a hold reason.
+
+        Why a hold and not an error: any model or tool failure (timeout, invalid output, token
+        budget) holds this one draft for a human, and an Autopilot run keeps going.
+        """
+        try:
+            result = await self.agent.run(
+                self.user_prompt(task),
+                deps=scoped,
+                model=self.model,
+                usage_limits=self.usage_limits,
+                timeout=self.timeout_s,
+            )
+        except Exception as exc:  # any model or tool failure: held for a human, run continues
+            return None, RunUsage(), None, hold_reason_for(exc)
+        return result.output, result.usage, run.checks[-1] if run.checks else None, None
+
+    def _decide(
+        self,
+        deps: AgentDeps,
+        task: DraftTask,
+        out: DraftOutput,
+        report: GroundingReport,
+        truth: LedgerTruth,
+        *,
+        prepared: Prepared | None,
+        switches: OrgSwitches | None,
+        engine: PolicyEngine | None,
+    ) -> dict[str, Any]:
+        """The guardrails' decision on sending the grounded draft (``send_draft``): Shadow Mode,
+        quiet hours, caps, disputes, promises-to-pay and the grounding report's content checks.
+
+        Why the fallbacks: Autopilot preloads the outreach context and shares one policy engine
+        per pass (``prepared``, ``engine``); a single draft reads them here, from the ledger.
+        """
+        case = task.case
+        now = deps.moment()
+        context = (prepared.context if prepared else None) or outreach_context(
+            deps.session,
+            deps.org_id,
+            customer_id=task.customer_id,
+            contact_id=task.contact_id,
+            invoice_ids=task.invoice_ids,
+            channel=case.channel.value,
+            now=now,
+            switches=switches,
+        )
+        facts = send_draft_facts(
+            context,
+            body=f"{out.subject}\n\n{out.body}",
+            report=report,
+            truth=truth,
+            pay_link=case.pay_link,
+            now=now,
+            shadow=self.shadow,
+            about_promise=reminded_promise(case),
+        )
+        engine = engine or policy_engine_for(policy_set_for(deps.session, deps.org_id))
+        return engine.decide(ActionType.SEND_DRAFT, facts).as_dict()
 
     def store(self, session: Session, composed: Composed) -> DraftResult:
         """Persist a composed draft (``store_new_draft``, or held) and audit it; flushed."""
