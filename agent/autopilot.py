@@ -592,7 +592,8 @@ async def _draft_items(
                         now=now, switches=switches, summary=summary,
                     )  # fmt: skip
                 for item, task in batch.tasks:
-                    await pipeline.start(item, task, batch.prepared[item.run_key])
+                    await pipeline.sem.acquire()
+                    pipeline.start(item, task, batch.prepared[item.run_key])
             await pipeline.drain()
         finally:
             pipeline.cancel_running()
@@ -620,13 +621,14 @@ class _DraftPipeline:
     finished: list[Composed | str] = field(default_factory=list)
     running: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def start(self, item: DueItem, task: DraftTask, prep: Prepared) -> None:
-        """Start one draft once a slot is free, first storing the batches already finished.
+    def start(self, item: DueItem, task: DraftTask, prep: Prepared) -> None:
+        """Start one draft in the slot just acquired (``sem``), first storing the batches
+        already finished.
 
         Why it looks at the finished tasks: a Ctrl-C or a cancellation in one of them must stop
-        the run now, not after every item was started.
+        the run now, not after every item was started. Not a coroutine: the caller awaits the
+        slot, and a draft costs no extra coroutine frame.
         """
-        await self.sem.acquire()
         self.flush_finished()
         t = asyncio.create_task(self.compose(item, task, prep))
         self.running.add(t)

@@ -454,6 +454,10 @@ class Drafter:
         case = task.case
         scoped = _scoped_deps(deps, task, prepared)
         started = time.perf_counter()
+        usage = RunUsage()
+        hold: str | None = None
+        out: DraftOutput | None = None
+        checked: Checked | None = None
         truth = (prepared.truth if prepared else None) or ledger_truth(
             session,
             deps.org_id,
@@ -464,22 +468,27 @@ class Drafter:
         )
         run = DraftRun(task=task, truth=truth, instructions=self.instructions(task))
         scoped.draft = run
-        out, usage, checked, hold = await self._write_grounded(task, scoped, run)
+        try:  # one run: the case file is in the prompt, the validator sends problems back once
+            result = await self.agent.run(
+                self.user_prompt(task),
+                deps=scoped,
+                model=self.model,
+                usage_limits=self.usage_limits,
+                timeout=self.timeout_s,
+            )
+            out, usage = result.output, result.usage
+            checked = run.checks[-1] if run.checks else None
+        except Exception as exc:  # any model or tool failure: held for a human, run continues
+            hold = hold_reason_for(exc)
         attempts = len(run.checks)
         first_mismatches = len(run.checks[0].report.mismatches) if run.checks else 0
         latency_ms = int((time.perf_counter() - started) * 1000)
         if hold is None and checked is not None and checked.hold_problems:
             hold = "The draft failed its checks twice: " + "; ".join(checked.hold_problems)
         if hold is not None or out is None or checked is None:
-            draft = self._draft_row(task, persona, kind, None, None, usage, latency_ms, attempts)
-            draft.grounding = {
-                "attempts": attempts,
-                "first_attempt_mismatches": first_mismatches,
-                "model_requests": usage.requests,
-            }
-            return Composed(
-                draft, task, None, usage, attempts, first_mismatches,
-                hold=hold or "the model returned nothing",
+            return self._held(
+                task, persona, kind, usage, latency_ms, attempts, first_mismatches,
+                hold or "the model returned nothing",
             )  # fmt: skip
         report = checked.report
         decision = self._decide(
@@ -507,27 +516,30 @@ class Drafter:
             task, case=task.case.model_copy(update={"template_version": self.prompt.version})
         )
 
-    async def _write_grounded(
-        self, task: DraftTask, scoped: AgentDeps, run: DraftRun
-    ) -> tuple[DraftOutput | None, RunUsage, Checked | None, str | None]:
-        """One agent run for the draft: the model writes from the case file in its prompt and
-        the output validator grounds each submission (``_grounded``), sending problems back once.
-        Returns the output, the usage, the last check and, instead of them, a hold reason.
+    def _held(
+        self,
+        task: DraftTask,
+        persona: DraftPersona,
+        kind: DraftKind,
+        usage: RunUsage,
+        latency_ms: int,
+        attempts: int,
+        first_mismatches: int,
+        hold: str,
+    ) -> Composed:
+        """A draft held for a human with ``hold``, its reason: the model failed, returned
+        nothing, or its second submission still broke a language, recipient or channel check.
 
-        Why a hold and not an error: any model or tool failure (timeout, invalid output, token
-        budget) holds this one draft for a human, and an Autopilot run keeps going.
+        Why no decision: there is no grounded text for the guardrails to decide on; the row keeps
+        the attempts and requests so the review panel shows what the model tried.
         """
-        try:
-            result = await self.agent.run(
-                self.user_prompt(task),
-                deps=scoped,
-                model=self.model,
-                usage_limits=self.usage_limits,
-                timeout=self.timeout_s,
-            )
-        except Exception as exc:  # any model or tool failure: held for a human, run continues
-            return None, RunUsage(), None, hold_reason_for(exc)
-        return result.output, result.usage, run.checks[-1] if run.checks else None, None
+        draft = self._draft_row(task, persona, kind, None, None, usage, latency_ms, attempts)
+        draft.grounding = {
+            "attempts": attempts,
+            "first_attempt_mismatches": first_mismatches,
+            "model_requests": usage.requests,
+        }
+        return Composed(draft, task, None, usage, attempts, first_mismatches, hold=hold)
 
     def _decide(
         self,
