@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -53,6 +53,7 @@ from memory.models import (
 from policies.engine import PolicyEngine
 from policies.engine import engine_for as policy_engine_for
 from policies.facts import InvoiceFacts as PolicyInvoice
+from policies.facts import PromiseFacts
 from tools.admin.segments import step_modes
 from tools.commitments.plans import evaluate_plans
 from tools.commitments.promises import due_reminders, evaluate_promises
@@ -65,7 +66,7 @@ from tools.grounding.guardrail_facts import (
     promise_facts_by_customer,
     touches_by_contact,
 )
-from tools.grounding.truth import ledger_truths
+from tools.grounding.truth import LedgerTruth, ledger_truths
 from tools.insights import account360 as a360
 from tools.kit.gc_pauses import fewer_gc_pauses  # noqa: F401 - used by autopilot_flow and tests
 from tools.ledger.policy_overrides import policy_set_for
@@ -148,8 +149,36 @@ def _prepare(
     summary: AutopilotSummary,
 ) -> _Batch:
     """Build the tasks of a batch and preload their ledger facts in a few bulk queries."""
-    # Load the batch's rows once and hold them: build_task's lookups then hit the session's
-    # identity map (which keeps only weak references: rows nobody holds are loaded again).
+    # Load the batch's rows once and hold them (``rows``, until the batch is built): build_task's
+    # lookups then hit the session's identity map (which keeps only weak references: rows nobody
+    # holds are loaded again).
+    rows = _load_batch_rows(session, org_id, items)
+    tasks = _build_tasks(session, org_id, settings, items, rows, as_of=as_of, summary=summary)
+    if not tasks:
+        return _Batch([], {})
+    facts = _read_grounding_facts(session, org_id, settings, tasks, rows, as_of=as_of, now=now)
+    return _Batch(tasks, _prepared_by_run_key(tasks, rows, facts, switches))
+
+
+@dataclass
+class _BatchRows:
+    """A batch's invoices, customers and contacts (one query each), its organisation and its
+    customers' internal notes.
+
+    Why a holder: ``_prepare`` keeps it until the batch is built, so ``build_task``'s lookups of
+    these rows hit the session's identity map (weak references only: rows nobody holds are
+    loaded again, one query each).
+    """
+
+    invoices: dict[int, Invoice]
+    customers: dict[int, Customer]
+    contacts: dict[int, Contact]
+    org: Organisation | None
+    notes: dict[int, list[str]]
+
+
+def _load_batch_rows(session: Session, org_id: int, items: list[DueItem]) -> _BatchRows:
+    """Read the rows every item of the batch needs, in one query per table (``_BatchRows``)."""
     inv_ids = sorted({i for item in items for i in item.invoice_ids})
     cust_ids = sorted({item.customer_id for item in items})
     invoice_rows = {
@@ -174,6 +203,24 @@ def _prepare(
     }
     org = session.get(Organisation, org_id)
     notes = a360.internal_note_bodies(session, org_id, cust_ids)
+    return _BatchRows(invoice_rows, cust_rows, contacts, org, notes)
+
+
+def _build_tasks(
+    session: Session,
+    org_id: int,
+    settings: Settings,
+    items: list[DueItem],
+    rows: _BatchRows,
+    *,
+    as_of: date,
+    summary: AutopilotSummary,
+) -> list[tuple[DueItem, DraftTask]]:
+    """The case file of every due item (``build_task``), in the items' order.
+
+    Why an item that fails is counted and skipped: a cadence step or nudge the ledger cannot
+    describe (an invoice gone, a customer moved) must not stop the Autopilot run for the others.
+    """
     tasks: list[tuple[DueItem, DraftTask]] = []
     for item in items:
         try:
@@ -194,9 +241,9 @@ def _prepare(
                 run_key=item.run_key,
                 promise_id=item.promise_id,
                 installment_id=item.installment_id,
-                note_bodies=notes.get(item.customer_id, []),
+                note_bodies=rows.notes.get(item.customer_id, []),
                 final_notice_numbers=[
-                    invoice_rows[i].number for i in item.final_notice_ids if i in invoice_rows
+                    rows.invoices[i].number for i in item.final_notice_ids if i in rows.invoices
                 ],
                 reviewer_notes=item.reviewer_notes,
             )
@@ -204,8 +251,40 @@ def _prepare(
             _error(summary, f"{item.run_key}: {exc}")
             continue
         tasks.append((item, task))
-    if not tasks:
-        return _Batch([], {})
+    return tasks
+
+
+@dataclass
+class _GroundingFacts:
+    """The ledger facts a batch's drafts are grounded and decided on, read in bulk: each
+    customer's ledger truth, each invoice's detail, number and dispute, the promises-to-pay
+    and recent touches, the segments and the cadence steps set to Shadow Mode on their own."""
+
+    truths: dict[int, LedgerTruth]
+    details: dict[int, dict[str, Any]]
+    numbers: dict[int, str]
+    disputed: set[int]
+    promises: dict[int, list[PromiseFacts]]
+    touches: dict[int, list[datetime]]
+    segments: dict[int, Segment]
+    shadow_steps: set[int]
+
+
+def _read_grounding_facts(
+    session: Session,
+    org_id: int,
+    settings: Settings,
+    tasks: list[tuple[DueItem, DraftTask]],
+    rows: _BatchRows,
+    *,
+    as_of: date,
+    now: datetime,
+) -> _GroundingFacts:
+    """Read the grounding and guardrail facts of the whole batch in a few queries.
+
+    Why in bulk: read per draft, these queries cost more than the offline model's draft itself
+    (the Autopilot goal is >= 200 drafts/s); the drafter takes them from ``Prepared`` instead.
+    """
     customers = sorted({t.customer_id for _, t in tasks})
     links: dict[int, list[str]] = {}
     for _, t in tasks:
@@ -226,18 +305,35 @@ def _prepare(
             session, org_id, all_invoices, as_of=as_of, settings=settings, now=now
         ).items()
     }
-    numbers = {i: invoice_rows[i].number for i in all_invoices if i in invoice_rows}
+    numbers = {i: rows.invoices[i].number for i in all_invoices if i in rows.invoices}
     disputed = disputed_invoice_ids(session, org_id, all_invoices)
     promises = promise_facts_by_customer(session, org_id, customers)
     touches = touches_by_contact(session, org_id, contact_ids, now)
     segments = {s.id: s for s in session.scalars(select(Segment).where(Segment.org_id == org_id))}
     # A step set to Shadow Mode on its own is drafted for review whatever its segment says.
     shadow_steps = {sid for sid, mode in step_modes(session, org_id).items() if mode == "shadow"}
+    return _GroundingFacts(
+        truths, details, numbers, disputed, promises, touches, segments, shadow_steps
+    )
+
+
+def _prepared_by_run_key(
+    tasks: list[tuple[DueItem, DraftTask]],
+    rows: _BatchRows,
+    facts: _GroundingFacts,
+    switches: OrgSwitches,
+) -> dict[str, Prepared]:
+    """Each item's ``Prepared``: its customer's ledger truth, its invoices' details and the
+    outreach context the guardrails decide on (segment, Shadow Mode, contact, disputes,
+    promises-to-pay, touches), built from the batch's bulk reads with no query of its own."""
+    numbers, details, segments = facts.numbers, facts.details, facts.segments
+    disputed, promises, touches = facts.disputed, facts.promises, facts.touches
+    shadow_steps = facts.shadow_steps
     prepared: dict[str, Prepared] = {}
     for item, task in tasks:
-        customer = cust_rows[task.customer_id]
+        customer = rows.customers[task.customer_id]
         seg = segments.get(customer.segment_id) if customer.segment_id else None
-        contact = contacts.get(task.contact_id) if task.contact_id else None
+        contact = rows.contacts.get(task.contact_id) if task.contact_id else None
         ctx = OutreachContext(
             switches=switches,
             segment_name=seg.name if seg else UNSEGMENTED,
@@ -259,12 +355,11 @@ def _prepare(
             step_shadow_mode=not shadow_steps.isdisjoint({item.step_id, *item.member_step_ids}),
         )
         prepared[item.run_key] = Prepared(
-            truth=truths[task.customer_id],
+            truth=facts.truths[task.customer_id],
             context=ctx,
             details={numbers[i]: details[i] for i in task.invoice_ids if i in details},
         )
-    del org  # held until here on purpose (see above)
-    return _Batch(tasks, prepared)
+    return prepared
 
 
 def _sweep_commitments(
@@ -469,74 +564,20 @@ async def _draft_items(
     an interrupted run's summary matches the ledger. ``context``: where the organisation's
     switches and policy engine come from (default: loaded here; one-item workflows share them).
     """
-    sem = asyncio.Semaphore(max(1, concurrency))
     with sessions() as session:
         switches, engine = _org_reads(session, org_id, now, pass_id)
-        deps = AgentDeps(session=session, org_id=org_id, settings=settings, as_of=as_of, now=now)
-        finished: list[Composed | str] = []
-
-        async def one(item: DueItem, task: DraftTask, prep: Prepared) -> None:
-            try:
-                finished.append(
-                    await drafter.compose(
-                        deps,
-                        task,
-                        persona=DraftPersona.AUTOPILOT,
-                        kind=item.kind,
-                        prepared=prep,
-                        switches=switches,
-                        engine=engine,
-                    )
-                )
-            except Exception as exc:  # a bug or a ledger problem on one item: keep going
-                finished.append(f"{item.run_key}: {type(exc).__name__}: {exc}")
-            finally:
-                sem.release()
-                if progress:
-                    progress(1)
-
-        def store(outcomes: list[Composed | str]) -> None:
-            """Write finished drafts (synchronous: no other task runs meanwhile) and commit."""
-            composed = [o for o in outcomes if not isinstance(o, str)]
-            taken = existing_run_keys(
-                session, org_id, [c.task.run_key for c in composed if c.task.run_key]
-            )
-            fresh = [c for c in composed if c.task.run_key not in taken]
-            skipped = len(composed) - len(fresh)
-            results: list[DraftResult] = []
-            try:
-                with session.begin_nested():
-                    results = drafter.store_many(session, fresh)
-            except IntegrityError:  # another run stored some of these run keys a moment ago
-                for c in fresh:
-                    _detach(session, c)
-                for outcome in fresh:
-                    try:
-                        with session.begin_nested():
-                            results.append(drafter.store(session, outcome))
-                    except IntegrityError:
-                        skipped += 1
-            session.commit()
-            summary.skipped_existing += skipped
-            for message in (o for o in outcomes if isinstance(o, str)):
-                _error(summary, message)
-            for result in results:
-                _count(summary, result)
-
-        def flush_finished(force: bool = False) -> None:
-            while len(finished) >= batch_size or (force and finished):
-                chunk = finished[:batch_size]
-                del finished[:batch_size]
-                store(chunk)
-
-        running: set[asyncio.Task[None]] = set()
-
-        def check(done: set[asyncio.Task[None]]) -> None:
-            for t in done:
-                exc = t.exception() if not t.cancelled() else None
-                if exc is not None:  # only BaseExceptions reach here (Ctrl-C, cancellation)
-                    raise exc
-
+        pipeline = _DraftPipeline(
+            session=session,
+            org_id=org_id,
+            drafter=drafter,
+            deps=AgentDeps(session=session, org_id=org_id, settings=settings, as_of=as_of, now=now),
+            switches=switches,
+            engine=engine,
+            summary=summary,
+            batch_size=batch_size,
+            progress=progress,
+            sem=asyncio.Semaphore(max(1, concurrency)),
+        )
         try:
             for start, end in _batches(len(items), batch_size, first_batch):
                 if start and first_batch:  # drafts are in flight: read beside them
@@ -550,21 +591,140 @@ async def _draft_items(
                         now=now, switches=switches, summary=summary,
                     )  # fmt: skip
                 for item, task in batch.tasks:
-                    await sem.acquire()
-                    flush_finished()
-                    t = asyncio.create_task(one(item, task, batch.prepared[item.run_key]))
-                    running.add(t)
-                    t.add_done_callback(running.discard)
-                    done = {x for x in list(running) if x.done()}
-                    check(done)
-            while running:
-                done, _ = await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
-                check(done)
-                flush_finished()
-            flush_finished(force=True)
+                    await pipeline.sem.acquire()
+                    pipeline.start(item, task, batch.prepared[item.run_key])
+            await pipeline.drain()
         finally:
-            for t in running:
-                t.cancel()
+            pipeline.cancel_running()
+
+
+@dataclass
+class _DraftPipeline:
+    """``_draft_items``' drafts in flight and finished, on its one session.
+
+    Why a pipeline: up to ``sem``'s drafts compose at once (reads only), and every
+    ``batch_size`` finished ones are stored in one short write, so a slow model keeps every slot
+    busy and no worker holds the database's write lock while a model thinks.
+    """
+
+    session: Session
+    org_id: int
+    drafter: Drafter
+    deps: AgentDeps
+    switches: OrgSwitches
+    engine: PolicyEngine
+    summary: AutopilotSummary
+    batch_size: int
+    progress: Callable[[int], None] | None
+    sem: asyncio.Semaphore
+    finished: list[Composed | str] = field(default_factory=list)
+    running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start(self, item: DueItem, task: DraftTask, prep: Prepared) -> None:
+        """Start one draft in the slot just acquired (``sem``), first storing the batches
+        already finished.
+
+        Why it looks at the finished tasks: a Ctrl-C or a cancellation in one of them must stop
+        the run now, not after every item was started. Not a coroutine: the caller awaits the
+        slot, and a draft costs no extra coroutine frame.
+        """
+        self.flush_finished()
+        t = asyncio.create_task(self.compose(item, task, prep))
+        self.running.add(t)
+        t.add_done_callback(self.running.discard)
+        _raise_interruption({x for x in list(self.running) if x.done()})
+
+    async def compose(self, item: DueItem, task: DraftTask, prep: Prepared) -> None:
+        """Compose one draft into ``finished`` (a ``Composed``, or the error's message), and
+        free its slot.
+
+        Why an error is a message: a bug or a ledger problem on one item must not stop the
+        Autopilot run; it is counted when its batch is stored.
+        """
+        try:
+            self.finished.append(
+                await self.drafter.compose(
+                    self.deps,
+                    task,
+                    persona=DraftPersona.AUTOPILOT,
+                    kind=item.kind,
+                    prepared=prep,
+                    switches=self.switches,
+                    engine=self.engine,
+                )
+            )
+        except Exception as exc:  # a bug or a ledger problem on one item: keep going
+            self.finished.append(f"{item.run_key}: {type(exc).__name__}: {exc}")
+        finally:
+            self.sem.release()
+            if self.progress:
+                self.progress(1)
+
+    async def drain(self) -> None:
+        """Wait for the drafts still in flight, storing each full batch as it finishes, then the
+        rest: every composed draft is stored before the run ends."""
+        while self.running:
+            done, _ = await asyncio.wait(set(self.running), return_when=asyncio.FIRST_COMPLETED)
+            _raise_interruption(done)
+            self.flush_finished()
+        self.flush_finished(force=True)
+
+    def cancel_running(self) -> None:
+        """Cancel the drafts still in flight (the run is stopping: they will not be stored)."""
+        for t in self.running:
+            t.cancel()
+
+    def flush_finished(self, force: bool = False) -> None:
+        """Store the finished drafts ``batch_size`` at a time (``force``: the rest too), so a
+        write transaction is short and an interrupted run keeps what it committed."""
+        finished, batch_size = self.finished, self.batch_size
+        while len(finished) >= batch_size or (force and finished):
+            chunk = finished[:batch_size]
+            del finished[:batch_size]
+            self.store(chunk)
+
+    def store(self, outcomes: list[Composed | str]) -> None:
+        """Write finished drafts (synchronous: no other task runs meanwhile) and commit.
+
+        Why the run keys are checked first, and again through the unique key: a draft stored by
+        an earlier run is skipped, and so is one another run stored a moment ago; counts go into
+        the summary only for committed drafts, so an interrupted run's summary matches the ledger.
+        """
+        session, summary = self.session, self.summary
+        composed = [o for o in outcomes if not isinstance(o, str)]
+        taken = existing_run_keys(
+            session, self.org_id, [c.task.run_key for c in composed if c.task.run_key]
+        )
+        fresh = [c for c in composed if c.task.run_key not in taken]
+        skipped = len(composed) - len(fresh)
+        results: list[DraftResult] = []
+        try:
+            with session.begin_nested():
+                results = self.drafter.store_many(session, fresh)
+        except IntegrityError:  # another run stored some of these run keys a moment ago
+            for c in fresh:
+                _detach(session, c)
+            for outcome in fresh:
+                try:
+                    with session.begin_nested():
+                        results.append(self.drafter.store(session, outcome))
+                except IntegrityError:
+                    skipped += 1
+        session.commit()
+        summary.skipped_existing += skipped
+        for message in (o for o in outcomes if isinstance(o, str)):
+            _error(summary, message)
+        for result in results:
+            _count(summary, result)
+
+
+def _raise_interruption(done: set[asyncio.Task[None]]) -> None:
+    """Re-raise what stopped a finished draft task. Only ``BaseException``s get there (Ctrl-C,
+    cancellation): ``_DraftPipeline.compose`` turns every ``Exception`` into a message."""
+    for t in done:
+        exc = t.exception() if not t.cancelled() else None
+        if exc is not None:  # only BaseExceptions reach here (Ctrl-C, cancellation)
+            raise exc
 
 
 async def arun_autopilot(
@@ -585,11 +745,7 @@ async def arun_autopilot(
     """Async ``run_autopilot``."""
     started = time.perf_counter()
     if now is None:
-        # The guardrails decide "as if now" on the run's date: a run for today uses this moment,
-        # a run for another date (a demo, a catch-up) the same time of day on that date, never a
-        # moment after this one (``memory.clock.moment_on``).
-        with sessions() as session:
-            now = clock.moment_on(as_of, clock.org_zone(session, org_id))
+        now = _moment_of_run(sessions, org_id, as_of)
     drafter = Drafter(settings, model=model, shadow=True if shadow else None, actor=ACTOR)
     summary = AutopilotSummary(
         org_id=org_id,
@@ -600,15 +756,63 @@ async def arun_autopilot(
         offline_model=drafter.offline,
         prompt_version=drafter.prompt.version_id,
     )
+    opened = _select_and_open_run(sessions, org_id, as_of, now, segment, shadow, limit, summary)
+    if opened is None:
+        return summary
+    run_id, items = opened
+    tick = _progress_ticker(progress, len(items))
+    args = _pass_args(
+        run_id, as_of=as_of, now=now, shadow=shadow, model=model, batch_size=batch_size,
+        concurrency=max(1, int(concurrency or settings.model_concurrency)),
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(
+            _through_queues, sessions, org_id, items, args, settings, summary, tick,
+            per_item=not drafter.offline,
+        )  # fmt: skip
+    except BaseException:
+        summary.interrupted = True
+        _finish(sessions, run_id, summary, started)
+        raise
+    _finish(sessions, run_id, summary, started)
+    return summary
+
+
+def _moment_of_run(sessions: sessionmaker[Session], org_id: int, as_of: date) -> datetime:
+    """The moment the guardrails decide "as if now" on the run's date.
+
+    Why not simply now: a run for today uses this moment, a run for another date (a demo, a
+    catch-up) the same time of day on that date, never a moment after this one
+    (``memory.clock.moment_on``), in the organisation's time zone.
+    """
+    with sessions() as session:
+        return clock.moment_on(as_of, clock.org_zone(session, org_id))
+
+
+def _select_and_open_run(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    as_of: date,
+    now: datetime,
+    segment: str | None,
+    shadow: bool | None,
+    limit: int | None,
+    summary: AutopilotSummary,
+) -> tuple[int, list[DueItem]] | None:
+    """Sweep the promises-to-pay and plans, select the due cadence steps and follow-ups, and
+    record the ``AutopilotRun``; the run's id and the items to draft (promise reminders first),
+    or None when the organisation's switches pause passes (``summary.paused`` says which).
+
+    Commitments first: a promise or installment missed since the last run re-enters the
+    cadence in this one (the selector reads the statuses the sweeps write).
+    """
     with sessions() as session:
         org_row = session.get(Organisation, org_id)
         if org_row is None:
             raise a360.NotInOrganisation(f"organisation {org_id} does not exist")
         if org_row.cron_paused or org_row.maintenance:  # onboarding: the switches pause passes
             summary.paused = "cron pause" if org_row.cron_paused else "maintenance"
-            return summary
-        # Commitments first: a promise or installment missed since the last run re-enters the
-        # cadence in this one (the selector reads the statuses the sweeps write).
+            return None
         reminder_items, reminder_excluded = _sweep_commitments(
             session, org_id, as_of, now, segment, summary
         )
@@ -637,7 +841,15 @@ async def arun_autopilot(
     if limit is not None:
         items = items[: max(0, limit)]
     summary.due = len(items) + selection.existing
-    total = len(items)
+    return run_id, items
+
+
+def _progress_ticker(progress: Progress | None, total: int) -> Callable[[int], None]:
+    """Report ``progress(0, total)`` now, and return what counts finished drafts into it.
+
+    Why a running count: the pass's workflows report drafts as they finish, a few at a time,
+    and the caller's bar wants ``(done, total)``, never past the total.
+    """
     done = 0
 
     def tick(n: int) -> None:
@@ -648,29 +860,32 @@ async def arun_autopilot(
 
     if progress:
         progress(0, total)
-    concurrency_n = max(1, int(concurrency or settings.model_concurrency))
-    args: dict[str, Any] = {
+    return tick
+
+
+def _pass_args(
+    run_id: int,
+    *,
+    as_of: date,
+    now: datetime,
+    shadow: bool | None,
+    model: Model | None,
+    concurrency: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """The pass's arguments as its DBOS workflows receive them (JSON-safe: a worker in another
+    process reads them; a model given in code is lent by reference, ``lend_model``)."""
+    return {
         "as_of": as_of.isoformat(),
         "now": now.isoformat(),
         "shadow": bool(shadow),
-        "concurrency": concurrency_n,
+        "concurrency": concurrency,
         "batch_size": batch_size,
         "model_ref": autopilot_flow.lend_model(model) if model is not None else None,
         # The run's id and a token of this pass: a ledger recreated at the same URL (a fresh
         # demo, a test database) numbers its runs from 1 again, and must not reuse a cached read.
         "pass_id": f"{run_id}-{secrets.token_hex(6)}",
     }
-    try:
-        await asyncio.to_thread(
-            _through_queues, sessions, org_id, items, args, settings, summary, tick,
-            per_item=not drafter.offline,
-        )  # fmt: skip
-    except BaseException:
-        summary.interrupted = True
-        _finish(sessions, run_id, summary, started)
-        raise
-    _finish(sessions, run_id, summary, started)
-    return summary
 
 
 def _through_queues(

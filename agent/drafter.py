@@ -300,6 +300,23 @@ class Prepared:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _scoped_deps(deps: AgentDeps, task: DraftTask, prepared: Prepared | None) -> AgentDeps:
+    """The caller's dependencies narrowed to the task's customer, with the invoice details
+    Autopilot preloaded for it: the read-only tools then refuse any other customer, and answer
+    from the batch's bulk reads instead of a query each."""
+    return AgentDeps(
+        session=deps.session,
+        org_id=deps.org_id,
+        settings=deps.settings,
+        as_of=deps.as_of,
+        recall=deps.recall,
+        now=deps.now,
+        customer_id=task.customer_id,
+        pay_links=deps.pay_links,
+        prefetched=prepared.details if prepared else {},
+    )
+
+
 class Drafter:
     """Drafts with one model and one policy engine; reusable across many tasks (Autopilot)."""
 
@@ -430,22 +447,9 @@ class Drafter:
         model thinks.
         """
         session = deps.session
-        if task.case.template_version != self.prompt.version:  # e.g. the evals' offline@v1
-            task = replace(
-                task, case=task.case.model_copy(update={"template_version": self.prompt.version})
-            )
+        task = self._at_prompt_version(task)
         case = task.case
-        scoped = AgentDeps(
-            session=session,
-            org_id=deps.org_id,
-            settings=deps.settings,
-            as_of=deps.as_of,
-            recall=deps.recall,
-            now=deps.now,
-            customer_id=task.customer_id,
-            pay_links=deps.pay_links,
-            prefetched=prepared.details if prepared else {},
-        )
+        scoped = _scoped_deps(deps, task, prepared)
         started = time.perf_counter()
         usage = RunUsage()
         hold: str | None = None
@@ -479,41 +483,14 @@ class Drafter:
         if hold is None and checked is not None and checked.hold_problems:
             hold = "The draft failed its checks twice: " + "; ".join(checked.hold_problems)
         if hold is not None or out is None or checked is None:
-            draft = self._draft_row(task, persona, kind, None, None, usage, latency_ms, attempts)
-            draft.grounding = {
-                "attempts": attempts,
-                "first_attempt_mismatches": first_mismatches,
-                "model_requests": usage.requests,
-            }
-            return Composed(
-                draft, task, None, usage, attempts, first_mismatches,
-                hold=hold or "the model returned nothing",
+            return self._held(
+                task, persona, kind, usage, latency_ms, attempts, first_mismatches,
+                hold or "the model returned nothing",
             )  # fmt: skip
         report = checked.report
-        now = deps.moment()
-        context = (prepared.context if prepared else None) or outreach_context(
-            session,
-            deps.org_id,
-            customer_id=task.customer_id,
-            contact_id=task.contact_id,
-            invoice_ids=task.invoice_ids,
-            channel=case.channel.value,
-            now=now,
-            switches=switches,
+        decision = self._decide(
+            deps, task, out, report, truth, prepared=prepared, switches=switches, engine=engine
         )
-        text = f"{out.subject}\n\n{out.body}"
-        facts = send_draft_facts(
-            context,
-            body=text,
-            report=report,
-            truth=truth,
-            pay_link=case.pay_link,
-            now=now,
-            shadow=self.shadow,
-            about_promise=reminded_promise(case),
-        )
-        engine = engine or policy_engine_for(policy_set_for(session, deps.org_id))
-        decision = engine.decide(ActionType.SEND_DRAFT, facts).as_dict()
         draft = self._draft_row(task, persona, kind, out, report, usage, latency_ms, attempts)
         draft.grounding = {
             **report.as_dict(),
@@ -525,6 +502,84 @@ class Drafter:
             draft, task, out, usage, attempts, first_mismatches,
             decision=decision, grounding_blocked=not report.ok,
         )  # fmt: skip
+
+    def _at_prompt_version(self, task: DraftTask) -> DraftTask:
+        """The task with its case file on this drafter's prompt version (e.g. the evals'
+        offline@v1): the templates the case file names must be the ones the prompt was written
+        for. The same task when it already is (the usual case: no copy)."""
+        if task.case.template_version == self.prompt.version:
+            return task
+        return replace(
+            task, case=task.case.model_copy(update={"template_version": self.prompt.version})
+        )
+
+    def _held(
+        self,
+        task: DraftTask,
+        persona: DraftPersona,
+        kind: DraftKind,
+        usage: RunUsage,
+        latency_ms: int,
+        attempts: int,
+        first_mismatches: int,
+        hold: str,
+    ) -> Composed:
+        """A draft held for a human with ``hold``, its reason: the model failed, returned
+        nothing, or its second submission still broke a language, recipient or channel check.
+
+        Why no decision: there is no grounded text for the guardrails to decide on; the row keeps
+        the attempts and requests so the review panel shows what the model tried.
+        """
+        draft = self._draft_row(task, persona, kind, None, None, usage, latency_ms, attempts)
+        draft.grounding = {
+            "attempts": attempts,
+            "first_attempt_mismatches": first_mismatches,
+            "model_requests": usage.requests,
+        }
+        return Composed(draft, task, None, usage, attempts, first_mismatches, hold=hold)
+
+    def _decide(
+        self,
+        deps: AgentDeps,
+        task: DraftTask,
+        out: DraftOutput,
+        report: GroundingReport,
+        truth: LedgerTruth,
+        *,
+        prepared: Prepared | None,
+        switches: OrgSwitches | None,
+        engine: PolicyEngine | None,
+    ) -> dict[str, Any]:
+        """The guardrails' decision on sending the grounded draft (``send_draft``): Shadow Mode,
+        quiet hours, caps, disputes, promises-to-pay and the grounding report's content checks.
+
+        Why the fallbacks: Autopilot preloads the outreach context and shares one policy engine
+        per pass (``prepared``, ``engine``); a single draft reads them here, from the ledger.
+        """
+        case = task.case
+        now = deps.moment()
+        context = (prepared.context if prepared else None) or outreach_context(
+            deps.session,
+            deps.org_id,
+            customer_id=task.customer_id,
+            contact_id=task.contact_id,
+            invoice_ids=task.invoice_ids,
+            channel=case.channel.value,
+            now=now,
+            switches=switches,
+        )
+        facts = send_draft_facts(
+            context,
+            body=f"{out.subject}\n\n{out.body}",
+            report=report,
+            truth=truth,
+            pay_link=case.pay_link,
+            now=now,
+            shadow=self.shadow,
+            about_promise=reminded_promise(case),
+        )
+        engine = engine or policy_engine_for(policy_set_for(deps.session, deps.org_id))
+        return engine.decide(ActionType.SEND_DRAFT, facts).as_dict()
 
     def store(self, session: Session, composed: Composed) -> DraftResult:
         """Persist a composed draft (``store_new_draft``, or held) and audit it; flushed."""

@@ -183,42 +183,12 @@ def promise_reminder_items(
 ) -> tuple[list[DueItem], Counter[str]]:
     """Items for the reminders ``tools.commitments.promises.due_reminders`` returns: one draft per
     promise, about its open, undisputed invoices, to the contact who made it (when still reachable
-    by
-    e-mail) or the customer's usual contact. Also what was left out, by reason."""
+    by e-mail) or the customer's usual contact. Also what was left out, by reason."""
     excluded: Counter[str] = Counter()
     if not reminders:
         return [], excluded
     segments = {s.id: s for s in session.scalars(select(Segment).where(Segment.org_id == org_id))}
-    promise_ids = [r.promise_id for r in reminders]
-    rows = session.execute(
-        select(
-            promise_invoice.c.promise_id,
-            Invoice.id,
-            Invoice.due_date,
-            Invoice.disputed,
-            Customer.segment_id,
-        )
-        .join(Invoice, Invoice.id == promise_invoice.c.invoice_id)
-        .join(Customer, Customer.id == Invoice.customer_id)
-        .where(
-            promise_invoice.c.promise_id.in_(promise_ids),
-            Invoice.org_id == org_id,
-            Invoice.status == InvoiceStatus.OPEN,
-            Invoice.balance_minor > 0,
-        )
-        .order_by(Invoice.due_date, Invoice.id)
-    ).all()
-    disputed = set(
-        session.scalars(
-            select(Dispute.invoice_id).where(
-                Dispute.org_id == org_id, Dispute.status.in_(OPEN_DISPUTE_STATUSES)
-            )
-        )
-    )
-    invoices: dict[int, list[tuple[int, int | None]]] = {}
-    for pid, inv_id, _, flagged, seg_id in rows:
-        if not flagged and inv_id not in disputed:
-            invoices.setdefault(pid, []).append((inv_id, seg_id))
+    invoices = _promised_open_invoices(session, org_id, [r.promise_id for r in reminders])
     reachable = _pick_contacts(session, org_id, {r.customer_id for r in reminders})
     own_contacts = _reachable_contacts(session, org_id, [r.contact_id for r in reminders])
     items: list[DueItem] = []
@@ -254,6 +224,48 @@ def promise_reminder_items(
             )
         )
     return items, excluded
+
+
+def _promised_open_invoices(
+    session: Session, org_id: int, promise_ids: list[int]
+) -> dict[int, list[tuple[int, int | None]]]:
+    """Per promise-to-pay, its invoices still open with a balance and not disputed (flagged or
+    under an open dispute), oldest due first, each with its customer's segment id.
+
+    Why: a promise reminder is about what the customer still owes under that promise, and a
+    disputed invoice belongs to the dispute workflow, never to a nudge; the first invoice also
+    decides the reminder's segment.
+    """
+    rows = session.execute(
+        select(
+            promise_invoice.c.promise_id,
+            Invoice.id,
+            Invoice.due_date,
+            Invoice.disputed,
+            Customer.segment_id,
+        )
+        .join(Invoice, Invoice.id == promise_invoice.c.invoice_id)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .where(
+            promise_invoice.c.promise_id.in_(promise_ids),
+            Invoice.org_id == org_id,
+            Invoice.status == InvoiceStatus.OPEN,
+            Invoice.balance_minor > 0,
+        )
+        .order_by(Invoice.due_date, Invoice.id)
+    ).all()
+    disputed = set(
+        session.scalars(
+            select(Dispute.invoice_id).where(
+                Dispute.org_id == org_id, Dispute.status.in_(OPEN_DISPUTE_STATUSES)
+            )
+        )
+    )
+    invoices: dict[int, list[tuple[int, int | None]]] = {}
+    for pid, inv_id, _, flagged, seg_id in rows:
+        if not flagged and inv_id not in disputed:
+            invoices.setdefault(pid, []).append((inv_id, seg_id))
+    return invoices
 
 
 def _reachable_contacts(
