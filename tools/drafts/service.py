@@ -44,6 +44,7 @@ from memory.models import (
 from policies.access import allowed, at_least
 from policies.money import format_money
 from tools.drafts import lifecycle
+from tools.grounding.check import recheck_draft
 from tools.kit.authz import denial, guarded
 from tools.kit.hooks import Hook
 from tools.ledger.users import own_limit
@@ -844,8 +845,6 @@ def make_recheck(settings: Settings, *, approved_by: list[str] | None = None) ->
     """
 
     def recheck(session: Session, draft: Draft, now: datetime) -> Recheck:
-        from tools.grounding.check import recheck_draft
-
         try:
             check = recheck_draft(
                 session, draft, now, settings=settings, approved_by_roles=approved_by or ()
