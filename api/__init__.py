@@ -5,4 +5,4 @@ agent call, and refusals are ``memory.errors.PlixoError`` answered by the app's 
 
 # Every process that serves plixo (the app, the CLI, the workers) starts by importing this package:
 # the tool domains' hooks are connected here, once, before any of them runs (tools/wiring.py).
-import tools.wiring  # noqa: E402, F401
+import tools.wiring  # noqa: F401
