@@ -21,6 +21,7 @@ from typing import Any
 from dbos import DBOS
 from sqlalchemy.orm import Session
 
+from agent.service import triage_reply
 from memory import clock, durable
 from memory.config import Settings
 from tools.replies import mailbox
@@ -33,7 +34,6 @@ SCHEDULE_NAME = "plixo.mailbox.sync"
 def reply_triage(settings: Settings, now: datetime) -> mailbox.Triage:
     """The agent's reply triage for the sync: it proposes, never writes; a failure holds the
     reply for a person (``held``) instead of stopping the sync."""
-    from agent.service import triage_reply
 
     def triage(session: Session, org_id: int, customer_id: int, text: str) -> dict[str, Any]:
         result = triage_reply(session, org_id, customer_id, text, settings, now=now)

@@ -2,3 +2,7 @@
 and the ``plixo`` command line. Routes parse, authenticate and render; what they do is a tool or
 agent call, and refusals are ``memory.errors.PlixoError`` answered by the app's one handler.
 """
+
+# Every process that serves plixo (the app, the CLI, the workers) starts by importing this package:
+# the tool domains' hooks are connected here, once, before any of them runs (tools/wiring.py).
+import tools.wiring  # noqa: F401

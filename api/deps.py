@@ -23,9 +23,12 @@ from starlette.datastructures import State
 
 from memory import clock
 from memory.config import Settings
-from memory.models import Persona, User
+from memory.models import Organisation, Persona, User
 from policies.access import access_matrix, allowed
 from tools.admin.sessions import snapshot_for_session, user_for_session
+from tools.commitments import disputes
+from tools.inbox import notifications
+from tools.kit import labels
 from tools.ledger.users import CallerSnapshot, snapshot_for_token, user_for_token
 
 SESSION_COOKIE = "plixo_session"
@@ -382,11 +385,6 @@ def page_words(request: Request, user: User | None) -> dict[str, Any]:
     (``tools.kit.labels``, ``tools.inbox.notifications``); the count is read only if the page
     shows it."""
     from sqlalchemy import inspect as sa_inspect
-
-    from memory.models import Organisation
-    from tools.commitments import disputes
-    from tools.inbox import notifications
-    from tools.kit import labels
 
     locale = labels.locale_from_header(request.headers.get("accept-language"))
     session = sa_inspect(user).session if user is not None else None

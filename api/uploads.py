@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.routes.portal.endpoints import _render
 from tools.commitments import disputes
 from tools.portal import access as portal
 from tools.portal.access import PortalDenied
@@ -70,6 +71,4 @@ class PortalUploadGuard:
 
 
 def _page(request: Request, status_code: int, message: str) -> Response:
-    from api.routes.portal.endpoints import _render
-
     return _render(request, "portal_error.html", status_code, message=message)

@@ -28,6 +28,8 @@ from memory import durable
 from memory.config import Settings
 from memory.db import LedgerUnavailable
 from memory.models import Organisation, OutboxMessage, OutboxStatus, User
+from policies.access import allowed
+from tools.kit import audit
 
 log = logging.getLogger("plixo.worker")
 
@@ -45,6 +47,7 @@ def start(
     runs a scheduled workflow (the sending-domain re-check, the notification sweep, the mailbox
     sync) nor an Autopilot chunk: either, picked up while it exits, held its exit. Long-running
     workers run them."""
+    # lazy: importing these registers DBOS workflows, queues, schedules (a worker only, pre-launch)
     import agent.autopilot_flow  # noqa: F401 - registers the Autopilot workflows and queues
     import agent.mailbox_sync  # noqa: F401 - the payers' replies, read every few minutes
     import tools.delivery.domain_schedule  # noqa: F401 - the daily sending-domain re-check
@@ -74,6 +77,7 @@ def _drained(
     Why wait: a worker that shut DBOS down with a delivery step still running left its heartbeat
     to go stale; a live worker then took the workflow over while the step retried in a process
     without DBOS, and the exit hung. Finishing its own steps first lets it leave cleanly."""
+    # lazy: importing it registers DBOS workflows (in a worker only; start() imports it first)
     from tools.delivery import flow as delivery_flow
 
     if delivery_flow.pending(sessions) != 0:
@@ -119,6 +123,7 @@ def tick(
 ) -> None:
     """One round: recovery of the dead, dispatch of new deliveries (the heartbeat beats from its
     own thread, ``durable.Heartbeat``)."""
+    # lazy: importing it registers DBOS workflows (in a worker only; start() imports it first)
     from tools.delivery import flow as delivery_flow
 
     into.recovered_from += recover_dead(settings, sessions, ident)
@@ -141,6 +146,7 @@ def run_worker(
     removed, so nothing new is picked up while the process exits, and the heartbeat is removed
     only if no workflow is left marked as running here; otherwise it goes stale and a live worker
     recovers those workflows (a removed heartbeat would have stranded them)."""
+    # lazy: importing it registers DBOS workflows (in a worker only; start() imports it first)
     from tools.delivery import flow as delivery_flow
 
     ident = start(settings, sessions, schedules=not once)
@@ -318,9 +324,6 @@ def act_on_workflow(
 ) -> str:
     """Retry (resume a cancelled one, fork a failed one from the start) or cancel a workflow of
     this ledger, as a person holding ``manage_delivery``; audited in that person's organisation."""
-    from policies.access import allowed
-    from tools.kit import audit
-
     with sessions() as session:
         key = durable.ledger_key(session)
         user = session.scalar(select(User).where(User.email == user_email))

@@ -31,6 +31,7 @@ from pydantic_evals.reporting import EvaluationReport, ReportCase
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.models import build_model
 from agent.pricing import per_100_usd, price_for
 from evals.evaluators import EVALUATION_NAMES, SCORE_NAMES, EvalSetupError, judge_evaluators
 from evals.fixtures import PreparedScenario, build_scenario, ledger_changes, ledger_fingerprint
@@ -455,8 +456,6 @@ def resolve_judge(settings: Settings) -> tuple[Any | None, JudgeInfo]:
         )
     model: Any = name
     try:
-        from agent.models import build_model
-
         model = build_model(settings.model_copy(update={"model": name}))
     except ImportError:  # pragma: no cover - the agent package is part of plixo
         pass

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from memory.money import MoneyError, check_currency, parse_amount
+from memory.money import MoneyError, check_currency, parse_amount, to_decimal
 
 Persona = Literal[
     "Admin",
@@ -84,8 +84,6 @@ class MoneyText(_Spec):
         return value
 
     def label(self) -> str:
-        from memory.money import to_decimal
-
         return f"{to_decimal(self.minor, self.currency)} {self.currency}"
 
 

@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from sqlalchemy import select
 
+from agent.casefile import TaskError, build_task
+from agent.deps import AgentDeps
+from agent.drafter import Drafter
+from agent.models import ModelConfigError, build_model, model_label
+from agent.service import triage_reply
 from evals.outputs import DraftView, ProposalView, TriageView
 from evals.runner import AgentAnswer, CaseContext, CaseNotRun, ModelUnavailable
 from evals.scenarios import DraftTask, TriageTask
@@ -40,6 +45,7 @@ from memory.models import (
     plan_invoice,
     promise_invoice,
 )
+from prompts.registry import PromptError, load
 
 if TYPE_CHECKING:
     from agent.drafter import DraftResult
@@ -69,16 +75,12 @@ class PlixoAgent:
     _model_obj: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        from agent.models import ModelConfigError, build_model, model_label
-
         try:
             self.model = model_label(self.settings)
             self._model_obj = build_model(self.settings)
         except ModelConfigError as exc:
             raise ModelUnavailable(str(exc)) from exc
         if self.prompt_version is not None:
-            from prompts.registry import PromptError, load
-
             # The version names the drafter's prompt and templates (agents are versioned one by
             # one: drafter v2 came with triage still at v1, which triage keeps using).
             try:
@@ -90,9 +92,6 @@ class PlixoAgent:
 
     def _drafter_for(self, settings: Settings) -> Any:
         if self._drafter is None:
-            from agent.drafter import Drafter
-            from prompts.registry import load
-
             self._drafter = Drafter(
                 settings,
                 model=self._model_obj,
@@ -110,9 +109,6 @@ class PlixoAgent:
     # --- drafting ---------------------------------------------------------------------------
 
     async def _draft(self, ctx: CaseContext, task: DraftTask) -> AgentAnswer:
-        from agent.casefile import TaskError, build_task
-        from agent.deps import AgentDeps
-
         session, prep = ctx.session, ctx.prepared
         assert prep.invoice_id is not None
         invoice_ids = [prep.invoice_id]
@@ -176,8 +172,6 @@ class PlixoAgent:
     # --- triage -----------------------------------------------------------------------------
 
     async def _triage(self, ctx: CaseContext, task: TriageTask) -> AgentAnswer:
-        from agent.service import triage_reply
-
         prep = ctx.prepared
 
         def call() -> Any:

@@ -68,7 +68,8 @@ def business_date(tz_name: str | None, at: datetime | None = None) -> date:
 def org_zone(session: Session, org_id: int) -> str:
     """The organisation's time zone name ("UTC" when it has none); ``LookupError`` if no such
     organisation."""
-    from memory.models import Organisation  # late: the models import this module
+    # lazy: a cycle: memory.models imports this module (its column defaults read the clock)
+    from memory.models import Organisation
 
     org = session.get(Organisation, org_id)
     if org is None:

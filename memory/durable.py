@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memory import clock
-from memory.config import Settings
+from memory.config import Settings, get_settings
 from memory.db import LedgerUnavailable, redact_url
 from memory.models import LedgerIdentity, WorkerHeartbeat
 
@@ -244,8 +244,6 @@ def set_ledger(sessions: sessionmaker[Session], settings: Settings | None = None
 def ledger_settings() -> Settings:
     """The settings the workflows of this process use (SMTP, retries, model)."""
     if _settings is None:
-        from memory.config import get_settings
-
         return get_settings()
     return _settings
 

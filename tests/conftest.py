@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("PLIXO_MODEL", "offline")
 
+import tools.wiring  # noqa: E402, F401 - the tool domains' hooks, like every entry point
 from memory import migrate  # noqa: E402
 from memory.config import Settings, get_settings  # noqa: E402
 from memory.db import make_engine, session_factory  # noqa: E402

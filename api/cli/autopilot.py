@@ -16,10 +16,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import select
 
+from agent.models import ModelConfigError, build_model, is_offline, model_label
 from api.cli.common import console, err_console, fail, open_ledger, print_json
 from memory.config import Settings, get_settings
 from memory.db import LedgerUnavailable
 from memory.models import Organisation
+from tools.insights.account360 import org_today
+from tools.outreach.due import UnknownSegment
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -52,8 +55,6 @@ def _org(sessions: object, slug: str | None) -> tuple[int, str]:
 def _model_label(settings: Settings) -> str:
     """The configured model's label, or a clear error for a missing key or URL (before the run
     touches the ledger)."""
-    from agent.models import ModelConfigError, build_model, model_label
-
     try:
         build_model(settings)  # fail early on a missing key or URL, before touching anything
         label = model_label(settings)
@@ -88,8 +89,8 @@ def _draft_with_progress(
 
     An unknown segment or a lost database is a clear error; Ctrl-C keeps what was committed
     (a rerun drafts only the rest)."""
+    # lazy: the Autopilot brings DBOS (~140 modules); only its commands load it (CLI start-up)
     from agent.autopilot import run_autopilot
-    from tools.outreach.due import UnknownSegment
 
     with Progress(
         TextColumn(f"Autopilot {slug} {day.isoformat()}" + (" (Shadow Mode)" if shadow else "")),
@@ -186,9 +187,6 @@ def run(
     org: str | None = typer.Option(None, "--org", help="Organisation slug (if several)."),
 ) -> None:
     """Draft every due cadence step and follow-up, decide, store, and summarise."""
-    from agent.models import is_offline
-    from tools.insights.account360 import org_today
-
     settings = get_settings()
     label = _model_label(settings)
     day = _run_day(as_of)

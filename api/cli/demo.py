@@ -75,6 +75,7 @@ def demo(
             session.commit()
         org_id = org.id
 
+    # lazy: the Autopilot brings DBOS (~140 modules); only `plixo demo` loads it (CLI start-up)
     from agent.autopilot import run_autopilot
 
     with Progress(

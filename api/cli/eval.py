@@ -24,6 +24,7 @@ from rich.table import Table
 
 from api.cli.common import console, err_console, fail, open_ledger, print_json
 from evals.evaluators import EvalSetupError
+from evals.export import ExportError, export_rejections
 from evals.loader import (
     DATASETS_DIR,
     DEVELOPMENT,
@@ -32,6 +33,7 @@ from evals.loader import (
     LoadedDataset,
     load_datasets,
 )
+from evals.report import write_html
 from evals.runner import (
     BASELINE_FILE,
     LOWER_IS_BETTER,
@@ -47,6 +49,7 @@ from evals.runner import (
     run_suite,
     update_baseline,
 )
+from evals.task import PlixoAgent, split_label
 from memory.config import Settings, get_settings
 
 eval_app = typer.Typer(
@@ -111,8 +114,6 @@ def _check_reachable(settings: Settings) -> None:
 
 
 def _agent(label: str, settings: Settings) -> Any:
-    from evals.task import PlixoAgent, split_label
-
     model, version = split_label(label)
     run_settings = settings.model_copy(update={"model": model})
     _check_reachable(run_settings)
@@ -326,8 +327,6 @@ def run_cmd(
     if fail_on_regression:
         _gate_regressions(summary)
     if html is not None:
-        from evals.report import write_html
-
         try:
             write_html(summary, html)
         except OSError as exc:
@@ -455,8 +454,6 @@ def export_rejections_cmd(
 ) -> None:
     """Export the review panel's rejected drafts (with their reasons) as new eval cases."""
     from sqlalchemy.exc import SQLAlchemyError
-
-    from evals.export import ExportError, export_rejections
 
     _, sessions = open_ledger(upgrade=False)
     try:

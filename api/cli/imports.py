@@ -14,7 +14,7 @@ from api.cli.common import console, err_console, fail, open_ledger, print_json
 from memory import clock
 from memory.config import get_settings
 from tools.imports import importer
-from tools.insights.readiness import data_ready
+from tools.insights.readiness import DataReadiness, data_ready
 from tools.ledger.orgs import get_or_create_org
 
 import_app = typer.Typer(
@@ -136,8 +136,6 @@ def _print_report(report: importer.ImportReport, readiness: object, report_path:
     if report.rejects_file:
         console.print(f"Rejected rows written to {report.rejects_file}")
     if readiness is not None:
-        from tools.insights.readiness import DataReadiness
-
         assert isinstance(readiness, DataReadiness)
         console.print(f"Data-Ready score: [bold]{readiness.score}[/]/100 {readiness.components}")
         for issue in readiness.issues:

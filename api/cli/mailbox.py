@@ -28,6 +28,7 @@ def sync(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Read new messages: thread them, triage replies, mark bounces and opt-outs."""
+    # lazy: importing it registers a DBOS workflow and loads DBOS; only this command needs it
     from agent.mailbox_sync import sync_configured
 
     settings = get_settings()

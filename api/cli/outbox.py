@@ -7,8 +7,10 @@ from __future__ import annotations
 import typer
 
 from api.cli.common import console, fail, open_ledger, print_json
-from memory.models import OutboxStatus
+from api.cli.worker import worker
+from memory.models import OutboxStatus, User
 from tools.delivery import outbox
+from tools.ledger.orgs import get_org
 
 outbox_app = typer.Typer(help="Deliver approved messages (never twice).", no_args_is_help=True)
 
@@ -19,8 +21,6 @@ def work(
     json_out: bool = typer.Option(False, "--json", help="Print the counts as JSON at the end."),
 ) -> None:
     """Run a worker (the same as ``plixo worker``): delivery and Autopilot workflows."""
-    from api.cli.worker import worker
-
     worker(status=False, once=once, retry="", cancel="", as_user="", json_out=json_out)
 
 
@@ -31,8 +31,6 @@ def list_(
     limit: int = typer.Option(50, min=1, max=1000),
 ) -> None:
     """List an organisation's outbox as JSON."""
-    from tools.ledger.orgs import get_org
-
     _, sessions = open_ledger(upgrade=False)
     try:
         wanted = OutboxStatus(status) if status else None
@@ -69,8 +67,6 @@ def resolve(
 ) -> None:
     """Confirm an uncertain message sent, resend it (same Message-ID), or cancel it."""
     from sqlalchemy import select
-
-    from memory.models import User
 
     _, sessions = open_ledger(upgrade=False)
     with sessions() as session:

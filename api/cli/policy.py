@@ -19,11 +19,13 @@ import typer
 import yaml
 from rich.markup import escape
 
-from api.cli.common import console, err_console, fail
+from api.cli.common import console, err_console, fail, open_ledger
+from memory.models import Organisation
 from policies.engine import PolicyEngine, engine_for
 from policies.human_units import human_form
 from policies.policy_set import PolicySet, load, load_default, load_override
 from policies.types import ActionType, Outcome, PolicyError
+from tools.ledger.policy_overrides import active_policy_set
 
 policy_app = typer.Typer(
     help="Guardrails: check actions, explain the rules, validate policy files.",
@@ -66,10 +68,6 @@ def _resolve(policy: Path | None, override: Path | None, org: int | None) -> Pol
 
 
 def _org_policy(org: int) -> PolicySet:
-    from api.cli.common import open_ledger
-    from memory.models import Organisation
-    from tools.ledger.policy_overrides import active_policy_set
-
     _, sessions = open_ledger(upgrade=False)
     with sessions() as session:
         if session.get(Organisation, org) is None:

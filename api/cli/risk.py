@@ -17,6 +17,18 @@ from sqlalchemy import select
 
 from api.cli.common import console, err_console, fail, open_ledger, print_json
 from memory.models import Organisation
+from tools.imports.importer import ImportFileError, parse_invoice_csv
+from tools.insights.account360 import org_today
+from tools.insights.risk import (
+    FEATURE_LABELS,
+    NotEnoughHistory,
+    RiskModel,
+    backtest,
+    current_model,
+    ensure_snapshot,
+    records_from_parsed,
+    train,
+)
 
 risk_app = typer.Typer(
     help="Payment-risk score: train on paid history, backtest a file, show the current model.",
@@ -61,9 +73,6 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Learn the payment-risk model from the organisation's paid history; store a new version."""
-    from tools.insights.account360 import org_today
-    from tools.insights.risk import RiskModel, ensure_snapshot, train
-
     day = _day(as_of, "--as-of")
     _, sessions = open_ledger(upgrade=True)
     org_id, slug = _org(sessions, org)
@@ -110,8 +119,6 @@ def show_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the model as JSON."),
 ) -> None:
     """Show the model the scores come from (or the fallback, and why)."""
-    from tools.insights.risk import FEATURE_LABELS, current_model
-
     _, sessions = open_ledger(upgrade=True)
     org_id, slug = _org(sessions, org)
     with sessions() as session:
@@ -154,9 +161,6 @@ def backtest_cmd(
 ) -> None:
     """Replay a history: train on the invoices before the cut, score the rest, report AUC,
     Brier score and a calibration table. Nothing is written to the ledger."""
-    from tools.imports.importer import ImportFileError, parse_invoice_csv
-    from tools.insights.risk import NotEnoughHistory, backtest, records_from_parsed
-
     for f in fraction:
         if not 0.0 < f < 1.0:
             fail(f"--fraction {f} is outside (0, 1): e.g. 0.7 trains on the first 70%.")
@@ -215,9 +219,6 @@ def refresh_cmd(
     org: str | None = typer.Option(None, "--org", help="Organisation slug (if several)."),
 ) -> None:
     """Rebuild the customer risk snapshot Today's Focus ranks against (run daily, e.g. cron)."""
-    from tools.insights.account360 import org_today
-    from tools.insights.risk import current_model, ensure_snapshot
-
     _, sessions = open_ledger(upgrade=True)
     org_id, slug = _org(sessions, org)
     with sessions() as session:

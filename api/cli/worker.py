@@ -17,6 +17,7 @@ from types import FrameType
 import typer
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import worker as runtime
 from api.cli.common import console, err_console, fail, open_ledger, print_json
 from memory.config import Settings, get_settings
 from memory.db import LedgerUnavailable
@@ -38,8 +39,6 @@ def worker(
 ) -> None:
     """Run a worker: durable delivery (never sent twice), Autopilot drafting, and on schedules
     the sending-domain re-check, the notification sweep and the mailbox sync."""
-    from api import worker as runtime
-
     settings = get_settings()
     _, sessions = open_ledger(upgrade=True)
     if not (status or retry or cancel):
@@ -79,8 +78,6 @@ def _work(
     settings: Settings, sessions: sessionmaker[Session], *, once: bool, json_out: bool
 ) -> None:
     """Run this process as a worker until SIGTERM or Ctrl-C (or, with ``once``, drained)."""
-    from api import worker as runtime
-
     stopping = False
 
     def stop(_signum: int, _frame: FrameType | None) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -47,9 +47,9 @@ from memory.models import (
 )
 from tools.commitments.plans import COMMITMENT_GUARD, PolicyRefused, decide, decision_message
 from tools.commitments.promises import CommitmentError, Conflict, NotFound, get_invoice
-from tools.inbox import notifications
 from tools.kit import audit
 from tools.kit.authz import guarded
+from tools.kit.hooks import Hook
 
 # Hours each active status may last before its SLA is breached (calendar hours).
 SLA_HOURS: dict[DisputeStatus, int] = {
@@ -345,6 +345,32 @@ def change_status(
     return moved
 
 
+class NotifyRoles(Protocol):
+    """Notify the active people of ``roles`` who hold ``permission`` (except ``exclude``), once
+    per ``key``: the inbox's ``tools.inbox.notifications.notify_roles``."""
+
+    def __call__(
+        self,
+        session: Session,
+        org_id: int,
+        *,
+        permission: str,
+        roles: Sequence[Persona],
+        exclude: int,
+        kind: str,
+        title: str,
+        key: str,
+        body: str,
+        link: str,
+        now: datetime,
+    ) -> None: ...
+
+
+#: The inbox sits above commitments (it delivers by e-mail through the outbox), so disputes reach it
+#: through this hook, filled by ``tools.wiring``.
+notify_roles: Hook[NotifyRoles] = Hook("commitments.disputes.notify_roles")
+
+
 def _tell(
     session: Session,
     dispute: Dispute,
@@ -356,18 +382,19 @@ def _tell(
     exclude: int,
     body: str = "",
 ) -> None:
-    """Notify the people of ``roles`` who work disputes (tools.inbox.notifications), once per
-    event."""
+    """Notify the people of ``roles`` who work disputes (tools.inbox.notifications, through the
+    ``notify_roles`` hook), once per event."""
 
     permission = "manage_disputes" if kind == "escalation" else "grant_credit"
-    people = notifications.people_who(session, dispute.org_id, permission, roles=roles)
     customer = session.get(Customer, dispute.customer_id)
-    notifications.notify(
+    notify_roles.get()(
         session,
         dispute.org_id,
-        [u.id for u in people if u.id != exclude],
-        kind,
-        f"{title}: {customer.name if customer else ''}".rstrip(": "),
+        permission=permission,
+        roles=roles,
+        exclude=exclude,
+        kind=kind,
+        title=f"{title}: {customer.name if customer else ''}".rstrip(": "),
         key=f"dispute:{dispute.id}:{kind}:{now.isoformat()}",
         body=body,
         link=f"/disputes/{dispute.id}",

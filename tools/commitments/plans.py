@@ -19,7 +19,7 @@ import calendar
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -52,6 +52,7 @@ from tools.commitments.promises import (
 )
 from tools.kit import audit
 from tools.kit.authz import denial, guarded
+from tools.kit.hooks import Hook
 from tools.ledger.policy_overrides import policy_set_for
 from tools.ledger.users import own_limit
 
@@ -866,6 +867,41 @@ def complete_plan(
     return plan
 
 
+class PostedPayment(Protocol):
+    """What posting a payment answers (``tools.payments.posting.PaymentResult``)."""
+
+    @property
+    def payment(self) -> Payment: ...
+
+    @property
+    def duplicate(self) -> bool: ...
+
+
+class PostPayment(Protocol):
+    """Post money received to an installment: ``tools.payments.posting.post_payment``."""
+
+    def __call__(
+        self,
+        session: Session,
+        org_id: int,
+        *,
+        amount_minor: int,
+        currency: str,
+        received_on: date,
+        actor: User | str,
+        installment_id: int | None = None,
+        method: str = "manual",
+        external_ref: str | None = None,
+        now: datetime | None = None,
+    ) -> PostedPayment: ...
+
+
+#: Payments sit above commitments (posting advances plans through ``apply_payment``), so an
+#: installment paid by hand reaches the one posting path through this hook, filled by
+#: ``tools.wiring``.
+post_payment: Hook[PostPayment] = Hook("commitments.plans.post_payment")
+
+
 @guarded("post_payment", **COMMITMENT_GUARD)
 def mark_installment_paid(
     session: Session,
@@ -880,8 +916,6 @@ def mark_installment_paid(
 ) -> Payment:
     """Record that an installment was paid outside Stripe (bank transfer, cheque): a payment of its
     remaining amount is posted, so invoice balances, promises and the receipt follow."""
-    from tools.payments import posting as payments  # payments imports this module
-
     now = now or utcnow()
     plan = get_plan(session, org_id, plan_id)
     inst = installment_by_seq(plan, seq)
@@ -890,7 +924,7 @@ def mark_installment_paid(
     remaining = inst.amount_minor - inst.paid_minor
     if remaining <= 0:
         raise Conflict(f"Installment {seq} of plan {plan.id} is already paid.")
-    result = payments.post_payment(
+    result = post_payment.get()(
         session,
         org_id,
         amount_minor=remaining,

@@ -56,12 +56,13 @@ from memory.models import (
     User,
 )
 from policies.access import allowed
+from tools.delivery import threads
 from tools.delivery.sending_domain import warmup_hold
+from tools.delivery.slack import send_text
 from tools.delivery.smtp import Attachment, DeliveryError, send_email
 from tools.drafts import lifecycle
 from tools.kit import audit
 from tools.ledger import statement
-from tools.replies import conversations
 
 log = logging.getLogger("plixo.outbox")
 
@@ -152,7 +153,7 @@ def enqueue_draft(session: Session, draft: Draft, *, actor: User | str) -> Outbo
         action="draft.queued",
         detail={"outbox_id": msg.id, "message_id": msg.message_id},
     )
-    conversations.open_thread(session, get_settings(), msg, draft)
+    threads.open_thread(session, get_settings(), msg, draft)
     return msg
 
 
@@ -548,8 +549,6 @@ def smtp_sender(settings: Settings) -> Sender:
 
     def send(msg: ClaimedMessage) -> None:
         if msg.channel == Channel.SLACK:
-            from tools.outreach.slack_nudges import send_text  # slack_sdk only where Slack is used
-
             send_text(settings, msg.recipient, msg.body)
             return
         if msg.channel != Channel.EMAIL:
@@ -563,7 +562,7 @@ def smtp_sender(settings: Settings) -> Sender:
             subject=msg.subject,
             body=msg.body,
             message_id=msg.message_id,
-            reply_to=conversations.reply_address(settings, msg.message_id)
+            reply_to=threads.reply_address(settings, msg.message_id)
             if msg.draft_id is not None
             else None,
             org_id=msg.org_id,

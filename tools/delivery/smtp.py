@@ -79,9 +79,7 @@ def build_message(
     msg["Subject"] = subject
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = message_id
-    if (
-        reply_to
-    ):  # the thread's reply address (tools.replies.conversations), so replies find their way
+    if reply_to:  # the thread's reply address (tools.delivery.threads), so replies find their way
         msg["Reply-To"] = _check_address(reply_to, "Reply-To")
     msg.set_content(body)
     for file in attachments:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -44,7 +44,9 @@ from memory.models import (
 from policies.access import allowed, at_least
 from policies.money import format_money
 from tools.drafts import lifecycle
+from tools.grounding.recheck import recheck_draft
 from tools.kit.authz import denial, guarded
+from tools.kit.hooks import Hook
 from tools.ledger.users import own_limit
 
 _FIRST_STATE = {
@@ -456,6 +458,27 @@ def _refuse_unless_allowed(result: Recheck) -> None:
     raise ApprovalRefused(f"The guardrails {verb}: {message}", deciding)
 
 
+class Enqueue(Protocol):
+    """Queue an approved draft for delivery and move it to ``queued``:
+    ``tools.delivery.outbox.enqueue_draft``."""
+
+    def __call__(self, session: Session, draft: Draft, *, actor: User | str) -> object: ...
+
+
+class DecideNudgeAgain(Protocol):
+    """The ``send_nudge`` decision for a held nudge at release time:
+    ``tools.outreach.nudges.decide_nudge_again``."""
+
+    def __call__(self, session: Session, draft: Draft, now: datetime) -> dict[str, object]: ...
+
+
+#: Delivery and outreach sit above drafts (the outbox moves drafts through their lifecycle, nudges
+#: write drafts), so approving and releasing reach them through these hooks, filled by
+#: ``tools.wiring``.
+enqueue: Hook[Enqueue] = Hook("drafts.service.enqueue")
+decide_nudge_again: Hook[DecideNudgeAgain] = Hook("drafts.service.decide_nudge_again")
+
+
 @guarded("approve_draft", **DRAFT_GUARD)
 def approve_draft(
     session: Session,
@@ -477,10 +500,6 @@ def approve_draft(
     nothing; a deferral (quiet hours) approves but holds delivery until its ``not_before``
     (``release_deferred``).
     """
-    from tools.delivery import (
-        outbox,  # outbox imports this module's states; import late to avoid a cycle
-    )
-
     now = now or _now()
     draft = get_draft(session, org_id, draft_id)
     check_version(draft, expected_version)
@@ -528,7 +547,7 @@ def approve_draft(
         draft.hold_reason = f"Approved; delivery deferred until {not_before.isoformat()}."
         _flush(session, draft)
         return draft
-    outbox.enqueue_draft(session, draft, actor=user)
+    enqueue.get()(session, draft, actor=user)
     _flush(session, draft)
     return draft
 
@@ -553,9 +572,7 @@ def _decide_again(
 ) -> dict[str, Any]:
     """The guardrails' answer for a held, approved draft at the moment it would leave."""
     if draft.kind == DraftKind.NUDGE:
-        from tools.outreach.nudges import decide_nudge_again
-
-        return decide_nudge_again(session, draft, now)
+        return decide_nudge_again.get()(session, draft, now)
     result = make_recheck(settings, approved_by=approver_roles(session, draft))(session, draft, now)
     if result.grounding_blocked and result.outcome != "block":
         return {**result.decision, "outcome": "block"}
@@ -600,8 +617,6 @@ def release_one(session: Session, draft_id: int, *, now: datetime, settings: Set
     The guardrails are asked again first, because hours may have passed: a payment, a dispute or
     another touch since the approval must not be overridden.
     """
-    from tools.delivery import outbox
-
     draft = session.get(Draft, draft_id)
     if draft is None or draft.status != DraftStatus.APPROVED:
         return "gone"
@@ -617,7 +632,7 @@ def release_one(session: Session, draft_id: int, *, now: datetime, settings: Set
             draft.decision_outcome = outcome
             if outcome == "allow":
                 draft.hold_reason = None
-                outbox.enqueue_draft(session, draft, actor="delivery worker")
+                enqueue.get()(session, draft, actor="delivery worker")
                 result = "queued"
             elif outcome == "defer":
                 draft.hold_reason = (
@@ -830,8 +845,6 @@ def make_recheck(settings: Settings, *, approved_by: list[str] | None = None) ->
     """
 
     def recheck(session: Session, draft: Draft, now: datetime) -> Recheck:
-        from tools.grounding.recheck import recheck_draft
-
         try:
             check = recheck_draft(
                 session, draft, now, settings=settings, approved_by_roles=approved_by or ()

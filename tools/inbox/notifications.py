@@ -266,6 +266,37 @@ def people_who(
     ]
 
 
+def notify_roles(
+    session: Session,
+    org_id: int,
+    *,
+    permission: str,
+    roles: Sequence[Persona],
+    exclude: int,
+    kind: str,
+    title: str,
+    key: str,
+    body: str,
+    link: str,
+    now: datetime,
+) -> None:
+    """Notify the active people of ``roles`` holding ``permission``, except ``exclude`` (who acted),
+    once per ``key``. Disputes call this through their ``notify_roles`` hook (``tools.wiring``):
+    the inbox is above them."""
+    people = people_who(session, org_id, permission, roles=roles)
+    notify(
+        session,
+        org_id,
+        [u.id for u in people if u.id != exclude],
+        kind,
+        title,
+        key=key,
+        body=body,
+        link=link,
+        now=now,
+    )
+
+
 def sweep(
     session: Session,
     org_id: int,

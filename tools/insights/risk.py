@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,9 +63,6 @@ from memory.models import (
     PromiseToPay,
     RiskModelVersion,
 )
-
-if TYPE_CHECKING:
-    from tools.imports.importer import ParsedInvoiceRow
 
 # --- the feature set --------------------------------------------------------------------------
 
@@ -719,7 +716,30 @@ def _reason_text(feature: str, x: NDArray[np.float64], fm: FeatureMatrix, row: i
     return feature
 
 
-def records_from_parsed(rows: Iterable[ParsedInvoiceRow]) -> list[HistoryRecord]:
+class ParsedInvoice(Protocol):
+    """The fields of a parsed CSV invoice row the model reads
+    (``tools.imports.importer.ParsedInvoiceRow``; the importer is above insights, so this says what
+    it needs instead of importing it)."""
+
+    @property
+    def invoice_number(self) -> str: ...
+    @property
+    def customer_ref(self) -> str: ...
+    @property
+    def issue_date(self) -> date: ...
+    @property
+    def due_date(self) -> date: ...
+    @property
+    def amount_minor(self) -> int: ...
+    @property
+    def settled_date(self) -> date | None: ...
+    @property
+    def disputed(self) -> bool: ...
+    @property
+    def paperless(self) -> bool | None: ...
+
+
+def records_from_parsed(rows: Iterable[ParsedInvoice]) -> list[HistoryRecord]:
     """History records from the importer's parsed CSV rows (one place parses CSV: the importer).
 
     The file's dispute flags are undated: they are taken as known when an invoice is scored, which

@@ -15,22 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 
 from memory.config import Settings
 from memory.models import Customer, Draft, Invoice, User
-from tools.delivery.smtp import DeliveryError
+from tools.delivery.slack import SlackError, client
 from tools.kit.formatting import format_amount
 
 APPROVE = "plixo_nudge_approve"
 DISMISS = "plixo_nudge_dismiss"
 ACTIONS = (APPROVE, DISMISS)
-
-
-class SlackError(RuntimeError):
-    """Slack is not configured or refused the call; the message names the setting or the error."""
 
 
 class SlackRequestInvalid(ValueError):
@@ -47,15 +42,6 @@ class NudgeAction:
     team_id: str | None
     channel_id: str | None
     message_ts: str | None
-
-
-def client(settings: Settings) -> WebClient:
-    if settings.slack_bot_token is None:
-        raise SlackError("Slack is not configured: set PLIXO_SLACK_BOT_TOKEN.")
-    base = settings.slack_base_url or "https://slack.com/api/"
-    if not base.endswith("/"):
-        base += "/"
-    return WebClient(token=settings.slack_bot_token.get_secret_value(), base_url=base, timeout=10)
 
 
 def suggestion_blocks(
@@ -208,40 +194,3 @@ def parse_action(body: bytes) -> NudgeAction:
         channel_id=str(channel.get("id")) if channel.get("id") else None,
         message_ts=str(message.get("ts")) if message.get("ts") else None,
     )
-
-
-#: Slack's answers a later attempt can get past (with HTTP 429 and 5xx); any other refusal is final.
-TEMPORARY_ERRORS = frozenset(
-    {"ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
-     "request_timeout"}
-)  # fmt: skip
-
-
-def send_text(settings: Settings, slack_user_id: str, text: str) -> str:
-    """Post a plain direct message (a notification from the person's plixo inbox) and return its
-    ``ts``. The outbox's delivery workflow calls this; it raises ``DeliveryError``, temporary for
-    a rate limit, a Slack outage or a lost connection (the workflow retries with back-off),
-    permanent for a refusal no retry fixes (an unknown user, a revoked token). The error names
-    Slack's answer, never the token."""
-
-    try:
-        response = client(settings).chat_postMessage(channel=slack_user_id, text=text[:3000])
-    except SlackError as exc:
-        raise DeliveryError(str(exc), permanent=True) from exc
-    except SlackApiError as exc:
-        status = int(getattr(exc.response, "status_code", 0) or 0)
-        error = str(exc.response.get("error") or "unknown") if exc.response is not None else ""
-        temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS
-        wait = exc.response.headers.get("retry-after") if exc.response is not None else None
-        reason = f"Slack answered {status} ({error[:200]})"
-        if temporary and wait:
-            reason += f"; it asks to wait {wait} s"
-        elif not temporary:
-            reason += (
-                f" for {slack_user_id}: check the person's Slack user id on People and the "
-                "scopes of PLIXO_SLACK_BOT_TOKEN"
-            )
-        raise DeliveryError(reason, permanent=not temporary) from exc
-    except (SlackClientError, OSError) as exc:
-        raise DeliveryError(f"Cannot reach Slack: {type(exc).__name__}", permanent=False) from exc
-    return str(response.get("ts") or "")

@@ -20,7 +20,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import stripe
 from sqlalchemy import select
@@ -28,9 +28,11 @@ from sqlalchemy.orm import Session
 
 from memory.config import Settings
 from memory.models import (
+    CashLine,
     Invoice,
     InvoiceStatus,
     Organisation,
+    Payment,
     PaymentIntentLink,
     PlanInstallment,
     StripeEvent,
@@ -39,9 +41,29 @@ from memory.models import (
 from tools.commitments.plans import RUNNING, get_installment
 from tools.commitments.promises import CommitmentError, Conflict, NotFound, get_invoice, org_today
 from tools.kit import audit
+from tools.kit.hooks import Hook
 from tools.payments import posting as payments
 
 log = logging.getLogger("plixo.stripe")
+
+
+class PayoutLines(Protocol):
+    """The Stripe payout lines Cash App Assist holds for a PaymentIntent:
+    ``tools.cashapp.stripe_payouts``."""
+
+    def applied_line_for_intent(
+        self, session: Session, org_id: int, intent_id: str
+    ) -> CashLine | None: ...
+
+    def link_posted_intent(
+        self, session: Session, org_id: int, intent_id: str, payment: Payment
+    ) -> int: ...
+
+
+#: Cash App Assist sits above payments (it applies payout lines through the posting path and reads
+#: this module's events), so the webhook asks it about an intent's payout line through this hook,
+#: filled by ``tools.wiring``.
+payout_lines: Hook[PayoutLines] = Hook("payments.stripe_pay.payout_lines")
 
 WEBHOOK_TOLERANCE_S = 300
 MAX_WEBHOOK_BYTES = 512 * 1024
@@ -529,8 +551,8 @@ def _on_succeeded(
         detail.update({"amount": amount, "currency": currency, "expected_minor": link.amount_minor})
         return WebhookResult(event_id, event_type, "amount_mismatch", detail), link.org_id
     # A Stripe payout's line may have applied this intent already (the webhook came late), or
-    # wait for it: never post twice (tools/cashapp/stripe_payouts.py imports this module).
-    from tools.cashapp import stripe_payouts
+    # wait for it: never post twice (the ``payout_lines`` hook).
+    stripe_payouts = payout_lines.get()
 
     applied = stripe_payouts.applied_line_for_intent(session, link.org_id, link.intent_id)
     if applied is not None:

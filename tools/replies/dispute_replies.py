@@ -27,6 +27,8 @@ from tools.commitments.disputes import ACTIVE, REASONS, get_dispute
 from tools.drafts.service import DRAFT_GUARD
 from tools.kit import labels
 from tools.kit.authz import guarded
+from tools.kit.formatting import format_amount, format_day, locale_for
+from tools.replies.messages import write_message
 
 _ANSWER_BY = "We will come back to you by {sla}."
 _ANSWER_SOON = "We will come back to you as soon as we can."
@@ -121,8 +123,6 @@ def render(
 ) -> tuple[str, str]:
     """The template's subject and body filled with this dispute's facts (a ``KeyError`` for an
     unknown template, so a made-up key is refused rather than sent blank)."""
-    from tools.kit.formatting import format_amount, format_day, locale_for
-
     template = TEMPLATES[key]
     invoice = session.get(Invoice, dispute.invoice_id)
     customer = session.get(Customer, dispute.customer_id)
@@ -167,8 +167,6 @@ def send_reply(
     """A person's reply to the payer about a dispute, as a draft of dispute correspondence about
     its invoice: grounded and decided like any message, then reviewed and delivered by the outbox.
     Collectors and Legal (``manage_disputes``) write them; no pay link is added."""
-    from tools.replies.messages import write_message
-
     dispute = get_dispute(session, org_id, dispute_id)
     return write_message(
         session,

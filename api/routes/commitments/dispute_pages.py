@@ -20,7 +20,16 @@ from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
 from api.pages import checked_message
 from api.pages import flash as _flash
 from api.pages import render_page as _render
-from memory.models import Contact, Customer, Dispute, DisputeStatus, Invoice, Persona, User
+from memory.models import (
+    AuditEvent,
+    Contact,
+    Customer,
+    Dispute,
+    DisputeStatus,
+    Invoice,
+    Persona,
+    User,
+)
 from memory.money import MoneyError, parse_amount
 from tools.commitments import disputes
 from tools.commitments.promises import CommitmentError
@@ -156,8 +165,6 @@ def _panel_context(
 
 def _history(db: Any, d: Dispute) -> list[dict[str, Any]]:
     """The dispute's audit trail in words (who moved it where, evidence, credits)."""
-    from memory.models import AuditEvent
-
     events = db.scalars(
         select(AuditEvent)
         .where(

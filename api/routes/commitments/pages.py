@@ -28,10 +28,14 @@ from api.deps import AppSettings, Clock, CsrfChecked, DbSession, can, require
 from api.pages import flash as _flash
 from api.pages import render_page as _render
 from memory.models import (
+    Approval,
     Contact,
     Customer,
+    DraftKind,
+    DraftPersona,
     Invoice,
     InvoiceStatus,
+    Organisation,
     PaymentPlan,
     PlanStatus,
     PromiseStatus,
@@ -42,10 +46,12 @@ from memory.money import MoneyError, format_money, parse_amount
 from tools.commitments import plans, promises
 from tools.commitments.plans import InstallmentSpec, PolicyRefused
 from tools.commitments.promises import CommitmentError, org_today
+from tools.drafts.service import DraftError
 from tools.inbox import approvals
 from tools.kit import labels
 from tools.kit.authz import PermissionDenied
 from tools.ledger.policy_overrides import policy_set_for
+from tools.ledger.users import own_limit
 from tools.portal import access as portal
 
 router = APIRouter(include_in_schema=False)
@@ -194,8 +200,6 @@ def promise_add(
 
 
 def customer_currency(db: Session, customer: Customer) -> str:
-    from memory.models import Organisation
-
     org = db.get(Organisation, customer.org_id)
     return org.default_currency if org is not None else "USD"
 
@@ -260,10 +264,10 @@ def promise_reminder(
 ) -> Response:
     """Draft a reminder of the promise: written, grounded and decided like any draft (Shadow
     Mode review, quiet hours, caps); it waits in the review queue, nothing is sent from here."""
+    # lazy: the agent (pydantic-ai, ~280 modules) loads on the first draft, not at app start-up
     from agent.casefile import TaskError, build_task
     from agent.deps import AgentDeps
     from agent.drafter import Drafter, run_sync
-    from memory.models import DraftKind, DraftPersona
 
     now = clock()
     back = f"/promises/{promise_id}"
@@ -405,8 +409,6 @@ def _preview(
     db: Session, user: User, form: PlanForm, templates: list[ScheduleTemplate], today: date
 ) -> dict[str, Any]:
     """What the guardrails will say, before anything is saved (the same facts as proposing)."""
-    from tools.ledger.users import own_limit
-
     try:
         specs, discount, currency = _schedule(form, templates)
     except (CommitmentError, MoneyError) as exc:
@@ -629,8 +631,6 @@ def plan_page(
 
 def _rationales(db: Session, plan: PaymentPlan) -> list[str]:
     """Who decided the plan and why, as written in the approvals inbox."""
-    from memory.models import Approval
-
     out: list[str] = []
     for row in db.scalars(
         select(Approval)
@@ -748,8 +748,6 @@ def approvals_decide(
     rationale: Annotated[str, Form(max_length=approvals.MAX_RATIONALE_CHARS + 10)] = "",
 ) -> Response:
     """Approve or reject with a rationale (required); the owning tool checks everything else."""
-    from tools.drafts.service import DraftError
-
     try:
         message = approvals.decide(
             db,

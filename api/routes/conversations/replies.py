@@ -45,6 +45,7 @@ def triage(
     clock: Clock,
 ) -> dict[str, Any]:
     """Classify the reply and propose changes; nothing is written or sent."""
+    # lazy: the agent (pydantic-ai, ~280 modules) loads on the first triage, not at app start-up
     from agent.service import triage_reply
 
     try:

@@ -30,11 +30,8 @@ from memory.models import (
     DraftRevision,
     DraftStatus,
     Invoice,
-    InvoiceStatus,
     Note,
     OutboxStatus,
-    PromiseStatus,
-    PromiseToPay,
     Segment,
     User,
 )
@@ -42,6 +39,7 @@ from tools.delivery import outbox
 from tools.drafts import batch, shadow_agreement
 from tools.drafts import service as drafts
 from tools.inbox import notifications
+from tools.insights.account360 import account_360
 from tools.kit import audit
 from tools.ledger.users import CallerSnapshot
 from tools.outreach import nudges, sending_modes
@@ -680,6 +678,7 @@ def run_revision(
 ) -> Draft:
     """Ask the agent's reviser (it adds the chat turns and audits) and commit; a concurrent change
     to the draft is a 409."""
+    # lazy: the agent (pydantic-ai, ~280 modules) loads on first use, not at app start-up
     from agent.service import revise_draft
 
     try:
@@ -784,6 +783,7 @@ def inspector_recommendation(
     about the draft, not a change to it, and must not turn a reviewer's approval into a conflict.
     A held (failed) recommendation is not cached.
     """
+    # lazy: the agent (pydantic-ai, ~280 modules) loads on first use, not at app start-up
     from agent.service import recommend
 
     key = f"{draft.version}:{clock.org_business_date(db, draft.org_id, now).isoformat()}"
@@ -869,79 +869,11 @@ def account360(
 
 
 def account_summary(db: Session, customer: Customer, settings: AppSettings) -> dict[str, Any]:
-    """Account 360 from the agent's typed tool when installed, else the ledger's own summary."""
-    try:
-        from tools.insights.account360 import account_360
-    except ImportError:
-        return basic_account_summary(db, customer)
+    """Account 360 (``tools.insights.account360``) as of the organisation's business date."""
     today = clock.org_business_date(db, customer.org_id)
     result = account_360(db, customer.org_id, customer.id, as_of=today)
     data: dict[str, Any] = result.model_dump(mode="json")
     return data
-
-
-def basic_account_summary(db: Session, customer: Customer) -> dict[str, Any]:
-    """Open invoices, open promises and recent notes, straight from the ledger."""
-    today = clock.org_business_date(db, customer.org_id)
-    invoices = db.scalars(
-        select(Invoice)
-        .where(
-            Invoice.org_id == customer.org_id,
-            Invoice.customer_id == customer.id,
-            Invoice.status == InvoiceStatus.OPEN,
-        )
-        .order_by(Invoice.due_date)
-        .limit(50)
-    ).all()
-    promises = db.scalars(
-        select(PromiseToPay)
-        .where(
-            PromiseToPay.org_id == customer.org_id,
-            PromiseToPay.customer_id == customer.id,
-            PromiseToPay.status == PromiseStatus.OPEN,
-        )
-        .order_by(PromiseToPay.promised_date)
-    ).all()
-    notes = db.scalars(
-        select(Note)
-        .where(Note.org_id == customer.org_id, Note.customer_id == customer.id)
-        .order_by(Note.created_at.desc())
-        .limit(10)
-    ).all()
-    totals: dict[str, int] = {}
-    for inv in invoices:
-        totals[inv.currency] = totals.get(inv.currency, 0) + inv.balance_minor
-    return {
-        "customer": {"id": customer.id, "name": customer.name, "timezone": customer.timezone},
-        "open_balance": totals,
-        "invoices": [
-            {
-                "id": i.id,
-                "number": i.number,
-                "balance_minor": i.balance_minor,
-                "amount_minor": i.amount_minor,
-                "currency": i.currency,
-                "due_date": i.due_date.isoformat(),
-                "aging_bucket": i.aging_bucket(today).value,
-                "disputed": i.disputed,
-            }
-            for i in invoices
-        ],
-        "promises": [
-            {
-                "id": p.id,
-                "amount_minor": p.amount_minor,
-                "currency": p.currency,
-                "promised_date": p.promised_date.isoformat(),
-                "status": p.status.value,
-            }
-            for p in promises
-        ],
-        "notes": [
-            {"id": n.id, "body": n.body, "source": n.source, "created_at": n.created_at.isoformat()}
-            for n in notes
-        ],
-    }
 
 
 def _note_out(n: Note) -> NoteOut:
