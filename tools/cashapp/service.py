@@ -22,7 +22,7 @@ from typing import Any, cast
 from sqlalchemy import Table, null, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from memory.bulk import insert_rows
+from memory.bulk import among, insert_rows
 from memory.models import (
     CashImport,
     CashLine,
@@ -250,14 +250,9 @@ def existing_prints(session: Session, org_id: int, prints: list[str]) -> set[str
 
 def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
     found: set[str] = set()
-    for i in range(0, len(prints), CHUNK):
-        chunk = prints[i : i + CHUNK]
+    for cond in among(session, CashLine.fingerprint, prints):
         found.update(
-            session.scalars(
-                select(CashLine.fingerprint).where(
-                    CashLine.org_id == org_id, CashLine.fingerprint.in_(chunk)
-                )
-            )
+            session.scalars(select(CashLine.fingerprint).where(CashLine.org_id == org_id, cond))
         )
     return found
 
