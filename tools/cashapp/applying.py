@@ -628,22 +628,25 @@ def _record(
     by_name = actor_name(actor)
     apps: list[CashApplication] = []
     for a in s.allocations or [Allocation(None, line.amount_minor)]:
-        app = CashApplication(
-            org_id=line.org_id,
-            line_id=line.id,
-            payment_id=None,
-            customer_id=s.customer_id,
-            invoice_id=a.invoice_id,
-            amount_minor=a.amount_minor,
-            currency=line.currency,
-            adjustment_kind=a.adjustment_kind if a.adjustment_minor else None,
-            adjustment_minor=a.adjustment_minor,
-            period=period_of(line),
-            applied_by=by_name,
-            applied_at=now,
-            effects={},
-            undone_at=None,
-            undone_by=None,
+        app = bulk.built(
+            CashApplication,
+            dict(
+                org_id=line.org_id,
+                line_id=line.id,
+                payment_id=None,
+                customer_id=s.customer_id,
+                invoice_id=a.invoice_id,
+                amount_minor=a.amount_minor,
+                currency=line.currency,
+                adjustment_kind=a.adjustment_kind if a.adjustment_minor else None,
+                adjustment_minor=a.adjustment_minor,
+                period=period_of(line),
+                applied_by=by_name,
+                applied_at=now,
+                effects={},
+                undone_at=None,
+                undone_by=None,
+            ),
         )
         apps.append(app)
     return apps

@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, null, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
-from memory.bulk import among, insert_rows
+from memory.bulk import among, insert_rows, loaded
 from memory.models import (
     CashImport,
     CashLine,
@@ -289,8 +289,8 @@ def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> d
     for row in rows:
         if row["fingerprint"] not in wanted:
             continue
-        line = CashLine(**{**_UNSET, **row, "id": ids[row["fingerprint"]]})
-        make_transient_to_detached(line)  # as if read: every column loaded, nothing to write
+        # as if read: every column loaded, nothing to write
+        line = loaded(CashLine, {**_UNSET, **row, "id": ids[row["fingerprint"]]})
         session.add(line)
         out[line.fingerprint] = line
     return out

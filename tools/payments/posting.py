@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from memory import clock
-from memory.bulk import among, insert_rows, select_among, write_changes
+from memory.bulk import among, built, insert_rows, select_among, write_changes
 from memory.models import (
     Activity,
     ActivityKind,
@@ -306,21 +306,24 @@ class Posting:
         self._touched.update((inv.id, inv) for inv in targets)
         applied = sum(a.amount_minor for a in allocations)
         single = {a.invoice_id for a in allocations}
-        payment = Payment(
-            org_id=org_id,
-            customer_id=customer.id,
-            invoice_id=req.invoice_id
-            if req.invoice_id is not None
-            else (single.pop() if len(single) == 1 else None),
-            installment_id=installment.id if installment else None,
-            amount_minor=req.amount_minor,
-            applied_minor=applied,
-            unapplied_minor=req.amount_minor - applied,
-            currency=cur,
-            received_on=req.received_on,
-            method=req.method,
-            external_ref=req.external_ref,
-            created_at=self.now,
+        payment = built(
+            Payment,
+            dict(
+                org_id=org_id,
+                customer_id=customer.id,
+                invoice_id=req.invoice_id
+                if req.invoice_id is not None
+                else (single.pop() if len(single) == 1 else None),
+                installment_id=installment.id if installment else None,
+                amount_minor=req.amount_minor,
+                applied_minor=applied,
+                unapplied_minor=req.amount_minor - applied,
+                currency=cur,
+                received_on=req.received_on,
+                method=req.method,
+                external_ref=req.external_ref,
+                created_at=self.now,
+            ),
         )
         session.add(payment)
         if self._refs is not None and req.external_ref:
