@@ -204,7 +204,7 @@ def _snapshot(session: Session, keys: dict[str, list[int]]) -> dict[str, dict[in
     nothing is flushed and rows already loaded cost no query)."""
     with session.no_autoflush:
         return {
-            part: {i: _state(part, session.get(_MODELS[part], i)) for i in ids}
+            part: {i: _state(part, payments.held_or_get(session, _MODELS[part], i)) for i in ids}
             for part, ids in keys.items()
         }
 
