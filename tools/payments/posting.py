@@ -426,7 +426,8 @@ def held_rows(session: Session, model: type, ids: list[int]) -> list[Any]:
     again would change nothing (a query never overwrites what the session has, only expired
     columns), so a batch that has them reads only the others."""
     identity_map = session.identity_map
-    key = sa_inspect(model).identity_key_from_primary_key  # the mapper once, not per id
+    mapper: Mapper[Any] = sa_inspect(model)  # once, not per id
+    key = mapper.identity_key_from_primary_key
     out: list[Any] = []
     for i in ids:
         row = identity_map.get(key((i,)))
@@ -439,7 +440,8 @@ def held_or_get(session: Session, model: type, row_id: int) -> Any:
     """``session.get(model, row_id)``: the row the session holds, loaded and not deleted, is
     returned as ``get`` would return it, without its per-call machinery (a batch of bank lines
     snapshots some 70,000 rows it already holds); anything else is left to ``get``."""
-    row = session.identity_map.get(sa_inspect(model).identity_key_from_primary_key((row_id,)))
+    mapper: Mapper[Any] = sa_inspect(model)
+    row = session.identity_map.get(mapper.identity_key_from_primary_key((row_id,)))
     if row is not None:
         state = instance_state(row)
         if not state.expired_attributes and not state.deleted:
