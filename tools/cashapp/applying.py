@@ -13,7 +13,7 @@ here: the caller owns the transaction; a refusal leaves nothing behind.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -110,10 +110,7 @@ class _Reads:
     promises_of_customer: dict[int, list[int]]  # open promises when the batch started
     rows: list[Any]  # the rows read, held: the identity map keeps only what someone holds
     plans_read: set[int]  # invoices whose plans are in plans_of_invoice (none is an answer)
-
-
-def _chunks(ids: list[int], size: int = 500) -> list[list[int]]:
-    return [ids[i : i + size] for i in range(0, len(ids), size)]
+    promisers: set[tuple[int, str]] = field(default_factory=set)  # (customer, currency) of those
 
 
 def _load(session: Session, reads: _Reads, model: Any, ids: list[int]) -> None:
@@ -122,8 +119,8 @@ def _load(session: Session, reads: _Reads, model: Any, ids: list[int]) -> None:
     held = payments.held_rows(session, model, ids)
     reads.rows += held
     have = {row.id for row in held}
-    for chunk in _chunks([i for i in ids if i not in have]):
-        reads.rows += session.scalars(select(model).where(model.id.in_(chunk)))
+    for cond in bulk.among(session, model.id, [i for i in ids if i not in have]):
+        reads.rows += session.scalars(select(model).where(cond))
 
 
 def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
@@ -138,37 +135,32 @@ def _read(session: Session, org_id: int, items: list[LineToApply]) -> _Reads:
             session.scalars(select(CashPeriodClose.period).where(CashPeriodClose.org_id == org_id))
         )
         _load(session, reads, CashLine, line_ids)
-        for chunk in _chunks(line_ids):
+        for cond in bulk.among(session, CashApplication.line_id, line_ids):
             for line_id, n in session.execute(
                 select(CashApplication.line_id, func.count())
-                .where(CashApplication.line_id.in_(chunk))
+                .where(cond)
                 .group_by(CashApplication.line_id)
             ):
                 reads.rounds[line_id] = n
         _load(session, reads, Customer, customer_ids)
-        for chunk in _chunks(customer_ids):
-            for pid, cid in session.execute(
-                select(PromiseToPay.id, PromiseToPay.customer_id).where(
-                    PromiseToPay.org_id == org_id,
-                    PromiseToPay.customer_id.in_(chunk),
-                    PromiseToPay.status == PromiseStatus.OPEN,
+        for cond in bulk.among(session, PromiseToPay.customer_id, customer_ids):
+            for pid, cid, cur in session.execute(
+                select(PromiseToPay.id, PromiseToPay.customer_id, PromiseToPay.currency).where(
+                    PromiseToPay.org_id == org_id, cond, PromiseToPay.status == PromiseStatus.OPEN
                 )
             ):
                 reads.promises_of_customer.setdefault(cid, []).append(pid)
+                reads.promisers.add((cid, cur))
         _load(session, reads, Invoice, invoice_ids)
-        for chunk in _chunks(invoice_ids):
+        for cond in bulk.among(session, plan_invoice.c.invoice_id, invoice_ids):
             for plan_id, inv_id in session.execute(
-                select(plan_invoice.c.plan_id, plan_invoice.c.invoice_id).where(
-                    plan_invoice.c.invoice_id.in_(chunk)
-                )
+                select(plan_invoice.c.plan_id, plan_invoice.c.invoice_id).where(cond)
             ):
                 reads.plans_of_invoice.setdefault(inv_id, []).append(plan_id)
         plan_ids = sorted({p for ps in reads.plans_of_invoice.values() for p in ps})
-        for chunk in _chunks(plan_ids):
+        for cond in bulk.among(session, PlanInstallment.plan_id, plan_ids):
             for inst_id, plan_id in session.execute(
-                select(PlanInstallment.id, PlanInstallment.plan_id).where(
-                    PlanInstallment.plan_id.in_(chunk)
-                )
+                select(PlanInstallment.id, PlanInstallment.plan_id).where(cond)
             ):
                 reads.installments_of_plan.setdefault(plan_id, []).append(inst_id)
     return reads
@@ -212,7 +204,7 @@ def _snapshot(session: Session, keys: dict[str, list[int]]) -> dict[str, dict[in
     nothing is flushed and rows already loaded cost no query)."""
     with session.no_autoflush:
         return {
-            part: {i: _state(part, session.get(_MODELS[part], i)) for i in ids}
+            part: {i: _state(part, payments.held_or_get(session, _MODELS[part], i)) for i in ids}
             for part, ids in keys.items()
         }
 
@@ -359,7 +351,14 @@ def _apply_in(
     # entered past its own post_payment guard (a Collector applies cash but posts no manual
     # payment through POST /api/payments).
     posting = inspect.unwrap(payments.payment_batch)(
-        session, org_id, actor=actor, requests=requests, now=now
+        session,
+        org_id,
+        actor=actor,
+        requests=requests,
+        now=now,
+        # what _read already knows (plan membership, open promises), not asked again
+        in_plans=set(reads.plans_of_invoice),
+        promisers=reads.promisers,
     )
     done: list[tuple[Applied, LineToApply, dict[str, Any]]] = []
     with session.no_autoflush:
@@ -629,22 +628,25 @@ def _record(
     by_name = actor_name(actor)
     apps: list[CashApplication] = []
     for a in s.allocations or [Allocation(None, line.amount_minor)]:
-        app = CashApplication(
-            org_id=line.org_id,
-            line_id=line.id,
-            payment_id=None,
-            customer_id=s.customer_id,
-            invoice_id=a.invoice_id,
-            amount_minor=a.amount_minor,
-            currency=line.currency,
-            adjustment_kind=a.adjustment_kind if a.adjustment_minor else None,
-            adjustment_minor=a.adjustment_minor,
-            period=period_of(line),
-            applied_by=by_name,
-            applied_at=now,
-            effects={},
-            undone_at=None,
-            undone_by=None,
+        app = bulk.built(
+            CashApplication,
+            dict(
+                org_id=line.org_id,
+                line_id=line.id,
+                payment_id=None,
+                customer_id=s.customer_id,
+                invoice_id=a.invoice_id,
+                amount_minor=a.amount_minor,
+                currency=line.currency,
+                adjustment_kind=a.adjustment_kind if a.adjustment_minor else None,
+                adjustment_minor=a.adjustment_minor,
+                period=period_of(line),
+                applied_by=by_name,
+                applied_at=now,
+                effects={},
+                undone_at=None,
+                undone_by=None,
+            ),
         )
         apps.append(app)
     return apps

@@ -20,9 +20,9 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, null, select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
-from memory.bulk import insert_rows
+from memory.bulk import among, insert_rows, loaded
 from memory.models import (
     CashImport,
     CashLine,
@@ -250,14 +250,9 @@ def existing_prints(session: Session, org_id: int, prints: list[str]) -> set[str
 
 def _existing(session: Session, org_id: int, prints: list[str]) -> set[str]:
     found: set[str] = set()
-    for i in range(0, len(prints), CHUNK):
-        chunk = prints[i : i + CHUNK]
+    for cond in among(session, CashLine.fingerprint, prints):
         found.update(
-            session.scalars(
-                select(CashLine.fingerprint).where(
-                    CashLine.org_id == org_id, CashLine.fingerprint.in_(chunk)
-                )
-            )
+            session.scalars(select(CashLine.fingerprint).where(CashLine.org_id == org_id, cond))
         )
     return found
 
@@ -294,8 +289,8 @@ def _insert(session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> d
     for row in rows:
         if row["fingerprint"] not in wanted:
             continue
-        line = CashLine(**{**_UNSET, **row, "id": ids[row["fingerprint"]]})
-        make_transient_to_detached(line)  # as if read: every column loaded, nothing to write
+        # as if read: every column loaded, nothing to write
+        line = loaded(CashLine, {**_UNSET, **row, "id": ids[row["fingerprint"]]})
         session.add(line)
         out[line.fingerprint] = line
     return out

@@ -24,10 +24,10 @@ from typing import Any, cast
 from sqlalchemy import Table, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
-from sqlalchemy.orm.util import identity_key
+from sqlalchemy.orm.attributes import instance_state
 
 from memory import clock
-from memory.bulk import insert_rows, write_changes
+from memory.bulk import among, built, insert_rows, select_among, write_changes
 from memory.models import (
     Activity,
     ActivityKind,
@@ -187,6 +187,8 @@ def payment_batch(
     actor: User | str,
     requests: list[PaymentRequest],
     now: datetime | None = None,
+    in_plans: set[int] | None = None,
+    promisers: set[tuple[int, str]] | None = None,
 ) -> Posting:
     """A :class:`Posting` for ``requests`` with what they read loaded once (no receipts: a batch
     is bank cash, acknowledged by the bank statement, not a payer's own act).
@@ -195,9 +197,10 @@ def payment_batch(
     its invoice and customer, its plans, the customer's promises); a bank statement of 10,000
     lines would spend minutes there. Post each request with ``Posting.post`` (same rules, same
     order, same results as :func:`post_payment` one after another), then ``Posting.finish``.
+    ``in_plans`` and ``promisers``: what the caller already read (see :meth:`Posting.preload`).
     """
     posting = Posting(session, org_id, actor=actor, now=now)
-    posting.preload(requests)
+    posting.preload(requests, in_plans=in_plans, promisers=promisers)
     return posting
 
 
@@ -226,50 +229,59 @@ class Posting:
         self._touched: dict[int, Invoice] = {}  # invoices whose balance moved, by id
         self._held: list[object] = []  # rows preloaded: the identity map keeps only held ones
 
-    def preload(self, requests: list[PaymentRequest]) -> None:
+    def preload(
+        self,
+        requests: list[PaymentRequest],
+        *,
+        in_plans: set[int] | None = None,
+        promisers: set[tuple[int, str]] | None = None,
+    ) -> None:
         """Read once what ``requests`` will look at (references, invoices, customers, plan and
-        promise membership); rows land in the session's identity map."""
+        promise membership); rows land in the session's identity map. A caller that read the
+        plan membership of the requests' invoices (``in_plans``: those in some plan) or the
+        open promises of their customers (``promisers``) in the same transaction passes them,
+        and they are not read twice."""
         s, org = self.session, self.org_id
         refs = [r.external_ref for r in requests if r.external_ref]
         self._refs = {}
-        for chunk in _chunks(refs):
-            for p in s.scalars(
-                select(Payment).where(Payment.org_id == org, Payment.external_ref.in_(chunk))
-            ):
+        by_ref = select(Payment).where(Payment.org_id == org)
+        for stmt in select_among(s, by_ref, Payment.external_ref, sorted(set(refs))):
+            for p in s.scalars(stmt):
                 self._refs[p.external_ref or ""] = p
         inv_ids = sorted({r.invoice_id for r in requests if r.invoice_id is not None})
         customer_ids = {r.customer_id for r in requests if r.customer_id is not None}
-        self._in_plans = set()
         held = held_rows(s, Invoice, inv_ids)
         self._held += held
         customer_ids.update(inv.customer_id for inv in held)
-        for chunk in _chunks(inv_ids):
-            missing = set(chunk) - {inv.id for inv in held}
-            for inv in s.scalars(select(Invoice).where(Invoice.id.in_(missing))) if missing else ():
+        have = {inv.id for inv in held}
+        for cond in among(s, Invoice.id, [i for i in inv_ids if i not in have]):
+            for inv in s.scalars(select(Invoice).where(cond)):
                 customer_ids.add(inv.customer_id)
                 self._held.append(inv)
-            self._in_plans.update(
-                s.scalars(
-                    select(plan_invoice.c.invoice_id).where(plan_invoice.c.invoice_id.in_(chunk))
-                )
-            )
-        self._promisers = set()
+        if in_plans is None:
+            in_plans = set()
+            for cond in among(s, plan_invoice.c.invoice_id, inv_ids):
+                in_plans.update(s.scalars(select(plan_invoice.c.invoice_id).where(cond)))
+        self._in_plans = in_plans
         held = held_rows(s, Customer, sorted(customer_ids))
         self._held += held
-        for chunk in _chunks(sorted(customer_ids)):
-            missing = set(chunk) - {c.id for c in held}
-            if missing:
-                self._held += s.scalars(select(Customer).where(Customer.id.in_(missing)))
-            self._promisers.update(
-                (cid, cur)
-                for cid, cur in s.execute(
-                    select(PromiseToPay.customer_id, PromiseToPay.currency).where(
-                        PromiseToPay.org_id == org,
-                        PromiseToPay.customer_id.in_(chunk),
-                        PromiseToPay.status == PromiseStatus.OPEN,
+        have = {c.id for c in held}
+        for cond in among(s, Customer.id, [c for c in sorted(customer_ids) if c not in have]):
+            self._held += s.scalars(select(Customer).where(cond))
+        if promisers is None:
+            promisers = set()
+            for cond in among(s, PromiseToPay.customer_id, sorted(customer_ids)):
+                promisers.update(
+                    (cid, cur)
+                    for cid, cur in s.execute(
+                        select(PromiseToPay.customer_id, PromiseToPay.currency).where(
+                            PromiseToPay.org_id == org,
+                            cond,
+                            PromiseToPay.status == PromiseStatus.OPEN,
+                        )
                     )
                 )
-            )
+        self._promisers = promisers
 
     def post(self, req: PaymentRequest) -> PaymentResult:
         """Post one payment (see :func:`post_payment`); its id is set by :meth:`finish` at the
@@ -294,21 +306,24 @@ class Posting:
         self._touched.update((inv.id, inv) for inv in targets)
         applied = sum(a.amount_minor for a in allocations)
         single = {a.invoice_id for a in allocations}
-        payment = Payment(
-            org_id=org_id,
-            customer_id=customer.id,
-            invoice_id=req.invoice_id
-            if req.invoice_id is not None
-            else (single.pop() if len(single) == 1 else None),
-            installment_id=installment.id if installment else None,
-            amount_minor=req.amount_minor,
-            applied_minor=applied,
-            unapplied_minor=req.amount_minor - applied,
-            currency=cur,
-            received_on=req.received_on,
-            method=req.method,
-            external_ref=req.external_ref,
-            created_at=self.now,
+        payment = built(
+            Payment,
+            dict(
+                org_id=org_id,
+                customer_id=customer.id,
+                invoice_id=req.invoice_id
+                if req.invoice_id is not None
+                else (single.pop() if len(single) == 1 else None),
+                installment_id=installment.id if installment else None,
+                amount_minor=req.amount_minor,
+                applied_minor=applied,
+                unapplied_minor=req.amount_minor - applied,
+                currency=cur,
+                received_on=req.received_on,
+                method=req.method,
+                external_ref=req.external_ref,
+                created_at=self.now,
+            ),
         )
         session.add(payment)
         if self._refs is not None and req.external_ref:
@@ -411,12 +426,27 @@ def held_rows(session: Session, model: type, ids: list[int]) -> list[Any]:
     again would change nothing (a query never overwrites what the session has, only expired
     columns), so a batch that has them reads only the others."""
     identity_map = session.identity_map
+    mapper: Mapper[Any] = sa_inspect(model)  # once, not per id
+    key = mapper.identity_key_from_primary_key
     out: list[Any] = []
     for i in ids:
-        row = identity_map.get(identity_key(model, i))
-        if row is not None and not sa_inspect(row).expired_attributes:
+        row = identity_map.get(key((i,)))
+        if row is not None and not instance_state(row).expired_attributes:
             out.append(row)
     return out
+
+
+def held_or_get(session: Session, model: type, row_id: int) -> Any:
+    """``session.get(model, row_id)``: the row the session holds, loaded and not deleted, is
+    returned as ``get`` would return it, without its per-call machinery (a batch of bank lines
+    snapshots some 70,000 rows it already holds); anything else is left to ``get``."""
+    mapper: Mapper[Any] = sa_inspect(model)
+    row = session.identity_map.get(mapper.identity_key_from_primary_key((row_id,)))
+    if row is not None:
+        state = instance_state(row)
+        if not state.expired_attributes and not state.deleted:
+            return row
+    return session.get(model, row_id)
 
 
 def insert_pending(session: Session, model: type, rows: list[Any], keys: tuple[str, ...]) -> None:
@@ -489,10 +519,6 @@ def _audit_row(
             "method": payment.method,
         },
     )
-
-
-def _chunks(items: list, size: int = 500) -> list[list]:  # type: ignore[type-arg]
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 @guarded("post_payment", foreign=foreign_not_found)
