@@ -52,9 +52,14 @@ from pydantic_ai.settings import ModelSettings
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
+from agent.autopilot_batch import ACTOR, AutopilotSummary, draft_items
+from agent.drafter import Drafter, run_sync
+from agent.models import build_model, is_offline, model_name_of
+from agent.schemas import OFFLINE_MODEL_NAME
 from memory import durable
 from memory.config import Settings
 from memory.db import make_engine, session_factory
+from tools.kit.gc_pauses import fewer_gc_pauses
 from tools.outreach.due import DueItem
 
 log = logging.getLogger("plixo.autopilot")
@@ -127,6 +132,7 @@ def ensure_launched(settings: Settings, sessions: sessionmaker[Session]) -> str:
     Embedded, the process takes work from the Autopilot queues only: no delivery and no
     scheduled workflow (a sweep or a mailbox sync picked up as the command ends would hold its
     exit); workers run those."""
+    # lazy: DBOS registration; the delivery workflows are registered before launch, here only
     import tools.delivery.flow  # noqa: F401 - every workflow registered before launch
 
     ident = durable.launch(settings, sessions, kind="embedded", listen=[CHUNK_QUEUE, MODEL_QUEUE])
@@ -145,8 +151,6 @@ def lend_model(model: Model, name: str | None = None) -> str:
     ``name``: lend it under that name (a benchmark lends the same model in each of its
     processes, so any of them can draft the pass's chunks); by default the name it was lent
     under before, or one of its own."""
-    from agent.models import model_name_of
-    from agent.schemas import OFFLINE_MODEL_NAME
 
     with _models_lock:
         if name is None:
@@ -161,9 +165,6 @@ def lend_model(model: Model, name: str | None = None) -> str:
 def _drafter(settings: Settings, model_ref: str | None, shadow: bool) -> Any:
     """A Drafter for this chunk or item; a real model is wrapped (once per process and model)
     so each of its requests is a DBOS step, checkpointed in the system database."""
-    from agent.autopilot import ACTOR
-    from agent.drafter import Drafter
-    from agent.models import build_model, is_offline
 
     ref = model_ref or settings.model
     with _models_lock:
@@ -326,7 +327,6 @@ async def _adraft(
     the ledger key when these are real-model items (their own ledger sessions); ``lanes``: the
     step ids reserved for each item's model requests (a real-model chunk: one item at a time,
     stored every few drafts)."""
-    from agent.autopilot import AutopilotSummary, _draft_items
 
     settings = durable.ledger_settings()
     shadow = bool(args["shadow"])
@@ -353,7 +353,7 @@ async def _adraft(
         offline_model=drafter.offline,
     )
     cpu = time.thread_time()
-    await _draft_items(
+    await draft_items(
         sessions,
         org_id,
         [DueItem.from_dict(d) for d in items],
@@ -374,8 +374,6 @@ async def _adraft(
 
 def _draft(org_id: int, items: list[dict[str, Any]], args: dict[str, Any]) -> dict[str, Any]:
     """``_adraft`` from a worker thread (its own event loop), with fewer GC pauses."""
-    from agent.autopilot import fewer_gc_pauses
-    from agent.drafter import run_sync
 
     with fewer_gc_pauses():
         return run_sync(_adraft(org_id, items, args))
@@ -421,7 +419,6 @@ def draft_model_chunk(
     drafting block only their own chunk (on one shared loop, sixteen chunks' database round trips
     queued every model answer behind them: 0.7 s per 0.3 s request). The requests themselves all
     run on one loop (``_model_loop``), so a model's HTTP client is shared as before."""
-    from agent.drafter import run_sync
 
     lanes: dict[str, _Lane] = {}
     for d in items:  # in the input's order: the same step ids on every run of this workflow

@@ -20,7 +20,7 @@ from api.cli.common import console, fail, open_ledger, print_json
 from memory.config import get_settings
 from memory.models import CashLine, CashLineStatus, Organisation
 from memory.money import format_money
-from tools.cashapp import applying, export, service, stripe_payouts
+from tools.cashapp import applying, export, intake, service, stripe_payouts
 from tools.cashapp.parsers import KINDS, CashFileError
 from tools.commitments.promises import CommitmentError
 
@@ -54,7 +54,7 @@ def cash_import(
     with sessions() as session:
         org = _org(session, org_slug)
         try:
-            report = service.import_cash_file(
+            report = intake.import_cash_file(
                 session,
                 org.id,
                 file.read_bytes(),

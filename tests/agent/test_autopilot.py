@@ -247,7 +247,7 @@ def test_a_racing_run_cannot_store_the_same_run_key(
     (found by the pre-check, or refused by the unique key when the pre-check misses it)."""
     led, _ = _busy_ledger(session)
     if not precheck:
-        monkeypatch.setattr("agent.autopilot.existing_run_keys", lambda *a, **k: set())
+        monkeypatch.setattr("agent.autopilot_batch.existing_run_keys", lambda *a, **k: set())
     target = select_due(session, led.org.id, AS_OF).items[0]
 
     def race(done: int, total: int) -> None:

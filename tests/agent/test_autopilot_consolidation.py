@@ -345,20 +345,20 @@ def test_a_pass_reads_the_organisation_itself_not_a_pass_of_the_same_number(
     """A ledger recreated at the same URL (a fresh demo, a test database) numbers its Autopilot
     runs from 1 again: a pass must not reuse the organisation's switches another pass with the
     same run number read a moment before (the org was in Shadow Mode there, not here)."""
-    from agent import autopilot
+    from agent import autopilot_batch
 
     b = Builder.new_org(session, shadow=True)
     session.commit()
     with sessions() as s:
-        first, _ = autopilot._org_reads(s, b.org.id, NOW, "1-aaaa")
+        first, _ = autopilot_batch.org_reads(s, b.org.id, NOW, "1-aaaa")
     b.org.shadow_mode = False
     session.commit()
     with sessions() as s:
-        again, _ = autopilot._org_reads(s, b.org.id, NOW, "1-aaaa")  # the same pass: cached
-        other, _ = autopilot._org_reads(s, b.org.id, NOW, "1-bbbb")  # run 1 of a new ledger
+        again, _ = autopilot_batch.org_reads(s, b.org.id, NOW, "1-aaaa")  # the same pass: cached
+        other, _ = autopilot_batch.org_reads(s, b.org.id, NOW, "1-bbbb")  # run 1 of a new ledger
     assert first.shadow_mode and again.shadow_mode and not other.shadow_mode
     seen: list[str | None] = []
-    real = autopilot._org_reads
+    real = autopilot_batch.org_reads
 
     def record(s: Session, org_id: int, now: Any, pass_id: str | None, **kw: Any) -> Any:
         seen.append(pass_id)
@@ -371,7 +371,7 @@ def test_a_pass_reads_the_organisation_itself_not_a_pass_of_the_same_number(
     b.invoice(customer, number="N-3", amount_minor=3_000, days_overdue=3)
     session.commit()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(autopilot, "_org_reads", record)
+        mp.setattr(autopilot_batch, "org_reads", record)
         summary = run_autopilot(sessions, b.org.id, as_of=AS_OF, settings=settings, now=NOW)
     assert summary.drafted == 1 and seen
     assert all(p and p.startswith(f"{summary.run_id}-") and len(p) > 10 for p in seen), seen

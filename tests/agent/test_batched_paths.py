@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent import tools
-from agent.autopilot import AutopilotSummary, _prepare, fewer_gc_pauses
+from agent.autopilot_batch import AutopilotSummary, prepare
 from agent.casefile import build_task
 from agent.deps import AgentDeps, OutOfScope
 from agent.drafter import Drafter, Prepared
@@ -29,6 +29,7 @@ from tests.agent.factories import AS_OF, NOW, Ledger, small_ledger
 from tools.grounding.extraction import _occurrences
 from tools.grounding.guardrail_facts import OrgSwitches
 from tools.insights import account360 as a360
+from tools.kit.gc_pauses import fewer_gc_pauses
 from tools.outreach.due import select_due
 
 
@@ -172,7 +173,7 @@ def test_prepare_builds_every_task_with_its_prefetched_invoices(
     ledger.b.note(ledger.customer, "AP books against PO 55123.")
     session.commit()
     items = select_due(session, ledger.org.id, AS_OF).items
-    batch = _prepare(
+    batch = prepare(
         session, ledger.org.id, settings, items, as_of=AS_OF, now=NOW,
         switches=OrgSwitches.load(session, ledger.org.id, NOW),
         summary=AutopilotSummary(

@@ -41,7 +41,7 @@ from memory.models import (
 from policies.engine import engine_for
 from policies.policy_set import load_default, merge
 from tests.agent.factories import settings_for
-from tools.cashapp import applying, service
+from tools.cashapp import applying, intake
 from tools.cashapp.copilot import ignore_proposal, proposal_of
 from tools.cashapp.schemas import COPILOT_SPLIT, Suggestion
 from tools.commitments.plans import PolicyRefused
@@ -101,7 +101,7 @@ def world(session: Session) -> dict[str, Any]:
 
 
 def _import_email(session: Session, org: Organisation, body: str) -> CashLine:
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session, org.id, body.encode(), filename="remit.eml", actor="test", kind="email", now=NOW
     )
     line = session.scalar(select(CashLine).where(CashLine.import_id == report.import_id))
@@ -354,7 +354,7 @@ def test_import_reads_at_most_the_configured_number_of_lines(
     ]
     for i, (ref, amount) in enumerate(zip(refs, ["950.00", "245.00", "10.00"], strict=True)):
         rows.append(f"2026-12-03,{amount},USD,ACME TRADING,,{ref},B-{i}")
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session, world["org"].id, "\n".join(rows).encode(), filename="r.csv", actor="test", now=NOW
     )
     one = propose_for_import(

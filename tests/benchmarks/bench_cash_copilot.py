@@ -39,7 +39,7 @@ from memory import migrate
 from memory.config import Settings
 from memory.db import make_engine, session_factory
 from memory.models import CashLine, Customer, Invoice
-from tools.cashapp import service
+from tools.cashapp import intake
 from tools.ledger.orgs import get_or_create_org
 
 BOOKED = date(2026, 11, 27)
@@ -161,7 +161,7 @@ def main() -> None:
                 [BOOKED.isoformat(), _money(total).replace(",", ""), "USD", "", "", text, ref]
             )
         session.commit()
-        report = service.import_cash_file(
+        report = intake.import_cash_file(
             session, org.id, buf.getvalue().encode(), filename="bench.csv", actor="bench"
         )
         session.commit()

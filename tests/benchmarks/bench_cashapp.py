@@ -58,9 +58,9 @@ from memory.models import (
 )
 from tests.tools.cashapp_files import Entry, camt053
 from tools.cashapp import parsers, service
+from tools.cashapp.intake import import_cash_file
 from tools.cashapp.matching import Matcher
 from tools.cashapp.schemas import Suggestion
-from tools.cashapp.service import import_cash_file
 from tools.ledger import policy_overrides as policy_admin
 from tools.ledger.orgs import get_or_create_org
 

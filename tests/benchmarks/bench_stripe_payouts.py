@@ -41,7 +41,7 @@ from tests.tools.stripe_payout_fixtures import (
     sdk_payout,
     sdk_transactions,
 )
-from tools.cashapp import service, stripe_payouts
+from tools.cashapp import intake, service, stripe_payouts
 from tools.payments import stripe_pay
 
 NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
@@ -136,7 +136,7 @@ def run(charges: int, url: str) -> dict[str, object]:
         )
 
         def do_bank() -> service.ImportReport:
-            r = service.import_cash_file(s, org.id, stmt, filename="s.xml", actor="bench", now=NOW)
+            r = intake.import_cash_file(s, org.id, stmt, filename="s.xml", actor="bench", now=NOW)
             s.commit()
             return r
 

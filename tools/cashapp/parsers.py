@@ -91,7 +91,7 @@ def parse(data: bytes, *, kind: str | None = None, profile: str | None = None) -
     if kind == STRIPE_PAYOUT:
         raise CashFileError(
             "A Stripe payout export holds balance transactions, not bank lines: import it "
-            "through Cash App Assist (tools.cashapp.service.import_cash_file)."
+            "through Cash App Assist (tools.cashapp.intake.import_cash_file)."
         )
     if kind == "camt053":
         return parse_camt053(data)

@@ -30,12 +30,10 @@ from memory.models import (
     Invoice,
     InvoiceStatus,
     User,
-    utcnow,
 )
 from memory.money import format_money
 from policies.engine import engine_for
-from tools.cashapp import parsers
-from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, require
+from tools.cashapp.applying import AUTO_ACTOR, Applied, LineToApply, apply_lines, get_line
 from tools.cashapp.decision import apply_cash_facts
 from tools.cashapp.matching import Matcher, OpenInvoice
 from tools.cashapp.schemas import BankLine, LineError, ParsedFile, Suggestion
@@ -114,58 +112,7 @@ def fingerprint(account: str | None, line: BankLine, occurrence: int) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def import_cash_file(
-    session: Session,
-    org_id: int,
-    data: bytes,
-    *,
-    filename: str,
-    actor: User | str,
-    kind: str | None = None,
-    profile: str | None = None,
-    now: datetime | None = None,
-) -> ImportReport:
-    """Read, store, match and decide every line of ``data`` (see the module docstring).
-
-    A file that cannot be read raises :class:`parsers.CashFileError` and writes nothing.
-    """
-    now = now or utcnow()
-    require(actor, "apply_cash")
-    if kind == parsers.STRIPE_PAYOUT or (kind is None and parsers.is_stripe_payout_export(data)):
-        # A Stripe payout's balance transactions, not bank lines.
-        from tools.cashapp import stripe_payouts
-
-        return stripe_payouts.import_csv(
-            session, org_id, data, filename=filename, actor=actor, now=now
-        )
-    parsed = parsers.parse(data, kind=kind, profile=profile)
-    sha = hashlib.sha256(data).hexdigest()
-    notice = _earlier_import(session, org_id, sha, parsed)
-    run = open_import(
-        session, org_id, parsed.kind, filename, sha, parsed.statement_ref, actor=actor, now=now
-    )
-    report = ImportReport(
-        import_id=run.id,
-        kind=parsed.kind,
-        filename=run.filename,
-        statement_ref=parsed.statement_ref,
-        lines_read=len(parsed.lines) + len(parsed.errors),
-        lines_new=0,
-        errors=list(parsed.errors),
-        skipped_debits=parsed.skipped_debits,
-        notice=notice,
-    )
-    new_lines = _store_new(session, org_id, run, parsed, report, now)
-    from tools.cashapp.stripe_payouts import clear_payout_lines
-
-    new_lines = clear_payout_lines(session, org_id, new_lines, report, actor=actor, now=now)
-    _match_and_decide(session, org_id, new_lines, report, now)
-    run.report = report.as_dict()
-    session.flush()
-    return report
-
-
-def _earlier_import(session: Session, org_id: int, sha: str, parsed: ParsedFile) -> str | None:
+def earlier_import(session: Session, org_id: int, sha: str, parsed: ParsedFile) -> str | None:
     same = session.scalars(
         select(CashImport)
         .where(CashImport.org_id == org_id, CashImport.sha256 == sha)
@@ -194,7 +141,7 @@ def _earlier_import(session: Session, org_id: int, sha: str, parsed: ParsedFile)
     return None
 
 
-def _store_new(
+def store_new(
     session: Session,
     org_id: int,
     run: CashImport,
@@ -307,7 +254,7 @@ def decide_lines(
 ) -> None:
     """Suggest, decide and post lines another importer has stored already (a Stripe payout's
     charges, written with their balance transaction), taking ``preset`` suggestions (by line
-    id) instead of the matcher's where given. Bank files go through :func:`_match_and_decide`,
+    id) instead of the matcher's where given. Bank files go through :func:`match_and_decide`,
     which stores each line once it is decided."""
     if not lines:
         return
@@ -334,7 +281,7 @@ def decide_lines(
     session.flush()
 
 
-def _match_and_decide(
+def match_and_decide(
     session: Session,
     org_id: int,
     lines: list[tuple[dict[str, Any], BankLine]],
@@ -499,8 +446,6 @@ def _open_currencies(session: Session, org_id: int) -> set[str]:
 
 def rematch(session: Session, org_id: int, line_id: int) -> list[Suggestion]:
     """Fresh suggestions for one waiting line (after other lines or payments moved balances)."""
-    from tools.cashapp.applying import get_line
-
     row = get_line(session, org_id, line_id)
     matcher = Matcher(session, org_id, policy_set_for(session, org_id).cash_app)
     line = BankLine(

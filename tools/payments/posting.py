@@ -55,6 +55,7 @@ from tools.commitments.promises import (
     get_customer,
     get_invoice,
 )
+from tools.delivery import outbox
 from tools.kit import audit
 from tools.kit.authz import guarded
 
@@ -629,10 +630,6 @@ def queue_receipt(
     session: Session, result: PaymentResult, *, actor: User | str
 ) -> tuple[OutboxMessage | None, str | None]:
     """Queue the receipt in the outbox once per payment (the outbox worker delivers it)."""
-    from tools.delivery import (
-        outbox,  # the outbox imports delivery settings; keep it off the import path
-    )
-
     p = result.payment
     customer = session.get(Customer, p.customer_id)
     assert customer is not None

@@ -34,7 +34,7 @@ from memory.models import (
     User,
 )
 from memory.money import MoneyError, format_money, parse_amount, to_decimal
-from tools.cashapp import applying, copilot, export, service, stripe_payouts
+from tools.cashapp import applying, copilot, export, intake, service, stripe_payouts
 from tools.cashapp.parsers import MAX_FILE_BYTES, CashFileError
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.commitments.plans import PolicyRefused
@@ -243,7 +243,7 @@ def _import(
     """Import and commit, then ask the co-pilot about the waiting lines; in the thread pool
     (a statement of 10,000 lines is seconds of ledger work, never on the event loop)."""
     try:
-        report = service.import_cash_file(
+        report = intake.import_cash_file(
             db, user.org_id, data, filename=filename, actor=user, profile=profile, now=now
         )
     except Exception:

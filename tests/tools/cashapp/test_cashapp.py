@@ -30,7 +30,7 @@ from memory.models import (
 )
 from tests.tools.cashapp_files import Entry, bai2, camt053, mt940, pdf
 from tests.tools.commit_factories import NOW, TODAY, Factory
-from tools.cashapp import applying, export, parsers, service
+from tools.cashapp import applying, export, intake, parsers, service
 from tools.cashapp.parsers import CashFileError
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.commitments.plans import PolicyRefused
@@ -53,7 +53,7 @@ def _money(minor: int) -> str:
 def _import(
     session: Session, org: Organisation, data: bytes, actor: object = "test"
 ) -> service.ImportReport:
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session,
         org.id,
         data,

@@ -32,7 +32,7 @@ from memory.models import (
 )
 from tests.tools.cashapp_files import Entry, camt053
 from tests.tools.commit_factories import NOW, TODAY, Factory
-from tools.cashapp import applying, service
+from tools.cashapp import applying, intake, service
 from tools.cashapp.applying import Applied, LineToApply
 from tools.cashapp.schemas import Allocation, Suggestion
 from tools.commitments.plans import PolicyRefused
@@ -51,7 +51,7 @@ def f(session: Session, org: Organisation) -> Factory:
 def _lines(session: Session, org: Organisation, n: int) -> list[CashLine]:
     """``n`` waiting lines of 1,000.00 USD each (auto-apply is off by default)."""
     entries = [Entry(BOOKED, "1000.00", "USD", f"payment {i}", bank_ref=f"R{i}") for i in range(n)]
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session, org.id, camt053(entries), filename="s.xml", actor="test", now=NOW
     )
     session.commit()
@@ -217,7 +217,7 @@ def test_auto_apply_of_a_file_goes_in_chunks_and_counts_refusals(
         Entry(BOOKED, f"{100 * (i + 1)}.00", "USD", inv.number, bank_ref=f"X{i}")
         for i, inv in enumerate(invs)
     ]
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session, org.id, camt053(entries), filename="s.xml", actor="test", now=NOW
     )
     session.commit()
@@ -284,7 +284,7 @@ def test_an_imported_file_keeps_file_order_and_each_row_its_own_ids(
     ]
     entries.insert(2, Entry(BOOKED, "12.34", "USD", "no idea", bank_ref="K-none"))
     entries.append(Entry(BOOKED, "50.00", "USD", both.number, bank_ref="K-last"))
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session, org.id, camt053(entries), filename="s.xml", actor="test", now=NOW
     )
     session.commit()

@@ -39,7 +39,7 @@ from tests.tools.stripe_payout_fixtures import (
     sdk_transactions,
     uid,
 )
-from tools.cashapp import applying, export, parsers, service, stripe_payouts
+from tools.cashapp import applying, export, intake, parsers, service, stripe_payouts
 from tools.cashapp.stripe_payouts import PayoutError, PayoutNotFound
 from tools.commitments.plans import PolicyRefused
 from tools.ledger import policy_overrides as policy_admin
@@ -139,7 +139,7 @@ def _import(
 
 
 def _bank(session: Session, org: Organisation, *entries: Entry, msg: str = "STMT-1") -> Any:
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session, org.id, camt053(list(entries), msg_id=msg), filename="stmt.xml", actor="test",
         now=NOW,
     )  # fmt: skip
@@ -488,7 +488,7 @@ def test_itemized_csv_is_recognised_imported_once_and_errors_per_row(
     data = itemized_csv(rows)
     assert parsers.detect_kind(data) == parsers.STRIPE_PAYOUT
 
-    report = service.import_cash_file(
+    report = intake.import_cash_file(
         session, org.id, data, filename="payouts.csv", actor="test", now=NOW
     )
     session.commit()
@@ -510,7 +510,7 @@ def test_itemized_csv_is_recognised_imported_once_and_errors_per_row(
         "not every balance transaction" in e.message for e in stmt.errors
     )
 
-    again = service.import_cash_file(
+    again = intake.import_cash_file(
         session, org.id, data, filename="payouts.csv", actor="test", now=NOW
     )
     assert again.lines_new == 0 and len(again.duplicates) == 2 and again.auto_applied == 0
@@ -521,7 +521,7 @@ def test_csv_without_the_required_columns_is_refused_whole(
 ) -> None:
     data = b"automatic_payout_id,balance_transaction_id,gross\npo_1PlxNNNN,txn_1,1.00\n"
     with pytest.raises(PayoutError, match="currency, fee, net"):
-        service.import_cash_file(session, org.id, data, filename="p.csv", actor="test", now=NOW)
+        intake.import_cash_file(session, org.id, data, filename="p.csv", actor="test", now=NOW)
 
 
 # --- the organisation's Stripe account through the SDK (loopback) -------------------------------
