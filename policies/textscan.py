@@ -48,8 +48,10 @@ _MAX_JOIN = 3
 _MIN_STEM = 4
 _COMPOUNDING = {"de": 6}  # languages that write compounds as one word: min. head length
 _WORD = re.compile(r"[^\W_]+")
-#: Every ASCII character that ``_WORD`` does not match, as a space (``fold`` on ASCII text).
-_ASCII_NON_WORD = {cp: " " for cp in range(128) if not (chr(cp).isascii() and chr(cp).isalnum())}
+#: Every ASCII character that ``_WORD`` does not match, as a space (``fold`` on ASCII text), as a
+#: ``bytes.translate`` table: one C pass, where a ``str.translate`` mapping looked every character
+#: up in a dictionary (most of ``fold``'s time on a draft).
+_ASCII_NON_WORD = bytes(cp if cp < 128 and chr(cp).isalnum() else ord(" ") for cp in range(256))
 #: Windows a matcher remembers per language (``PhraseMatcher.find_all``); emptied when full.
 _MEMO_MAX = 4_096
 _MISS = object()
@@ -130,7 +132,8 @@ def fold(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text or "")
     text = _strip_accents(_strip_format(text).casefold())
     if text.isascii():  # the same words, without the regular expression's cost per match
-        return _join_spelled(text.translate(_ASCII_NON_WORD).split())
+        ascii_text = text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii")
+        return _join_spelled(ascii_text.split())
     return _join_spelled(_WORD.findall(text))
 
 
@@ -367,6 +370,9 @@ class PhraseScan:
     def _seq(self, words: tuple[str, ...]) -> tuple[str, ...]:
         if not self.letter_keys:
             return words
+        if len(self.heads) == 1:  # one head length (German only): no generator per word
+            ((n, hs),) = self.heads.items()
+            return tuple([w if w.isalpha() or w[:n] in hs else _NON_LETTER for w in words])
         heads = self.heads.items()
         return tuple(
             [
@@ -392,20 +398,21 @@ class PhraseScan:
         windows = list(zip(*(seq[k:] for k in range(width)), strict=False)) if full > 0 else []
         windows += [seq[i:] for i in range(max(full, 0), len(seq))]
         found = list(map(memo.get, windows))
+        if None in found:  # windows not seen before: asked about, in the order of the text
+            for i, window in enumerate(windows):
+                if found[i] is None:
+                    found[i] = answers = self._answers(window)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[window] = answers
+        holding = [answers for answers in found if answers]  # windows holding a phrase
+        if not holding:
+            return (None,) * len(self.matchers)
         firsts: list[Hit | None] = [None] * len(self.pairs)
-        if None not in found and not any(found):
-            return (None,) * len(self.matchers)  # every window known, none holds a phrase
-        for i, window in enumerate(windows):
-            answers = found[i]
-            if answers is None:
-                answers = self._answers(window)
-                if len(memo) >= _MEMO_MAX:
-                    memo.clear()
-                memo[window] = answers
-            if answers:
-                for k, hit in enumerate(answers):
-                    if hit is not None and firsts[k] is None:
-                        firsts[k] = hit
+        for answers in holding:
+            for k, hit in enumerate(answers):
+                if hit is not None and firsts[k] is None:
+                    firsts[k] = hit
         out: list[Hit | None] = []
         k = 0
         for m in self.matchers:  # a matcher's first language with a hit, at its first word
