@@ -76,7 +76,7 @@ def any_flag(*flags: str) -> Cond:
     durable_rules runs a rule's action once per ``$or`` branch that holds: a branch per flag
     that also lacks the flags before it fires the rule once, however many flags hold.
     """
-    return any_of(*(all_of(*map(lacks, flags[:i]), holds(f)) for i, f in enumerate(flags)))
+    return any_of(*(all_of(holds(f), *map(lacks, flags[:i])) for i, f in enumerate(flags)))
 
 
 def anchored(cond: Cond) -> bool:

@@ -675,9 +675,9 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             cond=c.any_of(  # the branches exclude each other: the rule fires once
                 c.holds("promise_missed"),
                 c.all_of(
-                    c.lacks("promise_missed"),
                     c.present("open_promise_end_ordinal"),
                     c.gt("business_day_ordinal", c.ref("open_promise_end_ordinal")),
+                    c.lacks("promise_missed"),
                 ),
             ),
             explain="A missed promise (or one past its grace) resumes the cadence.",
