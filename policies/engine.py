@@ -68,16 +68,17 @@ class _CompiledRules:
 
     def __init__(self, name: str, rules: list[Rule]) -> None:
         self.by_name = {r.name: r for r in rules}
-        self._fired: dict[str, Rule] = {}
+        self._fired: dict[str, None] = {}
         self._done: list[BaseException | None] = []
-        definition = {r.name: {**r.definition(), "run": self._recorder(r)} for r in rules}
+        definition = {r.name: {**r.definition(), "run": self._recorder(r.name)} for r in rules}
         self.ruleset = Ruleset(name, None, definition)
 
-    def _recorder(self, rule: Rule) -> Any:
+    def _recorder(self, name: str) -> Any:
         def record(c: Any) -> None:
             # durable_rules expands an ``$or`` into one path per branch, so a rule whose
-            # branches both hold fires twice: a rule counts once per decision.
-            self._fired[rule.name] = rule
+            # branches both hold fires twice: a rule counts once per decision (the keys of a
+            # dict, in the order they fired).
+            self._fired[name] = None
 
         return record
 
@@ -116,7 +117,7 @@ class _CompiledRules:
                         self.forget()
                 if clean:
                     break
-            return list(self._fired.values())
+            return [self.by_name[name] for name in self._fired]
 
     def _assert_and_run(self, payload: dict[str, Any]) -> None:
         try:
