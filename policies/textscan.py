@@ -54,6 +54,8 @@ _WORD = re.compile(r"[^\W_]+")
 _ASCII_NON_WORD = bytes(cp if cp < 128 and chr(cp).isalnum() else ord(" ") for cp in range(256))
 #: Windows a matcher remembers per language (``PhraseMatcher.find_all``); emptied when full.
 _MEMO_MAX = 4_096
+#: Whole texts (their words as asked) a ``PhraseScan`` remembers; emptied when full.
+_TEXTS_MAX = 1_024
 _MISS = object()
 #: What a word holding a non-letter is matched as where no key holds one (``find_all``).
 _NON_LETTER = "0"
@@ -366,6 +368,7 @@ class PhraseScan:
             if language in m.heads:
                 self.heads.setdefault(_COMPOUNDING[language], set()).update(m.heads[language])
         self._memo: dict[tuple[str, ...], tuple[Hit | None, ...]] = {}
+        self._texts: dict[tuple[str, ...], tuple[Hit | None, ...]] = {}
 
     def _seq(self, words: tuple[str, ...]) -> tuple[str, ...]:
         if not self.letter_keys:
@@ -390,8 +393,23 @@ class PhraseScan:
         return answers if any(a is not None for a in answers) else ()
 
     def first(self, text: str) -> tuple[Hit | None, ...]:
-        """For each matcher, in order, what ``matcher.find(text)`` returns."""
+        """For each matcher, in order, what ``matcher.find(text)`` returns.
+
+        Remembered per text as asked about (its words, a placeholder for each word holding a
+        non-letter): drafts written from one template differ in their amounts, invoice numbers,
+        dates and links, which the placeholders hide, so the whole answer is known already.
+        """
         seq = self._seq(_folded(text))
+        known = self._texts.get(seq)
+        if known is None:
+            known = self._first(seq)
+            if len(self._texts) >= _TEXTS_MAX:
+                self._texts.clear()
+            self._texts[seq] = known
+        return known
+
+    def _first(self, seq: tuple[str, ...]) -> tuple[Hit | None, ...]:
+        """``first`` for a text's words as asked about, window by window."""
         width, memo = self.width, self._memo
         # every word's window (the last ones cut short by the end of the text), in C loops
         full = len(seq) - width + 1
