@@ -52,10 +52,13 @@ class Ctx:
 
     __slots__ = ("f", "ps", "d", "_memo")
 
-    def __init__(self, facts: Any, ps: PolicySet, **derived: Any) -> None:
+    def __init__(
+        self, facts: Any, ps: PolicySet, derived: dict[str, Any] | None = None, /, **more: Any
+    ) -> None:
         self.f = facts
         self.ps = ps
-        self.d = derived
+        # ``derived`` is taken as it is (an outreach decision's is large: not copied again)
+        self.d = more if derived is None else derived
         self._memo: dict[str, Any] = {}
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -221,7 +224,7 @@ def _derive_outreach(
     now = f.now.astimezone(UTC)
     loc = now.astimezone(tz)
     today = loc.date()
-    d.update(tz=tz, now=now, loc=loc)
+    d["tz"], d["now"], d["loc"] = tz, now, loc
     contact = f.contact
     # Dispute correspondence (a reply from the dispute panel) is not dunning: its own rules.
     _flags(
@@ -249,9 +252,9 @@ def _derive_outreach(
     business_day = f.business_date or today
     p["business_day_ordinal"] = business_day.toordinal()
     # Cadence: touches inside the rolling window, and seconds since the latest touch.
-    window = timedelta(days=ps.cadence.window_days)
-    touches = sorted(t.astimezone(UTC) for t in f.touches)
-    in_window = [t for t in touches if t > now - window]
+    since = now - timedelta(days=ps.cadence.window_days)
+    touches = sorted([t.astimezone(UTC) for t in f.touches])
+    in_window = [t for t in touches if t > since]
     d["in_window"] = in_window
     p["touches_in_window"] = len(in_window)
     if touches:
@@ -353,7 +356,7 @@ def _derive_send_draft(f: SendDraftFacts, book: RuleBook, scanner: ThreatScanner
     p["wrong_invoice_numbers"] = len(bad_inv)
     p["wrong_amounts"] = len(bad_amt)
     p["wrong_dates"] = len(bad_dates)
-    return Ctx(f, ps, **d)
+    return Ctx(f, ps, d)
 
 
 def _derive_send_nudge(f: SendNudgeFacts, book: RuleBook) -> Ctx:
@@ -369,7 +372,7 @@ def _derive_send_nudge(f: SendNudgeFacts, book: RuleBook) -> Ctx:
         nearest = min(scheduled, key=lambda s: abs(s - now))
         d["nearest"] = nearest
         p["seconds_to_scheduled_autopilot"] = math.floor(abs((nearest - now).total_seconds()))
-    return Ctx(f, ps, **d)
+    return Ctx(f, ps, d)
 
 
 def _derive_plan(f: OfferPlanFacts | ApprovePlanFacts, ps: PolicySet) -> Ctx:
