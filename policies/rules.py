@@ -413,17 +413,19 @@ def _derive_cash(f: ApplyCashFacts, ps: PolicySet) -> Ctx:
     p: Payload = {
         "k": 1,
         "role": f.actor_role or "",
-        "conf": f.confidence,
-        "amt": f.amount_minor,
-        "cur": f.currency,
+        "confidence": f.confidence,
+        "amount": f.amount_minor,
+        "currency": f.currency,
         "kind": f.match_kind,
-        "wo": f.write_off_minor,
-        "wo_kind": f.write_off_kind or "",
+        "write_off": f.write_off_minor,
+        "write_off_kind": f.write_off_kind or "",
         # the write-off against the invoices' open balance, rounded up: 2.001 % never passes 2 %
-        "wo_bps": ceil_bps(f.write_off_minor, f.invoices_minor or 1) if f.write_off_minor else 0,
-        "oa": f.on_account_minor,
+        "write_off_bps": ceil_bps(f.write_off_minor, f.invoices_minor or 1)
+        if f.write_off_minor
+        else 0,
+        "on_account": f.on_account_minor,
         # the surplus kept on account against the invoices' open balance, rounded up
-        "oa_bps": ceil_bps(f.on_account_minor, f.invoices_minor) if f.invoices_minor else 0,
+        "on_account_bps": ceil_bps(f.on_account_minor, f.invoices_minor) if f.invoices_minor else 0,
     }
     _flags(p, auto=f.actor_role is None)
     return Ctx(f, ps, payload=p)
@@ -1555,9 +1557,9 @@ def _not_judged_by_own_rule(ps: PolicySet) -> c.Cond:
     ca = ps.cash_app
     conds = []
     if ca.auto_write_off:
-        conds.append(c.any_of(c.ne("kind", "short_pay"), c.lte("wo", 0)))
+        conds.append(c.any_of(c.ne("kind", "short_pay"), c.lte("write_off", 0)))
     if ca.auto_over_payment:
-        conds.append(c.any_of(c.ne("kind", "over_payment"), c.lte("oa", 0)))
+        conds.append(c.any_of(c.ne("kind", "over_payment"), c.lte("on_account", 0)))
     return c.all_of(*conds) if conds else c.ALWAYS
 
 
@@ -1568,15 +1570,19 @@ def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
     rules: list[Rule] = []
     reviewer = ca.reviewer_role
     limits = ca.max_auto_apply_minor
-    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    within = [
+        c.all_of(c.eq("currency", cur), c.lte("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
     listed = ", ".join(f"{format_money(v, k)}" for k, v in sorted(limits.items())) or "none"
     kinds = [str(k) for k in ca.auto_apply_kinds]
 
     def amount(x: Ctx) -> str:
         return format_money(x.f.amount_minor, x.f.currency)
 
-    above = [c.all_of(c.eq("cur", cur), c.gt("amt", lim)) for cur, lim in sorted(limits.items())]
-    above_limit = c.any_of(c.none_of("cur", sorted(limits)), *above)
+    above = [
+        c.all_of(c.eq("currency", cur), c.gt("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
+    above_limit = c.any_of(c.none_of("currency", sorted(limits)), *above)
     if not ca.auto_apply:
         rules.append(
             Rule(
@@ -1600,7 +1606,7 @@ def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
                 outcome=Outcome.ALLOW,
                 cond=c.all_of(
                     auto,
-                    c.gte("conf", ca.min_confidence),
+                    c.gte("confidence", ca.min_confidence),
                     c.one_of("kind", kinds),
                     c.any_of(*within),
                 ),
@@ -1631,7 +1637,7 @@ def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[R
             name="cash.low_confidence",
             rule_id="cash.low_confidence",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(auto, c.lt("conf", ca.min_confidence), _not_judged_by_own_rule(ps)),
+            cond=c.all_of(auto, c.lt("confidence", ca.min_confidence), _not_judged_by_own_rule(ps)),
             explain=(
                 f"Plixo applies a line by itself only at confidence {ca.min_confidence} or more."
             ),
@@ -1675,15 +1681,19 @@ def _cash_write_off_rules(ps: PolicySet) -> list[Rule]:
     """The Controller's write-off rule: plixo writes off a short-pay's explained difference
     (discount taken, bank fee) alone only inside its limits; any other write-off waits."""
     ca = ps.cash_app
-    auto, wo = c.holds("auto"), c.gt("wo", 0)
+    auto, wo = c.holds("auto"), c.gt("write_off", 0)
     if not ca.auto_write_off:
         return [_write_off_off(ps)]
     caps = ca.auto_write_off_max_minor
-    within_cap = [c.all_of(c.eq("cur", cur), c.lte("wo", v)) for cur, v in sorted(caps.items())]
+    within_cap = [
+        c.all_of(c.eq("currency", cur), c.lte("write_off", v)) for cur, v in sorted(caps.items())
+    ]
     wo_kinds = [str(k) for k in ca.auto_write_off_kinds]
     bar, bps = ca.auto_write_off_min_confidence, ca.auto_write_off_max_bps
     limits = ca.max_auto_apply_minor
-    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    within = [
+        c.all_of(c.eq("currency", cur), c.lte("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
     rules = [_write_off_outside(ps)]
     if ca.auto_apply and within and within_cap and wo_kinds:
         rules.append(
@@ -1695,11 +1705,11 @@ def _cash_write_off_rules(ps: PolicySet) -> list[Rule]:
                     auto,
                     c.eq("kind", "short_pay"),
                     wo,
-                    c.one_of("wo_kind", wo_kinds),
-                    c.gte("conf", bar),
+                    c.one_of("write_off_kind", wo_kinds),
+                    c.gte("confidence", bar),
                     c.any_of(*within),
                     c.any_of(*within_cap),
-                    c.lte("wo_bps", bps),
+                    c.lte("write_off_bps", bps),
                 ),
                 explain="Within the Controller's write-off rule plixo applies a short-pay by "
                 "itself and writes off the difference (the rule is the write-off's authority).",
@@ -1721,7 +1731,7 @@ def _write_off_off(ps: PolicySet) -> Rule:
         name="cash.auto_write_off_off",
         rule_id="cash.auto_write_off_off",
         outcome=Outcome.NEEDS_APPROVAL,
-        cond=c.all_of(c.holds("auto"), c.gt("wo", 0)),
+        cond=c.all_of(c.holds("auto"), c.gt("write_off", 0)),
         explain=f"The write-off rule is off: {_or_above(reviewer)} confirms every short-pay "
         "written off.",
         message=lambda x: (
@@ -1738,7 +1748,9 @@ def _write_off_outside(ps: PolicySet) -> Rule:
     ca = ps.cash_app
     reviewer = ca.reviewer_role
     caps = ca.auto_write_off_max_minor
-    over_cap = [c.all_of(c.eq("cur", cur), c.gt("wo", v)) for cur, v in sorted(caps.items())]
+    over_cap = [
+        c.all_of(c.eq("currency", cur), c.gt("write_off", v)) for cur, v in sorted(caps.items())
+    ]
     wo_kinds = [str(k) for k in ca.auto_write_off_kinds]
     bar, bps = ca.auto_write_off_min_confidence, ca.auto_write_off_max_bps
     listed = ", ".join(format_money(v, k) for k, v in sorted(caps.items())) or "none"
@@ -1748,14 +1760,14 @@ def _write_off_outside(ps: PolicySet) -> Rule:
         outcome=Outcome.NEEDS_APPROVAL,
         cond=c.all_of(
             c.holds("auto"),
-            c.gt("wo", 0),
+            c.gt("write_off", 0),
             c.any_of(
                 c.ne("kind", "short_pay"),
-                c.none_of("wo_kind", wo_kinds),
-                c.lt("conf", bar),
-                c.none_of("cur", sorted(caps)),
+                c.none_of("write_off_kind", wo_kinds),
+                c.lt("confidence", bar),
+                c.none_of("currency", sorted(caps)),
                 *over_cap,
-                c.gt("wo_bps", bps),
+                c.gt("write_off_bps", bps),
             ),
         ),
         explain=f"Plixo writes off a short-pay's {' or '.join(wo_kinds) or 'nothing'} alone "
@@ -1777,14 +1789,20 @@ def _cash_over_payment_rules(ps: PolicySet) -> list[Rule]:
     if not ca.auto_over_payment:
         return []
     reviewer = ca.reviewer_role
-    case = c.all_of(c.holds("auto"), c.eq("kind", "over_payment"), c.gt("oa", 0))
+    case = c.all_of(c.holds("auto"), c.eq("kind", "over_payment"), c.gt("on_account", 0))
     caps = ca.auto_over_payment_max_minor
-    within_cap = [c.all_of(c.eq("cur", cur), c.lte("oa", v)) for cur, v in sorted(caps.items())]
-    over_cap = [c.all_of(c.eq("cur", cur), c.gt("oa", v)) for cur, v in sorted(caps.items())]
+    within_cap = [
+        c.all_of(c.eq("currency", cur), c.lte("on_account", v)) for cur, v in sorted(caps.items())
+    ]
+    over_cap = [
+        c.all_of(c.eq("currency", cur), c.gt("on_account", v)) for cur, v in sorted(caps.items())
+    ]
     bar, bps = ca.auto_over_payment_min_confidence, ca.auto_over_payment_max_bps
     listed = ", ".join(format_money(v, k) for k, v in sorted(caps.items())) or "none"
     limits = ca.max_auto_apply_minor
-    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    within = [
+        c.all_of(c.eq("currency", cur), c.lte("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
 
     def surplus(x: Ctx) -> str:
         return format_money(x.f.on_account_minor, x.f.currency)
@@ -1797,10 +1815,10 @@ def _cash_over_payment_rules(ps: PolicySet) -> list[Rule]:
             cond=c.all_of(
                 case,
                 c.any_of(
-                    c.lt("conf", bar),
-                    c.none_of("cur", sorted(caps)),
+                    c.lt("confidence", bar),
+                    c.none_of("currency", sorted(caps)),
                     *over_cap,
-                    c.gt("oa_bps", bps),
+                    c.gt("on_account_bps", bps),
                 ),
             ),
             explain=f"Plixo keeps an over-payment's surplus on account alone only at confidence "
@@ -1821,10 +1839,10 @@ def _cash_over_payment_rules(ps: PolicySet) -> list[Rule]:
                 outcome=Outcome.ALLOW,
                 cond=c.all_of(
                     case,
-                    c.gte("conf", bar),
+                    c.gte("confidence", bar),
                     c.any_of(*within),
                     c.any_of(*within_cap),
-                    c.lte("oa_bps", bps),
+                    c.lte("on_account_bps", bps),
                 ),
                 explain="Within the Controller's over-payment rule plixo applies an over-payment "
                 "by itself and keeps the surplus as credit on account.",
