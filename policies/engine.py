@@ -126,7 +126,8 @@ class _CompiledRules:
             return  # no rule's condition holds
         if not state:
             return
-        self._done = done = []
+        done: list[BaseException | None] = []
+        self._done = done
         self.ruleset.do_actions(state, self._completed)
         failures = [error for error in done if error is not None]
         if failures:
