@@ -68,18 +68,23 @@ class _CompiledRules:
 
     def __init__(self, name: str, rules: list[Rule]) -> None:
         self.by_name = {r.name: r for r in rules}
-        self._fired: list[str] = []
+        self._fired: dict[str, None] = {}
+        self._done: list[BaseException | None] = []
         definition = {r.name: {**r.definition(), "run": self._recorder(r.name)} for r in rules}
         self.ruleset = Ruleset(name, None, definition)
 
     def _recorder(self, name: str) -> Any:
         def record(c: Any) -> None:
             # durable_rules expands an ``$or`` into one path per branch, so a rule whose
-            # branches both hold fires twice: a rule counts once per decision.
-            if name not in self._fired:
-                self._fired.append(name)
+            # branches both hold fires twice: a rule counts once per decision (the keys of a
+            # dict, in the order they fired).
+            self._fired[name] = None
 
         return record
+
+    def _completed(self, error: BaseException | None, _state: Any) -> None:
+        """durable_rules' callback once a decision's actions are done (``error``: one failed)."""
+        self._done.append(error)
 
     def fire(self, payload: dict[str, Any]) -> list[Rule]:
         """Assert ``payload`` as a fact, run every rule it satisfies, retract the fact.
@@ -95,12 +100,14 @@ class _CompiledRules:
         payload["id"] = _SID
         with ENGINE_LOCK:
             for attempt in (1, 2):
-                self._fired = []
+                self._fired = {}
                 clean = False
                 try:
                     self._assert_and_run(payload)
-                    with contextlib.suppress(MessageNotHandledException):  # it matched nothing
+                    try:  # noqa: SIM105 - no context manager object per decision
                         self.ruleset.retract_fact(_IDENTITY)
+                    except MessageNotHandledException:  # it matched nothing
+                        pass
                     clean = True
                 except _ActionDropped:
                     if attempt == 2:
@@ -119,15 +126,10 @@ class _CompiledRules:
             return  # no rule's condition holds
         if not state:
             return
-        failures: list[BaseException] = []
-        done: list[bool] = []
-
-        def completed(error: BaseException | None, _state: Any) -> None:
-            done.append(True)
-            if error is not None:
-                failures.append(error)
-
-        self.ruleset.do_actions(state, completed)
+        done: list[BaseException | None] = []
+        self._done = done
+        self.ruleset.do_actions(state, self._completed)
+        failures = [error for error in done if error is not None]
         if failures:
             raise failures[0]
         if not done:
@@ -291,10 +293,14 @@ class PolicyEngine:
         reasons: list[Reason] = []
         granted = False
         notify: set[str] = set()
+        outcome, rank = Outcome.ALLOW, 0  # the strongest outcome (Outcome.strongest), in one pass
         for rule in fired:
-            granted = granted or rule.grants
+            if rule.grants:
+                granted = True
             if rule.notify:
                 notify.update(rule.notify)
+            if PRECEDENCE[rule.outcome] > rank:
+                outcome, rank = rule.outcome, PRECEDENCE[rule.outcome]
             reasons.append(
                 Reason(
                     rule_id=rule.rule_id,
@@ -304,7 +310,6 @@ class PolicyEngine:
                     approver_role=rule.approver,
                 )
             )
-        outcome = Outcome.strongest([rule.outcome for rule in fired])
         if outcome is Outcome.ALLOW and not granted:
             reasons.append(
                 Reason(

@@ -5,7 +5,9 @@ A rule has a public id (shown in reasons), an outcome, a durable_rules condition
 it fires. The payload is derived from the typed facts here too (:func:`derive`): local clock
 readings in the contact's time zone, counts of touches in the window, integer percentages. The
 derivation computes facts; the thresholds, limits, roles and calendars live in the compiled
-conditions, so the rules (and only the rules) decide.
+conditions, so the rules (and only the rules) decide. A flag is in the payload only when it holds
+(``conditions.holds`` / ``conditions.lacks``): durable_rules returns the whole payload to every
+rule that fires, and the flags that do not hold were half of it.
 
 Some rules *grant*: an action is allowed only if at least one granting rule fired (a human review,
 Autopilot's gate, the actor's permission). Anything else falls to ``default.deny``.
@@ -50,10 +52,13 @@ class Ctx:
 
     __slots__ = ("f", "ps", "d", "_memo")
 
-    def __init__(self, facts: Any, ps: PolicySet, **derived: Any) -> None:
+    def __init__(
+        self, facts: Any, ps: PolicySet, derived: dict[str, Any] | None = None, /, **more: Any
+    ) -> None:
         self.f = facts
         self.ps = ps
-        self.d = derived
+        # ``derived`` is taken as it is (an outreach decision's is large: not copied again)
+        self.d = more if derived is None else derived
         self._memo: dict[str, Any] = {}
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -79,7 +84,7 @@ class Rule:
     not_before: Callable[[Ctx], datetime] | None = None
 
     def definition(self) -> dict[str, Any]:
-        return {"all": [{"m": self.cond}]}
+        return {"all": [{"m": c.anchor(self.cond)}]}
 
 
 @dataclass
@@ -204,6 +209,13 @@ class ThreatScanner:
 # --- derivation: typed facts -> durable_rules payload ------------------------------------------
 
 
+def _flags(p: Payload, **flags: bool) -> None:
+    """Assert the flags that hold; one that does not is left out (``conditions.lacks``)."""
+    for name, value in flags.items():
+        if value:
+            p[name] = True
+
+
 def _derive_outreach(
     f: SendDraftFacts | SendNudgeFacts, book: RuleBook, p: Payload, d: dict[str, Any]
 ) -> None:
@@ -212,32 +224,37 @@ def _derive_outreach(
     now = f.now.astimezone(UTC)
     loc = now.astimezone(tz)
     today = loc.date()
-    d.update(tz=tz, now=now, loc=loc)
-    p["maintenance_window"] = f.maintenance
-    p["cron_paused"] = f.cron_paused
-    p["opted_out"] = f.contact.opted_out
-    p["bounced"] = f.contact.bounced
-    p["consent"] = f.contact.consent
+    d["tz"], d["now"], d["loc"] = tz, now, loc
+    contact = f.contact
+    # Dispute correspondence (a reply from the dispute panel) is not dunning: its own rules.
+    _flags(
+        p,
+        maintenance_window=f.maintenance,
+        cron_paused=f.cron_paused,
+        opted_out=contact.opted_out,
+        bounced=contact.bounced,
+        consent=contact.consent,
+        dispute_correspondence=isinstance(f, SendDraftFacts) and f.dispute_correspondence,
+    )
     disputed = [i.number for i in f.invoices if i.disputed]
     d["disputed"] = disputed
     p["disputed"] = len(disputed)
-    # Dispute correspondence (a reply from the dispute panel) is not dunning: its own rules.
-    p["dispute_correspondence"] = isinstance(f, SendDraftFacts) and f.dispute_correspondence
     # The contact's clock.
     p["local_minute_of_day"] = loc.hour * 60 + loc.minute
     p["local_weekday"] = loc.weekday()
     # The contact's holidays: the policy's calendars, "contact" meaning the contact's country.
-    cal = book.calendar.for_place(place_or_none(f.contact.country, f.contact.subdivision))
+    cal = book.calendar.for_place(place_or_none(contact.country, contact.subdivision))
     d["cal"] = cal
     d["holiday"] = cal.holiday(today)
-    p["local_holiday"] = d["holiday"] is not None
+    if d["holiday"] is not None:
+        p["local_holiday"] = True
     # The organisation's calendar: promise dates are its dates (the contact's only sets when).
     business_day = f.business_date or today
     p["business_day_ordinal"] = business_day.toordinal()
     # Cadence: touches inside the rolling window, and seconds since the latest touch.
-    window = timedelta(days=ps.cadence.window_days)
-    touches = sorted(t.astimezone(UTC) for t in f.touches)
-    in_window = [t for t in touches if t > now - window]
+    since = now - timedelta(days=ps.cadence.window_days)
+    touches = sorted([t.astimezone(UTC) for t in f.touches])
+    in_window = [t for t in touches if t > since]
     d["in_window"] = in_window
     p["touches_in_window"] = len(in_window)
     if touches:
@@ -271,8 +288,9 @@ def _derive_outreach(
         p["promise_pause_end_ordinal"] = max(e for e, _ in pausing)
     if open_ends:
         p["open_promise_end_ordinal"] = min(e for e, _ in open_ends)
-    p["promise_missed"] = bool(missed)
-    p["promise_reminder_not_open"] = about is not None and not reminded
+    _flags(
+        p, promise_missed=bool(missed), promise_reminder_not_open=about is not None and not reminded
+    )
     d["open_promises"] = pausing
     d["all_open_promises"] = open_ends
     d["missed_promises"] = missed
@@ -294,32 +312,39 @@ def _derive_send_draft(f: SendDraftFacts, book: RuleBook, scanner: ThreatScanner
     p: Payload = {"k": 1}
     d: dict[str, Any] = {"payload": p}
     _derive_outreach(f, book, p, d)
-    p["org_shadow_mode"] = f.org_shadow_mode
-    p["segment_shadow_mode"] = f.segment_shadow_mode
-    p["step_shadow_mode"] = f.step_shadow_mode
-    p["autopilot_enabled"] = f.autopilot_enabled
     if f.data_ready_score is not None:
         p["data_ready_score"] = f.data_ready_score
+    # Three states, not a flag: unknown (absent) blocks Autopilot (fail closed).
     if f.sending_domain_verified is not None:
         p["sending_domain_verified"] = f.sending_domain_verified
     # Who approved this version: the most senior rank (the rule compares it with the reviewer
     # minimum; unknown roles rank -1) and whether Legal is among them.
     ranks = ps.access.roles
     p["reviewer_rank"] = max((ranks.get(r, -1) for r in f.approved_by_roles), default=-1)
-    p["approved_by_legal"] = ps.content.legal_role in f.approved_by_roles
     # Content against the ledger.
     s, ledger = f.content, f.ledger
     threat, concession = scanner.threat_and_concession(s.body)
     d["threat"] = threat
-    p["threat"] = threat is not None
     d["concession"] = concession
-    p["concession"] = concession is not None
-    p["ledger_backs_concession"] = ledger.concession_approved
-    p["concession_approved"] = ps.content.concession_role in f.approved_by_roles
     # Dunning wording matters only in dispute correspondence (elsewhere asking is the point).
     demand = scanner.demand(s.body) if f.dispute_correspondence else None
     d["payment_demand"] = demand
-    p["payment_demand"] = demand is not None
+    link = (s.pay_link or "").strip()
+    _flags(
+        p,
+        org_shadow_mode=f.org_shadow_mode,
+        segment_shadow_mode=f.segment_shadow_mode,
+        step_shadow_mode=f.step_shadow_mode,
+        autopilot_enabled=f.autopilot_enabled,
+        approved_by_legal=ps.content.legal_role in f.approved_by_roles,
+        threat=threat is not None,
+        concession=concession is not None,
+        ledger_backs_concession=ledger.concession_approved,
+        concession_approved=ps.content.concession_role in f.approved_by_roles,
+        payment_demand=demand is not None,
+        has_link=bool(link),
+        link_ok=bool(link) and link == (ledger.pay_link or "").strip(),
+    )
     p["stated_invoices"] = len(s.invoice_numbers)
     known_inv = set(ledger.invoice_numbers)
     bad_inv = [n for n in s.invoice_numbers if n not in known_inv]
@@ -331,15 +356,13 @@ def _derive_send_draft(f: SendDraftFacts, book: RuleBook, scanner: ThreatScanner
     p["wrong_invoice_numbers"] = len(bad_inv)
     p["wrong_amounts"] = len(bad_amt)
     p["wrong_dates"] = len(bad_dates)
-    link = (s.pay_link or "").strip()
-    p["has_link"] = bool(link)
-    p["link_ok"] = bool(link) and link == (ledger.pay_link or "").strip()
-    return Ctx(f, ps, **d)
+    return Ctx(f, ps, d)
 
 
 def _derive_send_nudge(f: SendNudgeFacts, book: RuleBook) -> Ctx:
     ps = book.ps
-    p: Payload = {"k": 1, "role": f.actor_role, "template_approved": f.template_approved}
+    p: Payload = {"k": 1, "role": f.actor_role}
+    _flags(p, template_approved=f.template_approved)
     d: dict[str, Any] = {"payload": p}
     _derive_outreach(f, book, p, d)
     now = d["now"]
@@ -349,7 +372,7 @@ def _derive_send_nudge(f: SendNudgeFacts, book: RuleBook) -> Ctx:
         nearest = min(scheduled, key=lambda s: abs(s - now))
         d["nearest"] = nearest
         p["seconds_to_scheduled_autopilot"] = math.floor(abs((nearest - now).total_seconds()))
-    return Ctx(f, ps, **d)
+    return Ctx(f, ps, d)
 
 
 def _derive_plan(f: OfferPlanFacts | ApprovePlanFacts, ps: PolicySet) -> Ctx:
@@ -364,9 +387,8 @@ def _derive_plan(f: OfferPlanFacts | ApprovePlanFacts, ps: PolicySet) -> Ctx:
         "installments": f.installments,
         "months": f.months,
         "discount_bps": ceil_bps(f.discount_minor, f.total_minor),
-        "non_standard_terms": f.non_standard_terms,
-        "legal_approved": f.legal_approved,
     }
+    _flags(p, non_standard_terms=f.non_standard_terms, legal_approved=f.legal_approved)
     if f.actor_limit_minor is not None:
         p["actor_limit_minor"] = f.actor_limit_minor
     return Ctx(f, ps, payload=p)
@@ -390,20 +412,22 @@ def _derive_credit(f: GrantCreditFacts, ps: PolicySet) -> Ctx:
 def _derive_cash(f: ApplyCashFacts, ps: PolicySet) -> Ctx:
     p: Payload = {
         "k": 1,
-        "auto": f.actor_role is None,
         "role": f.actor_role or "",
-        "conf": f.confidence,
-        "amt": f.amount_minor,
-        "cur": f.currency,
+        "confidence": f.confidence,
+        "amount": f.amount_minor,
+        "currency": f.currency,
         "kind": f.match_kind,
-        "wo": f.write_off_minor,
-        "wo_kind": f.write_off_kind or "",
+        "write_off": f.write_off_minor,
+        "write_off_kind": f.write_off_kind or "",
         # the write-off against the invoices' open balance, rounded up: 2.001 % never passes 2 %
-        "wo_bps": ceil_bps(f.write_off_minor, f.invoices_minor or 1) if f.write_off_minor else 0,
-        "oa": f.on_account_minor,
+        "write_off_bps": ceil_bps(f.write_off_minor, f.invoices_minor or 1)
+        if f.write_off_minor
+        else 0,
+        "on_account": f.on_account_minor,
         # the surplus kept on account against the invoices' open balance, rounded up
-        "oa_bps": ceil_bps(f.on_account_minor, f.invoices_minor) if f.invoices_minor else 0,
+        "on_account_bps": ceil_bps(f.on_account_minor, f.invoices_minor) if f.invoices_minor else 0,
     }
+    _flags(p, auto=f.actor_role is None)
     return Ctx(f, ps, payload=p)
 
 
@@ -415,8 +439,8 @@ def _derive_actor(f: Any, ps: PolicySet) -> Ctx:
         p["data_ready_score"] = f.data_ready_score
         p["sending_domain_verified"] = f.sending_domain_verified
         # a flag, not the count's existence: durable_rules' $ex does not see a 0
-        p["shadow_recorded"] = f.shadow_decided is not None and f.shadow_unchanged is not None
         if f.shadow_decided is not None and f.shadow_unchanged is not None:
+            p["shadow_recorded"] = True
             p["shadow_decided"] = f.shadow_decided
             # approved unchanged in basis points, rounded down: 94.99 % never passes a 95 % bar
             p["shadow_unchanged_bps"] = (
@@ -544,7 +568,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="contact.opted_out",
             rule_id="contact.opted_out",
             outcome=Outcome.BLOCK,
-            cond=c.eq("opted_out", True),
+            cond=c.holds("opted_out"),
             explain="Contacts who opted out of a channel are never contacted on it.",
             message=lambda x: f"Contact opted out of {x.f.channel}: not contacted",
         ),
@@ -552,7 +576,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="contact.bounced",
             rule_id="contact.bounced",
             outcome=Outcome.BLOCK,
-            cond=c.eq("bounced", True),
+            cond=c.holds("bounced"),
             explain="Contacts whose address bounced are not contacted on that channel.",
             message=lambda x: f"Contact's {x.f.channel} address bounced: not contacted",
         ),
@@ -560,7 +584,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="contact.no_consent",
             rule_id="contact.no_consent",
             outcome=Outcome.BLOCK,
-            cond=c.eq("consent", False),
+            cond=c.lacks("consent"),
             explain="Contacts without consent for a channel are not contacted on it.",
             message=lambda x: f"No consent to contact by {x.f.channel}: not contacted",
         ),
@@ -568,7 +592,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="dispute.no_dunning",
             rule_id="dispute.no_dunning",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.gt("disputed", 0), c.eq("dispute_correspondence", False)),
+            cond=c.all_of(c.gt("disputed", 0), c.lacks("dispute_correspondence")),
             explain=(
                 "Disputed invoices are never dunned: outreach goes to the dispute workflow (only "
                 "dispute correspondence may name them)."
@@ -582,7 +606,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="sending.maintenance",
             rule_id="sending.maintenance",
             outcome=Outcome.DEFER,
-            cond=c.eq("maintenance_window", True),
+            cond=c.holds("maintenance_window"),
             explain=(
                 "While the maintenance toggle is on nothing leaves; the action is re-checked "
                 f"after {ps.sending.pause_recheck_minutes} minutes."
@@ -594,7 +618,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="sending.cron_paused",
             rule_id="sending.cron_paused",
             outcome=Outcome.DEFER,
-            cond=c.eq("cron_paused", True),
+            cond=c.holds("cron_paused"),
             explain=(
                 "While the cron pause is on nothing leaves; the action is re-checked after "
                 f"{ps.sending.pause_recheck_minutes} minutes."
@@ -653,11 +677,12 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
             name="promise.missed",
             rule_id="promise.missed",
             outcome=Outcome.ALLOW,
-            cond=c.any_of(
-                c.eq("promise_missed", True),
+            cond=c.any_of(  # the branches exclude each other: the rule fires once
+                c.holds("promise_missed"),
                 c.all_of(
                     c.present("open_promise_end_ordinal"),
                     c.gt("business_day_ordinal", c.ref("open_promise_end_ordinal")),
+                    c.lacks("promise_missed"),
                 ),
             ),
             explain="A missed promise (or one past its grace) resumes the cadence.",
@@ -711,7 +736,7 @@ def _outreach_rules(ps: PolicySet, cal: QuietCalendar) -> list[Rule]:
                 name="quiet_hours.holiday",
                 rule_id="quiet_hours.holiday",
                 outcome=Outcome.DEFER,
-                cond=c.eq("local_holiday", True),
+                cond=c.holds("local_holiday"),
                 explain=(
                     "No outreach on "
                     + " or ".join(
@@ -755,9 +780,9 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
     unreviewed = c.lt("reviewer_rank", min_rank)
     reviewed = c.gte("reviewer_rank", min_rank)
     no_shadow = c.all_of(
-        c.eq("org_shadow_mode", False),
-        c.eq("segment_shadow_mode", False),
-        c.eq("step_shadow_mode", False),
+        c.lacks("org_shadow_mode"),
+        c.lacks("segment_shadow_mode"),
+        c.lacks("step_shadow_mode"),
     )
     autopilot_path = c.all_of(unreviewed, no_shadow)
     review = f"{_or_above(min_role)} must review this draft"
@@ -780,11 +805,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             outcome=Outcome.NEEDS_APPROVAL,
             cond=c.all_of(
                 unreviewed,
-                c.any_of(
-                    c.eq("org_shadow_mode", True),
-                    c.eq("segment_shadow_mode", True),
-                    c.eq("step_shadow_mode", True),
-                ),
+                c.any_flag("org_shadow_mode", "segment_shadow_mode", "step_shadow_mode"),
             ),
             explain=(
                 "While the organisation, the segment or the cadence step is in Shadow Mode every "
@@ -810,7 +831,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.not_enabled",
             rule_id="autopilot.not_enabled",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(autopilot_path, c.eq("autopilot_enabled", False)),
+            cond=c.all_of(autopilot_path, c.lacks("autopilot_enabled")),
             explain="Autopilot sends only for segments where it is enabled; else a human reviews.",
             message=lambda x: f"Autopilot is not enabled for segment {x.f.segment!r}: {review}",
             approver=min_role,
@@ -866,7 +887,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             outcome=Outcome.ALLOW,
             cond=c.all_of(
                 autopilot_path,
-                c.eq("autopilot_enabled", True),
+                c.holds("autopilot_enabled"),
                 c.gte("data_ready_score", threshold),
                 c.eq("sending_domain_verified", True),
             ),
@@ -885,7 +906,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.legal_threat",
             rule_id="content.legal_threat",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(c.eq("threat", True), c.eq("approved_by_legal", False)),
+            cond=c.all_of(c.holds("threat"), c.lacks("approved_by_legal")),
             explain=(
                 f"A draft with legal-threat language ({len(ps.content.legal_threat_phrases)} "
                 f"listed phrases) needs {legal} approval."
@@ -901,9 +922,9 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             rule_id="content.unbacked_concession",
             outcome=Outcome.NEEDS_APPROVAL,
             cond=c.all_of(
-                c.eq("concession", True),
-                c.eq("ledger_backs_concession", False),
-                c.eq("concession_approved", False),
+                c.holds("concession"),
+                c.lacks("ledger_backs_concession"),
+                c.lacks("concession_approved"),
             ),
             explain=(
                 "A draft offering a discount, waiver or new terms that the ledger does not back "
@@ -919,7 +940,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="promise.reminder_not_open",
             rule_id="promise.reminder_not_open",
             outcome=Outcome.BLOCK,
-            cond=c.eq("promise_reminder_not_open", True),
+            cond=c.holds("promise_reminder_not_open"),
             explain=(
                 "A reminder about a promise-to-pay (fact about_promise) goes out only while that "
                 "promise is open on the draft's invoices and not past its grace; otherwise it is "
@@ -939,7 +960,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.missing_pay_link",
             rule_id="content.missing_pay_link",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("has_link", False), c.eq("dispute_correspondence", False)),
+            cond=c.all_of(c.lacks("has_link"), c.lacks("dispute_correspondence")),
             explain="A draft without a pay link is blocked (dispute correspondence needs none).",
             message=lambda x: "Draft has no pay link: blocked",
         ),
@@ -982,7 +1003,7 @@ def _send_draft_rules(ps: PolicySet) -> list[Rule]:
             name="content.pay_link_mismatch",
             rule_id="content.pay_link_mismatch",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("has_link", True), c.eq("link_ok", False)),
+            cond=c.all_of(c.holds("has_link"), c.lacks("link_ok")),
             explain="A draft whose pay link differs from the ledger's is blocked.",
             message=lambda x: "Draft's pay link differs from the ledger's: blocked",
         ),
@@ -994,7 +1015,7 @@ def _correspondence_rules(ps: PolicySet) -> list[Rule]:
     """Dispute correspondence: a reply from the dispute panel may name the disputed invoice and
     needs no pay link, but never asks for the disputed amount, and a person always reviews it."""
     min_role = ps.shadow_mode.reviewer_min_role
-    corr = c.eq("dispute_correspondence", True)
+    corr = c.holds("dispute_correspondence")
     about_dispute = c.all_of(corr, c.gt("disputed", 0))
 
     def invoices(x: Ctx) -> str:
@@ -1019,7 +1040,7 @@ def _correspondence_rules(ps: PolicySet) -> list[Rule]:
             name="dispute.correspondence_demand",
             rule_id="dispute.correspondence_demand",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(about_dispute, c.eq("payment_demand", True)),
+            cond=c.all_of(about_dispute, c.holds("payment_demand")),
             explain=(
                 "Dispute correspondence asking for payment of a disputed invoice (dunning wording, "
                 "`content.payment_demand_phrases`) is blocked."
@@ -1034,7 +1055,7 @@ def _correspondence_rules(ps: PolicySet) -> list[Rule]:
             name="dispute.correspondence_pay_link",
             rule_id="dispute.correspondence_pay_link",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(about_dispute, c.eq("has_link", True)),
+            cond=c.all_of(about_dispute, c.holds("has_link")),
             explain="Dispute correspondence carrying a pay link for a disputed invoice is blocked.",
             message=lambda x: (
                 f"Dispute correspondence carries a pay link while {invoices(x)} is disputed: "
@@ -1066,7 +1087,7 @@ def _send_nudge_rules(ps: PolicySet) -> list[Rule]:
             name="nudge.template_not_approved",
             rule_id="nudge.template_not_approved",
             outcome=Outcome.BLOCK,
-            cond=c.eq("template_approved", False),
+            cond=c.lacks("template_approved"),
             explain="Nudges use pre-approved templates only.",
             message=lambda x: "Nudge template is not pre-approved: blocked",
         ),
@@ -1321,8 +1342,8 @@ def _plan_rules(ps: PolicySet, action: ActionType) -> list[Rule]:
             rule_id="plan.non_standard_terms",
             outcome=Outcome.NEEDS_APPROVAL,
             cond=c.all_of(
-                c.eq("non_standard_terms", True),
-                c.eq("legal_approved", False),
+                c.holds("non_standard_terms"),
+                c.lacks("legal_approved"),
                 c.ne("role", pl.legal_role),
             ),
             explain=f"Plans with non-standard legal terms need {pl.legal_role} approval.",
@@ -1489,7 +1510,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_record_missing",
             rule_id="autopilot.enable_shadow_record_missing",
             outcome=Outcome.BLOCK,
-            cond=c.eq("shadow_recorded", False),
+            cond=c.lacks("shadow_recorded"),
             explain="Autopilot without the segment's Shadow Mode record is blocked (fail closed).",
             message=lambda x: (
                 "Missing facts shadow_decided and shadow_unchanged, needed by "
@@ -1500,7 +1521,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_too_few",
             rule_id="autopilot.enable_shadow_too_few",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("shadow_recorded", True), c.lt("shadow_decided", window)),
+            cond=c.all_of(c.holds("shadow_recorded"), c.lt("shadow_decided", window)),
             explain=f"Autopilot can be enabled only after {window} drafts decided in Shadow Mode.",
             message=lambda x: (
                 f"Only {x.f.shadow_decided} drafts of {x.f.segment!r} have been decided in Shadow "
@@ -1511,7 +1532,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
             name="autopilot.enable_shadow_disagreement",
             rule_id="autopilot.enable_shadow_disagreement",
             outcome=Outcome.BLOCK,
-            cond=c.all_of(c.eq("shadow_recorded", True), c.lt("shadow_unchanged_bps", pct * 100)),
+            cond=c.all_of(c.holds("shadow_recorded"), c.lt("shadow_unchanged_bps", pct * 100)),
             explain=f"Autopilot can be enabled only with {bar}.",
             message=lambda x: (
                 f"{_cap(_shadow_record(x))} in {x.f.segment!r}; the policy requires {bar}: "
@@ -1524,7 +1545,7 @@ def _shadow_agreement_rules(ps: PolicySet) -> list[Rule]:
 def _cash_rules(ps: PolicySet) -> list[Rule]:
     """A person applies cash with the permission; plixo alone only inside the Controller's
     limits (confidence, amount per currency, kind of match)."""
-    rules = _access_rules(ps, ActionType.APPLY_CASH, scope=c.eq("auto", False))
+    rules = _access_rules(ps, ActionType.APPLY_CASH, scope=c.lacks("auto"))
     rules += _cash_auto_rules(ps) + _cash_write_off_rules(ps)
     return rules + _cash_over_payment_rules(ps)
 
@@ -1536,28 +1557,32 @@ def _not_judged_by_own_rule(ps: PolicySet) -> c.Cond:
     ca = ps.cash_app
     conds = []
     if ca.auto_write_off:
-        conds.append(c.any_of(c.ne("kind", "short_pay"), c.lte("wo", 0)))
+        conds.append(c.any_of(c.ne("kind", "short_pay"), c.lte("write_off", 0)))
     if ca.auto_over_payment:
-        conds.append(c.any_of(c.ne("kind", "over_payment"), c.lte("oa", 0)))
+        conds.append(c.any_of(c.ne("kind", "over_payment"), c.lte("on_account", 0)))
     return c.all_of(*conds) if conds else c.ALWAYS
 
 
 def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
     """When plixo may apply a line with no person: auto-apply on, and every limit met."""
     ca = ps.cash_app
-    auto = c.eq("auto", True)
+    auto = c.holds("auto")
     rules: list[Rule] = []
     reviewer = ca.reviewer_role
     limits = ca.max_auto_apply_minor
-    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    within = [
+        c.all_of(c.eq("currency", cur), c.lte("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
     listed = ", ".join(f"{format_money(v, k)}" for k, v in sorted(limits.items())) or "none"
     kinds = [str(k) for k in ca.auto_apply_kinds]
 
     def amount(x: Ctx) -> str:
         return format_money(x.f.amount_minor, x.f.currency)
 
-    above = [c.all_of(c.eq("cur", cur), c.gt("amt", lim)) for cur, lim in sorted(limits.items())]
-    above_limit = c.any_of(c.none_of("cur", sorted(limits)), *above)
+    above = [
+        c.all_of(c.eq("currency", cur), c.gt("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
+    above_limit = c.any_of(c.none_of("currency", sorted(limits)), *above)
     if not ca.auto_apply:
         rules.append(
             Rule(
@@ -1581,7 +1606,7 @@ def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
                 outcome=Outcome.ALLOW,
                 cond=c.all_of(
                     auto,
-                    c.gte("conf", ca.min_confidence),
+                    c.gte("confidence", ca.min_confidence),
                     c.one_of("kind", kinds),
                     c.any_of(*within),
                 ),
@@ -1599,7 +1624,7 @@ def _cash_auto_rules(ps: PolicySet) -> list[Rule]:
 def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[Rule]:
     """Auto-apply below the confidence, above the currency's limit or of another kind waits."""
     ca = ps.cash_app
-    auto = c.eq("auto", True)
+    auto = c.holds("auto")
     reviewer = ca.reviewer_role
     kinds = [str(k) for k in ca.auto_apply_kinds]
 
@@ -1612,7 +1637,7 @@ def _cash_limit_rules(ps: PolicySet, above_limit: c.Cond, listed: str) -> list[R
             name="cash.low_confidence",
             rule_id="cash.low_confidence",
             outcome=Outcome.NEEDS_APPROVAL,
-            cond=c.all_of(auto, c.lt("conf", ca.min_confidence), _not_judged_by_own_rule(ps)),
+            cond=c.all_of(auto, c.lt("confidence", ca.min_confidence), _not_judged_by_own_rule(ps)),
             explain=(
                 f"Plixo applies a line by itself only at confidence {ca.min_confidence} or more."
             ),
@@ -1656,15 +1681,19 @@ def _cash_write_off_rules(ps: PolicySet) -> list[Rule]:
     """The Controller's write-off rule: plixo writes off a short-pay's explained difference
     (discount taken, bank fee) alone only inside its limits; any other write-off waits."""
     ca = ps.cash_app
-    auto, wo = c.eq("auto", True), c.gt("wo", 0)
+    auto, wo = c.holds("auto"), c.gt("write_off", 0)
     if not ca.auto_write_off:
         return [_write_off_off(ps)]
     caps = ca.auto_write_off_max_minor
-    within_cap = [c.all_of(c.eq("cur", cur), c.lte("wo", v)) for cur, v in sorted(caps.items())]
+    within_cap = [
+        c.all_of(c.eq("currency", cur), c.lte("write_off", v)) for cur, v in sorted(caps.items())
+    ]
     wo_kinds = [str(k) for k in ca.auto_write_off_kinds]
     bar, bps = ca.auto_write_off_min_confidence, ca.auto_write_off_max_bps
     limits = ca.max_auto_apply_minor
-    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    within = [
+        c.all_of(c.eq("currency", cur), c.lte("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
     rules = [_write_off_outside(ps)]
     if ca.auto_apply and within and within_cap and wo_kinds:
         rules.append(
@@ -1676,11 +1705,11 @@ def _cash_write_off_rules(ps: PolicySet) -> list[Rule]:
                     auto,
                     c.eq("kind", "short_pay"),
                     wo,
-                    c.one_of("wo_kind", wo_kinds),
-                    c.gte("conf", bar),
+                    c.one_of("write_off_kind", wo_kinds),
+                    c.gte("confidence", bar),
                     c.any_of(*within),
                     c.any_of(*within_cap),
-                    c.lte("wo_bps", bps),
+                    c.lte("write_off_bps", bps),
                 ),
                 explain="Within the Controller's write-off rule plixo applies a short-pay by "
                 "itself and writes off the difference (the rule is the write-off's authority).",
@@ -1702,7 +1731,7 @@ def _write_off_off(ps: PolicySet) -> Rule:
         name="cash.auto_write_off_off",
         rule_id="cash.auto_write_off_off",
         outcome=Outcome.NEEDS_APPROVAL,
-        cond=c.all_of(c.eq("auto", True), c.gt("wo", 0)),
+        cond=c.all_of(c.holds("auto"), c.gt("write_off", 0)),
         explain=f"The write-off rule is off: {_or_above(reviewer)} confirms every short-pay "
         "written off.",
         message=lambda x: (
@@ -1719,7 +1748,9 @@ def _write_off_outside(ps: PolicySet) -> Rule:
     ca = ps.cash_app
     reviewer = ca.reviewer_role
     caps = ca.auto_write_off_max_minor
-    over_cap = [c.all_of(c.eq("cur", cur), c.gt("wo", v)) for cur, v in sorted(caps.items())]
+    over_cap = [
+        c.all_of(c.eq("currency", cur), c.gt("write_off", v)) for cur, v in sorted(caps.items())
+    ]
     wo_kinds = [str(k) for k in ca.auto_write_off_kinds]
     bar, bps = ca.auto_write_off_min_confidence, ca.auto_write_off_max_bps
     listed = ", ".join(format_money(v, k) for k, v in sorted(caps.items())) or "none"
@@ -1728,15 +1759,15 @@ def _write_off_outside(ps: PolicySet) -> Rule:
         rule_id="cash.write_off_needs_review",
         outcome=Outcome.NEEDS_APPROVAL,
         cond=c.all_of(
-            c.eq("auto", True),
-            c.gt("wo", 0),
+            c.holds("auto"),
+            c.gt("write_off", 0),
             c.any_of(
                 c.ne("kind", "short_pay"),
-                c.none_of("wo_kind", wo_kinds),
-                c.lt("conf", bar),
-                c.none_of("cur", sorted(caps)),
+                c.none_of("write_off_kind", wo_kinds),
+                c.lt("confidence", bar),
+                c.none_of("currency", sorted(caps)),
                 *over_cap,
-                c.gt("wo_bps", bps),
+                c.gt("write_off_bps", bps),
             ),
         ),
         explain=f"Plixo writes off a short-pay's {' or '.join(wo_kinds) or 'nothing'} alone "
@@ -1758,14 +1789,20 @@ def _cash_over_payment_rules(ps: PolicySet) -> list[Rule]:
     if not ca.auto_over_payment:
         return []
     reviewer = ca.reviewer_role
-    case = c.all_of(c.eq("auto", True), c.eq("kind", "over_payment"), c.gt("oa", 0))
+    case = c.all_of(c.holds("auto"), c.eq("kind", "over_payment"), c.gt("on_account", 0))
     caps = ca.auto_over_payment_max_minor
-    within_cap = [c.all_of(c.eq("cur", cur), c.lte("oa", v)) for cur, v in sorted(caps.items())]
-    over_cap = [c.all_of(c.eq("cur", cur), c.gt("oa", v)) for cur, v in sorted(caps.items())]
+    within_cap = [
+        c.all_of(c.eq("currency", cur), c.lte("on_account", v)) for cur, v in sorted(caps.items())
+    ]
+    over_cap = [
+        c.all_of(c.eq("currency", cur), c.gt("on_account", v)) for cur, v in sorted(caps.items())
+    ]
     bar, bps = ca.auto_over_payment_min_confidence, ca.auto_over_payment_max_bps
     listed = ", ".join(format_money(v, k) for k, v in sorted(caps.items())) or "none"
     limits = ca.max_auto_apply_minor
-    within = [c.all_of(c.eq("cur", cur), c.lte("amt", lim)) for cur, lim in sorted(limits.items())]
+    within = [
+        c.all_of(c.eq("currency", cur), c.lte("amount", lim)) for cur, lim in sorted(limits.items())
+    ]
 
     def surplus(x: Ctx) -> str:
         return format_money(x.f.on_account_minor, x.f.currency)
@@ -1778,10 +1815,10 @@ def _cash_over_payment_rules(ps: PolicySet) -> list[Rule]:
             cond=c.all_of(
                 case,
                 c.any_of(
-                    c.lt("conf", bar),
-                    c.none_of("cur", sorted(caps)),
+                    c.lt("confidence", bar),
+                    c.none_of("currency", sorted(caps)),
                     *over_cap,
-                    c.gt("oa_bps", bps),
+                    c.gt("on_account_bps", bps),
                 ),
             ),
             explain=f"Plixo keeps an over-payment's surplus on account alone only at confidence "
@@ -1802,10 +1839,10 @@ def _cash_over_payment_rules(ps: PolicySet) -> list[Rule]:
                 outcome=Outcome.ALLOW,
                 cond=c.all_of(
                     case,
-                    c.gte("conf", bar),
+                    c.gte("confidence", bar),
                     c.any_of(*within),
                     c.any_of(*within_cap),
-                    c.lte("oa_bps", bps),
+                    c.lte("on_account_bps", bps),
                 ),
                 explain="Within the Controller's over-payment rule plixo applies an over-payment "
                 "by itself and keeps the surplus as credit on account.",

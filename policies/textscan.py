@@ -48,10 +48,14 @@ _MAX_JOIN = 3
 _MIN_STEM = 4
 _COMPOUNDING = {"de": 6}  # languages that write compounds as one word: min. head length
 _WORD = re.compile(r"[^\W_]+")
-#: Every ASCII character that ``_WORD`` does not match, as a space (``fold`` on ASCII text).
-_ASCII_NON_WORD = {cp: " " for cp in range(128) if not (chr(cp).isascii() and chr(cp).isalnum())}
+#: Every ASCII character that ``_WORD`` does not match, as a space (``fold`` on ASCII text), as a
+#: ``bytes.translate`` table: one C pass, where a ``str.translate`` mapping looked every character
+#: up in a dictionary (most of ``fold``'s time on a draft).
+_ASCII_NON_WORD = bytes(cp if cp < 128 and chr(cp).isalnum() else ord(" ") for cp in range(256))
 #: Windows a matcher remembers per language (``PhraseMatcher.find_all``); emptied when full.
 _MEMO_MAX = 4_096
+#: Whole texts (their words as asked) a ``PhraseScan`` remembers; emptied when full.
+_TEXTS_MAX = 1_024
 _MISS = object()
 #: What a word holding a non-letter is matched as where no key holds one (``find_all``).
 _NON_LETTER = "0"
@@ -130,7 +134,8 @@ def fold(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", text or "")
     text = _strip_accents(_strip_format(text).casefold())
     if text.isascii():  # the same words, without the regular expression's cost per match
-        return _join_spelled(text.translate(_ASCII_NON_WORD).split())
+        ascii_text = text.encode("ascii").translate(_ASCII_NON_WORD).decode("ascii")
+        return _join_spelled(ascii_text.split())
     return _join_spelled(_WORD.findall(text))
 
 
@@ -363,10 +368,14 @@ class PhraseScan:
             if language in m.heads:
                 self.heads.setdefault(_COMPOUNDING[language], set()).update(m.heads[language])
         self._memo: dict[tuple[str, ...], tuple[Hit | None, ...]] = {}
+        self._texts: dict[tuple[str, ...], tuple[Hit | None, ...]] = {}
 
     def _seq(self, words: tuple[str, ...]) -> tuple[str, ...]:
         if not self.letter_keys:
             return words
+        if len(self.heads) == 1:  # one head length (German only): no generator per word
+            ((n, hs),) = self.heads.items()
+            return tuple([w if w.isalpha() or w[:n] in hs else _NON_LETTER for w in words])
         heads = self.heads.items()
         return tuple(
             [
@@ -384,28 +393,44 @@ class PhraseScan:
         return answers if any(a is not None for a in answers) else ()
 
     def first(self, text: str) -> tuple[Hit | None, ...]:
-        """For each matcher, in order, what ``matcher.find(text)`` returns."""
+        """For each matcher, in order, what ``matcher.find(text)`` returns.
+
+        Remembered per text as asked about (its words, a placeholder for each word holding a
+        non-letter): drafts written from one template differ in their amounts, invoice numbers,
+        dates and links, which the placeholders hide, so the whole answer is known already.
+        """
         seq = self._seq(_folded(text))
+        known = self._texts.get(seq)
+        if known is None:
+            known = self._first(seq)
+            if len(self._texts) >= _TEXTS_MAX:
+                self._texts.clear()
+            self._texts[seq] = known
+        return known
+
+    def _first(self, seq: tuple[str, ...]) -> tuple[Hit | None, ...]:
+        """``first`` for a text's words as asked about, window by window."""
         width, memo = self.width, self._memo
         # every word's window (the last ones cut short by the end of the text), in C loops
         full = len(seq) - width + 1
         windows = list(zip(*(seq[k:] for k in range(width)), strict=False)) if full > 0 else []
         windows += [seq[i:] for i in range(max(full, 0), len(seq))]
         found = list(map(memo.get, windows))
+        if None in found:  # windows not seen before: asked about, in the order of the text
+            for i, window in enumerate(windows):
+                if found[i] is None:
+                    found[i] = answers = self._answers(window)
+                    if len(memo) >= _MEMO_MAX:
+                        memo.clear()
+                    memo[window] = answers
+        holding = [answers for answers in found if answers]  # windows holding a phrase
+        if not holding:
+            return (None,) * len(self.matchers)
         firsts: list[Hit | None] = [None] * len(self.pairs)
-        if None not in found and not any(found):
-            return (None,) * len(self.matchers)  # every window known, none holds a phrase
-        for i, window in enumerate(windows):
-            answers = found[i]
-            if answers is None:
-                answers = self._answers(window)
-                if len(memo) >= _MEMO_MAX:
-                    memo.clear()
-                memo[window] = answers
-            if answers:
-                for k, hit in enumerate(answers):
-                    if hit is not None and firsts[k] is None:
-                        firsts[k] = hit
+        for answers in holding:
+            for k, hit in enumerate(answers):
+                if hit is not None and firsts[k] is None:
+                    firsts[k] = hit
         out: list[Hit | None] = []
         k = 0
         for m in self.matchers:  # a matcher's first language with a hit, at its first word

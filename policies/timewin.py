@@ -208,8 +208,13 @@ def next_allowed(
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
+@lru_cache(maxsize=4096)
 def describe_local(t: datetime, tz: ZoneInfo) -> str:
-    """'Mon 2025-03-10 08:00 EDT' on the contact's clock (locale-independent, unlike strftime)."""
+    """'Mon 2025-03-10 08:00 EDT' on the contact's clock (locale-independent, unlike strftime).
+
+    Remembered: the moments described are mostly the next open moments, which every contact of
+    a time zone deferred on the same night shares.
+    """
     loc = t.astimezone(tz)
     return (
         f"{_DAYS[loc.weekday()]} {loc.year:04d}-{loc.month:02d}-{loc.day:02d} "

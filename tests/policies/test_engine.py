@@ -14,10 +14,11 @@ import durable_rules_engine
 import pytest
 
 import policies.engine as engine_module
+from policies import conditions as c
 from policies.engine import PolicyEngine, decide, engine_for
 from policies.facts import EXAMPLES, FACT_MODELS, SendDraftFacts
 from policies.policy_set import load_default, merge
-from policies.rules import Ctx, Rule
+from policies.rules import Ctx, Rule, derive
 from policies.types import ActionType, Decision, Outcome
 from tests.policies.factories import check, credit, draft, ids, nudge, plan
 
@@ -280,6 +281,56 @@ def test_thresholds_are_compiled_into_the_durable_rules_conditions() -> None:
 def test_a_rule_with_two_true_branches_fires_once() -> None:
     d = check("send_draft", draft(org_shadow_mode=True, segment_shadow_mode=True))
     assert d.rule_ids == ["shadow.review_required"]
+
+
+def test_branches_that_all_hold_run_the_rule_once_in_durable_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exclusive branches (``conditions.any_flag``): one action per rule that fires, not one per
+    branch that holds (each action is a JSON round trip of the whole fact)."""
+    real = durable_rules_engine.complete_and_start_action
+    calls = {"n": 0}
+
+    def counted(h: int, state: int) -> Any:
+        calls["n"] += 1
+        return real(h, state)
+
+    monkeypatch.setattr(durable_rules_engine, "complete_and_start_action", counted)
+    every_shadow = {"org_shadow_mode": True, "segment_shadow_mode": True, "step_shadow_mode": True}
+    missed = {"status": "missed", "promised_date": "2025-09-01", "invoice_numbers": ["INV-1"]}
+    open_past = missed | {"status": "open"}  # open, but past its grace
+    d = PolicyEngine().decide("send_draft", draft(**every_shadow, promises=[missed, open_past]))
+    assert sorted(d.rule_ids) == ["promise.missed", "shadow.review_required"]
+    assert calls["n"] == 2
+
+
+def test_flags_are_in_the_payload_only_when_they_hold() -> None:
+    eng = PolicyEngine()
+    facts = SendDraftFacts.model_validate(draft(contact={"bounced": True}))
+    payload = derive(ActionType.SEND_DRAFT, facts, eng.book, eng._scanner).d["payload"]
+    assert payload["bounced"] is True and payload["consent"] is True
+    assert "opted_out" not in payload and "org_shadow_mode" not in payload
+    # three states, not a flag: known False stays (unknown would block Autopilot)
+    assert payload["sending_domain_verified"] is True
+    assert not [k for k, v in payload.items() if v is False]
+
+
+def test_a_condition_made_only_of_absences_is_anchored_to_the_payload() -> None:
+    """durable_rules runs its session state through the rules after every action: a rule that
+    asked only for absent flags would match that state, and again after its own action."""
+    lonely = c.lacks("template_approved")
+    assert not c.anchored(lonely) and c.anchor(lonely) == {"$and": [c.ALWAYS, lonely]}
+    assert c.anchored(c.all_of(c.gt("disputed", 0), c.lacks("dispute_correspondence")))
+    assert not c.anchored(c.any_of(c.holds("a"), c.lacks("b")))
+    eng = PolicyEngine()
+    for action, compiled in eng._rulesets.items():
+        for name, rule in compiled.by_name.items():
+            assert c.anchored(rule.definition()["all"][0]["m"]), (action, name)
+    d = eng.decide(
+        "send_nudge", nudge(template_approved=False, contact={"consent": False}, actor_role="CSM")
+    )
+    expected = {"nudge.template_not_approved", "contact.no_consent", "access.granted"}
+    assert ids(d) == expected | {"nudge.notify"}
 
 
 def test_engines_are_cached_by_policy_content() -> None:

@@ -118,6 +118,7 @@ def test_one_pass_over_several_matchers_finds_what_each_finds_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(textscan, "_MEMO_MAX", 200)  # emptied many times over
+    monkeypatch.setattr(textscan, "_TEXTS_MAX", 150)  # whole texts too
     content = load_default().content
     scanner = ThreatScanner(content)
     own = PhraseMatcher(  # phrases holding digits: no placeholder for any matcher
@@ -133,12 +134,19 @@ def test_one_pass_over_several_matchers_finds_what_each_finds_alone(
         }
     )
     found = 0
-    for text in _texts(vocab + ["30", "2", "days", "inkasso2024"], seed=17, n=700):
+    texts = _texts(vocab + ["30", "2", "days", "inkasso2024"], seed=17, n=700)
+    for text in texts + texts[:100]:  # the second time from the remembered texts
         expected = tuple(m.find(text) for m in one_pass.matchers)
         assert one_pass.first(text) == expected, text
         assert with_digits.first(text) == tuple(m.find(text) for m in with_digits.matchers), text
         found += sum(h is not None for h in expected)
     assert found > 300  # the texts do hold phrases
+    # A text differing only in its numbers is the remembered text (the placeholders hide them).
+    again = "Invoice 7312 of 1,204.50 USD: we may refer this to a collection agency."
+    assert one_pass.first(again.replace("7312", "9")) == tuple(
+        m.find(again) for m in one_pass.matchers
+    )
+    assert one_pass.first(again)[0] is not None
     assert not with_digits.letter_keys and one_pass.letter_keys
     assert scanner.threat_and_concession("Our lawyers may waive the fee") == (
         scanner.search("Our lawyers may waive the fee"),
