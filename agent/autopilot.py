@@ -40,7 +40,7 @@ from agent.autopilot_batch import (
 )
 from agent.drafter import Drafter, run_sync
 from agent.models import model_label
-from memory import clock, durable
+from memory import business_day, clock, durable
 from memory.config import Settings
 from memory.models import (
     AutopilotRun,
@@ -115,7 +115,7 @@ def _moment_of_run(sessions: sessionmaker[Session], org_id: int, as_of: date) ->
     (``memory.clock.moment_on``), in the organisation's time zone.
     """
     with sessions() as session:
-        return clock.moment_on(as_of, clock.org_zone(session, org_id))
+        return clock.moment_on(as_of, business_day.org_zone(session, org_id))
 
 
 def _select_and_open_run(

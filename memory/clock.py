@@ -11,9 +11,10 @@ The rule:
 * **"now"** is one instant, timezone-aware UTC (:func:`now`). Timestamps are stored and compared
   in UTC and only converted for display.
 * **"today"** is the organisation's **business date**: the calendar date in the organisation's
-  time zone (:func:`business_date`, :func:`org_business_date`). Due dates, promise dates,
-  installments, aging, cadence steps, Autopilot runs, the demo and every page use it, and a
-  draft's wording ("is due on", "ahead of", "overdue since") is true or false against it.
+  time zone (:func:`business_date`; for an organisation by id, ``memory.business_day``). Due
+  dates, promise dates, installments, aging, cadence steps, Autopilot runs, the demo and every
+  page use it, and a draft's wording ("is due on", "ahead of", "overdue since") is true or
+  false against it.
 * A **contact's** time zone is used only for *when* a message may go out (quiet hours, send
   windows, the contact's weekday): ``policies`` receives it as a fact, never as "today".
 
@@ -25,19 +26,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-if TYPE_CHECKING:  # the ledger imports this module; import it only when type-checking
-    from sqlalchemy.orm import Session
 
 __all__ = [
     "business_date",
     "end_of_business_day",
     "moment_on",
     "now",
-    "org_business_date",
-    "org_zone",
     "start_of_business_day",
     "zone",
 ]
@@ -63,23 +58,6 @@ def business_date(tz_name: str | None, at: datetime | None = None) -> date:
     if moment.tzinfo is None:
         raise ValueError("business_date needs an aware datetime; pass one in UTC")
     return moment.astimezone(zone(tz_name)).date()
-
-
-def org_zone(session: Session, org_id: int) -> str:
-    """The organisation's time zone name ("UTC" when it has none); ``LookupError`` if no such
-    organisation."""
-    # lazy: a cycle: memory.models imports this module (its column defaults read the clock)
-    from memory.models import Organisation
-
-    org = session.get(Organisation, org_id)
-    if org is None:
-        raise LookupError(f"organisation {org_id} does not exist")
-    return org.timezone or "UTC"
-
-
-def org_business_date(session: Session, org_id: int, at: datetime | None = None) -> date:
-    """Today for organisation ``org_id`` (its own time zone) at ``at`` (default: now)."""
-    return business_date(org_zone(session, org_id), at)
 
 
 def start_of_business_day(day: date, tz_name: str | None) -> datetime:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day
 from memory.models import (
     Customer,
     Dispute,
@@ -77,7 +77,7 @@ def test_a_reply_template_for_an_open_dispute_is_prefilled_checked_approved_and_
     assert format_amount(invoice.amount_minor, invoice.currency, locale) in body
     assert "Your query is open" in body
     due = d.sla_due_at if d.sla_due_at.tzinfo else d.sla_due_at.replace(tzinfo=UTC)
-    sla = format_day(clock.org_business_date(session, seeded.org.id, due), locale)
+    sla = format_day(business_day.org_business_date(session, seeded.org.id, due), locale)
     assert f"by {sla}" in body
     assert "/pay/" not in body and "http" not in body
     # the person edits it, then it is checked like any draft

@@ -9,7 +9,7 @@ import pytest
 import time_machine
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day, clock
 from memory.models import Organisation
 
 NY = ZoneInfo("America/New_York")
@@ -26,11 +26,11 @@ def test_business_date_is_the_organisations_not_utcs(session: Session, org: Orga
     org.timezone = "America/New_York"
     session.flush()
     with time_machine.travel(SATURDAY_2330_NY.astimezone(ZoneInfo("UTC")), tick=False):
-        assert clock.org_business_date(session, org.id) == date(2026, 12, 5)
+        assert business_day.org_business_date(session, org.id) == date(2026, 12, 5)
         assert clock.business_date("UTC") == date(2026, 12, 6)
         assert clock.business_date("Asia/Tokyo") == date(2026, 12, 6)
     with pytest.raises(LookupError):
-        clock.org_business_date(session, org.id + 10_000)
+        business_day.org_business_date(session, org.id + 10_000)
 
 
 def test_unknown_or_empty_zone_reads_as_utc() -> None:

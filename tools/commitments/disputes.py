@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day
 from memory.models import (
     Approval,
     Customer,
@@ -438,7 +438,7 @@ def _grant(
     invoice.balance_minor -= amount
     if invoice.balance_minor == 0:
         invoice.status = InvoiceStatus.PAID
-        invoice.settled_date = clock.org_business_date(session, invoice.org_id, now)
+        invoice.settled_date = business_day.org_business_date(session, invoice.org_id, now)
     dispute.credit_minor = amount
     session.add(
         Approval(

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day
 from memory.models import (
     Approval,
     InstallmentStatus,
@@ -811,7 +811,7 @@ def _forgive_discount(
         forgiven += take
         if inv.balance_minor == 0:
             inv.status = InvoiceStatus.PAID
-            inv.settled_date = clock.org_business_date(session, inv.org_id, now)
+            inv.settled_date = business_day.org_business_date(session, inv.org_id, now)
     if forgiven:
         audit.record(
             session,

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from sqlalchemy import and_, delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from memory import clock
+from memory import business_day, clock
 from memory.config import Settings, get_settings
 from memory.models import (
     Customer,
@@ -157,7 +157,7 @@ def recheck_before_send(
     no longer true is held for a person with every reason; one that is true is sent as written.
     """
     settings = settings or get_settings()
-    today = clock.org_business_date(session, draft.org_id, at)
+    today = business_day.org_business_date(session, draft.org_id, at)
     with session.no_autoflush:
         grounding = _ground(session, draft, today, settings)
         stated = grounding.get("stated") or {}
@@ -238,7 +238,7 @@ def withhold_if_untrue(
             check = recheck_before_send(session, draft, at, settings=settings)
         except Exception as exc:  # a check that cannot run must not let the message through
             log.exception("send-time check of draft %s failed", draft.id)
-            today = clock.org_business_date(session, draft.org_id, at)
+            today = business_day.org_business_date(session, draft.org_id, at)
             check = SendCheck("hold", today, (f"the send-time check failed: {exc}",))
         if check.ok:
             return None

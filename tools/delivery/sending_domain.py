@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day, clock
 from memory.config import get_settings
 from memory.errors import PlixoError
 from memory.models import (
@@ -354,7 +354,7 @@ def warmup_hold(session: Session, org_id: int, now: datetime) -> str | None:
     ).first()
     if row is None or row.verified_since is None:
         return None
-    tz = clock.org_zone(session, org_id)
+    tz = business_day.org_zone(session, org_id)
     today = clock.business_date(tz, now)
     caps = active_policy_set(session, org_id).sending.warmup_daily_caps
     cap = warmup_cap(caps, row.verified_since, today)
@@ -382,5 +382,5 @@ def warmup_hold(session: Session, org_id: int, now: datetime) -> str | None:
 
 def next_send_day(session: Session, org_id: int, now: datetime) -> datetime:
     """The first instant of the organisation's next business day (when a capped day ends)."""
-    tz = clock.org_zone(session, org_id)
+    tz = business_day.org_zone(session, org_id)
     return clock.start_of_business_day(clock.business_date(tz, now) + timedelta(days=1), tz)

@@ -39,7 +39,7 @@ from rapidfuzz.distance import Levenshtein
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
-from memory import clock
+from memory import business_day, clock
 from memory.models import (
     Approval,
     CadenceStep,
@@ -285,7 +285,7 @@ def decisions(
     """The organisation's decided Autopilot drafts, newest decision first (see the module doc).
 
     ``classify=False`` skips the edit distance and what changed (the gate needs only counts)."""
-    tz_name = clock.org_zone(session, org_id)
+    tz_name = business_day.org_zone(session, org_id)
     latest = (
         select(func.max(Approval.id).label("aid"))
         .where(Approval.org_id == org_id, Approval.subject_type == "draft")
@@ -403,7 +403,7 @@ def agreement_report(
     ps = policy_set_for(session, org_id)
     window, min_pct = ps.autopilot.shadow_window_drafts, ps.autopilot.shadow_min_unchanged_pct
     ds = decisions(session, org_id)
-    this_week = _week_of(now, clock.org_zone(session, org_id))
+    this_week = _week_of(now, business_day.org_zone(session, org_id))
     week_list = [this_week - timedelta(weeks=n) for n in range(weeks - 1, -1, -1)]
     labels = _step_labels(session, {d.step_id for d in ds if d.step_id is not None})
     segments = session.scalars(

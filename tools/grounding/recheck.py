@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day
 from memory.config import Settings, get_settings
 from memory.models import Customer, Draft, Invoice, Organisation
 from policies.engine import engine_for as policy_engine_for
@@ -120,7 +120,7 @@ def draft_send_facts(
     customer = session.get(Customer, draft.customer_id)
     if customer is None or customer.org_id != org_id:
         raise LookupError(f"draft {draft.id} points at a customer outside its organisation")
-    day = as_of or clock.org_business_date(session, org_id, now)
+    day = as_of or business_day.org_business_date(session, org_id, now)
     link = draft_pay_link(session, draft, settings)
     language = draft.language or customer.language or "en"
     truth = ledger_truth(

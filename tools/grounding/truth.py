@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day, clock
 from memory.models import (
     Customer,
     Dispute,
@@ -273,7 +273,7 @@ def _other_truths(session: Session, org_id: int, ids: Sequence[int], parts: _Tru
             Dispute.sla_due_at.is_not(None),
         )
     ).all()
-    org_tz = clock.org_zone(session, org_id) if slas else "UTC"
+    org_tz = business_day.org_zone(session, org_id) if slas else "UTC"
     for cid, sla_due in slas:
         if sla_due is not None:
             dates[cid].add(clock.business_date(org_tz, _aware(sla_due)))

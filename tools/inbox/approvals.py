@@ -20,7 +20,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day, clock
 from memory.models import (
     Approval,
     AuditEvent,
@@ -335,7 +335,7 @@ def pending_items(
     ``day`` writes the dates in the sentences (the panel passes the reader's locale)."""
     now = now or utcnow()
     ps = policy_set_for(session, org_id)
-    tz = clock.org_zone(session, org_id)
+    tz = business_day.org_zone(session, org_id)
     weekend = {d.number for d in ps.quiet_hours.weekend_days}
     holidays = set(ps.quiet_hours.holidays)
     raw = _raw_pending(session, org_id, ps, limit, day)

@@ -40,7 +40,7 @@ from sqlalchemy import Float, and_, case, cast, func, literal, null, or_, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from memory import clock
+from memory import business_day, clock
 from memory.models import (
     OPEN_DISPUTE_STATUSES,
     AgingBucket,
@@ -445,7 +445,7 @@ def todays_focus(
     """The ranked open invoices for ``user`` (scoped by persona), top ``limit`` first."""
     started = _time.perf_counter()
     now = now or clock.now()
-    as_of = as_of or clock.org_business_date(session, user.org_id, now)
+    as_of = as_of or business_day.org_business_date(session, user.org_id, now)
     limit = max(1, min(limit, MAX_LIMIT))
     org_id = user.org_id
     org = session.get(Organisation, org_id)

@@ -57,7 +57,7 @@ from sqlalchemy import Date, Select, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from memory import clock
+from memory import business_day
 from memory.models import (
     OPEN_DISPUTE_STATUSES,
     AgingBucket,
@@ -766,7 +766,7 @@ def promise_adherence(
     """Share of promises falling due in the period (``None``: to date) that were kept, of those
     decided by ``as_of``."""
     metric, unit = "promise_adherence", "%"
-    as_of = as_of or clock.org_business_date(session, scope.org_id)
+    as_of = as_of or business_day.org_business_date(session, scope.org_id)
     counts = promise_counts(session, scope, period, as_of=as_of)[None]
     window = period  # to date: the reason and label say "due by <as_of>"
     label = period.label() if period is not None else f"any promise as of {as_of.isoformat()}"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from memory import clock
+from memory import business_day, clock
 from memory.errors import PlixoError
 from memory.models import (
     Customer,
@@ -253,7 +253,7 @@ def _disputes_and_invoices(
     the organisation's business days, so the window matches the one the user sees)."""
     disputes: dict[int, int] = defaultdict(int)
     invoices: dict[int, int] = defaultdict(int)
-    tz = clock.org_zone(session, org_id)
+    tz = business_day.org_zone(session, org_id)
     window_start = clock.start_of_business_day(since, tz)
     window_end = clock.start_of_business_day(as_of + timedelta(days=1), tz)
     for cid, n in session.execute(
@@ -300,7 +300,7 @@ def renewal_risk(
     if lookback_days < 1:
         raise RenewalInputError(f"look-back must be at least 1 day (got {lookback_days})")
     now = now or clock.now()
-    as_of = as_of or clock.org_business_date(session, org_id, now)
+    as_of = as_of or business_day.org_business_date(session, org_id, now)
     since = as_of - timedelta(days=lookback_days)
     q = _renewing_accounts(org_id, as_of, window_days, segment_id, owner_user_id, owner_role)
     accounts = session.execute(q).all()

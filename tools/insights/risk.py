@@ -52,7 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from memory import clock
+from memory import business_day, clock
 from memory.models import (
     CustomerRiskSnapshot,
     Dispute,
@@ -827,7 +827,7 @@ def train(
     Metrics hold a time-ordered holdout (fit on the earliest 80% of examples, judged on the rest)
     so a new version can be compared with the last before anyone relies on it. The caller commits.
     """
-    as_of = as_of or clock.org_business_date(session, org_id)
+    as_of = as_of or business_day.org_business_date(session, org_id)
     history = ledger_history(session, org_id)
     priors = priors_from(history, as_of)
     ts = training_set(history, as_of, priors, max_examples)
@@ -901,7 +901,7 @@ def score_customer_invoices(
     model: RiskModel | None = None,
 ) -> dict[int, InvoiceRisk]:
     """Risk with reasons for each open invoice of one customer (Account 360)."""
-    as_of = as_of or clock.org_business_date(session, org_id)
+    as_of = as_of or business_day.org_business_date(session, org_id)
     model = model or current_model(session, org_id)
     history = ledger_history(session, org_id, [customer_id])
     open_ids = set(

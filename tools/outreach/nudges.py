@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from memory import clock
+from memory import business_day, clock
 from memory.config import Settings
 from memory.errors import PlixoError
 from memory.models import (
@@ -247,7 +247,9 @@ def scheduled_autopilot_touches(
     tz = _zone((contact.timezone if contact else None) or customer.timezone)
     segment = session.get(Segment, customer.segment_id) if customer.segment_id else None
     steps = list(segment.cadence.steps) if segment is not None and segment.cadence else []
-    today = clock.org_business_date(session, customer.org_id, now)  # cadence days are the org's
+    today = business_day.org_business_date(
+        session, customer.org_id, now
+    )  # cadence days are the org's
     if steps:
         invoices = session.scalars(
             select(Invoice).where(

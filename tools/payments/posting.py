@@ -26,7 +26,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
 
-from memory import clock
+from memory import business_day
 from memory.bulk import among, built, insert_rows, select_among, write_changes
 from memory.models import (
     Activity,
@@ -222,7 +222,7 @@ class Posting:
         self.org_id = org_id
         self.actor = actor
         self.now = now or utcnow()
-        self.today = clock.org_business_date(session, org_id, self.now)
+        self.today = business_day.org_business_date(session, org_id, self.now)
         self._refs: dict[str, Payment] | None = None  # None: look each reference up
         self._in_plans: set[int] | None = None  # invoices in some plan (None: ask each time)
         self._promisers: set[tuple[int, str]] | None = None  # (customer, currency) with promises
@@ -552,7 +552,7 @@ def apply_credit(
         raise CommitmentError(
             f"Apply between 1 and {payment.unapplied_minor} minor units of this credit."
         )
-    allocations = _apply([inv], amount, clock.org_business_date(session, inv.org_id, now))
+    allocations = _apply([inv], amount, business_day.org_business_date(session, inv.org_id, now))
     moved = sum(a.amount_minor for a in allocations)
     payment.applied_minor += moved
     payment.unapplied_minor -= moved

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from memory import clock
+from memory import business_day
 from memory.config import Settings
 from memory.models import AuditEvent, Customer, Dispute, DisputeStatus, Draft, Invoice, User
 from tools.commitments.disputes import ACTIVE, REASONS, get_dispute
@@ -130,7 +130,11 @@ def render(
         raise LookupError(f"Dispute {dispute.id} has no invoice or customer.")
     locale = locale_for(customer.language, customer.country_code)
     due = _sla_due(dispute)
-    sla = format_day(clock.org_business_date(session, dispute.org_id, due), locale) if due else ""
+    sla = (
+        format_day(business_day.org_business_date(session, dispute.org_id, due), locale)
+        if due
+        else ""
+    )
     balance = format_amount(invoice.balance_minor, invoice.currency, locale)
     values = {
         "number": invoice.number,

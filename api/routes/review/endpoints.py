@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import AppSettings, Clock, DbSession, can, require, require_snapshot
 from api.queue_cache import QueuePageCache, page_key
-from memory import clock
+from memory import business_day
 from memory.models import (
     Customer,
     Draft,
@@ -786,7 +786,7 @@ def inspector_recommendation(
     # lazy: the agent (pydantic-ai, ~280 modules) loads on first use, not at app start-up
     from agent.service import recommend
 
-    key = f"{draft.version}:{clock.org_business_date(db, draft.org_id, now).isoformat()}"
+    key = f"{draft.version}:{business_day.org_business_date(db, draft.org_id, now).isoformat()}"
     cached = draft.recommendation or {}
     if cached.get("cache_key") == key:
         return dict(cached)
@@ -870,7 +870,7 @@ def account360(
 
 def account_summary(db: Session, customer: Customer, settings: AppSettings) -> dict[str, Any]:
     """Account 360 (``tools.insights.account360``) as of the organisation's business date."""
-    today = clock.org_business_date(db, customer.org_id)
+    today = business_day.org_business_date(db, customer.org_id)
     result = account_360(db, customer.org_id, customer.id, as_of=today)
     data: dict[str, Any] = result.model_dump(mode="json")
     return data

@@ -22,7 +22,7 @@ from api.deps import AppSettings, Clock, CsrfChecked, DbSession, require
 from api.pages import flash as _flash
 from api.pages import render_page as _render
 from api.routes.review import endpoints as api
-from memory.clock import org_business_date as business_date
+from memory.business_day import org_business_date as business_date
 from memory.models import (
     Channel,
     Customer,
