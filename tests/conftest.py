@@ -24,6 +24,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("PLIXO_MODEL", "offline")
+# No scheduled workflow unless a test asks for one: DBOS is launched once per test process, and a
+# schedule applied by the first launch (the defaults sweep notifications every five minutes)
+# would fire on whichever test's ledger DBOS points at by then (a Legal inbox once counted an
+# SLA breach the test never expected). Tests of the schedules set their own cron.
+for _cron in (
+    "PLIXO_NOTIFICATION_SWEEP_CRON",
+    "PLIXO_DOMAIN_RECHECK_CRON",
+    "PLIXO_MAILBOX_SYNC_CRON",
+):
+    os.environ.setdefault(_cron, "")
 
 import tools.wiring  # noqa: E402, F401 - the tool domains' hooks, like every entry point
 from memory import migrate  # noqa: E402
