@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from memory import planner_stats as _planner_stats  # noqa: F401 - registers the commit hook
 from memory import queue_version as _queue_version  # noqa: F401 - registers the commit hooks
 from memory.config import get_settings
 

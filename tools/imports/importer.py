@@ -35,6 +35,7 @@ from memory.models import (
     User,
 )
 from memory.money import MoneyError, check_currency, parse_amount
+from memory.planner_stats import note_bulk_write
 from memory.queue_version import mark_queue_changed
 from tools.insights.risk import refresh_snapshot_for
 from tools.kit.csvsafe import safe_writer
@@ -539,6 +540,7 @@ def _upsert_customers(
             }
     for chunk in _chunks(list(new_customers.values())):
         session.execute(insert(Customer), chunk)
+    note_bulk_write(session, Customer.__tablename__, len(new_customers))
     report.customers_created = len(new_customers)
     if new_customers:
         customers = dict(
@@ -629,6 +631,7 @@ def _write_invoice_rows(
     if updates:
         session.execute(update(Invoice), updates)
         mark_queue_changed(session, org.id)  # balances beside drafts in the review queue
+    note_bulk_write(session, Invoice.__tablename__, len(inserts) + len(updates))
     report.created, report.updated = len(inserts), len(updates)
     return touched
 
@@ -671,6 +674,7 @@ def _record_settlements(
     ]
     for chunk in _chunks(payments):
         session.execute(insert(Payment), chunk)
+    note_bulk_write(session, Payment.__tablename__, len(payments))
     report.payments_created = len(payments)
 
 
@@ -799,6 +803,7 @@ def import_customers(
     if report.errors and not partial:
         return report
     _apply_customers(session, org, staged, existing, report)
+    note_bulk_write(session, Customer.__tablename__, report.created + report.updated)
     session.add(ImportRun(org_id=org.id, kind="customers", filename=Path(path).name, sha256=sha))
     org.last_import_at = clock.now()
     report.committed = True
@@ -876,6 +881,7 @@ def import_contacts(
         for k, v in values.items():
             if v is not None:
                 setattr(contact, k, v)
+    note_bulk_write(session, Contact.__tablename__, report.created + report.updated)
     session.add(ImportRun(org_id=org.id, kind="contacts", filename=Path(path).name, sha256=sha))
     org.last_import_at = clock.now()
     report.committed = True
