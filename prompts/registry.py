@@ -25,6 +25,10 @@ from typing import Any
 import yaml
 
 _VERSION_RE = re.compile(r"^v(\d+)\.md$")
+_TEMPLATES_RE = re.compile(r"^(v\d+)\.([a-z]{2,3})\.yaml$")
+#: libyaml's parser when PyYAML has it (its wheels do): a process reads every language's templates
+#: before its first drafts, and the pure-Python parser took most of that time.
+_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class PromptError(LookupError):
@@ -102,6 +106,13 @@ class TemplateBook:
             raise PromptError(f"no drafter template {name!r} in {self.language}") from None
 
 
+def template_books() -> list[tuple[str, str]]:
+    """Every ``(language, version)`` the drafter has templates for, in name order."""
+    return sorted(
+        (m.group(2), m.group(1)) for n in _files("drafter") if (m := _TEMPLATES_RE.match(n))
+    )
+
+
 @lru_cache(maxsize=32)
 def templates(language: str, version: str = "v1") -> TemplateBook:
     """The drafter's templates for ``language`` (``PromptError`` when there are none)."""
@@ -110,7 +121,7 @@ def templates(language: str, version: str = "v1") -> TemplateBook:
         raw = resources.files("prompts").joinpath("drafter", name).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PromptError(f"the drafter has no templates in language {language!r}") from None
-    data = yaml.safe_load(raw)
+    data = yaml.load(raw, Loader=_YamlLoader)  # noqa: S506 - a safe loader
     return TemplateBook(
         language=language,
         greetings=data["greetings"],

@@ -355,3 +355,22 @@ def test_stemming_is_safe_from_many_threads_at_once() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_the_planes_scanned_for_marks_hold_every_format_character_and_combining_mark() -> None:
+    """``fold`` builds its tables from ``ASSIGNED_PLANES`` only: no format character or combining
+    mark of this Python's Unicode database may lie outside them (a newer database that put one
+    there would let it through the folding unnoticed)."""
+    import sys
+    import unicodedata
+
+    from policies.textscan import ASSIGNED_PLANES
+
+    outside = [
+        cp
+        for cp in range(sys.maxunicode + 1)
+        if (cp >> 16) not in ASSIGNED_PLANES
+        and (unicodedata.category(chr(cp)) == "Cf" or unicodedata.combining(chr(cp)))
+    ]
+    assert outside == []
+    assert fold("a\U000e0041b\u0301") == fold("ab")  # a tag character (plane 14), an accent
