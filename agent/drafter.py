@@ -630,10 +630,11 @@ class Drafter:
                 )
         session.add_all([c.draft for c in batch])
         session.flush()  # the drafts' ids, for their cost rows and events (plain INSERTs)
-        if batch:
+        if batch:  # one multi-row INSERT (an executemany was one statement per row)
             session.execute(
-                insert(DraftCost),
-                [{"draft_id": c.draft.id, **cost_columns(c.draft, c.usage)} for c in batch],
+                insert(DraftCost).values(
+                    [{"draft_id": c.draft.id, **cost_columns(c.draft, c.usage)} for c in batch]
+                )
             )
         audit.record_many(
             session,

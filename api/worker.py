@@ -56,6 +56,8 @@ def start(
     from tools.delivery.flow import DEFERRED_QUEUE, DELIVERY_QUEUE
 
     listen = None if schedules else [DELIVERY_QUEUE, DEFERRED_QUEUE]
+    if schedules:  # it takes Autopilot chunks: ready to draft before it takes the first
+        agent.autopilot_flow.warm_up(settings)
     ident = durable.launch(settings, sessions, kind=kind, listen=listen)
     if schedules:  # launched earlier in this process for a narrower job (tests): work it all
         durable.listen_to_all()

@@ -37,3 +37,26 @@ def test_no_chunk_carries_more_items_than_the_rate_limit_allows_per_start() -> N
         if rpm // (2 * concurrency) >= MODEL_CHUNK_MIN:
             assert rpm // cap >= 2 * concurrency
     assert model_chunk_cap(Settings(autopilot_concurrency=8, model_requests_per_minute=600)) == 37
+
+
+def test_a_worker_is_ready_to_draft_before_its_first_chunk_and_needs_no_key_to_start() -> None:
+    """``warm_up`` (``plixo worker`` before it takes work): the default engine, every language's
+    templates and the offline drafter are built once, here, not inside the first chunk; with a
+    real model and no key it still returns (the worker also delivers mail), building nothing a
+    chunk would have to rebuild."""
+    from agent import autopilot_flow
+    from policies import engine as policy_engine
+    from policies.policy_set import load_default
+    from prompts.registry import template_books, templates
+
+    autopilot_flow.warm_up(Settings(model="openai:gpt-4o-mini"))  # no key: nothing raised
+    offline = Settings(model="offline")
+    policy_engine._engines.clear()
+    templates.cache_clear()
+    autopilot_flow.warm_up(offline)
+    assert load_default().digest in policy_engine._engines
+    assert templates.cache_info().currsize == len(template_books()) >= 8
+    for shadow in (False, True):
+        built = autopilot_flow._drafter(offline, None, shadow)
+        assert built.offline and autopilot_flow._drafter(offline, None, shadow) is built
+        assert templates.cache_info().misses == len(template_books())  # none loaded again
