@@ -15,18 +15,21 @@ Prints ONE JSON object. Two passes on fresh ledgers:
   brings its own. The bound is the same for both (the concurrency limit is per organisation,
   over all processes); the 2-process figure counts both processes' CPU and the worker's start-up.
 
-Usage: ``python tests/benchmarks/bench_autopilot.py [--n 10000] [--processes 1,2]
+Usage: ``python tests/benchmarks/bench_autopilot.py [--n 10000] [--processes 1,2] [--repeat 3]
 [--slow-n 2000] [--delay-ms 300] [--concurrency 16] [--slow-processes 1,2] [--db-url URL]
 [--skip-slow]``. Quick check:
-``--n 500 --slow-n 200``. The pass runs through the DBOS queues (``agent.autopilot_flow``): this
-process enqueues and works embedded, and ``--processes 2`` adds one ``plixo worker`` process
-sharing the queue (the offline pass is run once per entry). ``cpu_ms_per_draft`` includes every
-process's CPU (this one and the workers, counted when they exit); on a shared machine compare it,
-not only drafts/s: ``cores * 1000 / cpu_ms_per_draft`` is the ceiling.
-Targets: offline >= 200 drafts/s on 2 cores, the 2-process figure >= 1.6x the 1-process one on
-PostgreSQL; slow model: ``share_of_bound`` >= 0.85, the bound being concurrency / (requests per
-draft x delay); ``cpu_share_used`` (cores' worth of CPU the pass used) says whether CPU, not the
-model, was the limit.
+``--n 500 --slow-n 200 --repeat 1``. The pass runs through the DBOS queues
+(``agent.autopilot_flow``): this process enqueues and works embedded, and ``--processes 2`` adds
+one ``plixo worker`` process sharing the queue, started (and ready) before the pass. The offline
+passes run in ``--repeat`` rounds of one pass per entry (1, 2, 1, 2, ...): each entry reports its
+median run with every run's drafts/s, and ``offline_speedup_2_processes`` each round's 2-process /
+1-process ratio and their median. ``cpu_ms_per_draft`` includes every process's CPU (this one and
+the workers, counted when they exit); on a shared machine compare it, not only drafts/s:
+``cores * 1000 / cpu_ms_per_draft`` is the ceiling. ``postgres_cpu_ms_per_draft``: the local
+PostgreSQL server's CPU during the pass (it shares the cores). Targets: offline >= 200 drafts/s on
+2 cores, the median 2-process speed-up >= 1.6 on PostgreSQL; slow model: ``share_of_bound``
+>= 0.85, the bound being concurrency / (requests per draft x delay); ``cpu_share_used`` (cores'
+worth of CPU the pass used) says whether CPU, not the model, was the limit.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import os
 import platform
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +75,7 @@ from memory.models import (  # noqa: E402
     PolicySetVersion,
     Segment,
 )
+from memory.planner_stats import note_bulk_write  # noqa: E402
 
 AS_OF = date(2025, 10, 21)
 NOW = datetime(2025, 10, 21, 15, 0, tzinfo=UTC)
@@ -173,6 +178,9 @@ def build_ledger(url: str, n: int, *, per_invoice: bool = True) -> tuple[int, ob
                 }
             )
         s.execute(insert(Invoice), rows)
+        # as the importer does: the planner's statistics cover the rows once they commit
+        for table, count in (("customer", customers), ("contact", customers), ("invoice", n)):
+            note_bulk_write(s, table, count)
         if per_invoice:
             s.add(
                 PolicySetVersion(
@@ -221,7 +229,6 @@ def start_workers(
         PLIXO_DATABASE_URL=url,
         PLIXO_DATA_DIR=str(data_dir),
         PLIXO_PUBLIC_BASE_URL="https://ar.bench.example",
-        PLIXO_WORKER_POLL_S="0.05",
         PYTHONPATH=str(Path(__file__).resolve().parents[2]),
     )
     cmd = [sys.executable, "-m", "api.cli.worker"]
@@ -262,6 +269,28 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _postgres_cpu_s() -> float | None:
+    """CPU seconds this machine's PostgreSQL server has used (every ``postgres`` process, with
+    the backends that exited, which its postmaster has reaped); None with no local server.
+
+    Why: on a shared two-core machine the server's CPU comes out of the cores the workers
+    draft on. One process leaves it the second core; two processes compete with it, so what
+    the server spends per draft bounds the 2-process speed-up."""
+    total, seen = 0.0, False
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name != "postgres":
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        seen = True
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
+
+
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for p in procs:
         p.send_signal(signal.SIGTERM)
@@ -290,6 +319,7 @@ def run_pass(
         autopilot_flow.lend_model(model, name=SLOW_MODEL)  # type: ignore[arg-type]
     helpers = start_workers(processes - 1, url, settings.data_dir, settings, delay_ms=delay_ms)
     ready = sum(_cpu_s(p.pid) for p in helpers)  # their start-up (imports, launch) so far
+    pg0 = _postgres_cpu_s() if url.startswith("postgresql") else None
     cpu0, t0 = time.process_time(), time.perf_counter()
     summary = run_autopilot(
         sessions,  # type: ignore[arg-type]
@@ -301,6 +331,7 @@ def run_pass(
         **kwargs,  # type: ignore[arg-type]
     )
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    pg1 = _postgres_cpu_s() if pg0 is not None else None
     stop_workers(helpers)
     child1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     # every process counts: this one and the workers (their start-up import included, and also
@@ -328,6 +359,10 @@ def run_pass(
         "drafting_cpu_ms_per_draft": round(
             summary.worker_cpu_s * 1000 / max(1, summary.drafted), 2
         ),
+        # the local PostgreSQL server's CPU during the pass (None: SQLite, or a remote server)
+        "postgres_cpu_ms_per_draft": round((pg1 - pg0) * 1000 / max(1, summary.drafted), 2)
+        if pg0 is not None and pg1 is not None
+        else None,
         "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "by_outcome": summary.by_outcome,
         "held": summary.held,
@@ -369,6 +404,12 @@ def main() -> None:
     ap.add_argument(
         "--slow-processes", default="1,2", help="slow passes: processes drafting (this + workers)"
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="offline passes per entry of --processes, interleaved (1, 2, 1, 2, ...)",
+    )
     ap.add_argument("--skip-slow", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="plixo-bench-"))
@@ -376,7 +417,6 @@ def main() -> None:
         model="offline",
         data_dir=tmp,
         public_base_url="https://ar.bench.example",
-        worker_poll_s=0.05,
         model_requests_per_minute=1_000_000,
     )
     out: dict[str, object] = {
@@ -385,16 +425,49 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "backend": "postgresql" if args.db_url and "postgres" in args.db_url else "sqlite",
     }
-    url1 = args.db_url or f"sqlite:///{tmp / 'offline.db'}"
-    for p in [int(x) for x in args.processes.split(",") if x.strip()]:
-        key = "offline" if p == 1 else f"offline_{p}_processes"
-        out[key] = run_pass("offline", args.n, url1, settings, processes=p, concurrency=8)
-        out[key]["target_drafts_per_s"] = 200  # type: ignore[index]
+    out.update(offline_passes(args, settings, tmp))
     slow_model_ = slow_model(args.delay_ms / 1000)
     for p in [] if args.skip_slow else [int(x) for x in args.slow_processes.split(",") if x]:
         key = "slow_model" if p == 1 else f"slow_model_{p}_processes"
         out[key] = slow_pass(args, settings, tmp, slow_model_, p)
     print(json.dumps(out))
+
+
+def offline_passes(args: argparse.Namespace, settings: Settings, tmp: Path) -> dict[str, object]:
+    """The offline passes, ``--repeat`` rounds of one pass per entry of ``--processes``, each on
+    a fresh organisation; per entry the median run (by drafts/s) with every run's figure, and
+    the 2-process speed-up as the median of each round's ratio.
+
+    Why rounds: this VM's speed per draft drifts by a fifth or more within minutes (see
+    ``drafting_cpu_ms_per_draft``), so one 1-process run and one 2-process run minutes apart
+    compare two machines; runs side by side in a round share the same drift."""
+    url = args.db_url or f"sqlite:///{tmp / 'offline.db'}"
+    counts = [int(x) for x in args.processes.split(",") if x.strip()]
+    runs: dict[int, list[dict[str, object]]] = {p: [] for p in counts}
+    for _ in range(max(1, args.repeat)):
+        for p in counts:
+            runs[p].append(run_pass("offline", args.n, url, settings, processes=p, concurrency=8))
+    out: dict[str, object] = {}
+    for p, done in runs.items():
+        key = "offline" if p == 1 else f"offline_{p}_processes"
+        ranked = sorted(done, key=lambda r: float(r["drafts_per_s"] or 0))  # type: ignore[arg-type]
+        out[key] = ranked[len(ranked) // 2] | {
+            "target_drafts_per_s": 200,
+            "runs_drafts_per_s": [r["drafts_per_s"] for r in done],
+            "runs_drafting_cpu_ms_per_draft": [r["drafting_cpu_ms_per_draft"] for r in done],
+        }
+    if 1 in runs and 2 in runs:
+        ratios = [
+            round(float(b["drafts_per_s"] or 0) / float(a["drafts_per_s"] or 1), 2)  # type: ignore[arg-type]
+            for a, b in zip(runs[1], runs[2], strict=True)
+        ]
+        out["offline_speedup_2_processes"] = {
+            "rounds": ratios,  # in the order run
+            "median": round(statistics.median(ratios), 2),
+            "target": 1.6,
+            "meets_target": statistics.median(ratios) >= 1.6,
+        }
+    return out
 
 
 def slow_pass(
