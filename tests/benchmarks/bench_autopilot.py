@@ -260,13 +260,23 @@ def start_workers(
     return procs
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds a running process has used (user + system, from /proc; 0 elsewhere)."""
+def _stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """A process's name and the fields after it in ``/proc/<pid>/stat`` (None: gone)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
+        return None
+    return stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+
+
+def _cpu_s(pid: int | str, *, reaped: bool = False) -> float:
+    """CPU seconds a running process has used (user + system; ``reaped``: with its children that
+    exited and were waited for); 0 when it is gone or there is no /proc."""
+    found = _stat(pid)
+    if found is None:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = found[1][11:15] if reaped else found[1][11:13]  # utime, stime[, cutime, cstime]
+    return sum(int(t) for t in ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def _postgres_cpu_s() -> float | None:
@@ -276,19 +286,8 @@ def _postgres_cpu_s() -> float | None:
     Why: on a shared two-core machine the server's CPU comes out of the cores the workers
     draft on. One process leaves it the second core; two processes compete with it, so what
     the server spends per draft bounds the 2-process speed-up."""
-    total, seen = 0.0, False
-    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if name != "postgres":
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-        seen = True
-    return total / os.sysconf("SC_CLK_TCK") if seen else None
+    pids = [p for p in os.listdir("/proc") if p.isdigit() and (_stat(p) or ("",))[0] == "postgres"]
+    return sum(_cpu_s(p, reaped=True) for p in pids) if pids else None
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
