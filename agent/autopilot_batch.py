@@ -537,12 +537,15 @@ async def draft_items(
     progress: Callable[[int], None] | None,
     pass_id: str | None = None,
     first_batch: int | None = None,
+    read_size: int | None = None,
 ) -> None:
     """Draft ``items`` through a pipeline: up to ``concurrency`` compositions in flight (reads
     only), and every ``batch_size`` finished drafts stored and committed in one short write.
     ``first_batch``: prepare only that many items before the first drafts start, and the next
     batches beside the drafts in flight (``_prepare_aside``): a real model's chunk sends its
-    first request at once and never pauses its requests for the reads.
+    first request at once and never pauses its requests for the reads. ``read_size``: items
+    prepared together (default ``batch_size``); a real model's chunk reads more at once than
+    it stores, since each read costs about ten queries whatever its size.
 
     The pipeline never waits for a whole batch before starting the next items, so a slow model
     keeps all ``concurrency`` slots busy. Counts go into ``summary`` only for committed drafts, so
@@ -564,7 +567,7 @@ async def draft_items(
             sem=asyncio.Semaphore(max(1, concurrency)),
         )
         try:
-            for start, end in _batches(len(items), batch_size, first_batch):
+            for start, end in _batches(len(items), read_size or batch_size, first_batch):
                 if start and first_batch:  # drafts are in flight: read beside them
                     batch = await _prepare_aside(
                         sessions, org_id, settings, items[start:end], as_of=as_of,

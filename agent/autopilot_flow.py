@@ -5,8 +5,9 @@ Why: a pass over ten thousand invoices must survive a killed process without dra
 twice, and must spread over several processes (offline drafting is CPU-bound: one core each) or
 machines. Two shapes, by what a crash would waste:
 
-* **offline model**: drafting costs CPU only, so items go in chunks (``CHUNK`` items per workflow)
-  to keep DBOS's per-workflow cost (a few checkpoints, ~3-5 ms each) small against ~5 ms per draft.
+* **offline model**: drafting costs CPU only, so items go in chunks (``CHUNK`` items per workflow,
+  smaller towards the pass's end: ``offline_chunks``) to keep DBOS's per-workflow cost (a few
+  checkpoints, ~3-5 ms each) and a chunk's own reads small against ~10 ms per draft.
   The chunk is one step; killed half-way, it runs again and skips what it already stored.
 * **a real model**: chunks too (``model_chunk_cap`` items at most, in whole waves of one chunk per
   slot: ``model_chunks``), each a workflow drafting its items in a thread of its own, one
@@ -69,7 +70,12 @@ _T = TypeVar("_T")
 
 CHUNK_QUEUE = "plixo_autopilot"
 MODEL_QUEUE = "plixo_autopilot_model"
-CHUNK = 50
+#: Offline items per chunk workflow, at most: a chunk's fixed cost (its reads of the ledger, its
+#: first batch's queries, its workflow's checkpoints, a new event loop) came to ~1 ms per draft
+#: at 50 items. The pass's last items go in smaller chunks (``offline_chunks``).
+CHUNK = 100
+#: The smallest offline chunk (the last ones of a pass).
+CHUNK_MIN = 20
 #: Real-model items per chunk workflow: at most, and at least when the rate limit allows it
 #: (``model_chunk_cap``).
 MODEL_CHUNK = 100
@@ -364,11 +370,13 @@ async def _adraft(
     concurrency, batch_size = int(args["concurrency"]), int(args["batch_size"])
     drafting: Any = drafter
     first_batch: int | None = None
+    read_size: int | None = None
     if lanes is not None:
         drafting = _LanedDrafterProxy(drafter, lanes)
         gate = asyncio.Lock()  # this chunk's: one model request in flight
         for lane in lanes.values():
             lane.gate = gate
+        read_size = batch_size
         concurrency, batch_size = LANE_DEPTH, min(batch_size, MODEL_STORE_EVERY)
         first_batch = LANE_DEPTH
     part = AutopilotSummary(
@@ -393,6 +401,7 @@ async def _adraft(
         progress=None,
         pass_id=args.get("pass_id"),
         first_batch=first_batch,
+        read_size=read_size,
     )
     part.worker_cpu_s = round(time.thread_time() - cpu, 3)
     return part.model_dump(mode="json")
@@ -450,7 +459,8 @@ def draft_model_chunk(
     for d in items:  # in the input's order: the same step ids on every run of this workflow
         steps = [DBOS.reserve_step() for _ in range(REQUESTS_PER_ITEM)]
         lanes.setdefault(DueItem.from_dict(d).run_key, _Lane(org_id, steps))
-    result: dict[str, Any] = run_sync(_adraft(org_id, items, args, item_of=ledger, lanes=lanes))
+    with fewer_gc_pauses():
+        result: dict[str, Any] = run_sync(_adraft(org_id, items, args, item_of=ledger, lanes=lanes))
     return result
 
 
@@ -550,6 +560,25 @@ def model_chunks(items: list[_T], settings: Settings) -> list[list[_T]]:
     return out
 
 
+def offline_chunks(items: list[_T], settings: Settings) -> list[list[_T]]:
+    """A pass's items cut into offline chunks, in order: ``CHUNK`` items each while many are
+    left, then smaller ones (down to ``CHUNK_MIN``) as the pass nears its end, each at most
+    1/(2 x slots) of what is left (slots: the organisation's ``PLIXO_AUTOPILOT_CONCURRENCY``).
+
+    Why shrinking: the queue hands chunks out in order, so the last ones decide when the pass
+    ends; with equal chunks one process drafted its last whole chunk while the others had
+    nothing left (the larger the chunk, the longer). Guided self-scheduling keeps the big
+    chunks' low cost per draft for the bulk of the pass and an even finish."""
+    slots = max(1, settings.autopilot_concurrency)
+    out: list[list[_T]] = []
+    start, n = 0, len(items)
+    while start < n:
+        size = min(CHUNK, max(CHUNK_MIN, -(-(n - start) // (2 * slots))))
+        out.append(items[start : start + size])
+        start += size
+    return out
+
+
 def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date, kind: str = "") -> str:
     digest = hashlib.sha256("\n".join(i.run_key for i in items).encode()).hexdigest()[:20]
     return f"autopilot:{ledger}:{org_id}:{as_of.isoformat()}:{kind}{digest}"
@@ -584,8 +613,7 @@ def enqueue_pass(
                 out.append((wid, len(chunk)))
             _resume_cancelled([w for w, _ in out])
             return out
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
+        for chunk in offline_chunks(items, durable.ledger_settings()):
             wid = _key(ledger, org_id, chunk, as_of)
             with SetWorkflowID(wid):
                 DBOS.enqueue_workflow(

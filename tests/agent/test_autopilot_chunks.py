@@ -1,10 +1,19 @@
-"""How a real-model pass is cut into chunk workflows (``agent.autopilot_flow.model_chunks``):
-whole waves that fill every slot, no chunk above the cap the rate limit allows, the items in
-order, each once."""
+"""How a pass is cut into chunk workflows: a real model's (``agent.autopilot_flow.model_chunks``)
+in whole waves that fill every slot, no chunk above the cap the rate limit allows; the offline
+model's (``offline_chunks``) at most ``CHUNK`` items, shrinking towards the pass's end; the items
+in order, each once."""
 
 from __future__ import annotations
 
-from agent.autopilot_flow import MODEL_CHUNK, MODEL_CHUNK_MIN, model_chunk_cap, model_chunks
+from agent.autopilot_flow import (
+    CHUNK,
+    CHUNK_MIN,
+    MODEL_CHUNK,
+    MODEL_CHUNK_MIN,
+    model_chunk_cap,
+    model_chunks,
+    offline_chunks,
+)
 from memory.config import Settings
 
 
@@ -37,6 +46,29 @@ def test_no_chunk_carries_more_items_than_the_rate_limit_allows_per_start() -> N
         if rpm // (2 * concurrency) >= MODEL_CHUNK_MIN:
             assert rpm // cap >= 2 * concurrency
     assert model_chunk_cap(Settings(autopilot_concurrency=8, model_requests_per_minute=600)) == 37
+
+
+def test_an_offline_pass_is_cut_into_large_chunks_that_shrink_towards_its_end() -> None:
+    """The bulk goes in ``CHUNK``-item chunks (a chunk's fixed cost is per chunk); the last
+    ones shrink, each at most 1/(2 x slots) of what is left and ``CHUNK_MIN`` at least, so no
+    process drafts a whole large chunk alone at the end while the others have nothing left."""
+    settings = Settings(autopilot_concurrency=8)
+    items = list(range(10_000))
+    chunks = offline_chunks(items, settings)
+    assert [i for c in chunks for i in c] == items  # in order, each once
+    sizes = [len(c) for c in chunks]
+    assert sizes[: len(sizes) // 2] == [CHUNK] * (len(sizes) // 2)
+    assert sizes == sorted(sizes, reverse=True)  # never growing again
+    assert sizes[-1] <= CHUNK_MIN and min(sizes[:-1]) == CHUNK_MIN
+    left = len(items)
+    for size in sizes:  # each one at most its share of what was left, or the floor
+        assert size <= max(CHUNK_MIN, -(-left // 16))
+        left -= size
+    # more slots: the shrinking starts earlier; a small pass is cut as finely as the floor allows
+    wide = offline_chunks(items, Settings(autopilot_concurrency=32))
+    assert sum(len(c) < CHUNK for c in wide) > sum(len(c) < CHUNK for c in chunks)
+    assert [len(c) for c in offline_chunks(list(range(45)), settings)] == [CHUNK_MIN] * 2 + [5]
+    assert offline_chunks([], settings) == []
 
 
 def test_a_worker_is_ready_to_draft_before_its_first_chunk_and_needs_no_key_to_start() -> None:

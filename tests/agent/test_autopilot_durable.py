@@ -4,6 +4,7 @@ ledger's unique run key is the last word)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -101,6 +102,7 @@ def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twi
         b.invoice(c, number=number, days_overdue=3)
     session.commit()
     calls: Counter[str] = Counter()
+    thresholds: list[int] = []
 
     async def counting(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         """The offline answer, marked with the item it answers (its output tokens, which the
@@ -108,6 +110,7 @@ def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twi
         text = str(messages)
         asked = [n for n, number in enumerate(numbers) if number in text]
         calls.update(numbers[n] for n in asked)
+        thresholds.append(gc.get_threshold()[0])  # the chunk drafts with fewer GC pauses
         answer = await offline_function(messages, info)
         usage = RequestUsage(input_tokens=answer.usage.input_tokens, output_tokens=1000 + asked[0])
         return replace(answer, usage=usage)
@@ -124,6 +127,7 @@ def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twi
         autopilot_flow.register_queues(settings)
     assert summary.drafted == 3 and summary.errors == 0
     assert calls == dict.fromkeys(numbers, 1)
+    assert len(thresholds) == 3 and min(thresholds) >= 10_000  # tools.kit.gc_pauses
     key = durable.ledger_key(session)
     chunks = [
         w

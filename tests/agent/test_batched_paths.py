@@ -1,6 +1,7 @@
 """The batched paths Autopilot takes for speed give the same answers as the one-by-one paths:
 bulk invoice details, prefetched tool answers (still scope-checked), batch storage, the string
-search for known invoice numbers, and the garbage-collector setting a run borrows."""
+search for known invoice numbers, the garbage-collector setting a run borrows, and a real-model
+chunk's reads in larger batches than its writes."""
 
 from __future__ import annotations
 
@@ -16,16 +17,16 @@ from pydantic_ai import RunContext
 from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RunUsage
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from agent import tools
-from agent.autopilot_batch import AutopilotSummary, prepare
+from agent import autopilot_batch, tools
+from agent.autopilot_batch import AutopilotSummary, draft_items, prepare
 from agent.casefile import build_task
 from agent.deps import AgentDeps, OutOfScope
-from agent.drafter import Drafter, Prepared
+from agent.drafter import Drafter, Prepared, run_sync
 from memory.config import Settings
 from memory.models import AuditEvent, Draft, DraftKind, DraftPersona
-from tests.agent.factories import AS_OF, NOW, Ledger, small_ledger
+from tests.agent.factories import AS_OF, NOW, Builder, Ledger, small_ledger
 from tools.grounding.extraction import _occurrences
 from tools.grounding.guardrail_facts import OrgSwitches
 from tools.insights import account360 as a360
@@ -185,3 +186,50 @@ def test_prepare_builds_every_task_with_its_prefetched_invoices(
     assert set(prepared.details) == {"INV-1042"}
     assert task.case.po_reference == "55123"
     assert prepared.truth is not None and prepared.context is not None
+
+
+def test_a_chunk_reads_its_items_in_larger_batches_than_it_stores(
+    session: Session,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``draft_items`` with ``read_size`` (a real model's chunk): the first items alone, so the
+    first request leaves at once, then ``read_size`` at a time beside the drafts in flight; the
+    drafts are still stored ``batch_size`` at a time, and every item is drafted once."""
+    b = Builder.new_org(session)
+    seg = b.segment("SMB", cadence=b.cadence())
+    for n in range(7):
+        c = b.customer(f"Batch {n} Inc.", segment=seg)
+        b.contact(c, f"Payer {n}")
+        b.invoice(c, number=f"INV-6{n:03d}", days_overdue=3)
+    session.commit()
+    items = select_due(session, b.org.id, AS_OF).items
+    assert len(items) == 7
+    read: list[int] = []
+    stored: list[int] = []
+    real_prepare, real_store = autopilot_batch.prepare, Drafter.store_many
+
+    def counting_prepare(*args: object, **kwargs: object) -> object:
+        read.append(len(args[3]))  # type: ignore[arg-type]
+        return real_prepare(*args, **kwargs)  # type: ignore[arg-type]
+
+    def counting_store(self: Drafter, s: Session, batch: list[object]) -> object:
+        stored.append(len(batch))
+        return real_store(self, s, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(autopilot_batch, "prepare", counting_prepare)
+    monkeypatch.setattr(Drafter, "store_many", counting_store)
+    summary = AutopilotSummary(
+        org_id=b.org.id, as_of=AS_OF, shadow=True, model_name="x", offline_model=True
+    )
+    run_sync(
+        draft_items(
+            sessions, b.org.id, items, as_of=AS_OF, now=NOW, settings=settings,
+            drafter=Drafter(settings, shadow=True, actor="Autopilot"), summary=summary,
+            concurrency=2, batch_size=2, progress=None, first_batch=2, read_size=4,
+        )
+    )  # fmt: skip
+    assert read == [2, 4, 1]
+    assert stored == [2, 2, 2, 1]
+    assert summary.drafted == 7 and summary.errors == 0
