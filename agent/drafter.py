@@ -29,12 +29,12 @@ import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic_ai import Agent, ModelRetry, RunContext, ToolOutput
 from pydantic_ai.models import Model
 from pydantic_ai.usage import RunUsage, UsageLimits
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from agent import tracing
@@ -54,6 +54,7 @@ from agent.models import build_model, model_name_of
 from agent.pricing import price_for
 from agent.schemas import DRAFT_TOOL, OFFLINE_MODEL_NAME, DraftOutput, DraftResult, MoneyOut, Usage
 from agent.tools import READ_TOOLS
+from memory.bulk import insert_rows
 from memory.models import (
     Cadence,
     CadenceStep,
@@ -630,12 +631,11 @@ class Drafter:
                 )
         session.add_all([c.draft for c in batch])
         session.flush()  # the drafts' ids, for their cost rows and events (plain INSERTs)
-        if batch:  # one multi-row INSERT (an executemany was one statement per row)
-            session.execute(
-                insert(DraftCost).values(
-                    [{"draft_id": c.draft.id, **cost_columns(c.draft, c.usage)} for c in batch]
-                )
-            )
+        insert_rows(  # one statement, the same for every batch (memory.bulk)
+            session,
+            cast(Table, DraftCost.__table__),
+            [{"draft_id": c.draft.id, **cost_columns(c.draft, c.usage)} for c in batch],
+        )
         audit.record_many(
             session,
             [
