@@ -385,3 +385,16 @@ def small_ledger(session: Session, *, shadow: bool = True, language: str = "en")
     invoice = b.invoice(customer, number="INV-1042", amount_minor=125_000, days_overdue=3)
     session.commit()
     return Ledger(b, cadence, segment, customer, contact, invoice, collector)
+
+
+def due_ledger(session: Session, numbers: list[str], *, name: str = "Due") -> Builder:
+    """An org with one customer per invoice number, each with a contact and that invoice due 3
+    days ago (the Standard cadence's ``friendly_reminder``): as many due items, committed."""
+    b = Builder.new_org(session)
+    segment = b.segment("SMB", cadence=b.cadence())
+    for n, number in enumerate(numbers):
+        customer = b.customer(f"{name} {n} Inc.", segment=segment)
+        b.contact(customer, f"Payer {n}")
+        b.invoice(customer, number=number, days_overdue=3)
+    session.commit()
+    return b

@@ -27,7 +27,7 @@ from memory.models import (
     PolicySetVersion,
     PromiseStatus,
 )
-from tests.agent.factories import AS_OF, NOW, Builder, Ledger, small_ledger
+from tests.agent.factories import AS_OF, NOW, Builder, Ledger, due_ledger, small_ledger
 from tools.outreach import due as sel
 from tools.outreach.due import UnknownSegment, select_due
 
@@ -365,13 +365,7 @@ def test_real_model_items_draft_as_many_at_once_as_the_concurrency_setting(
 
     from agent import autopilot_flow
 
-    b = Builder.new_org(session)
-    seg = b.segment("SMB", cadence=b.cadence())
-    for n in range(14):
-        c = b.customer(f"Wide {n} Inc.", segment=seg)
-        b.contact(c, f"Payer {n}")
-        b.invoice(c, number=f"INV-9{n:03d}", days_overdue=3)
-    session.commit()
+    b = due_ledger(session, [f"INV-9{n:03d}" for n in range(14)], name="Wide")
     wide = settings.model_copy(update={"autopilot_concurrency": 10})
     seen = {"now": 0, "max": 0}
 

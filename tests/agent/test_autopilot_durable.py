@@ -25,7 +25,7 @@ from agent.autopilot import run_autopilot
 from agent.offline import offline_function
 from memory.config import Settings
 from memory.models import Draft
-from tests.agent.factories import NOW, Builder
+from tests.agent.factories import NOW, due_ledger
 from tests.benchmarks.bench_autopilot import AS_OF, build_ledger
 from tools.outreach.due import DueItem
 
@@ -93,14 +93,8 @@ def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twi
     from agent import autopilot_flow
     from memory import durable
 
-    b = Builder.new_org(session)
-    seg = b.segment("SMB", cadence=b.cadence())
     numbers = [f"INV-7{n:03d}" for n in range(3)]
-    for n, number in enumerate(numbers):
-        c = b.customer(f"Replay {n} Inc.", segment=seg)
-        b.contact(c, f"Payer {n}")
-        b.invoice(c, number=number, days_overdue=3)
-    session.commit()
+    b = due_ledger(session, numbers, name="Replay")
     calls: Counter[str] = Counter()
     thresholds: list[int] = []
 

@@ -26,7 +26,7 @@ from agent.deps import AgentDeps, OutOfScope
 from agent.drafter import Drafter, Prepared, run_sync
 from memory.config import Settings
 from memory.models import AuditEvent, Draft, DraftKind, DraftPersona
-from tests.agent.factories import AS_OF, NOW, Builder, Ledger, small_ledger
+from tests.agent.factories import AS_OF, NOW, Ledger, due_ledger, small_ledger
 from tools.grounding.extraction import _occurrences
 from tools.grounding.guardrail_facts import OrgSwitches
 from tools.insights import account360 as a360
@@ -197,13 +197,7 @@ def test_a_chunk_reads_its_items_in_larger_batches_than_it_stores(
     """``draft_items`` with ``read_size`` (a real model's chunk): the first items alone, so the
     first request leaves at once, then ``read_size`` at a time beside the drafts in flight; the
     drafts are still stored ``batch_size`` at a time, and every item is drafted once."""
-    b = Builder.new_org(session)
-    seg = b.segment("SMB", cadence=b.cadence())
-    for n in range(7):
-        c = b.customer(f"Batch {n} Inc.", segment=seg)
-        b.contact(c, f"Payer {n}")
-        b.invoice(c, number=f"INV-6{n:03d}", days_overdue=3)
-    session.commit()
+    b = due_ledger(session, [f"INV-6{n:03d}" for n in range(7)], name="Batch")
     items = select_due(session, b.org.id, AS_OF).items
     assert len(items) == 7
     read: list[int] = []
