@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from memory import planner_stats as _planner_stats  # noqa: F401 - registers the commit hook
 from memory import queue_version as _queue_version  # noqa: F401 - registers the commit hooks
 from memory.config import get_settings
+
+log = logging.getLogger("plixo.db")
 
 
 class LedgerUnavailable(RuntimeError):
@@ -51,7 +55,7 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         ) from exc
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
-        if db and db != ":memory:":
+        if db and db != ":memory:" and not db.startswith("file:"):  # a URI names its own file
             Path(db).parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"timeout": 5})
     elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -86,6 +90,32 @@ def check_connection(engine: Engine) -> None:
             f"Cannot reach the ledger at {redact_url(engine.url.render_as_string(False))}: "
             f"{reason}. {hint}"
         ) from exc
+
+
+def wait_for_ledger(engine: Engine, *, poll_s: float = 1.0) -> bool:
+    """Block while the ledger cannot be reached (a restart, a failover, a network cut); whether
+    it could not (False: it answered at once, so the error that brought the caller here was not
+    an outage and is the caller's to handle).
+
+    Why: long work (an Autopilot chunk) that meets an outage half-way should pause and carry on
+    where it stopped, as DBOS itself does for its system database, instead of spending its
+    retries in the first seconds and ending the pass with errors. Said once, not every poll."""
+    waited = False
+    while True:
+        try:
+            check_connection(engine)
+            if waited:
+                log.warning("The ledger is reachable again: carrying on where work stopped.")
+            return waited
+        except LedgerUnavailable as exc:
+            if not waited:
+                log.warning(
+                    "%s Waiting for it to come back; what is stored stays stored (Ctrl-C stops, "
+                    "and the same command resumes).",
+                    exc,
+                )
+            waited = True
+            time.sleep(poll_s)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -109,16 +109,34 @@ class Heartbeat:
     def _run(
         self, sessions: sessionmaker[Session], executor: str, every_s: float, kind: str
     ) -> None:
+        away = False
         while not self._stop.wait(every_s):
             try:
                 with sessions() as session:
                     beat(session, executor, kind=kind)
-            except (OperationalError, LedgerUnavailable):  # the ledger is away: beat again later
-                log.warning("heartbeat for %s failed", executor, exc_info=True)
+            except (OperationalError, LedgerUnavailable) as exc:  # away: beat again later
+                if not away:  # once per outage (it beats several times a second)
+                    log.warning(
+                        "%s cannot reach the ledger (%s); its work pauses until the ledger is "
+                        "back.",
+                        executor,
+                        _first_line(exc),
+                    )
+                away = True
+                continue
+            if away:
+                log.warning("%s reached the ledger again.", executor)
+                away = False
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's reason without SQLAlchemy's statement and parameters (no data in logs)."""
+    orig = getattr(exc, "orig", None)
+    return (str(orig or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def is_launched() -> bool:

@@ -10,15 +10,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import pytest
 from pydantic_ai.messages import ModelMessage, ModelResponse
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.usage import RequestUsage
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.autopilot import run_autopilot
@@ -27,7 +31,8 @@ from memory.config import Settings
 from memory.models import Draft
 from tests.agent.factories import NOW, due_ledger
 from tests.benchmarks.bench_autopilot import AS_OF, build_ledger
-from tools.outreach.due import DueItem
+from tools.outreach.consolidation import consolidate
+from tools.outreach.due import DueItem, select_due
 
 REPO = Path(__file__).resolve().parents[2]
 N = 300
@@ -79,6 +84,127 @@ def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
     assert total == distinct == N  # every due invoice drafted, none twice
     assert summary["due"] == N and summary["errors"] == 0
     assert summary["skipped_existing"] >= half
+
+
+def _pass_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PLIXO_DATABASE_URL=db_url,
+        PLIXO_DATA_DIR=str(tmp_path / "data"),
+        PLIXO_DOMAIN_RECHECK_CRON="",  # no scheduled workflows in these processes (see outbox)
+        PLIXO_NOTIFICATION_SWEEP_CRON="",
+        PLIXO_MAILBOX_SYNC_CRON="",
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
+    return env
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PLIXO_TEST_POSTGRES_URL"), reason="needs a database server to stop"
+)
+def test_a_pass_carries_on_when_postgresql_comes_back_after_an_outage(
+    db_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL refuses every connection for 20 s half-way through a pass (longer than a
+    chunk step's five attempts last): the pass pauses, says so once, and when the database is
+    back drafts every due invoice once, with no error; one run, nothing to start again."""
+    n = 1_000
+    _, built = build_ledger(db_url, n)
+    sessions: sessionmaker[Session] = built  # type: ignore[assignment]
+    name = make_url(db_url).database
+    admin = create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    cmd = [sys.executable, "-c", "from api.cli.main import main; main()", "autopilot", "run",
+           "--json", "--as-of", AS_OF.isoformat()]  # fmt: skip
+    run = subprocess.Popen(
+        cmd, cwd=REPO, env=_pass_env(db_url, tmp_path), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while _count(sessions)[0] < n // 4:
+            assert run.poll() is None, run.stderr.read().decode() if run.stderr else ""
+            assert time.monotonic() < deadline, "the pass never got going"
+            time.sleep(0.02)
+        sessions.kw["bind"].dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": name},
+            )
+        time.sleep(20)
+        assert run.poll() is None  # it waits for the database instead of ending
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+    out, err = run.communicate(timeout=300)
+    said = err.decode()
+    assert run.returncode == 0, said[-3000:]
+    summary = json.loads(out)
+    assert summary["due"] == n and summary["errors"] == 0, summary["error_samples"]
+    assert _count(sessions) == (n, n)  # every due invoice drafted, none twice
+    assert said.count("cannot reach the ledger") == 1  # once per outage, not every beat
+    assert said.count("reached the ledger again") == 1
+
+
+@pytest.mark.skipif(
+    not os.environ.get("PLIXO_TEST_POSTGRES_URL"), reason="needs a database server to stop"
+)
+def test_a_chunk_cut_off_from_postgresql_waits_and_carries_on(
+    db_url: str, settings: Settings
+) -> None:
+    """The chunk itself, in this process: the database refuses connections while it drafts,
+    and it waits, then stores every item once (before, its first failed write ended it)."""
+    from agent import autopilot_flow
+    from memory import durable
+
+    n = 600
+    org_id, built = build_ledger(db_url, n)
+    sessions: sessionmaker[Session] = built  # type: ignore[assignment]
+    autopilot_flow.ensure_launched(settings, sessions)
+    with sessions() as s:
+        due = consolidate(s, org_id, select_due(s, org_id, AS_OF), AS_OF)
+    args = {"as_of": AS_OF.isoformat(), "now": NOW.isoformat(), "shadow": True,
+            "concurrency": 8, "batch_size": 25, "model_ref": None, "pass_id": None}  # fmt: skip
+    done: list[Any] = []
+    chunk = threading.Thread(
+        target=lambda: done.append(_run(autopilot_flow._draft, org_id, due.items, args))
+    )
+    name = make_url(db_url).database
+    admin = create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    durable_was = durable.ledger_sessions()
+    chunk.start()
+    try:
+        while _count(sessions)[0] < n // 4:
+            assert chunk.is_alive(), done
+            time.sleep(0.01)
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": name},
+            )
+        time.sleep(3)
+        assert chunk.is_alive()  # waiting, not ended
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+    chunk.join(timeout=120)
+    assert durable.ledger_sessions() is durable_was
+    assert len(done) == 1 and isinstance(done[0], dict), done
+    assert done[0]["errors"] == 0
+    assert done[0]["drafted"] + done[0]["skipped_existing"] == n
+    assert _count(sessions) == (n, n)
+
+
+def _run(fn: Any, org_id: int, items: list[Any], args: dict[str, Any]) -> Any:
+    try:
+        return fn(org_id, [i.to_dict() for i in items], args)
+    except Exception as exc:  # the test thread reports it
+        return exc
 
 
 def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twice(
