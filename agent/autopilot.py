@@ -246,7 +246,10 @@ def _through_queues(
             target=warm_org_reads, args=(sessions, org_id, args), kwargs={"quiet": True}
         )
         warm.start()
-        flows = autopilot_flow.enqueue_pass(sessions, org_id, items, args, per_item=per_item)
+        flows, counted = autopilot_flow.enqueue_pass(
+            sessions, org_id, items, args, per_item=per_item
+        )
+        summary.skipped_existing -= counted  # adopted chunks count them again as they skip them
         warm.join()
         autopilot_flow.wait_for(
             flows,

@@ -595,6 +595,37 @@ def _key(ledger: str, org_id: int, items: list[DueItem], as_of: date, kind: str 
     return f"autopilot:{ledger}:{org_id}:{as_of.isoformat()}:{kind}{digest}"
 
 
+def adopt_unfinished(
+    ledger: str, org_id: int, as_of: date, items: list[DueItem]
+) -> tuple[list[DueItem], list[tuple[str, int]], int]:
+    """The items no unfinished chunk of an earlier pass (same organisation and date) holds; the
+    chunks that hold the others, with how many of this pass's items each holds; and how many of
+    their items are not this pass's (stored before: already counted by the selection).
+
+    Why: a pass killed half-way leaves chunks behind that its next run recovers, but that run
+    selects only what is not stored yet, so its own chunks differ from the killed run's (other
+    ids) and, without this, both drafted the same items (one stored, the other skipped): with a
+    real model, paying twice. The same holds for two passes started side by side. Adopted, the
+    earlier chunk drafts them and this pass waits for it."""
+    prefix = f"autopilot:{ledger}:{org_id}:{as_of.isoformat()}:"
+    mine = {i.run_key for i in items}
+    taken: set[str] = set()
+    adopted: list[tuple[str, int]] = []
+    outside = 0
+    for w in DBOS.list_workflows(
+        workflow_id_prefix=prefix, status=["ENQUEUED", "PENDING", "DELAYED"], load_input=True
+    ):
+        args = w.input["args"] if w.input else ()
+        if len(args) < 3 or not isinstance(args[2], list):  # a one-item workflow (older)
+            continue
+        keys = {DueItem.from_dict(d).run_key for d in args[2]}
+        if keys & mine:
+            adopted.append((w.workflow_id, len(keys & mine)))
+            taken |= keys & mine
+            outside += len(keys - mine)
+    return [i for i in items if i.run_key not in taken], adopted, outside
+
+
 def enqueue_pass(
     sessions: sessionmaker[Session],
     org_id: int,
@@ -602,12 +633,15 @@ def enqueue_pass(
     args: dict[str, Any],
     *,
     per_item: bool,
-) -> list[tuple[str, int]]:
-    """Enqueue the pass's workflows (idempotent by id); their ids and item counts."""
+) -> tuple[list[tuple[str, int]], int]:
+    """Enqueue the pass's workflows (idempotent by id), adopting an earlier pass's unfinished
+    chunks (``adopt_unfinished``); the ids and item counts to wait for, and how many items of
+    adopted chunks the selection already counted as stored."""
     with sessions() as session:
         ledger = durable.ledger_key(session)
     as_of = date.fromisoformat(args["as_of"])
-    out: list[tuple[str, int]] = []
+    items, out, outside = adopt_unfinished(ledger, org_id, as_of, items)
+    adopted = len(out)
     with SetEnqueueOptions(queue_partition_key=str(org_id)):
         if per_item:  # a real model: whole waves of chunks
             for chunk in model_chunks(items, durable.ledger_settings()):
@@ -622,8 +656,8 @@ def enqueue_pass(
                         args,
                     )
                 out.append((wid, len(chunk)))
-            _resume_cancelled([w for w, _ in out])
-            return out
+            _resume_cancelled([w for w, _ in out[adopted:]])
+            return out, outside
         for chunk in offline_chunks(items, durable.ledger_settings()):
             wid = _key(ledger, org_id, chunk, as_of)
             with SetWorkflowID(wid):
@@ -631,8 +665,8 @@ def enqueue_pass(
                     CHUNK_QUEUE, draft_chunk, ledger, org_id, [i.to_dict() for i in chunk], args
                 )
             out.append((wid, len(chunk)))
-    _resume_cancelled([w for w, _ in out])
-    return out
+    _resume_cancelled([w for w, _ in out[adopted:]])
+    return out, outside
 
 
 def _resume_cancelled(ids: list[str]) -> None:

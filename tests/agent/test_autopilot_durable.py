@@ -271,3 +271,43 @@ def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twi
     assert number in again.body
     assert again.output_tokens == 1000 + numbers.index(number)  # its own answer, replayed
     assert calls == dict.fromkeys(numbers, 1)  # no model request paid twice
+
+
+def test_a_pass_adopts_the_unfinished_chunk_an_earlier_run_left_and_drafts_the_rest(
+    session: Session, sessions: sessionmaker[Session], settings: Settings
+) -> None:
+    """An earlier run of the same pass left a chunk behind, not finished (here: enqueued with a
+    delay). The next run selects what is not stored yet, so its chunks would differ from that
+    one; it adopts the chunk instead and waits for it, so every item is in one workflow only
+    (drafted once: with a real model, paid once) and the summary counts all of them."""
+    from dbos import DBOS, SetEnqueueOptions, SetWorkflowID
+
+    from agent import autopilot_flow
+    from memory import durable
+
+    b = due_ledger(session, [f"INV-6{n:03d}" for n in range(6)], name="Adopt")
+    autopilot_flow.ensure_launched(settings, sessions)
+    items = consolidate(session, b.org.id, select_due(session, b.org.id, AS_OF), AS_OF).items
+    assert len(items) == 6
+    key = durable.ledger_key(session)
+    left = autopilot_flow._key(key, b.org.id, items[:4], AS_OF)
+    args = {"as_of": AS_OF.isoformat(), "now": NOW.isoformat(), "shadow": True,
+            "concurrency": 4, "batch_size": 2, "model_ref": None, "pass_id": None}  # fmt: skip
+    with (
+        SetEnqueueOptions(queue_partition_key=str(b.org.id), delay_seconds=1.5),
+        SetWorkflowID(left),
+    ):
+        DBOS.enqueue_workflow(
+            autopilot_flow.CHUNK_QUEUE, autopilot_flow.draft_chunk, key, b.org.id,
+            [i.to_dict() for i in items[:4]], args,
+        )  # fmt: skip
+    summary = run_autopilot(sessions, b.org.id, as_of=AS_OF, settings=settings, now=NOW)
+    assert summary.drafted == 6 and summary.skipped_existing == 0 and summary.errors == 0
+    held: Counter[str] = Counter()
+    for w in DBOS.list_workflows(
+        workflow_id_prefix=f"autopilot:{key}:{b.org.id}:", load_input=True
+    ):
+        assert w.status == "SUCCESS", w.workflow_id
+        held.update(DueItem.from_dict(d).run_key for d in w.input["args"][2])  # type: ignore[index]
+    assert held == Counter({i.run_key: 1 for i in items})  # each item in one workflow only
+    assert _count(sessions) == (6, 6)
