@@ -16,6 +16,7 @@ A model failure never stops the run: that item is held for a human with the reas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
@@ -25,6 +26,7 @@ from datetime import date, datetime
 from typing import Any
 
 from pydantic_ai.models import Model
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent import autopilot_flow
@@ -256,13 +258,44 @@ def _through_queues(
             progress=tick,
             on_part=lambda part: merge_part(summary, part),
             on_error=lambda message: record_error(summary, message),
-            on_poll=lambda: warm_org_reads(sessions, org_id, args, quiet=True),
+            on_poll=_between_polls(sessions, org_id, args, settings, ident),
         )
     except KeyboardInterrupt:  # stop the pass: what has not started will not (until re-run)
         autopilot_flow.cancel_unfinished([w for w, _ in flows])
         raise
     finally:
         heart.stop()
+
+
+#: How often a waiting pass looks for runs that died (``_between_polls``).
+RECOVER_EVERY_S = 1.0
+
+
+def _between_polls(
+    sessions: sessionmaker[Session],
+    org_id: int,
+    args: dict[str, Any],
+    settings: Settings,
+    ident: str,
+) -> Callable[[], None]:
+    """What a pass does while it waits for its workflows: keeps the organisation's reads warm,
+    and every second hands the workflows of a process that died (its heartbeat stale) back to
+    the queues.
+
+    Why the second: the pass may wait for chunks a killed run left (adopted), and if it started
+    before that run's heartbeat went stale, no one else would run them unless a worker is up."""
+    last = time.monotonic()
+
+    def between() -> None:
+        nonlocal last
+        warm_org_reads(sessions, org_id, args, quiet=True)
+        if time.monotonic() - last >= RECOVER_EVERY_S:
+            last = time.monotonic()
+            # the ledger away: the heartbeat says so, and the next poll tries again
+            with contextlib.suppress(OperationalError):
+                durable.recover_dead(sessions, settings.worker_stale_s, mine=ident)
+
+    return between
 
 
 def _finish(

@@ -45,16 +45,23 @@ def _count(sessions: sessionmaker[Session]) -> tuple[int, int]:
     return total, keys
 
 
+@pytest.mark.parametrize(
+    ("stale_s", "restart_after_s"),
+    [("1", 1.5), ("5", 0.0)],  # started again at once: its heartbeat goes stale while it waits
+    ids=["after-the-heartbeat-is-stale", "at-once"],
+)
 def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, stale_s: str, restart_after_s: float
 ) -> None:
+    """The second run adopts the chunks the killed one left and waits for them; started at
+    once, it recovers them itself when the killed run's heartbeat goes stale (no worker runs)."""
     _, built = build_ledger(db_url, N)
     sessions: sessionmaker[Session] = built  # type: ignore[assignment]
     env = dict(os.environ)
     env.update(
         PLIXO_DATABASE_URL=db_url,
         PLIXO_DATA_DIR=str(tmp_path / "data"),
-        PLIXO_WORKER_STALE_S="1",
+        PLIXO_WORKER_STALE_S=stale_s,
         PLIXO_WORKER_POLL_S="0.05",
         PLIXO_DOMAIN_RECHECK_CRON="",  # no scheduled workflows in these processes (see outbox)
         PLIXO_NOTIFICATION_SWEEP_CRON="",
@@ -76,13 +83,14 @@ def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
     first.wait(timeout=10)
     half, _ = _count(sessions)
     assert N // 3 <= half < N, half
-    time.sleep(1.5)  # the killed run's heartbeat goes stale: the next run recovers its workflows
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=300)
+    time.sleep(restart_after_s)
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=180)
     assert second.returncode == 0, second.stderr.decode()[-3000:]
     summary = json.loads(second.stdout)
     total, distinct = _count(sessions)
     assert total == distinct == N  # every due invoice drafted, none twice
     assert summary["due"] == N and summary["errors"] == 0
+    assert summary["drafted"] + summary["skipped_existing"] == N
     assert summary["skipped_existing"] >= half
 
 
