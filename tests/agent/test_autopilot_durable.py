@@ -4,6 +4,7 @@ ledger's unique run key is the last word)."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,46 @@ def _count(sessions: sessionmaker[Session]) -> tuple[int, int]:
     return total, keys
 
 
+_STOPPABLE = pytest.mark.skipif(
+    not os.environ.get("PLIXO_TEST_POSTGRES_URL"), reason="needs a database server to stop"
+)
+
+
+@contextlib.contextmanager
+def _refused(db_url: str) -> Iterator[None]:
+    """PostgreSQL drops every connection to this test's database and refuses new ones until
+    the block ends (an outage the processes cannot tell from a server restart)."""
+    name = make_url(db_url).database
+    admin = create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
+                {"d": name},
+            )
+        yield
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()
+
+
+def _pass_env(db_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a ``plixo autopilot run`` on this test's ledger and data directory."""
+    env = dict(os.environ)
+    env.update(
+        PLIXO_DATABASE_URL=db_url,
+        PLIXO_DATA_DIR=str(tmp_path / "data"),
+        PLIXO_DOMAIN_RECHECK_CRON="",  # no scheduled workflows in these processes (see outbox)
+        PLIXO_NOTIFICATION_SWEEP_CRON="",
+        PLIXO_MAILBOX_SYNC_CRON="",
+        PYTHONPATH=str(REPO),
+    )
+    env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
+    return env
+
+
 @pytest.mark.parametrize(
     ("stale_s", "restart_after_s"),
     [("1", 1.5), ("5", 0.0)],  # started again at once: its heartbeat goes stale while it waits
@@ -57,18 +99,10 @@ def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
     once, it recovers them itself when the killed run's heartbeat goes stale (no worker runs)."""
     _, built = build_ledger(db_url, N)
     sessions: sessionmaker[Session] = built  # type: ignore[assignment]
-    env = dict(os.environ)
-    env.update(
-        PLIXO_DATABASE_URL=db_url,
-        PLIXO_DATA_DIR=str(tmp_path / "data"),
-        PLIXO_WORKER_STALE_S=stale_s,
-        PLIXO_WORKER_POLL_S="0.05",
-        PLIXO_DOMAIN_RECHECK_CRON="",  # no scheduled workflows in these processes (see outbox)
-        PLIXO_NOTIFICATION_SWEEP_CRON="",
-        PLIXO_MAILBOX_SYNC_CRON="",
-        PYTHONPATH=str(REPO),
-    )
-    env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
+    env = _pass_env(db_url, tmp_path) | {
+        "PLIXO_WORKER_STALE_S": stale_s,
+        "PLIXO_WORKER_POLL_S": "0.05",
+    }
     cmd = [sys.executable, "-c", "from api.cli.main import main; main()", "autopilot", "run",
            "--json", "--as-of", AS_OF.isoformat()]  # fmt: skip
     first = subprocess.Popen(
@@ -94,23 +128,7 @@ def test_a_pass_killed_half_way_and_started_again_drafts_each_invoice_once(
     assert summary["skipped_existing"] >= half
 
 
-def _pass_env(db_url: str, tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PLIXO_DATABASE_URL=db_url,
-        PLIXO_DATA_DIR=str(tmp_path / "data"),
-        PLIXO_DOMAIN_RECHECK_CRON="",  # no scheduled workflows in these processes (see outbox)
-        PLIXO_NOTIFICATION_SWEEP_CRON="",
-        PLIXO_MAILBOX_SYNC_CRON="",
-        PYTHONPATH=str(REPO),
-    )
-    env.pop("PLIXO_DBOS_SYSTEM_DATABASE_URL", None)
-    return env
-
-
-@pytest.mark.skipif(
-    not os.environ.get("PLIXO_TEST_POSTGRES_URL"), reason="needs a database server to stop"
-)
+@_STOPPABLE
 def test_a_pass_carries_on_when_postgresql_comes_back_after_an_outage(
     db_url: str, tmp_path: Path
 ) -> None:
@@ -120,33 +138,21 @@ def test_a_pass_carries_on_when_postgresql_comes_back_after_an_outage(
     n = 1_000
     _, built = build_ledger(db_url, n)
     sessions: sessionmaker[Session] = built  # type: ignore[assignment]
-    name = make_url(db_url).database
-    admin = create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     cmd = [sys.executable, "-c", "from api.cli.main import main; main()", "autopilot", "run",
            "--json", "--as-of", AS_OF.isoformat()]  # fmt: skip
     run = subprocess.Popen(
         cmd, cwd=REPO, env=_pass_env(db_url, tmp_path), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 240
-        while _count(sessions)[0] < n // 4:
-            assert run.poll() is None, run.stderr.read().decode() if run.stderr else ""
-            assert time.monotonic() < deadline, "the pass never got going"
-            time.sleep(0.02)
-        sessions.kw["bind"].dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
-                {"d": name},
-            )
+    deadline = time.monotonic() + 240
+    while _count(sessions)[0] < n // 4:
+        assert run.poll() is None, run.stderr.read().decode() if run.stderr else ""
+        assert time.monotonic() < deadline, "the pass never got going"
+        time.sleep(0.02)
+    sessions.kw["bind"].dispose()
+    with _refused(db_url):
         time.sleep(20)
         assert run.poll() is None  # it waits for the database instead of ending
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        admin.dispose()
     out, err = run.communicate(timeout=300)
     said = err.decode()
     assert run.returncode == 0, said[-3000:]
@@ -157,9 +163,7 @@ def test_a_pass_carries_on_when_postgresql_comes_back_after_an_outage(
     assert said.count("reached the ledger again") == 1
 
 
-@pytest.mark.skipif(
-    not os.environ.get("PLIXO_TEST_POSTGRES_URL"), reason="needs a database server to stop"
-)
+@_STOPPABLE
 def test_a_chunk_cut_off_from_postgresql_waits_and_carries_on(
     db_url: str, settings: Settings
 ) -> None:
@@ -180,26 +184,14 @@ def test_a_chunk_cut_off_from_postgresql_waits_and_carries_on(
     chunk = threading.Thread(
         target=lambda: done.append(_run(autopilot_flow._draft, org_id, due.items, args))
     )
-    name = make_url(db_url).database
-    admin = create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
     durable_was = durable.ledger_sessions()
     chunk.start()
-    try:
-        while _count(sessions)[0] < n // 4:
-            assert chunk.is_alive(), done
-            time.sleep(0.01)
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :d"),
-                {"d": name},
-            )
+    while _count(sessions)[0] < n // 4:
+        assert chunk.is_alive(), done
+        time.sleep(0.01)
+    with _refused(db_url):
         time.sleep(3)
         assert chunk.is_alive()  # waiting, not ended
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-        admin.dispose()
     chunk.join(timeout=120)
     assert durable.ledger_sessions() is durable_was
     assert len(done) == 1 and isinstance(done[0], dict), done
