@@ -417,12 +417,18 @@ def _draft(org_id: int, items: list[dict[str, Any]], args: dict[str, Any]) -> di
     PostgreSQL was away for a minute. Any other database error is the step's to retry."""
 
     with fewer_gc_pauses():
-        while True:
-            try:
-                return run_sync(_adraft(org_id, items, args))
-            except OperationalError:
-                if not wait_for_ledger(durable.ledger_sessions().kw["bind"]):
-                    raise
+        return _through_outages(lambda: run_sync(_adraft(org_id, items, args)))
+
+
+def _through_outages(run: Callable[[], _T]) -> _T:
+    """``run()``, and again each time it fails because the ledger went away, once the ledger is
+    back (``wait_for_ledger``); another database error is raised."""
+    while True:
+        try:
+            return run()
+        except OperationalError:
+            if not wait_for_ledger(durable.ledger_sessions().kw["bind"]):
+                raise
 
 
 @DBOS.step(name="plixo.autopilot.draft_chunk", retries_allowed=True, max_attempts=5)
@@ -470,8 +476,10 @@ def draft_model_chunk(
     for d in items:  # in the input's order: the same step ids on every run of this workflow
         steps = [DBOS.reserve_step() for _ in range(REQUESTS_PER_ITEM)]
         lanes.setdefault(DueItem.from_dict(d).run_key, _Lane(org_id, steps))
-    with fewer_gc_pauses():
-        result: dict[str, Any] = run_sync(_adraft(org_id, items, args, item_of=ledger, lanes=lanes))
+    with fewer_gc_pauses():  # an outage: the items stored are skipped, the others drafted
+        result: dict[str, Any] = _through_outages(  # with their lanes' next reserved steps
+            lambda: run_sync(_adraft(org_id, items, args, item_of=ledger, lanes=lanes))
+        )
     return result
 
 

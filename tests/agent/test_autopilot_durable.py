@@ -4,6 +4,7 @@ ledger's unique run key is the last word)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -197,6 +198,55 @@ def test_a_chunk_cut_off_from_postgresql_waits_and_carries_on(
     assert len(done) == 1 and isinstance(done[0], dict), done
     assert done[0]["errors"] == 0
     assert done[0]["drafted"] + done[0]["skipped_existing"] == n
+    assert _count(sessions) == (n, n)
+
+
+@_STOPPABLE
+def test_a_real_model_pass_cut_off_from_postgresql_waits_and_carries_on(
+    db_url: str, settings: Settings
+) -> None:
+    """The same with a real model's chunks (their requests DBOS steps at reserved ids): the
+    pass waits out the outage and stores every item once, with no error."""
+    from agent import autopilot_flow
+
+    n = 300
+    org_id, built = build_ledger(db_url, n)
+    sessions: sessionmaker[Session] = built  # type: ignore[assignment]
+
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        await asyncio.sleep(0.02)  # a model that takes a moment: the chunks are mid-way
+        return await offline_function(messages, info)
+
+    autopilot_flow.ensure_launched(settings, sessions)
+    done: list[Any] = []
+
+    def run() -> None:
+        try:
+            done.append(
+                run_autopilot(
+                    sessions,
+                    org_id,
+                    as_of=AS_OF,
+                    settings=settings,
+                    now=NOW,
+                    model=FunctionModel(answer, model_name="a-moment"),
+                )  # fmt: skip
+            )
+        except Exception as exc:  # the test thread reports it
+            done.append(exc)
+
+    passing = threading.Thread(target=run)
+    passing.start()
+    while _count(sessions)[0] < n // 4:
+        assert passing.is_alive(), done
+        time.sleep(0.01)
+    with _refused(db_url):
+        time.sleep(3)
+        assert passing.is_alive()  # waiting, not ended
+    passing.join(timeout=180)
+    assert len(done) == 1 and not isinstance(done[0], Exception), done
+    assert done[0].errors == 0, done[0].error_samples
+    assert done[0].drafted + done[0].skipped_existing == n
     assert _count(sessions) == (n, n)
 
 
