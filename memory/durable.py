@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -133,6 +134,36 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
+class QuietRepeats(logging.Filter):
+    """Lets the same warning (same place in the code) through once per ``every_s``, with how
+    many like it were held back; errors always pass.
+
+    Why: while the database is away, DBOS's background threads (queue dispatch, notifications,
+    schedules) warn on every poll: about 5,900 lines per minute of outage, tracebacks included,
+    in which the one line that says what to do is lost."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self._seen: dict[tuple[str, int], tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key, now = (record.pathname, record.lineno), self.clock()
+        with self._lock:
+            last, held = self._seen.get(key, (float("-inf"), 0))
+            if now - last < self.every_s:
+                self._seen[key] = (last, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+        if held:
+            record.msg = f"{record.getMessage()} ({held} more like this held back)"
+            record.args = None
+        return True
+
+
 def _first_line(exc: BaseException) -> str:
     """The driver's reason without SQLAlchemy's statement and parameters (no data in logs)."""
     orig = getattr(exc, "orig", None)
@@ -190,6 +221,8 @@ def launch(
                     "db_engine_kwargs": {"pool_pre_ping": False, "pool_recycle": 1800},
                 }
             )
+            if not any(isinstance(f, QuietRepeats) for f in logging.getLogger("dbos").filters):
+                logging.getLogger("dbos").addFilter(QuietRepeats())
             if listen is not None:
                 DBOS.listen_queues([q for q in listen if q != SCHEDULE_QUEUE])
             DBOS.launch()

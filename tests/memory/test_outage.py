@@ -1,6 +1,7 @@
 """A ledger that goes away and comes back: ``wait_for_ledger`` pauses while it is away, says so
 once (naming the URL without its password), and tells the caller whether there was an outage
-at all (an error on a reachable ledger is not one, and must not be retried forever)."""
+at all (an error on a reachable ledger is not one, and must not be retried forever); and
+what DBOS says meanwhile stays readable."""
 
 from __future__ import annotations
 
@@ -58,3 +59,28 @@ def test_an_outage_pauses_until_the_ledger_is_back_and_is_said_once(
     with engine.connect() as conn:  # what was stored is there
         assert conn.execute(text("SELECT n FROM kept")).scalar_one() == 7
     engine.dispose()
+
+
+def test_dbos_repeated_warnings_pass_once_a_minute_with_a_count() -> None:
+    """While the database is away DBOS warns from the same places on every poll: each place
+    speaks once per minute, then with how many it held back; errors always pass."""
+    from memory.durable import QuietRepeats
+
+    now = [0.0]
+    quiet = QuietRepeats(every_s=60.0, clock=lambda: now[0])
+
+    def warn(line: int, level: int = logging.WARNING) -> logging.LogRecord:
+        return logging.LogRecord("dbos", level, "_queue.py", line, "queue %s: %s", ("q", "x"), None)
+
+    assert quiet.filter(warn(715))
+    passed = [quiet.filter(warn(715)) for _ in range(50)]
+    assert not any(passed)
+    assert quiet.filter(warn(848))  # another place speaks for itself
+    assert quiet.filter(warn(715, logging.ERROR))  # errors always pass
+    now[0] = 61.0
+    later = warn(715)
+    assert quiet.filter(later)
+    assert later.getMessage() == "queue q: x (50 more like this held back)"
+    again = warn(715)
+    now[0] = 130.0
+    assert quiet.filter(again) and again.getMessage() == "queue q: x"  # none held since
