@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -181,23 +181,16 @@ def test_a_chunk_cut_off_from_postgresql_waits_and_carries_on(
         due = consolidate(s, org_id, select_due(s, org_id, AS_OF), AS_OF)
     args = {"as_of": AS_OF.isoformat(), "now": NOW.isoformat(), "shadow": True,
             "concurrency": 8, "batch_size": 25, "model_ref": None, "pass_id": None}  # fmt: skip
-    done: list[Any] = []
-    chunk = threading.Thread(
-        target=lambda: done.append(_run(autopilot_flow._draft, org_id, due.items, args))
-    )
     durable_was = durable.ledger_sessions()
-    chunk.start()
-    while _count(sessions)[0] < n // 4:
-        assert chunk.is_alive(), done
-        time.sleep(0.01)
-    with _refused(db_url):
-        time.sleep(3)
-        assert chunk.is_alive()  # waiting, not ended
-    chunk.join(timeout=120)
+    part = _cut_off_midway(
+        db_url,
+        sessions,
+        n,
+        lambda: autopilot_flow._draft(org_id, [i.to_dict() for i in due.items], args),
+    )
     assert durable.ledger_sessions() is durable_was
-    assert len(done) == 1 and isinstance(done[0], dict), done
-    assert done[0]["errors"] == 0
-    assert done[0]["drafted"] + done[0]["skipped_existing"] == n
+    assert part["errors"] == 0
+    assert part["drafted"] + part["skipped_existing"] == n
     assert _count(sessions) == (n, n)
 
 
@@ -218,43 +211,45 @@ def test_a_real_model_pass_cut_off_from_postgresql_waits_and_carries_on(
         return await offline_function(messages, info)
 
     autopilot_flow.ensure_launched(settings, sessions)
+    model = FunctionModel(answer, model_name="a-moment")
+    summary = _cut_off_midway(
+        db_url,
+        sessions,
+        n,
+        lambda: run_autopilot(
+            sessions, org_id, as_of=AS_OF, settings=settings, now=NOW, model=model
+        ),
+    )
+    assert summary.errors == 0, summary.error_samples
+    assert summary.drafted + summary.skipped_existing == n
+    assert _count(sessions) == (n, n)
+
+
+def _cut_off_midway(
+    db_url: str, sessions: sessionmaker[Session], n: int, work: Callable[[], Any]
+) -> Any:
+    """``work()`` in a thread, with PostgreSQL refusing connections for 3 s once a quarter of
+    the ``n`` drafts are stored; what it returned (it must still be running during the outage,
+    waiting, and must not raise)."""
     done: list[Any] = []
 
     def run() -> None:
         try:
-            done.append(
-                run_autopilot(
-                    sessions,
-                    org_id,
-                    as_of=AS_OF,
-                    settings=settings,
-                    now=NOW,
-                    model=FunctionModel(answer, model_name="a-moment"),
-                )  # fmt: skip
-            )
-        except Exception as exc:  # the test thread reports it
+            done.append(work())
+        except Exception as exc:  # reported by the test
             done.append(exc)
 
-    passing = threading.Thread(target=run)
-    passing.start()
+    worker = threading.Thread(target=run)
+    worker.start()
     while _count(sessions)[0] < n // 4:
-        assert passing.is_alive(), done
+        assert worker.is_alive(), done
         time.sleep(0.01)
     with _refused(db_url):
         time.sleep(3)
-        assert passing.is_alive()  # waiting, not ended
-    passing.join(timeout=180)
+        assert worker.is_alive(), done  # waiting, not ended
+    worker.join(timeout=180)
     assert len(done) == 1 and not isinstance(done[0], Exception), done
-    assert done[0].errors == 0, done[0].error_samples
-    assert done[0].drafted + done[0].skipped_existing == n
-    assert _count(sessions) == (n, n)
-
-
-def _run(fn: Any, org_id: int, items: list[Any], args: dict[str, Any]) -> Any:
-    try:
-        return fn(org_id, [i.to_dict() for i in items], args)
-    except Exception as exc:  # the test thread reports it
-        return exc
+    return done[0]
 
 
 def test_a_replayed_chunk_gives_each_item_its_own_model_answer_and_pays_none_twice(
