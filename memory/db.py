@@ -73,13 +73,20 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
     return engine
 
 
+def driver_reason(exc: BaseException) -> str:
+    """The database driver's reason, its first line only: without SQLAlchemy's statement and
+    parameters, so no ledger data reaches a message or a log."""
+    orig = getattr(exc, "orig", None)
+    return (str(orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def check_connection(engine: Engine) -> None:
     """Fail early with a message naming the URL (without password) and the fix."""
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        reason = driver_reason(exc)
         hint = (
             "Another plixo process may hold the SQLite file: wait for it, or point "
             "PLIXO_DATABASE_URL elsewhere."

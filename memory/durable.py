@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memory import clock
 from memory.config import Settings, get_settings
-from memory.db import LedgerUnavailable, redact_url
+from memory.db import LedgerUnavailable, driver_reason, redact_url
 from memory.models import LedgerIdentity, WorkerHeartbeat
 
 log = logging.getLogger("plixo.durable")
@@ -121,7 +121,7 @@ class Heartbeat:
                         "%s cannot reach the ledger (%s); its work pauses until the ledger is "
                         "back.",
                         executor,
-                        _first_line(exc),
+                        driver_reason(exc),
                     )
                 away = True
                 continue
@@ -162,12 +162,6 @@ class QuietRepeats(logging.Filter):
             record.msg = f"{record.getMessage()} ({held} more like this held back)"
             record.args = None
         return True
-
-
-def _first_line(exc: BaseException) -> str:
-    """The driver's reason without SQLAlchemy's statement and parameters (no data in logs)."""
-    orig = getattr(exc, "orig", None)
-    return (str(orig or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def is_launched() -> bool:
